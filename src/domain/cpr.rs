@@ -1,0 +1,178 @@
+//! CPR: the debtor's 10-digit personal number, validated by date and century rule.
+
+use std::fmt;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::DomainError;
+
+/// A valid CPR number `DDMMYYSSSS`. There is deliberately no modulus-11 check:
+/// numbers without it have been issued since 2007.
+///
+/// `Display` and `Debug` show only the masked form `DDMMYY-xxxx` so that a full
+/// number cannot leak into a log line or an operator message by accident; the
+/// full digits are available through [`Cpr::digits`] for files and storage.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cpr([u8; 10]);
+
+/// Masks a possibly invalid CPR-like input for an error message: the first six
+/// characters followed by `-xxxx`. Input of other shapes is shown by length only.
+pub fn mask_raw(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    if chars.len() == 10 {
+        let head: String = chars[..6].iter().collect();
+        format!("{head}-xxxx")
+    } else {
+        format!("<{} characters>", chars.len())
+    }
+}
+
+impl Cpr {
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let invalid = |why: &'static str| DomainError::InvalidCpr {
+            masked: mask_raw(raw),
+            why,
+        };
+        let bytes = raw.as_bytes();
+        if bytes.len() != 10 || !bytes.iter().all(u8::is_ascii_digit) {
+            return Err(invalid("must be exactly 10 digits"));
+        }
+        let mut digits = [0u8; 10];
+        digits.copy_from_slice(bytes);
+        let cpr = Cpr(digits);
+        if cpr.birth_date().is_none() {
+            return Err(invalid(
+                "the date part DDMMYY is not a real date under the century rule",
+            ));
+        }
+        Ok(cpr)
+    }
+
+    fn number(&self, start: usize) -> u32 {
+        u32::from(self.0[start] - b'0') * 10 + u32::from(self.0[start + 1] - b'0')
+    }
+
+    /// The birth date implied by the first six digits and the century digit (the 7th).
+    pub fn birth_date(&self) -> Option<NaiveDate> {
+        let day = self.number(0);
+        let month = self.number(2);
+        let yy = i32::try_from(self.number(4)).ok()?;
+        let century_digit = self.0[6] - b'0';
+        let century = match century_digit {
+            0..=3 => 1900,
+            4 | 9 if yy <= 36 => 2000,
+            4 | 9 => 1900,
+            5..=8 if yy <= 57 => 2000,
+            5..=8 => 1800,
+            _ => return None,
+        };
+        NaiveDate::from_ymd_opt(century + yy, month, day)
+    }
+
+    /// The full ten digits. Only for SF2520 files and storage, never for logs.
+    pub fn digits(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("CPR digits are ASCII")
+    }
+
+    /// `DDMMYY-xxxx`, safe for logs and operator messages.
+    pub fn masked(&self) -> String {
+        format!("{}-xxxx", &self.digits()[..6])
+    }
+}
+
+impl fmt::Display for Cpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for Cpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cpr({})", self.masked())
+    }
+}
+
+impl Serialize for Cpr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.digits())
+    }
+}
+
+impl<'de> Deserialize<'de> for Cpr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Cpr::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn century_rule() {
+        let date = |raw: &str| Cpr::parse(raw).unwrap().birth_date().unwrap();
+        assert_eq!(
+            date("0101901234"),
+            NaiveDate::from_ymd_opt(1990, 1, 1).unwrap()
+        );
+        assert_eq!(
+            date("0101104234"),
+            NaiveDate::from_ymd_opt(2010, 1, 1).unwrap()
+        );
+        assert_eq!(
+            date("0101504234"),
+            NaiveDate::from_ymd_opt(1950, 1, 1).unwrap()
+        );
+        assert_eq!(
+            date("0101205234"),
+            NaiveDate::from_ymd_opt(2020, 1, 1).unwrap()
+        );
+        assert_eq!(
+            date("0101605234"),
+            NaiveDate::from_ymd_opt(1860, 1, 1).unwrap()
+        );
+        assert_eq!(
+            date("0101369234"),
+            NaiveDate::from_ymd_opt(2036, 1, 1).unwrap()
+        );
+        assert_eq!(
+            date("0101379234"),
+            NaiveDate::from_ymd_opt(1937, 1, 1).unwrap()
+        );
+    }
+
+    #[test]
+    fn no_modulus_eleven_check() {
+        // 0101901235 fails modulus 11 but is a valid CPR since 2007.
+        assert!(Cpr::parse("0101901235").is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_dates_and_shapes_and_masks_them() {
+        for bad in [
+            "3102901234",
+            "2902011234",
+            "0013901234",
+            "010190123",
+            "01019012a4",
+            "0101901234 ",
+        ] {
+            let error = Cpr::parse(bad).unwrap_err().to_string();
+            assert!(!error.contains(bad), "{error} leaks the full number");
+        }
+        // 29 Feb 2000 is real (century digit 4, YY 00 -> 2000).
+        assert!(Cpr::parse("2902004000").is_ok());
+        // 29 Feb 1900 is not (century digit 0 -> 1900, not a leap year).
+        assert!(Cpr::parse("2902000000").is_err());
+    }
+
+    #[test]
+    fn display_and_debug_are_masked() {
+        let cpr = Cpr::parse("0101901234").unwrap();
+        assert_eq!(cpr.to_string(), "010190-xxxx");
+        assert_eq!(format!("{cpr:?}"), "Cpr(010190-xxxx)");
+        assert_eq!(cpr.digits(), "0101901234");
+    }
+}

@@ -1,0 +1,230 @@
+//! Commands KY sends and the events the ledger records, with their stored encoding.
+//!
+//! A command that passes the rules in `decide` becomes the event of the same shape,
+//! so the payload structs below serve both. Dates are stored as days since
+//! 0001-01-01 and amounts as integer øre, so stored bytes never depend on a
+//! crate's serde defaults.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::{AgreementRef, Amount, Cpr, Kommune, KyRef};
+
+/// A betalingsadministrationsaftale as KY learned it from SF2530.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agreement {
+    pub agreement: AgreementRef,
+    pub kommune: Kommune,
+    pub cpr: Cpr,
+    #[serde(with = "date_days")]
+    pub valid_from: NaiveDate,
+    #[serde(with = "optional_date_days")]
+    pub valid_to: Option<NaiveDate>,
+}
+
+/// The end of an agreement: it covers no payout after `valid_to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgreementEnd {
+    pub agreement: AgreementRef,
+    pub kommune: Kommune,
+    #[serde(with = "date_days")]
+    pub valid_to: NaiveDate,
+}
+
+/// A tilbageholdelse: an amount withheld from one payout to cover one agreement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withholding {
+    pub reference: KyRef,
+    pub agreement: AgreementRef,
+    pub kommune: Kommune,
+    pub cpr: Cpr,
+    #[serde(with = "date_days")]
+    pub payout_date: NaiveDate,
+    #[serde(with = "date_days")]
+    pub period_from: NaiveDate,
+    #[serde(with = "date_days")]
+    pub period_to: NaiveDate,
+    /// Always positive.
+    pub amount: Amount,
+}
+
+/// A korrektion: a signed change to an earlier withholding of the same kommune.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Correction {
+    pub reference: KyRef,
+    pub corrects: KyRef,
+    pub kommune: Kommune,
+    /// Never zero; negative reduces or reverses, positive increases.
+    pub amount: Amount,
+    pub reason: String,
+}
+
+/// What KY asks the ledger to do; one line of input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    RegisterAgreement(Agreement),
+    EndAgreement(AgreementEnd),
+    RecordWithholding(Withholding),
+    CorrectWithholding(Correction),
+}
+
+/// One SF2520 file the batch export made official.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileExported {
+    /// The file's UUID; Serviceplatformen's `SendersFileId` of its first delivery.
+    pub file_id: [u8; 16],
+    pub kommune: Kommune,
+    /// Løbenummer: gapless per kommune from 1.
+    pub sequence: u32,
+    pub file_name: String,
+    /// Creation time written into the start record, whole seconds, µs since the Unix epoch UTC.
+    pub created_at_us: i64,
+    /// The file holds the kommune's entries at positions in
+    /// `(previous_cutoff_position, cutoff_position]`.
+    pub previous_cutoff_position: u64,
+    pub cutoff_position: u64,
+    pub test_marker: bool,
+    pub record_count: u64,
+    pub plus_ore: i64,
+    pub minus_ore: i64,
+    pub sha256: [u8; 32],
+}
+
+/// An official file put back into the outbox, byte for byte, to be delivered again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReissued {
+    pub kommune: Kommune,
+    pub sequence: u32,
+    /// The new `SendersFileId` for the re-delivery.
+    pub delivery_id: [u8; 16],
+}
+
+/// A data file and its trigger uploaded to Serviceplatformen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileUploaded {
+    pub kommune: Kommune,
+    pub sequence: u32,
+    pub remote_path: String,
+    pub size_bytes: u64,
+    pub senders_file_id: [u8; 16],
+    pub attempt: u32,
+}
+
+/// One `ErrorMessage` of a rejecting technical receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptError {
+    pub code: String,
+    pub code_description: String,
+    pub description: String,
+}
+
+/// Serviceplatformen's `TechnicalReceipt` for an upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptReceived {
+    pub kommune: Kommune,
+    pub sequence: u32,
+    pub senders_file_id: [u8; 16],
+    pub file_transfer_uuid: String,
+    pub accepted: bool,
+    pub errors: Vec<ReceiptError>,
+}
+
+/// Everything the log records. Variants are only ever added at the end, never
+/// reordered: postcard encodes the variant by its index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    AgreementRegistered(Agreement),
+    AgreementEnded(AgreementEnd),
+    WithholdingRecorded(Withholding),
+    WithholdingCorrected(Correction),
+    FileExported(FileExported),
+    FileReissued(FileReissued),
+    FileUploaded(FileUploaded),
+    ReceiptReceived(ReceiptReceived),
+}
+
+impl Event {
+    /// The event type name stored beside the payload, for auditors and queries.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::AgreementRegistered(_) => "AgreementRegistered",
+            Event::AgreementEnded(_) => "AgreementEnded",
+            Event::WithholdingRecorded(_) => "WithholdingRecorded",
+            Event::WithholdingCorrected(_) => "WithholdingCorrected",
+            Event::FileExported(_) => "FileExported",
+            Event::FileReissued(_) => "FileReissued",
+            Event::FileUploaded(_) => "FileUploaded",
+            Event::ReceiptReceived(_) => "ReceiptReceived",
+        }
+    }
+
+    /// The stream the event belongs to: the thing it is about.
+    pub fn stream(&self) -> String {
+        match self {
+            Event::AgreementRegistered(a) => format!("agreement/{}", a.agreement),
+            Event::AgreementEnded(e) => format!("agreement/{}", e.agreement),
+            Event::WithholdingRecorded(w) => format!("entry/{}/{}", w.kommune, w.reference),
+            Event::WithholdingCorrected(c) => format!("entry/{}/{}", c.kommune, c.reference),
+            Event::FileExported(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
+            Event::FileReissued(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
+            Event::FileUploaded(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
+            Event::ReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
+        }
+    }
+}
+
+impl Command {
+    /// The event this command records once it has passed the rules.
+    pub fn into_event(self) -> Event {
+        match self {
+            Command::RegisterAgreement(a) => Event::AgreementRegistered(a),
+            Command::EndAgreement(e) => Event::AgreementEnded(e),
+            Command::RecordWithholding(w) => Event::WithholdingRecorded(w),
+            Command::CorrectWithholding(c) => Event::WithholdingCorrected(c),
+        }
+    }
+}
+
+/// Dates as `i32` days since 0001-01-01 (chrono's `num_days_from_ce`).
+pub mod date_days {
+    use chrono::{Datelike, NaiveDate};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(date: &NaiveDate, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_i32(date.num_days_from_ce())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NaiveDate, D::Error> {
+        let days = i32::deserialize(deserializer)?;
+        NaiveDate::from_num_days_from_ce_opt(days)
+            .ok_or_else(|| serde::de::Error::custom(format!("day number {days} is out of range")))
+    }
+}
+
+/// Optional dates, encoded like [`date_days`].
+pub mod optional_date_days {
+    use chrono::{Datelike, NaiveDate};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        date: &Option<NaiveDate>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match date {
+            Some(date) => serializer.serialize_some(&date.num_days_from_ce()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<NaiveDate>, D::Error> {
+        Option::<i32>::deserialize(deserializer)?
+            .map(|days| {
+                NaiveDate::from_num_days_from_ce_opt(days).ok_or_else(|| {
+                    serde::de::Error::custom(format!("day number {days} is out of range"))
+                })
+            })
+            .transpose()
+    }
+}

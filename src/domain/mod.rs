@@ -1,0 +1,20 @@
+//! The domain: validated values, commands, events and the rules. No IO.
+
+mod cpr;
+mod decide;
+mod error;
+mod events;
+mod kommune;
+mod money;
+mod reference;
+
+pub use cpr::{mask_raw, Cpr};
+pub use decide::{decide, AgreementState, Decision, EntryState, LedgerView};
+pub use error::DomainError;
+pub use events::{
+    date_days, optional_date_days, Agreement, AgreementEnd, Command, Correction, Event,
+    FileExported, FileReissued, FileUploaded, ReceiptError, ReceiptReceived, Withholding,
+};
+pub use kommune::Kommune;
+pub use money::{format_kroner, Amount, AMOUNT_ORE_MAX};
+pub use reference::{is_printable_latin1, AgreementRef, KyRef};

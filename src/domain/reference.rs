@@ -1,0 +1,128 @@
+//! References: UDK's agreement reference and KY's entry reference, as validated text.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::DomainError;
+
+/// True for the characters an X field may hold: printable ISO-8859-1
+/// (U+0020–U+007E and U+00A0–U+00FF).
+pub fn is_printable_latin1(c: char) -> bool {
+    matches!(u32::from(c), 0x20..=0x7E | 0xA0..=0xFF)
+}
+
+fn validate(field: &'static str, raw: &str, max_chars: usize) -> Result<(), DomainError> {
+    let invalid = |why: String| DomainError::InvalidReference {
+        field,
+        value: raw.escape_debug().to_string(),
+        why,
+    };
+    if raw.is_empty() {
+        return Err(invalid("must not be empty".into()));
+    }
+    let chars = raw.chars().count();
+    if chars > max_chars {
+        return Err(invalid(format!(
+            "{chars} characters; at most {max_chars} fit"
+        )));
+    }
+    if let Some(bad) = raw.chars().find(|&c| !is_printable_latin1(c)) {
+        return Err(invalid(format!(
+            "character {:?} (U+{:04X}) is not printable ISO-8859-1",
+            bad,
+            u32::from(bad)
+        )));
+    }
+    if raw.starts_with(' ') || raw.ends_with(' ') {
+        return Err(invalid("leading or trailing spaces".into()));
+    }
+    Ok(())
+}
+
+macro_rules! reference_type {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The most characters (= ISO-8859-1 bytes) the reference may have.
+            pub const MAX_CHARS: usize = $max;
+
+            pub fn parse(raw: &str) -> Result<Self, DomainError> {
+                validate($field, raw, Self::MAX_CHARS)?;
+                Ok(Self(raw.to_string()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+reference_type!(
+    /// UDK's reference of a betalingsadministrationsaftale: at most 15 characters.
+    AgreementRef,
+    "agreement",
+    15
+);
+
+reference_type!(
+    /// KY's reference of a withholding or correction: at most 20 characters,
+    /// unique within its kommune.
+    KyRef,
+    "reference",
+    20
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_danish_letters_and_limits() {
+        assert!(KyRef::parse("KY-ÆØÅ-æøå-2026").is_ok());
+        assert!(KyRef::parse(&"x".repeat(20)).is_ok());
+        assert!(AgreementRef::parse(&"Ø".repeat(15)).is_ok());
+    }
+
+    #[test]
+    fn rejects_empty_long_spaced_and_non_latin1() {
+        assert!(KyRef::parse("").is_err());
+        assert!(KyRef::parse(&"x".repeat(21)).is_err());
+        assert!(AgreementRef::parse(&"x".repeat(16)).is_err());
+        assert!(KyRef::parse(" KY-1").is_err());
+        assert!(KyRef::parse("KY-1 ").is_err());
+        assert!(KyRef::parse("KY\t1").is_err());
+        assert!(KyRef::parse("KY\u{7f}1").is_err());
+        assert!(KyRef::parse("KY€1").is_err());
+        assert!(KyRef::parse("KY\u{85}1").is_err());
+    }
+}
