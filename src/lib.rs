@@ -4,5 +4,11 @@
 //! Module map:
 //! - [`domain`]: validated values (kommune, CPR, amounts, references), commands,
 //!   events and the rules that decide them. No IO.
+//! - [`input`]: KY's JSON Lines, read with a bounded line length, parsed into commands.
+//! - [`ledger`]: the append-only event log on SQLite (hash chain, idempotent
+//!   all-or-nothing ingest, durable commits), projections as of any position, and
+//!   `verify` by replay.
 
 pub mod domain;
+pub mod input;
+pub mod ledger;

@@ -38,10 +38,29 @@ pub enum EntryState {
     Correction(Correction),
 }
 
-/// Read access to the state the rules consult.
+/// Read access to the state the rules consult. `Error` is the store's own failure
+/// (an IO error, say), kept apart from rule violations.
 pub trait LedgerView {
-    fn agreement(&self, agreement: &AgreementRef) -> Option<AgreementState>;
-    fn entry(&self, kommune: Kommune, reference: &KyRef) -> Option<EntryState>;
+    type Error;
+    fn agreement(&self, agreement: &AgreementRef) -> Result<Option<AgreementState>, Self::Error>;
+    fn entry(&self, kommune: Kommune, reference: &KyRef)
+        -> Result<Option<EntryState>, Self::Error>;
+}
+
+/// Why `decide` did not decide: a rule said no, or the view could not be read.
+enum Stop<E> {
+    Rule(DomainError),
+    View(E),
+}
+
+impl<E> From<DomainError> for Stop<E> {
+    fn from(error: DomainError) -> Self {
+        Stop::Rule(error)
+    }
+}
+
+fn read<T, E>(result: Result<T, E>) -> Result<T, Stop<E>> {
+    result.map_err(Stop::View)
 }
 
 /// What a command that passed the rules leads to.
@@ -52,175 +71,182 @@ pub enum Decision {
     Duplicate,
 }
 
-/// Applies every rule of DESIGN.md §3 to one command.
-pub fn decide(view: &dyn LedgerView, command: Command) -> Result<Decision, DomainError> {
-    let append = match &command {
-        Command::RegisterAgreement(agreement) => decide_register(view, agreement)?,
-        Command::EndAgreement(end) => decide_end(view, end)?,
-        Command::RecordWithholding(withholding) => decide_withholding(view, withholding)?,
-        Command::CorrectWithholding(correction) => decide_correction(view, correction)?,
+/// Applies every rule of DESIGN.md §3 to one command. The outer `Result` carries
+/// the view's own failure; the inner one the rules' verdict.
+pub fn decide<V: LedgerView>(
+    view: &V,
+    command: Command,
+) -> Result<Result<Decision, DomainError>, V::Error> {
+    let verdict = match &command {
+        Command::RegisterAgreement(agreement) => decide_register(view, agreement),
+        Command::EndAgreement(end) => decide_end(view, end),
+        Command::RecordWithholding(withholding) => decide_withholding(view, withholding),
+        Command::CorrectWithholding(correction) => decide_correction(view, correction),
     };
-    Ok(if append {
-        Decision::Append(command.into_event())
-    } else {
-        Decision::Duplicate
-    })
+    match verdict {
+        Ok(true) => Ok(Ok(Decision::Append(command.into_event()))),
+        Ok(false) => Ok(Ok(Decision::Duplicate)),
+        Err(Stop::Rule(error)) => Ok(Err(error)),
+        Err(Stop::View(error)) => Err(error),
+    }
 }
 
 /// `Ok(true)` to append, `Ok(false)` for a duplicate.
-fn decide_register(view: &dyn LedgerView, agreement: &Agreement) -> Result<bool, DomainError> {
+fn decide_register<V: LedgerView>(view: &V, agreement: &Agreement) -> Result<bool, Stop<V::Error>> {
     if let Some(valid_to) = agreement.valid_to {
         if valid_to < agreement.valid_from {
-            return Err(DomainError::AgreementEndsBeforeStart {
+            return Err(Stop::Rule(DomainError::AgreementEndsBeforeStart {
                 agreement: agreement.agreement.to_string(),
                 valid_from: agreement.valid_from,
                 valid_to,
-            });
+            }));
         }
     }
-    match view.agreement(&agreement.agreement) {
+    match read(view.agreement(&agreement.agreement))? {
         None => Ok(true),
         Some(existing) if existing.registered == *agreement => Ok(false),
-        Some(_) => Err(DomainError::AgreementConflict {
+        Some(_) => Err(Stop::Rule(DomainError::AgreementConflict {
             agreement: agreement.agreement.to_string(),
-        }),
+        })),
     }
 }
 
-fn decide_end(view: &dyn LedgerView, end: &AgreementEnd) -> Result<bool, DomainError> {
+fn decide_end<V: LedgerView>(view: &V, end: &AgreementEnd) -> Result<bool, Stop<V::Error>> {
     let state = registered_agreement(view, &end.agreement, end.kommune)?;
     if end.valid_to < state.registered.valid_from {
-        return Err(DomainError::AgreementEndsBeforeStart {
+        return Err(Stop::Rule(DomainError::AgreementEndsBeforeStart {
             agreement: end.agreement.to_string(),
             valid_from: state.registered.valid_from,
             valid_to: end.valid_to,
-        });
+        }));
     }
     match state.ended {
         None => Ok(true),
         Some(existing) if existing == end.valid_to => Ok(false),
-        Some(existing) => Err(DomainError::AgreementEndConflict {
+        Some(existing) => Err(Stop::Rule(DomainError::AgreementEndConflict {
             agreement: end.agreement.to_string(),
             existing,
             requested: end.valid_to,
-        }),
+        })),
     }
 }
 
-fn registered_agreement(
-    view: &dyn LedgerView,
+fn registered_agreement<V: LedgerView>(
+    view: &V,
     agreement: &AgreementRef,
     kommune: Kommune,
-) -> Result<AgreementState, DomainError> {
-    let state = view
-        .agreement(agreement)
-        .ok_or_else(|| DomainError::UnknownAgreement {
-            agreement: agreement.to_string(),
-        })?;
+) -> Result<AgreementState, Stop<V::Error>> {
+    let state = read(view.agreement(agreement))?.ok_or_else(|| DomainError::UnknownAgreement {
+        agreement: agreement.to_string(),
+    })?;
     if state.registered.kommune != kommune {
-        return Err(DomainError::AgreementKommuneMismatch {
+        return Err(Stop::Rule(DomainError::AgreementKommuneMismatch {
             agreement: agreement.to_string(),
             registered: state.registered.kommune.code(),
             given: kommune.code(),
-        });
+        })
+        .into());
     }
     Ok(state)
 }
 
-fn decide_withholding(
-    view: &dyn LedgerView,
+fn decide_withholding<V: LedgerView>(
+    view: &V,
     withholding: &Withholding,
-) -> Result<bool, DomainError> {
+) -> Result<bool, Stop<V::Error>> {
     let reference = withholding.reference.to_string();
-    match view.entry(withholding.kommune, &withholding.reference) {
+    match read(view.entry(withholding.kommune, &withholding.reference))? {
         Some(EntryState::Withholding {
             withholding: existing,
             ..
         }) if existing == *withholding => return Ok(false),
         Some(_) => {
-            return Err(DomainError::ReferenceConflict {
+            return Err(Stop::Rule(DomainError::ReferenceConflict {
                 kommune: withholding.kommune.code(),
                 reference,
-            })
+            }))
         }
         None => {}
     }
     if withholding.amount.ore() <= 0 {
-        return Err(DomainError::WithholdingNotPositive {
+        return Err(Stop::Rule(DomainError::WithholdingNotPositive {
             reference,
             amount: withholding.amount.to_string(),
-        });
+        }));
     }
     if withholding.period_from > withholding.period_to {
-        return Err(DomainError::PeriodReversed {
+        return Err(Stop::Rule(DomainError::PeriodReversed {
             reference,
             period_from: withholding.period_from,
             period_to: withholding.period_to,
-        });
+        }));
     }
     let state = registered_agreement(view, &withholding.agreement, withholding.kommune)?;
     if state.registered.cpr != withholding.cpr {
-        return Err(DomainError::AgreementCprMismatch {
+        return Err(Stop::Rule(DomainError::AgreementCprMismatch {
             agreement: withholding.agreement.to_string(),
             registered: state.registered.cpr.masked(),
             given: withholding.cpr.masked(),
-        });
+        }));
     }
     if !state.is_active_on(withholding.payout_date) {
-        return Err(DomainError::AgreementNotActive {
+        return Err(Stop::Rule(DomainError::AgreementNotActive {
             agreement: withholding.agreement.to_string(),
             payout_date: withholding.payout_date,
             valid_from: state.registered.valid_from,
             valid_to: state
                 .valid_to()
                 .map_or_else(|| "open-ended".to_string(), |date| date.to_string()),
-        });
+        }));
     }
     Ok(true)
 }
 
-fn decide_correction(view: &dyn LedgerView, correction: &Correction) -> Result<bool, DomainError> {
+fn decide_correction<V: LedgerView>(
+    view: &V,
+    correction: &Correction,
+) -> Result<bool, Stop<V::Error>> {
     let reference = correction.reference.to_string();
-    match view.entry(correction.kommune, &correction.reference) {
+    match read(view.entry(correction.kommune, &correction.reference))? {
         Some(EntryState::Correction(existing)) if existing == *correction => return Ok(false),
         Some(_) => {
-            return Err(DomainError::ReferenceConflict {
+            return Err(Stop::Rule(DomainError::ReferenceConflict {
                 kommune: correction.kommune.code(),
                 reference,
-            })
+            }))
         }
         None => {}
     }
     if correction.amount.is_zero() {
-        return Err(DomainError::CorrectionZero { reference });
+        return Err(Stop::Rule(DomainError::CorrectionZero { reference }));
     }
-    let net_ore = match view.entry(correction.kommune, &correction.corrects) {
+    let net_ore = match read(view.entry(correction.kommune, &correction.corrects))? {
         Some(EntryState::Withholding { net_ore, .. }) => net_ore,
         Some(EntryState::Correction(_)) => {
-            return Err(DomainError::CorrectsACorrection {
+            return Err(Stop::Rule(DomainError::CorrectsACorrection {
                 reference,
                 corrects: correction.corrects.to_string(),
-            })
+            }))
         }
         None => {
-            return Err(DomainError::UnknownWithholding {
+            return Err(Stop::Rule(DomainError::UnknownWithholding {
                 reference,
                 corrects: correction.corrects.to_string(),
                 kommune: correction.kommune.code(),
-            })
+            }))
         }
     };
     let new_net = net_ore.checked_add(correction.amount.ore());
     match new_net {
-        Some(new_net) if new_net < 0 => Err(DomainError::WithholdingExceedsNet {
+        Some(new_net) if new_net < 0 => Err(Stop::Rule(DomainError::WithholdingExceedsNet {
             reference,
             corrects: correction.corrects.to_string(),
             net: crate::domain::format_kroner(i128::from(net_ore)),
             amount: correction.amount.to_string(),
-        }),
+        })),
         Some(new_net) if Amount::from_ore(new_net).is_some() => Ok(true),
-        _ => Err(DomainError::NetOutOfRange {
+        _ => Err(Stop::Rule(DomainError::NetOutOfRange {
             corrects: correction.corrects.to_string(),
-        }),
+        })),
     }
 }

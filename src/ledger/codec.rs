@@ -1,0 +1,132 @@
+//! How an event is stored: the postcard envelope and the SHA-256 hash chain.
+
+use rusqlite::Row;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::LedgerError;
+use crate::domain::Event;
+
+/// The payload envelope. A new schema adds a variant (and an upcast in [`decode`]);
+/// stored bytes of older variants are never rewritten.
+#[derive(Serialize, Deserialize)]
+enum Envelope {
+    V1(Event),
+}
+
+/// The schema version of events written today.
+pub const CURRENT_SCHEMA_VERSION: u16 = 1;
+
+/// The hash that precedes position 1.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+pub fn encode(event: &Event) -> Vec<u8> {
+    // Encoding into a Vec cannot fail for these types: every field is a plain value.
+    postcard::to_stdvec(&Envelope::V1(event.clone())).expect("postcard encodes owned events")
+}
+
+pub fn decode(position: u64, payload: &[u8]) -> Result<Event, LedgerError> {
+    match postcard::from_bytes::<Envelope>(payload) {
+        Ok(Envelope::V1(event)) => Ok(event),
+        Err(error) => Err(LedgerError::CorruptPayload {
+            position,
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// One row of the `events` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub position: u64,
+    pub event_id: Uuid,
+    pub stream: String,
+    pub event_type: String,
+    pub schema_version: u16,
+    /// Microseconds since the Unix epoch, UTC; never decreases along the log.
+    pub recorded_at_us: i64,
+    pub payload: Vec<u8>,
+    /// SHA-256 over the previous event's hash and this event's fields.
+    pub hash: [u8; 32],
+}
+
+impl StoredEvent {
+    pub const COLUMNS: &'static str =
+        "position, event_id, stream, event_type, schema_version, recorded_at_us, payload, hash";
+
+    pub fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        let position: i64 = row.get(0)?;
+        let event_id: Vec<u8> = row.get(1)?;
+        let hash: Vec<u8> = row.get(7)?;
+        let schema_version: i64 = row.get(4)?;
+        let bad = |column: usize, what: &str| {
+            rusqlite::Error::FromSqlConversionFailure(
+                column,
+                rusqlite::types::Type::Blob,
+                format!("{what} at position {position}").into(),
+            )
+        };
+        Ok(StoredEvent {
+            position: u64::try_from(position).map_err(|_| bad(0, "negative position"))?,
+            event_id: Uuid::from_slice(&event_id)
+                .map_err(|_| bad(1, "event id is not 16 bytes"))?,
+            stream: row.get(2)?,
+            event_type: row.get(3)?,
+            schema_version: u16::try_from(schema_version)
+                .map_err(|_| bad(4, "schema version out of range"))?,
+            recorded_at_us: row.get(5)?,
+            payload: row.get(6)?,
+            hash: hash
+                .try_into()
+                .map_err(|_| bad(7, "hash is not 32 bytes"))?,
+        })
+    }
+
+    /// The hash this event must carry, given the hash before it.
+    pub fn expected_hash(&self, previous: &[u8; 32]) -> [u8; 32] {
+        chain_hash(
+            previous,
+            self.position,
+            &self.event_id,
+            &self.stream,
+            &self.event_type,
+            self.schema_version,
+            self.recorded_at_us,
+            &self.payload,
+        )
+    }
+
+    pub fn event(&self) -> Result<Event, LedgerError> {
+        decode(self.position, &self.payload)
+    }
+}
+
+/// SHA-256(previous hash ‖ position ‖ event id ‖ stream ‖ type ‖ schema version ‖
+/// recorded-at ‖ payload), with lengths before variable fields so that no two
+/// different events hash the same bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn chain_hash(
+    previous: &[u8; 32],
+    position: u64,
+    event_id: &Uuid,
+    stream: &str,
+    event_type: &str,
+    schema_version: u16,
+    recorded_at_us: i64,
+    payload: &[u8],
+) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(previous);
+    hasher.update(position.to_be_bytes());
+    hasher.update(event_id.as_bytes());
+    for text in [stream.as_bytes(), event_type.as_bytes()] {
+        hasher.update((text.len() as u64).to_be_bytes());
+        hasher.update(text);
+    }
+    hasher.update(schema_version.to_be_bytes());
+    hasher.update(recorded_at_us.to_be_bytes());
+    hasher.update((payload.len() as u64).to_be_bytes());
+    hasher.update(payload);
+    hasher.finalize().into()
+}

@@ -1,0 +1,61 @@
+//! LedgerError: what can go wrong opening, appending to and reading the ledger.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::domain::DomainError;
+
+/// One rejected input line.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("line {line}: {error}")]
+pub struct LineError {
+    /// 1-based line number in the input.
+    pub line: usize,
+    pub error: DomainError,
+}
+
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("cannot open ledger database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+
+    #[error("{path} is readable or writable by group or others (mode {mode:o}); run `chmod 600 {path}` (or `chmod 700` for a directory)")]
+    InsecurePermissions { path: PathBuf, mode: u32 },
+
+    #[error(
+        "the ledger at {path} has schema version {found}; this program knows version {expected}"
+    )]
+    SchemaVersion {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
+
+    #[error("{} line(s) rejected; nothing was written", .0.len())]
+    Rejected(Vec<LineError>),
+
+    #[error("event at position {position} cannot be decoded: {reason}")]
+    CorruptPayload { position: u64, reason: String },
+
+    #[error("the log has a gap or disorder: expected position {expected}, found {found}")]
+    PositionGap { expected: u64, found: u64 },
+
+    #[error("position {position} does not exist (the log ends at {head})")]
+    NoSuchPosition { position: u64, head: u64 },
+
+    #[error("{what} changed while this run worked; another process is writing to the ledger")]
+    Concurrent { what: String },
+
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}

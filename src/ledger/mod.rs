@@ -1,0 +1,17 @@
+//! The ledger: the append-only event log on SQLite, its hash chain, idempotent
+//! batch ingest, projections as of any position, and verification by replay.
+
+mod codec;
+mod error;
+mod projection;
+mod schema;
+mod store;
+mod verify;
+mod view;
+
+pub use codec::{chain_hash, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
+pub use error::{LedgerError, LineError};
+pub use projection::{Totals, KIND_CORRECTION, KIND_WITHHOLDING};
+pub use store::Appender;
+pub use store::{AsOf, Head, IngestReport, Ledger, LineOutcome, DATABASE_FILE};
+pub use verify::{VerifyFailure, VerifyReport};

@@ -1,0 +1,406 @@
+//! The `Ledger`: opening the database, appending events in durable transactions,
+//! idempotent batch ingest, and reading the log and its projections.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use uuid::Uuid;
+
+use super::codec::{self, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
+use super::projection::{self, Totals};
+use super::schema::{LOG_TABLES, PROJECTION_TABLES, SCHEMA_VERSION};
+use super::view::SqlView;
+use super::{LedgerError, LineError};
+use crate::domain::{decide, Command, Decision, Event, Kommune};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "ledger.sqlite3";
+
+/// The last event of the log (position 0 and the genesis hash when empty).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub position: u64,
+    pub hash: [u8; 32],
+    /// µs since the Unix epoch, UTC; 0 for an empty log.
+    pub recorded_at_us: i64,
+}
+
+/// A point in the log to read projections at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsOf {
+    Head,
+    Position(u64),
+    /// The last event recorded at or before this time.
+    Time(DateTime<Utc>),
+}
+
+/// What became of one input line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineOutcome {
+    Appended {
+        position: u64,
+        event_type: &'static str,
+    },
+    Duplicate,
+}
+
+/// The result of a committed (durable) ingest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestReport {
+    /// (1-based line number, outcome), in input order.
+    pub lines: Vec<(usize, LineOutcome)>,
+    pub head: Head,
+}
+
+impl IngestReport {
+    pub fn appended(&self) -> usize {
+        self.lines
+            .iter()
+            .filter(|(_, outcome)| matches!(outcome, LineOutcome::Appended { .. }))
+            .count()
+    }
+
+    pub fn duplicates(&self) -> usize {
+        self.lines.len() - self.appended()
+    }
+}
+
+pub struct Ledger {
+    conn: Connection,
+    dir: PathBuf,
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL with synchronous=FULL: a commit returns only after the WAL is fsynced,
+    // so an acknowledged write survives power loss (DESIGN.md §7.1).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "busy_timeout", 10_000)?;
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    Ok(())
+}
+
+/// Creates the directory owner-only if it is missing.
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), LedgerError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| LedgerError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Creates the database file owner-only before SQLite opens it (SQLite gives its
+/// `-wal` and `-shm` files the same mode); refuses an existing one others can read.
+fn prepare_database_file(path: &Path) -> Result<(), LedgerError> {
+    let open_error = |source: std::io::Error| LedgerError::Open {
+        path: path.to_path_buf(),
+        source: rusqlite::Error::ToSqlConversionFailure(Box::new(source)),
+    };
+    match fs::metadata(path) {
+        Ok(metadata) => {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(LedgerError::InsecurePermissions {
+                    path: path.to_path_buf(),
+                    mode,
+                });
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(drop)
+            .map_err(open_error),
+        Err(error) => Err(open_error(error)),
+    }
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger in `dir`.
+    pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        create_private_dir(dir)?;
+        let path = dir.join(DATABASE_FILE);
+        prepare_database_file(&path)?;
+        let open_error = |source| LedgerError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(open_error)?;
+        configure(&conn).map_err(open_error)?;
+        conn.execute_batch(LOG_TABLES).map_err(open_error)?;
+        conn.execute_batch(PROJECTION_TABLES).map_err(open_error)?;
+        let found: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        match found {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    params![SCHEMA_VERSION],
+                )?;
+            }
+            Some(found) if found != SCHEMA_VERSION => {
+                return Err(LedgerError::SchemaVersion {
+                    path,
+                    found,
+                    expected: SCHEMA_VERSION,
+                })
+            }
+            Some(_) => {}
+        }
+        Ok(Ledger {
+            conn,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The connection, for read queries of the other layers (export, CLI).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn head(&self) -> Result<Head, LedgerError> {
+        read_head(&self.conn)
+    }
+
+    /// Runs `work` in one write transaction and commits durably. `work` appends
+    /// through the [`Appender`]; if it fails, nothing is written.
+    pub fn write<T>(
+        &mut self,
+        work: impl FnOnce(&mut Appender<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let head = read_head(&tx)?;
+        let mut appender = Appender { tx: &tx, head };
+        let result = work(&mut appender)?;
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// Ingests a batch of commands, all or nothing. Every line is checked against
+    /// the ledger plus the batch's earlier lines; if any is rejected, every
+    /// rejected line is reported and nothing is written. Returns after the commit
+    /// is durable.
+    pub fn ingest(&mut self, commands: Vec<(usize, Command)>) -> Result<IngestReport, LedgerError> {
+        self.write(|appender| {
+            let mut lines = Vec::with_capacity(commands.len());
+            let mut rejected = Vec::new();
+            for (line, command) in commands {
+                let view = SqlView { conn: appender.tx };
+                match decide(&view, command)? {
+                    Ok(Decision::Append(event)) => {
+                        let event_type = event.type_name();
+                        let position = appender.append(&event)?;
+                        lines.push((
+                            line,
+                            LineOutcome::Appended {
+                                position,
+                                event_type,
+                            },
+                        ));
+                    }
+                    Ok(Decision::Duplicate) => lines.push((line, LineOutcome::Duplicate)),
+                    Err(error) => rejected.push(LineError { line, error }),
+                }
+            }
+            if !rejected.is_empty() {
+                return Err(LedgerError::Rejected(rejected));
+            }
+            Ok(IngestReport {
+                lines,
+                head: appender.head,
+            })
+        })
+    }
+
+    /// The position `as_of` stands for: the head, a checked position, or the last
+    /// event recorded at or before a time (0 if none).
+    pub fn resolve(&self, as_of: AsOf) -> Result<u64, LedgerError> {
+        let head = self.head()?.position;
+        match as_of {
+            AsOf::Head => Ok(head),
+            AsOf::Position(position) if position <= head => Ok(position),
+            AsOf::Position(position) => Err(LedgerError::NoSuchPosition { position, head }),
+            AsOf::Time(time) => position_at_time(&self.conn, time.timestamp_micros()),
+        }
+    }
+
+    /// Calls `visit` for every event in `from..=to`, in order.
+    pub fn for_each_event(
+        &self,
+        from: u64,
+        to: u64,
+        mut visit: impl FnMut(StoredEvent) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let mut statement = self.conn.prepare(&format!(
+            "SELECT {} FROM events WHERE position BETWEEN ?1 AND ?2 ORDER BY position",
+            StoredEvent::COLUMNS
+        ))?;
+        let mut rows = statement.query(params![sql_position(from), sql_position(to)])?;
+        while let Some(row) = rows.next()? {
+            visit(StoredEvent::from_row(row)?)?;
+        }
+        Ok(())
+    }
+
+    /// The stored event at `position`.
+    pub fn event_at(&self, position: u64) -> Result<StoredEvent, LedgerError> {
+        let head = self.head()?.position;
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM events WHERE position = ?1",
+                    StoredEvent::COLUMNS
+                ),
+                params![sql_position(position)],
+                StoredEvent::from_row,
+            )
+            .optional()?
+            .ok_or(LedgerError::NoSuchPosition { position, head })
+    }
+
+    /// One agreement's totals as of a position.
+    pub fn agreement_totals(
+        &self,
+        agreement: &str,
+        at: u64,
+    ) -> Result<Option<Totals>, LedgerError> {
+        Ok(projection::agreement_totals(&self.conn, agreement, at)?)
+    }
+
+    /// Every kommune's totals as of a position (kommuner without entries left out).
+    pub fn kommune_totals(&self, at: u64) -> Result<Vec<(Kommune, Totals)>, LedgerError> {
+        Ok(projection::kommune_totals(&self.conn, at)?)
+    }
+
+    /// The agreements of one kommune with their totals as of a position.
+    pub fn agreements_of_kommune(
+        &self,
+        kommune: Kommune,
+        at: u64,
+    ) -> Result<Vec<(String, Totals)>, LedgerError> {
+        Ok(projection::agreements_of_kommune(&self.conn, kommune, at)?)
+    }
+}
+
+/// Appends events inside a [`Ledger::write`] transaction.
+pub struct Appender<'t> {
+    tx: &'t Transaction<'t>,
+    head: Head,
+}
+
+impl Appender<'_> {
+    /// The transaction, for reads that must see this transaction's appends.
+    pub fn connection(&self) -> &Connection {
+        self.tx
+    }
+
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// Appends one event at the next position, chains its hash and applies it to
+    /// the projections. Returns its position.
+    pub fn append(&mut self, event: &Event) -> Result<u64, LedgerError> {
+        let position = self.head.position + 1;
+        // Recorded-at never decreases along the log, even if the clock steps back,
+        // so "as of a time" is always a prefix of the log.
+        let recorded_at_us = Utc::now().timestamp_micros().max(self.head.recorded_at_us);
+        let event_id = Uuid::new_v4();
+        let stream = event.stream();
+        let event_type = event.type_name();
+        let payload = codec::encode(event);
+        let hash = codec::chain_hash(
+            &self.head.hash,
+            position,
+            &event_id,
+            &stream,
+            event_type,
+            CURRENT_SCHEMA_VERSION,
+            recorded_at_us,
+            &payload,
+        );
+        self.tx
+            .prepare_cached(
+                "INSERT INTO events (position, event_id, stream, event_type, schema_version, recorded_at_us, payload, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                sql_position(position),
+                &event_id.as_bytes()[..],
+                stream,
+                event_type,
+                CURRENT_SCHEMA_VERSION,
+                recorded_at_us,
+                payload,
+                &hash[..],
+            ])?;
+        projection::apply(self.tx, position, event)?;
+        self.head = Head {
+            position,
+            hash,
+            recorded_at_us,
+        };
+        Ok(position)
+    }
+}
+
+pub(crate) fn sql_position(position: u64) -> i64 {
+    i64::try_from(position).unwrap_or(i64::MAX)
+}
+
+fn read_head(conn: &Connection) -> Result<Head, LedgerError> {
+    let row: Option<(i64, Vec<u8>, i64)> = conn
+        .prepare_cached(
+            "SELECT position, hash, recorded_at_us FROM events ORDER BY position DESC LIMIT 1",
+        )?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()?;
+    let Some((position, hash, recorded_at_us)) = row else {
+        return Ok(Head {
+            position: 0,
+            hash: GENESIS_HASH,
+            recorded_at_us: 0,
+        });
+    };
+    let position = u64::try_from(position).unwrap_or(0);
+    let hash = hash.try_into().map_err(|_| LedgerError::CorruptPayload {
+        position,
+        reason: "stored hash is not 32 bytes".into(),
+    })?;
+    Ok(Head {
+        position,
+        hash,
+        recorded_at_us,
+    })
+}
+
+/// The last position recorded at or before `time_us` (0 if none).
+pub(crate) fn position_at_time(conn: &Connection, time_us: i64) -> Result<u64, LedgerError> {
+    let position: Option<i64> = conn
+        .prepare_cached("SELECT MAX(position) FROM events WHERE recorded_at_us <= ?1")?
+        .query_row(params![time_us], |row| row.get(0))?;
+    Ok(position.and_then(|p| u64::try_from(p).ok()).unwrap_or(0))
+}
