@@ -2,6 +2,8 @@
 //! and the SF2520 files that report them to Udbetaling Danmark.
 //!
 //! Module map:
+//! - [`cli`]: clap arguments and one function per subcommand (`anyhow` only here).
+//! - [`demo`]: the seeded demo month for all 98 kommuner (pure: builds commands).
 //! - [`domain`]: validated values (kommune, CPR, amounts, references), commands,
 //!   events and the rules that decide them. No IO.
 //! - [`input`]: KY's JSON Lines, read with a bounded line length, parsed into commands.
@@ -9,6 +11,8 @@
 //!   all-or-nothing ingest, durable commits), projections as of any position, and
 //!   `verify` by replay.
 
+pub mod cli;
+pub mod demo;
 pub mod domain;
 pub mod input;
 pub mod ledger;

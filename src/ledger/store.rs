@@ -189,13 +189,26 @@ impl Ledger {
         &mut self,
         work: impl FnOnce(&mut Appender<'_>) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
+        self.transact(work, true)
+    }
+
+    /// Like [`Ledger::write`], but rolls back when `commit` is false.
+    fn transact<T>(
+        &mut self,
+        work: impl FnOnce(&mut Appender<'_>) -> Result<T, LedgerError>,
+        commit: bool,
+    ) -> Result<T, LedgerError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let head = read_head(&tx)?;
         let mut appender = Appender { tx: &tx, head };
         let result = work(&mut appender)?;
-        tx.commit()?;
+        if commit {
+            tx.commit()?;
+        } else {
+            tx.rollback()?;
+        }
         Ok(result)
     }
 
@@ -204,35 +217,48 @@ impl Ledger {
     /// rejected line is reported and nothing is written. Returns after the commit
     /// is durable.
     pub fn ingest(&mut self, commands: Vec<(usize, Command)>) -> Result<IngestReport, LedgerError> {
-        self.write(|appender| {
-            let mut lines = Vec::with_capacity(commands.len());
-            let mut rejected = Vec::new();
-            for (line, command) in commands {
-                let view = SqlView { conn: appender.tx };
-                match decide(&view, command)? {
-                    Ok(Decision::Append(event)) => {
-                        let event_type = event.type_name();
-                        let position = appender.append(&event)?;
-                        lines.push((
-                            line,
-                            LineOutcome::Appended {
-                                position,
-                                event_type,
-                            },
-                        ));
+        self.ingest_checked(commands, true)
+    }
+
+    /// [`Ledger::ingest`], or with `commit` false a dry run: every line is checked
+    /// exactly as in a real ingest, then everything is rolled back.
+    pub fn ingest_checked(
+        &mut self,
+        commands: Vec<(usize, Command)>,
+        commit: bool,
+    ) -> Result<IngestReport, LedgerError> {
+        self.transact(
+            |appender| {
+                let mut lines = Vec::with_capacity(commands.len());
+                let mut rejected = Vec::new();
+                for (line, command) in commands {
+                    let view = SqlView { conn: appender.tx };
+                    match decide(&view, command)? {
+                        Ok(Decision::Append(event)) => {
+                            let event_type = event.type_name();
+                            let position = appender.append(&event)?;
+                            lines.push((
+                                line,
+                                LineOutcome::Appended {
+                                    position,
+                                    event_type,
+                                },
+                            ));
+                        }
+                        Ok(Decision::Duplicate) => lines.push((line, LineOutcome::Duplicate)),
+                        Err(error) => rejected.push(LineError { line, error }),
                     }
-                    Ok(Decision::Duplicate) => lines.push((line, LineOutcome::Duplicate)),
-                    Err(error) => rejected.push(LineError { line, error }),
                 }
-            }
-            if !rejected.is_empty() {
-                return Err(LedgerError::Rejected(rejected));
-            }
-            Ok(IngestReport {
-                lines,
-                head: appender.head,
-            })
-        })
+                if !rejected.is_empty() {
+                    return Err(LedgerError::Rejected(rejected));
+                }
+                Ok(IngestReport {
+                    lines,
+                    head: appender.head,
+                })
+            },
+            commit,
+        )
     }
 
     /// The position `as_of` stands for: the head, a checked position, or the last

@@ -1,0 +1,47 @@
+//! `sf2520 demo`: generate the seeded demo month, ingest it, print a summary.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::demo::demo_month;
+use crate::ledger::Ledger;
+
+use super::output::kroner;
+use super::DemoArgs;
+
+pub fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let commands: Vec<_> = demo_month(args.seed)
+        .into_iter()
+        .enumerate()
+        .map(|(index, command)| (index + 1, command))
+        .collect();
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "demo: {} commands for October 2026 across 98 kommuner (seed {}), data directory {}",
+        commands.len(),
+        args.seed,
+        data_dir.display()
+    )?;
+    let mut ledger = Ledger::open(data_dir)?;
+    let report = ledger.ingest(commands)?;
+    writeln!(
+        out,
+        "ingest: appended {} event(s), {} duplicate(s); log head is position {}",
+        report.appended(),
+        report.duplicates(),
+        report.head.position
+    )?;
+    let totals = ledger.kommune_totals(report.head.position)?;
+    let entries: u64 = totals.iter().map(|(_, t)| t.entries).sum();
+    let net: i64 = totals.iter().map(|(_, t)| t.net_ore).sum();
+    writeln!(
+        out,
+        "ledger: {} kommuner, {} entries, net withheld {} kr",
+        totals.len(),
+        entries,
+        kroner(net)
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,117 @@
+//! `sf2520 log`: the events of the log, as text or JSON, with CPR numbers masked.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+use crate::domain::Event;
+use crate::ledger::{Ledger, StoredEvent};
+
+use super::output::{hex, kroner, time_us};
+use super::LogArgs;
+
+/// The event's content for auditors: readable dates, kroner, masked CPR.
+pub fn describe(event: &Event) -> Value {
+    match event {
+        Event::AgreementRegistered(a) => json!({
+            "agreement": a.agreement.as_str(), "kommune": a.kommune.code(), "cpr": a.cpr.masked(),
+            "valid_from": a.valid_from.to_string(), "valid_to": a.valid_to.map(|d| d.to_string()),
+        }),
+        Event::AgreementEnded(e) => json!({
+            "agreement": e.agreement.as_str(), "kommune": e.kommune.code(), "valid_to": e.valid_to.to_string(),
+        }),
+        Event::WithholdingRecorded(w) => json!({
+            "reference": w.reference.as_str(), "agreement": w.agreement.as_str(), "kommune": w.kommune.code(),
+            "cpr": w.cpr.masked(), "payout_date": w.payout_date.to_string(),
+            "period_from": w.period_from.to_string(), "period_to": w.period_to.to_string(),
+            "amount": w.amount.to_string(),
+        }),
+        Event::WithholdingCorrected(c) => json!({
+            "reference": c.reference.as_str(), "corrects": c.corrects.as_str(), "kommune": c.kommune.code(),
+            "amount": c.amount.to_string(), "reason": c.reason,
+        }),
+        Event::FileExported(f) => json!({
+            "kommune": f.kommune.code(), "sequence": f.sequence, "file_name": f.file_name,
+            "file_id": uuid::Uuid::from_bytes(f.file_id).to_string(), "created_at": time_us(f.created_at_us),
+            "previous_cutoff_position": f.previous_cutoff_position, "cutoff_position": f.cutoff_position,
+            "test": f.test_marker, "records": f.record_count, "plus": kroner(f.plus_ore),
+            "minus": kroner(f.minus_ore), "sha256": hex(&f.sha256),
+        }),
+        Event::FileReissued(f) => json!({
+            "kommune": f.kommune.code(), "sequence": f.sequence,
+            "delivery_id": uuid::Uuid::from_bytes(f.delivery_id).to_string(),
+        }),
+        Event::FileUploaded(f) => json!({
+            "kommune": f.kommune.code(), "sequence": f.sequence, "remote_path": f.remote_path,
+            "size_bytes": f.size_bytes, "senders_file_id": uuid::Uuid::from_bytes(f.senders_file_id).to_string(),
+            "attempt": f.attempt,
+        }),
+        Event::ReceiptReceived(r) => json!({
+            "kommune": r.kommune.code(), "sequence": r.sequence,
+            "senders_file_id": uuid::Uuid::from_bytes(r.senders_file_id).to_string(),
+            "file_transfer_uuid": r.file_transfer_uuid, "accepted": r.accepted,
+            "errors": r.errors.iter().map(|e| json!({
+                "code": e.code, "code_description": e.code_description, "description": e.description,
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+fn print_event(out: &mut dyn Write, stored: &StoredEvent, json: bool) -> anyhow::Result<()> {
+    let content = describe(&stored.event()?);
+    if json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "position": stored.position, "event_id": stored.event_id.to_string(),
+                "type": stored.event_type, "stream": stored.stream,
+                "schema_version": stored.schema_version, "recorded_at": time_us(stored.recorded_at_us),
+                "hash": hex(&stored.hash), "payload": content,
+            })
+        )?;
+    } else {
+        let fields: Vec<String> = content
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(key, value)| match value {
+                Value::String(text) => format!("{key}={text}"),
+                other => format!("{key}={other}"),
+            })
+            .collect();
+        writeln!(
+            out,
+            "{:>8}  {}  {:<20}  {}  [{}…]",
+            stored.position,
+            time_us(stored.recorded_at_us),
+            stored.event_type,
+            fields.join(" "),
+            &hex(&stored.hash)[..12]
+        )?;
+    }
+    Ok(())
+}
+
+pub fn run(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ExitCode> {
+    let ledger = Ledger::open(data_dir)?;
+    let head = ledger.head()?.position;
+    let to = args.to.unwrap_or(head).min(head);
+    let mut out = io::stdout().lock();
+    let mut failure = None;
+    ledger.for_each_event(args.from.max(1), to, |stored| {
+        if failure.is_none() {
+            if let Err(error) = print_event(&mut out, &stored, args.json) {
+                failure = Some(error);
+            }
+        }
+        Ok(())
+    })?;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

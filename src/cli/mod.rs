@@ -1,0 +1,148 @@
+//! The command line: clap arguments, data-directory resolution, and one function
+//! per subcommand. `anyhow` lives here and in `main`, nowhere else.
+
+mod demo;
+mod ingest;
+mod log;
+mod output;
+mod totals;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use crate::ledger::AsOf;
+
+/// SF2520 settlement ledger: records what KY withheld from cash-benefit payouts
+/// to cover child support that Udbetaling Danmark paid in advance, and reports it
+/// to UDK in SF2520 files.
+///
+/// Every withholding and correction is appended to a hash-chained event log in
+/// the data directory; totals can be read as of any point in the log.
+#[derive(Parser, Debug)]
+#[command(
+    name = "sf2520",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Directory holding the ledger database (created owner-only if missing).
+    #[arg(
+        long,
+        global = true,
+        env = "SF2520_DATA_DIR",
+        default_value = "./sf2520-data"
+    )]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Ingest KY's JSON Lines (agreements, withholdings, corrections), all or nothing.
+    ///
+    /// Each line is one object with a "type" of agreement, agreement_ended,
+    /// withholding or correction (see docs/input-format.md). If any line is
+    /// rejected, every rejected line is listed with its number and reason and
+    /// nothing is written. A line identical to one already recorded is an accepted
+    /// duplicate; the same reference with other content is a conflict.
+    Ingest(IngestArgs),
+    /// Show withheld, corrected and net totals per kommune or agreement, now or as of a past point.
+    Totals(TotalsArgs),
+    /// List the events of the log, for auditors (CPR numbers are masked).
+    Log(LogArgs),
+    /// Walk the hash chain and check that the projections equal a replay of the log.
+    ///
+    /// Exits non-zero and names the first bad position if anything was altered.
+    Verify,
+    /// Generate a realistic month for all 98 kommuner (seeded) and ingest it.
+    ///
+    /// Safe to run again on the same data directory: the second run finds every
+    /// line already recorded and reports them as duplicates.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// The JSON Lines file, or `-` for standard input.
+    pub file: PathBuf,
+    /// Check every line against the ledger but write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where in the log to read: the head (default), a position, or a time.
+#[derive(Args, Debug, Clone)]
+pub struct AsOfArgs {
+    /// Read as the log stood at this time (RFC 3339, e.g. 2026-03-01T00:00:00Z).
+    #[arg(long, value_name = "TIME", conflicts_with = "at_position")]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Read as the log stood after this position.
+    #[arg(long, value_name = "N")]
+    pub at_position: Option<u64>,
+}
+
+impl AsOfArgs {
+    pub fn as_of(&self) -> AsOf {
+        match (self.as_of, self.at_position) {
+            (Some(time), _) => AsOf::Time(time),
+            (None, Some(position)) => AsOf::Position(position),
+            (None, None) => AsOf::Head,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct TotalsArgs {
+    /// Totals of one agreement.
+    #[arg(long, value_name = "REF", conflicts_with = "kommune")]
+    pub agreement: Option<String>,
+    /// Totals of every agreement of one kommune (4-digit code).
+    #[arg(long, value_name = "KODE")]
+    pub kommune: Option<String>,
+    #[command(flatten)]
+    pub at: AsOfArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// First position to show.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub from: u64,
+    /// Last position to show (default: the head).
+    #[arg(long, value_name = "N")]
+    pub to: Option<u64>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Seed of the generated month; the same seed gives the same data.
+    #[arg(long, default_value_t = crate::demo::DEMO_SEED)]
+    pub seed: u64,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Ingest(args) => ingest::run(&cli.data_dir, &args),
+        Command::Totals(args) => totals::run(&cli.data_dir, &args),
+        Command::Log(args) => log::run(&cli.data_dir, &args),
+        Command::Verify => verify::run(&cli.data_dir),
+        Command::Demo(args) => demo::run(&cli.data_dir, &args),
+    }
+}

@@ -1,0 +1,58 @@
+//! Small output helpers shared by the commands: hex, times, kroner, tables.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::format_kroner;
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// µs since the epoch as RFC 3339 UTC with microseconds.
+pub fn time_us(us: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(us)
+        .map(|time| time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        .unwrap_or_else(|| format!("<{us} µs>"))
+}
+
+pub fn kroner(ore: i64) -> String {
+    format_kroner(i128::from(ore))
+}
+
+/// Prints rows as a left/right aligned text table: columns whose header starts
+/// with '>' are right-aligned (the '>' is not printed).
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(column, header)| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .chain([header.trim_start_matches('>').chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let rendered: Vec<String> = cells
+            .iter()
+            .zip(headers)
+            .zip(&widths)
+            .map(|((cell, header), &width)| {
+                if header.starts_with('>') {
+                    format!("{cell:>width$}")
+                } else {
+                    format!("{cell:<width$}")
+                }
+            })
+            .collect();
+        out.push_str(rendered.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(headers.iter().map(|h| h.trim_start_matches('>')).collect());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}

@@ -1,0 +1,118 @@
+//! `sf2520 totals`: withheld, corrected and net per kommune or agreement, as of any point.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use serde_json::json;
+
+use crate::domain::{AgreementRef, Kommune};
+use crate::ledger::{Ledger, Totals};
+
+use super::output::{kroner, table};
+use super::TotalsArgs;
+
+fn row(label: Vec<String>, totals: &Totals) -> Vec<String> {
+    let mut row = label;
+    row.extend([
+        totals.entries.to_string(),
+        kroner(totals.withheld_ore),
+        kroner(totals.corrected_ore),
+        kroner(totals.net_ore),
+        totals
+            .last_payout_date
+            .map_or_else(String::new, |date| date.to_string()),
+    ]);
+    row
+}
+
+const TOTALS_HEADERS: [&str; 5] = [">entries", ">withheld", ">corrected", ">net", "last payout"];
+
+pub fn run(data_dir: &Path, args: &TotalsArgs) -> anyhow::Result<ExitCode> {
+    let ledger = Ledger::open(data_dir)?;
+    let position = ledger.resolve(args.at.as_of())?;
+    let mut out = io::stdout().lock();
+    if let Some(agreement) = &args.agreement {
+        let agreement = AgreementRef::parse(agreement)?;
+        let Some(totals) = ledger.agreement_totals(agreement.as_str(), position)? else {
+            bail!("agreement {agreement} has no entries as of position {position}");
+        };
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                json!({"position": position, "agreement": agreement.as_str(), "totals": totals})
+            )?;
+        } else {
+            writeln!(out, "agreement {agreement} as of position {position}")?;
+            let headers: Vec<&str> = ["agreement"].into_iter().chain(TOTALS_HEADERS).collect();
+            write!(
+                out,
+                "{}",
+                table(&headers, &[row(vec![agreement.to_string()], &totals)])
+            )?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(kommune) = &args.kommune {
+        let kommune = Kommune::parse(kommune)?;
+        let rows = ledger.agreements_of_kommune(kommune, position)?;
+        print_rows(
+            &mut out,
+            position,
+            &format!("kommune {kommune} {}", kommune.name()),
+            "agreement",
+            rows,
+            args.json,
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = ledger
+        .kommune_totals(position)?
+        .into_iter()
+        .map(|(kommune, totals)| (format!("{kommune} {}", kommune.name()), totals))
+        .collect();
+    print_rows(
+        &mut out,
+        position,
+        "all kommuner",
+        "kommune",
+        rows,
+        args.json,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_rows(
+    out: &mut dyn Write,
+    position: u64,
+    title: &str,
+    key: &str,
+    rows: Vec<(String, Totals)>,
+    json: bool,
+) -> io::Result<()> {
+    if json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|(name, totals)| json!({key: name, "totals": totals}))
+            .collect();
+        return writeln!(out, "{}", json!({"position": position, "rows": items}));
+    }
+    let sum = rows.iter().fold(Totals::default(), |mut sum, (_, totals)| {
+        sum.withheld_ore += totals.withheld_ore;
+        sum.corrected_ore += totals.corrected_ore;
+        sum.net_ore += totals.net_ore;
+        sum.entries += totals.entries;
+        sum.last_payout_date = sum.last_payout_date.max(totals.last_payout_date);
+        sum
+    });
+    let mut table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(name, totals)| row(vec![name.clone()], totals))
+        .collect();
+    table_rows.push(row(vec![format!("total ({} rows)", rows.len())], &sum));
+    writeln!(out, "{title} as of position {position}")?;
+    let headers: Vec<&str> = [key].into_iter().chain(TOTALS_HEADERS).collect();
+    write!(out, "{}", table(&headers, &table_rows))
+}
