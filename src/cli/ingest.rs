@@ -31,8 +31,17 @@ struct Rejection {
 }
 
 pub fn run(data_dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
-    let parsed = read_input(&args.file)?;
     let mut ledger = Ledger::open(data_dir)?;
+    for file in &args.files {
+        if ingest_file(&mut ledger, file, args)? != ExitCode::SUCCESS {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ingest_file(ledger: &mut Ledger, file: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
+    let parsed = read_input(file)?;
     let total_lines = parsed.commands.len() + parsed.errors.len();
     let mut rejected: Vec<Rejection> = parsed.errors.iter().map(from_input).collect();
     // Even when some lines did not parse, the rest are checked against the ledger
@@ -50,11 +59,13 @@ pub fn run(data_dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     rejected.sort_by_key(|rejection| rejection.line);
     let mut out = io::stdout().lock();
     if !rejected.is_empty() {
-        print_rejections(&mut out, &args.file, total_lines, &rejected, args.json)?;
+        print_rejections(&mut out, file, total_lines, &rejected, args.json)?;
         return Ok(ExitCode::FAILURE);
     }
     let report = report.expect("no rejection means a report");
-    print_report(&mut out, &report, args.dry_run, args.json)?;
+    print_report(&mut out, file, &report, args.dry_run, args.json)?;
+    // Flushed per file: a caller may rely on each printed line meaning "durable".
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -106,6 +117,7 @@ fn print_rejections(
 
 fn print_report(
     out: &mut dyn Write,
+    file: &Path,
     report: &IngestReport,
     dry_run: bool,
     json: bool,
@@ -122,6 +134,7 @@ fn print_report(
             out,
             "{}",
             json!({
+                "file": file.display().to_string(),
                 "dry_run": dry_run,
                 "appended": report.appended(),
                 "duplicates": report.duplicates(),
@@ -140,7 +153,8 @@ fn print_report(
     }
     writeln!(
         out,
-        "{verb} {} event(s); {} duplicate(s); log head is position {}",
+        "{}: {verb} {} event(s); {} duplicate(s); log head is position {}",
+        file.display(),
         report.appended(),
         report.duplicates(),
         report.head.position

@@ -70,8 +70,11 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct IngestArgs {
-    /// The JSON Lines file, or `-` for standard input.
-    pub file: PathBuf,
+    /// JSON Lines files, or `-` for standard input. Each file is one batch, all or
+    /// nothing, committed durably before the next is read; the first rejected file
+    /// stops the run (the files before it stay committed).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
     /// Check every line against the ledger but write nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -1,0 +1,91 @@
+//! A ledger in a temporary directory, fed JSON Lines the way `sf2520 ingest` is.
+
+use serde_json::json;
+use sf2520::input::parse_lines;
+use sf2520::ledger::{IngestReport, Ledger, LedgerError};
+use tempfile::TempDir;
+
+pub struct TestLedger {
+    pub dir: TempDir,
+    pub ledger: Ledger,
+}
+
+impl TestLedger {
+    pub fn new() -> TestLedger {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(&dir.path().join("data")).expect("open ledger");
+        TestLedger { dir, ledger }
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Ingests JSON Lines; `Err` lists every (line, reason) that was rejected.
+    pub fn ingest(&mut self, jsonl: &str) -> Result<IngestReport, Vec<(usize, String)>> {
+        let parsed = parse_lines(jsonl.as_bytes()).expect("reading from memory");
+        let mut rejected: Vec<(usize, String)> = parsed
+            .errors
+            .iter()
+            .map(|e| (e.line, e.error.to_string()))
+            .collect();
+        let commit = rejected.is_empty();
+        match self.ledger.ingest_checked(parsed.commands, commit) {
+            Ok(report) if commit => return Ok(report),
+            Ok(_) => {}
+            Err(LedgerError::Rejected(errors)) => {
+                rejected.extend(errors.iter().map(|e| (e.line, e.error.to_string())))
+            }
+            Err(other) => panic!("storage failure: {other}"),
+        }
+        rejected.sort();
+        Err(rejected)
+    }
+
+    /// Ingests and panics with the reasons if anything was rejected.
+    pub fn given(&mut self, jsonl: &str) -> IngestReport {
+        self.ingest(jsonl)
+            .unwrap_or_else(|errors| panic!("setup rejected: {errors:?}"))
+    }
+
+    pub fn head(&self) -> u64 {
+        self.ledger.head().expect("head").position
+    }
+}
+
+pub const CPR: &str = "0101901234";
+
+pub fn agreement(agreement: &str, kommune: &str, cpr: &str, valid_from: &str) -> String {
+    json!({"type": "agreement", "agreement": agreement, "kommune": kommune, "cpr": cpr, "valid_from": valid_from})
+        .to_string()
+}
+
+pub fn agreement_ended(agreement: &str, kommune: &str, valid_to: &str) -> String {
+    json!({"type": "agreement_ended", "agreement": agreement, "kommune": kommune, "valid_to": valid_to})
+        .to_string()
+}
+
+/// A withholding for the September period, paid out on `payout_date`.
+pub fn withholding(reference: &str, agreement: &str, kommune: &str, payout_date: &str, amount: &str) -> String {
+    json!({
+        "type": "withholding", "reference": reference, "agreement": agreement, "kommune": kommune,
+        "cpr": CPR, "payout_date": payout_date, "period_from": "2026-09-01", "period_to": "2026-09-30",
+        "amount": amount,
+    })
+    .to_string()
+}
+
+pub fn correction(reference: &str, corrects: &str, kommune: &str, amount: &str) -> String {
+    json!({
+        "type": "correction", "reference": reference, "corrects": corrects, "kommune": kommune,
+        "amount": amount, "reason": "genberegnet",
+    })
+    .to_string()
+}
+
+/// Joins lines into a JSON Lines document.
+pub fn lines(lines: &[String]) -> String {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
