@@ -16,17 +16,32 @@ enum Op {
     Agreement { id: u8, kommune: usize, from_month: u32 },
     End { id: u8, to_month: u32 },
     Withholding { reference: u8, agreement: u8, kommune: usize, month: u32, ore: i64 },
-    Correction { reference: u8, corrects: u8, kommune: usize, ore: i64 },
+    Correction { reference: u8, corrects: u8, kommune: usize, amount: CorrectionAmount },
+}
+
+/// Correction amounts chosen relative to the withholding's net when the line is
+/// built, so that the edges (exactly to zero, one øre below) come up often.
+#[derive(Clone, Copy, Debug)]
+enum CorrectionAmount {
+    ReverseAll,
+    OneOreTooMuch,
+    Zero,
+    Fixed(i64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..4u8, 0..2usize, 1..6u32).prop_map(|(id, kommune, from_month)| Op::Agreement { id, kommune, from_month }),
         (0..4u8, 1..12u32).prop_map(|(id, to_month)| Op::End { id, to_month }),
-        (0..12u8, 0..4u8, 0..2usize, 1..12u32, -100..5_000i64)
+        (0..12u8, 0..4u8, 0..2usize, 1..12u32, prop_oneof![Just(0i64), Just(-1), 1..5_000i64])
             .prop_map(|(reference, agreement, kommune, month, ore)| Op::Withholding { reference, agreement, kommune, month, ore }),
-        (12..24u8, 0..12u8, 0..2usize, -3_000..1_000i64)
-            .prop_map(|(reference, corrects, kommune, ore)| Op::Correction { reference, corrects, kommune, ore }),
+        (12..24u8, 0..12u8, 0..2usize, prop_oneof![
+            Just(CorrectionAmount::ReverseAll),
+            Just(CorrectionAmount::OneOreTooMuch),
+            Just(CorrectionAmount::Zero),
+            (-3_000..1_000i64).prop_map(CorrectionAmount::Fixed),
+        ])
+            .prop_map(|(reference, corrects, kommune, amount)| Op::Correction { reference, corrects, kommune, amount }),
     ]
 }
 
@@ -66,9 +81,20 @@ impl Model {
             }
             Op::Withholding { reference, agreement, kommune, month: m, ore } => withholding(
                 &format!("KY-{reference}"), &format!("BA{agreement}"), KOMMUNER[kommune], &month(m), &kroner(ore)),
-            Op::Correction { reference, corrects, kommune, ore } => {
+            Op::Correction { reference, corrects, kommune, amount } => {
+                let ore = self.correction_ore(kommune, corrects, amount);
                 correction(&format!("KY-{reference}"), &format!("KY-{corrects}"), KOMMUNER[kommune], &kroner(ore))
             }
+        }
+    }
+
+    fn correction_ore(&self, kommune: usize, corrects: u8, amount: CorrectionAmount) -> i64 {
+        let net = self.entries.get(&(kommune, corrects)).map_or(100, |entry| entry.2);
+        match amount {
+            CorrectionAmount::ReverseAll => -net,
+            CorrectionAmount::OneOreTooMuch => -net - 1,
+            CorrectionAmount::Zero => 0,
+            CorrectionAmount::Fixed(ore) => ore,
         }
     }
 
@@ -109,7 +135,8 @@ impl Model {
                 totals.2 += 1;
                 Outcome::Appended
             }
-            Op::Correction { reference, corrects, kommune, ore } => {
+            Op::Correction { reference, corrects, kommune, amount } => {
+                let ore = self.correction_ore(kommune, corrects, amount);
                 if let Some(existing) = self.entries.get(&(kommune, reference)) {
                     return if existing.3 == line { Outcome::Duplicate } else { Outcome::Rejected };
                 }
