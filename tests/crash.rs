@@ -23,7 +23,13 @@ fn write_batches(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .map(|k| {
             let mut batch = vec![agreement(&format!("BA-{k}"), "0751", CPR, "2026-01-01")];
             for i in 1..=WITHHOLDINGS_PER_BATCH {
-                batch.push(withholding(&format!("KY-{k}-{i}"), &format!("BA-{k}"), "0751", "2026-10-01", "100.00"));
+                batch.push(withholding(
+                    &format!("KY-{k}-{i}"),
+                    &format!("BA-{k}"),
+                    "0751",
+                    "2026-10-01",
+                    "100.00",
+                ));
             }
             let path = dir.join(format!("batch-{k:04}.jsonl"));
             std::fs::write(&path, lines(&batch)).unwrap();
@@ -34,7 +40,11 @@ fn write_batches(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Runs `sf2520 ingest` over every batch and kills it after `delay` (if it is
 /// still running). Returns the batch files it reported as committed.
-fn run_and_kill(data_dir: &std::path::Path, batches: &[std::path::PathBuf], delay: Option<Duration>) -> Vec<String> {
+fn run_and_kill(
+    data_dir: &std::path::Path,
+    batches: &[std::path::PathBuf],
+    delay: Option<Duration>,
+) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sf2520"))
         .arg("--data-dir")
         .arg(data_dir)
@@ -61,7 +71,10 @@ fn run_and_kill(data_dir: &std::path::Path, batches: &[std::path::PathBuf], dela
             std::thread::sleep(delay);
             child.kill().ok(); // SIGKILL; it may already have finished
         }
-        None => assert!(child.wait().unwrap().success(), "the final run must succeed"),
+        None => assert!(
+            child.wait().unwrap().success(),
+            "the final run must succeed"
+        ),
     }
     child.wait().unwrap();
     reader.join().unwrap();
@@ -73,10 +86,18 @@ fn run_and_kill(data_dir: &std::path::Path, batches: &[std::path::PathBuf], dela
 fn batch_state(ledger: &Ledger, k: usize) -> (bool, usize) {
     let conn = ledger.connection();
     let agreement: i64 = conn
-        .query_row("SELECT COUNT(*) FROM agreements WHERE agreement = ?1", [format!("BA-{k}")], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM agreements WHERE agreement = ?1",
+            [format!("BA-{k}")],
+            |r| r.get(0),
+        )
         .unwrap();
     let entries: i64 = conn
-        .query_row("SELECT COUNT(*) FROM entries WHERE reference LIKE ?1", [format!("KY-{k}-%")], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM entries WHERE reference LIKE ?1",
+            [format!("KY-{k}-%")],
+            |r| r.get(0),
+        )
         .unwrap();
     (agreement == 1, usize::try_from(entries).unwrap())
 }
@@ -94,15 +115,19 @@ fn sigkill_never_loses_an_acknowledged_batch_nor_shows_half_of_one() {
         acknowledged.extend(run_and_kill(&data_dir, &batches, Some(delay)));
         kills += 1;
         let ledger = Ledger::open(&data_dir).unwrap();
-        for k in 0..BATCHES {
+        for (k, batch) in batches.iter().enumerate() {
             let state = batch_state(&ledger, k);
-            let name = batches[k].display().to_string();
+            let name = batch.display().to_string();
             assert!(
                 state == (false, 0) || state == (true, WITHHOLDINGS_PER_BATCH),
                 "kill {kills}: batch {k} is partially visible: {state:?}"
             );
             if acknowledged.contains(&name) {
-                assert_eq!(state, (true, WITHHOLDINGS_PER_BATCH), "kill {kills}: acknowledged batch {k} lost");
+                assert_eq!(
+                    state,
+                    (true, WITHHOLDINGS_PER_BATCH),
+                    "kill {kills}: acknowledged batch {k} lost"
+                );
             }
         }
         let verified = ledger.verify(|_| {}).unwrap();
@@ -111,8 +136,18 @@ fn sigkill_never_loses_an_acknowledged_batch_nor_shows_half_of_one() {
     run_and_kill(&data_dir, &batches, None);
     let ledger = Ledger::open(&data_dir).unwrap();
     for k in 0..BATCHES {
-        assert_eq!(batch_state(&ledger, k), (true, WITHHOLDINGS_PER_BATCH), "batch {k} after the final run");
+        assert_eq!(
+            batch_state(&ledger, k),
+            (true, WITHHOLDINGS_PER_BATCH),
+            "batch {k} after the final run"
+        );
     }
-    assert_eq!(ledger.head().unwrap().position, (BATCHES * (1 + WITHHOLDINGS_PER_BATCH)) as u64);
-    println!("crash test: {kills} SIGKILLs, {} batches acknowledged before the final run", acknowledged.len());
+    assert_eq!(
+        ledger.head().unwrap().position,
+        (BATCHES * (1 + WITHHOLDINGS_PER_BATCH)) as u64
+    );
+    println!(
+        "crash test: {kills} SIGKILLs, {} batches acknowledged before the final run",
+        acknowledged.len()
+    );
 }

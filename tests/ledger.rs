@@ -28,9 +28,16 @@ fn assert_rejected(t: &mut TestLedger, jsonl: &str, expected: &[(usize, &str)]) 
     assert_eq!(errors.len(), expected.len(), "rejections: {errors:?}");
     for ((line, reason), (expected_line, expected_text)) in errors.iter().zip(expected) {
         assert_eq!(line, expected_line, "{reason}");
-        assert!(reason.contains(expected_text), "line {line}: {reason:?} lacks {expected_text:?}");
+        assert!(
+            reason.contains(expected_text),
+            "line {line}: {reason:?} lacks {expected_text:?}"
+        );
     }
-    assert_eq!(t.ledger.head().unwrap(), head_before, "a rejected batch changed the log");
+    assert_eq!(
+        t.ledger.head().unwrap(),
+        head_before,
+        "a rejected batch changed the log"
+    );
 }
 
 #[test]
@@ -48,14 +55,46 @@ fn accepts_the_design_example_and_totals_it() {
 #[test]
 fn rejects_values_that_are_not_valid() {
     let mut t = TestLedger::new();
-    assert_rejected(&mut t, &lines(&[agreement("BA1", "0411", CPR, "2026-01-01")]), &[(1, "kommune \"0411\"")]);
-    assert_rejected(&mut t, &lines(&[agreement("BA1", "9999", CPR, "2026-01-01")]), &[(1, "not one of the 98")]);
-    assert_rejected(&mut t, &lines(&[agreement("BA1", K, "3102901234", "2026-01-01")]), &[(1, "CPR 310290-xxxx is invalid")]);
-    assert_rejected(&mut t, &lines(&[agreement("", K, CPR, "2026-01-01")]), &[(1, "must not be empty")]);
-    assert_rejected(&mut t, &lines(&[agreement("BA0123456789ABCD", K, CPR, "2026-01-01")]), &[(1, "at most 15")]);
-    assert_rejected(&mut t, &lines(&[agreement(" BA1", K, CPR, "2026-01-01")]), &[(1, "leading or trailing")]);
-    assert_rejected(&mut t, &lines(&[agreement("BA€1", K, CPR, "2026-01-01")]), &[(1, "not printable ISO-8859-1")]);
-    assert_rejected(&mut t, &lines(&[agreement("BA1", K, CPR, "2026-02-30")]), &[(1, "valid_from")]);
+    assert_rejected(
+        &mut t,
+        &lines(&[agreement("BA1", "0411", CPR, "2026-01-01")]),
+        &[(1, "kommune \"0411\"")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[agreement("BA1", "9999", CPR, "2026-01-01")]),
+        &[(1, "not one of the 98")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[agreement("BA1", K, "3102901234", "2026-01-01")]),
+        &[(1, "CPR 310290-xxxx is invalid")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[agreement("", K, CPR, "2026-01-01")]),
+        &[(1, "must not be empty")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[agreement("BA0123456789ABCD", K, CPR, "2026-01-01")]),
+        &[(1, "at most 15")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[agreement(" BA1", K, CPR, "2026-01-01")]),
+        &[(1, "leading or trailing")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[agreement("BA€1", K, CPR, "2026-01-01")]),
+        &[(1, "not printable ISO-8859-1")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[agreement("BA1", K, CPR, "2026-02-30")]),
+        &[(1, "valid_from")],
+    );
 }
 
 #[test]
@@ -65,55 +104,139 @@ fn error_messages_never_show_a_full_cpr() {
     let line = withholding("KY-9", "BA1", K, "2026-10-01", "1.00").replace(CPR, other_cpr);
     let errors = t.ingest(&lines(&[line])).unwrap_err();
     assert!(errors[0].1.contains("020290-xxxx"), "{errors:?}");
-    assert!(!errors[0].1.contains(other_cpr) && !errors[0].1.contains(CPR), "{errors:?}");
+    assert!(
+        !errors[0].1.contains(other_cpr) && !errors[0].1.contains(CPR),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn a_withholding_needs_a_matching_active_agreement() {
     let mut t = given_one_withholding();
-    assert_rejected(&mut t, &lines(&[withholding("KY-2", "BA9", K, "2026-10-01", "1.00")]), &[(1, "agreement BA9 is not registered")]);
-    assert_rejected(&mut t, &lines(&[withholding("KY-2", "BA1", "0101", "2026-10-01", "1.00")]), &[(1, "belongs to kommune 0751, not 0101")]);
-    assert_rejected(&mut t, &lines(&[withholding("KY-2", "BA1", K, "2025-12-31", "1.00")]), &[(1, "not active on payout date 2025-12-31")]);
+    assert_rejected(
+        &mut t,
+        &lines(&[withholding("KY-2", "BA9", K, "2026-10-01", "1.00")]),
+        &[(1, "agreement BA9 is not registered")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[withholding("KY-2", "BA1", "0101", "2026-10-01", "1.00")]),
+        &[(1, "belongs to kommune 0751, not 0101")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[withholding("KY-2", "BA1", K, "2025-12-31", "1.00")]),
+        &[(1, "not active on payout date 2025-12-31")],
+    );
     t.given(&lines(&[agreement_ended("BA1", K, "2026-10-31")]));
-    assert_rejected(&mut t, &lines(&[withholding("KY-2", "BA1", K, "2026-11-01", "1.00")]), &[(1, "valid 2026-01-01 to 2026-10-31")]);
-    t.given(&lines(&[withholding("KY-2", "BA1", K, "2026-10-31", "1.00")]));
+    assert_rejected(
+        &mut t,
+        &lines(&[withholding("KY-2", "BA1", K, "2026-11-01", "1.00")]),
+        &[(1, "valid 2026-01-01 to 2026-10-31")],
+    );
+    t.given(&lines(&[withholding(
+        "KY-2",
+        "BA1",
+        K,
+        "2026-10-31",
+        "1.00",
+    )]));
 }
 
 #[test]
 fn a_withholding_needs_a_positive_amount_and_an_ordered_period() {
     let mut t = given_one_withholding();
-    assert_rejected(&mut t, &lines(&[withholding("KY-2", "BA1", K, "2026-10-01", "0.00")]), &[(1, "must be greater than 0")]);
-    assert_rejected(&mut t, &lines(&[withholding("KY-2", "BA1", K, "2026-10-01", "-5.00")]), &[(1, "must be greater than 0")]);
-    assert_rejected(&mut t, &lines(&[withholding("KY-2", "BA1", K, "2026-10-01", "1.001")]), &[(1, "more than two decimals")]);
-    let reversed = withholding("KY-2", "BA1", K, "2026-10-01", "1.00").replace("\"period_from\":\"2026-09-01\"", "\"period_from\":\"2026-10-01\"");
-    assert_rejected(&mut t, &lines(&[reversed]), &[(1, "period_from 2026-10-01 is after period_to 2026-09-30")]);
+    assert_rejected(
+        &mut t,
+        &lines(&[withholding("KY-2", "BA1", K, "2026-10-01", "0.00")]),
+        &[(1, "must be greater than 0")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[withholding("KY-2", "BA1", K, "2026-10-01", "-5.00")]),
+        &[(1, "must be greater than 0")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[withholding("KY-2", "BA1", K, "2026-10-01", "1.001")]),
+        &[(1, "more than two decimals")],
+    );
+    let reversed = withholding("KY-2", "BA1", K, "2026-10-01", "1.00").replace(
+        "\"period_from\":\"2026-09-01\"",
+        "\"period_from\":\"2026-10-01\"",
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[reversed]),
+        &[(1, "period_from 2026-10-01 is after period_to 2026-09-30")],
+    );
 }
 
 #[test]
 fn a_correction_must_keep_the_net_at_or_above_zero() {
     let mut t = given_one_withholding();
-    assert_rejected(&mut t, &lines(&[correction("KY-2", "KY-1", K, "-1000.01")]), &[(1, "would bring withholding KY-1 below 0 (its net is 1000.00)")]);
+    assert_rejected(
+        &mut t,
+        &lines(&[correction("KY-2", "KY-1", K, "-1000.01")]),
+        &[(
+            1,
+            "would bring withholding KY-1 below 0 (its net is 1000.00)",
+        )],
+    );
     t.given(&lines(&[correction("KY-2", "KY-1", K, "-600.00")]));
-    assert_rejected(&mut t, &lines(&[correction("KY-3", "KY-1", K, "-400.01")]), &[(1, "its net is 400.00")]);
+    assert_rejected(
+        &mut t,
+        &lines(&[correction("KY-3", "KY-1", K, "-400.01")]),
+        &[(1, "its net is 400.00")],
+    );
     // A reversal to exactly zero is allowed, and an increase after it too.
-    t.given(&lines(&[correction("KY-3", "KY-1", K, "-400.00"), correction("KY-4", "KY-1", K, "50.00")]));
-    assert_eq!(t.ledger.agreement_totals("BA1", t.head()).unwrap().unwrap().net_ore, 5_000);
+    t.given(&lines(&[
+        correction("KY-3", "KY-1", K, "-400.00"),
+        correction("KY-4", "KY-1", K, "50.00"),
+    ]));
+    assert_eq!(
+        t.ledger
+            .agreement_totals("BA1", t.head())
+            .unwrap()
+            .unwrap()
+            .net_ore,
+        5_000
+    );
 }
 
 #[test]
 fn a_correction_must_name_a_withholding_of_its_kommune() {
     let mut t = given_one_withholding();
-    assert_rejected(&mut t, &lines(&[correction("KY-2", "KY-404", K, "-1.00")]), &[(1, "which is no withholding of kommune 0751")]);
-    assert_rejected(&mut t, &lines(&[correction("KY-2", "KY-1", "0101", "-1.00")]), &[(1, "which is no withholding of kommune 0101")]);
-    assert_rejected(&mut t, &lines(&[correction("KY-2", "KY-1", K, "0.00")]), &[(1, "amount must not be 0")]);
+    assert_rejected(
+        &mut t,
+        &lines(&[correction("KY-2", "KY-404", K, "-1.00")]),
+        &[(1, "which is no withholding of kommune 0751")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[correction("KY-2", "KY-1", "0101", "-1.00")]),
+        &[(1, "which is no withholding of kommune 0101")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[correction("KY-2", "KY-1", K, "0.00")]),
+        &[(1, "amount must not be 0")],
+    );
     t.given(&lines(&[correction("KY-2", "KY-1", K, "-1.00")]));
-    assert_rejected(&mut t, &lines(&[correction("KY-3", "KY-2", K, "-1.00")]), &[(1, "which is itself a correction")]);
+    assert_rejected(
+        &mut t,
+        &lines(&[correction("KY-3", "KY-2", K, "-1.00")]),
+        &[(1, "which is itself a correction")],
+    );
 }
 
 #[test]
 fn the_same_content_again_is_a_duplicate_and_other_content_a_conflict() {
     let mut t = given_one_withholding();
-    t.given(&lines(&[correction("KY-2", "KY-1", K, "-1.00"), agreement_ended("BA1", K, "2026-12-31")]));
+    t.given(&lines(&[
+        correction("KY-2", "KY-1", K, "-1.00"),
+        agreement_ended("BA1", K, "2026-12-31"),
+    ]));
     let head = t.head();
     let again = lines(&[
         agreement("BA1", K, CPR, "2026-01-01"),
@@ -124,13 +247,39 @@ fn the_same_content_again_is_a_duplicate_and_other_content_a_conflict() {
     let report = t.given(&again);
     assert_eq!((report.appended(), report.duplicates()), (0, 4));
     assert_eq!(t.head(), head, "duplicates append nothing");
-    assert_rejected(&mut t, &lines(&[agreement("BA1", K, CPR, "2026-02-01")]), &[(1, "already registered with different content")]);
-    assert_rejected(&mut t, &lines(&[withholding("KY-1", "BA1", K, "2026-10-01", "1000.01")]), &[(1, "KY-1 already exists in kommune 0751 with different content")]);
-    assert_rejected(&mut t, &lines(&[withholding("KY-2", "BA1", K, "2026-10-01", "1.00")]), &[(1, "KY-2 already exists")]);
-    assert_rejected(&mut t, &lines(&[correction("KY-2", "KY-1", K, "-2.00")]), &[(1, "KY-2 already exists")]);
-    assert_rejected(&mut t, &lines(&[agreement_ended("BA1", K, "2026-11-30")]), &[(1, "already ended on 2026-12-31")]);
+    assert_rejected(
+        &mut t,
+        &lines(&[agreement("BA1", K, CPR, "2026-02-01")]),
+        &[(1, "already registered with different content")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[withholding("KY-1", "BA1", K, "2026-10-01", "1000.01")]),
+        &[(
+            1,
+            "KY-1 already exists in kommune 0751 with different content",
+        )],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[withholding("KY-2", "BA1", K, "2026-10-01", "1.00")]),
+        &[(1, "KY-2 already exists")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[correction("KY-2", "KY-1", K, "-2.00")]),
+        &[(1, "KY-2 already exists")],
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[agreement_ended("BA1", K, "2026-11-30")]),
+        &[(1, "already ended on 2026-12-31")],
+    );
     // The same reference in another kommune is another entry.
-    t.given(&lines(&[agreement("BA2", "0101", CPR, "2026-01-01"), withholding("KY-1", "BA2", "0101", "2026-10-01", "5.00")]));
+    t.given(&lines(&[
+        agreement("BA2", "0101", CPR, "2026-01-01"),
+        withholding("KY-1", "BA2", "0101", "2026-10-01", "5.00"),
+    ]));
 }
 
 #[test]
@@ -144,8 +293,20 @@ fn a_batch_is_all_or_nothing_and_reports_every_bad_line() {
         correction("KY-12", "KY-10", K, "-10.00"),
         correction("KY-13", "KY-10", K, "-0.01"),
     ]);
-    assert_rejected(&mut t, &batch, &[(3, "BA404 is not registered"), (4, "not valid JSON"), (6, "below 0")]);
-    assert!(t.ledger.agreement_totals("BA2", t.head()).unwrap().is_none());
+    assert_rejected(
+        &mut t,
+        &batch,
+        &[
+            (3, "BA404 is not registered"),
+            (4, "not valid JSON"),
+            (6, "below 0"),
+        ],
+    );
+    assert!(t
+        .ledger
+        .agreement_totals("BA2", t.head())
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -157,19 +318,36 @@ fn totals_can_be_read_as_of_any_position_and_time() {
     std::thread::sleep(std::time::Duration::from_millis(5));
     t.given(&lines(&[correction("KY-2", "KY-1", K, "-250.00")]));
     let second = t.head();
-    t.given(&lines(&[withholding("KY-3", "BA1", K, "2026-11-01", "500.00")]));
+    t.given(&lines(&[withholding(
+        "KY-3",
+        "BA1",
+        K,
+        "2026-11-01",
+        "500.00",
+    )]));
     let third = t.head();
-    let net = |at: u64| t.ledger.agreement_totals("BA1", at).unwrap().map(|x| x.net_ore);
+    let net = |at: u64| {
+        t.ledger
+            .agreement_totals("BA1", at)
+            .unwrap()
+            .map(|x| x.net_ore)
+    };
     assert_eq!(net(1), None);
     assert_eq!(net(first), Some(100_000));
     assert_eq!(net(second), Some(75_000));
     assert_eq!(net(third), Some(125_000));
-    let at_time = t.ledger.resolve(sf2520::ledger::AsOf::Time(between)).unwrap();
+    let at_time = t
+        .ledger
+        .resolve(sf2520::ledger::AsOf::Time(between))
+        .unwrap();
     assert_eq!(at_time, first);
     let kommune = t.ledger.kommune_totals(second).unwrap();
     assert_eq!(kommune.len(), 1);
     assert_eq!((kommune[0].1.entries, kommune[0].1.net_ore), (2, 75_000));
-    assert!(t.ledger.resolve(sf2520::ledger::AsOf::Position(third + 1)).is_err());
+    assert!(t
+        .ledger
+        .resolve(sf2520::ledger::AsOf::Position(third + 1))
+        .is_err());
 }
 
 #[test]
@@ -184,9 +362,24 @@ fn verify_passes_on_a_healthy_ledger() {
 #[test]
 fn verify_names_the_position_of_a_byte_changed_in_the_database_file() {
     let mut t = TestLedger::new();
-    t.given(&lines(&[agreement("BA1", K, CPR, "2026-01-01"), withholding("KY-1", "BA1", K, "2026-10-01", "1.00")]));
-    t.given(&lines(&[withholding("KY-TAMPER-ME", "BA1", K, "2026-10-01", "2.00")]));
-    t.given(&lines(&[withholding("KY-3", "BA1", K, "2026-10-01", "3.00")]));
+    t.given(&lines(&[
+        agreement("BA1", K, CPR, "2026-01-01"),
+        withholding("KY-1", "BA1", K, "2026-10-01", "1.00"),
+    ]));
+    t.given(&lines(&[withholding(
+        "KY-TAMPER-ME",
+        "BA1",
+        K,
+        "2026-10-01",
+        "2.00",
+    )]));
+    t.given(&lines(&[withholding(
+        "KY-3",
+        "BA1",
+        K,
+        "2026-10-01",
+        "3.00",
+    )]));
     let data_dir = t.data_dir();
     drop(t.ledger); // closing checkpoints the WAL into the main file
     let path = data_dir.join(sf2520::ledger::DATABASE_FILE);
@@ -199,7 +392,10 @@ fn verify_names_the_position_of_a_byte_changed_in_the_database_file() {
             changed += 1;
         }
     }
-    assert!(changed > 0, "the reference must be found in the database file");
+    assert!(
+        changed > 0,
+        "the reference must be found in the database file"
+    );
     std::fs::write(&path, &bytes).unwrap();
     let ledger = sf2520::ledger::Ledger::open(&data_dir).unwrap();
     let failure = ledger.verify(|_| {}).unwrap().unwrap_err();
@@ -220,15 +416,28 @@ fn verify_notices_a_projection_that_differs_from_the_log() {
         .execute("UPDATE entries SET net_ore = net_ore + 1", [])
         .unwrap();
     let failure = t.ledger.verify(|_| {}).unwrap().unwrap_err();
-    assert!(matches!(failure, sf2520::ledger::VerifyFailure::Projection { table: "entries", .. }), "{failure}");
+    assert!(
+        matches!(
+            failure,
+            sf2520::ledger::VerifyFailure::Projection {
+                table: "entries",
+                ..
+            }
+        ),
+        "{failure}"
+    );
 }
 
 #[test]
 fn the_data_directory_and_database_are_owner_only() {
     let t = TestLedger::new();
-    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&t.data_dir()), 0o700);
-    assert_eq!(mode(&t.data_dir().join(sf2520::ledger::DATABASE_FILE)), 0o600);
+    assert_eq!(
+        mode(&t.data_dir().join(sf2520::ledger::DATABASE_FILE)),
+        0o600
+    );
 }
 
 #[test]
@@ -236,6 +445,8 @@ fn a_database_readable_by_others_is_refused() {
     let t = TestLedger::new();
     let path = t.data_dir().join(sf2520::ledger::DATABASE_FILE);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let error = sf2520::ledger::Ledger::open(&t.data_dir()).err().expect("must refuse");
+    let error = sf2520::ledger::Ledger::open(&t.data_dir())
+        .err()
+        .expect("must refuse");
     assert!(error.to_string().contains("chmod 600"), "{error}");
 }

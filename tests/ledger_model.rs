@@ -13,10 +13,28 @@ const KOMMUNER: [&str; 2] = ["0751", "0101"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Agreement { id: u8, kommune: usize, from_month: u32 },
-    End { id: u8, to_month: u32 },
-    Withholding { reference: u8, agreement: u8, kommune: usize, month: u32, ore: i64 },
-    Correction { reference: u8, corrects: u8, kommune: usize, amount: CorrectionAmount },
+    Agreement {
+        id: u8,
+        kommune: usize,
+        from_month: u32,
+    },
+    End {
+        id: u8,
+        to_month: u32,
+    },
+    Withholding {
+        reference: u8,
+        agreement: u8,
+        kommune: usize,
+        month: u32,
+        ore: i64,
+    },
+    Correction {
+        reference: u8,
+        corrects: u8,
+        kommune: usize,
+        amount: CorrectionAmount,
+    },
 }
 
 /// Correction amounts chosen relative to the withholding's net when the line is
@@ -31,17 +49,45 @@ enum CorrectionAmount {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0..4u8, 0..2usize, 1..6u32).prop_map(|(id, kommune, from_month)| Op::Agreement { id, kommune, from_month }),
+        (0..4u8, 0..2usize, 1..6u32).prop_map(|(id, kommune, from_month)| Op::Agreement {
+            id,
+            kommune,
+            from_month
+        }),
         (0..4u8, 1..12u32).prop_map(|(id, to_month)| Op::End { id, to_month }),
-        (0..12u8, 0..4u8, 0..2usize, 1..12u32, prop_oneof![Just(0i64), Just(-1), 1..5_000i64])
-            .prop_map(|(reference, agreement, kommune, month, ore)| Op::Withholding { reference, agreement, kommune, month, ore }),
-        (12..24u8, 0..12u8, 0..2usize, prop_oneof![
-            Just(CorrectionAmount::ReverseAll),
-            Just(CorrectionAmount::OneOreTooMuch),
-            Just(CorrectionAmount::Zero),
-            (-3_000..1_000i64).prop_map(CorrectionAmount::Fixed),
-        ])
-            .prop_map(|(reference, corrects, kommune, amount)| Op::Correction { reference, corrects, kommune, amount }),
+        (
+            0..12u8,
+            0..4u8,
+            0..2usize,
+            1..12u32,
+            prop_oneof![Just(0i64), Just(-1), 1..5_000i64]
+        )
+            .prop_map(
+                |(reference, agreement, kommune, month, ore)| Op::Withholding {
+                    reference,
+                    agreement,
+                    kommune,
+                    month,
+                    ore
+                }
+            ),
+        (
+            12..24u8,
+            0..12u8,
+            0..2usize,
+            prop_oneof![
+                Just(CorrectionAmount::ReverseAll),
+                Just(CorrectionAmount::OneOreTooMuch),
+                Just(CorrectionAmount::Zero),
+                (-3_000..1_000i64).prop_map(CorrectionAmount::Fixed),
+            ]
+        )
+            .prop_map(|(reference, corrects, kommune, amount)| Op::Correction {
+                reference,
+                corrects,
+                kommune,
+                amount
+            }),
     ]
 }
 
@@ -74,22 +120,59 @@ enum Outcome {
 impl Model {
     fn line(&self, op: &Op) -> String {
         match *op {
-            Op::Agreement { id, kommune, from_month } => agreement(&format!("BA{id}"), KOMMUNER[kommune], CPR, &month(from_month)),
+            Op::Agreement {
+                id,
+                kommune,
+                from_month,
+            } => agreement(
+                &format!("BA{id}"),
+                KOMMUNER[kommune],
+                CPR,
+                &month(from_month),
+            ),
             Op::End { id, to_month } => {
                 let kommune = self.agreements.get(&id).map_or(0, |a| a.0);
-                agreement_ended(&format!("BA{id}"), KOMMUNER[kommune], &format!("2026-{to_month:02}-28"))
+                agreement_ended(
+                    &format!("BA{id}"),
+                    KOMMUNER[kommune],
+                    &format!("2026-{to_month:02}-28"),
+                )
             }
-            Op::Withholding { reference, agreement, kommune, month: m, ore } => withholding(
-                &format!("KY-{reference}"), &format!("BA{agreement}"), KOMMUNER[kommune], &month(m), &kroner(ore)),
-            Op::Correction { reference, corrects, kommune, amount } => {
+            Op::Withholding {
+                reference,
+                agreement,
+                kommune,
+                month: m,
+                ore,
+            } => withholding(
+                &format!("KY-{reference}"),
+                &format!("BA{agreement}"),
+                KOMMUNER[kommune],
+                &month(m),
+                &kroner(ore),
+            ),
+            Op::Correction {
+                reference,
+                corrects,
+                kommune,
+                amount,
+            } => {
                 let ore = self.correction_ore(kommune, corrects, amount);
-                correction(&format!("KY-{reference}"), &format!("KY-{corrects}"), KOMMUNER[kommune], &kroner(ore))
+                correction(
+                    &format!("KY-{reference}"),
+                    &format!("KY-{corrects}"),
+                    KOMMUNER[kommune],
+                    &kroner(ore),
+                )
             }
         }
     }
 
     fn correction_ore(&self, kommune: usize, corrects: u8, amount: CorrectionAmount) -> i64 {
-        let net = self.entries.get(&(kommune, corrects)).map_or(100, |entry| entry.2);
+        let net = self
+            .entries
+            .get(&(kommune, corrects))
+            .map_or(100, |entry| entry.2);
         match amount {
             CorrectionAmount::ReverseAll => -net,
             CorrectionAmount::OneOreTooMuch => -net - 1,
@@ -100,7 +183,11 @@ impl Model {
 
     fn apply(&mut self, op: &Op, line: &str) -> Outcome {
         match *op {
-            Op::Agreement { id, kommune, from_month } => match self.agreements.get(&id) {
+            Op::Agreement {
+                id,
+                kommune,
+                from_month,
+            } => match self.agreements.get(&id) {
                 Some(&(k, f, _)) if (k, f) == (kommune, from_month) => Outcome::Duplicate,
                 Some(_) => Outcome::Rejected,
                 None => {
@@ -118,36 +205,64 @@ impl Model {
                 }
                 Some(_) => Outcome::Rejected,
             },
-            Op::Withholding { reference, agreement, kommune, month: m, ore } => {
+            Op::Withholding {
+                reference,
+                agreement,
+                kommune,
+                month: m,
+                ore,
+            } => {
                 if let Some(existing) = self.entries.get(&(kommune, reference)) {
-                    return if existing.3 == line { Outcome::Duplicate } else { Outcome::Rejected };
+                    return if existing.3 == line {
+                        Outcome::Duplicate
+                    } else {
+                        Outcome::Rejected
+                    };
                 }
                 let active = match self.agreements.get(&agreement) {
-                    Some(&(k, from, ended)) => k == kommune && from <= m && ended.is_none_or(|to| m <= to),
+                    Some(&(k, from, ended)) => {
+                        k == kommune && from <= m && ended.is_none_or(|to| m <= to)
+                    }
                     None => false,
                 };
                 if ore <= 0 || !active {
                     return Outcome::Rejected;
                 }
-                self.entries.insert((kommune, reference), (true, agreement, ore, line.to_string()));
+                self.entries.insert(
+                    (kommune, reference),
+                    (true, agreement, ore, line.to_string()),
+                );
                 let totals = self.totals.entry(agreement).or_default();
                 totals.0 += ore;
                 totals.2 += 1;
                 Outcome::Appended
             }
-            Op::Correction { reference, corrects, kommune, amount } => {
+            Op::Correction {
+                reference,
+                corrects,
+                kommune,
+                amount,
+            } => {
                 let ore = self.correction_ore(kommune, corrects, amount);
                 if let Some(existing) = self.entries.get(&(kommune, reference)) {
-                    return if existing.3 == line { Outcome::Duplicate } else { Outcome::Rejected };
+                    return if existing.3 == line {
+                        Outcome::Duplicate
+                    } else {
+                        Outcome::Rejected
+                    };
                 }
-                let Some(&(true, agreement, net, _)) = self.entries.get(&(kommune, corrects)) else {
+                let Some(&(true, agreement, net, _)) = self.entries.get(&(kommune, corrects))
+                else {
                     return Outcome::Rejected;
                 };
                 if ore == 0 || net + ore < 0 {
                     return Outcome::Rejected;
                 }
                 self.entries.get_mut(&(kommune, corrects)).unwrap().2 += ore;
-                self.entries.insert((kommune, reference), (false, agreement, 0, line.to_string()));
+                self.entries.insert(
+                    (kommune, reference),
+                    (false, agreement, 0, line.to_string()),
+                );
                 let totals = self.totals.entry(agreement).or_default();
                 totals.1 += ore;
                 totals.2 += 1;
@@ -159,11 +274,26 @@ impl Model {
 
 fn assert_totals_equal(t: &TestLedger, model: &Model, position: u64) -> Result<(), TestCaseError> {
     for id in 0..4u8 {
-        let actual = t.ledger.agreement_totals(&format!("BA{id}"), position).unwrap();
+        let actual = t
+            .ledger
+            .agreement_totals(&format!("BA{id}"), position)
+            .unwrap();
         let actual = actual.map(|x| (x.withheld_ore, x.corrected_ore, x.entries));
-        prop_assert_eq!(actual, model.totals.get(&id).copied(), "agreement BA{} at {}", id, position);
+        prop_assert_eq!(
+            actual,
+            model.totals.get(&id).copied(),
+            "agreement BA{} at {}",
+            id,
+            position
+        );
     }
-    let kommune_net: i64 = t.ledger.kommune_totals(position).unwrap().iter().map(|(_, x)| x.net_ore).sum();
+    let kommune_net: i64 = t
+        .ledger
+        .kommune_totals(position)
+        .unwrap()
+        .iter()
+        .map(|(_, x)| x.net_ore)
+        .sum();
     let model_net: i64 = model.totals.values().map(|x| x.0 + x.1).sum();
     prop_assert_eq!(kommune_net, model_net);
     Ok(())

@@ -144,8 +144,7 @@ fn registered_agreement<V: LedgerView>(
             agreement: agreement.to_string(),
             registered: state.registered.kommune.code(),
             given: kommune.code(),
-        })
-        .into());
+        }));
     }
     Ok(state)
 }

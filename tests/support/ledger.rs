@@ -66,7 +66,13 @@ pub fn agreement_ended(agreement: &str, kommune: &str, valid_to: &str) -> String
 }
 
 /// A withholding for the September period, paid out on `payout_date`.
-pub fn withholding(reference: &str, agreement: &str, kommune: &str, payout_date: &str, amount: &str) -> String {
+pub fn withholding(
+    reference: &str,
+    agreement: &str,
+    kommune: &str,
+    payout_date: &str,
+    amount: &str,
+) -> String {
     json!({
         "type": "withholding", "reference": reference, "agreement": agreement, "kommune": kommune,
         "cpr": CPR, "payout_date": payout_date, "period_from": "2026-09-01", "period_to": "2026-09-30",
