@@ -6,6 +6,8 @@
 //! - [`demo`]: the seeded demo month for all 98 kommuner (pure: builds commands).
 //! - [`domain`]: validated values (kommune, CPR, amounts, references), commands,
 //!   events and the rules that decide them. No IO.
+//! - [`export`]: the batch export job, files as of any past time, byte-identical
+//!   reconstruction, reissue, the files register, the atomic outbox.
 //! - [`input`]: KY's JSON Lines, read with a bounded line length, parsed into commands.
 //! - [`ledger`]: the append-only event log on SQLite (hash chain, idempotent
 //!   all-or-nothing ingest, durable commits), projections as of any position, and
@@ -14,5 +16,7 @@
 pub mod cli;
 pub mod demo;
 pub mod domain;
+pub mod export;
 pub mod input;
 pub mod ledger;
+pub mod sf2520;

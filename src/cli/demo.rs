@@ -5,7 +5,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::demo::demo_month;
+use crate::export::{default_outbox, run_batch, ExportRequest};
 use crate::ledger::Ledger;
+
+use super::export::{print_exported, Bar};
 
 use super::output::kroner;
 use super::DemoArgs;
@@ -42,6 +45,21 @@ pub fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         totals.len(),
         entries,
         kroner(net)
+    )?;
+    let outbox = default_outbox(data_dir);
+    let bar = Bar::new();
+    let files = run_batch(&mut ledger, &ExportRequest::default(), &outbox, &bar)?;
+    drop(bar);
+    print_exported(
+        &mut out,
+        &files,
+        &format!("official files into {}", outbox.display()),
+        false,
+    )?;
+    writeln!(
+        out,
+        "next: `sf2520 files` lists every official file; `sf2520 check {}/*.txt` validates them",
+        outbox.display()
     )?;
     Ok(ExitCode::SUCCESS)
 }

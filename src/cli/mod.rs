@@ -2,6 +2,8 @@
 //! per subcommand. `anyhow` lives here and in `main`, nowhere else.
 
 mod demo;
+mod export;
+pub mod format_cmds;
 mod ingest;
 mod log;
 mod output;
@@ -61,11 +63,117 @@ pub enum Command {
     ///
     /// Exits non-zero and names the first bad position if anything was altered.
     Verify,
-    /// Generate a realistic month for all 98 kommuner (seeded) and ingest it.
+    /// Generate a realistic month for all 98 kommuner (seeded), ingest it and run
+    /// the batch export.
     ///
     /// Safe to run again on the same data directory: the second run finds every
-    /// line already recorded and reports them as duplicates.
+    /// line already recorded (duplicates) and no new entries to export.
     Demo(DemoArgs),
+    /// The batch export: the next SF2520 file of every kommune with new entries.
+    ///
+    /// Fixes a cut-off (the log's head when the run starts), renders one file per
+    /// kommune with entries recorded since its previous file (løbenummer = previous
+    /// + 1), writes them atomically into the outbox and records a FileExported event
+    /// for each. Killed at any moment, just run it again: unrecorded files are
+    /// removed and rendered afresh, no løbenummer is skipped or reused.
+    ///
+    /// With --as-of TIME it instead renders what a run at TIME would have produced
+    /// (byte for byte for an official file created at TIME) into --out DIR and
+    /// records nothing. With --test it renders test files (marker T) of the entries
+    /// not yet exported, recording nothing.
+    Export(ExportArgs),
+    /// Render official file N of a kommune again from the log and prove it matches
+    /// the SHA-256 recorded when it was made; exits non-zero on a mismatch.
+    Reconstruct(ReconstructArgs),
+    /// The register of official files: løbenummer, creation time, records, net sum,
+    /// SHA-256 and delivery state.
+    Files(FilesArgs),
+    /// Put an official file back into the outbox, byte for byte, to be delivered
+    /// again (a lost transfer). Refuses if the log no longer renders the same bytes.
+    Reissue(ReissueArgs),
+    /// Validate SF2520 files as a receiver would; one summary line per valid file,
+    /// every error with line, column and field otherwise. Exits non-zero if any
+    /// file is invalid.
+    Check(CheckArgs),
+    /// Print the records of an SF2520 file as a table or JSON (CPR masked).
+    Show(ShowArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Only this kommune (repeatable); default all 98.
+    #[arg(long, value_name = "KODE")]
+    pub kommune: Vec<String>,
+    /// Directory to write into (default: <data-dir>/outbox; <data-dir>/test-files with --test).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also write start+end-only files for kommuner with nothing new.
+    #[arg(long)]
+    pub include_empty: bool,
+    /// Test files: marker T in the start record, nothing recorded.
+    #[arg(long)]
+    pub test: bool,
+    /// Render what a batch run at this time would have made (needs --out; records nothing).
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One official file: kommune and løbenummer.
+#[derive(Args, Debug)]
+pub struct FileRef {
+    /// The kommune (4-digit code).
+    #[arg(long, value_name = "KODE")]
+    pub kommune: String,
+    /// The løbenummer.
+    #[arg(long, value_name = "N")]
+    pub seq: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ReconstructArgs {
+    #[command(flatten)]
+    pub file: FileRef,
+    /// Where to write the rebuilt file (default: its file name in the current directory).
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct FilesArgs {
+    /// Only this kommune.
+    #[arg(long, value_name = "KODE")]
+    pub kommune: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReissueArgs {
+    #[command(flatten)]
+    pub file: FileRef,
+    /// The outbox to put it into (default: <data-dir>/outbox).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// SF2520 files to validate.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// The SF2520 file.
+    pub file: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -147,5 +255,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Log(args) => log::run(&cli.data_dir, &args),
         Command::Verify => verify::run(&cli.data_dir),
         Command::Demo(args) => demo::run(&cli.data_dir, &args),
+        Command::Export(args) => export::run_export(&cli.data_dir, &args),
+        Command::Reconstruct(args) => export::run_reconstruct(&cli.data_dir, &args),
+        Command::Files(args) => export::run_files(&cli.data_dir, &args),
+        Command::Reissue(args) => {
+            export::run_reissue(&cli.data_dir, &args.file, args.out.as_deref())
+        }
+        Command::Check(args) => {
+            let valid = format_cmds::check(&args.files, &mut std::io::stdout().lock())?;
+            Ok(if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Show(args) => {
+            format_cmds::show(&args.file, args.json, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

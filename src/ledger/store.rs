@@ -84,7 +84,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Creates the directory owner-only if it is missing.
-pub(crate) fn create_private_dir(dir: &Path) -> Result<(), LedgerError> {
+pub fn create_private_dir(dir: &Path) -> Result<(), LedgerError> {
     if dir.is_dir() {
         return Ok(());
     }

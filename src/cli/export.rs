@@ -1,0 +1,272 @@
+//! `sf2520 export`, `reconstruct`, `files`, `reissue`: the exporter's commands.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::domain::Kommune;
+use crate::export::{
+    default_outbox, delivery_state, official_files, reconstruct, reissue, render_as_of, run_batch,
+    ExportRequest, ExportedFile, Progress,
+};
+use crate::ledger::Ledger;
+
+use super::output::{hex, kroner, table, time_us};
+use super::{ExportArgs, FileRef, FilesArgs, ReconstructArgs};
+
+/// A progress bar over records on a terminal; hidden otherwise (indicatif draws
+/// only to a terminal).
+pub struct Bar(ProgressBar);
+
+impl Bar {
+    pub fn new() -> Bar {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} rendering {msg} [{bar:30}] {pos}/{len} records",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        Bar(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn planned(&self, files: usize, records: u64) {
+        self.0.set_length(records);
+        self.0.set_message(format!("{files} file(s)"));
+    }
+
+    fn rendered(&self, file: &ExportedFile) {
+        self.0.inc(file.summary.record_count);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn kommuner(codes: &[String]) -> anyhow::Result<Vec<Kommune>> {
+    codes.iter().map(|code| Ok(Kommune::parse(code)?)).collect()
+}
+
+pub fn run_export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let request = ExportRequest {
+        kommuner: kommuner(&args.kommune)?,
+        include_empty: args.include_empty,
+    };
+    let mut ledger = Ledger::open(data_dir)?;
+    let bar = Bar::new();
+    let (files, what) = if let Some(time) = args.as_of {
+        let Some(out) = &args.out else {
+            bail!(
+                "--as-of writes only to a directory you name: add --out DIR (nothing is recorded)"
+            );
+        };
+        (
+            render_as_of(&ledger, &request, time, args.test, out, &bar)?,
+            format!("as of {time} into {} (nothing recorded)", out.display()),
+        )
+    } else if args.test {
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| data_dir.join("test-files"));
+        let files = render_as_of(&ledger, &request, chrono::Utc::now(), true, &out, &bar)?;
+        (
+            files,
+            format!(
+                "test files (marker T) into {} (nothing recorded)",
+                out.display()
+            ),
+        )
+    } else {
+        let out = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
+        let files = run_batch(&mut ledger, &request, &out, &bar)?;
+        (files, format!("official files into {}", out.display()))
+    };
+    drop(bar);
+    print_exported(&mut io::stdout().lock(), &files, &what, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The summary table of an export run (or its JSON).
+pub fn print_exported(
+    out: &mut dyn Write,
+    files: &[ExportedFile],
+    what: &str,
+    json: bool,
+) -> io::Result<()> {
+    if json {
+        let items: Vec<_> = files
+            .iter()
+            .map(|f| {
+                json!({
+                    "kommune": f.planned.range.kommune.code(), "sequence": f.planned.header.sequence,
+                    "records": f.summary.record_count, "net": kroner(f.summary.net_ore),
+                    "file_name": f.planned.file_name, "path": f.written.path.display().to_string(),
+                    "sha256": hex(&f.written.sha256), "file_id": f.file_id.map(|id| id.to_string()),
+                })
+            })
+            .collect();
+        return writeln!(out, "{}", json!({"files": items}));
+    }
+    if files.is_empty() {
+        return writeln!(
+            out,
+            "export: no kommune has entries since its last file; no file written"
+        );
+    }
+    let rows: Vec<Vec<String>> = files
+        .iter()
+        .map(|f| {
+            let kommune = f.planned.range.kommune;
+            vec![
+                format!("{kommune} {}", kommune.name()),
+                f.planned.header.sequence.to_string(),
+                f.summary.record_count.to_string(),
+                kroner(f.summary.net_ore),
+                f.planned.file_name.clone(),
+            ]
+        })
+        .collect();
+    write!(
+        out,
+        "{}",
+        table(
+            &["kommune", ">løbenummer", ">records", ">net", "file"],
+            &rows
+        )
+    )?;
+    let records: u64 = files.iter().map(|f| f.summary.record_count).sum();
+    writeln!(
+        out,
+        "export: {} file(s), {records} record(s): {what}",
+        files.len()
+    )
+}
+
+pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Result<ExitCode> {
+    let ledger = Ledger::open(data_dir)?;
+    let kommune = Kommune::parse(&args.file.kommune)?;
+    let reconstruction = reconstruct(&ledger, kommune, args.file.seq)?;
+    let path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&reconstruction.file.file_name));
+    std::fs::write(&path, &reconstruction.bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut out = io::stdout().lock();
+    let file = &reconstruction.file;
+    if reconstruction.matches() {
+        writeln!(
+            out,
+            "ok: {} rebuilt from the log into {}; SHA-256 {} equals the one recorded at position {}",
+            file.file_name,
+            path.display(),
+            hex(&reconstruction.sha256),
+            file.position
+        )?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(
+            out,
+            "MISMATCH: {} rebuilt from the log differs from the file that was sent.\n  recorded SHA-256 (position {}): {}\n  rebuilt  SHA-256:              {}\n  The ledger's history or the rendering code has changed; run `sf2520 verify`. Rebuilt bytes written to {} for comparison.",
+            file.file_name,
+            file.position,
+            hex(&file.sha256),
+            hex(&reconstruction.sha256),
+            path.display()
+        )?;
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> {
+    let ledger = Ledger::open(data_dir)?;
+    let kommune = args.kommune.as_deref().map(Kommune::parse).transpose()?;
+    let files = official_files(ledger.connection(), kommune)?;
+    let mut out = io::stdout().lock();
+    let mut rows = Vec::new();
+    let mut items = Vec::new();
+    for file in &files {
+        let state = delivery_state(ledger.connection(), file.kommune, file.sequence)?;
+        if args.json {
+            items.push(json!({
+                "kommune": file.kommune.code(), "sequence": file.sequence, "file_name": file.file_name,
+                "created_at": time_us(file.created_at_us), "records": file.record_count,
+                "net": kroner(file.net_ore()), "sha256": hex(&file.sha256),
+                "file_id": uuid::Uuid::from_bytes(file.file_id).to_string(), "delivery": state,
+                "position": file.position,
+            }));
+        } else {
+            rows.push(vec![
+                format!("{} {}", file.kommune, file.kommune.name()),
+                file.sequence.to_string(),
+                time_us(file.created_at_us)[..19].replace('T', " "),
+                file.record_count.to_string(),
+                kroner(file.net_ore()),
+                hex(&file.sha256)[..16].to_string(),
+                state.label(),
+            ]);
+        }
+    }
+    if args.json {
+        writeln!(out, "{}", json!({"files": items}))?;
+    } else if files.is_empty() {
+        writeln!(out, "no official files yet; run `sf2520 export`")?;
+    } else {
+        let headers = [
+            "kommune",
+            ">løbenummer",
+            "created (UTC)",
+            ">records",
+            ">net",
+            "sha256",
+            "delivery",
+        ];
+        write!(out, "{}", table(&headers, &rows))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_reissue(
+    data_dir: &Path,
+    args: &FileRef,
+    outbox: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let mut ledger = Ledger::open(data_dir)?;
+    let kommune = Kommune::parse(&args.kommune)?;
+    let outbox = outbox.map_or_else(|| default_outbox(data_dir), Path::to_path_buf);
+    let mut out = io::stdout().lock();
+    match reissue(&mut ledger, kommune, args.seq, &outbox)? {
+        Ok(done) => {
+            writeln!(
+                out,
+                "reissued: {} is back in the outbox, byte for byte (SHA-256 {}); it will be delivered again as SendersFileId {} (FileReissued at position {})",
+                done.written.path.display(),
+                hex(&done.written.sha256),
+                done.delivery_id,
+                done.position
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(mismatch) => {
+            writeln!(
+                out,
+                "REFUSED: {} rebuilt from the log no longer matches the file that was sent (recorded {}, rebuilt {}); nothing was written. Run `sf2520 verify`.",
+                mismatch.file.file_name,
+                hex(&mismatch.file.sha256),
+                hex(&mismatch.sha256)
+            )?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! ExportError: what can stop an export, a reconstruction or a reissue.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::ledger::LedgerError;
+use crate::sf2520::WriteError;
+
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+
+    #[error("kommune {kommune}, løbenummer {sequence}: {source}")]
+    Render {
+        kommune: String,
+        sequence: u32,
+        source: WriteError,
+    },
+
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("kommune {kommune} has no official file with løbenummer {sequence} (it has {count} file(s))")]
+    NoSuchFile {
+        kommune: String,
+        sequence: u32,
+        count: u32,
+    },
+
+    #[error(
+        "position {position} is listed as an entry of kommune {kommune} but holds a {found} event"
+    )]
+    NotAnEntry {
+        position: u64,
+        kommune: String,
+        found: &'static str,
+    },
+
+    #[error("correction at position {position} corrects {corrects}, which the ledger does not hold as a withholding of kommune {kommune}")]
+    MissingWithholding {
+        position: u64,
+        corrects: String,
+        kommune: String,
+    },
+
+    #[error("another export recorded kommune {kommune} løbenummer {sequence} while this run worked; run export again")]
+    ConcurrentExport { kommune: String, sequence: u32 },
+
+    #[error("a worker thread failed: {0}")]
+    Worker(String),
+}
+
+impl ExportError {
+    /// A closure for `map_err` that says what was being done to which path.
+    pub(crate) fn io(
+        action: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> ExportError {
+        let path = path.to_path_buf();
+        move |source| ExportError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The exporter: the batch export job, files as of any past time, byte-identical
+//! reconstruction of official files, reissue, and the files register.
+
+mod batch;
+mod error;
+pub mod outbox;
+mod reconstruct;
+mod register;
+mod source;
+
+pub use batch::{
+    default_outbox, open_reader, plan, render_all, render_as_of, render_into, run_batch,
+    ExportRequest, ExportedFile, PlannedFile, Progress, Quiet,
+};
+pub use error::ExportError;
+pub use reconstruct::{plan_of, reconstruct, reissue, Reconstruction, Reissue};
+pub use register::{
+    delivery_state, last_file_through, official_file, official_files, DeliveryState, OfficialFile,
+};
+pub use source::{count_entries, for_each_record, EntryRange};

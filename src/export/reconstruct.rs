@@ -1,0 +1,114 @@
+//! Audit reconstruction and reissue: render an official file again from the log
+//! and prove it is the file that was recorded.
+
+use chrono::NaiveDateTime;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::batch::{render_into, PlannedFile};
+use super::outbox::{write_bytes_atomically, WrittenFile};
+use super::register::{official_file, OfficialFile};
+use super::ExportError;
+use crate::domain::{Event, FileReissued, Kommune};
+use crate::ledger::Ledger;
+use crate::sf2520::FileHeader;
+
+/// An official file rendered again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconstruction {
+    pub file: OfficialFile,
+    pub bytes: Vec<u8>,
+    pub sha256: [u8; 32],
+}
+
+impl Reconstruction {
+    /// True when the bytes hash to what the `FileExported` event recorded.
+    pub fn matches(&self) -> bool {
+        self.sha256 == self.file.sha256
+    }
+}
+
+/// The plan that renders an official file: its recorded header and entry range.
+pub fn plan_of(file: &OfficialFile) -> PlannedFile {
+    let created_at = chrono::DateTime::from_timestamp_micros(file.created_at_us)
+        .map(|time| time.naive_utc())
+        .unwrap_or(NaiveDateTime::MIN);
+    PlannedFile {
+        header: FileHeader {
+            kommune: file.kommune,
+            sequence: file.sequence,
+            created_at,
+            cutoff_at: created_at,
+            test_marker: file.test_marker,
+        },
+        file_name: file.file_name.clone(),
+        range: file.range(),
+        record_count: file.record_count,
+    }
+}
+
+/// Renders official file `sequence` of `kommune` from the log. The cost follows
+/// the file's size, not the log's: entries are found through the
+/// (kommune, position) index.
+pub fn reconstruct(
+    ledger: &Ledger,
+    kommune: Kommune,
+    sequence: u32,
+) -> Result<Reconstruction, ExportError> {
+    let file = official_file(ledger.connection(), kommune, sequence)?;
+    let capacity =
+        usize::try_from(file.record_count.saturating_add(2).saturating_mul(130)).unwrap_or(0);
+    let (bytes, _) = render_into(
+        ledger.connection(),
+        &plan_of(&file),
+        Vec::with_capacity(capacity),
+    )?;
+    let sha256 = Sha256::digest(&bytes).into();
+    Ok(Reconstruction {
+        file,
+        bytes,
+        sha256,
+    })
+}
+
+/// What a reissue did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reissue {
+    pub written: WrittenFile,
+    /// The new `SendersFileId` under which the file will be delivered again.
+    pub delivery_id: Uuid,
+    pub position: u64,
+}
+
+/// Puts official file `sequence` back into the outbox, byte for byte, and records
+/// a `FileReissued`. Refuses (changing nothing) when the file rendered from the log
+/// no longer matches its recorded SHA-256.
+pub fn reissue(
+    ledger: &mut Ledger,
+    kommune: Kommune,
+    sequence: u32,
+    outbox: &std::path::Path,
+) -> Result<Result<Reissue, Reconstruction>, ExportError> {
+    let reconstruction = reconstruct(ledger, kommune, sequence)?;
+    if !reconstruction.matches() {
+        return Ok(Err(reconstruction));
+    }
+    let written = write_bytes_atomically(
+        outbox,
+        &reconstruction.file.file_name,
+        &reconstruction.bytes,
+    )?;
+    let delivery_id = Uuid::new_v4();
+    let position = ledger.write(|appender| {
+        appender.append(&Event::FileReissued(FileReissued {
+            kommune,
+            sequence,
+            delivery_id: *delivery_id.as_bytes(),
+        }))
+    })?;
+    Ok(Ok(Reissue {
+        written,
+        delivery_id,
+        position,
+    }))
+}

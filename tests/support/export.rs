@@ -1,0 +1,83 @@
+//! Helpers for exporter tests: reading every official file back and checking the
+//! exactly-once invariants of DESIGN.md §7.3.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sf2520::export::{official_files, reconstruct};
+use sf2520::ledger::Ledger;
+use sf2520::sf2520::{read_file, ParsedFile};
+
+/// Reads and strictly checks one file of the outbox.
+pub fn read_checked(path: &Path) -> ParsedFile {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    read_file(&bytes).unwrap_or_else(|errors| panic!("{} fails check: {errors:?}", path.display()))
+}
+
+/// Checks, for every kommune: løbenumre 1..n without gaps, ranges that follow on
+/// from each other, every official file in the outbox passing `check` and
+/// `reconstruct`, no unrecorded SF2520 file left in the outbox, and every entry of
+/// the ledger in exactly one file. Returns the number of files.
+pub fn assert_exactly_once(ledger: &Ledger, outbox: &Path) -> usize {
+    let files = official_files(ledger.connection(), None).unwrap();
+    let mut by_kommune: BTreeMap<u16, Vec<_>> = BTreeMap::new();
+    for file in &files {
+        by_kommune
+            .entry(file.kommune.number())
+            .or_default()
+            .push(file.clone());
+    }
+    let mut seen: BTreeMap<(u16, String), usize> = BTreeMap::new();
+    for (kommune, files) in &by_kommune {
+        let mut previous_cutoff = 0;
+        for (index, file) in files.iter().enumerate() {
+            assert_eq!(
+                file.sequence as usize,
+                index + 1,
+                "kommune {kommune}: løbenumre must be gapless"
+            );
+            assert_eq!(
+                file.previous_cutoff_position, previous_cutoff,
+                "kommune {kommune} file {}",
+                file.sequence
+            );
+            previous_cutoff = file.cutoff_position;
+            let parsed = read_checked(&outbox.join(&file.file_name));
+            assert_eq!(parsed.header.sequence, file.sequence);
+            assert_eq!(parsed.end.record_count, file.record_count);
+            let rebuilt = reconstruct(ledger, file.kommune, file.sequence).unwrap();
+            assert!(rebuilt.matches(), "{} does not reconstruct", file.file_name);
+            assert_eq!(
+                rebuilt.bytes,
+                std::fs::read(outbox.join(&file.file_name)).unwrap()
+            );
+            for detail in parsed.details {
+                *seen
+                    .entry((*kommune, detail.record.reference.to_string()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, &count)| count != 1).collect();
+    assert!(twice.is_empty(), "entries in more than one file: {twice:?}");
+    let entries: i64 = ledger
+        .connection()
+        .query_row("SELECT COUNT(*) FROM entries", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(seen.len() as i64, entries, "every entry must be in a file");
+    let names: Vec<String> = std::fs::read_dir(outbox)
+        .map(|dir| {
+            dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let official: std::collections::HashSet<_> =
+        files.iter().map(|f| f.file_name.clone()).collect();
+    for name in names {
+        assert!(
+            official.contains(&name),
+            "unrecorded file left in the outbox: {name}"
+        );
+    }
+    files.len()
+}
