@@ -4,5 +4,8 @@
 //! Module map:
 //! - [`domain`]: validated values (kommune, CPR, amounts, references), commands,
 //!   events and the rules that decide them. No IO.
+//! - [`transport`]: delivery to Serviceplatformen over SFTP (pinned host key, data
+//!   file then trigger, technical receipt), with retry and its `[sftp]` config.
 
 pub mod domain;
+pub mod transport;
