@@ -5,6 +5,7 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use sf2520::transport::{
@@ -93,7 +94,6 @@ async fn delivered_bytes_equal_the_local_bytes() {
 /// Writes a private config file next to the server's keys and loads it the way the
 /// exporter will.
 fn load_config_from_toml(sshd: &Sshd) -> SftpConfig {
-    use std::os::unix::fs::PermissionsExt;
     let path = sshd.dir().join("sf2520.toml");
     let text = format!(
         "[sftp]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\n\
@@ -448,6 +448,11 @@ async fn sftp_client_operations_work_on_the_server() {
         .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
 
     client.upload("OUT/a.txt", b"hello").await.unwrap();
+    let mode = fs::metadata(sshd.out_dir().join("a.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "uploaded file has mode {mode:o}");
     assert_eq!(client.size("OUT/a.txt").await.unwrap(), 5);
     assert_eq!(client.read("OUT/a.txt").await.unwrap(), b"hello");
     client.rename("OUT/a.txt", "OUT/b.txt").await.unwrap();

@@ -147,21 +147,23 @@ pub fn load(path: &Path) -> Result<Option<SftpConfig>, ConfigError> {
     Ok(Some(config))
 }
 
+/// The whole file as far as this module cares; other sections are ignored.
+#[derive(Deserialize)]
+struct ConfigFile {
+    sftp: Option<SftpConfig>,
+}
+
 /// Parses the `[sftp]` section of `text` without touching the disk; relative
 /// `private_key` paths are resolved against `base_dir`. The error is TOML's message,
-/// which names the key and the line.
+/// which names the key, the line and the column.
 fn parse(text: &str, base_dir: &Path) -> Result<Option<SftpConfig>, String> {
-    let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-    let Some(section) = table.remove("sftp") else {
-        return Ok(None);
-    };
-    let mut config: SftpConfig = section
-        .try_into()
-        .map_err(|e: toml::de::Error| format!("in [sftp]: {e}"))?;
-    if config.private_key.is_relative() {
-        config.private_key = base_dir.join(&config.private_key);
-    }
-    Ok(Some(config))
+    let file: ConfigFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    Ok(file.sftp.map(|mut config| {
+        if config.private_key.is_relative() {
+            config.private_key = base_dir.join(&config.private_key);
+        }
+        config
+    }))
 }
 
 impl SftpConfig {
@@ -188,8 +190,13 @@ impl SftpConfig {
             return Err(invalid("recipients", "must list at least one recipient"));
         }
         for (index, recipient) in self.recipients.iter().enumerate() {
-            check_text("recipients", recipient)
-                .map_err(|_| invalid("recipients", format!("entry {} is empty", index + 1)))?;
+            if recipient.trim().is_empty() {
+                return Err(invalid(
+                    "recipients",
+                    format!("entry {} is empty", index + 1),
+                ));
+            }
+            check_text("recipients", recipient)?;
             if self.recipients[..index].contains(recipient) {
                 return Err(invalid(
                     "recipients",
@@ -556,6 +563,11 @@ mod tests {
         assert!(error.contains("sendr"), "{error}");
         let missing = minimal(&host_line(2)).replace("user = \"ky\"\n", "");
         let error = parsed(&missing).unwrap_err().to_string();
+        let bad_pin = parsed(&minimal("SHA256:short")).unwrap_err().to_string();
+        assert!(
+            bad_pin.contains("host_key") && bad_pin.contains("SHA256:short"),
+            "{bad_pin}"
+        );
         assert!(error.contains("user"), "{error}");
     }
 

@@ -14,6 +14,7 @@ use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertifi
 use russh::Disconnect;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::{FileAttributes, OpenFlags};
 use tokio::io::AsyncWriteExt;
 
 use super::config::{PinnedHostKey, SftpConfig};
@@ -23,6 +24,9 @@ use super::error::TransportError;
 /// wait for a receipt rather than at the next request.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 const KEEPALIVE_MAX: usize = 3;
+
+/// Mode of files we create on the server: `rw-------`.
+const OWNER_READ_WRITE: u32 = 0o600;
 
 /// An authenticated SFTP session. Dropping it closes the connection; [`SftpClient::close`]
 /// does so politely.
@@ -124,9 +128,19 @@ impl SftpClient {
 
     /// Writes `bytes` to `path`, creating or truncating it, and waits until the server
     /// has acknowledged every write and the close (and fsync, where offered).
+    /// A new file is created readable by the login user only (DESIGN §7.6).
     pub async fn upload(&self, path: &str, bytes: &[u8]) -> Result<(), TransportError> {
         let fail = |e: SftpError| sftp_error("upload", path, e);
-        let mut file = self.sftp.create(path).await.map_err(fail)?;
+        let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
+        let owner_only = FileAttributes {
+            permissions: Some(OWNER_READ_WRITE),
+            ..FileAttributes::default()
+        };
+        let mut file = self
+            .sftp
+            .open_with_flags_and_attributes(path, flags, owner_only)
+            .await
+            .map_err(fail)?;
         let io_fail = |e: std::io::Error| io_error("upload", path, e);
         file.write_all(bytes).await.map_err(io_fail)?;
         file.flush().await.map_err(io_fail)?;
