@@ -12,6 +12,8 @@
 //! - [`ledger`]: the append-only event log on SQLite (hash chain, idempotent
 //!   all-or-nothing ingest, durable commits), projections as of any position, and
 //!   `verify` by replay.
+//! - [`transport`]: delivery to Serviceplatformen over SFTP (pinned host key, data
+//!   file then trigger, technical receipt), with retry and its `[sftp]` config.
 
 pub mod cli;
 pub mod demo;
@@ -20,3 +22,4 @@ pub mod export;
 pub mod input;
 pub mod ledger;
 pub mod sf2520;
+pub mod transport;

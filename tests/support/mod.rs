@@ -1,5 +1,10 @@
-//! Shared test helpers: a ledger in a temporary directory and JSON Lines builders.
+//! Shared test helpers: a ledger in a temporary directory, JSON Lines builders,
+//! exporter checks, a real sshd and a Serviceplatformen stand-in.
+
+// Each test binary compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
 
 pub mod export;
 pub mod ledger;
+pub mod platform;
+pub mod sshd;

@@ -1,0 +1,45 @@
+#!/bin/sh
+# install-test-deps.sh: installs what the SFTP integration tests need, when missing.
+#
+# tests/sftp.rs starts a real OpenSSH server (/usr/sbin/sshd) and generates
+# throwaway keys with ssh-keygen. This script installs the Debian packages that
+# provide them (openssh-server, openssh-client) and does nothing when both are
+# already present, so it is safe to run before every test run.
+set -eu
+
+missing=""
+[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+command -v ssh-keygen >/dev/null 2>&1 || missing="$missing openssh-client"
+
+if [ -z "$missing" ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=""
+elif command -v sudo >/dev/null 2>&1; then
+    as_root="sudo"
+else
+    echo "install-test-deps: need root or sudo to install:$missing" >&2
+    exit 1
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-test-deps: apt-get not found; install$missing by hand" >&2
+    exit 1
+fi
+
+echo "install-test-deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+# apt-get talks a lot even with -qq (debconf notes); keep its output for failures only.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# shellcheck disable=SC2086 # $missing is a list of package names on purpose.
+if ! { $as_root apt-get update -qq && $as_root apt-get install -y -qq --no-install-recommends $missing; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "install-test-deps: apt-get failed installing$missing" >&2
+    exit 1
+fi
+
+[ -x /usr/sbin/sshd ] || { echo "install-test-deps: /usr/sbin/sshd still missing" >&2; exit 1; }
+command -v ssh-keygen >/dev/null 2>&1 || { echo "install-test-deps: ssh-keygen still missing" >&2; exit 1; }

@@ -1,0 +1,408 @@
+//! Simple transfer to Serviceplatformen (DESIGN §6): data file, then trigger, then receipt.
+//!
+//! The steps are separate calls so the caller can record an event after each:
+//! [`upload`] puts `OUT/<name>` and, only once the server reports its full size,
+//! `OUT/<name>.trigger`; [`await_receipt`] waits for `IN/<name>.sftpreceipt`.
+//! [`deliver_file`] does both. Connection failures are retried with backoff per
+//! `[sftp.retry]`; an upload attempt always starts over and overwrites, so a crash or
+//! a dropped connection between data file and trigger leaves no trigger behind, and
+//! the next call simply uploads again.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::config::SftpConfig;
+use super::error::TransportError;
+use super::retry::with_retry;
+use super::sftp::SftpClient;
+use super::xml::{parse_receipt, trigger_xml, ReceiptOutcome, TechnicalReceipt, Trigger, XmlError};
+use crate::domain::ReceiptError;
+
+/// A file to hand to the platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingFile {
+    /// The name in `OUT/`, e.g. `SF2520_0751_20260201_000001.txt`; no directory part.
+    pub name: String,
+    pub bytes: Vec<u8>,
+    /// The trigger's `SendersFileId`; the receipt must carry the same one.
+    pub senders_file_id: Uuid,
+}
+
+/// The data file and its trigger are on the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    /// Where the data file is, relative to the login directory (`OUT/<name>`).
+    pub remote_path: String,
+    pub trigger_path: String,
+    /// Confirmed by the server after the upload.
+    pub size_bytes: u64,
+    /// 1 when the first attempt succeeded.
+    pub attempt: u32,
+}
+
+/// The platform's answer to a delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Accepted {
+        file_transfer_uuid: String,
+    },
+    Rejected {
+        file_transfer_uuid: String,
+        /// Never empty.
+        errors: Vec<ReceiptError>,
+    },
+}
+
+/// The paths on the server that belong to one delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemotePaths {
+    pub data: String,
+    pub trigger: String,
+    /// The trigger is written here first and renamed into place, so the platform,
+    /// which reacts to `*.trigger`, never reads a partial one.
+    pub trigger_partial: String,
+    pub receipt: String,
+}
+
+impl RemotePaths {
+    pub fn new(config: &SftpConfig, name: &str) -> RemotePaths {
+        let out = config.remote_out_dir.trim_end_matches('/');
+        let inbox = config.remote_in_dir.trim_end_matches('/');
+        RemotePaths {
+            data: format!("{out}/{name}"),
+            trigger: format!("{out}/{name}.trigger"),
+            trigger_partial: format!("{out}/{name}.trigger.partial"),
+            receipt: format!("{inbox}/{name}.sftpreceipt"),
+        }
+    }
+}
+
+/// Uploads the data file, checks its size on the server, then puts the trigger in
+/// place. Retries connection failures; each attempt starts over.
+pub async fn upload(config: &SftpConfig, file: &OutgoingFile) -> Result<Uploaded, TransportError> {
+    check_file_name(&file.name)?;
+    let paths = RemotePaths::new(config, &file.name);
+    let size_bytes = byte_count(&file.bytes);
+    let trigger = trigger_xml(&Trigger {
+        file_name: file.name.clone(),
+        size_bytes,
+        sender: config.sender.clone(),
+        senders_file_id: file.senders_file_id,
+        recipients: config.recipients.clone(),
+    })
+    .map_err(|source| TransportError::Trigger {
+        name: file.name.clone(),
+        source,
+    })?;
+    let what = format!("upload {}", paths.data);
+    let ((), attempt) = with_retry(&config.retry, &what, |_| {
+        upload_once(config, &paths, &file.bytes, &trigger)
+    })
+    .await?;
+    Ok(Uploaded {
+        remote_path: paths.data,
+        trigger_path: paths.trigger,
+        size_bytes,
+        attempt,
+    })
+}
+
+async fn upload_once(
+    config: &SftpConfig,
+    paths: &RemotePaths,
+    bytes: &[u8],
+    trigger: &str,
+) -> Result<(), TransportError> {
+    let client = SftpClient::connect(config).await?;
+    let result = put_data_then_trigger(&client, paths, bytes, trigger).await;
+    client.close().await;
+    result
+}
+
+/// The order is the protocol: no trigger may exist while the data file is incomplete.
+async fn put_data_then_trigger(
+    client: &SftpClient,
+    paths: &RemotePaths,
+    bytes: &[u8],
+    trigger: &str,
+) -> Result<(), TransportError> {
+    // A trigger left by an earlier, interrupted delivery of this name would point the
+    // platform at the data file while we rewrite it.
+    remove_if_exists(client, &paths.trigger).await?;
+    client.upload(&paths.data, bytes).await?;
+    let expected_bytes = byte_count(bytes);
+    let actual_bytes = client.size(&paths.data).await?;
+    if actual_bytes != expected_bytes {
+        return Err(TransportError::SizeMismatch {
+            path: paths.data.clone(),
+            expected_bytes,
+            actual_bytes,
+        });
+    }
+    client
+        .upload(&paths.trigger_partial, trigger.as_bytes())
+        .await?;
+    client.rename(&paths.trigger_partial, &paths.trigger).await
+}
+
+async fn remove_if_exists(client: &SftpClient, path: &str) -> Result<(), TransportError> {
+    if client.exists(path).await? {
+        tracing::warn!("removing {path} left by an earlier delivery attempt");
+        client.remove(path).await?;
+    }
+    Ok(())
+}
+
+/// Waits up to `receipt_timeout_secs` for `IN/<name>.sftpreceipt` answering
+/// `senders_file_id`, polling every `receipt_poll_interval_ms`. A receipt there for
+/// another SendersFileId answers an earlier delivery of the same name and is ignored.
+///
+/// The receipt is left on the server: remove it (with [`SftpClient::remove`]) once
+/// the outcome is recorded, so that a crash in between loses nothing.
+pub async fn await_receipt(
+    config: &SftpConfig,
+    file_name: &str,
+    senders_file_id: Uuid,
+) -> Result<DeliveryOutcome, TransportError> {
+    check_file_name(file_name)?;
+    let path = RemotePaths::new(config, file_name).receipt;
+    // One deadline for all attempts: reconnecting does not extend the wait.
+    let deadline = Instant::now() + config.receipt_timeout();
+    let what = format!("await receipt {path}");
+    let (outcome, _attempt) = with_retry(&config.retry, &what, |_| {
+        watch_once(config, &path, senders_file_id, deadline)
+    })
+    .await?;
+    Ok(outcome)
+}
+
+async fn watch_once(
+    config: &SftpConfig,
+    path: &str,
+    senders_file_id: Uuid,
+    deadline: Instant,
+) -> Result<DeliveryOutcome, TransportError> {
+    let client = SftpClient::connect(config).await?;
+    let mut watch = ReceiptWatch::new(path, senders_file_id);
+    let result = watch
+        .poll_until(&client, config.receipt_poll_interval(), deadline)
+        .await;
+    client.close().await;
+    let waited_secs = config.receipt_timeout_secs;
+    result.and_then(|found| found.ok_or_else(|| watch.timeout_error(waited_secs)))
+}
+
+/// What one watch has seen of the receipt path so far.
+struct ReceiptWatch<'a> {
+    path: &'a str,
+    senders_file_id: Uuid,
+    /// A receipt for another delivery of the same name.
+    stale: Option<Uuid>,
+    /// The last bytes that did not parse, and why. The platform may still be writing
+    /// the receipt, so it is read again before being declared malformed.
+    unreadable: Option<(Vec<u8>, XmlError)>,
+}
+
+impl<'a> ReceiptWatch<'a> {
+    fn new(path: &'a str, senders_file_id: Uuid) -> Self {
+        ReceiptWatch {
+            path,
+            senders_file_id,
+            stale: None,
+            unreadable: None,
+        }
+    }
+
+    /// `Ok(None)` when the deadline passed without a receipt for us.
+    async fn poll_until(
+        &mut self,
+        client: &SftpClient,
+        interval: Duration,
+        deadline: Instant,
+    ) -> Result<Option<DeliveryOutcome>, TransportError> {
+        loop {
+            if let Some(outcome) = self.look(client).await? {
+                return Ok(Some(outcome));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(interval.min(deadline - now)).await;
+        }
+    }
+
+    async fn look(
+        &mut self,
+        client: &SftpClient,
+    ) -> Result<Option<DeliveryOutcome>, TransportError> {
+        if !client.exists(self.path).await? {
+            return Ok(None);
+        }
+        let bytes = client.read(self.path).await?;
+        match parse_receipt(&bytes) {
+            Ok(receipt) if receipt.senders_file_id == self.senders_file_id => {
+                Ok(Some(outcome_of(receipt)))
+            }
+            Ok(receipt) => {
+                self.stale = Some(receipt.senders_file_id);
+                Ok(None)
+            }
+            Err(source) => self.unreadable(bytes, source),
+        }
+    }
+
+    /// A receipt that fails to parse twice in a row with the same bytes is final.
+    fn unreadable(
+        &mut self,
+        bytes: Vec<u8>,
+        source: XmlError,
+    ) -> Result<Option<DeliveryOutcome>, TransportError> {
+        if matches!(&self.unreadable, Some((previous, _)) if *previous == bytes) {
+            return Err(self.malformed(source));
+        }
+        self.unreadable = Some((bytes, source));
+        Ok(None)
+    }
+
+    fn malformed(&self, source: XmlError) -> TransportError {
+        TransportError::MalformedReceipt {
+            path: self.path.to_owned(),
+            source,
+        }
+    }
+
+    fn timeout_error(&mut self, waited_secs: u64) -> TransportError {
+        if let Some((_, source)) = self.unreadable.take() {
+            return self.malformed(source);
+        }
+        TransportError::ReceiptTimeout {
+            path: self.path.to_owned(),
+            waited_secs,
+            expected_senders_file_id: self.senders_file_id.to_string(),
+            stale_senders_file_id: self.stale.map(|id| id.to_string()),
+        }
+    }
+}
+
+fn outcome_of(receipt: TechnicalReceipt) -> DeliveryOutcome {
+    match receipt.outcome {
+        ReceiptOutcome::Success => DeliveryOutcome::Accepted {
+            file_transfer_uuid: receipt.file_transfer_uuid,
+        },
+        ReceiptOutcome::Errors(errors) => DeliveryOutcome::Rejected {
+            file_transfer_uuid: receipt.file_transfer_uuid,
+            errors,
+        },
+    }
+}
+
+/// Uploads the file and waits for the platform's receipt.
+pub async fn deliver_file(
+    config: &SftpConfig,
+    file: &OutgoingFile,
+) -> Result<DeliveryOutcome, TransportError> {
+    upload(config, file).await?;
+    await_receipt(config, &file.name, file.senders_file_id).await
+}
+
+/// Delivers every file, at most `concurrency` at a time; results in input order.
+pub async fn deliver_all(
+    config: &SftpConfig,
+    files: &[OutgoingFile],
+) -> Vec<Result<DeliveryOutcome, TransportError>> {
+    run_limited(config.concurrency, files, |file| deliver_file(config, file)).await
+}
+
+/// Runs `job` on every item with at most `limit` running at once, and returns the
+/// outputs in input order. For callers that record events between [`upload`] and
+/// [`await_receipt`] and still want kommuner delivered in parallel.
+pub async fn run_limited<I, F, Fut>(
+    limit: usize,
+    items: impl IntoIterator<Item = I>,
+    job: F,
+) -> Vec<Fut::Output>
+where
+    F: FnMut(I) -> Fut,
+    Fut: Future,
+{
+    stream::iter(items)
+        .map(job)
+        .buffered(limit.max(1))
+        .collect()
+        .await
+}
+
+/// Names end up in remote paths and in the trigger: one plain path segment only.
+fn check_file_name(name: &str) -> Result<(), TransportError> {
+    let why = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 255 {
+        Some("it is longer than 255 bytes")
+    } else if name.starts_with('.') {
+        Some("it starts with `.`")
+    } else if !name.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("only printable ASCII without spaces is allowed")
+    } else if name.contains(['/', '\\']) {
+        Some("it contains a path separator")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(TransportError::InvalidFileName {
+            name: name.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+// Every supported target has a usize of at most 64 bits, so a length always fits.
+const _: () = assert!(usize::BITS <= u64::BITS);
+
+fn byte_count(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_must_be_one_plain_segment() {
+        assert!(check_file_name("SF2520_0751_20260201_000001.txt").is_ok());
+        for bad in ["", ".hidden", "../x", "OUT/x", "a b", "a\\b", "æ.txt"] {
+            assert!(
+                matches!(
+                    check_file_name(bad),
+                    Err(TransportError::InvalidFileName { .. })
+                ),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn run_limited_keeps_input_order_and_the_limit() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let running = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let outputs = run_limited(2, 0..6u64, |n| {
+            let (running, peak) = (&running, &peak);
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10 * (6 - n))).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                n * 2
+            }
+        })
+        .await;
+        assert_eq!(outputs, [0, 2, 4, 6, 8, 10]);
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+}

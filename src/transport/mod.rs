@@ -1,0 +1,27 @@
+//! Transport: delivering files to Serviceplatformen over SFTP and reading its receipts.
+//!
+//! Stands apart from the ledger: it takes bytes, a name and a `SendersFileId`, and
+//! gives back what happened, so the exporter records the events.
+//!
+//! - [`config`]: the `[sftp]` section (server, pinned host key, timeouts, retry).
+//! - [`xml`]: the `Trigger` we write and the `TechnicalReceipt` we read.
+//! - [`sftp`]: one SSH/SFTP connection with the host key pinned.
+//! - [`deliver`]: data file, then trigger, then receipt (DESIGN §6), with retry.
+//! - [`retry`]: exponential backoff for failures a later attempt can cure.
+//! - [`error`]: [`TransportError`], and which of its variants are retryable.
+
+pub mod config;
+pub mod deliver;
+pub mod error;
+pub mod retry;
+pub mod sftp;
+pub mod xml;
+
+pub use config::{load, ConfigError, PinnedHostKey, RetryConfig, SftpConfig};
+pub use deliver::{
+    await_receipt, deliver_all, deliver_file, run_limited, upload, DeliveryOutcome, OutgoingFile,
+    RemotePaths, Uploaded,
+};
+pub use error::TransportError;
+pub use sftp::SftpClient;
+pub use xml::{parse_receipt, trigger_xml, ReceiptOutcome, TechnicalReceipt, Trigger, XmlError};

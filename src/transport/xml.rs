@@ -1,0 +1,450 @@
+//! Serviceplatformen's SFTP documents: the `Trigger` we write and the `TechnicalReceipt` we read.
+//!
+//! Public client code for the platform writes the trigger with a prefixed root element
+//! (`ns2:Trigger`) and unprefixed children, so we do the same. Receipts are read by
+//! local name, so a default namespace, a prefix, or none all parse; a root element in
+//! some other namespace is refused.
+
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+use quick_xml::NsReader;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::domain::ReceiptError;
+
+/// The namespace of both documents.
+pub const SFTP_NAMESPACE: &str = "http://serviceplatformen.dk/xml/wsdl/soap11/SFTP/1/types";
+
+/// The `Message` of a receipt that accepts the file.
+pub const SUCCESS: &str = "SUCCESS";
+
+/// Why a trigger could not be written or a receipt could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum XmlError {
+    #[error("cannot write the trigger XML: {message}")]
+    Serialize { message: String },
+
+    #[error("the receipt is not UTF-8 text (invalid byte at offset {offset})")]
+    NotUtf8 { offset: usize },
+
+    #[error("the receipt is not well-formed XML: {message}")]
+    Malformed { message: String },
+
+    #[error("the receipt's root element is <{found}>, expected <TechnicalReceipt>")]
+    WrongRoot { found: String },
+
+    #[error("the receipt's root element is in namespace {found:?}, expected {SFTP_NAMESPACE:?}")]
+    WrongNamespace { found: String },
+
+    #[error("the receipt has no {element} (or it is empty)")]
+    Missing { element: &'static str },
+
+    #[error("the receipt's SendersFileId {value:?} is not a UUID")]
+    BadSendersFileId { value: String },
+
+    #[error("the receipt's Receipt/Message is {message:?}, expected {SUCCESS:?}, and it lists no ErrorMessage")]
+    UnknownMessage { message: String },
+
+    #[error("the receipt says {SUCCESS:?} and also lists {count} ErrorMessage element(s)")]
+    Contradictory { count: usize },
+}
+
+/// What the trigger tells the platform about the data file it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// The data file's name in `OUT/`, without directory.
+    pub file_name: String,
+    pub size_bytes: u64,
+    pub sender: String,
+    pub senders_file_id: Uuid,
+    /// One or more.
+    pub recipients: Vec<String>,
+}
+
+/// A parsed `TechnicalReceipt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TechnicalReceipt {
+    pub file_transfer_uuid: String,
+    pub senders_file_id: Uuid,
+    pub outcome: ReceiptOutcome,
+}
+
+/// The platform's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptOutcome {
+    Success,
+    /// One entry per `ErrorMessage`, in document order; never empty.
+    Errors(Vec<ReceiptError>),
+}
+
+#[derive(Serialize)]
+struct TriggerDocument<'a> {
+    #[serde(rename = "@xmlns:ns2")]
+    namespace: &'static str,
+    #[serde(rename = "FileDescriptor")]
+    file_descriptor: FileDescriptor<'a>,
+}
+
+#[derive(Serialize)]
+struct FileDescriptor<'a> {
+    #[serde(rename = "FileName")]
+    file_name: &'a str,
+    #[serde(rename = "SizeInBytes")]
+    size_in_bytes: u64,
+    #[serde(rename = "Sender")]
+    sender: &'a str,
+    #[serde(rename = "SendersFileId")]
+    senders_file_id: String,
+    /// Serialized as one `<Recipients>` element per entry, as the platform expects.
+    #[serde(rename = "Recipients")]
+    recipients: &'a [String],
+}
+
+/// Renders the trigger document, with an XML declaration, as UTF-8 text.
+pub fn trigger_xml(trigger: &Trigger) -> Result<String, XmlError> {
+    let document = TriggerDocument {
+        namespace: SFTP_NAMESPACE,
+        file_descriptor: FileDescriptor {
+            file_name: &trigger.file_name,
+            size_in_bytes: trigger.size_bytes,
+            sender: &trigger.sender,
+            senders_file_id: trigger.senders_file_id.hyphenated().to_string(),
+            recipients: &trigger.recipients,
+        },
+    };
+    let mut text = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let mut serializer = quick_xml::se::Serializer::with_root(&mut text, Some("ns2:Trigger"))
+        .map_err(serialize_error)?;
+    serializer.indent(' ', 2);
+    document.serialize(serializer).map_err(serialize_error)?;
+    text.push('\n');
+    Ok(text)
+}
+
+fn serialize_error(error: quick_xml::SeError) -> XmlError {
+    XmlError::Serialize {
+        message: error.to_string(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReceiptDocument {
+    #[serde(rename = "FileTransferUUID")]
+    file_transfer_uuid: Option<String>,
+    #[serde(rename = "SendersFileId")]
+    senders_file_id: Option<String>,
+    #[serde(rename = "Receipt")]
+    receipt: Option<ReceiptElement>,
+    /// Error messages may sit beside `Receipt` or inside it; both are read.
+    #[serde(rename = "ErrorMessage", default)]
+    error_messages: Vec<ErrorMessageElement>,
+}
+
+#[derive(Deserialize)]
+struct ReceiptElement {
+    #[serde(rename = "Message")]
+    message: Option<String>,
+    #[serde(rename = "ErrorMessage", default)]
+    error_messages: Vec<ErrorMessageElement>,
+}
+
+#[derive(Deserialize)]
+struct ErrorMessageElement {
+    #[serde(rename = "ErrorCode")]
+    code: Option<String>,
+    #[serde(rename = "ErrorCodeDescription")]
+    code_description: Option<String>,
+    #[serde(rename = "ErrorDescription")]
+    description: Option<String>,
+}
+
+/// Parses a `TechnicalReceipt`. Never panics; every defect is a precise [`XmlError`].
+pub fn parse_receipt(bytes: &[u8]) -> Result<TechnicalReceipt, XmlError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| XmlError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    check_root(text)?;
+    let document: ReceiptDocument =
+        quick_xml::de::from_str(text).map_err(|e| XmlError::Malformed {
+            message: e.to_string(),
+        })?;
+    let file_transfer_uuid = required(document.file_transfer_uuid, "FileTransferUUID")?.to_owned();
+    let senders_file_id = required(document.senders_file_id, "SendersFileId")?;
+    let senders_file_id =
+        Uuid::parse_str(&senders_file_id).map_err(|_| XmlError::BadSendersFileId {
+            value: senders_file_id.clone(),
+        })?;
+    let outcome = outcome(document.receipt, document.error_messages)?;
+    Ok(TechnicalReceipt {
+        file_transfer_uuid,
+        senders_file_id,
+        outcome,
+    })
+}
+
+/// Decides SUCCESS or errors from wherever the error messages were found.
+fn outcome(
+    receipt: Option<ReceiptElement>,
+    mut error_messages: Vec<ErrorMessageElement>,
+) -> Result<ReceiptOutcome, XmlError> {
+    let message = match receipt {
+        Some(receipt) => {
+            error_messages.extend(receipt.error_messages);
+            trimmed(receipt.message)
+        }
+        None => None,
+    };
+    let errors = error_messages
+        .into_iter()
+        .map(receipt_error)
+        .collect::<Result<Vec<_>, _>>()?;
+    match (message.as_deref(), errors.is_empty()) {
+        (Some(SUCCESS), true) => Ok(ReceiptOutcome::Success),
+        (Some(SUCCESS), false) => Err(XmlError::Contradictory {
+            count: errors.len(),
+        }),
+        (_, false) => Ok(ReceiptOutcome::Errors(errors)),
+        (Some(other), true) => Err(XmlError::UnknownMessage {
+            message: other.to_owned(),
+        }),
+        (None, true) => Err(XmlError::Missing {
+            element: "Receipt/Message or ErrorMessage",
+        }),
+    }
+}
+
+fn receipt_error(element: ErrorMessageElement) -> Result<ReceiptError, XmlError> {
+    Ok(ReceiptError {
+        code: required(element.code, "ErrorMessage/ErrorCode")?,
+        code_description: trimmed(element.code_description).unwrap_or_default(),
+        description: trimmed(element.description).unwrap_or_default(),
+    })
+}
+
+/// Element text with surrounding whitespace removed; `None` when absent or blank.
+fn trimmed(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn required(value: Option<String>, element: &'static str) -> Result<String, XmlError> {
+    trimmed(value).ok_or(XmlError::Missing { element })
+}
+
+/// The serde reader matches names without their prefixes and ignores the root's
+/// name, so the root element and its namespace are checked here first.
+fn check_root(text: &str) -> Result<(), XmlError> {
+    let mut reader = NsReader::from_str(text);
+    loop {
+        let (namespace, event) = reader
+            .read_resolved_event()
+            .map_err(|e| XmlError::Malformed {
+                message: e.to_string(),
+            })?;
+        let start = match event {
+            Event::Start(start) | Event::Empty(start) => start,
+            Event::Eof => {
+                return Err(XmlError::Missing {
+                    element: "root element",
+                })
+            }
+            _ => continue,
+        };
+        let local = start.local_name().as_ref().to_owned();
+        if local != "TechnicalReceipt" {
+            return Err(XmlError::WrongRoot { found: local });
+        }
+        return match namespace {
+            ResolveResult::Unbound => Ok(()),
+            ResolveResult::Bound(ns) if ns.as_ref() == SFTP_NAMESPACE => Ok(()),
+            ResolveResult::Bound(ns) => Err(XmlError::WrongNamespace {
+                found: ns.as_ref().to_owned(),
+            }),
+            ResolveResult::Unknown(prefix) => Err(XmlError::Malformed {
+                message: format!("namespace prefix {prefix:?} of the root element is not declared"),
+            }),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE_ID: &str = "6f1c8a53-2b4e-4d2a-9c1e-0a7b3c5d9e11";
+
+    fn trigger() -> Trigger {
+        Trigger {
+            file_name: "SF2520_0751_20260201_000001.txt".into(),
+            size_bytes: 1_290,
+            sender: "KY & co".into(),
+            senders_file_id: Uuid::parse_str(FILE_ID).unwrap(),
+            recipients: vec!["UDK-DEBITOR".into(), "UDK-TEST".into()],
+        }
+    }
+
+    #[test]
+    fn trigger_has_the_namespace_and_every_field() {
+        let xml = trigger_xml(&trigger()).unwrap();
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ns2:Trigger xmlns:ns2=\"http://serviceplatformen.dk/xml/wsdl/soap11/SFTP/1/types\">"), "{xml}");
+        for expected in [
+            "<FileName>SF2520_0751_20260201_000001.txt</FileName>",
+            "<SizeInBytes>1290</SizeInBytes>",
+            "<Sender>KY &amp; co</Sender>",
+            &format!("<SendersFileId>{FILE_ID}</SendersFileId>"),
+            "<Recipients>UDK-DEBITOR</Recipients>",
+            "<Recipients>UDK-TEST</Recipients>",
+            "</FileDescriptor>\n</ns2:Trigger>\n",
+        ] {
+            assert!(xml.contains(expected), "missing {expected:?} in\n{xml}");
+        }
+    }
+
+    #[test]
+    fn trigger_reads_back_with_a_namespace_aware_reader() {
+        let xml = trigger_xml(&trigger()).unwrap();
+        let mut reader = NsReader::from_str(&xml);
+        loop {
+            match reader.read_resolved_event().unwrap() {
+                (ResolveResult::Bound(ns), Event::Start(start)) => {
+                    assert_eq!(ns.as_ref(), SFTP_NAMESPACE);
+                    assert_eq!(start.local_name().as_ref(), "Trigger");
+                    break;
+                }
+                (_, Event::Eof) => panic!("no root element"),
+                _ => {}
+            }
+        }
+    }
+
+    fn success_receipt(root_open: &str, root_close: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\"?>\n{root_open}\n  <FileTransferUUID>\n    47570fc2-be65-4ab1-8da7-3bcc086bfef9\n  </FileTransferUUID>\n  \
+             <SendersFileId>{FILE_ID}</SendersFileId>\n  <Receipt><Message>SUCCESS</Message></Receipt>\n{root_close}"
+        )
+    }
+
+    #[test]
+    fn success_receipt_parses_with_prefix_default_namespace_or_none() {
+        for (open, close) in [
+            (
+                format!("<ns2:TechnicalReceipt xmlns:ns2=\"{SFTP_NAMESPACE}\">"),
+                "</ns2:TechnicalReceipt>",
+            ),
+            (
+                format!("<TechnicalReceipt xmlns=\"{SFTP_NAMESPACE}\">"),
+                "</TechnicalReceipt>",
+            ),
+            ("<TechnicalReceipt>".to_owned(), "</TechnicalReceipt>"),
+        ] {
+            let receipt = parse_receipt(success_receipt(&open, close).as_bytes()).unwrap();
+            assert_eq!(
+                receipt.file_transfer_uuid,
+                "47570fc2-be65-4ab1-8da7-3bcc086bfef9"
+            );
+            assert_eq!(receipt.senders_file_id.to_string(), FILE_ID);
+            assert_eq!(receipt.outcome, ReceiptOutcome::Success);
+        }
+    }
+
+    #[test]
+    fn error_receipt_lists_every_error_in_order() {
+        let xml = format!(
+            "<sp:TechnicalReceipt xmlns:sp=\"{SFTP_NAMESPACE}\"><sp:FileTransferUUID>t-1</sp:FileTransferUUID>\
+             <sp:SendersFileId>{FILE_ID}</sp:SendersFileId>\
+             <sp:ErrorMessage><sp:ErrorCode>E101</sp:ErrorCode><sp:ErrorCodeDescription>Size mismatch</sp:ErrorCodeDescription>\
+             <sp:ErrorDescription>SizeInBytes 10, file has 9</sp:ErrorDescription></sp:ErrorMessage>\
+             <sp:ErrorMessage><sp:ErrorCode>E202</sp:ErrorCode></sp:ErrorMessage></sp:TechnicalReceipt>"
+        );
+        let receipt = parse_receipt(xml.as_bytes()).unwrap();
+        let ReceiptOutcome::Errors(errors) = receipt.outcome else {
+            panic!("expected errors")
+        };
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].code, "E101");
+        assert_eq!(errors[0].code_description, "Size mismatch");
+        assert_eq!(errors[0].description, "SizeInBytes 10, file has 9");
+        assert_eq!(errors[1].code, "E202");
+        assert_eq!(errors[1].description, "");
+    }
+
+    #[test]
+    fn error_messages_inside_receipt_are_read_too() {
+        let xml = format!(
+            "<TechnicalReceipt><FileTransferUUID>t-2</FileTransferUUID><SendersFileId>{FILE_ID}</SendersFileId>\
+             <Receipt><ErrorMessage><ErrorCode>E7</ErrorCode></ErrorMessage></Receipt></TechnicalReceipt>"
+        );
+        let receipt = parse_receipt(xml.as_bytes()).unwrap();
+        assert!(matches!(receipt.outcome, ReceiptOutcome::Errors(ref e) if e[0].code == "E7"));
+    }
+
+    #[test]
+    fn malformed_receipts_give_a_precise_error() {
+        let ok_body = format!(
+            "<FileTransferUUID>t</FileTransferUUID><SendersFileId>{FILE_ID}</SendersFileId>"
+        );
+        let cases: Vec<(Vec<u8>, XmlError)> = vec![
+            (b"".to_vec(), XmlError::Missing { element: "root element" }),
+            (b"\xff\xfe<".to_vec(), XmlError::NotUtf8 { offset: 0 }),
+            (b"<Trigger/>".to_vec(), XmlError::WrongRoot { found: "Trigger".into() }),
+            (
+                b"<TechnicalReceipt xmlns=\"urn:other\"/>".to_vec(),
+                XmlError::WrongNamespace { found: "urn:other".into() },
+            ),
+            (
+                format!("<TechnicalReceipt><SendersFileId>{FILE_ID}</SendersFileId></TechnicalReceipt>").into_bytes(),
+                XmlError::Missing { element: "FileTransferUUID" },
+            ),
+            (
+                b"<TechnicalReceipt><FileTransferUUID>t</FileTransferUUID><SendersFileId>42</SendersFileId></TechnicalReceipt>".to_vec(),
+                XmlError::BadSendersFileId { value: "42".into() },
+            ),
+            (
+                format!("<TechnicalReceipt>{ok_body}</TechnicalReceipt>").into_bytes(),
+                XmlError::Missing { element: "Receipt/Message or ErrorMessage" },
+            ),
+            (
+                format!("<TechnicalReceipt>{ok_body}<Receipt><Message>MAYBE</Message></Receipt></TechnicalReceipt>").into_bytes(),
+                XmlError::UnknownMessage { message: "MAYBE".into() },
+            ),
+            (
+                format!("<TechnicalReceipt>{ok_body}<Receipt><Message>SUCCESS</Message></Receipt><ErrorMessage><ErrorCode>E</ErrorCode></ErrorMessage></TechnicalReceipt>").into_bytes(),
+                XmlError::Contradictory { count: 1 },
+            ),
+            (
+                format!("<TechnicalReceipt>{ok_body}<ErrorMessage><ErrorDescription>x</ErrorDescription></ErrorMessage></TechnicalReceipt>").into_bytes(),
+                XmlError::Missing { element: "ErrorMessage/ErrorCode" },
+            ),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(
+                parse_receipt(&bytes),
+                Err(expected),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_or_broken_xml_is_malformed_not_a_panic() {
+        let full = success_receipt(
+            &format!("<ns2:TechnicalReceipt xmlns:ns2=\"{SFTP_NAMESPACE}\">"),
+            "</ns2:TechnicalReceipt>",
+        );
+        for cut in 0..full.len() {
+            let _ = parse_receipt(&full.as_bytes()[..cut]);
+        }
+        let broken = "<TechnicalReceipt><FileTransferUUID>t</SendersFileId></TechnicalReceipt>";
+        assert!(matches!(
+            parse_receipt(broken.as_bytes()),
+            Err(XmlError::Malformed { .. })
+        ));
+        let unbound = "<x:TechnicalReceipt></x:TechnicalReceipt>";
+        assert!(matches!(
+            parse_receipt(unbound.as_bytes()),
+            Err(XmlError::Malformed { .. })
+        ));
+    }
+}

@@ -1,0 +1,472 @@
+//! SFTP delivery against a real OpenSSH server and a Serviceplatformen stand-in.
+//!
+//! Needs /usr/sbin/sshd and ssh-keygen: `scripts/install-test-deps.sh` installs them.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use sf2520::transport::{
+    self, await_receipt, deliver_all, deliver_file, upload, DeliveryOutcome, OutgoingFile,
+    RetryConfig, SftpClient, SftpConfig, TransportError,
+};
+use sha2::{Digest, Sha256};
+use support::platform::{receipt_xml, Answer, Platform};
+use support::sshd::{self, Sshd};
+use uuid::Uuid;
+
+/// Deterministic bytes that do not repeat on a short period, so a misplaced chunk
+/// changes the digest.
+fn file_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn outgoing(kommune: &str, sequence: u32, len: usize) -> OutgoingFile {
+    OutgoingFile {
+        name: format!("SF2520_{kommune}_20260201_{sequence:06}.txt"),
+        bytes: file_bytes(
+            len,
+            u64::from(sequence) * 7919 + u64::try_from(len).unwrap(),
+        ),
+        senders_file_id: Uuid::new_v4(),
+    }
+}
+
+fn accept_all(_name: &str) -> Answer {
+    Answer::Success
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Given a config loaded from a TOML file that pins the host key by fingerprint,
+/// when a file is delivered, then the platform accepts it and holds the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_bytes_equal_the_local_bytes() {
+    let sshd = Sshd::start();
+    let platform = Platform::start(&sshd.root(), accept_all);
+    let config = load_config_from_toml(&sshd);
+    let file = outgoing("0751", 1, 300_000);
+
+    let outcome = deliver_file(&config, &file)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+
+    let seen = platform.seen();
+    assert_eq!(seen.len(), 1);
+    let expected_uuid = seen[0].file_transfer_uuid.clone().unwrap();
+    assert_eq!(
+        outcome,
+        DeliveryOutcome::Accepted {
+            file_transfer_uuid: expected_uuid
+        }
+    );
+    assert_eq!(
+        sha256(&platform.picked_up(&file.name).unwrap()),
+        sha256(&file.bytes)
+    );
+    assert_eq!(seen[0].data_sha256, Some(sha256(&file.bytes)));
+    assert_eq!(seen[0].senders_file_id, file.senders_file_id.to_string());
+    assert_eq!(seen[0].sender, "KY-TEST");
+    assert_eq!(seen[0].recipients, ["UDK-DEBITOR", "UDK-TEST"]);
+}
+
+/// Writes a private config file next to the server's keys and loads it the way the
+/// exporter will.
+fn load_config_from_toml(sshd: &Sshd) -> SftpConfig {
+    let path = sshd.dir().join("sf2520.toml");
+    let text = format!(
+        "[sftp]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{user}\"\n\
+         private_key = \"client_ed25519\"\nhost_key = \"{fingerprint}\"\n\
+         sender = \"KY-TEST\"\nrecipients = [\"UDK-DEBITOR\", \"UDK-TEST\"]\n\
+         connect_timeout_secs = 5\nreceipt_timeout_secs = 10\nreceipt_poll_interval_ms = 50\n",
+        port = sshd.port(),
+        user = sshd.user(),
+        fingerprint = sshd.host_key_fingerprint(),
+    );
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    transport::load(&path).unwrap().expect("has [sftp]")
+}
+
+/// Given a data file large enough to take many SFTP writes, when it is uploaded,
+/// then the stand-in found it complete at the moment the trigger appeared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trigger_appears_only_after_the_whole_data_file() {
+    let sshd = Sshd::start();
+    let platform = Platform::start(&sshd.root(), accept_all);
+    let config = sshd.config();
+    let file = outgoing("0101", 2, 3 * 1024 * 1024 + 17);
+
+    let uploaded = upload(&config, &file)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    let outcome = await_receipt(&config, &file.name, file.senders_file_id)
+        .await
+        .unwrap();
+
+    assert_eq!(uploaded.remote_path, format!("OUT/{}", file.name));
+    assert_eq!(uploaded.trigger_path, format!("OUT/{}.trigger", file.name));
+    assert_eq!(
+        uploaded.size_bytes,
+        u64::try_from(file.bytes.len()).unwrap()
+    );
+    assert_eq!(uploaded.attempt, 1);
+    assert!(
+        matches!(outcome, DeliveryOutcome::Accepted { .. }),
+        "{outcome:?}"
+    );
+    let seen = platform.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].data_was_complete(), "{:?}", seen[0]);
+    assert_eq!(seen[0].declared_size, Some(uploaded.size_bytes));
+    assert_eq!(seen[0].file_name, file.name);
+}
+
+/// Given a pinned key that is not the server's, when we upload, then the connection
+/// is refused before anything is written, and the error shows both fingerprints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_pinned_host_key_is_refused_before_any_upload() {
+    let sshd = Sshd::start();
+    let platform = Platform::start(&sshd.root(), accept_all);
+    let impostor = sshd::generate_key(sshd.dir(), "impostor_ed25519");
+    let impostor_pub = impostor.with_extension("pub");
+    let mut config = sshd.config();
+    config.host_key = fs::read_to_string(&impostor_pub).unwrap().parse().unwrap();
+
+    let error = upload(&config, &outgoing("0751", 3, 1_000))
+        .await
+        .unwrap_err();
+
+    let offered = sshd.host_key_fingerprint();
+    let expected = sshd::fingerprint(&impostor_pub);
+    match &error {
+        TransportError::HostKeyMismatch {
+            offered: o,
+            expected: e,
+            ..
+        } => {
+            assert_eq!((o, e), (&offered, &expected));
+        }
+        other => panic!("expected HostKeyMismatch, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains(&offered) && message.contains(&expected),
+        "{message}"
+    );
+    assert!(!error.is_retryable());
+    assert!(names_in(&sshd.out_dir()).is_empty());
+    assert!(platform.seen().is_empty());
+}
+
+/// Given a platform that rejects files for kommune 0101, when one is delivered, then
+/// the outcome carries the platform's error code and texts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_receipt_carries_the_platform_error_code() {
+    let sshd = Sshd::start();
+    let _platform = Platform::start(&sshd.root(), |name| {
+        if name.contains("_0101_") {
+            Answer::Reject {
+                code: "SP-4711".into(),
+                code_description: "Unknown recipient".into(),
+                description: "Recipient UDK-DEBITOR does not accept this file type".into(),
+            }
+        } else {
+            Answer::Success
+        }
+    });
+    let config = sshd.config();
+
+    let outcome = deliver_file(&config, &outgoing("0101", 4, 500))
+        .await
+        .unwrap();
+
+    let DeliveryOutcome::Rejected {
+        file_transfer_uuid,
+        errors,
+    } = outcome
+    else {
+        panic!("expected Rejected, got {outcome:?}");
+    };
+    assert!(!file_transfer_uuid.is_empty());
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].code, "SP-4711");
+    assert_eq!(errors[0].code_description, "Unknown recipient");
+    assert_eq!(
+        errors[0].description,
+        "Recipient UDK-DEBITOR does not accept this file type"
+    );
+}
+
+/// Given sshd is down, when an upload starts and sshd comes back during the backoff,
+/// then a later attempt succeeds and the attempt number says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_while_sshd_is_down_succeeds_after_restart() {
+    let mut sshd = Sshd::start();
+    let platform = Platform::start(&sshd.root(), accept_all);
+    let mut config = sshd.config();
+    config.retry = RetryConfig {
+        max_attempts: 20,
+        initial_delay_ms: 100,
+        max_delay_ms: 300,
+    };
+    let file = outgoing("0751", 5, 10_000);
+    sshd.stop();
+
+    let task = {
+        let (config, file) = (config.clone(), file.clone());
+        tokio::spawn(async move { upload(&config, &file).await })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    sshd.restart();
+    let uploaded = task
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    let outcome = await_receipt(&config, &file.name, file.senders_file_id)
+        .await
+        .unwrap();
+
+    assert!(
+        uploaded.attempt > 1,
+        "sshd was down, yet attempt {}",
+        uploaded.attempt
+    );
+    assert!(
+        matches!(outcome, DeliveryOutcome::Accepted { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        platform.picked_up(&file.name).as_deref(),
+        Some(&file.bytes[..])
+    );
+}
+
+/// Given we are waiting for a receipt, when the server crashes and comes back, then
+/// the watch reconnects and still gets the receipt within the same deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_while_waiting_for_the_receipt_is_reestablished() {
+    let mut sshd = Sshd::start();
+    let mut config = sshd.config();
+    config.retry = RetryConfig {
+        max_attempts: 20,
+        initial_delay_ms: 100,
+        max_delay_ms: 300,
+    };
+    let file = outgoing("0751", 9, 1_000);
+    upload(&config, &file).await.unwrap();
+
+    let task = {
+        let (config, file) = (config.clone(), file.clone());
+        tokio::spawn(async move { await_receipt(&config, &file.name, file.senders_file_id).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sshd.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sshd.restart();
+    let platform = Platform::start(&sshd.root(), accept_all);
+    let outcome = task
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+
+    assert!(
+        matches!(outcome, DeliveryOutcome::Accepted { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(platform.seen().len(), 1);
+    // One login for the upload, one for the first watch, at least one after the crash.
+    let logins = sshd.log().matches("Accepted publickey").count();
+    assert!(
+        logins >= 3,
+        "expected a reconnection, saw {logins} logins:\n{}",
+        sshd.log()
+    );
+}
+
+/// Given sshd stays down, when we upload, then retrying stops at max_attempts with
+/// the connection error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_gives_up_after_max_attempts() {
+    let mut sshd = Sshd::start();
+    let mut config = sshd.config();
+    config.retry = RetryConfig {
+        max_attempts: 3,
+        initial_delay_ms: 10,
+        max_delay_ms: 20,
+    };
+    sshd.stop();
+
+    let error = upload(&config, &outgoing("0751", 6, 10)).await.unwrap_err();
+
+    match error {
+        TransportError::RetriesExhausted { attempts, last } => {
+            assert_eq!(attempts, 3);
+            assert!(matches!(*last, TransportError::Connect { .. }), "{last:?}");
+        }
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+}
+
+/// Given several kommuner's files, when they are delivered with concurrency 3, then
+/// each arrives whole and is accepted, and results come back in input order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_files_are_delivered_concurrently() {
+    let sshd = Sshd::start();
+    let platform = Platform::start(&sshd.root(), accept_all);
+    let mut config = sshd.config();
+    config.concurrency = 3;
+    let files: Vec<OutgoingFile> = ["0101", "0147", "0751", "0461", "0851", "0561"]
+        .iter()
+        .zip(1..)
+        .map(|(kommune, sequence)| {
+            outgoing(
+                kommune,
+                sequence,
+                50_000 + 1_000 * usize::try_from(sequence).unwrap(),
+            )
+        })
+        .collect();
+
+    let results = deliver_all(&config, &files).await;
+
+    let seen = platform.seen();
+    assert_eq!(seen.len(), files.len());
+    for (file, result) in files.iter().zip(results) {
+        let outcome = result.unwrap_or_else(|e| panic!("{}: {e}\n{}", file.name, sshd.log()));
+        let record = seen
+            .iter()
+            .find(|s| s.name == file.name)
+            .expect("platform saw the file");
+        assert_eq!(
+            outcome,
+            DeliveryOutcome::Accepted {
+                file_transfer_uuid: record.file_transfer_uuid.clone().unwrap()
+            }
+        );
+        assert!(record.data_was_complete());
+        assert_eq!(record.data_sha256, Some(sha256(&file.bytes)));
+    }
+}
+
+/// Given a platform that never answers, and a receipt in IN/ from an earlier delivery
+/// of the same name, when we wait, then we time out and name the stale receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_receipt_within_the_timeout_is_reported_and_stale_receipts_are_ignored() {
+    let sshd = Sshd::start();
+    let _platform = Platform::start(&sshd.root(), |_| Answer::Silent);
+    let mut config = sshd.config();
+    config.receipt_timeout_secs = 1;
+    let file = outgoing("0751", 7, 100);
+    let earlier = Uuid::new_v4();
+    let stale = receipt_xml("old-transfer", &earlier.to_string(), &Answer::Success);
+    fs::write(
+        sshd.in_dir().join(format!("{}.sftpreceipt", file.name)),
+        stale,
+    )
+    .unwrap();
+
+    upload(&config, &file).await.unwrap();
+    let error = await_receipt(&config, &file.name, file.senders_file_id)
+        .await
+        .unwrap_err();
+
+    match error {
+        TransportError::ReceiptTimeout {
+            waited_secs,
+            expected_senders_file_id,
+            stale_senders_file_id,
+            ..
+        } => {
+            assert_eq!(waited_secs, 1);
+            assert_eq!(expected_senders_file_id, file.senders_file_id.to_string());
+            assert_eq!(stale_senders_file_id, Some(earlier.to_string()));
+        }
+        other => panic!("expected ReceiptTimeout, got {other:?}"),
+    }
+}
+
+/// Given a crash that left a partial data file and an old trigger, when the file is
+/// uploaded again, then both are replaced and the platform gets the whole new file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_delivery_is_redone_by_overwriting() {
+    let sshd = Sshd::start();
+    let config = sshd.config();
+    let file = outgoing("0751", 8, 20_000);
+    let out = sshd.out_dir();
+    fs::write(out.join(&file.name), &file.bytes[..5_000]).unwrap();
+    fs::write(out.join(format!("{}.trigger", file.name)), "<stale/>").unwrap();
+
+    let uploaded = upload(&config, &file).await.unwrap();
+
+    assert_eq!(fs::read(out.join(&file.name)).unwrap(), file.bytes);
+    let trigger = fs::read_to_string(out.join(format!("{}.trigger", file.name))).unwrap();
+    assert!(
+        trigger.contains(&file.senders_file_id.to_string()),
+        "{trigger}"
+    );
+    assert_eq!(
+        names_in(&out),
+        [file.name.clone(), format!("{}.trigger", file.name)]
+    );
+    let platform = Platform::start(&sshd.root(), accept_all);
+    let outcome = await_receipt(&config, &file.name, file.senders_file_id)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, DeliveryOutcome::Accepted { .. }));
+    assert_eq!(uploaded.size_bytes, 20_000);
+    assert!(platform.seen()[0].data_was_complete());
+}
+
+/// The client's building blocks against the real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_client_operations_work_on_the_server() {
+    let sshd = Sshd::start();
+    let client = SftpClient::connect(&sshd.config())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+
+    client.upload("OUT/a.txt", b"hello").await.unwrap();
+    let mode = fs::metadata(sshd.out_dir().join("a.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "uploaded file has mode {mode:o}");
+    assert_eq!(client.size("OUT/a.txt").await.unwrap(), 5);
+    assert_eq!(client.read("OUT/a.txt").await.unwrap(), b"hello");
+    client.rename("OUT/a.txt", "OUT/b.txt").await.unwrap();
+    assert!(!client.exists("OUT/a.txt").await.unwrap());
+    assert!(client.exists("OUT/b.txt").await.unwrap());
+    assert_eq!(client.list_dir("OUT").await.unwrap(), ["b.txt"]);
+    client.remove("OUT/b.txt").await.unwrap();
+    assert!(client.list_dir("OUT").await.unwrap().is_empty());
+    let missing = client.upload("NO_SUCH_DIR/x", b"x").await.unwrap_err();
+    assert!(
+        matches!(missing, TransportError::Remote { .. }),
+        "{missing:?}"
+    );
+    assert!(!missing.is_retryable());
+    client.close().await;
+    assert!(names_in(&sshd.out_dir()).is_empty());
+}
