@@ -34,6 +34,29 @@ of Danish fixed-width public and bank files, and lives in one table in
 - Records: one `000` start, zero or more `010` detail records (one per entry, in log
   order, numbered from 1), one `999` end record with the count and sums of the details.
 - File name: `SF2520_<kommunekode>_<ÅÅÅÅMMDD creation date>_<løbenummer, 6 digits>.txt`.
+
+## What the reader checks
+
+`sf2520 check` (and every reader of our files) rejects a file unless all of these hold,
+and names line (record number in the file), byte column, field and what was expected
+for each defect, up to 100 per file:
+
+- the bytes: no BOM; every record 128 bytes followed by CR LF, the last one too, and
+  nothing after it; N fields all ASCII digits; X fields printable ISO-8859-1 (a UTF-8
+  sequence such as `Ø` written as two bytes is named as such); filler blank;
+- the order: one `000` first, then only `010`, one `999` last;
+- the constants: integration `SF2520`, layout version `031`, test marker `T` or blank;
+- the values: real dates and times; kommunekode one of the 98 and the same in every
+  record; løbenummer from 1 and the same in start and end; CPR valid (date and century
+  rule, no modulus 11); references as the ledger accepts them (not empty, no leading
+  space, within length); record numbers 1, 2, 3, … in order; transaction code `01` with
+  a blank corrected reference or `02` with one; sign `+` or `-`, `+` for zero;
+- the control totals: the count of `010` records, the sums of `+` and `-` amounts and
+  the net sum and its sign (checked when every detail record could be read).
+
+A record of the wrong length is reported once and not read field by field. Lower-case
+æ, ø and å written as UTF-8 are two printable ISO-8859-1 characters each (`Ã¦`, `Ã¸`,
+`Ã¥`) and so cannot be told from legal text; upper-case ones and most other UTF-8 can.
 ";
 
 /// Extra words for a field in the tables: what its values mean.

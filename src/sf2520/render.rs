@@ -51,8 +51,11 @@ pub fn render_record<'a>(
                 field: field.name,
             })?;
         let value = value_of(field.id);
+        let from_table = value == FieldValue::Table;
         render_field(layout, field, value, slot)?;
-        check_fixed(layout, field, slot)?;
+        if !from_table {
+            check_fixed(layout, field, slot)?;
+        }
     }
     buffer[RECORD_LEN..].copy_from_slice(&RECORD_END);
     debug_assert!(
@@ -180,8 +183,14 @@ impl FieldContext<'_> {
         if max_for_digits(slot.len()).is_some_and(|max| number > max) {
             return Err(self.does_not_fit(number.to_string()));
         }
+        // Zeros first, then only as many divisions as the number has digits: most
+        // fields (amounts, counts) are far shorter than their width.
+        slot.fill(b'0');
         let mut rest = number;
         for byte in slot.iter_mut().rev() {
+            if rest == 0 {
+                break;
+            }
             *byte = b'0' + digit(rest % 10);
             rest /= 10;
         }

@@ -95,6 +95,9 @@ pub struct FileSummary {
 /// Writes one SF2520 file record by record: the start record on `new`, a detail
 /// record per `write_detail`, the end record on `finish`.
 ///
+/// Each record goes to `out` in one `write_all` of 130 bytes: give it a `BufWriter`
+/// when `out` is a file or a socket.
+///
 /// After an `Io` error the output holds a partial file and must be discarded. After
 /// any other error nothing of the refused record was written and the writer can go on.
 pub struct FileWriter<W: Write> {
