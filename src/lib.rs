@@ -12,6 +12,8 @@
 //! - [`ledger`]: the append-only event log on SQLite (hash chain, idempotent
 //!   all-or-nothing ingest, durable commits), projections as of any position, and
 //!   `verify` by replay.
+//! - [`sf2520`]: the SF2520 file format: the layout table, the streaming writer, the
+//!   strict reader and the generated format document.
 //! - [`transport`]: delivery to Serviceplatformen over SFTP (pinned host key, data
 //!   file then trigger, technical receipt), with retry and its `[sftp]` config.
 

@@ -1,10 +1,14 @@
 //! Shared test helpers: a ledger in a temporary directory, JSON Lines builders,
-//! exporter checks, a real sshd and a Serviceplatformen stand-in.
+//! exporter checks, SF2520 golden files, a real sshd and a Serviceplatformen stand-in.
 
 // Each test binary compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
 
 pub mod export;
+pub mod format;
 pub mod ledger;
 pub mod platform;
 pub mod sshd;
+
+// The format tests were written against these names at the top of `support`.
+pub use format::*;

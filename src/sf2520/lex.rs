@@ -1,0 +1,291 @@
+//! The reader's first pass: bytes into lines, lines into checked field texts.
+//!
+//! A line ends at the first CR or LF, since neither may appear inside a record; so a
+//! short or long record cannot shift every record after it. Field texts are checked
+//! against their kind (N digits, X printable ISO-8859-1, constants, blank filler) and
+//! decoded from ISO-8859-1; what they mean is the next pass's business.
+
+use super::error::{ErrorSink, ReadErrorKind};
+use super::layout::{Content, Field, FieldId, Kind, RecordLayout, RECORD_LEN};
+use crate::domain::mask_raw;
+
+/// How a line ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    CrLf,
+    Lf,
+    Cr,
+    EndOfFile,
+}
+
+/// One line: its 1-based number and its bytes without the line ending.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Line<'a> {
+    pub number: usize,
+    pub bytes: &'a [u8],
+    pub ending: Ending,
+}
+
+/// Splits a file into lines; an empty input has none.
+pub(crate) struct Lines<'a> {
+    rest: &'a [u8],
+    number: usize,
+}
+
+impl<'a> Lines<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Lines {
+            rest: bytes,
+            number: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        self.number += 1;
+        let end = self.rest.iter().position(|&b| b == b'\r' || b == b'\n');
+        let (bytes, ending, consumed) = match end {
+            None => (self.rest, Ending::EndOfFile, self.rest.len()),
+            Some(at) => {
+                let after = self.rest.get(at..).unwrap_or_default();
+                let (ending, width) = match after {
+                    [b'\r', b'\n', ..] => (Ending::CrLf, 2),
+                    [b'\r', ..] => (Ending::Cr, 1),
+                    _ => (Ending::Lf, 1),
+                };
+                (self.rest.get(..at).unwrap_or_default(), ending, at + width)
+            }
+        };
+        self.rest = self.rest.get(consumed..).unwrap_or_default();
+        Some(Line {
+            number: self.number,
+            bytes,
+            ending,
+        })
+    }
+}
+
+/// Reports a wrong length or line ending; true when the record's bytes can be read
+/// field by field (exactly 128 of them, whatever ended the line).
+pub(crate) fn check_structure(line: &Line<'_>, sink: &mut ErrorSink) -> bool {
+    let length = line.bytes.len();
+    if length != RECORD_LEN {
+        let column = length.min(RECORD_LEN) + 1;
+        sink.push(
+            line.number,
+            column,
+            "record",
+            ReadErrorKind::RecordLength { found: length },
+        );
+    }
+    let found = match line.ending {
+        Ending::CrLf => None,
+        Ending::Lf => Some("LF alone"),
+        Ending::Cr => Some("CR alone"),
+        Ending::EndOfFile => Some("missing (the file ends)"),
+    };
+    if let Some(found) = found {
+        sink.push(
+            line.number,
+            length + 1,
+            "line end",
+            ReadErrorKind::LineEnding { found },
+        );
+    }
+    length == RECORD_LEN
+}
+
+/// A record whose fields passed the lexical checks, or `None` for those that did
+/// not (their errors are already reported).
+pub(crate) struct RawRecord {
+    pub line: usize,
+    pub layout: &'static RecordLayout,
+    /// Per field of the layout, in its order: digits of an N field, decoded text of
+    /// an X field (padding kept), `None` for constants, filler and failed fields.
+    texts: Vec<Option<String>>,
+}
+
+impl RawRecord {
+    /// The field with this identity and its text, if the field passed its checks.
+    pub(crate) fn get(&self, id: FieldId) -> Option<(&'static Field, &str)> {
+        self.layout
+            .fields
+            .iter()
+            .zip(&self.texts)
+            .find(|(field, _)| field.id == id)
+            .and_then(|(field, text)| Some((field, text.as_deref()?)))
+    }
+
+    /// The field with this identity, for positions in errors.
+    pub(crate) fn field(&self, id: FieldId) -> Option<&'static Field> {
+        self.layout.field(id)
+    }
+}
+
+/// Checks every field of a 128-byte record against the layout.
+pub(crate) fn lex(
+    line: usize,
+    layout: &'static RecordLayout,
+    record: &[u8],
+    sink: &mut ErrorSink,
+) -> RawRecord {
+    let texts = layout
+        .fields
+        .iter()
+        .map(|field| {
+            let bytes = record.get(field.range()).unwrap_or_default();
+            lex_field(line, field, bytes, sink)
+        })
+        .collect();
+    RawRecord {
+        line,
+        layout,
+        texts,
+    }
+}
+
+fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> Option<String> {
+    let mut report = |offset: usize, kind| sink.push(line, field.start + offset, field.name, kind);
+    match (field.content, field.kind) {
+        (Content::Constant(expected), _) => {
+            if bytes != expected.as_bytes() {
+                report(
+                    0,
+                    ReadErrorKind::WrongConstant {
+                        expected,
+                        found: decode(bytes),
+                    },
+                );
+            }
+            None
+        }
+        (Content::Blank, _) => {
+            if let Some(offset) = bytes.iter().position(|&b| b != b' ') {
+                report(
+                    offset,
+                    ReadErrorKind::NotBlank {
+                        found: decode(bytes),
+                    },
+                );
+            }
+            None
+        }
+        (Content::Data, Kind::N) => match bytes.iter().position(|b| !b.is_ascii_digit()) {
+            Some(offset) => {
+                report(
+                    offset,
+                    ReadErrorKind::NotDigits {
+                        found: shown(field, bytes),
+                    },
+                );
+                None
+            }
+            None => Some(decode(bytes)),
+        },
+        (Content::Data, Kind::X) => match bytes.iter().position(|&b| !is_printable(b)) {
+            Some(offset) => {
+                let (offset, kind) = unprintable(bytes, offset);
+                report(offset, kind);
+                None
+            }
+            None => Some(decode(bytes)),
+        },
+    }
+}
+
+/// Printable ISO-8859-1: 0x20–0x7E and 0xA0–0xFF (the domain's `is_printable_latin1`
+/// on the decoded character).
+fn is_printable(byte: u8) -> bool {
+    crate::domain::is_printable_latin1(char::from(byte))
+}
+
+/// Why the byte at `offset` is not printable: when it is part of a UTF-8 sequence
+/// (e.g. `Ø` as C3 98), say so and point at the sequence's first byte.
+fn unprintable(bytes: &[u8], offset: usize) -> (usize, ReadErrorKind) {
+    for back in 1..=3 {
+        let Some(start) = offset.checked_sub(back) else {
+            break;
+        };
+        let tail = bytes.get(start..).unwrap_or_default();
+        if let Some((character, width)) = utf8_char(tail) {
+            if start + width > offset {
+                return (start, ReadErrorKind::Utf8InsteadOfLatin1 { character });
+            }
+        }
+    }
+    let byte = bytes.get(offset).copied().unwrap_or_default();
+    (offset, ReadErrorKind::NotPrintable { byte })
+}
+
+/// The multi-byte UTF-8 character that `bytes` opens with, and its width in bytes.
+fn utf8_char(bytes: &[u8]) -> Option<(char, usize)> {
+    let width = match bytes.first()? {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return None,
+    };
+    let text = std::str::from_utf8(bytes.get(..width)?).ok()?;
+    Some((text.chars().next()?, width))
+}
+
+/// ISO-8859-1 bytes to text: each byte is the character of the same number.
+pub(crate) fn decode(bytes: &[u8]) -> String {
+    bytes.iter().copied().map(char::from).collect()
+}
+
+/// A field's bytes for an error message; a CPR only masked.
+fn shown(field: &Field, bytes: &[u8]) -> String {
+    let text = decode(bytes);
+    if field.id == FieldId::Cpr {
+        mask_raw(&text)
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endings(bytes: &[u8]) -> Vec<(usize, Ending)> {
+        Lines::new(bytes)
+            .map(|line| (line.bytes.len(), line.ending))
+            .collect()
+    }
+
+    #[test]
+    fn splits_at_every_kind_of_line_end() {
+        assert_eq!(endings(b""), vec![]);
+        assert_eq!(endings(b"ab\r\n"), vec![(2, Ending::CrLf)]);
+        assert_eq!(
+            endings(b"a\nb\rc\r\n\r\nd"),
+            vec![
+                (1, Ending::Lf),
+                (1, Ending::Cr),
+                (1, Ending::CrLf),
+                (0, Ending::CrLf),
+                (1, Ending::EndOfFile)
+            ]
+        );
+    }
+
+    #[test]
+    fn recognises_utf8_sequences_in_text() {
+        let bytes = "KØ".as_bytes();
+        assert_eq!(
+            unprintable(bytes, 2),
+            (1, ReadErrorKind::Utf8InsteadOfLatin1 { character: 'Ø' })
+        );
+        assert_eq!(
+            unprintable(b"K\x7f", 1),
+            (1, ReadErrorKind::NotPrintable { byte: 0x7f })
+        );
+    }
+}
