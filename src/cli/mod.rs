@@ -72,8 +72,8 @@ pub enum Command {
     /// The batch export: the next SF2520 file of every kommune with new entries.
     ///
     /// Fixes a cut-off (the log's head when the run starts), renders one file per
-    /// kommune with entries recorded since its previous file (løbenummer = previous
-    /// + 1), writes them atomically into the outbox and records a FileExported event
+    /// kommune with entries recorded since its previous file (the løbenummer after
+    /// the previous one), writes them atomically into the outbox and records a FileExported event
     /// for each. Killed at any moment, just run it again: unrecorded files are
     /// removed and rendered afresh, no løbenummer is skipped or reused.
     ///

@@ -253,7 +253,7 @@ pub fn run_batch(
     remove_orphans(outbox, &registered)?;
     let planned = plan(ledger.connection(), request, cutoff, created_at, false)?;
     progress.planned(planned.len(), planned.iter().map(|p| p.record_count).sum());
-    let mut exported = render_all(&ledger.dir().to_path_buf(), planned, outbox, progress)?;
+    let mut exported = render_all(ledger.dir(), planned, outbox, progress)?;
     record(ledger, &mut exported, cutoff)?;
     Ok(exported)
 }

@@ -11,4 +11,5 @@ pub mod platform;
 pub mod sshd;
 
 // The format tests were written against these names at the top of `support`.
+#[allow(unused_imports)]
 pub use format::*;
