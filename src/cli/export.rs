@@ -15,8 +15,10 @@ use crate::export::{
 };
 use crate::ledger::Ledger;
 
+use super::deliver::{deliver_and_report, sftp_config};
 use super::output::{hex, kroner, table, time_us};
-use super::{ExportArgs, FileRef, FilesArgs, ReconstructArgs};
+use super::{ExportArgs, FilesArgs, ReconstructArgs, ReissueArgs};
+use crate::export::DeliverRequest;
 
 /// A progress bar over records on a terminal; hidden otherwise (indicatif draws
 /// only to a terminal).
@@ -57,7 +59,18 @@ fn kommuner(codes: &[String]) -> anyhow::Result<Vec<Kommune>> {
     codes.iter().map(|code| Ok(Kommune::parse(code)?)).collect()
 }
 
-pub fn run_export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
+pub fn run_export(
+    data_dir: &Path,
+    config: Option<&Path>,
+    args: &ExportArgs,
+) -> anyhow::Result<ExitCode> {
+    // Read the delivery config first: a bad config must not leave exported,
+    // undelivered files behind a failed command.
+    let sftp = if args.deliver {
+        sftp_config(data_dir, config)?
+    } else {
+        None
+    };
     let request = ExportRequest {
         kommuner: kommuner(&args.kommune)?,
         include_empty: args.include_empty,
@@ -94,7 +107,29 @@ pub fn run_export(data_dir: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode
     };
     drop(bar);
     print_exported(&mut io::stdout().lock(), &files, &what, args.json)?;
-    Ok(ExitCode::SUCCESS)
+    if !args.deliver {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outbox = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
+    let Some(sftp) = sftp else {
+        println!(
+            "deliver: no [sftp] configuration; the files stay in the local outbox {}",
+            outbox.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (_, all_accepted) = deliver_and_report(
+        ledger,
+        &sftp,
+        &DeliverRequest::default(),
+        &outbox,
+        args.json,
+    )?;
+    Ok(if all_accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The summary table of an export run (or its JSON).
@@ -239,14 +274,16 @@ pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> 
 
 pub fn run_reissue(
     data_dir: &Path,
-    args: &FileRef,
-    outbox: Option<&Path>,
+    config: Option<&Path>,
+    args: &ReissueArgs,
 ) -> anyhow::Result<ExitCode> {
+    let sftp = sftp_config(data_dir, config)?;
     let mut ledger = Ledger::open(data_dir)?;
-    let kommune = Kommune::parse(&args.kommune)?;
-    let outbox = outbox.map_or_else(|| default_outbox(data_dir), Path::to_path_buf);
+    let kommune = Kommune::parse(&args.file.kommune)?;
+    let sequence = args.file.seq;
+    let outbox = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
     let mut out = io::stdout().lock();
-    match reissue(&mut ledger, kommune, args.seq, &outbox)? {
+    match reissue(&mut ledger, kommune, sequence, &outbox)? {
         Ok(done) => {
             writeln!(
                 out,
@@ -256,7 +293,21 @@ pub fn run_reissue(
                 done.delivery_id,
                 done.position
             )?;
-            Ok(ExitCode::SUCCESS)
+            drop(out);
+            let Some(sftp) = sftp else {
+                println!("deliver: no [sftp] configuration; the file waits in the local outbox");
+                return Ok(ExitCode::SUCCESS);
+            };
+            let request = DeliverRequest {
+                kommune: Some(kommune),
+                sequence: Some(sequence),
+            };
+            let (_, all_accepted) = deliver_and_report(ledger, &sftp, &request, &outbox, false)?;
+            Ok(if all_accepted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Err(mismatch) => {
             writeln!(

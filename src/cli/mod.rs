@@ -1,6 +1,7 @@
 //! The command line: clap arguments, data-directory resolution, and one function
 //! per subcommand. `anyhow` lives here and in `main`, nowhere else.
 
+mod deliver;
 mod demo;
 mod export;
 pub mod format_cmds;
@@ -40,6 +41,11 @@ pub struct Cli {
         default_value = "./sf2520-data"
     )]
     pub data_dir: PathBuf,
+
+    /// Configuration file (TOML) with the `[sftp]` delivery settings
+    /// (default: <data-dir>/sf2520.toml; without it, files stay in the local outbox).
+    #[arg(long, global = true, env = "SF2520_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -88,9 +94,25 @@ pub enum Command {
     /// The register of official files: løbenummer, creation time, records, net sum,
     /// SHA-256 and delivery state.
     Files(FilesArgs),
-    /// Put an official file back into the outbox, byte for byte, to be delivered
-    /// again (a lost transfer). Refuses if the log no longer renders the same bytes.
+    /// Put an official file back into the outbox, byte for byte, and deliver it
+    /// again under a new SendersFileId (a lost transfer). Refuses if the log no
+    /// longer renders the same bytes. Without an [sftp] section it only refills the
+    /// outbox.
     Reissue(ReissueArgs),
+    /// Deliver official files not yet accepted to Serviceplatformen over SFTP.
+    ///
+    /// For each file: upload OUT/<name>, check its size, then OUT/<name>.trigger;
+    /// record FileUploaded; wait for IN/<name>.sftpreceipt and record the receipt
+    /// (accepted, or rejected with the platform's error codes). Kommuner go in
+    /// parallel (`concurrency` in the config). An accepted file is never uploaded
+    /// again unless reissued; a failed one is retried by the next run. Without an
+    /// [sftp] section the files stay in the local outbox.
+    Deliver(DeliverArgs),
+    /// Check the configuration file and try to connect to the SFTP server.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Validate SF2520 files as a receiver would; one summary line per valid file,
     /// every error with line, column and field otherwise. Exits non-zero if any
     /// file is invalid.
@@ -116,9 +138,35 @@ pub struct ExportArgs {
     /// Render what a batch run at this time would have made (needs --out; records nothing).
     #[arg(long, value_name = "TIME")]
     pub as_of: Option<DateTime<Utc>>,
+    /// Deliver the new files (and any still pending) over SFTP after exporting.
+    #[arg(long, conflicts_with_all = ["as_of", "test"])]
+    pub deliver: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DeliverArgs {
+    /// Only files of this kommune.
+    #[arg(long, value_name = "KODE")]
+    pub kommune: Option<String>,
+    /// Only this løbenummer (with --kommune).
+    #[arg(long, value_name = "N", requires = "kommune")]
+    pub seq: Option<u32>,
+    /// The outbox the files are read from (default: <data-dir>/outbox).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Validate the configuration (permissions, keys, values) and connect to the
+    /// server with the pinned host key.
+    Check,
 }
 
 /// One official file: kommune and løbenummer.
@@ -255,12 +303,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Log(args) => log::run(&cli.data_dir, &args),
         Command::Verify => verify::run(&cli.data_dir),
         Command::Demo(args) => demo::run(&cli.data_dir, &args),
-        Command::Export(args) => export::run_export(&cli.data_dir, &args),
+        Command::Export(args) => export::run_export(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Reconstruct(args) => export::run_reconstruct(&cli.data_dir, &args),
         Command::Files(args) => export::run_files(&cli.data_dir, &args),
-        Command::Reissue(args) => {
-            export::run_reissue(&cli.data_dir, &args.file, args.out.as_deref())
-        }
+        Command::Reissue(args) => export::run_reissue(&cli.data_dir, cli.config.as_deref(), &args),
+        Command::Deliver(args) => deliver::run_deliver(&cli.data_dir, cli.config.as_deref(), &args),
+        Command::Config {
+            action: ConfigAction::Check,
+        } => deliver::run_config_check(&cli.data_dir, cli.config.as_deref()),
         Command::Check(args) => {
             let valid = format_cmds::check(&args.files, &mut std::io::stdout().lock())?;
             Ok(if valid {

@@ -1,7 +1,9 @@
 //! The exporter: the batch export job, files as of any past time, byte-identical
-//! reconstruction of official files, reissue, and the files register.
+//! reconstruction of official files, reissue, the files register, and delivery of
+//! official files to Serviceplatformen (recording each step).
 
 mod batch;
+mod deliver;
 mod error;
 pub mod outbox;
 mod reconstruct;
@@ -11,6 +13,9 @@ mod source;
 pub use batch::{
     default_outbox, open_reader, plan, render_all, render_as_of, render_into, run_batch,
     ExportRequest, ExportedFile, PlannedFile, Progress, Quiet,
+};
+pub use deliver::{
+    deliver, pending_deliveries, DeliverRequest, DeliveryReport, DeliveryResult, PendingDelivery,
 };
 pub use error::ExportError;
 pub use reconstruct::{plan_of, reconstruct, reissue, Reconstruction, Reissue};

@@ -170,31 +170,64 @@ impl DeliveryState {
     }
 }
 
+/// A file's delivery state and the `SendersFileId` its current delivery uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryStatus {
+    pub state: DeliveryState,
+    /// The file's UUID for its first delivery; a reissue's new id after a reissue.
+    pub senders_file_id: [u8; 16],
+    /// Uploads recorded so far, across all deliveries of the file.
+    pub uploads: u32,
+}
+
 /// The delivery state of one file: the last of its delivery events decides.
 pub fn delivery_state(
     conn: &Connection,
     kommune: Kommune,
     sequence: u32,
 ) -> Result<DeliveryState, ExportError> {
+    Ok(delivery_status(conn, kommune, sequence, [0; 16])?.state)
+}
+
+/// The delivery status of one file whose first `SendersFileId` is `file_id`.
+pub fn delivery_status(
+    conn: &Connection,
+    kommune: Kommune,
+    sequence: u32,
+    file_id: [u8; 16],
+) -> Result<DeliveryStatus, ExportError> {
     let mut statement = conn.prepare_cached(
-        "SELECT kind, detail, accepted FROM deliveries WHERE kommune = ?1 AND sequence = ?2 ORDER BY position",
+        "SELECT kind, detail, accepted, senders_file_id FROM deliveries
+         WHERE kommune = ?1 AND sequence = ?2 ORDER BY position",
     )?;
     let mut rows = statement.query(params![kommune.number(), sequence])?;
-    let mut state = DeliveryState::Exported;
-    let mut attempts = 0;
+    let mut status = DeliveryStatus {
+        state: DeliveryState::Exported,
+        senders_file_id: file_id,
+        uploads: 0,
+    };
     while let Some(row) = rows.next()? {
         let kind: String = row.get(0)?;
         let detail: String = row.get(1)?;
         let accepted: Option<bool> = row.get(2)?;
-        state = match (kind.as_str(), accepted) {
+        let id: Vec<u8> = row.get(3)?;
+        let id: [u8; 16] = id
+            .try_into()
+            .map_err(|_| corrupt(3, "senders file id is not 16 bytes"))?;
+        status.state = match (kind.as_str(), accepted) {
             ("uploaded", _) => {
-                attempts += 1;
-                DeliveryState::Uploaded { attempt: attempts }
+                status.uploads += 1;
+                DeliveryState::Uploaded {
+                    attempt: status.uploads,
+                }
             }
             ("receipt", Some(true)) => DeliveryState::Accepted,
             ("receipt", _) => DeliveryState::Rejected { errors: detail },
-            _ => DeliveryState::Reissued,
+            _ => {
+                status.senders_file_id = id;
+                DeliveryState::Reissued
+            }
         };
     }
-    Ok(state)
+    Ok(status)
 }
