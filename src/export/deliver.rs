@@ -263,12 +263,12 @@ async fn probe_earlier_upload(
 ) -> Result<Probe, StepError> {
     let paths = RemotePaths::new(config, &file.file_name);
     let client = SftpClient::connect(config).await?;
+    // Receipt, trigger, receipt again: the platform removes the trigger before it
+    // writes the receipt, so a delivery it is processing right now shows up in the
+    // second look at the receipt.
     let result = async {
-        if client.exists(&paths.receipt).await? {
-            let bytes = client.read(&paths.receipt).await?;
-            if parse_receipt(&bytes).is_ok_and(|receipt| receipt.senders_file_id == id) {
-                return Ok(Probe::AlreadyUploaded);
-            }
+        if our_receipt(&client, &paths.receipt, id).await? {
+            return Ok(Probe::AlreadyUploaded);
         }
         if client.exists(&paths.trigger).await? {
             let trigger = client.read(&paths.trigger).await?;
@@ -276,11 +276,23 @@ async fn probe_earlier_upload(
                 return Ok(Probe::AlreadyUploaded);
             }
         }
+        if our_receipt(&client, &paths.receipt, id).await? {
+            return Ok(Probe::AlreadyUploaded);
+        }
         Ok::<_, TransportError>(Probe::Nothing)
     }
     .await;
     client.close().await;
     Ok(result?)
+}
+
+/// True when a receipt for `id` is at `path`.
+async fn our_receipt(client: &SftpClient, path: &str, id: Uuid) -> Result<bool, TransportError> {
+    if !client.exists(path).await? {
+        return Ok(false);
+    }
+    let bytes = client.read(path).await?;
+    Ok(parse_receipt(&bytes).is_ok_and(|receipt| receipt.senders_file_id == id))
 }
 
 /// The file's bytes from the outbox, checked against the recorded SHA-256; a

@@ -20,6 +20,7 @@ pub use deliver::{
 pub use error::ExportError;
 pub use reconstruct::{plan_of, reconstruct, reissue, Reconstruction, Reissue};
 pub use register::{
-    delivery_state, last_file_through, official_file, official_files, DeliveryState, OfficialFile,
+    delivery_state, delivery_status, last_file_through, official_file, official_files,
+    DeliveryState, DeliveryStatus, OfficialFile,
 };
 pub use source::{count_entries, for_each_record, EntryRange};
