@@ -88,16 +88,23 @@ pub enum Command {
     /// records nothing. With --test it renders test files (marker T) of the entries
     /// not yet exported, recording nothing.
     Export(ExportArgs),
-    /// Render official file N of a kommune again from the log and prove it matches
-    /// the SHA-256 recorded when it was made; exits non-zero on a mismatch.
+    /// Rebuild an official file from the log and prove it is the file that was sent.
+    ///
+    /// Renders official file N of a kommune again from the log and compares its
+    /// SHA-256 with the one recorded when it was made; on a mismatch it shows both
+    /// and exits non-zero.
     Reconstruct(ReconstructArgs),
-    /// The register of official files: løbenummer, creation time, records, net sum,
-    /// SHA-256 and delivery state.
+    /// The register of official files, with SHA-256 and delivery state.
+    ///
+    /// One line per file: kommune, løbenummer, creation time, records, net sum,
+    /// SHA-256 (full in --json) and delivery state (exported, uploaded, accepted,
+    /// rejected with the platform's codes, reissued).
     Files(FilesArgs),
-    /// Put an official file back into the outbox, byte for byte, and deliver it
-    /// again under a new SendersFileId (a lost transfer). Refuses if the log no
-    /// longer renders the same bytes. Without an [sftp] section it only refills the
-    /// outbox.
+    /// Send an official file again, byte for byte (a lost transfer).
+    ///
+    /// Puts the file back into the outbox, records FileReissued and delivers it
+    /// again under a new SendersFileId. Refuses if the log no longer renders the
+    /// same bytes. Without an [sftp] section it only refills the outbox.
     Reissue(ReissueArgs),
     /// Deliver official files not yet accepted to Serviceplatformen over SFTP.
     ///
@@ -113,9 +120,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Validate SF2520 files as a receiver would; one summary line per valid file,
-    /// every error with line, column and field otherwise. Exits non-zero if any
-    /// file is invalid.
+    /// Validate SF2520 files as a receiver would.
+    ///
+    /// One summary line per valid file (kommune, løbenummer, records, net sum);
+    /// otherwise every error with line, byte column, field and what was expected.
+    /// Exits non-zero if any file is invalid.
     Check(CheckArgs),
     /// Print the records of an SF2520 file as a table or JSON (CPR masked).
     Show(ShowArgs),
