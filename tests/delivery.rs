@@ -259,22 +259,6 @@ fn a_reissued_file_is_delivered_again_with_a_new_senders_file_id() {
     );
 }
 
-/// Writes an owner-only TOML config for `sshd` and returns its path.
-fn write_config(dir: &std::path::Path, sshd: &Sshd) -> std::path::PathBuf {
-    let path = dir.join("sf2520.toml");
-    let text = format!(
-        "[sftp]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\n\
-         sender = \"KY-TEST\"\nrecipients = [\"UDK-DEBITOR\"]\nreceipt_timeout_secs = 10\nreceipt_poll_interval_ms = 50\n",
-        sshd.port(),
-        sshd.user(),
-        sshd.client_key().display(),
-        sshd.host_key_fingerprint()
-    );
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
 #[test]
 fn export_deliver_and_config_check_through_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -290,7 +274,7 @@ fn export_deliver_and_config_check_through_the_command_line() {
     .unwrap();
     let sshd = Sshd::start();
     let platform = Platform::start(&sshd.root(), |_| Answer::Success);
-    let config = write_config(dir.path(), &sshd);
+    let config = sshd.write_sf2520_config(dir.path(), "receipt_timeout_secs = 10\n");
     let run = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_sf2520"))
             .arg("--data-dir")

@@ -220,18 +220,8 @@ fn a_payload_changed_in_the_database_fails_verify_and_reconstruct() {
     export(&mut t);
     let data_dir = t.data_dir();
     drop(t.ledger);
-    let path = data_dir.join(sf2520::ledger::DATABASE_FILE);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let needle = b"KY-TAMPER-ME";
-    let mut changed = 0;
-    for start in 0..bytes.len() - needle.len() {
-        if &bytes[start..start + needle.len()] == needle {
-            bytes[start + 3] = b'X';
-            changed += 1;
-        }
-    }
+    let changed = tamper_database(&data_dir, b"KY-TAMPER-ME");
     assert!(changed > 0);
-    std::fs::write(&path, bytes).unwrap();
     let ledger = sf2520::ledger::Ledger::open(&data_dir).unwrap();
     let failure = ledger.verify(|_| {}).unwrap().unwrap_err();
     assert!(failure.to_string().contains("position 2"), "{failure}");

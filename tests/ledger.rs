@@ -382,21 +382,11 @@ fn verify_names_the_position_of_a_byte_changed_in_the_database_file() {
     )]));
     let data_dir = t.data_dir();
     drop(t.ledger); // closing checkpoints the WAL into the main file
-    let path = data_dir.join(sf2520::ledger::DATABASE_FILE);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let needle = b"KY-TAMPER-ME";
-    let mut changed = 0;
-    for start in 0..bytes.len() - needle.len() {
-        if &bytes[start..start + needle.len()] == needle {
-            bytes[start + 3] = b'X'; // "KY-XAMPER-ME": same length, valid text
-            changed += 1;
-        }
-    }
+    let changed = tamper_database(&data_dir, b"KY-TAMPER-ME");
     assert!(
         changed > 0,
         "the reference must be found in the database file"
     );
-    std::fs::write(&path, &bytes).unwrap();
     let ledger = sf2520::ledger::Ledger::open(&data_dir).unwrap();
     let failure = ledger.verify(|_| {}).unwrap().unwrap_err();
     assert_eq!(

@@ -11,9 +11,8 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use sf2520::demo::{random_cpr, SplitMix64};
 use sf2520::domain::Kommune;
 use sf2520::export::{default_outbox, delivery_status, official_files, reconstruct, DeliveryState};
 use sf2520::ledger::Ledger;
-use support::export::read_checked;
+use support::export::{assert_files_follow_on, read_checked};
 use support::platform::{Answer, Platform};
 use support::sshd::Sshd;
 
@@ -79,7 +78,11 @@ impl World {
                 Answer::Success
             }
         });
-        let config = write_config(dir.path(), &sshd);
+        let config = sshd.write_sf2520_config(
+            dir.path(),
+            "connect_timeout_secs = 3\nreceipt_timeout_secs = 4\nconcurrency = 3\n\
+             [sftp.retry]\nmax_attempts = 2\ninitial_delay_ms = 50\nmax_delay_ms = 200\n",
+        );
         let mut world = World {
             rng: SplitMix64::new(seed),
             dir,
@@ -404,27 +407,10 @@ impl World {
     /// cut-off in exactly one file, every new file passing check and reconstruct.
     fn check_files(&mut self, ledger: &Ledger) {
         let outbox = default_outbox(&self.data_dir);
-        let mut by_kommune: BTreeMap<u16, Vec<_>> = BTreeMap::new();
-        for file in official_files(ledger.connection(), None).unwrap() {
-            by_kommune
-                .entry(file.kommune.number())
-                .or_default()
-                .push(file);
-        }
-        for (kommune, files) in &by_kommune {
-            let mut previous_cutoff = 0;
+        for (kommune, files) in &assert_files_follow_on(ledger) {
+            let previous_cutoff = files.last().map_or(0, |file| file.cutoff_position);
             let mut records = 0;
-            for (index, file) in files.iter().enumerate() {
-                assert_eq!(
-                    file.sequence as usize,
-                    index + 1,
-                    "kommune {kommune}: løbenumre must be gapless"
-                );
-                assert_eq!(
-                    file.previous_cutoff_position, previous_cutoff,
-                    "kommune {kommune}: ranges must follow on"
-                );
-                previous_cutoff = file.cutoff_position;
+            for file in files {
                 records += file.record_count;
                 if self.checked_files.insert((*kommune, file.sequence)) {
                     let parsed = read_checked(&outbox.join(&file.file_name));
@@ -539,23 +525,6 @@ impl World {
             "unrecorded files left: {outbox:?}"
         );
     }
-}
-
-/// Writes an owner-only TOML config for `sshd`, with short timeouts.
-fn write_config(dir: &Path, sshd: &Sshd) -> PathBuf {
-    let path = dir.join("sf2520.toml");
-    let text = format!(
-        "[sftp]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\nhost_key = \"{}\"\n\
-         sender = \"KY-SIM\"\nrecipients = [\"UDK-DEBITOR\"]\nconnect_timeout_secs = 3\nreceipt_timeout_secs = 4\n\
-         receipt_poll_interval_ms = 40\nconcurrency = 3\n[sftp.retry]\nmax_attempts = 2\ninitial_delay_ms = 50\nmax_delay_ms = 200\n",
-        sshd.port(),
-        sshd.user(),
-        sshd.client_key().display(),
-        sshd.host_key_line()
-    );
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
 }
 
 fn env_list(name: &str, default: &[u64]) -> Vec<u64> {

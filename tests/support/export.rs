@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use sf2520::export::{official_files, reconstruct};
+use sf2520::export::{official_files, reconstruct, OfficialFile};
 use sf2520::ledger::Ledger;
 use sf2520::sf2520::{read_file, ParsedFile};
 
@@ -14,20 +14,17 @@ pub fn read_checked(path: &Path) -> ParsedFile {
     read_file(&bytes).unwrap_or_else(|errors| panic!("{} fails check: {errors:?}", path.display()))
 }
 
-/// Checks, for every kommune: løbenumre 1..n without gaps, ranges that follow on
-/// from each other, every official file in the outbox passing `check` and
-/// `reconstruct`, no unrecorded SF2520 file left in the outbox, and every entry of
-/// the ledger in exactly one file. Returns the number of files.
-pub fn assert_exactly_once(ledger: &Ledger, outbox: &Path) -> usize {
-    let files = official_files(ledger.connection(), None).unwrap();
-    let mut by_kommune: BTreeMap<u16, Vec<_>> = BTreeMap::new();
-    for file in &files {
+/// The official files grouped by kommune, after checking that each kommune's
+/// løbenumre run 1..n without gaps and that each file's entry range starts where the
+/// previous one ended.
+pub fn assert_files_follow_on(ledger: &Ledger) -> BTreeMap<u16, Vec<OfficialFile>> {
+    let mut by_kommune: BTreeMap<u16, Vec<OfficialFile>> = BTreeMap::new();
+    for file in official_files(ledger.connection(), None).unwrap() {
         by_kommune
             .entry(file.kommune.number())
             .or_default()
-            .push(file.clone());
+            .push(file);
     }
-    let mut seen: BTreeMap<(u16, String), usize> = BTreeMap::new();
     for (kommune, files) in &by_kommune {
         let mut previous_cutoff = 0;
         for (index, file) in files.iter().enumerate() {
@@ -38,10 +35,25 @@ pub fn assert_exactly_once(ledger: &Ledger, outbox: &Path) -> usize {
             );
             assert_eq!(
                 file.previous_cutoff_position, previous_cutoff,
-                "kommune {kommune} file {}",
+                "kommune {kommune} file {}: ranges must follow on",
                 file.sequence
             );
             previous_cutoff = file.cutoff_position;
+        }
+    }
+    by_kommune
+}
+
+/// Checks, for every kommune: løbenumre 1..n without gaps, ranges that follow on
+/// from each other, every official file in the outbox passing `check` and
+/// `reconstruct`, no unrecorded SF2520 file left in the outbox, and every entry of
+/// the ledger in exactly one file. Returns the number of files.
+pub fn assert_exactly_once(ledger: &Ledger, outbox: &Path) -> usize {
+    let by_kommune = assert_files_follow_on(ledger);
+    let files: Vec<&OfficialFile> = by_kommune.values().flatten().collect();
+    let mut seen: BTreeMap<(u16, String), usize> = BTreeMap::new();
+    for (kommune, files) in &by_kommune {
+        for file in files {
             let parsed = read_checked(&outbox.join(&file.file_name));
             assert_eq!(parsed.header.sequence, file.sequence);
             assert_eq!(parsed.end.record_count, file.record_count);

@@ -95,3 +95,20 @@ pub fn lines(lines: &[String]) -> String {
     text.push('\n');
     text
 }
+
+/// Changes every stored copy of `needle` in the closed database file of `data_dir`
+/// (its fourth byte becomes 'X': same length, still valid text), the way someone
+/// editing the file by hand would. Returns how many copies were changed.
+pub fn tamper_database(data_dir: &std::path::Path, needle: &[u8]) -> usize {
+    let path = data_dir.join(sf2520::ledger::DATABASE_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut changed = 0;
+    for start in 0..bytes.len().saturating_sub(needle.len()) {
+        if &bytes[start..start + needle.len()] == needle {
+            bytes[start + 3] = b'X';
+            changed += 1;
+        }
+    }
+    std::fs::write(&path, bytes).unwrap();
+    changed
+}

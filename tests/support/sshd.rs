@@ -217,6 +217,25 @@ impl Sshd {
         }
     }
 
+    /// Writes an owner-only `sf2520.toml` for this server into `dir` (receipts
+    /// polled every 50 ms); `extra` lines are added to the `[sftp]` section.
+    pub fn write_sf2520_config(&self, dir: &Path, extra: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("sf2520.toml");
+        let text = format!(
+            "[sftp]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nprivate_key = \"{}\"\n\
+             host_key = \"{}\"\nsender = \"KY-TEST\"\nrecipients = [\"UDK-DEBITOR\"]\n\
+             receipt_poll_interval_ms = 50\n{extra}",
+            self.port,
+            self.user,
+            self.client_key().display(),
+            self.host_key_line()
+        );
+        fs::write(&path, text).expect("write sf2520.toml");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod sf2520.toml");
+        path
+    }
+
     fn config_path(&self) -> PathBuf {
         self.dir.path().join("sshd_config")
     }
