@@ -18,6 +18,7 @@ use crate::ledger::Ledger;
 use super::deliver::{deliver_and_report, sftp_config};
 use super::output::{hex, kroner, table, time_us};
 use super::{ExportArgs, FilesArgs, ReconstructArgs, ReissueArgs};
+use crate::export::outbox::write_bytes_atomically;
 use crate::export::DeliverRequest;
 
 /// A progress bar over records on a terminal; hidden otherwise (indicatif draws
@@ -196,8 +197,17 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(&reconstruction.file.file_name));
-    std::fs::write(&path, &reconstruction.bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    // The file holds full CPR numbers: written owner-only, atomically, like the outbox.
+    let name = path
+        .file_name()
+        .with_context(|| format!("--out {} names no file", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    write_bytes_atomically(dir, &name, &reconstruction.bytes)?;
     let mut out = io::stdout().lock();
     let file = &reconstruction.file;
     if reconstruction.matches() {

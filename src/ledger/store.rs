@@ -100,7 +100,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), LedgerError> {
 
 /// Creates the database file owner-only before SQLite opens it (SQLite gives its
 /// `-wal` and `-shm` files the same mode); refuses an existing one others can read.
-fn prepare_database_file(path: &Path) -> Result<(), LedgerError> {
+pub(crate) fn prepare_database_file(path: &Path) -> Result<(), LedgerError> {
     let open_error = |source: std::io::Error| LedgerError::Open {
         path: path.to_path_buf(),
         source: rusqlite::Error::ToSqlConversionFailure(Box::new(source)),

@@ -7,6 +7,7 @@ use rusqlite::Connection;
 
 use super::codec::GENESIS_HASH;
 use super::schema::{PROJECTION_ORDER, PROJECTION_TABLES};
+use super::store::prepare_database_file;
 use super::{projection, Ledger, LedgerError};
 
 /// What a successful verification covered.
@@ -48,6 +49,8 @@ impl Ledger {
         replay_path: &std::path::Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Result<VerifyReport, VerifyFailure>, LedgerError> {
+        // The scratch copy holds ledger data too: created owner-only like the ledger.
+        prepare_database_file(replay_path)?;
         let replay = Connection::open(replay_path)?;
         // The replay is scratch work: no durability needed.
         replay.pragma_update(None, "journal_mode", "OFF")?;
