@@ -227,9 +227,18 @@ mod tests {
         );
         assert_eq!(mask_in_text("1010901234"), "101090-xxxx");
         assert_eq!(mask_in_text("cpr 101090-1234."), "cpr 101090-xxxx.");
-        assert_eq!(mask_in_text("a 1010901234 b 0101901234"), "a 101090-xxxx b 010190-xxxx");
+        assert_eq!(
+            mask_in_text("a 1010901234 b 0101901234"),
+            "a 101090-xxxx b 010190-xxxx"
+        );
         // Not CPR-shaped: longer runs, parts of words and hex, short runs.
-        for kept in ["12345678901", "KY1010901234", "1010901234ab", "123456789", "position 42"] {
+        for kept in [
+            "12345678901",
+            "KY1010901234",
+            "1010901234ab",
+            "123456789",
+            "position 42",
+        ] {
             assert_eq!(mask_in_text(kept), kept);
         }
         assert_eq!(mask_in_text("æ1010901234ø"), "æ101090-xxxxø");
