@@ -22,18 +22,34 @@ const CASES: &[(&str, usize, &str)] = &[
     ("json_trailing_comma.jsonl", 1, "trailing comma"),
     ("json_single_quotes.jsonl", 1, "key must be a string"),
     ("json_unquoted_keys.jsonl", 2, "key must be a string"),
-    ("json_two_objects_on_one_line.jsonl", 1, "trailing characters"),
+    (
+        "json_two_objects_on_one_line.jsonl",
+        1,
+        "trailing characters",
+    ),
     ("json_trailing_garbage.jsonl", 2, "trailing characters"),
     ("json_comment_line.jsonl", 2, "expected value"),
     ("json_missing_colon.jsonl", 1, "expected `:`"),
     ("json_invalid_escape.jsonl", 1, "invalid escape"),
     ("json_lone_surrogate.jsonl", 1, "hex escape"),
     ("json_raw_control_character.jsonl", 2, "control character"),
-    ("json_deeply_nested_arrays.jsonl", 1, "recursion limit exceeded"),
-    ("json_deeply_nested_objects.jsonl", 2, "recursion limit exceeded"),
+    (
+        "json_deeply_nested_arrays.jsonl",
+        1,
+        "recursion limit exceeded",
+    ),
+    (
+        "json_deeply_nested_objects.jsonl",
+        2,
+        "recursion limit exceeded",
+    ),
     ("json_number_out_of_range.jsonl", 1, "number out of range"),
     ("json_empty_line_object.jsonl", 2, "missing field type"),
-    ("json_empty_key.jsonl", 1, "unknown field \"\" for type withholding"),
+    (
+        "json_empty_key.jsonl",
+        1,
+        "unknown field \"\" for type withholding",
+    ),
     ("utf8_invalid_latin1_byte.jsonl", 2, "not UTF-8 at byte 38"),
     ("utf8_overlong_encoding.jsonl", 1, "not UTF-8 at byte 38"),
     ("utf8_truncated_sequence.jsonl", 1, "not UTF-8 at byte 40"),
@@ -43,41 +59,121 @@ const CASES: &[(&str, usize, &str)] = &[
     ("bom_at_line_3.jsonl", 3, "byte order mark"),
     ("nul_byte_between_fields.jsonl", 2, "NUL byte at byte"),
     ("nul_byte_at_end_of_line.jsonl", 1, "NUL byte at byte"),
-    ("nul_escaped_in_reference.jsonl", 1, "not printable ISO-8859-1"),
-    ("cr_only_line_endings.jsonl", 1, "carriage return (CR) at byte"),
+    (
+        "nul_escaped_in_reference.jsonl",
+        1,
+        "not printable ISO-8859-1",
+    ),
+    (
+        "cr_only_line_endings.jsonl",
+        1,
+        "carriage return (CR) at byte",
+    ),
     ("cr_inside_line.jsonl", 2, "carriage return (CR) at byte"),
     ("array_instead_of_object.jsonl", 2, "found an array"),
     ("string_instead_of_object.jsonl", 1, "found a string"),
     ("null_instead_of_object.jsonl", 2, "found null"),
     ("number_instead_of_object.jsonl", 1, "found a number"),
     ("type_missing.jsonl", 1, "missing field type"),
-    ("type_not_a_string.jsonl", 1, "field type: expected a JSON string, found a number"),
-    ("type_is_an_array.jsonl", 1, "field type: expected a JSON string, found an array"),
-    ("type_is_null.jsonl", 2, "field type: expected a JSON string, found null"),
+    (
+        "type_not_a_string.jsonl",
+        1,
+        "field type: expected a JSON string, found a number",
+    ),
+    (
+        "type_is_an_array.jsonl",
+        1,
+        "field type: expected a JSON string, found an array",
+    ),
+    (
+        "type_is_null.jsonl",
+        2,
+        "field type: expected a JSON string, found null",
+    ),
     ("type_unknown.jsonl", 1, "unknown type \"Withholding\""),
-    ("field_unknown.jsonl", 1, "unknown field \"comment\" for type withholding"),
+    (
+        "field_unknown.jsonl",
+        1,
+        "unknown field \"comment\" for type withholding",
+    ),
     ("field_misspelt.jsonl", 2, "unknown field \"amout\""),
     ("field_missing.jsonl", 1, "missing field amount"),
-    ("field_of_another_type.jsonl", 1, "unknown field \"cpr\" for type agreement_ended"),
-    ("duplicate_key_amount.jsonl", 1, "field \"amount\" appears more than once"),
-    ("duplicate_key_type.jsonl", 2, "field \"type\" appears more than once"),
-    ("duplicate_key_same_value.jsonl", 1, "field \"valid_to\" appears more than once"),
-    ("null_required_value.jsonl", 1, "field kommune: expected a JSON string, found null"),
-    ("null_optional_value.jsonl", 1, "field valid_to: expected a JSON string, found null"),
-    ("amount_float_unquoted.jsonl", 1, "field amount: expected a JSON string, found a number"),
-    ("amount_integer_unquoted.jsonl", 1, "field amount: expected a JSON string, found a number"),
-    ("amount_exponent_unquoted.jsonl", 1, "field amount: expected a JSON string, found a number"),
-    ("amount_boolean.jsonl", 1, "field amount: expected a JSON string, found true or false"),
-    ("amount_object.jsonl", 1, "field amount: expected a JSON string, found an object"),
-    ("cpr_unquoted_number.jsonl", 2, "field cpr: expected a JSON string, found a number"),
+    (
+        "field_of_another_type.jsonl",
+        1,
+        "unknown field \"cpr\" for type agreement_ended",
+    ),
+    (
+        "duplicate_key_amount.jsonl",
+        1,
+        "field \"amount\" appears more than once",
+    ),
+    (
+        "duplicate_key_type.jsonl",
+        2,
+        "field \"type\" appears more than once",
+    ),
+    (
+        "duplicate_key_same_value.jsonl",
+        1,
+        "field \"valid_to\" appears more than once",
+    ),
+    (
+        "null_required_value.jsonl",
+        1,
+        "field kommune: expected a JSON string, found null",
+    ),
+    (
+        "null_optional_value.jsonl",
+        1,
+        "field valid_to: expected a JSON string, found null",
+    ),
+    (
+        "amount_float_unquoted.jsonl",
+        1,
+        "field amount: expected a JSON string, found a number",
+    ),
+    (
+        "amount_integer_unquoted.jsonl",
+        1,
+        "field amount: expected a JSON string, found a number",
+    ),
+    (
+        "amount_exponent_unquoted.jsonl",
+        1,
+        "field amount: expected a JSON string, found a number",
+    ),
+    (
+        "amount_boolean.jsonl",
+        1,
+        "field amount: expected a JSON string, found true or false",
+    ),
+    (
+        "amount_object.jsonl",
+        1,
+        "field amount: expected a JSON string, found an object",
+    ),
+    (
+        "cpr_unquoted_number.jsonl",
+        2,
+        "field cpr: expected a JSON string, found a number",
+    ),
     ("amount_exponent_quoted.jsonl", 1, "expected kroner like"),
-    ("withholding_negative_zero.jsonl", 2, "must be greater than 0"),
+    (
+        "withholding_negative_zero.jsonl",
+        2,
+        "must be greater than 0",
+    ),
     ("correction_negative_zero.jsonl", 1, "amount must not be 0"),
     ("correction_zero.jsonl", 2, "amount must not be 0"),
     ("withholding_zero.jsonl", 1, "must be greater than 0"),
     ("withholding_negative.jsonl", 1, "must be greater than 0"),
     ("amount_three_decimals.jsonl", 1, "more than two decimals"),
-    ("amount_three_decimals_zero.jsonl", 1, "more than two decimals"),
+    (
+        "amount_three_decimals_zero.jsonl",
+        1,
+        "more than two decimals",
+    ),
     ("amount_huge.jsonl", 1, "larger than 99,999,999,999.99"),
     ("amount_beyond_any_decimal.jsonl", 1, "out of range"),
     ("amount_plus_sign.jsonl", 1, "expected kroner like"),
@@ -85,55 +181,207 @@ const CASES: &[(&str, usize, &str)] = &[
     ("amount_leading_space.jsonl", 1, "expected kroner like"),
     ("amount_nan.jsonl", 1, "expected kroner like"),
     ("amount_empty.jsonl", 1, "expected kroner like"),
-    ("amount_dot_without_decimals.jsonl", 1, "a '.' must be followed"),
-    ("amount_arabic_indic_digits.jsonl", 1, "expected kroner like"),
-    ("date_month_13.jsonl", 1, "field payout_date: \"2026-13-01\" is not a date"),
-    ("date_february_30.jsonl", 2, "field period_to: \"2026-02-30\" is not a date"),
-    ("date_february_29_non_leap.jsonl", 1, "field period_from: \"2026-02-29\" is not a date"),
-    ("date_february_29_2100.jsonl", 1, "field valid_from: \"2100-02-29\" is not a date"),
+    (
+        "amount_dot_without_decimals.jsonl",
+        1,
+        "a '.' must be followed",
+    ),
+    (
+        "amount_arabic_indic_digits.jsonl",
+        1,
+        "expected kroner like",
+    ),
+    (
+        "date_month_13.jsonl",
+        1,
+        "field payout_date: \"2026-13-01\" is not a date",
+    ),
+    (
+        "date_february_30.jsonl",
+        2,
+        "field period_to: \"2026-02-30\" is not a date",
+    ),
+    (
+        "date_february_29_non_leap.jsonl",
+        1,
+        "field period_from: \"2026-02-29\" is not a date",
+    ),
+    (
+        "date_february_29_2100.jsonl",
+        1,
+        "field valid_from: \"2100-02-29\" is not a date",
+    ),
     ("date_day_zero.jsonl", 1, "is not a date"),
-    ("date_unpadded.jsonl", 1, "field valid_to: \"2026-1-1\" is not a date"),
+    (
+        "date_unpadded.jsonl",
+        1,
+        "field valid_to: \"2026-1-1\" is not a date",
+    ),
     ("date_with_time.jsonl", 1, "is not a date"),
     ("date_danish_order.jsonl", 1, "is not a date"),
-    ("cpr_with_letter.jsonl", 1, "CPR 01019O-xxxx is invalid: must be exactly 10 digits"),
-    ("cpr_bad_date.jsonl", 1, "CPR 310290-xxxx is invalid: the date part"),
-    ("cpr_february_29_1901.jsonl", 1, "CPR 290201-xxxx is invalid: the date part"),
+    (
+        "cpr_with_letter.jsonl",
+        1,
+        "CPR 01019O-xxxx is invalid: must be exactly 10 digits",
+    ),
+    (
+        "cpr_bad_date.jsonl",
+        1,
+        "CPR 310290-xxxx is invalid: the date part",
+    ),
+    (
+        "cpr_february_29_1901.jsonl",
+        1,
+        "CPR 290201-xxxx is invalid: the date part",
+    ),
     ("cpr_nine_digits.jsonl", 1, "must be exactly 10 digits"),
     ("cpr_with_hyphen.jsonl", 1, "must be exactly 10 digits"),
-    ("cpr_not_the_agreements.jsonl", 2, "registered for CPR 010190-xxxx, not 150785-xxxx"),
-    ("kommune_0411_christiansoe.jsonl", 1, "kommune \"0411\" is not one of the 98"),
-    ("kommune_9999.jsonl", 2, "kommune \"9999\" is not one of the 98"),
-    ("kommune_three_digits.jsonl", 1, "kommune \"751\" is not one of the 98"),
-    ("kommune_not_the_agreements.jsonl", 1, "belongs to kommune 0751, not 0101"),
-    ("kommune_and_cpr_swapped.jsonl", 1, "kommune \"150785-xxxx\" is not one of the 98"),
-    ("reference_control_character.jsonl", 1, "not printable ISO-8859-1"),
+    (
+        "cpr_not_the_agreements.jsonl",
+        2,
+        "registered for CPR 010190-xxxx, not 150785-xxxx",
+    ),
+    (
+        "kommune_0411_christiansoe.jsonl",
+        1,
+        "kommune \"0411\" is not one of the 98",
+    ),
+    (
+        "kommune_9999.jsonl",
+        2,
+        "kommune \"9999\" is not one of the 98",
+    ),
+    (
+        "kommune_three_digits.jsonl",
+        1,
+        "kommune \"751\" is not one of the 98",
+    ),
+    (
+        "kommune_not_the_agreements.jsonl",
+        1,
+        "belongs to kommune 0751, not 0101",
+    ),
+    (
+        "kommune_and_cpr_swapped.jsonl",
+        1,
+        "kommune \"150785-xxxx\" is not one of the 98",
+    ),
+    (
+        "reference_control_character.jsonl",
+        1,
+        "not printable ISO-8859-1",
+    ),
     ("reference_tab.jsonl", 1, "not printable ISO-8859-1"),
-    ("reference_delete_character.jsonl", 1, "not printable ISO-8859-1"),
+    (
+        "reference_delete_character.jsonl",
+        1,
+        "not printable ISO-8859-1",
+    ),
     ("reference_c1_control.jsonl", 1, "not printable ISO-8859-1"),
     ("reference_euro_sign.jsonl", 1, "not printable ISO-8859-1"),
     ("reference_too_long.jsonl", 2, "21 characters; at most 20"),
     ("reference_empty.jsonl", 1, "must not be empty"),
-    ("reference_trailing_space.jsonl", 1, "leading or trailing spaces"),
-    ("agreement_reference_too_long.jsonl", 1, "16 characters; at most 15"),
+    (
+        "reference_trailing_space.jsonl",
+        1,
+        "leading or trailing spaces",
+    ),
+    (
+        "agreement_reference_too_long.jsonl",
+        1,
+        "16 characters; at most 15",
+    ),
     ("reason_too_long.jsonl", 1, "201 characters; at most 200"),
-    ("reason_control_character.jsonl", 1, "field reason: contains control characters"),
-    ("correction_unknown_reference.jsonl", 2, "corrects KY-999, which is no withholding of kommune 0751"),
-    ("correction_other_kommunes_withholding.jsonl", 1, "corrects KY-2, which is no withholding of kommune 0751"),
-    ("correction_below_zero.jsonl", 1, "would bring withholding KY-1 below 0 (its net is 800.00)"),
-    ("correction_below_zero_in_batch.jsonl", 2, "would bring withholding KY-1 below 0 (its net is 300.00)"),
-    ("correction_of_a_correction.jsonl", 1, "which is itself a correction"),
-    ("agreement_not_active_before_start.jsonl", 1, "not active on payout date 2025-12-31"),
-    ("agreement_not_active_after_valid_to.jsonl", 2, "not active on payout date 2027-01-01"),
-    ("agreement_not_active_after_end.jsonl", 1, "not active on payout date 2026-07-01"),
-    ("agreement_unknown.jsonl", 1, "agreement BA-999 is not registered"),
-    ("period_reversed.jsonl", 1, "period_from 2026-10-31 is after period_to 2026-10-01"),
-    ("agreement_ends_before_start.jsonl", 1, "valid_to 2026-05-31 is before valid_from 2026-06-01"),
-    ("agreement_conflict.jsonl", 1, "agreement BA-100 is already registered with different content"),
-    ("reference_conflict.jsonl", 1, "reference KY-1 already exists in kommune 0751 with different content"),
-    ("reference_conflict_in_batch.jsonl", 2, "reference KY-10 already exists in kommune 0751 with different content"),
-    ("agreement_end_conflict.jsonl", 1, "already ended on 2026-06-30"),
-    ("agreement_end_unknown.jsonl", 1, "agreement BA-999 is not registered"),
-    ("agreement_end_before_start.jsonl", 1, "valid_to 2025-12-31 is before valid_from 2026-01-01"),
+    (
+        "reason_control_character.jsonl",
+        1,
+        "field reason: contains control characters",
+    ),
+    (
+        "correction_unknown_reference.jsonl",
+        2,
+        "corrects KY-999, which is no withholding of kommune 0751",
+    ),
+    (
+        "correction_other_kommunes_withholding.jsonl",
+        1,
+        "corrects KY-2, which is no withholding of kommune 0751",
+    ),
+    (
+        "correction_below_zero.jsonl",
+        1,
+        "would bring withholding KY-1 below 0 (its net is 800.00)",
+    ),
+    (
+        "correction_below_zero_in_batch.jsonl",
+        2,
+        "would bring withholding KY-1 below 0 (its net is 300.00)",
+    ),
+    (
+        "correction_of_a_correction.jsonl",
+        1,
+        "which is itself a correction",
+    ),
+    (
+        "agreement_not_active_before_start.jsonl",
+        1,
+        "not active on payout date 2025-12-31",
+    ),
+    (
+        "agreement_not_active_after_valid_to.jsonl",
+        2,
+        "not active on payout date 2027-01-01",
+    ),
+    (
+        "agreement_not_active_after_end.jsonl",
+        1,
+        "not active on payout date 2026-07-01",
+    ),
+    (
+        "agreement_unknown.jsonl",
+        1,
+        "agreement BA-999 is not registered",
+    ),
+    (
+        "period_reversed.jsonl",
+        1,
+        "period_from 2026-10-31 is after period_to 2026-10-01",
+    ),
+    (
+        "agreement_ends_before_start.jsonl",
+        1,
+        "valid_to 2026-05-31 is before valid_from 2026-06-01",
+    ),
+    (
+        "agreement_conflict.jsonl",
+        1,
+        "agreement BA-100 is already registered with different content",
+    ),
+    (
+        "reference_conflict.jsonl",
+        1,
+        "reference KY-1 already exists in kommune 0751 with different content",
+    ),
+    (
+        "reference_conflict_in_batch.jsonl",
+        2,
+        "reference KY-10 already exists in kommune 0751 with different content",
+    ),
+    (
+        "agreement_end_conflict.jsonl",
+        1,
+        "already ended on 2026-06-30",
+    ),
+    (
+        "agreement_end_unknown.jsonl",
+        1,
+        "agreement BA-999 is not registered",
+    ),
+    (
+        "agreement_end_before_start.jsonl",
+        1,
+        "valid_to 2025-12-31 is before valid_from 2026-01-01",
+    ),
 ];
 
 /// The known ledger the cases are checked against: BA-100 (0751, valid through
@@ -262,7 +510,11 @@ fn every_hostile_file_is_refused_by_line_and_reason_and_changes_nothing() {
         let run = when_ingested(&t, &file, None);
         let problems = problems_with(&run, &file, line, fragment, before, head(&t));
         if !problems.is_empty() {
-            failures.push(format!("{name}:\n  {}\n  stdout: {}", problems.join("\n  "), run.stdout));
+            failures.push(format!(
+                "{name}:\n  {}\n  stdout: {}",
+                problems.join("\n  "),
+                run.stdout
+            ));
         }
     }
     assert!(
@@ -284,7 +536,11 @@ fn the_table_and_the_corpus_name_the_same_files() {
     let mut in_table: Vec<String> = CASES.iter().map(|(name, ..)| name.to_string()).collect();
     in_table.sort();
     assert_eq!(on_disk, in_table);
-    assert!(CASES.len() >= 60, "the corpus has only {} cases", CASES.len());
+    assert!(
+        CASES.len() >= 60,
+        "the corpus has only {} cases",
+        CASES.len()
+    );
 }
 
 /// Writes GOOD_LINE, then one line of `bytes` bytes (a JSON string that never
