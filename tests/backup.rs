@@ -223,6 +223,9 @@ fn restore_of_a_backup_that_extends_the_ledger_needs_no_force() {
     assert_verifies(&data_dir);
 }
 
+/// A change made to a copy of a backup.
+type Tamper = Box<dyn FnOnce(&Connection)>;
+
 /// Copies the backup and changes the copy with `tamper`.
 fn tampered(backup: &Path, name: &str, tamper: impl FnOnce(&Connection)) -> PathBuf {
     let copy = backup.with_file_name(name);
@@ -261,7 +264,7 @@ fn restore_refuses_a_damaged_backup_naming_the_first_bad_position() {
     let backup = t.dir.path().join("backup.sqlite3");
     when_backed_up(&data_dir, &backup);
     let before = head_of(&data_dir);
-    let cases: Vec<(&str, Box<dyn FnOnce(&Connection)>, &str)> = vec![
+    let cases: Vec<(&str, Tamper, &str)> = vec![
         (
             "payload.sqlite3",
             Box::new(flip_payload_bit(20)),
