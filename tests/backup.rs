@@ -357,6 +357,20 @@ fn backup_refuses_to_overwrite_an_existing_file_unless_forced() {
 }
 
 #[test]
+fn backup_refuses_to_write_over_the_ledger_itself_even_when_forced() {
+    let t = given_a_ledger_with(1);
+    let data_dir = t.data_dir();
+    let before = t.ledger.head().unwrap();
+    for name in ["ledger.sqlite3", "ledger.sqlite3-wal", "./ledger.sqlite3"] {
+        let destination = data_dir.join(name);
+        sf2520(&data_dir, ["backup", "--force", path_arg(&destination)])
+            .expect_refusal("is the ledger's own database");
+    }
+    assert_eq!(t.ledger.head().unwrap(), before);
+    assert_verifies(&data_dir);
+}
+
+#[test]
 fn backup_of_a_missing_ledger_is_refused_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");

@@ -32,6 +32,12 @@ pub enum BackupError {
     DestinationExists { path: PathBuf },
 
     #[error(
+        "{path} is the ledger's own database (or its WAL); a backup must be written \
+         elsewhere"
+    )]
+    DestinationIsLedger { path: PathBuf },
+
+    #[error(
         "the copy of the ledger fails verification at {failure}: the ledger itself is \
          damaged, run `sf2520 verify`. No backup was written"
     )]
@@ -287,12 +293,33 @@ pub fn backup(
     destination: &Path,
     overwrite: bool,
 ) -> Result<VerifyReport, BackupError> {
-    if !data_dir.join(DATABASE_FILE).is_file() {
+    let database = data_dir.join(DATABASE_FILE);
+    if !database.is_file() {
         return Err(BackupError::NoLedger {
             dir: data_dir.to_path_buf(),
         });
     }
+    if is_ledger_file(&database, destination) {
+        return Err(BackupError::DestinationIsLedger {
+            path: destination.to_path_buf(),
+        });
+    }
     Ledger::open(data_dir)?.backup_to(destination, overwrite)
+}
+
+/// True when `destination` names the database or one of its `-wal`/`-shm`/
+/// `-journal` files: with --force, a backup there would be renamed over the live
+/// file under the feet of every process that has it open.
+fn is_ledger_file(database: &Path, destination: &Path) -> bool {
+    let canonical_dir = |path: &Path| fs::canonicalize(parent_dir(path)).ok();
+    let (Some(ours), Some(theirs)) = (canonical_dir(database), canonical_dir(destination)) else {
+        return false;
+    };
+    let name = destination
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
+    ours == theirs && name.starts_with(DATABASE_FILE)
 }
 
 /// What the current ledger is, compared with the backup.
