@@ -98,7 +98,7 @@ fn backups_taken_during_a_running_ingest_are_whole_batches_and_restore_to_a_veri
     assert!(ingest.wait().unwrap().success(), "the ingest must succeed");
     let live = Ledger::open(&data_dir).unwrap();
     let total = live.head().unwrap().position;
-    assert_eq!(total, BATCHES as u64 * EVENTS_PER_BATCH);
+    assert_eq!(total, u64::try_from(BATCHES).unwrap() * EVENTS_PER_BATCH);
     let mut during = 0;
     for (index, backup) in taken.iter().enumerate() {
         assert_eq!(mode(backup), 0o600, "{}", backup.display());
@@ -319,6 +319,33 @@ fn restore_refuses_a_damaged_backup_naming_the_first_bad_position() {
         "{:?}",
         leftovers(&data_dir)
     );
+}
+
+#[test]
+fn restore_over_an_unreadable_ledger_needs_force_and_keeps_the_old_file() {
+    let t = given_a_ledger_with(1);
+    let data_dir = t.data_dir();
+    let backup = t.dir.path().join("backup.sqlite3");
+    when_backed_up(&data_dir, &backup);
+    drop(t.ledger);
+    let database = data_dir.join("ledger.sqlite3");
+    std::fs::write(&database, b"overwritten by something else").unwrap();
+    sf2520(&data_dir, ["restore", path_arg(&backup)])
+        .expect_refusal("cannot be read (cannot open ledger database");
+    assert_eq!(
+        std::fs::read(&database).unwrap(),
+        b"overwritten by something else"
+    );
+    sf2520(&data_dir, ["restore", "--force", path_arg(&backup)]).expect_success("forced");
+    assert_eq!(head_of(&data_dir).position, EVENTS_PER_BATCH);
+    assert_verifies(&data_dir);
+    let kept: Vec<Vec<u8>> = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().contains(".replaced-"))
+        .map(|path| std::fs::read(path).unwrap())
+        .collect();
+    assert_eq!(kept, [b"overwritten by something else".to_vec()]);
 }
 
 #[test]
