@@ -16,7 +16,12 @@ fn main() -> ExitCode {
     match sf2520::cli::run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // The last line of defence for DESIGN.md §7.6: a message may quote input
+            // that holds a CPR where none was expected.
+            eprintln!(
+                "error: {}",
+                sf2520::domain::mask_in_text(&format!("{error:#}"))
+            );
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::domain::Kommune;
+use crate::export::outbox::write_bytes_atomically;
 use crate::export::{
     default_outbox, delivery_state, official_files, reconstruct, reissue, render_as_of, run_batch,
     ExportRequest, ExportedFile, Progress,
@@ -18,7 +19,6 @@ use crate::ledger::Ledger;
 use super::deliver::{deliver_and_report, sftp_config};
 use super::output::{hex, kroner, table, time_us};
 use super::{ExportArgs, FilesArgs, ReconstructArgs, ReissueArgs};
-use crate::export::outbox::write_bytes_atomically;
 use crate::export::DeliverRequest;
 
 /// A progress bar over records on a terminal; hidden otherwise (indicatif draws
@@ -197,17 +197,7 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(&reconstruction.file.file_name));
-    // The file holds full CPR numbers: written owner-only, atomically, like the outbox.
-    let name = path
-        .file_name()
-        .with_context(|| format!("--out {} names no file", path.display()))?
-        .to_string_lossy()
-        .into_owned();
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    write_bytes_atomically(dir, &name, &reconstruction.bytes)?;
+    write_private(&path, &reconstruction.bytes)?;
     let mut out = io::stdout().lock();
     let file = &reconstruction.file;
     if reconstruction.matches() {
@@ -232,6 +222,22 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
         )?;
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Writes a file owner-only (it holds full CPR numbers) and atomically, replacing
+/// one of the same name. Regression: `reconstruct` wrote with `fs::write`, so the
+/// file got the umask's mode, typically readable by everyone.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+        bail!("{} is not a file name", path.display());
+    };
+    write_bytes_atomically(dir, name, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> {

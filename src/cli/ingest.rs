@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::json;
 
+use crate::domain::mask_in_text;
 use crate::input::{parse_lines, InputLineError, ParsedInput};
 use crate::ledger::{IngestReport, Ledger, LedgerError, LineError, LineOutcome};
 
@@ -69,17 +70,20 @@ fn ingest_file(ledger: &mut Ledger, file: &Path, args: &IngestArgs) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+// Reasons may quote input verbatim (a CPR sent in the kommune field, say), so
+// CPR-shaped numbers are masked before they reach the operator (DESIGN.md §7.6).
+
 fn from_input(error: &InputLineError) -> Rejection {
     Rejection {
         line: error.line,
-        reason: error.error.to_string(),
+        reason: mask_in_text(&error.error.to_string()),
     }
 }
 
 fn from_rule(error: &LineError) -> Rejection {
     Rejection {
         line: error.line,
-        reason: error.error.to_string(),
+        reason: mask_in_text(&error.error.to_string()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The command line: clap arguments, data-directory resolution, and one function
 //! per subcommand. `anyhow` lives here and in `main`, nowhere else.
 
+mod backup;
 mod deliver;
 mod demo;
 mod export;
@@ -128,6 +129,44 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the records of an SF2520 file as a table or JSON (CPR masked).
     Show(ShowArgs),
+    /// Write a verified, owner-only copy of the ledger to DEST, safe while other
+    /// sf2520 processes are writing.
+    ///
+    /// The copy is one consistent point of the log (SQLite's online backup API). It
+    /// is staged beside DEST, its hash chain and projections are verified, and only
+    /// then does it take the name DEST (mode 600). An existing DEST is refused
+    /// unless --force.
+    Backup(BackupArgs),
+    /// Replace the ledger with the backup SRC, after verifying SRC.
+    ///
+    /// A damaged SRC is refused, naming the first bad position. Without --force, a
+    /// restore that would lose events is refused: a ledger with events the backup
+    /// lacks (newer), one whose history differs from the backup's, or one that
+    /// cannot be read; the message says how many events and of what kind. With
+    /// --force the replaced ledger is kept beside it as
+    /// ledger.sqlite3.replaced-<time>. The swap is atomic; stop other sf2520
+    /// processes first (a ledger open elsewhere is refused).
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// The backup file to write.
+    #[arg(value_name = "DEST")]
+    pub destination: PathBuf,
+    /// Replace DEST if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The backup file to restore.
+    #[arg(value_name = "SRC")]
+    pub source: PathBuf,
+    /// Restore even if the ledger has events the backup lacks, or cannot be read.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -332,5 +371,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format_cmds::show(&args.file, args.json, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup(args) => backup::run_backup(&cli.data_dir, &args),
+        Command::Restore(args) => backup::run_restore(&cli.data_dir, &args),
     }
 }

@@ -28,6 +28,57 @@ pub fn mask_raw(raw: &str) -> String {
     }
 }
 
+/// Masks every CPR-shaped number in a message: a run of exactly ten digits, or six
+/// digits, `-` and four digits, not touching another letter or digit. Applied to
+/// operator messages at the program's edge, because some carry input verbatim (a
+/// CPR sent in the kommune field, a date field, a JSON type error) and no single
+/// error type can know that its text holds a CPR.
+pub fn mask_in_text(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut masked = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        let starts_token = index == 0 || !bytes[index - 1].is_ascii_alphanumeric();
+        match cpr_shape_at(bytes, index).filter(|_| starts_token) {
+            Some(length) => {
+                masked.push_str(&text[copied..index]);
+                masked.push_str(&text[index..index + 6]);
+                masked.push_str("-xxxx");
+                index += length;
+                copied = index;
+            }
+            None => index += 1,
+        }
+    }
+    masked.push_str(&text[copied..]);
+    masked
+}
+
+/// The length of a CPR-shaped token starting at `start` (10 or 11 bytes), if the
+/// byte after it does not continue a word.
+fn cpr_shape_at(bytes: &[u8], start: usize) -> Option<usize> {
+    let digits = |from: usize, count: usize| {
+        bytes
+            .get(from..from + count)
+            .is_some_and(|run| run.iter().all(u8::is_ascii_digit))
+    };
+    if !digits(start, 6) {
+        return None;
+    }
+    let length = if digits(start + 6, 4) {
+        10
+    } else if bytes.get(start + 6) == Some(&b'-') && digits(start + 7, 4) {
+        11
+    } else {
+        return None;
+    };
+    let ends_token = bytes
+        .get(start + length)
+        .is_none_or(|byte| !byte.is_ascii_alphanumeric());
+    ends_token.then_some(length)
+}
+
 impl Cpr {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let invalid = |why: &'static str| DomainError::InvalidCpr {
@@ -166,6 +217,31 @@ mod tests {
         assert!(Cpr::parse("2902004000").is_ok());
         // 29 Feb 1900 is not (century digit 0 -> 1900, not a leap year).
         assert!(Cpr::parse("2902000000").is_err());
+    }
+
+    #[test]
+    fn cpr_shaped_numbers_in_text_are_masked() {
+        assert_eq!(
+            mask_in_text("kommune \"1010901234\" is not one of the 98"),
+            "kommune \"101090-xxxx\" is not one of the 98"
+        );
+        assert_eq!(mask_in_text("1010901234"), "101090-xxxx");
+        assert_eq!(mask_in_text("cpr 101090-1234."), "cpr 101090-xxxx.");
+        assert_eq!(
+            mask_in_text("a 1010901234 b 0101901234"),
+            "a 101090-xxxx b 010190-xxxx"
+        );
+        // Not CPR-shaped: longer runs, parts of words and hex, short runs.
+        for kept in [
+            "12345678901",
+            "KY1010901234",
+            "1010901234ab",
+            "123456789",
+            "position 42",
+        ] {
+            assert_eq!(mask_in_text(kept), kept);
+        }
+        assert_eq!(mask_in_text("æ1010901234ø"), "æ101090-xxxxø");
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod kommune;
 mod money;
 mod reference;
 
-pub use cpr::{mask_raw, Cpr};
+pub use cpr::{mask_in_text, mask_raw, Cpr};
 pub use decide::{decide, AgreementState, Decision, EntryState, LedgerView};
 pub use error::DomainError;
 pub use events::{

@@ -56,6 +56,16 @@ pub enum LedgerError {
     #[error("{what} changed while this run worked; another process is writing to the ledger")]
     Concurrent { what: String },
 
+    #[error("{path} is not a ledger: {why}")]
+    NotALedger { path: PathBuf, why: String },
+
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }

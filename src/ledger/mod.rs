@@ -1,6 +1,7 @@
 //! The ledger: the append-only event log on SQLite, its hash chain, idempotent
 //! batch ingest, projections as of any position, and verification by replay.
 
+mod backup;
 mod codec;
 mod error;
 mod projection;
@@ -9,6 +10,7 @@ mod store;
 mod verify;
 mod view;
 
+pub use backup::{backup, restore, BackupError, RestoreReport};
 pub use codec::{
     chain_hash, decode as decode_payload, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH,
 };

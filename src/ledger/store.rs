@@ -6,7 +6,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 use uuid::Uuid;
 
 use super::codec::{self, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
@@ -98,9 +100,25 @@ pub fn create_private_dir(dir: &Path) -> Result<(), LedgerError> {
         })
 }
 
+/// Creates a new file readable and writable by the owner only; fails if it exists.
+/// SQLite would create a missing database file `0644`, so every database this
+/// program makes (ledger, backup, scratch) is created here first.
+pub(crate) fn create_private_file(path: &Path) -> Result<fs::File, LedgerError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| LedgerError::Io {
+            action: "create",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 /// Creates the database file owner-only before SQLite opens it (SQLite gives its
 /// `-wal` and `-shm` files the same mode); refuses an existing one others can read.
-pub(crate) fn prepare_database_file(path: &Path) -> Result<(), LedgerError> {
+fn prepare_database_file(path: &Path) -> Result<(), LedgerError> {
     let open_error = |source: std::io::Error| LedgerError::Open {
         path: path.to_path_buf(),
         source: rusqlite::Error::ToSqlConversionFailure(Box::new(source)),
@@ -168,6 +186,41 @@ impl Ledger {
             conn,
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Opens an existing ledger file read-only, to check a copy (a backup, or a
+    /// file about to be restored) without changing it. Scratch files (the replay of
+    /// `verify`) go into the file's directory.
+    pub fn open_copy(path: &Path) -> Result<Ledger, LedgerError> {
+        let not_a_ledger = |why: String| LedgerError::NotALedger {
+            path: path.to_path_buf(),
+            why,
+        };
+        if !path.is_file() {
+            return Err(not_a_ledger("no such file".into()));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|error| LedgerError::Open {
+            path: path.to_path_buf(),
+            source: error,
+        })?;
+        // Any SQLite file opens; only one with our schema version is a ledger.
+        let found: i64 = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|error| not_a_ledger(error.to_string()))?;
+        if found != SCHEMA_VERSION {
+            return Err(LedgerError::SchemaVersion {
+                path: path.to_path_buf(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok(Ledger { conn, dir })
     }
 
     pub fn dir(&self) -> &Path {

@@ -5,10 +5,69 @@ use std::fs;
 
 use rusqlite::Connection;
 
-use super::codec::GENESIS_HASH;
+use super::codec::{StoredEvent, GENESIS_HASH};
 use super::schema::{PROJECTION_ORDER, PROJECTION_TABLES};
-use super::store::prepare_database_file;
+use super::store::create_private_file;
 use super::{projection, Ledger, LedgerError};
+use crate::domain::Event;
+
+/// The walk along the hash chain: what the next event must follow.
+struct ChainWalk {
+    previous: [u8; 32],
+    previous_time: i64,
+    expected_position: u64,
+    failure: Option<VerifyFailure>,
+}
+
+impl Default for ChainWalk {
+    fn default() -> Self {
+        ChainWalk {
+            previous: GENESIS_HASH,
+            previous_time: i64::MIN,
+            expected_position: 1,
+            failure: None,
+        }
+    }
+}
+
+impl ChainWalk {
+    fn fail(&mut self, position: u64, what: String) {
+        self.failure
+            .get_or_insert(VerifyFailure::Log { position, what });
+    }
+
+    /// Checks one event against the chain so far; its decoded event if it holds.
+    fn check(&mut self, stored: &StoredEvent) -> Option<Event> {
+        let position = stored.position;
+        let event = if position != self.expected_position {
+            let expected = self.expected_position;
+            self.fail(
+                position,
+                format!("expected position {expected} (a gap in the log)"),
+            );
+            None
+        } else if stored.expected_hash(&self.previous) != stored.hash {
+            let what = "hash chain broken: the event or the one before it was altered";
+            self.fail(position, what.into());
+            None
+        } else if stored.recorded_at_us < self.previous_time {
+            self.fail(position, "recorded-at goes back in time".into());
+            None
+        } else {
+            match stored.event() {
+                Ok(event) => Some(event),
+                Err(error) => {
+                    self.fail(position, error.to_string());
+                    None
+                }
+            }
+        };
+        self.previous = stored.hash;
+        self.previous_time = stored.recorded_at_us;
+        self.expected_position += 1;
+        event
+    }
+}
 
 /// What a successful verification covered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +98,9 @@ impl Ledger {
             .dir()
             .join(format!("verify-replay-{}.sqlite3", std::process::id()));
         let _ = fs::remove_file(&replay_path);
+        // The replay holds the projections (agreements, amounts): owner-only, like
+        // the ledger itself.
+        drop(create_private_file(&replay_path)?);
         let result = self.verify_into(&replay_path, &mut progress);
         let _ = fs::remove_file(&replay_path);
         result
@@ -49,46 +111,17 @@ impl Ledger {
         replay_path: &std::path::Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Result<VerifyReport, VerifyFailure>, LedgerError> {
-        // The scratch copy holds ledger data too: created owner-only like the ledger.
-        prepare_database_file(replay_path)?;
         let replay = Connection::open(replay_path)?;
         // The replay is scratch work: no durability needed.
         replay.pragma_update(None, "journal_mode", "OFF")?;
         replay.pragma_update(None, "synchronous", "OFF")?;
         replay.execute_batch(PROJECTION_TABLES)?;
         replay.execute_batch("BEGIN")?;
-        let mut previous = GENESIS_HASH;
-        let mut previous_time = i64::MIN;
-        let mut expected_position = 1;
-        let mut failure = None;
         let head = self.head()?.position;
-        self.for_each_event(1, head.max(1), |stored| {
-            if failure.is_some() {
-                return Ok(());
-            }
-            let position = stored.position;
-            let fail = |what: String| Some(VerifyFailure::Log { position, what });
-            if position != expected_position {
-                failure = fail(format!(
-                    "expected position {expected_position} (a gap in the log)"
-                ));
-            } else if stored.expected_hash(&previous) != stored.hash {
-                failure =
-                    fail("hash chain broken: the event or the one before it was altered".into());
-            } else if stored.recorded_at_us < previous_time {
-                failure = fail("recorded-at goes back in time".into());
-            } else {
-                match stored.event() {
-                    Err(error) => failure = fail(error.to_string()),
-                    Ok(event) => projection::apply(&replay, position, &event)?,
-                }
-            }
-            previous = stored.hash;
-            previous_time = stored.recorded_at_us;
-            expected_position += 1;
-            progress(position);
-            Ok(())
-        })?;
+        let chain = self.walk_chain(&replay, progress)?;
+        let ChainWalk {
+            failure, previous, ..
+        } = chain;
         if let Some(failure) = failure {
             return Ok(Err(failure));
         }
@@ -103,6 +136,42 @@ impl Ledger {
             head_hash: previous,
             projection_rows,
         }))
+    }
+
+    /// Walks the log from position 1, checking the chain and applying each event to
+    /// the replay; stops at the first damage.
+    fn walk_chain(
+        &self,
+        replay: &Connection,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ChainWalk, LedgerError> {
+        let mut chain = ChainWalk::default();
+        let mut statement = self.connection().prepare(&format!(
+            "SELECT {} FROM events ORDER BY position",
+            StoredEvent::COLUMNS
+        ))?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let position = row.get::<_, i64>(0)?;
+            // A row that cannot even be read (a column of the wrong type or size)
+            // is damage at that position, not a failure to verify.
+            let stored = match StoredEvent::from_row(row) {
+                Ok(stored) => stored,
+                Err(error) => {
+                    let position = u64::try_from(position).unwrap_or(0);
+                    chain.fail(position, format!("the stored row cannot be read: {error}"));
+                    break;
+                }
+            };
+            if let Some(event) = chain.check(&stored) {
+                projection::apply(replay, stored.position, &event)?;
+            }
+            progress(stored.position);
+            if chain.failure.is_some() {
+                break;
+            }
+        }
+        Ok(chain)
     }
 
     /// Compares every projection table with the replayed one, both ways.

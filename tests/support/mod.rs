@@ -4,6 +4,7 @@
 // Each test binary compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod export;
 pub mod format;
 pub mod ledger;

@@ -1,0 +1,52 @@
+//! `sf2520 backup` and `sf2520 restore`: a verified copy of the ledger, and
+//! putting one back.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::ledger::{backup, restore};
+
+use super::output::hex;
+use super::{BackupArgs, RestoreArgs};
+
+pub fn run_backup(data_dir: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
+    let report = backup(data_dir, &args.destination, args.force)?;
+    writeln!(
+        io::stdout().lock(),
+        "backup: {} event(s), head {} written to {} (owner-only) and verified: hash chain \
+         intact, {} projection row(s) equal a replay",
+        report.events,
+        hex(&report.head_hash),
+        args.destination.display(),
+        report.projection_rows
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_restore(data_dir: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let report = restore(data_dir, &args.source, args.force)?;
+    let mut out = io::stdout().lock();
+    let previous = match report.previous_events {
+        Some(events) => format!("the ledger it replaced had {events} event(s)"),
+        None => "there was no ledger before".into(),
+    };
+    writeln!(
+        out,
+        "restored: {} event(s), head {}, from {} into {} (verified before it was put in \
+         place); {previous}",
+        report.restored.events,
+        hex(&report.restored.head_hash),
+        args.source.display(),
+        data_dir.display()
+    )?;
+    if let Some(aside) = &report.kept_aside {
+        writeln!(
+            out,
+            "forced: {} event(s) of the replaced ledger are not in the backup; it is kept as {}",
+            report.discarded_events,
+            aside.display()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,102 @@
+//! Running the real `sf2520` binary: with `RUST_LOG=trace` and under `umask 000`,
+//! so that every log line can be inspected and every file the program creates
+//! gets only the mode the program itself asks for.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// What one run printed and how it ended.
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with everything printed unless the run succeeded.
+    pub fn expect_success(self, what: &str) -> Run {
+        assert!(
+            self.success,
+            "{what} failed\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the run failed with `fragment` in its output.
+    pub fn expect_refusal(self, fragment: &str) -> Run {
+        assert!(
+            !self.success,
+            "expected a refusal with {fragment:?}; stdout: {}",
+            self.stdout
+        );
+        assert!(
+            self.stderr.contains(fragment) || self.stdout.contains(fragment),
+            "the refusal lacks {fragment:?}\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        self
+    }
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// `sf2520 --data-dir DATA_DIR ARGS...` under `umask 000` with `RUST_LOG=trace`,
+/// run in `DATA_DIR`'s nearest existing ancestor (so files written to the current directory land in
+/// the test's temporary directory).
+pub fn command<I, S>(data_dir: &Path, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("umask 000 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_sf2520"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .current_dir(existing_ancestor(data_dir))
+        .env("RUST_LOG", "trace")
+        .env_remove("SF2520_DATA_DIR");
+    command
+}
+
+/// The nearest ancestor of `path` that exists (the data directory may not yet).
+fn existing_ancestor(path: &Path) -> &Path {
+    path.ancestors()
+        .skip(1)
+        .find(|ancestor| ancestor.is_dir())
+        .expect("the root exists")
+}
+
+/// Runs `sf2520` (see [`command`]) to completion.
+pub fn sf2520<I, S>(data_dir: &Path, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    command(data_dir, args).output().expect("run sf2520").into()
+}
+
+/// The permission bits of a file or directory.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
