@@ -16,6 +16,16 @@
 //!   strict reader and the generated format document.
 //! - [`transport`]: delivery to Serviceplatformen over SFTP (pinned host key, data
 //!   file then trigger, technical receipt), with retry and its `[sftp]` config.
+//!
+//! Values are validated once, when they are built; money, for example, is parsed
+//! from kroner strings and held as integer øre, never rounded:
+//!
+//! ```
+//! use sf2520::domain::Amount;
+//!
+//! assert_eq!(Amount::parse_kroner("1623.50").unwrap().ore(), 162_350);
+//! assert!(Amount::parse_kroner("1623.505").is_err());
+//! ```
 
 pub mod cli;
 pub mod demo;
