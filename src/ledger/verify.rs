@@ -6,8 +6,9 @@ use std::fs;
 use rusqlite::Connection;
 
 use super::codec::GENESIS_HASH;
+use super::projection::Projector;
 use super::schema::{PROJECTION_ORDER, PROJECTION_TABLES};
-use super::{projection, Ledger, LedgerError};
+use super::{Ledger, LedgerError};
 
 /// What a successful verification covered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +59,8 @@ impl Ledger {
         let mut previous_time = i64::MIN;
         let mut expected_position = 1;
         let mut failure = None;
+        // One projector for the whole replay: the scratch database has no other writer.
+        let mut projector = Projector::default();
         let head = self.head()?.position;
         self.for_each_event(1, head.max(1), |stored| {
             if failure.is_some() {
@@ -77,7 +80,7 @@ impl Ledger {
             } else {
                 match stored.event() {
                     Err(error) => failure = fail(error.to_string()),
-                    Ok(event) => projection::apply(&replay, position, &event)?,
+                    Ok(event) => projector.apply(&replay, position, &event)?,
                 }
             }
             previous = stored.hash;
