@@ -203,20 +203,44 @@ pub fn add_reconstruct_target(dir: &Path, seed: u64, entries: u64, records: u64)
 }
 
 /// Median seconds of `runs` reconstructions of one file (each checked against the
-/// recorded SHA-256), in a freshly opened ledger.
+/// recorded SHA-256), in a freshly opened ledger, after one untimed warm-up.
 pub fn time_reconstruct(dir: &Path, sequence: u32, runs: usize) -> f64 {
     let ledger = Ledger::open(dir).expect("open ledger");
-    let kommune = Kommune::all().next().expect("98 kommuner");
+    reconstruct_once(&ledger, sequence);
     let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let started = Instant::now();
-            let rebuilt = export::reconstruct(&ledger, kommune, sequence).expect("reconstruct");
-            let seconds = started.elapsed().as_secs_f64();
-            assert!(rebuilt.matches(), "reconstruction differs from the record");
-            seconds
-        })
+        .map(|_| reconstruct_once(&ledger, sequence))
         .collect();
     median(&mut times)
+}
+
+/// Seconds to reconstruct the first kommune's løbenummer `sequence`, checked.
+pub fn reconstruct_once(ledger: &Ledger, sequence: u32) -> f64 {
+    let kommune = Kommune::all().next().expect("98 kommuner");
+    let started = Instant::now();
+    let rebuilt = export::reconstruct(ledger, kommune, sequence).expect("reconstruct");
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(rebuilt.matches(), "reconstruction differs from the record");
+    seconds
+}
+
+/// Median seconds to reconstruct a file in each of two ledgers, timed in turns so
+/// that the other tenants of a shared machine weigh on both alike.
+pub fn time_reconstruct_pair(small: (&Path, u32), big: (&Path, u32), runs: usize) -> (f64, f64) {
+    let ledgers = [
+        (Ledger::open(small.0).expect("open ledger"), small.1),
+        (Ledger::open(big.0).expect("open ledger"), big.1),
+    ];
+    for (ledger, sequence) in &ledgers {
+        reconstruct_once(ledger, *sequence);
+    }
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        for (index, (ledger, sequence)) in ledgers.iter().enumerate() {
+            times[index].push(reconstruct_once(ledger, *sequence));
+        }
+    }
+    let [small_times, big_times] = &mut times;
+    (median(small_times), median(big_times))
 }
 
 pub fn median(values: &mut [f64]) -> f64 {

@@ -224,10 +224,11 @@ fn render_group(
     files: &[&PlannedFile],
     dir: &Path,
 ) -> Result<Vec<ExportedFile>, ExportError> {
+    // The kommune's code is formatted only on an error, not for every record.
     let render_error = |file: &PlannedFile| {
-        let (kommune, sequence) = (file.range.kommune.code(), file.header.sequence);
+        let (kommune, sequence) = (file.range.kommune, file.header.sequence);
         move |source| ExportError::Render {
-            kommune,
+            kommune: kommune.code(),
             sequence,
             source,
         }

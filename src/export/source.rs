@@ -102,7 +102,7 @@ pub fn for_each_record_in(
         // The stream (`entry/<kommune>/<reference>`, hashed with the event) tells the
         // kommune without decoding the payload: most events belong to other
         // kommuner (or the other worker's). The decoded event decides below.
-        let stream = row.get_ref(1)?.as_str().unwrap_or("");
+        let stream = row.get_ref(1)?.as_bytes().unwrap_or_default();
         if stream_kommune(stream).is_some_and(|number| !ranges_of.contains_key(&number)) {
             continue;
         }
@@ -114,7 +114,7 @@ pub fn for_each_record_in(
                 // The stored type said entry, the payload says otherwise.
                 return Err(ExportError::NotAnEntry {
                     position,
-                    kommune: stream.get(6..10).unwrap_or("?").to_string(),
+                    kommune: String::from_utf8_lossy(stream.get(6..10).unwrap_or(b"?")).into(),
                     found: other.type_name(),
                 });
             }
@@ -139,9 +139,14 @@ pub fn for_each_record_in(
     Ok(())
 }
 
-/// The kommune number in an entry's stream `entry/<kommune>/<reference>`.
-fn stream_kommune(stream: &str) -> Option<u16> {
-    stream.strip_prefix("entry/")?.get(..4)?.parse().ok()
+/// The kommune number in an entry's stream `entry/<kommune>/<reference>`, read
+/// from the bytes (no UTF-8 check: only four ASCII digits matter).
+fn stream_kommune(stream: &[u8]) -> Option<u16> {
+    let digits = stream.strip_prefix(b"entry/")?.get(..4)?;
+    digits.iter().try_fold(0u16, |number, &byte| {
+        byte.is_ascii_digit()
+            .then(|| number * 10 + u16::from(byte - b'0'))
+    })
 }
 
 /// An entry event as its detail record; a correction takes the CPR, agreement and
