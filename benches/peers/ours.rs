@@ -151,7 +151,7 @@ pub fn build_big_log(dir: &Path, seed: u64, events: u64) -> f64 {
         }
         append(&mut ledger, batch);
         done += 50_000;
-        if done % 1_000_000 == 0 {
+        if done.is_multiple_of(1_000_000) {
             eprintln!(
                 "  big log: {} events, {:.0} s",
                 ledger.head().expect("head").position,
