@@ -440,3 +440,68 @@ fn a_database_readable_by_others_is_refused() {
         .expect("must refuse");
     assert!(error.to_string().contains("chmod 600"), "{error}");
 }
+
+/// Ingests through another `Ledger` on the same database, as a second process would.
+fn ingest_elsewhere(t: &TestLedger, jsonl: &str) {
+    let mut other = sf2520::ledger::Ledger::open(&t.data_dir()).unwrap();
+    let parsed = sf2520::input::parse_lines(jsonl.as_bytes()).unwrap();
+    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    other.ingest(parsed.commands).unwrap();
+}
+
+// Regression guard for the write path's memo (agreement states and latest totals
+// kept between transactions): another writer's events must make it forget.
+#[test]
+fn a_ledger_sees_what_another_connection_appended() {
+    let mut t = given_one_withholding();
+    ingest_elsewhere(
+        &t,
+        &lines(&[
+            withholding("KY-2", "BA1", K, "2026-10-01", "500.00"),
+            agreement_ended("BA1", K, "2026-10-31"),
+        ]),
+    );
+    assert_rejected(
+        &mut t,
+        &lines(&[withholding("KY-3", "BA1", K, "2026-11-15", "1.00")]),
+        &[(1, "BA1")],
+    );
+    t.given(&lines(&[withholding(
+        "KY-4",
+        "BA1",
+        K,
+        "2026-10-20",
+        "2.00",
+    )]));
+    let totals = t.ledger.agreement_totals("BA1", t.head()).unwrap().unwrap();
+    assert_eq!(totals.withheld_ore, 150_200);
+    assert_eq!(totals.entries, 3);
+    assert!(t.ledger.verify(|_| {}).unwrap().is_ok());
+}
+
+// Regression guard for the memo: what a rejected batch applied before it was rolled
+// back must not be remembered.
+#[test]
+fn a_rejected_batch_leaves_nothing_remembered() {
+    let mut t = given_one_withholding();
+    assert_rejected(
+        &mut t,
+        &lines(&[
+            withholding("KY-2", "BA1", K, "2026-10-01", "300.00"),
+            agreement_ended("BA1", K, "2026-10-31"),
+            withholding("KY-3", "BA9", K, "2026-10-01", "1.00"),
+        ]),
+        &[(3, "BA9")],
+    );
+    t.given(&lines(&[withholding(
+        "KY-4",
+        "BA1",
+        K,
+        "2026-11-15",
+        "200.00",
+    )]));
+    let totals = t.ledger.agreement_totals("BA1", t.head()).unwrap().unwrap();
+    assert_eq!(totals.withheld_ore, 120_000);
+    assert_eq!(totals.entries, 2);
+    assert!(t.ledger.verify(|_| {}).unwrap().is_ok());
+}

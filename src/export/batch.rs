@@ -5,16 +5,15 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use rusqlite::{Connection, OpenFlags};
 use uuid::Uuid;
 
-use super::outbox::{remove_orphans, write_atomically, WrittenFile};
+use super::outbox::{remove_orphans, sync_dir, PartialFile, WrittenFile};
 use super::register::{last_file_through, official_files};
-use super::source::{count_entries, for_each_record, EntryRange};
+use super::source::{count_entries, for_each_record, for_each_record_in, EntryRange};
 use super::ExportError;
 use crate::domain::{Event, FileExported, Kommune};
 use crate::ledger::{Ledger, DATABASE_FILE};
@@ -141,8 +140,10 @@ pub fn open_reader(data_dir: &Path) -> Result<Connection, ExportError> {
     Ok(conn)
 }
 
-/// Renders the planned files into `dir`, in parallel (one reader connection per
-/// worker; at most one worker per core).
+/// Renders the planned files into `dir`, in parallel: one group of files per
+/// worker (at most one worker per core, each with its own reader connection),
+/// balanced by record count. A worker renders its whole group in one sequential
+/// pass over the log (see [`for_each_record_in`]) rather than file by file.
 pub fn render_all(
     data_dir: &Path,
     planned: Vec<PlannedFile>,
@@ -152,29 +153,24 @@ pub fn render_all(
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(planned.len().max(1));
-    let next = AtomicUsize::new(0);
+    let groups = balance(&planned, workers);
     let results = Mutex::new(Vec::with_capacity(planned.len()));
     let failure: Mutex<Option<ExportError>> = Mutex::new(None);
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
+        for group in &groups {
+            let (results, failure) = (&results, &failure);
+            scope.spawn(move || {
                 let outcome = (|| -> Result<(), ExportError> {
                     let conn = open_reader(data_dir)?;
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(file) = planned.get(index) else {
-                            return Ok(());
-                        };
-                        if failure.lock().map_or(true, |f| f.is_some()) {
-                            return Ok(());
-                        }
-                        let exported = render_one(&conn, file, dir)?;
-                        progress.rendered(&exported);
-                        results
-                            .lock()
-                            .map_err(|e| ExportError::Worker(e.to_string()))?
-                            .push(exported);
+                    let exported = render_group(&conn, group, dir)?;
+                    for file in &exported {
+                        progress.rendered(file);
                     }
+                    results
+                        .lock()
+                        .map_err(|e| ExportError::Worker(e.to_string()))?
+                        .extend(exported);
+                    Ok(())
                 })();
                 if let Err(error) = outcome {
                     if let Ok(mut slot) = failure.lock() {
@@ -197,20 +193,84 @@ pub fn render_all(
     Ok(results)
 }
 
-fn render_one(
+/// Splits the files into at most `workers` groups of about equal record counts:
+/// largest first, each into the lightest group so far.
+fn balance(planned: &[PlannedFile], workers: usize) -> Vec<Vec<&PlannedFile>> {
+    let mut by_size: Vec<&PlannedFile> = planned.iter().collect();
+    by_size.sort_by_key(|file| std::cmp::Reverse(file.record_count));
+    let mut groups: Vec<(u64, Vec<&PlannedFile>)> = vec![(0, Vec::new()); workers.max(1)];
+    for file in by_size {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(records, _)| *records) {
+            lightest.0 += file.record_count;
+            lightest.1.push(file);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, files)| files)
+        .filter(|files| !files.is_empty())
+        .collect()
+}
+
+/// Buffer per open file when a worker renders many at once: 98 files stay well
+/// within the export's memory budget, and each buffer still takes ~500 records.
+const GROUP_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Renders a group of files in one pass over the log: all are open at once, each
+/// record goes to its file's writer, then each file is fsynced and renamed into
+/// place and the directory fsynced once.
+fn render_group(
     conn: &Connection,
-    planned: &PlannedFile,
+    files: &[&PlannedFile],
     dir: &Path,
-) -> Result<ExportedFile, ExportError> {
-    let (summary, written) = write_atomically(dir, &planned.file_name, |writer| {
-        render_into(conn, planned, writer).map(|(_, summary)| summary)
+) -> Result<Vec<ExportedFile>, ExportError> {
+    // The kommune's code is formatted only on an error, not for every record.
+    let render_error = |file: &PlannedFile| {
+        let (kommune, sequence) = (file.range.kommune, file.header.sequence);
+        move |source| ExportError::Render {
+            kommune: kommune.code(),
+            sequence,
+            source,
+        }
+    };
+    let mut partials = files
+        .iter()
+        .map(|file| PartialFile::create(dir, &file.file_name, GROUP_BUFFER_BYTES))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut writers = partials
+        .iter_mut()
+        .zip(files)
+        .map(|(partial, file)| {
+            FileWriter::new(partial.writer(), file.header.clone()).map_err(render_error(file))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ranges: Vec<EntryRange> = files.iter().map(|file| file.range).collect();
+    for_each_record_in(conn, &ranges, |index, record| {
+        writers[index]
+            .write_detail(&record)
+            .map_err(render_error(files[index]))
     })?;
-    Ok(ExportedFile {
-        planned: planned.clone(),
-        summary,
-        written,
-        file_id: None,
-    })
+    let summaries = writers
+        .into_iter()
+        .zip(files)
+        .map(|(writer, file)| {
+            writer
+                .finish()
+                .map(|(_, summary)| summary)
+                .map_err(render_error(file))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut exported = Vec::with_capacity(files.len());
+    for ((partial, file), summary) in partials.into_iter().zip(files).zip(summaries) {
+        exported.push(ExportedFile {
+            planned: (*file).clone(),
+            summary,
+            written: partial.commit()?,
+            file_id: None,
+        });
+    }
+    sync_dir(dir)?;
+    Ok(exported)
 }
 
 /// Waits, holding the write lock, until the wall clock is in a later whole second

@@ -66,38 +66,76 @@ pub fn write_atomically<T>(
     name: &str,
     render: impl FnOnce(&mut OutboxWriter) -> Result<T, ExportError>,
 ) -> Result<(T, WrittenFile), ExportError> {
-    create_private_dir(dir)?;
-    let partial = dir.join(format!(".{name}.partial"));
-    let path = dir.join(name);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(ExportError::io("cannot create", &partial))?;
-    let mut writer = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
-    let value = render(&mut writer)?;
-    writer
-        .flush()
-        .map_err(ExportError::io("cannot write", &partial))?;
-    let (buffered, sha256, size_bytes) = writer.finish();
-    let file = buffered
-        .into_inner()
-        .map_err(|error| ExportError::io("cannot write", &partial)(error.into_error()))?;
-    file.sync_all()
-        .map_err(ExportError::io("cannot fsync", &partial))?;
-    drop(file);
-    fs::rename(&partial, &path).map_err(ExportError::io("cannot rename into place", &path))?;
+    let mut file = PartialFile::create(dir, name, 256 * 1024)?;
+    let value = render(file.writer())?;
+    let written = file.commit()?;
     sync_dir(dir)?;
-    Ok((
-        value,
-        WrittenFile {
+    Ok((value, written))
+}
+
+/// A file on its way into the outbox: written as `dir/.name.partial` until
+/// [`PartialFile::commit`] fsyncs and renames it. [`write_atomically`] for one file;
+/// the batch export holds many open at once and fsyncs the directory once after
+/// committing them all.
+pub struct PartialFile {
+    dir: PathBuf,
+    name: String,
+    partial: PathBuf,
+    writer: OutboxWriter,
+}
+
+impl PartialFile {
+    /// Creates `dir/.name.partial` (`0600`; `dir` `0700` if missing), buffered by
+    /// `buffer_bytes`.
+    pub fn create(dir: &Path, name: &str, buffer_bytes: usize) -> Result<Self, ExportError> {
+        create_private_dir(dir)?;
+        let partial = dir.join(format!(".{name}.partial"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(ExportError::io("cannot create", &partial))?;
+        Ok(PartialFile {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            partial,
+            writer: HashingWriter::new(BufWriter::with_capacity(buffer_bytes, file)),
+        })
+    }
+
+    pub fn writer(&mut self) -> &mut OutboxWriter {
+        &mut self.writer
+    }
+
+    /// Flushes, fsyncs and renames the file into place. The rename is durable only
+    /// once the caller has fsynced the directory ([`sync_dir`]).
+    pub fn commit(self) -> Result<WrittenFile, ExportError> {
+        let PartialFile {
+            dir,
+            name,
+            partial,
+            mut writer,
+        } = self;
+        writer
+            .flush()
+            .map_err(ExportError::io("cannot write", &partial))?;
+        let (buffered, sha256, size_bytes) = writer.finish();
+        let file = buffered
+            .into_inner()
+            .map_err(|error| ExportError::io("cannot write", &partial)(error.into_error()))?;
+        file.sync_all()
+            .map_err(ExportError::io("cannot fsync", &partial))?;
+        drop(file);
+        let path = dir.join(name);
+        fs::rename(&partial, &path).map_err(ExportError::io("cannot rename into place", &path))?;
+        Ok(WrittenFile {
             path,
             sha256,
             size_bytes,
-        },
-    ))
+        })
+    }
 }
 
 /// Writes bytes atomically (see [`write_atomically`]).

@@ -329,7 +329,8 @@ enum Current {
     /// (`None` when one is a prefix of the other), `lost` describes the events
     /// from there on (or after the backup's last one).
     Readable {
-        ledger: Ledger,
+        // Boxed: a ledger (with its write-path memo) dwarfs the other variants.
+        ledger: Box<Ledger>,
         events: u64,
         first_difference: Option<u64>,
         lost: String,
@@ -429,7 +430,7 @@ fn inspect_current(
     });
     Ok(match compared {
         Ok((ledger, events, first_difference, lost)) => Current::Readable {
-            ledger,
+            ledger: Box::new(ledger),
             events,
             first_difference,
             lost,
@@ -554,7 +555,7 @@ fn install(
 ) -> Result<Option<PathBuf>, BackupError> {
     let dir = parent_dir(database);
     let held = match current {
-        Current::Readable { ledger, .. } => Some(take_exclusively(ledger, database)?),
+        Current::Readable { ledger, .. } => Some(take_exclusively(*ledger, database)?),
         Current::Unreadable { .. } | Current::Missing => None,
     };
     let unreadable = held.is_none() && fs::symlink_metadata(database).is_ok();

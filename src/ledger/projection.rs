@@ -1,9 +1,11 @@
 //! Projections: applying one event to the derived tables, and reading totals as of
 //! any position.
 //!
-//! `apply` is the only code that writes projection tables. The live ledger calls it
-//! inside the append transaction; `verify` calls it on an empty database to replay
-//! the log, so both paths are one.
+//! [`Projector::apply`] is the only code that writes projection tables. The live
+//! ledger calls it inside the append transaction; `verify` calls it on an empty
+//! database to replay the log, so both paths are one.
+
+use std::collections::HashMap;
 
 use chrono::{Datelike, NaiveDate};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -32,52 +34,87 @@ fn position_sql(position: u64) -> i64 {
     i64::try_from(position).expect("positions fit an SQLite integer")
 }
 
-/// Applies one event at `position` to the projection tables.
-pub fn apply(conn: &Connection, position: u64, event: &Event) -> rusqlite::Result<()> {
-    let position = position_sql(position);
-    match event {
-        Event::AgreementRegistered(agreement) => apply_agreement(conn, position, agreement),
-        Event::AgreementEnded(end) => apply_end(conn, end),
-        Event::WithholdingRecorded(withholding) => apply_withholding(conn, position, withholding),
-        Event::WithholdingCorrected(correction) => apply_correction(conn, position, correction),
-        Event::FileExported(file) => apply_file(conn, position, file),
-        Event::FileReissued(reissue) => apply_delivery(
-            conn,
-            position,
-            (reissue.kommune, reissue.sequence),
-            "reissued",
-            &reissue.delivery_id,
-            "",
-            None,
-        ),
-        Event::FileUploaded(upload) => apply_delivery(
-            conn,
-            position,
-            (upload.kommune, upload.sequence),
-            "uploaded",
-            &upload.senders_file_id,
-            &format!(
-                "{} ({} bytes, attempt {})",
-                upload.remote_path, upload.size_bytes, upload.attempt
-            ),
-            None,
-        ),
-        Event::ReceiptReceived(receipt) => {
-            let detail = receipt
-                .errors
-                .iter()
-                .map(|e| format!("{} {}: {}", e.code, e.code_description, e.description))
-                .collect::<Vec<_>>()
-                .join("; ");
-            apply_delivery(
+/// How many latest-totals rows a [`Projector`] keeps per table before it starts
+/// afresh: enough for every agreement of a large kommune batch, bounded so that a
+/// long replay does not grow without limit (about 100 bytes per entry).
+const REMEMBERED_MAX: usize = 200_000;
+
+/// Applies events to the projection tables. It remembers the latest totals row of
+/// each agreement and kommune it wrote or read, so that appending a change does
+/// not read the previous row back: per entry that saves two index lookups.
+///
+/// What it remembers is only right while every change to the projection tables
+/// goes through it; its owner forgets it when that may not hold (a rollback, or
+/// another connection having appended: see `store::Memo`).
+#[derive(Default)]
+pub struct Projector {
+    agreement_totals: HashMap<String, RawTotals>,
+    kommune_totals: HashMap<u16, RawTotals>,
+}
+
+impl Projector {
+    /// Forgets everything remembered; the tables are read again when needed.
+    pub fn forget(&mut self) {
+        self.agreement_totals.clear();
+        self.kommune_totals.clear();
+    }
+
+    /// Applies one event at `position` to the projection tables.
+    pub fn apply(
+        &mut self,
+        conn: &Connection,
+        position: u64,
+        event: &Event,
+    ) -> rusqlite::Result<()> {
+        let position = position_sql(position);
+        match event {
+            Event::AgreementRegistered(agreement) => apply_agreement(conn, position, agreement),
+            Event::AgreementEnded(end) => apply_end(conn, end),
+            Event::WithholdingRecorded(withholding) => {
+                self.apply_withholding(conn, position, withholding)
+            }
+            Event::WithholdingCorrected(correction) => {
+                self.apply_correction(conn, position, correction)
+            }
+            Event::FileExported(file) => apply_file(conn, position, file),
+            Event::FileReissued(reissue) => apply_delivery(
                 conn,
                 position,
-                (receipt.kommune, receipt.sequence),
-                "receipt",
-                &receipt.senders_file_id,
-                &detail,
-                Some(receipt.accepted),
-            )
+                (reissue.kommune, reissue.sequence),
+                "reissued",
+                &reissue.delivery_id,
+                "",
+                None,
+            ),
+            Event::FileUploaded(upload) => apply_delivery(
+                conn,
+                position,
+                (upload.kommune, upload.sequence),
+                "uploaded",
+                &upload.senders_file_id,
+                &format!(
+                    "{} ({} bytes, attempt {})",
+                    upload.remote_path, upload.size_bytes, upload.attempt
+                ),
+                None,
+            ),
+            Event::ReceiptReceived(receipt) => {
+                let detail = receipt
+                    .errors
+                    .iter()
+                    .map(|e| format!("{} {}: {}", e.code, e.code_description, e.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                apply_delivery(
+                    conn,
+                    position,
+                    (receipt.kommune, receipt.sequence),
+                    "receipt",
+                    &receipt.senders_file_id,
+                    &detail,
+                    Some(receipt.accepted),
+                )
+            }
         }
     }
 }
@@ -107,60 +144,140 @@ fn apply_end(conn: &Connection, end: &AgreementEnd) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn apply_withholding(conn: &Connection, position: i64, w: &Withholding) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO entries (kommune, reference, position, kind, agreement, corrects, amount_ore, net_ore)
-         VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?6)",
-    )?
-    .execute(params![
-        w.kommune.number(),
-        w.reference.as_str(),
-        position,
-        KIND_WITHHOLDING,
-        w.agreement.as_str(),
-        w.amount.ore(),
-    ])?;
-    let change = TotalsChange {
-        withheld_ore: w.amount.ore(),
-        corrected_ore: 0,
-        payout: Some(days(w.payout_date)),
-    };
-    add_totals(conn, position, w.agreement.as_str(), w.kommune, &change)
+impl Projector {
+    fn apply_withholding(
+        &mut self,
+        conn: &Connection,
+        position: i64,
+        w: &Withholding,
+    ) -> rusqlite::Result<()> {
+        conn.prepare_cached(
+            "INSERT INTO entries (kommune, reference, position, kind, agreement, corrects, amount_ore, net_ore)
+             VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?6)",
+        )?
+        .execute(params![
+            w.kommune.number(),
+            w.reference.as_str(),
+            position,
+            KIND_WITHHOLDING,
+            w.agreement.as_str(),
+            w.amount.ore(),
+        ])?;
+        let change = TotalsChange {
+            withheld_ore: w.amount.ore(),
+            corrected_ore: 0,
+            payout: Some(days(w.payout_date)),
+        };
+        self.add_totals(conn, position, w.agreement.as_str(), w.kommune, &change)
+    }
+
+    fn apply_correction(
+        &mut self,
+        conn: &Connection,
+        position: i64,
+        c: &Correction,
+    ) -> rusqlite::Result<()> {
+        let agreement: String = conn
+            .prepare_cached("SELECT agreement FROM entries WHERE kommune = ?1 AND reference = ?2")?
+            .query_row(params![c.kommune.number(), c.corrects.as_str()], |row| {
+                row.get(0)
+            })?;
+        conn.prepare_cached(
+            "INSERT INTO entries (kommune, reference, position, kind, agreement, corrects, amount_ore, net_ore)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
+        )?
+        .execute(params![
+            c.kommune.number(),
+            c.reference.as_str(),
+            position,
+            KIND_CORRECTION,
+            agreement,
+            c.corrects.as_str(),
+            c.amount.ore(),
+        ])?;
+        conn.prepare_cached(
+            "UPDATE entries SET net_ore = net_ore + ?3 WHERE kommune = ?1 AND reference = ?2",
+        )?
+        .execute(params![
+            c.kommune.number(),
+            c.corrects.as_str(),
+            c.amount.ore()
+        ])?;
+        let change = TotalsChange {
+            withheld_ore: 0,
+            corrected_ore: c.amount.ore(),
+            payout: None,
+        };
+        self.add_totals(conn, position, &agreement, c.kommune, &change)
+    }
+
+    /// Appends a new totals row for the agreement and for the kommune: the previous
+    /// row plus this change.
+    fn add_totals(
+        &mut self,
+        conn: &Connection,
+        position: i64,
+        agreement: &str,
+        kommune: Kommune,
+        change: &TotalsChange,
+    ) -> rusqlite::Result<()> {
+        let previous = match self.agreement_totals.get(agreement) {
+            Some(latest) => *latest,
+            None => conn
+                .prepare_cached(
+                    "SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
+                     WHERE agreement = ?1 ORDER BY position DESC LIMIT 1",
+                )?
+                .query_row(params![agreement], raw_totals)
+                .optional()?
+                .unwrap_or_default(),
+        };
+        let next = previous.plus(change);
+        conn.prepare_cached(
+            "INSERT INTO agreement_totals (agreement, position, kommune, withheld_ore, corrected_ore, entries, last_payout)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            agreement,
+            position,
+            kommune.number(),
+            next.0,
+            next.1,
+            next.2,
+            next.3
+        ])?;
+        match self.agreement_totals.get_mut(agreement) {
+            Some(latest) => *latest = next,
+            None => remember(&mut self.agreement_totals, agreement.to_string(), next),
+        }
+        let previous = match self.kommune_totals.get(&kommune.number()) {
+            Some(latest) => *latest,
+            None => conn
+                .prepare_cached(
+                    "SELECT withheld_ore, corrected_ore, entries, last_payout FROM kommune_totals
+                     WHERE kommune = ?1 ORDER BY position DESC LIMIT 1",
+                )?
+                .query_row(params![kommune.number()], raw_totals)
+                .optional()?
+                .unwrap_or_default(),
+        };
+        let next = previous.plus(change);
+        conn.prepare_cached(
+            "INSERT INTO kommune_totals (kommune, position, withheld_ore, corrected_ore, entries, last_payout)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![kommune.number(), position, next.0, next.1, next.2, next.3])?;
+        remember(&mut self.kommune_totals, kommune.number(), next);
+        Ok(())
+    }
 }
 
-fn apply_correction(conn: &Connection, position: i64, c: &Correction) -> rusqlite::Result<()> {
-    let agreement: String = conn
-        .prepare_cached("SELECT agreement FROM entries WHERE kommune = ?1 AND reference = ?2")?
-        .query_row(params![c.kommune.number(), c.corrects.as_str()], |row| {
-            row.get(0)
-        })?;
-    conn.prepare_cached(
-        "INSERT INTO entries (kommune, reference, position, kind, agreement, corrects, amount_ore, net_ore)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
-    )?
-    .execute(params![
-        c.kommune.number(),
-        c.reference.as_str(),
-        position,
-        KIND_CORRECTION,
-        agreement,
-        c.corrects.as_str(),
-        c.amount.ore(),
-    ])?;
-    conn.prepare_cached(
-        "UPDATE entries SET net_ore = net_ore + ?3 WHERE kommune = ?1 AND reference = ?2",
-    )?
-    .execute(params![
-        c.kommune.number(),
-        c.corrects.as_str(),
-        c.amount.ore()
-    ])?;
-    let change = TotalsChange {
-        withheld_ore: 0,
-        corrected_ore: c.amount.ore(),
-        payout: None,
-    };
-    add_totals(conn, position, &agreement, c.kommune, &change)
+/// Keeps `value` under `key`, starting afresh when the map is full.
+fn remember<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RawTotals>, key: K, value: RawTotals) {
+    if map.len() >= REMEMBERED_MAX {
+        map.clear();
+    }
+    map.insert(key, value);
 }
 
 struct TotalsChange {
@@ -169,56 +286,8 @@ struct TotalsChange {
     payout: Option<i64>,
 }
 
-/// Appends a new totals row for the agreement and for the kommune: the previous
-/// row plus this change.
-fn add_totals(
-    conn: &Connection,
-    position: i64,
-    agreement: &str,
-    kommune: Kommune,
-    change: &TotalsChange,
-) -> rusqlite::Result<()> {
-    let previous = conn
-        .prepare_cached(
-            "SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
-             WHERE agreement = ?1 ORDER BY position DESC LIMIT 1",
-        )?
-        .query_row(params![agreement], raw_totals)
-        .optional()?
-        .unwrap_or_default();
-    let next = previous.plus(change);
-    conn.prepare_cached(
-        "INSERT INTO agreement_totals (agreement, position, kommune, withheld_ore, corrected_ore, entries, last_payout)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        agreement,
-        position,
-        kommune.number(),
-        next.0,
-        next.1,
-        next.2,
-        next.3
-    ])?;
-    let previous = conn
-        .prepare_cached(
-            "SELECT withheld_ore, corrected_ore, entries, last_payout FROM kommune_totals
-             WHERE kommune = ?1 ORDER BY position DESC LIMIT 1",
-        )?
-        .query_row(params![kommune.number()], raw_totals)
-        .optional()?
-        .unwrap_or_default();
-    let next = previous.plus(change);
-    conn.prepare_cached(
-        "INSERT INTO kommune_totals (kommune, position, withheld_ore, corrected_ore, entries, last_payout)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![kommune.number(), position, next.0, next.1, next.2, next.3])?;
-    Ok(())
-}
-
 /// (withheld, corrected, entries, last payout in days) as stored.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct RawTotals(i64, i64, i64, Option<i64>);
 
 impl RawTotals {

@@ -12,9 +12,9 @@ use rusqlite::{
 use uuid::Uuid;
 
 use super::codec::{self, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
-use super::projection::{self, Totals};
+use super::projection::{self, Projector, Totals};
 use super::schema::{LOG_TABLES, PROJECTION_TABLES, SCHEMA_VERSION};
-use super::view::SqlView;
+use super::view::{AgreementMemo, SqlView};
 use super::{LedgerError, LineError};
 use crate::domain::{decide, Command, Decision, Event, Kommune};
 
@@ -73,6 +73,40 @@ impl IngestReport {
 pub struct Ledger {
     conn: Connection,
     dir: PathBuf,
+    memo: Memo,
+}
+
+/// What the write path remembers between statements and between transactions:
+/// agreement states for the rules and the latest totals rows for the projections.
+/// Ingest then spends its time on writes rather than on reading back what it just
+/// wrote (half the statements per entry).
+///
+/// It is trusted only while the log's head is the one this ledger left after its
+/// own last commit. Every projection change comes with an appended event, so an
+/// unchanged head means no other connection touched the projections; any other
+/// head, a rollback or a failure makes it forget everything.
+#[derive(Default)]
+struct Memo {
+    /// The head after this ledger's last commit; `None` while not trusted.
+    valid_at: Option<Head>,
+    projector: Projector,
+    agreements: AgreementMemo,
+}
+
+impl Memo {
+    fn forget(&mut self) {
+        self.projector.forget();
+        self.agreements.forget();
+    }
+
+    /// Keeps what is remembered in step with an event just appended.
+    fn appended(&mut self, event: &Event) {
+        match event {
+            Event::AgreementRegistered(agreement) => self.agreements.changed(&agreement.agreement),
+            Event::AgreementEnded(end) => self.agreements.changed(&end.agreement),
+            _ => {}
+        }
+    }
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -81,7 +115,16 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 10_000)?;
-    conn.pragma_update(None, "cache_size", -65_536)?;
+    // Up to 256 MiB of pages (negative: KiB). Ingest inserts the totals rows of
+    // random agreements, so the working set is the whole totals index; a cache that
+    // holds it saves a read from the OS per entry (benches/peers: ~20 % faster ingest
+    // at 1M entries). The cache grows only as pages are read.
+    conn.pragma_update(None, "cache_size", -262_144)?;
+    // Checkpoint the WAL into the database every 64 MiB rather than every 4 MiB: a
+    // batch dirties pages all over the totals index, and a page changed by several
+    // batches between checkpoints is copied into the database once, not each time
+    // (a third less written at 300k entries). Every commit still fsyncs the WAL.
+    conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
     Ok(())
 }
 
@@ -185,6 +228,7 @@ impl Ledger {
         Ok(Ledger {
             conn,
             dir: dir.to_path_buf(),
+            memo: Memo::default(),
         })
     }
 
@@ -220,7 +264,11 @@ impl Ledger {
             });
         }
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Ok(Ledger { conn, dir })
+        Ok(Ledger {
+            conn,
+            dir,
+            memo: Memo::default(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -255,10 +303,20 @@ impl Ledger {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let head = read_head(&tx)?;
-        let mut appender = Appender { tx: &tx, head };
+        // Untrusted from here until this transaction commits (see `Memo`).
+        if self.memo.valid_at.take() != Some(head) {
+            self.memo.forget();
+        }
+        let mut appender = Appender {
+            tx: &tx,
+            head,
+            memo: &mut self.memo,
+        };
         let result = work(&mut appender)?;
+        let head = appender.head;
         if commit {
             tx.commit()?;
+            self.memo.valid_at = Some(head);
         } else {
             tx.rollback()?;
         }
@@ -285,7 +343,10 @@ impl Ledger {
                 let mut lines = Vec::with_capacity(commands.len());
                 let mut rejected = Vec::new();
                 for (line, command) in commands {
-                    let view = SqlView { conn: appender.tx };
+                    let view = SqlView {
+                        conn: appender.tx,
+                        agreements: &appender.memo.agreements,
+                    };
                     match decide(&view, command)? {
                         Ok(Decision::Append(event)) => {
                             let event_type = event.type_name();
@@ -388,6 +449,7 @@ impl Ledger {
 pub struct Appender<'t> {
     tx: &'t Transaction<'t>,
     head: Head,
+    memo: &'t mut Memo,
 }
 
 impl Appender<'_> {
@@ -436,7 +498,8 @@ impl Appender<'_> {
                 payload,
                 &hash[..],
             ])?;
-        projection::apply(self.tx, position, event)?;
+        self.memo.projector.apply(self.tx, position, event)?;
+        self.memo.appended(event);
         self.head = Head {
             position,
             hash,

@@ -6,9 +6,10 @@ use std::fs;
 use rusqlite::Connection;
 
 use super::codec::{StoredEvent, GENESIS_HASH};
+use super::projection::Projector;
 use super::schema::{PROJECTION_ORDER, PROJECTION_TABLES};
 use super::store::create_private_file;
-use super::{projection, Ledger, LedgerError};
+use super::{Ledger, LedgerError};
 use crate::domain::Event;
 
 /// The walk along the hash chain: what the next event must follow.
@@ -115,6 +116,9 @@ impl Ledger {
         // The replay is scratch work: no durability needed.
         replay.pragma_update(None, "journal_mode", "OFF")?;
         replay.pragma_update(None, "synchronous", "OFF")?;
+        // The replay inserts totals rows of random agreements, like ingest: give it
+        // the ledger's page cache rather than SQLite's default of 2 MiB.
+        replay.pragma_update(None, "cache_size", -262_144)?;
         replay.execute_batch(PROJECTION_TABLES)?;
         replay.execute_batch("BEGIN")?;
         let head = self.head()?.position;
@@ -146,6 +150,8 @@ impl Ledger {
         progress: &mut dyn FnMut(u64),
     ) -> Result<ChainWalk, LedgerError> {
         let mut chain = ChainWalk::default();
+        // One projector for the whole replay: the scratch database has no other writer.
+        let mut projector = Projector::default();
         let mut statement = self.connection().prepare(&format!(
             "SELECT {} FROM events ORDER BY position",
             StoredEvent::COLUMNS
@@ -164,7 +170,7 @@ impl Ledger {
                 }
             };
             if let Some(event) = chain.check(&stored) {
-                projection::apply(replay, stored.position, &event)?;
+                projector.apply(replay, stored.position, &event)?;
             }
             progress(stored.position);
             if chain.failure.is_some() {

@@ -1,15 +1,53 @@
 //! The rules' view of the ledger, read from SQLite inside the writing transaction.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::projection::{KIND_CORRECTION, KIND_WITHHOLDING};
 use super::{codec, LedgerError};
 use crate::domain::{AgreementRef, AgreementState, EntryState, Event, Kommune, KyRef, LedgerView};
 
+/// How many agreement states an [`AgreementMemo`] keeps before it starts afresh
+/// (a few hundred bytes each).
+const REMEMBERED_MAX: usize = 200_000;
+
+/// Agreement states the rules asked for, so that the next withholding of the same
+/// agreement does not read and decode its registration again. An entry is dropped
+/// whenever an event about that agreement is appended, and the whole memo is
+/// forgotten under the same conditions as the `Projector`'s (see `store::Memo`).
+#[derive(Default)]
+pub struct AgreementMemo(RefCell<HashMap<String, AgreementState>>);
+
+impl AgreementMemo {
+    pub fn forget(&mut self) {
+        self.0.get_mut().clear();
+    }
+
+    /// Drops what is remembered of one agreement, after an event changed it.
+    pub fn changed(&mut self, agreement: &AgreementRef) {
+        self.0.get_mut().remove(agreement.as_str());
+    }
+
+    fn get(&self, agreement: &AgreementRef) -> Option<AgreementState> {
+        self.0.borrow().get(agreement.as_str()).cloned()
+    }
+
+    fn remember(&self, agreement: &AgreementRef, state: &AgreementState) {
+        let mut map = self.0.borrow_mut();
+        if map.len() >= REMEMBERED_MAX {
+            map.clear();
+        }
+        map.insert(agreement.as_str().to_string(), state.clone());
+    }
+}
+
 /// Reads what `decide` needs. Inside a batch it sees the batch's earlier lines,
 /// because they were applied to the same (uncommitted) transaction.
 pub struct SqlView<'c> {
     pub conn: &'c Connection,
+    pub agreements: &'c AgreementMemo,
 }
 
 impl SqlView<'_> {
@@ -34,6 +72,9 @@ impl LedgerView for SqlView<'_> {
     type Error = LedgerError;
 
     fn agreement(&self, agreement: &AgreementRef) -> Result<Option<AgreementState>, LedgerError> {
+        if let Some(state) = self.agreements.get(agreement) {
+            return Ok(Some(state));
+        }
         let row: Option<(i64, Option<i64>)> = self
             .conn
             .prepare_cached("SELECT position, ended FROM agreements WHERE agreement = ?1")?
@@ -50,7 +91,9 @@ impl LedgerView for SqlView<'_> {
         let ended = ended
             .and_then(|days| i32::try_from(days).ok())
             .and_then(chrono::NaiveDate::from_num_days_from_ce_opt);
-        Ok(Some(AgreementState { registered, ended }))
+        let state = AgreementState { registered, ended };
+        self.agreements.remember(agreement, &state);
+        Ok(Some(state))
     }
 
     fn entry(

@@ -1,0 +1,285 @@
+//! Our side of the comparison: ingest and export as child processes (so that their
+//! peak RSS is theirs alone), the large log, reconstruction, replay and as-of reads.
+
+use std::path::Path;
+use std::process::Command as Process;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sf2520::demo::SplitMix64;
+use sf2520::domain::Kommune;
+use sf2520::export::{self, ExportRequest, Quiet};
+use sf2520::ledger::Ledger;
+
+use super::data::{numbered, Workload};
+use super::Knobs;
+
+/// Peak resident set of this process so far, in KiB (`VmHWM`).
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// What a child process measured.
+pub struct ChildReport {
+    pub seconds: f64,
+    pub count: u64,
+    pub rss_kib: u64,
+}
+
+/// Runs this benchmark binary again as `child <what> <dir>` and reads its report
+/// line `CHILD seconds=.. count=.. rss_kib=..`.
+pub fn run_child(what: &str, dir: &Path) -> ChildReport {
+    let exe = std::env::current_exe().expect("own path");
+    let output = Process::new(exe)
+        .arg("child")
+        .arg(what)
+        .arg(dir)
+        .output()
+        .expect("start child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "child {what} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("CHILD "))
+        .unwrap_or_else(|| panic!("child {what} printed no report: {stdout}"));
+    let field = |name: &str| -> &str {
+        line.split_whitespace()
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("child report lacks {name}: {line}"))
+    };
+    ChildReport {
+        seconds: field("seconds").parse().expect("seconds"),
+        count: field("count").parse().expect("count"),
+        rss_kib: field("rss_kib").parse().expect("rss_kib"),
+    }
+}
+
+fn report(seconds: f64, count: u64) {
+    println!(
+        "CHILD seconds={seconds:.6} count={count} rss_kib={}",
+        peak_rss_kib()
+    );
+}
+
+/// Child: registers the agreements (untimed), then ingests the entries in batches,
+/// each durable before the next, through the real `Ledger::ingest`.
+pub fn child_ingest(knobs: &Knobs, dir: &Path) {
+    let mut ledger = Ledger::open(dir).expect("open ledger");
+    let mut workload = Workload::new(knobs.seed, knobs.entries);
+    for batch in workload.agreement_batches(knobs.batch) {
+        ledger.ingest(numbered(batch)).expect("register agreements");
+    }
+    let started = Instant::now();
+    let mut entries = 0;
+    loop {
+        let batch = workload.next_batch(knobs.batch);
+        if batch.is_empty() {
+            break;
+        }
+        let report = ledger.ingest(numbered(batch)).expect("ingest batch");
+        entries += u64::try_from(report.appended()).unwrap_or(0);
+    }
+    report(started.elapsed().as_secs_f64(), entries);
+}
+
+/// Waits until the wall clock is in a later whole second than the last event, so
+/// that `run_batch`'s own wait for a fresh creation second (up to a second of idle
+/// time, see `export::batch::fix_cutoff`) is not charged to the export's work.
+pub fn wait_for_fresh_second(ledger: &Ledger) {
+    let head_us = ledger.head().expect("head").recorded_at_us;
+    let next_second_us = (head_us.div_euclid(1_000_000) + 1) * 1_000_000;
+    loop {
+        let now_us = Utc::now().timestamp_micros();
+        if now_us > next_second_us + 1_000 {
+            return;
+        }
+        let wait_us = u64::try_from(next_second_us + 2_000 - now_us).unwrap_or(1_000);
+        std::thread::sleep(Duration::from_micros(wait_us));
+    }
+}
+
+/// Child: the official batch export of everything not yet exported.
+pub fn child_export(dir: &Path) {
+    let mut ledger = Ledger::open(dir).expect("open ledger");
+    wait_for_fresh_second(&ledger);
+    let outbox = export::default_outbox(dir);
+    let started = Instant::now();
+    let files = export::run_batch(&mut ledger, &ExportRequest::default(), &outbox, &Quiet)
+        .expect("batch export");
+    let seconds = started.elapsed().as_secs_f64();
+    let records = files.iter().map(|file| file.summary.record_count).sum();
+    report(seconds, records);
+}
+
+/// Builds a log of about `events` events through `Ledger::write`/`Appender` (the
+/// rules are skipped: the generator only makes commands that pass them), in
+/// transactions of 50,000 events, withholdings grouped by agreement (see
+/// `Workload::next_grouped_batch`). Returns the seconds it took.
+pub fn build_big_log(dir: &Path, seed: u64, events: u64) -> f64 {
+    let started = Instant::now();
+    let mut ledger = Ledger::open(dir).expect("open big ledger");
+    let mut workload = Workload::new(seed, big_entries(events));
+    let append = |ledger: &mut Ledger, batch: Vec<sf2520::domain::Command>| {
+        ledger
+            .write(|appender| {
+                for command in batch {
+                    appender.append(&command.into_event())?;
+                }
+                Ok(())
+            })
+            .expect("append");
+    };
+    for batch in workload.agreement_batches(50_000) {
+        append(&mut ledger, batch);
+    }
+    let mut done = 0u64;
+    loop {
+        let batch = workload.next_grouped_batch(50_000);
+        if batch.is_empty() {
+            break;
+        }
+        append(&mut ledger, batch);
+        done += 50_000;
+        if done.is_multiple_of(1_000_000) {
+            eprintln!(
+                "  big log: {} events, {:.0} s",
+                ledger.head().expect("head").position,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// The entries of a big log of `events` events: one agreement per 20 entries.
+pub fn big_entries(events: u64) -> u64 {
+    events - (events / 21).max(98)
+}
+
+/// Ingests `records` withholdings for the first kommune and exports its next file:
+/// an official file of exactly `records` records to reconstruct. Returns its
+/// løbenummer.
+pub fn add_reconstruct_target(dir: &Path, seed: u64, entries: u64, records: u64) -> u32 {
+    let mut ledger = Ledger::open(dir).expect("open ledger");
+    let kommune = Kommune::all().next().expect("98 kommuner");
+    let request = ExportRequest {
+        kommuner: vec![kommune],
+        include_empty: false,
+    };
+    let outbox = export::default_outbox(dir);
+    // First the kommune's backlog (the large log was never exported), so that the
+    // target file holds exactly the entries added below.
+    wait_for_fresh_second(&ledger);
+    export::run_batch(&mut ledger, &request, &outbox, &Quiet).expect("export backlog");
+    // The same seed and size give the same agreements; the `KX` references of
+    // `kommune_batch` cannot collide with the main workload's `KY`/`KO` ones.
+    let mut workload = Workload::new(seed, entries);
+    let batch = workload.kommune_batch(0, records);
+    let mut numbered_batch = numbered(batch);
+    let mut appended = 0;
+    while !numbered_batch.is_empty() {
+        let rest = numbered_batch.split_off(numbered_batch.len().min(10_000));
+        let report = ledger.ingest(numbered_batch).expect("ingest target");
+        appended += report.appended();
+        numbered_batch = rest;
+    }
+    assert_eq!(u64::try_from(appended).ok(), Some(records));
+    wait_for_fresh_second(&ledger);
+    let files = export::run_batch(&mut ledger, &request, &outbox, &Quiet).expect("export");
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].summary.record_count, records);
+    files[0].planned.header.sequence
+}
+
+/// Median seconds of `runs` reconstructions of one file (each checked against the
+/// recorded SHA-256), in a freshly opened ledger, after one untimed warm-up.
+pub fn time_reconstruct(dir: &Path, sequence: u32, runs: usize) -> f64 {
+    let ledger = Ledger::open(dir).expect("open ledger");
+    reconstruct_once(&ledger, sequence);
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| reconstruct_once(&ledger, sequence))
+        .collect();
+    median(&mut times)
+}
+
+/// Seconds to reconstruct the first kommune's løbenummer `sequence`, checked.
+pub fn reconstruct_once(ledger: &Ledger, sequence: u32) -> f64 {
+    let kommune = Kommune::all().next().expect("98 kommuner");
+    let started = Instant::now();
+    let rebuilt = export::reconstruct(ledger, kommune, sequence).expect("reconstruct");
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(rebuilt.matches(), "reconstruction differs from the record");
+    seconds
+}
+
+/// Median seconds to reconstruct a file in each of two ledgers, timed in turns so
+/// that the other tenants of a shared machine weigh on both alike.
+pub fn time_reconstruct_pair(small: (&Path, u32), big: (&Path, u32), runs: usize) -> (f64, f64) {
+    let ledgers = [
+        (Ledger::open(small.0).expect("open ledger"), small.1),
+        (Ledger::open(big.0).expect("open ledger"), big.1),
+    ];
+    for (ledger, sequence) in &ledgers {
+        reconstruct_once(ledger, *sequence);
+    }
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        for (index, (ledger, sequence)) in ledgers.iter().enumerate() {
+            times[index].push(reconstruct_once(ledger, *sequence));
+        }
+    }
+    let [small_times, big_times] = &mut times;
+    (median(small_times), median(big_times))
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `Ledger::verify` (hash chain walk, replay into an empty database, comparison).
+/// Returns (events, seconds).
+pub fn time_replay(dir: &Path) -> (u64, f64) {
+    let ledger = Ledger::open(dir).expect("open ledger");
+    let started = Instant::now();
+    let report = ledger
+        .verify(|_| {})
+        .expect("read the log")
+        .expect("the log verifies");
+    (report.events, started.elapsed().as_secs_f64())
+}
+
+/// Median latency in milliseconds of `agreement_totals(ref, position)` for random
+/// agreements at random past positions.
+pub fn time_as_of(dir: &Path, seed: u64, entries: u64, lookups: usize) -> f64 {
+    let ledger = Ledger::open(dir).expect("open ledger");
+    let workload = Workload::new(seed, entries);
+    let head = ledger.head().expect("head").position;
+    let mut rng = SplitMix64::new(seed ^ 0xA5A5);
+    let mut times: Vec<f64> = (0..lookups)
+        .map(|_| {
+            let agreement = workload.agreement_ref(rng.below(workload.agreement_count()));
+            let position = 1 + rng.below(head);
+            let started = Instant::now();
+            let totals = ledger
+                .agreement_totals(agreement.as_str(), position)
+                .expect("as-of read");
+            let seconds = started.elapsed().as_secs_f64();
+            std::hint::black_box(totals);
+            seconds * 1_000.0
+        })
+        .collect();
+    median(&mut times)
+}
