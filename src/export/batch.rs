@@ -17,7 +17,7 @@ use super::source::{count_entries, for_each_record, for_each_record_in, EntryRan
 use super::ExportError;
 use crate::domain::{Event, FileExported, Kommune};
 use crate::ledger::{Ledger, DATABASE_FILE};
-use crate::sf2520::{file_name, FileHeader, FileSummary, FileWriter};
+use crate::sf2520::{file_name, DetailRecord, FileHeader, FileSummary, FileWriter};
 
 /// What to export.
 #[derive(Clone, Debug, Default)]
@@ -140,20 +140,22 @@ pub fn open_reader(data_dir: &Path) -> Result<Connection, ExportError> {
     Ok(conn)
 }
 
-/// Renders the planned files into `dir`, in parallel: one group of files per
-/// worker (at most one worker per core, each with its own reader connection),
-/// balanced by record count. A worker renders its whole group in one sequential
-/// pass over the log (see [`for_each_record_in`]) rather than file by file.
+/// Renders the planned files into `dir`, in parallel: one group of files per two
+/// cores, balanced by record count. Each group is rendered in one sequential pass
+/// over the log (see [`for_each_record_in`]) rather than file by file, by two
+/// threads: one reads and decodes the log, the other renders, hashes and writes.
 pub fn render_all(
     data_dir: &Path,
     planned: Vec<PlannedFile>,
     dir: &Path,
     progress: &dyn Progress,
 ) -> Result<Vec<ExportedFile>, ExportError> {
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(planned.len().max(1));
-    let groups = balance(&planned, workers);
+    // Each group scans the whole log, so fewer groups read less; two threads per
+    // group keep two cores busy with one scan.
+    let groups = std::thread::available_parallelism()
+        .map_or(1, |n| n.get() / 2)
+        .clamp(1, planned.len().max(1));
+    let groups = balance(&planned, groups);
     let results = Mutex::new(Vec::with_capacity(planned.len()));
     let failure: Mutex<Option<ExportError>> = Mutex::new(None);
     std::thread::scope(|scope| {
@@ -161,8 +163,7 @@ pub fn render_all(
             let (results, failure) = (&results, &failure);
             scope.spawn(move || {
                 let outcome = (|| -> Result<(), ExportError> {
-                    let conn = open_reader(data_dir)?;
-                    let exported = render_group(&conn, group, dir)?;
+                    let exported = render_group(data_dir, group, dir)?;
                     for file in &exported {
                         progress.rendered(file);
                     }
@@ -216,11 +217,20 @@ fn balance(planned: &[PlannedFile], workers: usize) -> Vec<Vec<&PlannedFile>> {
 /// within the export's memory budget, and each buffer still takes ~500 records.
 const GROUP_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Renders a group of files in one pass over the log: all are open at once, each
-/// record goes to its file's writer, then each file is fsynced and renamed into
-/// place and the directory fsynced once.
+/// Detail records a reader hands the renderer at a time, and how many such
+/// chunks may wait: enough to keep both threads busy, small in memory (~100 KiB).
+const CHUNK_RECORDS: usize = 512;
+const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// A chunk of detail records, each with the index of the file it belongs to.
+type Chunk = Vec<(usize, DetailRecord)>;
+
+/// Renders a group of files in one pass over the log: all are open at once, a
+/// reader thread decodes the log into detail records, this thread writes each to
+/// its file's writer; then each file is fsynced and renamed into place and the
+/// directory fsynced once.
 fn render_group(
-    conn: &Connection,
+    data_dir: &Path,
     files: &[&PlannedFile],
     dir: &Path,
 ) -> Result<Vec<ExportedFile>, ExportError> {
@@ -245,10 +255,23 @@ fn render_group(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let ranges: Vec<EntryRange> = files.iter().map(|file| file.range).collect();
-    for_each_record_in(conn, &ranges, |index, record| {
-        writers[index]
-            .write_detail(&record)
-            .map_err(render_error(files[index]))
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
+        let ranges = &ranges;
+        let reader = scope.spawn(move || read_records(data_dir, ranges, &sender));
+        let rendered = receiver.iter().try_for_each(|chunk| {
+            chunk.into_iter().try_for_each(|(index, record)| {
+                writers[index]
+                    .write_detail(&record)
+                    .map_err(render_error(files[index]))
+            })
+        });
+        // A failed renderer stops the reader: its next send finds no receiver.
+        drop(receiver);
+        let read = reader
+            .join()
+            .map_err(|_| ExportError::Worker("the log reader panicked".into()))?;
+        rendered.and(read)
     })?;
     let summaries = writers
         .into_iter()
@@ -271,6 +294,29 @@ fn render_group(
     }
     sync_dir(dir)?;
     Ok(exported)
+}
+
+/// The reader of [`render_group`]: the ranges' detail records, in chunks.
+fn read_records(
+    data_dir: &Path,
+    ranges: &[EntryRange],
+    sender: &std::sync::mpsc::SyncSender<Chunk>,
+) -> Result<(), ExportError> {
+    let stopped = || ExportError::Worker("the renderer stopped".into());
+    let conn = open_reader(data_dir)?;
+    let mut chunk = Vec::with_capacity(CHUNK_RECORDS);
+    for_each_record_in(&conn, ranges, |index, record| {
+        chunk.push((index, record));
+        if chunk.len() == CHUNK_RECORDS {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_RECORDS));
+            sender.send(full).map_err(|_| stopped())?;
+        }
+        Ok(())
+    })?;
+    if !chunk.is_empty() {
+        sender.send(chunk).map_err(|_| stopped())?;
+    }
+    Ok(())
 }
 
 /// Waits, holding the write lock, until the wall clock is in a later whole second
