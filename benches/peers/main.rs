@@ -138,7 +138,7 @@ fn run(knobs: &Knobs) {
         knobs.seed,
         scratch.path().display()
     );
-    let server = pg::PgServer::start(scratch.path());
+    let server = pg::PgServer::start();
     println!(
         "PostgreSQL {} (fsync=on, synchronous_commit=on)",
         server.version()

@@ -81,17 +81,21 @@ pub fn child_ingest(knobs: &Knobs, dir: &Path) {
     for batch in workload.agreement_batches(knobs.batch) {
         ledger.ingest(numbered(batch)).expect("register agreements");
     }
-    let started = Instant::now();
+    let mut seconds = 0.0;
     let mut entries = 0;
     loop {
-        let batch = workload.next_batch(knobs.batch);
+        // Generating the batch is the harness's work, not the ledger's: only the
+        // ingest is timed, as on PostgreSQL's side.
+        let batch = numbered(workload.next_batch(knobs.batch));
         if batch.is_empty() {
             break;
         }
-        let report = ledger.ingest(numbered(batch)).expect("ingest batch");
+        let started = Instant::now();
+        let report = ledger.ingest(batch).expect("ingest batch");
+        seconds += started.elapsed().as_secs_f64();
         entries += u64::try_from(report.appended()).unwrap_or(0);
     }
-    report(started.elapsed().as_secs_f64(), entries);
+    report(seconds, entries);
 }
 
 /// Waits until the wall clock is in a later whole second than the last event, so

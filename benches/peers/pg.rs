@@ -5,7 +5,6 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,12 +69,14 @@ fn user_exists(user: &str) -> bool {
 }
 
 impl PgServer {
-    /// initdb + start, listening only on a unix socket inside the temporary directory.
-    pub fn start(parent: &Path) -> PgServer {
+    /// initdb + start, listening only on a unix socket inside a temporary directory
+    /// of the system temp dir (which every user can traverse, so the server's user
+    /// reaches it without loosening the permissions of any other directory).
+    pub fn start() -> PgServer {
         let bin = find_bin();
         let root = tempfile::Builder::new()
-            .prefix("pg-")
-            .tempdir_in(parent)
+            .prefix("sf2520-pg-")
+            .tempdir()
             .expect("temp dir for PostgreSQL");
         let run_as = if is_root() {
             let user = if user_exists("postgres") {
@@ -84,15 +85,6 @@ impl PgServer {
                 "nobody"
             };
             chown(root.path(), user);
-            // The server's user must be able to reach its directory.
-            let mut ancestor = root.path().parent();
-            while let Some(dir) = ancestor {
-                let mode = fs::metadata(dir).map_or(0, |m| m.permissions().mode());
-                if mode & 0o001 == 0 {
-                    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o711));
-                }
-                ancestor = dir.parent();
-            }
             Some(user.to_string())
         } else {
             None
