@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sf2520::domain::{Command, Kommune};
 use sf2520::ledger::{chain_hash, Ledger, GENESIS_HASH};
-use sf2520::sf2520::{read_file, DetailRecord, FileHeader, FileWriter, TransactionCode};
+use sf2520::sf2520::{read_file, DetailRecord, FileHeader, FileWriter};
 use uuid::Uuid;
 
 use data::{numbered, Workload};
@@ -42,17 +42,7 @@ fn details() -> Vec<DetailRecord> {
     while records.len() < 1_000 {
         for command in workload.next_batch(100) {
             if let Command::RecordWithholding(w) = command {
-                records.push(DetailRecord {
-                    cpr: w.cpr,
-                    agreement: w.agreement,
-                    transaction: TransactionCode::Withholding,
-                    payout_date: w.payout_date,
-                    period_from: w.period_from,
-                    period_to: w.period_to,
-                    amount: w.amount,
-                    reference: w.reference,
-                    corrects: None,
-                });
+                records.push(sf2520::export::withholding_record(w));
             }
         }
     }

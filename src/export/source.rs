@@ -178,7 +178,7 @@ fn entry_record(
 }
 
 /// A withholding as its own detail record (code 01).
-fn withholding_record(w: Withholding) -> DetailRecord {
+pub fn withholding_record(w: Withholding) -> DetailRecord {
     DetailRecord {
         cpr: w.cpr,
         agreement: w.agreement,
