@@ -292,8 +292,8 @@ fn restore_refuses_a_damaged_backup_naming_the_first_bad_position() {
             // An index that no longer matches its table: only SQLite's own
             // integrity check sees this.
             Box::new(sql("PRAGMA writable_schema = ON;
-                 UPDATE sqlite_schema SET sql = replace(sql, '(recorded_at_us)', '(position)')
-                 WHERE name = 'events_by_time';")),
+                 UPDATE sqlite_schema SET sql = replace(sql, '(kommune, reference)', '(reference, kommune)')
+                 WHERE name = 'entries_by_reference';")),
             "integrity check",
         ),
         (

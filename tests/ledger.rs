@@ -505,3 +505,82 @@ fn a_rejected_batch_leaves_nothing_remembered() {
     assert_eq!(totals.entries, 2);
     assert!(t.ledger.verify(|_| {}).unwrap().is_ok());
 }
+
+#[test]
+fn as_of_a_time_is_the_last_event_recorded_by_then() {
+    let mut t = TestLedger::new();
+    t.given(&lines(&[agreement("BA1", K, CPR, "2026-01-01")]));
+    for batch in 0..6 {
+        let batch: Vec<String> = (0..5)
+            .map(|i| {
+                let reference = format!("KY-{batch}-{i}");
+                withholding(&reference, "BA1", K, "2026-10-01", "1.00")
+            })
+            .collect();
+        t.given(&lines(&batch));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let head = t.head();
+    let times: Vec<i64> = (1..=head)
+        .map(|position| t.ledger.event_at(position).unwrap().recorded_at_us)
+        .collect();
+    // The answer a scan of the whole log gives, for every recorded time and the
+    // microseconds around it.
+    let scan = |time_us: i64| times.iter().filter(|&&at| at <= time_us).count() as u64;
+    for &at in &times {
+        for time_us in [at - 1, at, at + 1] {
+            let time = chrono::DateTime::from_timestamp_micros(time_us).unwrap();
+            let found = t.ledger.resolve(sf2520::ledger::AsOf::Time(time)).unwrap();
+            assert_eq!(found, scan(time_us), "as of {time_us} µs");
+        }
+    }
+    let before_all = chrono::DateTime::from_timestamp_micros(times[0] - 1).unwrap();
+    assert_eq!(
+        t.ledger
+            .resolve(sf2520::ledger::AsOf::Time(before_all))
+            .unwrap(),
+        0
+    );
+}
+
+#[test]
+fn an_older_ledger_has_its_projections_rebuilt_from_its_log_on_open() {
+    let mut t = given_one_withholding();
+    t.given(&lines(&[correction("KY-2", "KY-1", K, "-200.00")]));
+    let head = t.ledger.head().unwrap();
+    let before = t.ledger.agreement_totals("BA1", head.position).unwrap();
+    let data_dir = t.data_dir();
+    drop(t.ledger);
+    {
+        // What schema version 1 left behind: its version number, its index on
+        // time, and projection rows the new layout does not have.
+        let conn = rusqlite::Connection::open(data_dir.join("ledger.sqlite3")).unwrap();
+        conn.execute_batch(
+            "UPDATE meta SET value = 1 WHERE key = 'schema_version';
+             DELETE FROM meta WHERE key = 'totals_block';
+             CREATE INDEX events_by_time ON events (recorded_at_us);
+             DROP TABLE agreement_totals;
+             CREATE TABLE agreement_totals (agreement TEXT, position INTEGER, stale INTEGER);
+             INSERT INTO agreement_totals VALUES ('BA1', 2, 1);
+             DELETE FROM entries;",
+        )
+        .unwrap();
+    }
+    let ledger = sf2520::ledger::Ledger::open(&data_dir).unwrap();
+    assert_eq!(ledger.head().unwrap(), head, "the log is untouched");
+    assert_eq!(
+        ledger.agreement_totals("BA1", head.position).unwrap(),
+        before
+    );
+    assert!(ledger.verify(|_| {}).unwrap().is_ok());
+    let (version, time_index): (i64, i64) = ledger
+        .connection()
+        .query_row(
+            "SELECT (SELECT value FROM meta WHERE key = 'schema_version'),
+                    (SELECT COUNT(*) FROM sqlite_schema WHERE name = 'events_by_time')",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version, time_index), (2, 0));
+}

@@ -7,6 +7,7 @@ mod support;
 use std::collections::HashMap;
 
 use proptest::prelude::*;
+use sf2520::domain::Kommune;
 use support::ledger::*;
 
 const KOMMUNER: [&str; 2] = ["0751", "0101"];
@@ -296,6 +297,23 @@ fn assert_totals_equal(t: &TestLedger, model: &Model, position: u64) -> Result<(
         .sum();
     let model_net: i64 = model.totals.values().map(|x| x.0 + x.1).sum();
     prop_assert_eq!(kommune_net, model_net);
+    for (index, code) in KOMMUNER.iter().enumerate() {
+        let actual: Vec<(String, (i64, i64, u64))> = t
+            .ledger
+            .agreements_of_kommune(Kommune::parse(code).unwrap(), position)
+            .unwrap()
+            .into_iter()
+            .map(|(agreement, x)| (agreement, (x.withheld_ore, x.corrected_ore, x.entries)))
+            .collect();
+        let mut expected: Vec<(String, (i64, i64, u64))> = model
+            .totals
+            .iter()
+            .filter(|(id, _)| model.agreements.get(id).map(|a| a.0) == Some(index))
+            .map(|(id, totals)| (format!("BA{id}"), *totals))
+            .collect();
+        expected.sort();
+        prop_assert_eq!(actual, expected, "agreements of {} at {}", code, position);
+    }
     Ok(())
 }
 
@@ -303,8 +321,13 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn ledger_totals_equal_the_model_at_every_step(ops in prop::collection::vec(op(), 1..60)) {
-        let mut t = TestLedger::new();
+    fn ledger_totals_equal_the_model_at_every_step(
+        ops in prop::collection::vec(op(), 1..60),
+        // Totals blocks of a few positions, so that a run crosses many block ends
+        // (production blocks are 65,536 positions; tests/ledger.rs covers those).
+        totals_block in 1u64..8,
+    ) {
+        let mut t = TestLedger::with_totals_block(totals_block);
         let mut model = Model::default();
         let mut history = vec![(0, model.clone())];
         for op in &ops {

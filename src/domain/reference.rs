@@ -43,8 +43,15 @@ fn validate(field: &'static str, raw: &str, max_chars: usize) -> Result<(), Doma
 macro_rules! reference_type {
     ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        ///
+        /// Held inline (no heap allocation): a reference is made and dropped for
+        /// every entry ingested and every record exported. Its `MAX_CHARS`
+        /// ISO-8859-1 characters take at most twice as many bytes in UTF-8.
+        #[derive(Clone)]
+        pub struct $name {
+            len: u8,
+            bytes: [u8; $max * 2],
+        }
 
         impl $name {
             /// The most characters (= ISO-8859-1 bytes) the reference may have.
@@ -52,36 +59,80 @@ macro_rules! reference_type {
 
             pub fn parse(raw: &str) -> Result<Self, DomainError> {
                 validate($field, raw, Self::MAX_CHARS)?;
-                Ok(Self(raw.to_string()))
+                // Validated: at most MAX_CHARS characters of at most 2 bytes each.
+                let mut bytes = [0; $max * 2];
+                bytes[..raw.len()].copy_from_slice(raw.as_bytes());
+                let len = u8::try_from(raw.len()).expect("a valid reference is short");
+                Ok(Self { len, bytes })
             }
 
             pub fn as_str(&self) -> &str {
-                &self.0
+                // Copied from a &str whole, so always UTF-8.
+                std::str::from_utf8(&self.bytes[..usize::from(self.len)])
+                    .expect("a reference holds the UTF-8 it was parsed from")
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state);
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.as_str().cmp(other.as_str())
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), self.0)
+                write!(f, "{}({:?})", stringify!($name), self.as_str())
             }
         }
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(&self.0)
+                serializer.serialize_str(self.as_str())
             }
         }
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let raw = String::deserialize(deserializer)?;
-                Self::parse(&raw).map_err(serde::de::Error::custom)
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+
+                    // Borrowed or not, the text is copied inline: no String in between.
+                    fn visit_str<E: serde::de::Error>(self, raw: &str) -> Result<$name, E> {
+                        $name::parse(raw).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(Text)
             }
         }
     };

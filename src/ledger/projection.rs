@@ -5,7 +5,7 @@
 //! ledger calls it inside the append transaction; `verify` calls it on an empty
 //! database to replay the log, so both paths are one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Datelike, NaiveDate};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -34,48 +34,42 @@ fn position_sql(position: u64) -> i64 {
     i64::try_from(position).expect("positions fit an SQLite integer")
 }
 
-/// How many latest-totals rows a [`Projector`] keeps per table before it starts
-/// afresh: enough for every agreement of a large kommune batch, bounded so that a
-/// long replay does not grow without limit (about 100 bytes per entry).
-const REMEMBERED_MAX: usize = 200_000;
-
-/// Applies events to the projection tables. It remembers the latest totals row of
-/// each agreement and kommune it wrote or read, so that appending a change does
-/// not read the previous row back: per entry that saves two index lookups.
+/// Applies events to the projection tables.
 ///
-/// What it remembers is only right while every change to the projection tables
-/// goes through it; its owner forgets it when that may not hold (a rollback, or
-/// another connection having appended: see `store::Memo`).
-#[derive(Default)]
+/// It holds nothing between events but the ledger's totals block size: every
+/// projection row is a function of the log's events and their positions, so a
+/// replay in any grouping of transactions writes the same rows.
 pub struct Projector {
-    agreement_totals: HashMap<String, RawTotals>,
-    kommune_totals: HashMap<u16, RawTotals>,
+    block: u64,
 }
 
 impl Projector {
-    /// Forgets everything remembered; the tables are read again when needed.
-    pub fn forget(&mut self) {
-        self.agreement_totals.clear();
-        self.kommune_totals.clear();
+    /// A projector for a ledger whose totals blocks are `block` positions long.
+    pub fn new(block: u64) -> Projector {
+        Projector {
+            block: block.max(1),
+        }
     }
 
-    /// Applies one event at `position` to the projection tables.
+    /// Applies one event at `position` to the projection tables. The first event of
+    /// a block first completes the block before it (see [`close_block`]).
     pub fn apply(
         &mut self,
         conn: &Connection,
         position: u64,
         event: &Event,
     ) -> rusqlite::Result<()> {
+        if position > 0 && position.is_multiple_of(self.block) {
+            close_block(conn, self.block, position / self.block - 1)?;
+        }
         let position = position_sql(position);
         match event {
             Event::AgreementRegistered(agreement) => apply_agreement(conn, position, agreement),
             Event::AgreementEnded(end) => apply_end(conn, end),
             Event::WithholdingRecorded(withholding) => {
-                self.apply_withholding(conn, position, withholding)
+                apply_withholding(conn, position, withholding)
             }
-            Event::WithholdingCorrected(correction) => {
-                self.apply_correction(conn, position, correction)
-            }
+            Event::WithholdingCorrected(correction) => apply_correction(conn, position, correction),
             Event::FileExported(file) => apply_file(conn, position, file),
             Event::FileReissued(reissue) => apply_delivery(
                 conn,
@@ -144,163 +138,173 @@ fn apply_end(conn: &Connection, end: &AgreementEnd) -> rusqlite::Result<()> {
     Ok(())
 }
 
-impl Projector {
-    fn apply_withholding(
-        &mut self,
-        conn: &Connection,
-        position: i64,
-        w: &Withholding,
-    ) -> rusqlite::Result<()> {
-        conn.prepare_cached(
-            "INSERT INTO entries (kommune, reference, position, kind, agreement, corrects, amount_ore, net_ore)
-             VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?6)",
-        )?
-        .execute(params![
-            w.kommune.number(),
-            w.reference.as_str(),
-            position,
-            KIND_WITHHOLDING,
-            w.agreement.as_str(),
-            w.amount.ore(),
-        ])?;
-        let change = TotalsChange {
-            withheld_ore: w.amount.ore(),
-            corrected_ore: 0,
-            payout: Some(days(w.payout_date)),
-        };
-        self.add_totals(conn, position, w.agreement.as_str(), w.kommune, &change)
-    }
+fn apply_withholding(conn: &Connection, position: i64, w: &Withholding) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO entries (kommune, position, reference, kind, agreement, corrects, amount_ore, net_ore, payout)
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?6, ?7)",
+    )?
+    .execute(params![
+        w.kommune.number(),
+        position,
+        w.reference.as_str(),
+        KIND_WITHHOLDING,
+        w.agreement.as_str(),
+        w.amount.ore(),
+        days(w.payout_date),
+    ])?;
+    Ok(())
+}
 
-    fn apply_correction(
-        &mut self,
-        conn: &Connection,
-        position: i64,
-        c: &Correction,
-    ) -> rusqlite::Result<()> {
-        let agreement: String = conn
-            .prepare_cached("SELECT agreement FROM entries WHERE kommune = ?1 AND reference = ?2")?
-            .query_row(params![c.kommune.number(), c.corrects.as_str()], |row| {
-                row.get(0)
-            })?;
-        conn.prepare_cached(
-            "INSERT INTO entries (kommune, reference, position, kind, agreement, corrects, amount_ore, net_ore)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
-        )?
-        .execute(params![
-            c.kommune.number(),
-            c.reference.as_str(),
-            position,
-            KIND_CORRECTION,
-            agreement,
-            c.corrects.as_str(),
-            c.amount.ore(),
-        ])?;
-        conn.prepare_cached(
-            "UPDATE entries SET net_ore = net_ore + ?3 WHERE kommune = ?1 AND reference = ?2",
-        )?
-        .execute(params![
-            c.kommune.number(),
-            c.corrects.as_str(),
-            c.amount.ore()
-        ])?;
-        let change = TotalsChange {
-            withheld_ore: 0,
-            corrected_ore: c.amount.ore(),
-            payout: None,
-        };
-        self.add_totals(conn, position, &agreement, c.kommune, &change)
-    }
+fn apply_correction(conn: &Connection, position: i64, c: &Correction) -> rusqlite::Result<()> {
+    let agreement: String = conn
+        .prepare_cached("SELECT agreement FROM entries WHERE kommune = ?1 AND reference = ?2")?
+        .query_row(params![c.kommune.number(), c.corrects.as_str()], |row| {
+            row.get(0)
+        })?;
+    conn.prepare_cached(
+        "INSERT INTO entries (kommune, position, reference, kind, agreement, corrects, amount_ore, net_ore, payout)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL)",
+    )?
+    .execute(params![
+        c.kommune.number(),
+        position,
+        c.reference.as_str(),
+        KIND_CORRECTION,
+        agreement,
+        c.corrects.as_str(),
+        c.amount.ore(),
+    ])?;
+    conn.prepare_cached(
+        "UPDATE entries SET net_ore = net_ore + ?3 WHERE kommune = ?1 AND reference = ?2",
+    )?
+    .execute(params![
+        c.kommune.number(),
+        c.corrects.as_str(),
+        c.amount.ore()
+    ])?;
+    Ok(())
+}
 
-    /// Appends a new totals row for the agreement and for the kommune: the previous
-    /// row plus this change.
-    fn add_totals(
-        &mut self,
-        conn: &Connection,
-        position: i64,
-        agreement: &str,
-        kommune: Kommune,
-        change: &TotalsChange,
-    ) -> rusqlite::Result<()> {
-        let previous = match self.agreement_totals.get(agreement) {
-            Some(latest) => *latest,
-            None => conn
-                .prepare_cached(
-                    "SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
-                     WHERE agreement = ?1 ORDER BY position DESC LIMIT 1",
-                )?
-                .query_row(params![agreement], raw_totals)
-                .optional()?
-                .unwrap_or_default(),
-        };
-        let next = previous.plus(change);
-        conn.prepare_cached(
-            "INSERT INTO agreement_totals (agreement, position, kommune, withheld_ore, corrected_ore, entries, last_payout)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            agreement,
-            position,
-            kommune.number(),
-            next.0,
-            next.1,
-            next.2,
-            next.3
-        ])?;
-        match self.agreement_totals.get_mut(agreement) {
-            Some(latest) => *latest = next,
-            None => remember(&mut self.agreement_totals, agreement.to_string(), next),
+/// The first and last position of block `block`.
+fn block_bounds(block_size: u64, block: u64) -> (i64, i64) {
+    let first = block.saturating_mul(block_size);
+    (
+        position_sql(first),
+        position_sql(first.saturating_add(block_size - 1)),
+    )
+}
+
+/// Writes the totals rows of block `block`, now complete: for every agreement and
+/// every kommune with entries in it, the last row before it plus those entries.
+/// The rows go in in key order, so each index page is written once per block.
+fn close_block(conn: &Connection, block_size: u64, block: u64) -> rusqlite::Result<()> {
+    let (first, last) = block_bounds(block_size, block);
+    let mut agreements: BTreeMap<String, (u16, RawTotals)> = BTreeMap::new();
+    let mut kommuner: BTreeMap<u16, RawTotals> = BTreeMap::new();
+    let mut statement = conn.prepare_cached(
+        "SELECT agreement, kind, amount_ore, payout FROM entries
+         WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3",
+    )?;
+    for kommune in Kommune::all() {
+        let number = kommune.number();
+        let mut rows = statement.query(params![number, first, last])?;
+        while let Some(row) = rows.next()? {
+            let entry = entry_change(row, 1)?;
+            let agreement: String = row.get(0)?;
+            agreements
+                .entry(agreement)
+                .or_insert((number, RawTotals::default()))
+                .1
+                .add(&entry);
+            kommuner.entry(number).or_default().add(&entry);
         }
-        let previous = match self.kommune_totals.get(&kommune.number()) {
-            Some(latest) => *latest,
-            None => conn
-                .prepare_cached(
-                    "SELECT withheld_ore, corrected_ore, entries, last_payout FROM kommune_totals
-                     WHERE kommune = ?1 ORDER BY position DESC LIMIT 1",
-                )?
-                .query_row(params![kommune.number()], raw_totals)
-                .optional()?
-                .unwrap_or_default(),
-        };
-        let next = previous.plus(change);
-        conn.prepare_cached(
-            "INSERT INTO kommune_totals (kommune, position, withheld_ore, corrected_ore, entries, last_payout)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![kommune.number(), position, next.0, next.1, next.2, next.3])?;
-        remember(&mut self.kommune_totals, kommune.number(), next);
-        Ok(())
     }
+    let block = position_sql(block);
+    let mut previous = conn.prepare_cached(
+        "SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
+         WHERE agreement = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
+    )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO agreement_totals (agreement, block, kommune, withheld_ore, corrected_ore, entries, last_payout)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (agreement, (kommune, change)) in &agreements {
+        let before = previous
+            .query_row(params![agreement, block], raw_totals)
+            .optional()?
+            .unwrap_or_default();
+        let next = before.plus(change);
+        insert.execute(params![
+            agreement, block, kommune, next.0, next.1, next.2, next.3
+        ])?;
+    }
+    let mut previous = conn.prepare_cached(
+        "SELECT withheld_ore, corrected_ore, entries, last_payout FROM kommune_totals
+         WHERE kommune = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
+    )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO kommune_totals (kommune, block, withheld_ore, corrected_ore, entries, last_payout)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (kommune, change) in &kommuner {
+        let before = previous
+            .query_row(params![kommune, block], raw_totals)
+            .optional()?
+            .unwrap_or_default();
+        let next = before.plus(change);
+        insert.execute(params![kommune, block, next.0, next.1, next.2, next.3])?;
+    }
+    Ok(())
 }
 
-/// Keeps `value` under `key`, starting afresh when the map is full.
-fn remember<K: std::hash::Hash + Eq>(map: &mut HashMap<K, RawTotals>, key: K, value: RawTotals) {
-    if map.len() >= REMEMBERED_MAX {
-        map.clear();
-    }
-    map.insert(key, value);
-}
-
-struct TotalsChange {
-    withheld_ore: i64,
-    corrected_ore: i64,
+/// One entry's effect on totals: (kind, amount in øre, payout in days).
+struct EntryChange {
+    kind: i64,
+    amount_ore: i64,
     payout: Option<i64>,
 }
 
+/// Reads (kind, amount_ore, payout) from `row`, starting at column `from`.
+fn entry_change(row: &rusqlite::Row<'_>, from: usize) -> rusqlite::Result<EntryChange> {
+    Ok(EntryChange {
+        kind: row.get(from)?,
+        amount_ore: row.get(from + 1)?,
+        payout: row.get(from + 2)?,
+    })
+}
+
 /// (withheld, corrected, entries, last payout in days) as stored.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct RawTotals(i64, i64, i64, Option<i64>);
 
 impl RawTotals {
-    fn plus(&self, change: &TotalsChange) -> RawTotals {
+    /// Adds one entry: a withholding to the withheld sum, a correction (signed) to
+    /// the corrected sum.
+    fn add(&mut self, entry: &EntryChange) {
+        if entry.kind == KIND_WITHHOLDING {
+            self.0 += entry.amount_ore;
+        } else {
+            self.1 += entry.amount_ore;
+        }
+        self.2 += 1;
+        self.3 = latest(self.3, entry.payout);
+    }
+
+    /// These totals followed by `later`.
+    fn plus(&self, later: &RawTotals) -> RawTotals {
         RawTotals(
-            self.0 + change.withheld_ore,
-            self.1 + change.corrected_ore,
-            self.2 + 1,
-            match (self.3, change.payout) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            },
+            self.0 + later.0,
+            self.1 + later.1,
+            self.2 + later.2,
+            latest(self.3, later.3),
         )
+    }
+}
+
+fn latest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -388,64 +392,136 @@ impl Totals {
     }
 }
 
+/// Where a total as of `position` comes from: the last totals row of a block
+/// before `block`, and the entries at positions `first..=position`.
+struct AsOfBlock {
+    block: i64,
+    first: i64,
+    position: i64,
+}
+
+impl AsOfBlock {
+    fn new(block_size: u64, position: u64) -> AsOfBlock {
+        let block = position / block_size.max(1);
+        AsOfBlock {
+            block: position_sql(block),
+            first: block_bounds(block_size.max(1), block).0,
+            position: position_sql(position),
+        }
+    }
+}
+
 /// One agreement's totals as of `position` (`None` if it had no entries by then).
 pub fn agreement_totals(
     conn: &Connection,
+    block_size: u64,
     agreement: &str,
     position: u64,
 ) -> rusqlite::Result<Option<Totals>> {
-    conn.prepare_cached(
-        "SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
-         WHERE agreement = ?1 AND position <= ?2 ORDER BY position DESC LIMIT 1",
-    )?
-    .query_row(params![agreement, position_sql(position)], raw_totals)
-    .optional()
-    .map(|raw| raw.map(Totals::from_raw))
+    let kommune: Option<u16> = conn
+        .prepare_cached("SELECT kommune FROM agreements WHERE agreement = ?1")?
+        .query_row(params![agreement], |row| row.get(0))
+        .optional()?;
+    let Some(kommune) = kommune else {
+        return Ok(None);
+    };
+    let at = AsOfBlock::new(block_size, position);
+    let mut totals = conn
+        .prepare_cached(
+            "SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
+             WHERE agreement = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
+        )?
+        .query_row(params![agreement, at.block], raw_totals)
+        .optional()?
+        .unwrap_or_default();
+    let mut statement = conn.prepare_cached(
+        "SELECT kind, amount_ore, payout FROM entries
+         WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3 AND agreement = ?4",
+    )?;
+    let mut rows = statement.query(params![kommune, at.first, at.position, agreement])?;
+    while let Some(row) = rows.next()? {
+        totals.add(&entry_change(row, 0)?);
+    }
+    Ok((totals.2 > 0).then(|| Totals::from_raw(totals)))
 }
 
 /// Every kommune's totals as of `position`, in code order; kommuner without
 /// entries by then are left out.
 pub fn kommune_totals(
     conn: &Connection,
+    block_size: u64,
     position: u64,
 ) -> rusqlite::Result<Vec<(Kommune, Totals)>> {
+    let at = AsOfBlock::new(block_size, position);
     let mut result = Vec::new();
-    let mut statement = conn.prepare_cached(
+    let mut before = conn.prepare_cached(
         "SELECT withheld_ore, corrected_ore, entries, last_payout FROM kommune_totals
-         WHERE kommune = ?1 AND position <= ?2 ORDER BY position DESC LIMIT 1",
+         WHERE kommune = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
+    )?;
+    let mut entries = conn.prepare_cached(
+        "SELECT kind, amount_ore, payout FROM entries
+         WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3",
     )?;
     for kommune in Kommune::all() {
-        let raw = statement
-            .query_row(
-                params![kommune.number(), position_sql(position)],
-                raw_totals,
-            )
-            .optional()?;
-        if let Some(raw) = raw {
-            result.push((kommune, Totals::from_raw(raw)));
+        let mut totals = before
+            .query_row(params![kommune.number(), at.block], raw_totals)
+            .optional()?
+            .unwrap_or_default();
+        let mut rows = entries.query(params![kommune.number(), at.first, at.position])?;
+        while let Some(row) = rows.next()? {
+            totals.add(&entry_change(row, 0)?);
+        }
+        if totals.2 > 0 {
+            result.push((kommune, Totals::from_raw(totals)));
         }
     }
     Ok(result)
 }
 
-/// Every agreement of one kommune with its totals as of `position`, by reference.
+/// Every agreement of one kommune with its totals as of `position`, by reference;
+/// agreements without entries by then are left out.
 pub fn agreements_of_kommune(
     conn: &Connection,
+    block_size: u64,
     kommune: Kommune,
     position: u64,
 ) -> rusqlite::Result<Vec<(String, Totals)>> {
+    let at = AsOfBlock::new(block_size, position);
+    let mut in_block: HashMap<String, RawTotals> = HashMap::new();
     let mut statement = conn.prepare_cached(
-        "SELECT t.agreement, t.withheld_ore, t.corrected_ore, t.entries, t.last_payout
-         FROM agreement_totals t
-         WHERE t.kommune = ?1 AND t.position = (
-             SELECT MAX(position) FROM agreement_totals
-             WHERE agreement = t.agreement AND position <= ?2)
-         ORDER BY t.agreement",
+        "SELECT agreement, kind, amount_ore, payout FROM entries
+         WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3",
     )?;
-    let rows = statement.query_map(params![kommune.number(), position_sql(position)], |row| {
+    let mut rows = statement.query(params![kommune.number(), at.first, at.position])?;
+    while let Some(row) = rows.next()? {
         let agreement: String = row.get(0)?;
-        let raw = RawTotals(row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
-        Ok((agreement, Totals::from_raw(raw)))
-    })?;
-    rows.collect()
+        in_block
+            .entry(agreement)
+            .or_default()
+            .add(&entry_change(row, 1)?);
+    }
+    let mut before = conn.prepare_cached(
+        "SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
+         WHERE agreement = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
+    )?;
+    let mut statement = conn
+        .prepare_cached("SELECT agreement FROM agreements WHERE kommune = ?1 ORDER BY agreement")?;
+    let agreements = statement
+        .query_map(params![kommune.number()], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let mut result = Vec::new();
+    for agreement in agreements {
+        let totals = before
+            .query_row(params![agreement, at.block], raw_totals)
+            .optional()?
+            .unwrap_or_default();
+        let totals = match in_block.get(&agreement) {
+            Some(change) => totals.plus(change),
+            None => totals,
+        };
+        if totals.2 > 0 {
+            result.push((agreement, Totals::from_raw(totals)));
+        }
+    }
+    Ok(result)
 }

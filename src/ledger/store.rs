@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use super::codec::{self, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
 use super::projection::{self, Projector, Totals};
-use super::schema::{LOG_TABLES, PROJECTION_TABLES, SCHEMA_VERSION};
+use super::schema::{
+    DEFAULT_TOTALS_BLOCK, LOG_TABLES, PROJECTION_ORDER, PROJECTION_TABLES, SCHEMA_VERSION,
+};
 use super::view::{AgreementMemo, SqlView};
 use super::{LedgerError, LineError};
 use crate::domain::{decide, Command, Decision, Event, Kommune};
@@ -74,12 +76,13 @@ pub struct Ledger {
     conn: Connection,
     dir: PathBuf,
     memo: Memo,
+    /// Positions per totals block (`meta.totals_block`, see `schema`).
+    totals_block: u64,
 }
 
 /// What the write path remembers between statements and between transactions:
-/// agreement states for the rules and the latest totals rows for the projections.
-/// Ingest then spends its time on writes rather than on reading back what it just
-/// wrote (half the statements per entry).
+/// the agreement states the rules asked for, so that each withholding does not
+/// read and decode its agreement's registration again.
 ///
 /// It is trusted only while the log's head is the one this ledger left after its
 /// own last commit. Every projection change comes with an appended event, so an
@@ -89,13 +92,11 @@ pub struct Ledger {
 struct Memo {
     /// The head after this ledger's last commit; `None` while not trusted.
     valid_at: Option<Head>,
-    projector: Projector,
     agreements: AgreementMemo,
 }
 
 impl Memo {
     fn forget(&mut self) {
-        self.projector.forget();
         self.agreements.forget();
     }
 
@@ -189,8 +190,16 @@ fn prepare_database_file(path: &Path) -> Result<(), LedgerError> {
 }
 
 impl Ledger {
-    /// Opens (creating if needed) the ledger in `dir`.
+    /// Opens (creating if needed) the ledger in `dir`. A ledger of an older
+    /// schema version has its projections rebuilt from its log first.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(dir, DEFAULT_TOTALS_BLOCK)
+    }
+
+    /// [`Ledger::open`], creating a new ledger with totals blocks of
+    /// `new_totals_block` positions (an existing ledger keeps its own). Small
+    /// blocks let tests cross many block ends; production uses the default.
+    pub fn open_with(dir: &Path, new_totals_block: u64) -> Result<Ledger, LedgerError> {
         create_private_dir(dir)?;
         let path = dir.join(DATABASE_FILE);
         prepare_database_file(&path)?;
@@ -201,34 +210,37 @@ impl Ledger {
         let conn = Connection::open(&path).map_err(open_error)?;
         configure(&conn).map_err(open_error)?;
         conn.execute_batch(LOG_TABLES).map_err(open_error)?;
-        conn.execute_batch(PROJECTION_TABLES).map_err(open_error)?;
-        let found: Option<i64> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()?;
-        match found {
+        match read_meta(&conn, "schema_version")? {
             None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    params![SCHEMA_VERSION],
-                )?;
+                let tx = conn.unchecked_transaction()?;
+                tx.execute_batch(PROJECTION_TABLES)?;
+                write_meta(&tx, "schema_version", SCHEMA_VERSION)?;
+                write_meta(&tx, "totals_block", block_sql(new_totals_block))?;
+                tx.commit()?;
             }
-            Some(found) if found != SCHEMA_VERSION => {
+            Some(found) if found == SCHEMA_VERSION => {}
+            Some(found) if (1..SCHEMA_VERSION).contains(&found) => {
+                tracing::info!(
+                    from = found,
+                    to = SCHEMA_VERSION,
+                    "rebuilding the projections of an older ledger from its log"
+                );
+                rebuild_projections(&conn, DEFAULT_TOTALS_BLOCK)?;
+            }
+            Some(found) => {
                 return Err(LedgerError::SchemaVersion {
                     path,
                     found,
                     expected: SCHEMA_VERSION,
                 })
             }
-            Some(_) => {}
         }
+        let totals_block = read_totals_block(&conn, &path)?;
         Ok(Ledger {
             conn,
             dir: dir.to_path_buf(),
             memo: Memo::default(),
+            totals_block,
         })
     }
 
@@ -263,11 +275,13 @@ impl Ledger {
                 expected: SCHEMA_VERSION,
             });
         }
+        let totals_block = read_totals_block(&conn, path)?;
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Ok(Ledger {
             conn,
             dir,
             memo: Memo::default(),
+            totals_block,
         })
     }
 
@@ -282,6 +296,11 @@ impl Ledger {
 
     pub fn head(&self) -> Result<Head, LedgerError> {
         read_head(&self.conn)
+    }
+
+    /// Positions per totals block of this ledger.
+    pub fn totals_block(&self) -> u64 {
+        self.totals_block
     }
 
     /// Runs `work` in one write transaction and commits durably. `work` appends
@@ -311,6 +330,7 @@ impl Ledger {
             tx: &tx,
             head,
             memo: &mut self.memo,
+            projector: Projector::new(self.totals_block),
         };
         let result = work(&mut appender)?;
         let head = appender.head;
@@ -427,12 +447,21 @@ impl Ledger {
         agreement: &str,
         at: u64,
     ) -> Result<Option<Totals>, LedgerError> {
-        Ok(projection::agreement_totals(&self.conn, agreement, at)?)
+        Ok(projection::agreement_totals(
+            &self.conn,
+            self.totals_block,
+            agreement,
+            at,
+        )?)
     }
 
     /// Every kommune's totals as of a position (kommuner without entries left out).
     pub fn kommune_totals(&self, at: u64) -> Result<Vec<(Kommune, Totals)>, LedgerError> {
-        Ok(projection::kommune_totals(&self.conn, at)?)
+        Ok(projection::kommune_totals(
+            &self.conn,
+            self.totals_block,
+            at,
+        )?)
     }
 
     /// The agreements of one kommune with their totals as of a position.
@@ -441,7 +470,12 @@ impl Ledger {
         kommune: Kommune,
         at: u64,
     ) -> Result<Vec<(String, Totals)>, LedgerError> {
-        Ok(projection::agreements_of_kommune(&self.conn, kommune, at)?)
+        Ok(projection::agreements_of_kommune(
+            &self.conn,
+            self.totals_block,
+            kommune,
+            at,
+        )?)
     }
 }
 
@@ -450,6 +484,7 @@ pub struct Appender<'t> {
     tx: &'t Transaction<'t>,
     head: Head,
     memo: &'t mut Memo,
+    projector: Projector,
 }
 
 impl Appender<'_> {
@@ -498,7 +533,7 @@ impl Appender<'_> {
                 payload,
                 &hash[..],
             ])?;
-        self.memo.projector.apply(self.tx, position, event)?;
+        self.projector.apply(self.tx, position, event)?;
         self.memo.appended(event);
         self.head = Head {
             position,
@@ -540,9 +575,87 @@ fn read_head(conn: &Connection) -> Result<Head, LedgerError> {
 }
 
 /// The last position recorded at or before `time_us` (0 if none).
+///
+/// Recorded-at never decreases along the log (`Appender::append` makes it so and
+/// `verify` checks it), so this is a binary search over positions: about 24
+/// lookups by rowid at 10M events, and no index on time to keep up at ingest.
 pub(crate) fn position_at_time(conn: &Connection, time_us: i64) -> Result<u64, LedgerError> {
-    let position: Option<i64> = conn
-        .prepare_cached("SELECT MAX(position) FROM events WHERE recorded_at_us <= ?1")?
-        .query_row(params![time_us], |row| row.get(0))?;
-    Ok(position.and_then(|p| u64::try_from(p).ok()).unwrap_or(0))
+    let mut recorded_at =
+        conn.prepare_cached("SELECT recorded_at_us FROM events WHERE position = ?1")?;
+    let mut at = |position: u64| -> Result<i64, LedgerError> {
+        Ok(recorded_at.query_row(params![sql_position(position)], |row| row.get(0))?)
+    };
+    // Invariant: every position <= `low` is at or before the time (0 stands for
+    // "none"); every position > `high` is after it.
+    let (mut low, mut high) = (0u64, read_head(conn)?.position);
+    while low < high {
+        let middle = low + (high - low).div_ceil(2);
+        if at(middle)? <= time_us {
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    Ok(low)
+}
+
+fn block_sql(block: u64) -> i64 {
+    i64::try_from(block.max(1)).unwrap_or(i64::MAX)
+}
+
+fn read_meta(conn: &Connection, key: &str) -> Result<Option<i64>, LedgerError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+            row.get(0)
+        })
+        .optional()?)
+}
+
+fn write_meta(conn: &Connection, key: &str, value: i64) -> Result<(), LedgerError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+fn read_totals_block(conn: &Connection, path: &Path) -> Result<u64, LedgerError> {
+    match read_meta(conn, "totals_block")? {
+        Some(block) if block >= 1 => Ok(u64::try_from(block).unwrap_or(1)),
+        other => Err(LedgerError::NotALedger {
+            path: path.to_path_buf(),
+            why: format!("meta.totals_block is {other:?}, not a positive number"),
+        }),
+    }
+}
+
+/// Drops every projection table and builds them again by replaying the log, in
+/// one transaction: how a ledger of an older schema version is brought up to date.
+/// The events, their bytes and their hash chain are not touched; `verify` checks
+/// those as always.
+fn rebuild_projections(conn: &Connection, totals_block: u64) -> Result<(), LedgerError> {
+    let tx = conn.unchecked_transaction()?;
+    // Version 1 kept an index on recorded-at; lookups by time now search positions.
+    tx.execute_batch("DROP INDEX IF EXISTS events_by_time")?;
+    for (table, _) in PROJECTION_ORDER {
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+    }
+    tx.execute_batch(PROJECTION_TABLES)?;
+    let mut projector = Projector::new(totals_block);
+    {
+        let mut statement = tx.prepare(&format!(
+            "SELECT {} FROM events ORDER BY position",
+            StoredEvent::COLUMNS
+        ))?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let stored = StoredEvent::from_row(row)?;
+            projector.apply(&tx, stored.position, &stored.event()?)?;
+        }
+    }
+    write_meta(&tx, "totals_block", block_sql(totals_block))?;
+    write_meta(&tx, "schema_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
 }

@@ -151,7 +151,7 @@ impl Ledger {
     ) -> Result<ChainWalk, LedgerError> {
         let mut chain = ChainWalk::default();
         // One projector for the whole replay: the scratch database has no other writer.
-        let mut projector = Projector::default();
+        let mut projector = Projector::new(self.totals_block());
         let mut statement = self.connection().prepare(&format!(
             "SELECT {} FROM events ORDER BY position",
             StoredEvent::COLUMNS

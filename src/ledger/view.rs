@@ -16,7 +16,7 @@ const REMEMBERED_MAX: usize = 200_000;
 /// Agreement states the rules asked for, so that the next withholding of the same
 /// agreement does not read and decode its registration again. An entry is dropped
 /// whenever an event about that agreement is appended, and the whole memo is
-/// forgotten under the same conditions as the `Projector`'s (see `store::Memo`).
+/// forgotten when the ledger cannot trust it (see `store::Memo`).
 #[derive(Default)]
 pub struct AgreementMemo(RefCell<HashMap<String, AgreementState>>);
 

@@ -17,6 +17,13 @@ impl TestLedger {
         TestLedger { dir, ledger }
     }
 
+    /// A new ledger whose totals blocks are `block` positions long.
+    pub fn with_totals_block(block: u64) -> TestLedger {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open_with(&dir.path().join("data"), block).expect("open ledger");
+        TestLedger { dir, ledger }
+    }
+
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
     }
