@@ -317,6 +317,43 @@ fn assert_totals_equal(t: &TestLedger, model: &Model, position: u64) -> Result<(
     Ok(())
 }
 
+/// Entries per kommune in the model, by index into KOMMUNER.
+fn entry_counts(model: &Model) -> [u64; 2] {
+    let mut counts = [0; 2];
+    for (kommune, _) in model.entries.keys() {
+        counts[*kommune] += 1;
+    }
+    counts
+}
+
+/// The ledger's count of each kommune's entries between two positions equals the
+/// difference of the model's counts there.
+fn assert_counts_between(
+    t: &TestLedger,
+    (after, earlier): (u64, &Model),
+    (through, later): (u64, &Model),
+) -> Result<(), TestCaseError> {
+    let (before, now) = (entry_counts(earlier), entry_counts(later));
+    for (index, code) in KOMMUNER.iter().enumerate() {
+        let counted = sf2520::ledger::kommune_entries_between(
+            t.ledger.connection(),
+            Kommune::parse(code).unwrap(),
+            after,
+            through,
+        )
+        .unwrap();
+        prop_assert_eq!(
+            counted,
+            now[index] - before[index],
+            "{} in ({}, {}]",
+            code,
+            after,
+            through
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -344,6 +381,10 @@ proptest! {
         }
         for (position, snapshot) in &history {
             assert_totals_equal(&t, snapshot, *position)?;
+            assert_counts_between(&t, (0, &history[0].1), (*position, snapshot))?;
+        }
+        for pair in history.windows(2) {
+            assert_counts_between(&t, (pair[0].0, &pair[0].1), (pair[1].0, &pair[1].1))?;
         }
         let verified = t.ledger.verify(|_| {}).unwrap();
         prop_assert!(verified.is_ok(), "verify: {:?}", verified);

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ExportError;
 use crate::domain::{Event, Kommune, KyRef, Withholding};
-use crate::ledger::decode_payload;
+use crate::ledger::{decode_payload, kommune_entries_between};
 use crate::sf2520::{DetailRecord, TransactionCode};
 
 /// Which entries a file holds: those of `kommune` at positions in
@@ -23,21 +23,15 @@ fn sql(position: u64) -> i64 {
     i64::try_from(position).unwrap_or(i64::MAX)
 }
 
-/// How many entries the range holds (an index count; no payload is read).
+/// How many entries the range holds, from the kommune's totals (no entry is read
+/// but those of the blocks the range starts and ends in).
 pub fn count_entries(conn: &Connection, range: EntryRange) -> Result<u64, ExportError> {
-    let count: i64 = conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM entries WHERE kommune = ?1 AND position > ?2 AND position <= ?3",
-        )?
-        .query_row(
-            params![
-                range.kommune.number(),
-                sql(range.after_position),
-                sql(range.through_position)
-            ],
-            |row| row.get(0),
-        )?;
-    Ok(u64::try_from(count).unwrap_or(0))
+    Ok(kommune_entries_between(
+        conn,
+        range.kommune,
+        range.after_position,
+        range.through_position,
+    )?)
 }
 
 /// Calls `visit` with each entry of the range as a detail record, in log order.

@@ -445,6 +445,56 @@ pub fn agreement_totals(
     Ok((totals.2 > 0).then(|| Totals::from_raw(totals)))
 }
 
+/// How many entries one kommune has at positions `1..=position`: its totals row of
+/// the last block before `position`'s plus a count of its entries since.
+fn kommune_entries_through(
+    conn: &Connection,
+    block_size: u64,
+    kommune: Kommune,
+    position: u64,
+) -> rusqlite::Result<i64> {
+    let at = AsOfBlock::new(block_size, position);
+    let before: i64 = conn
+        .prepare_cached(
+            "SELECT entries FROM kommune_totals
+             WHERE kommune = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
+        )?
+        .query_row(params![kommune.number(), at.block], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let since: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM entries WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3",
+        )?
+        .query_row(params![kommune.number(), at.first, at.position], |row| {
+            row.get(0)
+        })?;
+    Ok(before + since)
+}
+
+/// How many entries one kommune has at positions `after + 1..=through`, read from
+/// the totals rather than by counting them all: a file's record count before it is
+/// rendered costs two block lookups, not a pass over its entries.
+pub fn kommune_entries_between(
+    conn: &Connection,
+    kommune: Kommune,
+    after: u64,
+    through: u64,
+) -> rusqlite::Result<u64> {
+    if through <= after {
+        return Ok(0);
+    }
+    let block_size: i64 = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'totals_block'",
+        [],
+        |row| row.get(0),
+    )?;
+    let block_size = u64::try_from(block_size).unwrap_or(1).max(1);
+    let through = kommune_entries_through(conn, block_size, kommune, through)?;
+    let after = kommune_entries_through(conn, block_size, kommune, after)?;
+    Ok(u64::try_from(through - after).unwrap_or(0))
+}
+
 /// Every kommune's totals as of `position`, in code order; kommuner without
 /// entries by then are left out.
 pub fn kommune_totals(
