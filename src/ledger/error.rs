@@ -33,7 +33,8 @@ pub enum LedgerError {
     InsecurePermissions { path: PathBuf, mode: u32 },
 
     #[error(
-        "the ledger at {path} has schema version {found}; this program knows version {expected}"
+        "the ledger at {path} has schema version {found}; this program knows version {expected}{}",
+        schema_hint(*.found, *.expected)
     )]
     SchemaVersion {
         path: PathBuf,
@@ -68,4 +69,15 @@ pub enum LedgerError {
 
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+}
+
+/// What to do about a ledger file of another schema version.
+fn schema_hint(found: i64, expected: i64) -> &'static str {
+    if found < expected {
+        ". A ledger of an older version is upgraded when it is opened as a data \
+         directory's ledger.sqlite3 (any sf2520 command with --data-dir); a copy such \
+         as a backup is only read, so upgrade it that way first"
+    } else {
+        ". It was written by a newer sf2520; use that version"
+    }
 }
