@@ -361,7 +361,7 @@ proptest! {
     fn ledger_totals_equal_the_model_at_every_step(
         ops in prop::collection::vec(op(), 1..60),
         // Totals blocks of a few positions, so that a run crosses many block ends
-        // (production blocks are 65,536 positions; tests/ledger.rs covers those).
+        // (production blocks are 262,144 positions).
         totals_block in 1u64..8,
     ) {
         let mut t = TestLedger::with_totals_block(totals_block);

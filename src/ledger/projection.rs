@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Datelike, NaiveDate};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::domain::{
@@ -34,31 +34,33 @@ fn position_sql(position: u64) -> i64 {
     i64::try_from(position).expect("positions fit an SQLite integer")
 }
 
-/// Applies events to the projection tables.
+/// Applies events to the projection tables of one connection.
 ///
-/// It holds nothing between events but the ledger's totals block size: every
-/// projection row is a function of the log's events and their positions, so a
-/// replay in any grouping of transactions writes the same rows.
-pub struct Projector {
+/// It remembers nothing about the data between events: every projection row is a
+/// function of the log's events and their positions, so a replay in any grouping
+/// of transactions writes the same rows. It only keeps the statement every
+/// withholding runs, prepared once rather than looked up per entry.
+pub struct Projector<'c> {
+    conn: &'c Connection,
     block: u64,
+    insert_withholding: Option<CachedStatement<'c>>,
 }
 
-impl Projector {
-    /// A projector for a ledger whose totals blocks are `block` positions long.
-    pub fn new(block: u64) -> Projector {
+impl<'c> Projector<'c> {
+    /// A projector writing through `conn`, for a ledger whose totals blocks are
+    /// `block` positions long.
+    pub fn new(conn: &'c Connection, block: u64) -> Projector<'c> {
         Projector {
+            conn,
             block: block.max(1),
+            insert_withholding: None,
         }
     }
 
     /// Applies one event at `position` to the projection tables. The first event of
     /// a block first completes the block before it (see [`close_block`]).
-    pub fn apply(
-        &mut self,
-        conn: &Connection,
-        position: u64,
-        event: &Event,
-    ) -> rusqlite::Result<()> {
+    pub fn apply(&mut self, position: u64, event: &Event) -> rusqlite::Result<()> {
+        let conn = self.conn;
         if position > 0 && position.is_multiple_of(self.block) {
             close_block(conn, self.block, position / self.block - 1)?;
         }
@@ -67,7 +69,7 @@ impl Projector {
             Event::AgreementRegistered(agreement) => apply_agreement(conn, position, agreement),
             Event::AgreementEnded(end) => apply_end(conn, end),
             Event::WithholdingRecorded(withholding) => {
-                apply_withholding(conn, position, withholding)
+                self.apply_withholding(position, withholding)
             }
             Event::WithholdingCorrected(correction) => apply_correction(conn, position, correction),
             Event::FileExported(file) => apply_file(conn, position, file),
@@ -138,21 +140,26 @@ fn apply_end(conn: &Connection, end: &AgreementEnd) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn apply_withholding(conn: &Connection, position: i64, w: &Withholding) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO entries (kommune, position, reference, kind, agreement, corrects, amount_ore, net_ore, payout)
-         VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?6, ?7)",
-    )?
-    .execute(params![
-        w.kommune.number(),
-        position,
-        w.reference.as_str(),
-        KIND_WITHHOLDING,
-        w.agreement.as_str(),
-        w.amount.ore(),
-        days(w.payout_date),
-    ])?;
-    Ok(())
+impl Projector<'_> {
+    fn apply_withholding(&mut self, position: i64, w: &Withholding) -> rusqlite::Result<()> {
+        let statement = match &mut self.insert_withholding {
+            Some(statement) => statement,
+            None => self.insert_withholding.insert(self.conn.prepare_cached(
+                "INSERT INTO entries (kommune, position, reference, kind, agreement, corrects, amount_ore, net_ore, payout)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?6, ?7)",
+            )?),
+        };
+        statement.execute(params![
+            w.kommune.number(),
+            position,
+            w.reference.as_str(),
+            KIND_WITHHOLDING,
+            w.agreement.as_str(),
+            w.amount.ore(),
+            days(w.payout_date),
+        ])?;
+        Ok(())
+    }
 }
 
 fn apply_correction(conn: &Connection, position: i64, c: &Correction) -> rusqlite::Result<()> {

@@ -13,7 +13,7 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// fixed for the ledger's life). A total as of a position reads one row per block
 /// and at most this many entries of one kommune; ingest writes one totals row per
 /// agreement touched in a block, at the block's end.
-pub const DEFAULT_TOTALS_BLOCK: u64 = 65_536;
+pub const DEFAULT_TOTALS_BLOCK: u64 = 262_144;
 
 /// The event log. `position` is the rowid: gapless from 1, enforced on append.
 pub const LOG_TABLES: &str = "

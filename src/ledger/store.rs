@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{
-    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+    params, CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction,
+    TransactionBehavior,
 };
 use uuid::Uuid;
 
@@ -116,11 +117,11 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 10_000)?;
-    // Up to 256 MiB of pages (negative: KiB). Ingest inserts the totals rows of
-    // random agreements, so the working set is the whole totals index; a cache that
-    // holds it saves a read from the OS per entry (benches/peers: ~20 % faster ingest
-    // at 1M entries). The cache grows only as pages are read.
-    conn.pragma_update(None, "cache_size", -262_144)?;
+    // Up to 64 MiB of pages (negative: KiB). Ingest writes at the ends of the log
+    // and of each kommune's entries, so its working set is small; 256 MiB was no
+    // faster at 1M entries (benches/peers) and peaked at 326 MB instead of 93 MB.
+    // The cache grows only as pages are read.
+    conn.pragma_update(None, "cache_size", -65_536)?;
     // Checkpoint the WAL into the database every 64 MiB rather than every 4 MiB: a
     // batch dirties pages all over the totals index, and a page changed by several
     // batches between checkpoints is copied into the database once, not each time
@@ -330,10 +331,13 @@ impl Ledger {
             tx: &tx,
             head,
             memo: &mut self.memo,
-            projector: Projector::new(self.totals_block),
+            projector: Projector::new(&tx, self.totals_block),
+            insert_event: None,
         };
         let result = work(&mut appender)?;
         let head = appender.head;
+        // It holds statements of the transaction.
+        drop(appender);
         if commit {
             tx.commit()?;
             self.memo.valid_at = Some(head);
@@ -484,7 +488,9 @@ pub struct Appender<'t> {
     tx: &'t Transaction<'t>,
     head: Head,
     memo: &'t mut Memo,
-    projector: Projector,
+    projector: Projector<'t>,
+    /// The insert every append runs, prepared once per transaction.
+    insert_event: Option<CachedStatement<'t>>,
 }
 
 impl Appender<'_> {
@@ -518,22 +524,24 @@ impl Appender<'_> {
             recorded_at_us,
             &payload,
         );
-        self.tx
-            .prepare_cached(
+        let insert = match &mut self.insert_event {
+            Some(statement) => statement,
+            None => self.insert_event.insert(self.tx.prepare_cached(
                 "INSERT INTO events (position, event_id, stream, event_type, schema_version, recorded_at_us, payload, hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                sql_position(position),
-                &event_id.as_bytes()[..],
-                stream,
-                event_type,
-                CURRENT_SCHEMA_VERSION,
-                recorded_at_us,
-                payload,
-                &hash[..],
-            ])?;
-        self.projector.apply(self.tx, position, event)?;
+            )?),
+        };
+        insert.execute(params![
+            sql_position(position),
+            &event_id.as_bytes()[..],
+            stream,
+            event_type,
+            CURRENT_SCHEMA_VERSION,
+            recorded_at_us,
+            payload,
+            &hash[..],
+        ])?;
+        self.projector.apply(position, event)?;
         self.memo.appended(event);
         self.head = Head {
             position,
@@ -642,8 +650,8 @@ fn rebuild_projections(conn: &Connection, totals_block: u64) -> Result<(), Ledge
         tx.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
     }
     tx.execute_batch(PROJECTION_TABLES)?;
-    let mut projector = Projector::new(totals_block);
     {
+        let mut projector = Projector::new(&tx, totals_block);
         let mut statement = tx.prepare(&format!(
             "SELECT {} FROM events ORDER BY position",
             StoredEvent::COLUMNS
@@ -651,7 +659,7 @@ fn rebuild_projections(conn: &Connection, totals_block: u64) -> Result<(), Ledge
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
             let stored = StoredEvent::from_row(row)?;
-            projector.apply(&tx, stored.position, &stored.event()?)?;
+            projector.apply(stored.position, &stored.event()?)?;
         }
     }
     write_meta(&tx, "totals_block", block_sql(totals_block))?;

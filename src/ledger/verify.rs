@@ -116,9 +116,9 @@ impl Ledger {
         // The replay is scratch work: no durability needed.
         replay.pragma_update(None, "journal_mode", "OFF")?;
         replay.pragma_update(None, "synchronous", "OFF")?;
-        // The replay inserts totals rows of random agreements, like ingest: give it
-        // the ledger's page cache rather than SQLite's default of 2 MiB.
-        replay.pragma_update(None, "cache_size", -262_144)?;
+        // The replay writes what ingest writes: give it the ledger's page cache
+        // rather than SQLite's default of 2 MiB.
+        replay.pragma_update(None, "cache_size", -65_536)?;
         replay.execute_batch(PROJECTION_TABLES)?;
         replay.execute_batch("BEGIN")?;
         let head = self.head()?.position;
@@ -151,7 +151,7 @@ impl Ledger {
     ) -> Result<ChainWalk, LedgerError> {
         let mut chain = ChainWalk::default();
         // One projector for the whole replay: the scratch database has no other writer.
-        let mut projector = Projector::new(self.totals_block());
+        let mut projector = Projector::new(replay, self.totals_block());
         let mut statement = self.connection().prepare(&format!(
             "SELECT {} FROM events ORDER BY position",
             StoredEvent::COLUMNS
@@ -170,7 +170,7 @@ impl Ledger {
                 }
             };
             if let Some(event) = chain.check(&stored) {
-                projector.apply(replay, stored.position, &event)?;
+                projector.apply(stored.position, &event)?;
             }
             progress(stored.position);
             if chain.failure.is_some() {
