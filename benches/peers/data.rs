@@ -113,45 +113,6 @@ impl Workload {
         commands
     }
 
-    /// Like [`Workload::next_batch`], but the withholdings come agreement by
-    /// agreement in the order of their references, 20 each (corrections still
-    /// pick recent withholdings at random). The totals index is keyed by agreement
-    /// first, so in this order each batch appends to a few of its pages instead
-    /// of dirtying pages all over it: building a log of 10M events this way takes
-    /// minutes rather than most of an hour.
-    pub fn next_grouped_batch(&mut self, batch: usize) -> Vec<Command> {
-        let mut commands = Vec::with_capacity(batch);
-        while commands.len() < batch && self.entries_made < self.entries_total {
-            let command = if self.rng.chance(CORRECTION_PERCENT) && !self.correctable.is_empty() {
-                self.correction()
-            } else {
-                let agreement = self.grouped_agreement(self.entries_made / ENTRIES_PER_AGREEMENT);
-                self.withholding(agreement, "KY")
-            };
-            commands.push(command);
-            self.entries_made += 1;
-        }
-        commands
-    }
-
-    /// The `rank`-th agreement in reference order (kommune code, then number),
-    /// wrapping around when there are more entries than 20 per agreement.
-    fn grouped_agreement(&self, rank: u64) -> u64 {
-        let count = self.agreement_count();
-        let rank = rank % count;
-        // Agreement `i` belongs to kommune `i % 98`; kommune `k` has
-        // `ceil((count - k) / 98)` of them.
-        let mut before = 0;
-        for kommune_index in 0..98 {
-            let of_kommune = (count.saturating_sub(kommune_index)).div_ceil(98);
-            if rank < before + of_kommune {
-                return kommune_index + 98 * (rank - before);
-            }
-            before += of_kommune;
-        }
-        rank
-    }
-
     /// `count` withholdings for the agreements of one kommune (by its index in code
     /// order), with references of their own: one file of exactly `count` records.
     pub fn kommune_batch(&mut self, kommune_index: u64, count: u64) -> Vec<Command> {
