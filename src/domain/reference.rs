@@ -21,6 +21,18 @@ fn validate(field: &'static str, raw: &str, max_chars: usize) -> Result<(), Doma
     if raw.is_empty() {
         return Err(invalid("must not be empty".into()));
     }
+    // The common case, checked byte by byte: printable ASCII, within the limit, no
+    // space at either end. Anything else takes the careful path below.
+    let bytes = raw.as_bytes();
+    if bytes.len() <= max_chars
+        && bytes
+            .iter()
+            .all(|&byte| (0x21..=0x7E).contains(&byte) || byte == b' ')
+        && bytes.first() != Some(&b' ')
+        && bytes.last() != Some(&b' ')
+    {
+        return Ok(());
+    }
     let chars = raw.chars().count();
     if chars > max_chars {
         return Err(invalid(format!(

@@ -1,8 +1,6 @@
 //! The entries of one file, read from the log itself (not from projections) in log
 //! order and turned into detail records.
 
-use std::collections::HashMap;
-
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ExportError;
@@ -75,13 +73,21 @@ pub fn for_each_record_in(
     ranges: &[EntryRange],
     mut visit: impl FnMut(usize, DetailRecord) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
-    let mut ranges_of: HashMap<u16, Vec<usize>> = HashMap::new();
+    // Kommune number -> the ranges of that kommune (one, unless asked twice).
+    let slots = ranges
+        .iter()
+        .map(|range| usize::from(range.kommune.number()) + 1)
+        .max()
+        .unwrap_or(0);
+    let mut ranges_of: Vec<Vec<usize>> = vec![Vec::new(); slots];
     for (index, range) in ranges.iter().enumerate() {
-        ranges_of
-            .entry(range.kommune.number())
-            .or_default()
-            .push(index);
+        ranges_of[usize::from(range.kommune.number())].push(index);
     }
+    let wanted = |number: u16| {
+        ranges_of
+            .get(usize::from(number))
+            .filter(|indices| !indices.is_empty())
+    };
     let from = ranges.iter().map(|r| r.after_position).min().unwrap_or(0);
     let through = ranges.iter().map(|r| r.through_position).max().unwrap_or(0);
     let mut statement = conn.prepare_cached(
@@ -97,7 +103,7 @@ pub fn for_each_record_in(
         // kommune without decoding the payload: most events belong to other
         // kommuner (or the other worker's). The decoded event decides below.
         let stream = row.get_ref(1)?.as_bytes().unwrap_or_default();
-        if stream_kommune(stream).is_some_and(|number| !ranges_of.contains_key(&number)) {
+        if stream_kommune(stream).is_some_and(|number| wanted(number).is_none()) {
             continue;
         }
         let event = decode_payload(position, payload_of(row, 2)?)?;
@@ -113,7 +119,7 @@ pub fn for_each_record_in(
                 });
             }
         };
-        let Some(indices) = ranges_of.get(&kommune.number()) else {
+        let Some(indices) = wanted(kommune.number()) else {
             continue;
         };
         let mut wanted = indices.iter().copied().filter(|&index| {

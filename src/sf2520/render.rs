@@ -212,6 +212,14 @@ impl FieldContext<'_> {
     }
 
     fn text(&self, text: &str, slot: &mut [u8]) -> Result<(), WriteError> {
+        // Printable ASCII is its own ISO-8859-1: copied as it is.
+        let bytes = text.as_bytes();
+        if bytes.len() <= slot.len() && bytes.iter().all(|&byte| (0x20..=0x7E).contains(&byte)) {
+            let (value, padding) = slot.split_at_mut(bytes.len());
+            value.copy_from_slice(bytes);
+            padding.fill(b' ');
+            return Ok(());
+        }
         let mut written = 0;
         for character in text.chars() {
             let byte = latin1_byte(character).ok_or_else(|| WriteError::NotLatin1 {
