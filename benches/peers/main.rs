@@ -311,7 +311,9 @@ fn pg_ingest(server: &pg::PgServer, knobs: &Knobs) -> f64 {
     // million inserts (autovacuum, analyze, the checkpoint), done now so that it
     // runs neither during our export nor during its own, and so that its export
     // query is planned with statistics.
-    client.batch_execute("VACUUM ANALYZE").expect("vacuum analyze");
+    client
+        .batch_execute("VACUUM ANALYZE")
+        .expect("vacuum analyze");
     client.batch_execute("CHECKPOINT").expect("checkpoint");
     per_second(entries, seconds)
 }
