@@ -192,6 +192,25 @@ fn apply_correction(conn: &Connection, position: i64, c: &Correction) -> rusqlit
     Ok(())
 }
 
+/// An agreement's totals row of the last block before block ?2 (its totals at the
+/// end of that block).
+const AGREEMENT_TOTALS_BEFORE: &str =
+    "SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
+     WHERE agreement = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1";
+
+/// A kommune's totals row of the last block before block ?2.
+const KOMMUNE_TOTALS_BEFORE: &str =
+    "SELECT withheld_ore, corrected_ore, entries, last_payout FROM kommune_totals
+     WHERE kommune = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1";
+
+/// A kommune's entries at positions ?2..=?3 with their agreement, as changes to totals.
+const KOMMUNE_ENTRIES_BETWEEN: &str = "SELECT agreement, kind, amount_ore, payout FROM entries
+     WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3";
+
+/// A kommune's entries at positions ?2..=?3, as changes to totals.
+const KOMMUNE_CHANGES_BETWEEN: &str = "SELECT kind, amount_ore, payout FROM entries
+     WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3";
+
 /// The first and last position of block `block`.
 fn block_bounds(block_size: u64, block: u64) -> (i64, i64) {
     let first = block.saturating_mul(block_size);
@@ -208,10 +227,7 @@ fn close_block(conn: &Connection, block_size: u64, block: u64) -> rusqlite::Resu
     let (first, last) = block_bounds(block_size, block);
     let mut agreements: BTreeMap<String, (u16, RawTotals)> = BTreeMap::new();
     let mut kommuner: BTreeMap<u16, RawTotals> = BTreeMap::new();
-    let mut statement = conn.prepare_cached(
-        "SELECT agreement, kind, amount_ore, payout FROM entries
-         WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3",
-    )?;
+    let mut statement = conn.prepare_cached(KOMMUNE_ENTRIES_BETWEEN)?;
     for kommune in Kommune::all() {
         let number = kommune.number();
         let mut rows = statement.query(params![number, first, last])?;
@@ -227,10 +243,7 @@ fn close_block(conn: &Connection, block_size: u64, block: u64) -> rusqlite::Resu
         }
     }
     let block = position_sql(block);
-    let mut previous = conn.prepare_cached(
-        "SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
-         WHERE agreement = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
-    )?;
+    let mut previous = conn.prepare_cached(AGREEMENT_TOTALS_BEFORE)?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO agreement_totals (agreement, block, kommune, withheld_ore, corrected_ore, entries, last_payout)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -245,10 +258,7 @@ fn close_block(conn: &Connection, block_size: u64, block: u64) -> rusqlite::Resu
             agreement, block, kommune, next.0, next.1, next.2, next.3
         ])?;
     }
-    let mut previous = conn.prepare_cached(
-        "SELECT withheld_ore, corrected_ore, entries, last_payout FROM kommune_totals
-         WHERE kommune = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
-    )?;
+    let mut previous = conn.prepare_cached(KOMMUNE_TOTALS_BEFORE)?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO kommune_totals (kommune, block, withheld_ore, corrected_ore, entries, last_payout)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -434,10 +444,7 @@ pub fn agreement_totals(
     };
     let at = AsOfBlock::new(block_size, position);
     let mut totals = conn
-        .prepare_cached(
-            "SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
-             WHERE agreement = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
-        )?
+        .prepare_cached(AGREEMENT_TOTALS_BEFORE)?
         .query_row(params![agreement, at.block], raw_totals)
         .optional()?
         .unwrap_or_default();
@@ -461,14 +468,12 @@ fn kommune_entries_through(
     position: u64,
 ) -> rusqlite::Result<i64> {
     let at = AsOfBlock::new(block_size, position);
-    let before: i64 = conn
-        .prepare_cached(
-            "SELECT entries FROM kommune_totals
-             WHERE kommune = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
-        )?
-        .query_row(params![kommune.number(), at.block], |row| row.get(0))
+    let before = conn
+        .prepare_cached(KOMMUNE_TOTALS_BEFORE)?
+        .query_row(params![kommune.number(), at.block], raw_totals)
         .optional()?
-        .unwrap_or(0);
+        .unwrap_or_default()
+        .2;
     let since: i64 = conn
         .prepare_cached(
             "SELECT COUNT(*) FROM entries WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3",
@@ -511,14 +516,8 @@ pub fn kommune_totals(
 ) -> rusqlite::Result<Vec<(Kommune, Totals)>> {
     let at = AsOfBlock::new(block_size, position);
     let mut result = Vec::new();
-    let mut before = conn.prepare_cached(
-        "SELECT withheld_ore, corrected_ore, entries, last_payout FROM kommune_totals
-         WHERE kommune = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
-    )?;
-    let mut entries = conn.prepare_cached(
-        "SELECT kind, amount_ore, payout FROM entries
-         WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3",
-    )?;
+    let mut before = conn.prepare_cached(KOMMUNE_TOTALS_BEFORE)?;
+    let mut entries = conn.prepare_cached(KOMMUNE_CHANGES_BETWEEN)?;
     for kommune in Kommune::all() {
         let mut totals = before
             .query_row(params![kommune.number(), at.block], raw_totals)
@@ -545,10 +544,7 @@ pub fn agreements_of_kommune(
 ) -> rusqlite::Result<Vec<(String, Totals)>> {
     let at = AsOfBlock::new(block_size, position);
     let mut in_block: HashMap<String, RawTotals> = HashMap::new();
-    let mut statement = conn.prepare_cached(
-        "SELECT agreement, kind, amount_ore, payout FROM entries
-         WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3",
-    )?;
+    let mut statement = conn.prepare_cached(KOMMUNE_ENTRIES_BETWEEN)?;
     let mut rows = statement.query(params![kommune.number(), at.first, at.position])?;
     while let Some(row) = rows.next()? {
         let agreement: String = row.get(0)?;
@@ -557,10 +553,7 @@ pub fn agreements_of_kommune(
             .or_default()
             .add(&entry_change(row, 1)?);
     }
-    let mut before = conn.prepare_cached(
-        "SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
-         WHERE agreement = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1",
-    )?;
+    let mut before = conn.prepare_cached(AGREEMENT_TOTALS_BEFORE)?;
     let mut statement = conn
         .prepare_cached("SELECT agreement FROM agreements WHERE kommune = ?1 ORDER BY agreement")?;
     let agreements = statement
