@@ -335,13 +335,10 @@ fn assert_counts_between(
 ) -> Result<(), TestCaseError> {
     let (before, now) = (entry_counts(earlier), entry_counts(later));
     for (index, code) in KOMMUNER.iter().enumerate() {
-        let counted = sf2520::ledger::kommune_entries_between(
-            t.ledger.connection(),
-            Kommune::parse(code).unwrap(),
-            after,
-            through,
-        )
-        .unwrap();
+        let counted = t
+            .ledger
+            .kommune_entries_between(Kommune::parse(code).unwrap(), after, through)
+            .unwrap();
         prop_assert_eq!(
             counted,
             now[index] - before[index],

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::outbox::{remove_orphans, sync_dir, PartialFile, WrittenFile};
 use super::register::{last_file_through, official_files};
-use super::source::{count_entries, for_each_record, for_each_record_in, EntryRange};
+use super::source::{for_each_record, for_each_record_in, EntryRange};
 use super::ExportError;
 use crate::domain::{Event, FileExported, Kommune};
 use crate::ledger::{Ledger, DATABASE_FILE};
@@ -66,7 +66,7 @@ fn to_naive(time_us: i64) -> NaiveDateTime {
 /// Plans the next file of each requested kommune: entries after the kommune's last
 /// file recorded at or before `cutoff`, through `cutoff`.
 pub fn plan(
-    conn: &Connection,
+    ledger: &Ledger,
     request: &ExportRequest,
     cutoff: u64,
     created_at: NaiveDateTime,
@@ -79,13 +79,13 @@ pub fn plan(
     };
     let mut planned = Vec::new();
     for kommune in kommuner {
-        let previous = last_file_through(conn, kommune, cutoff)?;
+        let previous = last_file_through(ledger.connection(), kommune, cutoff)?;
         let range = EntryRange {
             kommune,
             after_position: previous.as_ref().map_or(0, |file| file.cutoff_position),
             through_position: cutoff,
         };
-        let record_count = count_entries(conn, range)?;
+        let record_count = ledger.kommune_entries_between(kommune, range.after_position, cutoff)?;
         if record_count == 0 && !request.include_empty {
             continue;
         }
@@ -357,7 +357,7 @@ pub fn run_batch(
         .map(|file| file.file_name)
         .collect();
     remove_orphans(outbox, &registered)?;
-    let planned = plan(ledger.connection(), request, cutoff, created_at, false)?;
+    let planned = plan(ledger, request, cutoff, created_at, false)?;
     progress.planned(planned.len(), planned.iter().map(|p| p.record_count).sum());
     let mut exported = render_all(ledger.dir(), planned, outbox, progress)?;
     record(ledger, &mut exported, cutoff)?;
@@ -421,7 +421,7 @@ pub fn render_as_of(
     let time = time.with_nanosecond(0).unwrap_or(time);
     let cutoff = ledger.resolve(crate::ledger::AsOf::Time(time))?;
     let planned = plan(
-        ledger.connection(),
+        ledger,
         request,
         cutoff,
         to_naive(time.timestamp_micros()),

@@ -23,4 +23,4 @@ pub use register::{
     delivery_state, delivery_status, last_file_through, official_file, official_files,
     DeliveryState, DeliveryStatus, OfficialFile,
 };
-pub use source::{count_entries, for_each_record, withholding_record, EntryRange};
+pub use source::{for_each_record, withholding_record, EntryRange};

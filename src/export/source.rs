@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ExportError;
 use crate::domain::{Event, Kommune, KyRef, Withholding};
-use crate::ledger::{decode_payload, kommune_entries_between};
+use crate::ledger::decode_payload;
 use crate::sf2520::{DetailRecord, TransactionCode};
 
 /// Which entries a file holds: those of `kommune` at positions in
@@ -19,17 +19,6 @@ pub struct EntryRange {
 
 fn sql(position: u64) -> i64 {
     i64::try_from(position).unwrap_or(i64::MAX)
-}
-
-/// How many entries the range holds, from the kommune's totals (no entry is read
-/// but those of the blocks the range starts and ends in).
-pub fn count_entries(conn: &Connection, range: EntryRange) -> Result<u64, ExportError> {
-    Ok(kommune_entries_between(
-        conn,
-        range.kommune,
-        range.after_position,
-        range.through_position,
-    )?)
 }
 
 /// Calls `visit` with each entry of the range as a detail record, in log order.
@@ -83,7 +72,7 @@ pub fn for_each_record_in(
     for (index, range) in ranges.iter().enumerate() {
         ranges_of[usize::from(range.kommune.number())].push(index);
     }
-    let wanted = |number: u16| {
+    let ranges_for = |number: u16| {
         ranges_of
             .get(usize::from(number))
             .filter(|indices| !indices.is_empty())
@@ -103,7 +92,7 @@ pub fn for_each_record_in(
         // kommune without decoding the payload: most events belong to other
         // kommuner (or the other worker's). The decoded event decides below.
         let stream = row.get_ref(1)?.as_bytes().unwrap_or_default();
-        if stream_kommune(stream).is_some_and(|number| wanted(number).is_none()) {
+        if stream_kommune(stream).is_some_and(|number| ranges_for(number).is_none()) {
             continue;
         }
         let event = decode_payload(position, payload_of(row, 2)?)?;
@@ -119,7 +108,7 @@ pub fn for_each_record_in(
                 });
             }
         };
-        let Some(indices) = wanted(kommune.number()) else {
+        let Some(indices) = ranges_for(kommune.number()) else {
             continue;
         };
         let mut wanted = indices.iter().copied().filter(|&index| {

@@ -15,7 +15,7 @@ pub use codec::{
     chain_hash, decode as decode_payload, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH,
 };
 pub use error::{LedgerError, LineError};
-pub use projection::{kommune_entries_between, Totals, KIND_CORRECTION, KIND_WITHHOLDING};
+pub use projection::{Totals, KIND_CORRECTION, KIND_WITHHOLDING};
 pub use store::Appender;
 pub use store::{create_private_dir, AsOf, Head, IngestReport, Ledger, LineOutcome, DATABASE_FILE};
 pub use verify::{VerifyFailure, VerifyReport};

@@ -489,6 +489,7 @@ fn kommune_entries_through(
 /// rendered costs two block lookups, not a pass over its entries.
 pub fn kommune_entries_between(
     conn: &Connection,
+    block_size: u64,
     kommune: Kommune,
     after: u64,
     through: u64,
@@ -496,12 +497,6 @@ pub fn kommune_entries_between(
     if through <= after {
         return Ok(0);
     }
-    let block_size: i64 = conn.query_row(
-        "SELECT value FROM meta WHERE key = 'totals_block'",
-        [],
-        |row| row.get(0),
-    )?;
-    let block_size = u64::try_from(block_size).unwrap_or(1).max(1);
     let through = kommune_entries_through(conn, block_size, kommune, through)?;
     let after = kommune_entries_through(conn, block_size, kommune, after)?;
     Ok(u64::try_from(through - after).unwrap_or(0))
