@@ -8,6 +8,7 @@
 //!   events and the rules that decide them. No IO.
 //! - [`export`]: the batch export job, files as of any past time, byte-identical
 //!   reconstruction, reissue, the files register, the atomic outbox.
+//! - [`interrupt`]: SIGINT/SIGTERM as a request to stop at the next safe point.
 //! - [`input`]: KY's JSON Lines, read with a bounded line length, parsed into commands.
 //! - [`ledger`]: the append-only event log on SQLite (hash chain, idempotent
 //!   all-or-nothing ingest, durable commits), projections as of any position, and
@@ -32,6 +33,7 @@ pub mod demo;
 pub mod domain;
 pub mod export;
 pub mod input;
+pub mod interrupt;
 pub mod ledger;
 pub mod sf2520;
 pub mod transport;

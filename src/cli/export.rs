@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -45,8 +46,8 @@ impl Progress for Bar {
         self.0.set_message(format!("{files} file(s)"));
     }
 
-    fn rendered(&self, file: &ExportedFile) {
-        self.0.inc(file.summary.record_count);
+    fn rendered(&self, records: u64) {
+        self.0.inc(records);
     }
 }
 
@@ -75,8 +76,14 @@ pub fn run_export(
     let request = ExportRequest {
         kommuner: kommuner(&args.kommune)?,
         include_empty: args.include_empty,
+        lock_wait: Duration::from_secs(args.lock_wait),
     };
-    let mut ledger = Ledger::open(data_dir)?;
+    // Only an official run writes to the ledger; the others work on a read-only one.
+    let mut ledger = if args.as_of.is_some() || args.test {
+        Ledger::open_read_only(data_dir)?
+    } else {
+        Ledger::open(data_dir)?
+    };
     let bar = Bar::new();
     let (files, what) = if let Some(time) = args.as_of {
         let Some(out) = &args.out else {
@@ -190,7 +197,7 @@ pub fn print_exported(
 }
 
 pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::open(data_dir)?;
+    let ledger = Ledger::open_read_only(data_dir)?;
     let kommune = Kommune::parse(&args.file.kommune)?;
     let reconstruction = reconstruct(&ledger, kommune, args.file.seq)?;
     let path = args
@@ -241,7 +248,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::open(data_dir)?;
+    let ledger = Ledger::open_read_only(data_dir)?;
     let kommune = args.kommune.as_deref().map(Kommune::parse).transpose()?;
     let files = official_files(ledger.connection(), kommune)?;
     let mut out = io::stdout().lock();
@@ -299,7 +306,8 @@ pub fn run_reissue(
     let sequence = args.file.seq;
     let outbox = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
     let mut out = io::stdout().lock();
-    match reissue(&mut ledger, kommune, sequence, &outbox)? {
+    let lock_wait = Duration::from_secs(args.lock_wait);
+    match reissue(&mut ledger, kommune, sequence, &outbox, lock_wait)? {
         Ok(done) => {
             writeln!(
                 out,

@@ -43,6 +43,17 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
 
+    /// How long a write waits for another process that holds the ledger (an ingest
+    /// of millions of lines, say) before it gives up, naming the holder.
+    #[arg(
+        long,
+        global = true,
+        env = "SF2520_BUSY_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 60
+    )]
+    pub busy_timeout: u64,
+
     /// Configuration file (TOML) with the `[sftp]` delivery settings
     /// (default: <data-dir>/sf2520.toml; without it, files stay in the local outbox).
     #[arg(long, global = true, env = "SF2520_CONFIG", value_name = "PATH")]
@@ -189,6 +200,10 @@ pub struct ExportArgs {
     /// Deliver the new files (and any still pending) over SFTP after exporting.
     #[arg(long, conflicts_with_all = ["as_of", "test"])]
     pub deliver: bool,
+    /// How long to wait for another export of this ledger (one at a time, the
+    /// timer's and an operator's alike) before giving up with exit code 75.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub lock_wait: u64,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -254,6 +269,9 @@ pub struct ReissueArgs {
     /// The outbox to put it into (default: <data-dir>/outbox).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// How long to wait for an export of this ledger that is running.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub lock_wait: u64,
 }
 
 #[derive(Args, Debug)]
@@ -345,6 +363,7 @@ pub struct DemoArgs {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    crate::ledger::set_default_busy_wait(std::time::Duration::from_secs(cli.busy_timeout));
     match cli.command {
         Command::Ingest(args) => ingest::run(&cli.data_dir, &args),
         Command::Totals(args) => totals::run(&cli.data_dir, &args),

@@ -9,7 +9,7 @@ use crate::ledger::Ledger;
 use super::output::hex;
 
 pub fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::open(data_dir)?;
+    let ledger = Ledger::open_read_only(data_dir)?;
     let mut out = io::stdout().lock();
     match ledger.verify(|_| {})? {
         Ok(report) => {

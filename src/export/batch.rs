@@ -1,23 +1,26 @@
 //! The batch export and its time machine: plan the next file of each kommune from
-//! the log up to a cut-off, render them in parallel, write them atomically, and
-//! (for an official run) record a `FileExported` event for each.
+//! the log up to a cut-off, render them in parallel into temporary files, and
+//! either publish them (`--as-of`, `--test`) or, for an official run, read each
+//! back, record a `FileExported` event for each, and only then publish them.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use rusqlite::{Connection, OpenFlags};
 use uuid::Uuid;
 
-use super::outbox::{remove_orphans, sync_dir, PartialFile, WrittenFile};
+use super::outbox::{sync_dir, Outbox, PartialFile, StagedFile, Staging, WrittenFile};
+use super::reconstruct::reconstruct;
 use super::register::{last_file_through, official_files};
 use super::source::{for_each_record, for_each_record_in, EntryRange};
 use super::ExportError;
 use crate::domain::{Event, FileExported, Kommune};
 use crate::ledger::{Ledger, DATABASE_FILE};
-use crate::sf2520::{file_name, DetailRecord, FileHeader, FileSummary, FileWriter};
+use crate::sf2520::{file_name, read_file, DetailRecord, FileHeader, FileSummary, FileWriter};
 
 /// What to export.
 #[derive(Clone, Debug, Default)]
@@ -26,6 +29,8 @@ pub struct ExportRequest {
     pub kommuner: Vec<Kommune>,
     /// Also write start+end-only files for kommuner with nothing new.
     pub include_empty: bool,
+    /// How long an official run waits for another that holds the export lock.
+    pub lock_wait: Duration,
 }
 
 /// One file the run will render.
@@ -34,7 +39,18 @@ pub struct PlannedFile {
     pub header: FileHeader,
     pub file_name: String,
     pub range: EntryRange,
+    /// The entries in the range, from the kommune's totals.
     pub record_count: u64,
+    /// Their net sum (withholdings plus signed corrections), from the same totals:
+    /// what the rendered file must add up to.
+    pub net_ore: i64,
+}
+
+/// A file rendered under its temporary name, not yet published.
+pub struct RenderedFile {
+    pub planned: PlannedFile,
+    pub summary: FileSummary,
+    pub staged: StagedFile,
 }
 
 /// One file the run wrote.
@@ -50,7 +66,8 @@ pub struct ExportedFile {
 /// Progress of the rendering, for a progress bar.
 pub trait Progress: Sync {
     fn planned(&self, _files: usize, _records: u64) {}
-    fn rendered(&self, _file: &ExportedFile) {}
+    /// A file of `records` records was rendered.
+    fn rendered(&self, _records: u64) {}
 }
 
 /// No progress reporting.
@@ -85,8 +102,8 @@ pub fn plan(
             after_position: previous.as_ref().map_or(0, |file| file.cutoff_position),
             through_position: cutoff,
         };
-        let record_count = ledger.kommune_entries_between(kommune, range.after_position, cutoff)?;
-        if record_count == 0 && !request.include_empty {
+        let totals = ledger.kommune_range_totals(kommune, range.after_position, cutoff)?;
+        if totals.entries == 0 && !request.include_empty {
             continue;
         }
         let sequence = previous.map_or(1, |file| file.sequence + 1);
@@ -106,7 +123,8 @@ pub fn plan(
             },
             file_name: file_name(kommune, created_at.date(), sequence).map_err(render_error)?,
             range,
-            record_count,
+            record_count: totals.entries,
+            net_ore: totals.net_ore,
         });
     }
     Ok(planned)
@@ -147,9 +165,9 @@ pub fn open_reader(data_dir: &Path) -> Result<Connection, ExportError> {
 pub fn render_all(
     data_dir: &Path,
     planned: Vec<PlannedFile>,
-    dir: &Path,
+    staging: &Staging,
     progress: &dyn Progress,
-) -> Result<Vec<ExportedFile>, ExportError> {
+) -> Result<Vec<RenderedFile>, ExportError> {
     // Each group scans the whole log, so fewer groups read less; two threads per
     // group keep two cores busy with one scan.
     let groups = std::thread::available_parallelism()
@@ -163,9 +181,9 @@ pub fn render_all(
             let (results, failure) = (&results, &failure);
             scope.spawn(move || {
                 let outcome = (|| -> Result<(), ExportError> {
-                    let exported = render_group(data_dir, group, dir)?;
+                    let exported = render_group(data_dir, group, staging)?;
                     for file in &exported {
-                        progress.rendered(file);
+                        progress.rendered(file.summary.record_count);
                     }
                     results
                         .lock()
@@ -227,13 +245,12 @@ type Chunk = Vec<(usize, DetailRecord)>;
 
 /// Renders a group of files in one pass over the log: all are open at once, a
 /// reader thread decodes the log into detail records, this thread writes each to
-/// its file's writer; then each file is fsynced and renamed into place and the
-/// directory fsynced once.
+/// its file's writer; then each file is fsynced under its temporary name.
 fn render_group(
     data_dir: &Path,
     files: &[&PlannedFile],
-    dir: &Path,
-) -> Result<Vec<ExportedFile>, ExportError> {
+    staging: &Staging,
+) -> Result<Vec<RenderedFile>, ExportError> {
     // The kommune's code is formatted only on an error, not for every record.
     let render_error = |file: &PlannedFile| {
         let (kommune, sequence) = (file.range.kommune, file.header.sequence);
@@ -245,7 +262,7 @@ fn render_group(
     };
     let mut partials = files
         .iter()
-        .map(|file| PartialFile::create(dir, &file.file_name, GROUP_BUFFER_BYTES))
+        .map(|file| PartialFile::create(staging, &file.file_name, GROUP_BUFFER_BYTES))
         .collect::<Result<Vec<_>, _>>()?;
     let mut writers = partials
         .iter_mut()
@@ -283,17 +300,15 @@ fn render_group(
                 .map_err(render_error(file))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut exported = Vec::with_capacity(files.len());
+    let mut rendered = Vec::with_capacity(files.len());
     for ((partial, file), summary) in partials.into_iter().zip(files).zip(summaries) {
-        exported.push(ExportedFile {
+        rendered.push(RenderedFile {
             planned: (*file).clone(),
             summary,
-            written: partial.commit()?,
-            file_id: None,
+            staged: partial.finish()?,
         });
     }
-    sync_dir(dir)?;
-    Ok(exported)
+    Ok(rendered)
 }
 
 /// The reader of [`render_group`]: the ranges' detail records, in chunks.
@@ -308,6 +323,7 @@ fn read_records(
     for_each_record_in(&conn, ranges, |index, record| {
         chunk.push((index, record));
         if chunk.len() == CHUNK_RECORDS {
+            crate::interrupt::check()?;
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_RECORDS));
             sender.send(full).map_err(|_| stopped())?;
         }
@@ -319,59 +335,191 @@ fn read_records(
     Ok(())
 }
 
-/// Waits, holding the write lock, until the wall clock is in a later whole second
-/// than the last event, and returns that second as the creation time and the head
-/// as the cut-off. Every event recorded later gets a later recorded-at (the clock
-/// has passed the creation time and recorded-at never decreases), so "events
-/// recorded at or before the creation time" is exactly the log up to the cut-off:
-/// `export --as-of <creation time>` sees what this run saw.
-fn fix_cutoff(ledger: &mut Ledger) -> Result<(u64, NaiveDateTime), ExportError> {
-    Ok(ledger.write(|appender| {
-        let head = appender.head();
-        loop {
-            let now = Utc::now();
-            let second = now.with_nanosecond(0).unwrap_or(now);
-            let second_us = second.timestamp_micros();
-            if second_us > head.recorded_at_us && now.timestamp_micros() > second_us {
-                return Ok((head.position, second.naive_utc()));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    })?)
-}
-
-/// The official batch export: fixes the cut-off, removes unrecorded files from the
-/// outbox, renders the next file of each kommune with new entries (løbenummer =
-/// previous + 1) and records a `FileExported` for each in one durable transaction.
-/// Killed at any moment, a re-run finishes the job: files not yet recorded are
-/// orphans that the re-run removes and renders again.
+/// The official batch export, under the data directory's export lock for its
+/// whole length:
+/// 1. claim the outbox (refused if another ledger's, or if it holds SF2520 files
+///    this ledger did not write) and finish what interrupted runs left;
+/// 2. fix the cut-off ([`Ledger::fix_cutoff`]: no wait, no lock held);
+/// 3. render the next file of each kommune with new entries (løbenummer =
+///    previous + 1) under temporary names, fsynced;
+/// 4. read each back through the strict reader and compare it with the ledger;
+/// 5. record a `FileExported` for each in one durable transaction;
+/// 6. only then rename each to its official name.
+///
+/// Killed at any moment, the outbox holds under official names only recorded
+/// files with their recorded bytes; a re-run publishes what step 6 did not reach
+/// and renders afresh what step 5 did not record.
 pub fn run_batch(
     ledger: &mut Ledger,
     request: &ExportRequest,
-    outbox: &Path,
+    outbox_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<Vec<ExportedFile>, ExportError> {
-    let (cutoff, created_at) = fix_cutoff(ledger)?;
-    let registered: HashSet<String> = official_files(ledger.connection(), None)?
+    let lock = ledger.lock_exports(request.lock_wait)?;
+    let ledger_id = ledger.ledger_id()?;
+    let recorded: HashMap<String, [u8; 32]> = official_files(ledger.connection(), None)?
         .into_iter()
-        .map(|file| file.file_name)
+        .map(|file| (file.file_name, file.sha256))
         .collect();
-    remove_orphans(outbox, &registered)?;
-    let planned = plan(ledger, request, cutoff, created_at, false)?;
+    let mut outbox = Outbox::claim(outbox_dir, ledger_id, &lock, &recorded)?;
+    finish_interrupted(ledger, &mut outbox)?;
+    crate::interrupt::check()?;
+    let cutoff = ledger.fix_cutoff()?;
+    let planned = plan(
+        ledger,
+        request,
+        cutoff.position,
+        cutoff.created_at.naive_utc(),
+        false,
+    )?;
     progress.planned(planned.len(), planned.iter().map(|p| p.record_count).sum());
-    let mut exported = render_all(ledger.dir(), planned, outbox, progress)?;
-    record(ledger, &mut exported, cutoff)?;
+    let rendered = render_all(ledger.dir(), planned, outbox.staging(), progress)?;
+    crate::interrupt::check()?;
+    for file in &rendered {
+        read_back(file)?;
+    }
+    crate::interrupt::check()?;
+    let file_ids = record(ledger, &rendered, cutoff.position)?;
+    // Recorded: from here on the run finishes, whatever signal arrives; a kill
+    // leaves temporary files that the next run publishes.
+    let exported = publish(rendered, file_ids.into_iter().map(Some))?;
+    sync_dir(outbox.dir())?;
     Ok(exported)
 }
 
-/// Appends a `FileExported` for each file, refusing if another run got there first.
+/// Publishes rendered files under their official names.
+fn publish(
+    rendered: Vec<RenderedFile>,
+    file_ids: impl Iterator<Item = Option<Uuid>>,
+) -> Result<Vec<ExportedFile>, ExportError> {
+    rendered
+        .into_iter()
+        .zip(file_ids)
+        .map(|(file, file_id)| {
+            Ok(ExportedFile {
+                planned: file.planned,
+                summary: file.summary,
+                written: file.staged.publish()?,
+                file_id,
+            })
+        })
+        .collect()
+}
+
+/// Finishes what this ledger's interrupted runs left in the outbox: a recorded
+/// file missing under its official name is published from its temporary file
+/// when that holds the recorded bytes (a run killed between recording and
+/// renaming), or else rendered again from the log and checked against its event;
+/// every other leftover was never recorded, and goes to quarantine.
+fn finish_interrupted(ledger: &Ledger, outbox: &mut Outbox<'_>) -> Result<(), ExportError> {
+    let mut leftovers = outbox.take_leftovers();
+    for file in official_files(ledger.connection(), None)? {
+        if outbox.dir().join(&file.file_name).exists() {
+            continue;
+        }
+        let mut published = false;
+        for (name, temporary) in &leftovers {
+            if *name == file.file_name && super::outbox::sha256_of(temporary)? == file.sha256 {
+                outbox.publish_leftover(temporary, name)?;
+                tracing::warn!(file = %name, "published an official file that an interrupted run had recorded but not yet renamed");
+                published = true;
+                break;
+            }
+        }
+        if !published {
+            let rebuilt = reconstruct(ledger, file.kommune, file.sequence)?;
+            if !rebuilt.matches() {
+                return Err(ExportError::ReadBack {
+                    kommune: file.kommune.code(),
+                    sequence: file.sequence,
+                    what: "missing from the outbox, and the log no longer renders its recorded SHA-256; run `sf2520 verify`".into(),
+                });
+            }
+            outbox.put(&file.file_name, &rebuilt.bytes)?;
+            tracing::warn!(file = %file.file_name, "an official file was missing from the outbox; rendered it again from the log (the same SHA-256 as recorded)");
+        }
+        leftovers.retain(|(_, temporary)| temporary.exists());
+    }
+    for (_, temporary) in leftovers {
+        if temporary.exists() {
+            outbox.quarantine(&temporary)?;
+        }
+    }
+    sync_dir(outbox.dir())
+}
+
+/// Reads a rendered file back through the strict reader (as UDK would) and
+/// checks it against the plan, which came from the ledger's totals: kommune,
+/// løbenummer, record count and net sum, and the writer's own sums.
+fn read_back(file: &RenderedFile) -> Result<(), ExportError> {
+    let planned = &file.planned;
+    let mismatch = |what: String| ExportError::ReadBack {
+        kommune: planned.range.kommune.code(),
+        sequence: planned.header.sequence,
+        what,
+    };
+    let path = file.staged.temporary();
+    let bytes = std::fs::read(path).map_err(ExportError::io("cannot read back", path))?;
+    let parsed = read_file(&bytes)
+        .map_err(|errors| mismatch(format!("it fails the strict reader: {errors}")))?;
+    let (header, end) = (&parsed.header, &parsed.end);
+    let checks: [(&str, i128, i128); 7] = [
+        (
+            "kommune",
+            header.kommune.number().into(),
+            planned.range.kommune.number().into(),
+        ),
+        (
+            "løbenummer",
+            header.sequence.into(),
+            planned.header.sequence.into(),
+        ),
+        (
+            "record count",
+            end.record_count.into(),
+            planned.record_count.into(),
+        ),
+        (
+            "detail records",
+            parsed
+                .details
+                .len()
+                .try_into()
+                .map_err(|_| mismatch("too many records".into()))?,
+            planned.record_count.into(),
+        ),
+        ("net øre", end.net_ore.into(), planned.net_ore.into()),
+        (
+            "plus øre",
+            end.plus_ore.into(),
+            file.summary.plus_ore.into(),
+        ),
+        (
+            "minus øre",
+            end.minus_ore.into(),
+            file.summary.minus_ore.into(),
+        ),
+    ];
+    for (what, read, expected) in checks {
+        if read != expected {
+            return Err(mismatch(format!(
+                "{what}: the file says {read}, the ledger {expected}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Appends a `FileExported` for each file in one transaction, refusing if
+/// another run recorded one of their løbenumre first. Returns the files' ids.
 fn record(
     ledger: &mut Ledger,
-    exported: &mut [ExportedFile],
+    rendered: &[RenderedFile],
     cutoff: u64,
-) -> Result<(), ExportError> {
-    ledger.write(|appender| {
-        for file in exported.iter_mut() {
+) -> Result<Vec<Uuid>, ExportError> {
+    let mut ids = Vec::with_capacity(rendered.len());
+    let refused = ledger.write(|appender| {
+        for file in rendered {
             let kommune = file.planned.range.kommune;
             let sequence = file.planned.header.sequence;
             let taken: bool = appender.connection().query_row(
@@ -380,9 +528,7 @@ fn record(
                 |row| row.get(0),
             )?;
             if taken {
-                return Err(crate::ledger::LedgerError::Concurrent {
-                    what: format!("kommune {kommune} løbenummer {sequence}"),
-                });
+                return Ok(Some((kommune, sequence)));
             }
             let file_id = Uuid::new_v4();
             appender.append(&Event::FileExported(FileExported {
@@ -397,13 +543,19 @@ fn record(
                 record_count: file.summary.record_count,
                 plus_ore: file.summary.plus_ore,
                 minus_ore: file.summary.minus_ore,
-                sha256: file.written.sha256,
+                sha256: file.staged.sha256,
             }))?;
-            file.file_id = Some(file_id);
+            ids.push(file_id);
         }
-        Ok(())
+        Ok(None)
     })?;
-    Ok(())
+    match refused {
+        Some((kommune, sequence)) => Err(ExportError::ConcurrentExport {
+            kommune: kommune.code(),
+            sequence,
+        }),
+        None => Ok(ids),
+    }
 }
 
 /// Renders what a batch run at `time` would have produced, into `dir`, recording
@@ -420,6 +572,7 @@ pub fn render_as_of(
 ) -> Result<Vec<ExportedFile>, ExportError> {
     let time = time.with_nanosecond(0).unwrap_or(time);
     let cutoff = ledger.resolve(crate::ledger::AsOf::Time(time))?;
+    let staging = Staging::plain(dir)?;
     let planned = plan(
         ledger,
         request,
@@ -428,7 +581,10 @@ pub fn render_as_of(
         test_marker,
     )?;
     progress.planned(planned.len(), planned.iter().map(|p| p.record_count).sum());
-    render_all(ledger.dir(), planned, dir, progress)
+    let rendered = render_all(ledger.dir(), planned, &staging, progress)?;
+    let written = publish(rendered, std::iter::repeat(None))?;
+    sync_dir(dir)?;
+    Ok(written)
 }
 
 /// The default outbox of a data directory.

@@ -57,6 +57,52 @@ pub enum ExportError {
 
     #[error("a worker thread failed: {0}")]
     Worker(String),
+
+    #[error(
+        "the outbox {dir} belongs to another ledger (id {owner}; this one is {ours}): an \
+         export never writes into, or removes from, another ledger's outbox. Give this \
+         ledger its own with --out DIR"
+    )]
+    OutboxClaimed {
+        dir: PathBuf,
+        owner: String,
+        ours: String,
+    },
+
+    #[error(
+        "the outbox {dir} holds {count} SF2520 file(s) this ledger did not write ({names}); \
+         nothing was exported and nothing was removed. Move them elsewhere, or give this \
+         ledger its own outbox with --out DIR"
+    )]
+    ForeignFiles {
+        dir: PathBuf,
+        count: usize,
+        names: String,
+    },
+
+    #[error(
+        "{path} should say which ledger the outbox belongs to, but cannot be read as such; \
+         nothing was exported. If the outbox is this ledger's, remove the file and run \
+         again"
+    )]
+    DamagedClaim { path: PathBuf },
+
+    #[error(
+        "kommune {kommune}, løbenummer {sequence}: the rendered file read back through the \
+         strict reader does not agree with the ledger ({what}); nothing was recorded. \
+         This is a bug: keep the ledger as it is and report it"
+    )]
+    ReadBack {
+        kommune: String,
+        sequence: u32,
+        what: String,
+    },
+}
+
+impl From<crate::interrupt::Interrupted> for ExportError {
+    fn from(interrupted: crate::interrupt::Interrupted) -> ExportError {
+        ExportError::Ledger(LedgerError::Interrupted(interrupted))
+    }
 }
 
 impl ExportError {

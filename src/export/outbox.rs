@@ -1,16 +1,26 @@
-//! The outbox: files written atomically (temporary name, fsync, rename, fsync of
-//! the directory), owner-only, hashed while written; orphans removed.
+//! The outbox and the files written into it. Official files are staged under
+//! names unique to their run and this ledger, fsynced, read back, recorded, and
+//! only then renamed to their official names (record first, then publish). The
+//! outbox is claimed by one ledger (a marker file with its identity); a file the
+//! ledger did not write is never touched, and files its own interrupted runs left
+//! are finished (recorded ones) or moved to a quarantine folder (the rest).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use super::ExportError;
-use crate::ledger::create_private_dir;
+use crate::ledger::{create_private_dir, ExportLock};
+
+/// The marker that claims an outbox for one ledger.
+pub const OUTBOX_MARKER: &str = ".sf2520-outbox";
+/// Where files of this ledger's interrupted runs are moved (never official).
+pub const QUARANTINE_DIR: &str = ".quarantine";
 
 /// A writer that hashes and counts what passes through it.
 pub struct HashingWriter<W> {
@@ -38,7 +48,8 @@ impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.inner.write(buf)?;
         self.hasher.update(&buf[..written]);
-        self.bytes += u64::try_from(written).unwrap_or(u64::MAX);
+        // A slice's length always fits in u64 on the targets we build for.
+        self.bytes += u64::try_from(written).map_err(io::Error::other)?;
         Ok(written)
     }
 
@@ -55,52 +66,65 @@ pub struct WrittenFile {
     pub size_bytes: u64,
 }
 
-/// The writer `write_atomically` hands to its `render` closure.
+/// The writer a staged file is rendered through.
 pub type OutboxWriter = HashingWriter<BufWriter<File>>;
 
-/// Writes `dir/name` so that it either does not exist or is complete: `render`
-/// writes into `dir/.name.partial`, which is fsynced, renamed and the directory
-/// fsynced. The file is created `0600`, the directory `0700` if missing.
-pub fn write_atomically<T>(
-    dir: &Path,
-    name: &str,
-    render: impl FnOnce(&mut OutboxWriter) -> Result<T, ExportError>,
-) -> Result<(T, WrittenFile), ExportError> {
-    let mut file = PartialFile::create(dir, name, 256 * 1024)?;
-    let value = render(file.writer())?;
-    let written = file.commit()?;
-    sync_dir(dir)?;
-    Ok((value, written))
+/// Where a run stages its files: a directory and a tag that makes every
+/// temporary name its own, `.NAME.TAG.partial`. For an outbox the tag starts with
+/// the ledger's identity, so a later run of the same ledger knows its own leftovers.
+#[derive(Clone, Debug)]
+pub struct Staging {
+    dir: PathBuf,
+    tag: String,
 }
 
-/// A file on its way into the outbox: written as `dir/.name.partial` until
-/// [`PartialFile::commit`] fsyncs and renames it. [`write_atomically`] for one file;
-/// the batch export holds many open at once and fsyncs the directory once after
-/// committing them all.
+impl Staging {
+    /// Staging in a directory that is not an outbox (`--as-of`, `--test`, a
+    /// reconstructed file): created owner-only if missing.
+    pub fn plain(dir: &Path) -> Result<Staging, ExportError> {
+        create_private_dir(dir)?;
+        Ok(Staging {
+            dir: dir.to_path_buf(),
+            tag: format!("p{}-{}", std::process::id(), short_id()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn temporary(&self, name: &str) -> PathBuf {
+        self.dir.join(format!(".{name}.{}.partial", self.tag))
+    }
+}
+
+fn short_id() -> String {
+    Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// A file on its way into a directory: rendered into its temporary name until
+/// [`PartialFile::finish`] fsyncs it. Removed when dropped unfinished.
 pub struct PartialFile {
-    dir: PathBuf,
-    name: String,
-    partial: PathBuf,
+    staged: Staged,
     writer: OutboxWriter,
 }
 
 impl PartialFile {
-    /// Creates `dir/.name.partial` (`0600`; `dir` `0700` if missing), buffered by
-    /// `buffer_bytes`.
-    pub fn create(dir: &Path, name: &str, buffer_bytes: usize) -> Result<Self, ExportError> {
-        create_private_dir(dir)?;
-        let partial = dir.join(format!(".{name}.partial"));
+    /// Creates the temporary file of `name` (`0600`), buffered by `buffer_bytes`.
+    pub fn create(staging: &Staging, name: &str, buffer_bytes: usize) -> Result<Self, ExportError> {
+        let temporary = staging.temporary(name);
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(&partial)
-            .map_err(ExportError::io("cannot create", &partial))?;
+            .open(&temporary)
+            .map_err(ExportError::io("cannot create", &temporary))?;
         Ok(PartialFile {
-            dir: dir.to_path_buf(),
-            name: name.to_string(),
-            partial,
+            staged: Staged {
+                dir: staging.dir.clone(),
+                name: name.to_string(),
+                temporary: Some(temporary),
+            },
             writer: HashingWriter::new(BufWriter::with_capacity(buffer_bytes, file)),
         })
     }
@@ -109,48 +133,102 @@ impl PartialFile {
         &mut self.writer
     }
 
-    /// Flushes, fsyncs and renames the file into place. The rename is durable only
-    /// once the caller has fsynced the directory ([`sync_dir`]).
-    pub fn commit(self) -> Result<WrittenFile, ExportError> {
-        let PartialFile {
-            dir,
-            name,
-            partial,
-            mut writer,
-        } = self;
+    /// Flushes and fsyncs the file under its temporary name.
+    pub fn finish(self) -> Result<StagedFile, ExportError> {
+        let PartialFile { staged, mut writer } = self;
+        let temporary = staged.temporary().to_path_buf();
         writer
             .flush()
-            .map_err(ExportError::io("cannot write", &partial))?;
+            .map_err(ExportError::io("cannot write", &temporary))?;
         let (buffered, sha256, size_bytes) = writer.finish();
         let file = buffered
             .into_inner()
-            .map_err(|error| ExportError::io("cannot write", &partial)(error.into_error()))?;
+            .map_err(|error| ExportError::io("cannot write", &temporary)(error.into_error()))?;
         file.sync_all()
-            .map_err(ExportError::io("cannot fsync", &partial))?;
-        drop(file);
-        let path = dir.join(name);
-        fs::rename(&partial, &path).map_err(ExportError::io("cannot rename into place", &path))?;
-        Ok(WrittenFile {
-            path,
+            .map_err(ExportError::io("cannot fsync", &temporary))?;
+        Ok(StagedFile {
+            staged,
             sha256,
             size_bytes,
         })
     }
 }
 
-/// Writes bytes atomically (see [`write_atomically`]).
+/// A temporary file that is removed when dropped, unless it was published.
+struct Staged {
+    dir: PathBuf,
+    name: String,
+    temporary: Option<PathBuf>,
+}
+
+impl Staged {
+    fn temporary(&self) -> &Path {
+        self.temporary
+            .as_deref()
+            .expect("a staged file has its temporary name until published")
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(path) = self.temporary.take() {
+            if let Err(error) = fs::remove_file(&path) {
+                if error.kind() != ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), %error, "could not remove a temporary file");
+                }
+            }
+        }
+    }
+}
+
+/// A complete, fsynced file under its temporary name, not yet published.
+pub struct StagedFile {
+    staged: Staged,
+    pub sha256: [u8; 32],
+    pub size_bytes: u64,
+}
+
+impl StagedFile {
+    /// The temporary file, for reading it back before it is recorded.
+    pub fn temporary(&self) -> &Path {
+        self.staged.temporary()
+    }
+
+    /// Renames the file to its name. Durable once the directory is fsynced
+    /// ([`sync_dir`]).
+    pub fn publish(mut self) -> Result<WrittenFile, ExportError> {
+        let path = self.staged.dir.join(&self.staged.name);
+        fs::rename(self.staged.temporary(), &path)
+            .map_err(ExportError::io("cannot rename into place", &path))?;
+        self.staged.temporary = None;
+        Ok(WrittenFile {
+            path,
+            sha256: self.sha256,
+            size_bytes: self.size_bytes,
+        })
+    }
+}
+
+/// Writes `dir/name` so that it either does not exist or is complete (a
+/// temporary name of its own, fsync, rename, fsync of the directory). Not for an
+/// outbox: official files go through [`Outbox::put`].
 pub fn write_bytes_atomically(
     dir: &Path,
     name: &str,
     bytes: &[u8],
 ) -> Result<WrittenFile, ExportError> {
-    let path = dir.join(name);
-    write_atomically(dir, name, |writer| {
-        writer
-            .write_all(bytes)
-            .map_err(ExportError::io("cannot write", &path))
-    })
-    .map(|((), written)| written)
+    put_bytes(&Staging::plain(dir)?, name, bytes)
+}
+
+fn put_bytes(staging: &Staging, name: &str, bytes: &[u8]) -> Result<WrittenFile, ExportError> {
+    let mut file = PartialFile::create(staging, name, 64 * 1024)?;
+    let temporary = file.staged.temporary().to_path_buf();
+    file.writer()
+        .write_all(bytes)
+        .map_err(ExportError::io("cannot write", &temporary))?;
+    let written = file.finish()?.publish()?;
+    sync_dir(&staging.dir)?;
+    Ok(written)
 }
 
 /// Makes a rename in `dir` durable.
@@ -160,35 +238,299 @@ pub fn sync_dir(dir: &Path) -> Result<(), ExportError> {
         .map_err(ExportError::io("cannot fsync directory", dir))
 }
 
-/// Removes SF2520 files in `dir` that the ledger does not know (left by a run
-/// that died between writing a file and recording it) and unfinished `.partial`
-/// files. Such a file is never official: the next run renders its løbenummer
-/// afresh. Returns the names removed.
-pub fn remove_orphans(
-    dir: &Path,
-    registered: &HashSet<String>,
-) -> Result<Vec<String>, ExportError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(ExportError::io("cannot list", dir)(error)),
+/// What one name in an outbox is, to the ledger that claims it.
+#[derive(Debug, PartialEq, Eq)]
+enum Entry {
+    /// An official file this ledger recorded.
+    Recorded,
+    /// The temporary file of one of this ledger's runs.
+    OurTemporary { name: String },
+    /// An SF2520 file, or the temporary file of one, that this ledger did not write.
+    Foreign,
+    /// Anything else (the marker, the quarantine, an operator's notes).
+    Other,
+}
+
+fn classify(
+    file_name: &str,
+    ours: &str,
+    recorded: &HashMap<String, [u8; 32]>,
+    legacy_temporaries_are_ours: bool,
+) -> Entry {
+    if file_name.starts_with("SF2520_") && file_name.ends_with(".txt") {
+        return if recorded.contains_key(file_name) {
+            Entry::Recorded
+        } else {
+            Entry::Foreign
+        };
+    }
+    let Some(inner) = file_name
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_suffix(".partial"))
+        .filter(|inner| inner.starts_with("SF2520_"))
+    else {
+        return Entry::Other;
     };
-    let mut removed = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(ExportError::io("cannot list", dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let partial = name.starts_with(".SF2520_") && name.ends_with(".partial");
-        let orphan =
-            name.starts_with("SF2520_") && name.ends_with(".txt") && !registered.contains(&name);
-        if partial || orphan {
-            let path = entry.path();
-            fs::remove_file(&path).map_err(ExportError::io("cannot remove orphan", &path))?;
-            tracing::warn!(file = %name, "removed an unrecorded file from the outbox; its løbenummer will be rendered again");
-            removed.push(name);
+    // `.NAME.TAG.partial`, where an outbox's TAG is `LEDGER-RUN`; before tags, a
+    // run wrote `.NAME.partial`.
+    if let Some(name) = inner.strip_suffix(".txt") {
+        return if legacy_temporaries_are_ours {
+            Entry::OurTemporary {
+                name: format!("{name}.txt"),
+            }
+        } else {
+            Entry::Foreign
+        };
+    }
+    match inner.rsplit_once('.') {
+        Some((name, tag))
+            if tag
+                .split_once('-')
+                .is_some_and(|(ledger, _)| ledger == ours) =>
+        {
+            Entry::OurTemporary {
+                name: name.to_string(),
+            }
+        }
+        _ => Entry::Foreign,
+    }
+}
+
+/// An outbox claimed by this ledger, under its export lock: the one way to write
+/// an official file. Holding it proves no other run of this ledger writes here.
+pub struct Outbox<'l> {
+    staging: Staging,
+    _lock: &'l ExportLock,
+    /// Temporary files that this ledger's earlier, interrupted runs left: the
+    /// official name each was for, and where it is.
+    leftovers: Vec<(String, PathBuf)>,
+}
+
+impl<'l> Outbox<'l> {
+    /// Claims `dir` for the ledger `ledger_id` (creating it owner-only, or
+    /// checking an existing one is the running user's own), and looks at every
+    /// file in it. Refused, deleting nothing, when the outbox is claimed by another
+    /// ledger or holds an SF2520 file (or its temporary file) that this ledger did
+    /// not write; `recorded` are this ledger's official files by name.
+    pub fn claim(
+        dir: &Path,
+        ledger_id: u64,
+        lock: &'l ExportLock,
+        recorded: &HashMap<String, [u8; 32]>,
+    ) -> Result<Outbox<'l>, ExportError> {
+        create_private_dir(dir)?;
+        let ours = format!("{ledger_id:016x}");
+        let marker = dir.join(OUTBOX_MARKER);
+        let claimed = read_claim(&marker)?;
+        if let Some(owner) = &claimed {
+            if *owner != ours {
+                return Err(ExportError::OutboxClaimed {
+                    dir: dir.to_path_buf(),
+                    owner: owner.clone(),
+                    ours,
+                });
+            }
+        }
+        let (leftovers, foreign) = scan(dir, &ours, recorded, claimed.is_none())?;
+        if !foreign.is_empty() {
+            return Err(ExportError::ForeignFiles {
+                dir: dir.to_path_buf(),
+                count: foreign.len(),
+                names: foreign.into_iter().take(5).collect::<Vec<_>>().join(", "),
+            });
+        }
+        if claimed.is_none() {
+            write_claim(dir, &marker, &ours)?;
+        }
+        Ok(Outbox {
+            staging: Staging {
+                dir: dir.to_path_buf(),
+                tag: format!("{ours}-{}", short_id()),
+            },
+            _lock: lock,
+            leftovers,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.staging.dir
+    }
+
+    /// Where this run stages its files.
+    pub fn staging(&self) -> &Staging {
+        &self.staging
+    }
+
+    /// Writes an official file's bytes (already checked against its event) under
+    /// its official name.
+    pub fn put(&self, name: &str, bytes: &[u8]) -> Result<WrittenFile, ExportError> {
+        put_bytes(&self.staging, name, bytes)
+    }
+
+    /// Takes the leftover temporary files of earlier runs.
+    pub fn take_leftovers(&mut self) -> Vec<(String, PathBuf)> {
+        std::mem::take(&mut self.leftovers)
+    }
+
+    /// Publishes a leftover temporary file under its official name.
+    pub fn publish_leftover(&self, temporary: &Path, name: &str) -> Result<(), ExportError> {
+        let path = self.dir().join(name);
+        fs::rename(temporary, &path).map_err(ExportError::io("cannot rename into place", &path))
+    }
+
+    /// Moves a leftover temporary file into the quarantine folder (`0700`), with a
+    /// log line: it was never official, and it holds CPR numbers.
+    pub fn quarantine(&self, temporary: &Path) -> Result<PathBuf, ExportError> {
+        let folder = self.dir().join(QUARANTINE_DIR);
+        create_private_dir(&folder)?;
+        let name = temporary
+            .file_name()
+            .map(|name| name.to_string_lossy().trim_start_matches('.').to_string())
+            .unwrap_or_default();
+        let target = folder.join(name);
+        fs::rename(temporary, &target).map_err(ExportError::io("cannot move into", &target))?;
+        tracing::warn!(
+            file = %target.display(),
+            "moved the unfinished file of an interrupted export run into quarantine: it was never official (its løbenummer is rendered again); it holds CPR numbers, delete it when it is no longer needed"
+        );
+        Ok(target)
+    }
+}
+
+fn read_claim(marker: &Path) -> Result<Option<String>, ExportError> {
+    match fs::read_to_string(marker) {
+        Ok(text) => {
+            let owner = text
+                .strip_prefix("sf2520 outbox of ledger ")
+                .map(str::trim)
+                .filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| ExportError::DamagedClaim {
+                    path: marker.to_path_buf(),
+                })?;
+            Ok(Some(owner.to_string()))
+        }
+        Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(ExportError::io("cannot read", marker)(error)),
+    }
+}
+
+/// Writes the claim; if another ledger claimed the outbox in the meantime, its
+/// claim stands and this one is refused.
+fn write_claim(dir: &Path, marker: &Path, ours: &str) -> Result<(), ExportError> {
+    let created = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(marker);
+    match created {
+        Ok(mut file) => {
+            file.write_all(format!("sf2520 outbox of ledger {ours}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(ExportError::io("cannot write", marker))?;
+            sync_dir(dir)
+        }
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => match read_claim(marker)? {
+            Some(owner) if owner == ours => Ok(()),
+            Some(owner) => Err(ExportError::OutboxClaimed {
+                dir: dir.to_path_buf(),
+                owner,
+                ours: ours.to_string(),
+            }),
+            None => Err(ExportError::DamagedClaim {
+                path: marker.to_path_buf(),
+            }),
+        },
+        Err(error) => Err(ExportError::io("cannot create", marker)(error)),
+    }
+}
+
+/// This ledger's leftover temporary files, and the names of foreign files.
+fn scan(
+    dir: &Path,
+    ours: &str,
+    recorded: &HashMap<String, [u8; 32]>,
+    unclaimed: bool,
+) -> Result<(Vec<(String, PathBuf)>, Vec<String>), ExportError> {
+    // A run before claims wrote `.NAME.partial`: in an outbox not yet claimed whose
+    // SF2520 files are all this ledger's, such a file is this ledger's too.
+    let names = list(dir)?;
+    let all_recorded = names
+        .iter()
+        .filter(|name| name.starts_with("SF2520_") && name.ends_with(".txt"))
+        .all(|name| recorded.contains_key(name));
+    let legacy_ours = unclaimed && all_recorded;
+    let (mut leftovers, mut foreign) = (Vec::new(), Vec::new());
+    for file_name in names {
+        match classify(&file_name, ours, recorded, legacy_ours) {
+            Entry::OurTemporary { name } => leftovers.push((name, dir.join(&file_name))),
+            Entry::Foreign => foreign.push(file_name),
+            Entry::Recorded | Entry::Other => {}
         }
     }
-    if !removed.is_empty() {
-        sync_dir(dir)?;
+    leftovers.sort();
+    foreign.sort();
+    Ok((leftovers, foreign))
+}
+
+fn list(dir: &Path) -> Result<Vec<String>, ExportError> {
+    let entries = fs::read_dir(dir).map_err(ExportError::io("cannot list", dir))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(ExportError::io("cannot list", dir))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
     }
-    Ok(removed)
+    Ok(names)
+}
+
+/// The SHA-256 of a file's contents.
+pub fn sha256_of(path: &Path) -> Result<[u8; 32], ExportError> {
+    let mut file = File::open(path).map_err(ExportError::io("cannot open", path))?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher).map_err(ExportError::io("cannot read", path))?;
+    Ok(hasher.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_told_apart_by_whose_they_are() {
+        let recorded: HashMap<String, [u8; 32]> =
+            [("SF2520_0101_20261201_000001.txt".to_string(), [0; 32])].into();
+        let ours = "00000000000000aa";
+        let cases = [
+            ("SF2520_0101_20261201_000001.txt", false, Entry::Recorded),
+            ("SF2520_0101_20261201_000002.txt", false, Entry::Foreign),
+            (
+                ".SF2520_0101_20261201_000002.txt.00000000000000aa-abc.partial",
+                false,
+                Entry::OurTemporary {
+                    name: "SF2520_0101_20261201_000002.txt".into(),
+                },
+            ),
+            (
+                ".SF2520_0101_20261201_000002.txt.00000000000000bb-abc.partial",
+                false,
+                Entry::Foreign,
+            ),
+            (
+                ".SF2520_0101_20261201_000002.txt.partial",
+                false,
+                Entry::Foreign,
+            ),
+            (
+                ".SF2520_0101_20261201_000002.txt.partial",
+                true,
+                Entry::OurTemporary {
+                    name: "SF2520_0101_20261201_000002.txt".into(),
+                },
+            ),
+            (".sf2520-outbox", false, Entry::Other),
+            ("README", false, Entry::Other),
+        ];
+        for (name, legacy, expected) in cases {
+            assert_eq!(classify(name, ours, &recorded, legacy), expected, "{name}");
+        }
+    }
 }

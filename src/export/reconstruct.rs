@@ -6,7 +6,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::batch::{render_into, PlannedFile};
-use super::outbox::{write_bytes_atomically, WrittenFile};
+use super::outbox::{Outbox, WrittenFile};
+use super::register::official_files;
 use super::register::{official_file, OfficialFile};
 use super::ExportError;
 use crate::domain::{Event, FileReissued, Kommune};
@@ -44,6 +45,7 @@ pub fn plan_of(file: &OfficialFile) -> PlannedFile {
         file_name: file.file_name.clone(),
         range: file.range(),
         record_count: file.record_count,
+        net_ore: file.net_ore(),
     }
 }
 
@@ -82,22 +84,28 @@ pub struct Reissue {
 
 /// Puts official file `sequence` back into the outbox, byte for byte, and records
 /// a `FileReissued`. Refuses (changing nothing) when the file rendered from the log
-/// no longer matches its recorded SHA-256.
+/// no longer matches its recorded SHA-256. Writes into the outbox as an export
+/// does: under the export lock (waiting up to `lock_wait`), into an outbox this
+/// ledger claims.
 pub fn reissue(
     ledger: &mut Ledger,
     kommune: Kommune,
     sequence: u32,
     outbox: &std::path::Path,
+    lock_wait: std::time::Duration,
 ) -> Result<Result<Reissue, Reconstruction>, ExportError> {
     let reconstruction = reconstruct(ledger, kommune, sequence)?;
     if !reconstruction.matches() {
         return Ok(Err(reconstruction));
     }
-    let written = write_bytes_atomically(
-        outbox,
-        &reconstruction.file.file_name,
-        &reconstruction.bytes,
-    )?;
+    let lock = ledger.lock_exports(lock_wait)?;
+    let ledger_id = ledger.ledger_id()?;
+    let recorded = official_files(ledger.connection(), None)?
+        .into_iter()
+        .map(|file| (file.file_name, file.sha256))
+        .collect();
+    let outbox = Outbox::claim(outbox, ledger_id, &lock, &recorded)?;
+    let written = outbox.put(&reconstruction.file.file_name, &reconstruction.bytes)?;
     let delivery_id = Uuid::new_v4();
     let position = ledger.write(|appender| {
         appender.append(&Event::FileReissued(FileReissued {

@@ -13,6 +13,9 @@ use thiserror::Error;
 use super::store::{create_private_dir, create_private_file};
 use super::{Ledger, LedgerError, VerifyFailure, VerifyReport, DATABASE_FILE};
 
+/// Pages a backup copies between checks for a signal's stop (16 MiB of 4 KiB pages).
+const COPY_STEP_PAGES: i32 = 4_096;
+
 /// How long a backup waits, in all, for a source that is briefly busy.
 const SOURCE_BUSY_WAIT_MS_MAX: u64 = 10_000;
 const SOURCE_BUSY_RETRY_MS: u64 = 50;
@@ -177,7 +180,11 @@ fn copy_database(source: &Connection, target: &Path) -> Result<(), BackupError> 
         let backup = Backup::new(source, &mut copy)?;
         let mut waited_ms = 0;
         loop {
-            match backup.step(-1)? {
+            // In steps, so that a signal's stop is heard between them. The backup
+            // restarts by itself if another connection writes meanwhile, so the
+            // copy is still the log as of one commit.
+            crate::interrupt::check().map_err(LedgerError::from)?;
+            match backup.step(COPY_STEP_PAGES)? {
                 StepResult::Done => break,
                 StepResult::More => {}
                 _ if waited_ms < SOURCE_BUSY_WAIT_MS_MAX => {
@@ -304,7 +311,7 @@ pub fn backup(
             path: destination.to_path_buf(),
         });
     }
-    Ledger::open(data_dir)?.backup_to(destination, overwrite)
+    Ledger::open_read_only(data_dir)?.backup_to(destination, overwrite)
 }
 
 /// True when `destination` names the database or one of its `-wal`/`-shm`/
@@ -351,6 +358,8 @@ enum Current {
 /// the new one as `ledger.sqlite3.replaced-<UTC time>`.
 pub fn restore(data_dir: &Path, source: &Path, force: bool) -> Result<RestoreReport, BackupError> {
     create_private_dir(data_dir)?;
+    // No export may write files from the ledger being replaced.
+    let _exports = super::datadir::lock_exports(data_dir, Duration::ZERO)?;
     let staged =
         Staged::create(data_dir.join(format!(".restore-{}.sqlite3.partial", std::process::id())))?;
     let restored = stage_and_verify(source, staged.path())?;
@@ -363,6 +372,11 @@ pub fn restore(data_dir: &Path, source: &Path, force: bool) -> Result<RestoreRep
         Current::Readable { events, .. } => Some(*events),
         _ => None,
     };
+    // The rollback is on purpose: the data directory's mark of its last committed
+    // head is set to the restored head first (a mark that lags is safe; one ahead
+    // of the database would refuse it), then the copy is put in place.
+    let restored_head = Ledger::open_copy(staged.path())?.head()?;
+    super::datadir::reset_mark(data_dir, &restored_head)?;
     let kept_aside = install(current, staged, &database, discarded_events > 0)?;
     let reopened = Ledger::open(data_dir)?.head()?;
     debug_assert_eq!(reopened.hash, restored.head_hash);
@@ -408,6 +422,7 @@ fn stage_and_verify(source: &Path, staged: &Path) -> Result<VerifyReport, Backup
             path: source.to_path_buf(),
             failure,
         }),
+        Err(error @ LedgerError::Interrupted(_)) => Err(error.into()),
         Err(error) => Err(unreadable(error.to_string())),
     }
 }

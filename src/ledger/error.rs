@@ -57,6 +57,65 @@ pub enum LedgerError {
     #[error("{what} changed while this run worked; another process is writing to the ledger")]
     Concurrent { what: String },
 
+    #[error(
+        "{path} belongs to uid {owner}, but this process runs as uid {uid}: run sf2520 as \
+         the directory's owner (e.g. `sudo -u '#{owner}' sf2520 ...`), or, if the \
+         directory should be yours, `chown -R {uid} {path}`"
+    )]
+    NotOwner { path: PathBuf, owner: u32, uid: u32 },
+
+    #[error("{path} is not a directory; --data-dir and --out name directories")]
+    NotADirectory { path: PathBuf },
+
+    #[error(
+        "another export is running ({holder}); waited {waited_s} s for it. Run again \
+         when it has finished, or wait longer with --lock-wait SECONDS"
+    )]
+    ExportRunning { holder: String, waited_s: u64 },
+
+    #[error(
+        "the ledger is busy: {holder}; waited {waited_s} s for it. Run again when it \
+         has finished, or wait longer with --busy-timeout SECONDS"
+    )]
+    Busy { holder: String, waited_s: u64 },
+
+    #[error(
+        "{path} cannot be read as a head mark (it records the last head this data \
+         directory committed). If you know the database is whole (`sf2520 verify` \
+         passes and its head is the one you expect), remove the file: it is written \
+         anew at the next commit"
+    )]
+    DamagedMark { path: PathBuf },
+
+    #[error(
+        "the ledger in {dir} ends at position {head_position}, but this data directory \
+         committed position {mark_position} (recorded in ledger.head): committed events \
+         are missing, as when ledger.sqlite3-wal is deleted after a crash or an older \
+         copy of the database is put in place. Nothing was written. Put the missing \
+         file back, or `sf2520 restore` the newest backup (which records the rollback)"
+    )]
+    BehindMark {
+        dir: PathBuf,
+        head_position: u64,
+        mark_position: u64,
+    },
+
+    #[error(
+        "the ledger in {dir} has another event at position {position} than the one this \
+         data directory committed there (ledger.head): its history was replaced. Nothing \
+         was written. `sf2520 restore` the right backup (which records the change)"
+    )]
+    MarkMismatch { dir: PathBuf, position: u64 },
+
+    #[error("no ledger at {path} (run `sf2520 init`, or check --data-dir)")]
+    NoLedger { path: PathBuf },
+
+    #[error("cannot tell {what}: it is outside the range of times this program handles")]
+    Clock { what: &'static str },
+
+    #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
+
     #[error("{path} is not a ledger: {why}")]
     NotALedger { path: PathBuf, why: String },
 

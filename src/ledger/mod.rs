@@ -3,6 +3,7 @@
 
 mod backup;
 mod codec;
+mod datadir;
 mod error;
 mod projection;
 mod schema;
@@ -14,8 +15,15 @@ pub use backup::{backup, restore, BackupError, RestoreReport};
 pub use codec::{
     chain_hash, decode as decode_payload, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH,
 };
+pub use datadir::{
+    check_private_dir, read_mark, ExportLock, HeadMark, EXPORT_LOCK_FILE, HEAD_MARK_FILE,
+    WRITER_NOTE_FILE,
+};
 pub use error::{LedgerError, LineError};
-pub use projection::{Totals, KIND_CORRECTION, KIND_WITHHOLDING};
+pub use projection::{RangeTotals, Totals, KIND_CORRECTION, KIND_WITHHOLDING};
 pub use store::Appender;
-pub use store::{create_private_dir, AsOf, Head, IngestReport, Ledger, LineOutcome, DATABASE_FILE};
+pub use store::{
+    create_private_dir, set_default_busy_wait, AsOf, Cutoff, Head, IngestReport, Ledger,
+    LineOutcome, DATABASE_FILE, DEFAULT_BUSY_WAIT,
+};
 pub use verify::{VerifyFailure, VerifyReport};

@@ -459,47 +459,57 @@ pub fn agreement_totals(
     Ok((totals.2 > 0).then(|| Totals::from_raw(totals)))
 }
 
-/// How many entries one kommune has at positions `1..=position`: its totals row of
-/// the last block before `position`'s plus a count of its entries since.
-fn kommune_entries_through(
+/// One kommune's totals at positions `1..=position`: its totals row of the last
+/// block before `position`'s plus its entries since.
+fn kommune_raw_through(
     conn: &Connection,
     block_size: u64,
     kommune: Kommune,
     position: u64,
-) -> rusqlite::Result<i64> {
+) -> rusqlite::Result<RawTotals> {
     let at = AsOfBlock::new(block_size, position);
-    let before = conn
+    let mut totals = conn
         .prepare_cached(KOMMUNE_TOTALS_BEFORE)?
         .query_row(params![kommune.number(), at.block], raw_totals)
         .optional()?
-        .unwrap_or_default()
-        .2;
-    let since: i64 = conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM entries WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3",
-        )?
-        .query_row(params![kommune.number(), at.first, at.position], |row| {
-            row.get(0)
-        })?;
-    Ok(before + since)
+        .unwrap_or_default();
+    let mut statement = conn.prepare_cached(KOMMUNE_CHANGES_BETWEEN)?;
+    let mut rows = statement.query(params![kommune.number(), at.first, at.position])?;
+    while let Some(row) = rows.next()? {
+        totals.add(&entry_change(row, 0)?);
+    }
+    Ok(totals)
 }
 
-/// How many entries one kommune has at positions `after + 1..=through`, read from
-/// the totals rather than by counting them all: a file's record count before it is
-/// rendered costs two block lookups, not a pass over its entries.
-pub fn kommune_entries_between(
+/// What one kommune's entries at positions `after + 1..=through` add up to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeTotals {
+    pub entries: u64,
+    /// Withholdings plus corrections (signed), øre.
+    pub net_ore: i64,
+}
+
+/// One kommune's entries at positions `after + 1..=through`, read from the totals
+/// rather than by a pass over them: a file's record count and net sum before it
+/// is rendered cost two block lookups.
+pub fn kommune_range_totals(
     conn: &Connection,
     block_size: u64,
     kommune: Kommune,
     after: u64,
     through: u64,
-) -> rusqlite::Result<u64> {
+) -> rusqlite::Result<RangeTotals> {
     if through <= after {
-        return Ok(0);
+        return Ok(RangeTotals::default());
     }
-    let through = kommune_entries_through(conn, block_size, kommune, through)?;
-    let after = kommune_entries_through(conn, block_size, kommune, after)?;
-    Ok(u64::try_from(through - after).unwrap_or(0))
+    let later = kommune_raw_through(conn, block_size, kommune, through)?;
+    let earlier = kommune_raw_through(conn, block_size, kommune, after)?;
+    let entries = later.2 - earlier.2;
+    Ok(RangeTotals {
+        entries: u64::try_from(entries)
+            .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, entries))?,
+        net_ore: (later.0 + later.1) - (earlier.0 + earlier.1),
+    })
 }
 
 /// Every kommune's totals as of `position`, in code order; kommuner without
@@ -509,19 +519,9 @@ pub fn kommune_totals(
     block_size: u64,
     position: u64,
 ) -> rusqlite::Result<Vec<(Kommune, Totals)>> {
-    let at = AsOfBlock::new(block_size, position);
     let mut result = Vec::new();
-    let mut before = conn.prepare_cached(KOMMUNE_TOTALS_BEFORE)?;
-    let mut entries = conn.prepare_cached(KOMMUNE_CHANGES_BETWEEN)?;
     for kommune in Kommune::all() {
-        let mut totals = before
-            .query_row(params![kommune.number(), at.block], raw_totals)
-            .optional()?
-            .unwrap_or_default();
-        let mut rows = entries.query(params![kommune.number(), at.first, at.position])?;
-        while let Some(row) = rows.next()? {
-            totals.add(&entry_change(row, 0)?);
-        }
+        let totals = kommune_raw_through(conn, block_size, kommune, position)?;
         if totals.2 > 0 {
             result.push((kommune, Totals::from_raw(totals)));
         }

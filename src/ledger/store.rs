@@ -4,8 +4,9 @@
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use rusqlite::{
     params, CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction,
     TransactionBehavior,
@@ -13,7 +14,8 @@ use rusqlite::{
 use uuid::Uuid;
 
 use super::codec::{self, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
-use super::projection::{self, Projector, Totals};
+use super::datadir::{self, ExportLock};
+use super::projection::{self, Projector, RangeTotals, Totals};
 use super::schema::{
     DEFAULT_TOTALS_BLOCK, LOG_TABLES, PROJECTION_ORDER, PROJECTION_TABLES, SCHEMA_VERSION,
 };
@@ -79,6 +81,42 @@ pub struct Ledger {
     memo: Memo,
     /// Positions per totals block (`meta.totals_block`, see `schema`).
     totals_block: u64,
+    /// How long a write waits, in all, for another process's write transaction.
+    busy_wait: Duration,
+    /// Whether commits move the data directory's head mark (not for a copy).
+    marks_head: bool,
+}
+
+/// How long a write waits for another process's write transaction by default.
+pub const DEFAULT_BUSY_WAIT: Duration = Duration::from_secs(60);
+
+/// The busy wait of ledgers opened from now on, in seconds: [`DEFAULT_BUSY_WAIT`]
+/// unless the process set another (the CLI's `--busy-timeout`).
+static BUSY_WAIT_S: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_BUSY_WAIT.as_secs());
+
+/// Sets the busy wait of every ledger this process opens from now on (see
+/// [`Ledger::set_busy_wait`] for one ledger).
+pub fn set_default_busy_wait(wait: Duration) {
+    BUSY_WAIT_S.store(wait.as_secs(), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn default_busy_wait() -> Duration {
+    Duration::from_secs(BUSY_WAIT_S.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// SQLite's own wait per attempt; [`Ledger::write`] tries again until its bound,
+/// saying who it waits for.
+const BUSY_ATTEMPT_MS: i32 = 1_000;
+
+/// A cut-off fixed for a batch export (see [`Ledger::fix_cutoff`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cutoff {
+    /// The last position the export includes.
+    pub position: u64,
+    /// The files' creation time, whole seconds: later than every event through
+    /// `position`, earlier than every event after it.
+    pub created_at: DateTime<Utc>,
 }
 
 /// What the write path remembers between statements and between transactions:
@@ -112,11 +150,13 @@ impl Memo {
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // First, so that two processes opening a new ledger at once wait for each
+    // other (switching to WAL takes an exclusive lock) instead of failing.
+    conn.pragma_update(None, "busy_timeout", BUSY_ATTEMPT_MS)?;
     // WAL with synchronous=FULL: a commit returns only after the WAL is fsynced,
-    // so an acknowledged write survives power loss (DESIGN.md §7.1).
+    // so an acknowledged write survives power loss.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "busy_timeout", 10_000)?;
     // Up to 64 MiB of pages (negative: KiB). Ingest writes at the ends of the log
     // and of each kommune's entries, so its working set is small; 256 MiB was no
     // faster at 1M entries (benches/peers) and peaked at 326 MB instead of 93 MB.
@@ -130,19 +170,21 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Creates the directory owner-only if it is missing.
+/// Creates the directory owner-only if it is missing; refuses an existing one
+/// that is not the running user's own ([`datadir::check_private_dir`]).
 pub fn create_private_dir(dir: &Path) -> Result<(), LedgerError> {
-    if dir.is_dir() {
-        return Ok(());
+    if !dir.exists() {
+        // Recursive: a directory another process created meanwhile is no error.
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| LedgerError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
     }
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| LedgerError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })
+    datadir::check_private_dir(dir)
 }
 
 /// Creates a new file readable and writable by the owner only; fails if it exists.
@@ -179,13 +221,21 @@ fn prepare_database_file(path: &Path) -> Result<(), LedgerError> {
             }
             Ok(())
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map(drop)
-            .map_err(open_error),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(_) => Ok(()),
+                // Another process created it between the two calls: check its mode.
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    prepare_database_file(path)
+                }
+                Err(error) => Err(open_error(error)),
+            }
+        }
         Err(error) => Err(open_error(error)),
     }
 }
@@ -210,15 +260,8 @@ impl Ledger {
         };
         let conn = Connection::open(&path).map_err(open_error)?;
         configure(&conn).map_err(open_error)?;
-        conn.execute_batch(LOG_TABLES).map_err(open_error)?;
-        match read_meta(&conn, "schema_version")? {
-            None => {
-                let tx = conn.unchecked_transaction()?;
-                tx.execute_batch(PROJECTION_TABLES)?;
-                write_meta(&tx, "schema_version", SCHEMA_VERSION)?;
-                write_meta(&tx, "totals_block", block_sql(new_totals_block))?;
-                tx.commit()?;
-            }
+        match read_meta_if_any(&conn)? {
+            None => initialize(&conn, new_totals_block)?,
             Some(found) if found == SCHEMA_VERSION => {}
             Some(found) if (1..SCHEMA_VERSION).contains(&found) => {
                 tracing::info!(
@@ -237,11 +280,121 @@ impl Ledger {
             }
         }
         let totals_block = read_totals_block(&conn, &path)?;
+        check_mark(&conn, dir)?;
         Ok(Ledger {
             conn,
             dir: dir.to_path_buf(),
             memo: Memo::default(),
             totals_block,
+            busy_wait: default_busy_wait(),
+            marks_head: true,
+        })
+    }
+
+    /// Opens the existing ledger in `dir` for reading only: nothing is created or
+    /// changed (a read-only data directory, or one on a read-only mount, works).
+    /// A missing ledger is an error, not a new one.
+    pub fn open_read_only(dir: &Path) -> Result<Ledger, LedgerError> {
+        let path = dir.join(DATABASE_FILE);
+        if !path.is_file() {
+            return Err(LedgerError::NoLedger {
+                path: dir.to_path_buf(),
+            });
+        }
+        datadir::check_private_dir(dir)?;
+        prepare_database_file(&path)?;
+        let conn = open_for_reading(&path)?;
+        match read_meta(&conn, "schema_version")? {
+            Some(found) if found == SCHEMA_VERSION => {}
+            Some(found) => {
+                return Err(LedgerError::SchemaVersion {
+                    path,
+                    found,
+                    expected: SCHEMA_VERSION,
+                })
+            }
+            None => {
+                return Err(LedgerError::NotALedger {
+                    path,
+                    why: "it has no schema version".into(),
+                })
+            }
+        }
+        let totals_block = read_totals_block(&conn, &path)?;
+        check_mark(&conn, dir)?;
+        Ok(Ledger {
+            conn,
+            dir: dir.to_path_buf(),
+            memo: Memo::default(),
+            totals_block,
+            busy_wait: default_busy_wait(),
+            marks_head: false,
+        })
+    }
+
+    /// How long a write waits, in all, for another process's write transaction
+    /// before it fails with [`LedgerError::Busy`] naming the holder.
+    pub fn set_busy_wait(&mut self, wait: Duration) {
+        self.busy_wait = wait;
+    }
+
+    /// Takes the data directory's export lock, waiting up to `wait` for a run
+    /// that holds it (see [`ExportLock`]).
+    pub fn lock_exports(&self, wait: Duration) -> Result<ExportLock, LedgerError> {
+        datadir::lock_exports(&self.dir, wait)
+    }
+
+    /// The ledger's identity, which claims an outbox for it. Made when the ledger is
+    /// created (or, for a ledger made before identities, at its first export).
+    pub fn ledger_id(&mut self) -> Result<u64, LedgerError> {
+        if let Some(id) = read_meta(&self.conn, LEDGER_ID_KEY)? {
+            return Ok(u64::from_ne_bytes(id.to_ne_bytes()));
+        }
+        self.write(|appender| {
+            let tx = appender.connection();
+            if let Some(id) = read_meta(tx, LEDGER_ID_KEY)? {
+                return Ok(u64::from_ne_bytes(id.to_ne_bytes()));
+            }
+            let id = new_ledger_id();
+            write_meta(tx, LEDGER_ID_KEY, i64::from_ne_bytes(id.to_ne_bytes()))?;
+            Ok(id)
+        })
+    }
+
+    /// Fixes the cut-off of a batch export: the head now, and a creation time (the
+    /// next whole second after both the clock and the head's recorded-at) that
+    /// every later append is stamped after, through `meta.recorded_at_floor_us`. So
+    /// "events recorded at or before the creation time" is exactly the log up to
+    /// the cut-off, and `export --as-of <creation time>` sees what this run saw,
+    /// without waiting for the clock. A clock behind the log's newest recorded-at
+    /// (stepped back, or the log written with a clock that ran fast) is reported
+    /// with both times, and the log's time is used.
+    pub fn fix_cutoff(&mut self) -> Result<Cutoff, LedgerError> {
+        self.write(|appender| {
+            let head = appender.head();
+            let now = Utc::now();
+            let now_us = now.timestamp_micros();
+            if head.recorded_at_us > now_us.saturating_add(1_000_000) {
+                tracing::warn!(
+                    clock = %now.to_rfc3339(),
+                    log = %time_text(head.recorded_at_us),
+                    "the clock is behind the log's newest recorded-at; the files are dated from the log's time, and events are stamped no earlier than it until the clock catches up"
+                );
+            }
+            let latest = now.max(from_micros(head.recorded_at_us)?);
+            let second = latest.with_nanosecond(0).ok_or(LedgerError::Clock {
+                what: "the current second",
+            })?;
+            let created_at = second + chrono::Duration::seconds(1);
+            let floor_us = created_at.timestamp_micros() + 1;
+            if appender.floor_us < floor_us {
+                write_meta(appender.connection(), FLOOR_KEY, floor_us)?;
+                appender.floor_us = floor_us;
+            }
+            Ok(Cutoff {
+                position: head.position,
+                created_at,
+            })
         })
     }
 
@@ -283,6 +436,8 @@ impl Ledger {
             dir,
             memo: Memo::default(),
             totals_block,
+            busy_wait: default_busy_wait(),
+            marks_head: false,
         })
     }
 
@@ -310,19 +465,24 @@ impl Ledger {
         &mut self,
         work: impl FnOnce(&mut Appender<'_>) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
-        self.transact(work, true)
+        self.transact(work, true, "a write")
     }
 
-    /// Like [`Ledger::write`], but rolls back when `commit` is false.
+    /// Like [`Ledger::write`], but rolls back when `commit` is false. `activity`
+    /// names the work for a process left waiting on it.
     fn transact<T>(
         &mut self,
         work: impl FnOnce(&mut Appender<'_>) -> Result<T, LedgerError>,
         commit: bool,
+        activity: &str,
     ) -> Result<T, LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        crate::interrupt::check()?;
+        let tx = begin_immediate(&self.conn, &self.dir, self.busy_wait)?;
+        if self.marks_head {
+            datadir::note_writer(&self.dir, activity);
+        }
         let head = read_head(&tx)?;
+        let floor_us = read_meta(&tx, FLOOR_KEY)?.unwrap_or(0);
         // Untrusted from here until this transaction commits (see `Memo`).
         if self.memo.valid_at.take() != Some(head) {
             self.memo.forget();
@@ -330,19 +490,30 @@ impl Ledger {
         let mut appender = Appender {
             tx: &tx,
             head,
+            floor_us,
             memo: &mut self.memo,
             projector: Projector::new(&tx, self.totals_block),
             insert_event: None,
         };
         let result = work(&mut appender)?;
+        let advanced = appender.head != head;
         let head = appender.head;
         // It holds statements of the transaction.
         drop(appender);
-        if commit {
-            tx.commit()?;
-            self.memo.valid_at = Some(head);
-        } else {
+        if !commit {
             tx.rollback()?;
+            return Ok(result);
+        }
+        // The last safe point: a stop asked for now leaves nothing written.
+        crate::interrupt::check()?;
+        tx.commit()?;
+        self.memo.valid_at = Some(head);
+        if advanced && self.marks_head {
+            // The commit is durable: a mark that fails to move only lags, which is
+            // safe; the next commit moves it.
+            if let Err(error) = datadir::advance_mark(&self.dir, &head) {
+                tracing::warn!(%error, "could not record the new head in ledger.head");
+            }
         }
         Ok(result)
     }
@@ -362,11 +533,15 @@ impl Ledger {
         commands: Vec<(usize, Command)>,
         commit: bool,
     ) -> Result<IngestReport, LedgerError> {
+        let activity = format!("an ingest of {} line(s)", commands.len());
         self.transact(
             |appender| {
                 let mut lines = Vec::with_capacity(commands.len());
                 let mut rejected = Vec::new();
-                for (line, command) in commands {
+                for (index, (line, command)) in commands.into_iter().enumerate() {
+                    if index % 4096 == 0 {
+                        crate::interrupt::check()?;
+                    }
                     let view = SqlView {
                         conn: appender.tx,
                         agreements: &appender.memo.agreements,
@@ -396,6 +571,7 @@ impl Ledger {
                 })
             },
             commit,
+            &activity,
         )
     }
 
@@ -459,15 +635,16 @@ impl Ledger {
         )?)
     }
 
-    /// How many entries one kommune has at positions `after + 1..=through`, from its
-    /// totals (no entry is read but those of the blocks the range starts and ends in).
-    pub fn kommune_entries_between(
+    /// How many entries one kommune has at positions `after + 1..=through` and
+    /// their net sum, from its totals (no entry is read but those of the blocks the
+    /// range starts and ends in).
+    pub fn kommune_range_totals(
         &self,
         kommune: Kommune,
         after: u64,
         through: u64,
-    ) -> Result<u64, LedgerError> {
-        Ok(projection::kommune_entries_between(
+    ) -> Result<RangeTotals, LedgerError> {
+        Ok(projection::kommune_range_totals(
             &self.conn,
             self.totals_block,
             kommune,
@@ -504,6 +681,9 @@ impl Ledger {
 pub struct Appender<'t> {
     tx: &'t Transaction<'t>,
     head: Head,
+    /// No event is stamped earlier than this (`meta.recorded_at_floor_us`, set by
+    /// [`Ledger::fix_cutoff`]); µs since the Unix epoch.
+    floor_us: i64,
     memo: &'t mut Memo,
     projector: Projector<'t>,
     /// The insert every append runs, prepared once per transaction.
@@ -525,8 +705,12 @@ impl Appender<'_> {
     pub fn append(&mut self, event: &Event) -> Result<u64, LedgerError> {
         let position = self.head.position + 1;
         // Recorded-at never decreases along the log, even if the clock steps back,
-        // so "as of a time" is always a prefix of the log.
-        let recorded_at_us = Utc::now().timestamp_micros().max(self.head.recorded_at_us);
+        // so "as of a time" is always a prefix of the log; and it is later than the
+        // creation time of every export whose cut-off came before it.
+        let recorded_at_us = Utc::now()
+            .timestamp_micros()
+            .max(self.head.recorded_at_us)
+            .max(self.floor_us);
         let event_id = Uuid::new_v4();
         let stream = event.stream();
         let event_type = event.type_name();
@@ -683,4 +867,178 @@ fn rebuild_projections(conn: &Connection, totals_block: u64) -> Result<(), Ledge
     write_meta(&tx, "schema_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())
+}
+
+/// `meta` key of the ledger's identity (64 random bits).
+const LEDGER_ID_KEY: &str = "ledger_id";
+/// `meta` key of the earliest recorded-at a new event may have (see
+/// [`Ledger::fix_cutoff`]).
+const FLOOR_KEY: &str = "recorded_at_floor_us";
+
+fn new_ledger_id() -> u64 {
+    let bytes = Uuid::new_v4().into_bytes();
+    let mut half = [0u8; 8];
+    half.copy_from_slice(&bytes[..8]);
+    u64::from_ne_bytes(half)
+}
+
+/// The schema version of a database, `None` for a new (empty) one.
+fn read_meta_if_any(conn: &Connection) -> Result<Option<i64>, LedgerError> {
+    let has_meta: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_meta {
+        return Ok(None);
+    }
+    read_meta(conn, "schema_version")
+}
+
+/// Creates the tables of a new ledger in one write transaction; a process that
+/// lost the race to create them finds them made and leaves them be.
+fn initialize(conn: &Connection, totals_block: u64) -> Result<(), LedgerError> {
+    // Immediate: the write lock is taken before looking, so two processes creating
+    // the same ledger do it one after the other.
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    tx.execute_batch(LOG_TABLES)?;
+    if read_meta(&tx, "schema_version")?.is_none() {
+        tx.execute_batch(PROJECTION_TABLES)?;
+        write_meta(&tx, "schema_version", SCHEMA_VERSION)?;
+        write_meta(&tx, "totals_block", block_sql(totals_block))?;
+        write_meta(
+            &tx,
+            LEDGER_ID_KEY,
+            i64::from_ne_bytes(new_ledger_id().to_ne_bytes()),
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Opens a database read-only. SQLite needs the `-shm` file of a WAL database;
+/// where it can be neither opened nor created (a read-only directory after a clean
+/// shutdown, when no `-wal` exists either), nothing can be writing, and the file
+/// is opened as immutable.
+fn open_for_reading(path: &Path) -> Result<Connection, LedgerError> {
+    let open_error = |source| LedgerError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+    conn.pragma_update(None, "busy_timeout", BUSY_ATTEMPT_MS)
+        .map_err(open_error)?;
+    match conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
+        row.get::<_, i64>(0)
+    }) {
+        Ok(_) => Ok(conn),
+        Err(error) if is_cant_open(&error) && !wal_file(path).exists() => {
+            drop(conn);
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                .map_err(open_error)?;
+            Ok(conn)
+        }
+        Err(error) => Err(open_error(error)),
+    }
+}
+
+fn is_cant_open(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+    )
+}
+
+fn wal_file(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// A path as the path part of an SQLite `file:` URI (`?`, `#` and `%` escaped).
+fn uri_path(path: &Path) -> String {
+    let mut text = String::new();
+    for character in path.to_string_lossy().chars() {
+        match character {
+            '?' => text.push_str("%3f"),
+            '#' => text.push_str("%23"),
+            '%' => text.push_str("%25"),
+            other => text.push(other),
+        }
+    }
+    text
+}
+
+/// Begins a write transaction, waiting up to `wait` in all for another process's:
+/// SQLite waits [`BUSY_ATTEMPT_MS`] per attempt, and between attempts the wait is
+/// logged with the holder its writer note names.
+fn begin_immediate<'c>(
+    conn: &'c Connection,
+    dir: &Path,
+    wait: Duration,
+) -> Result<Transaction<'c>, LedgerError> {
+    let started = Instant::now();
+    loop {
+        match Transaction::new_unchecked(conn, TransactionBehavior::Immediate) {
+            Ok(tx) => return Ok(tx),
+            Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                let holder = datadir::current_writer(dir);
+                if started.elapsed() >= wait {
+                    return Err(LedgerError::Busy {
+                        holder,
+                        waited_s: started.elapsed().as_secs(),
+                    });
+                }
+                tracing::warn!(%holder, waited_s = started.elapsed().as_secs(), "the ledger is busy; waiting for it");
+                crate::interrupt::check()?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Refuses a database that is behind, or has another history than, the head
+/// this data directory last committed ([`datadir::advance_mark`]).
+fn check_mark(conn: &Connection, dir: &Path) -> Result<(), LedgerError> {
+    let Some(mark) = datadir::read_mark(dir)? else {
+        return Ok(());
+    };
+    let head = read_head(conn)?;
+    if head.position < mark.position {
+        return Err(LedgerError::BehindMark {
+            dir: dir.to_path_buf(),
+            head_position: head.position,
+            mark_position: mark.position,
+        });
+    }
+    let hash: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT hash FROM events WHERE position = ?1",
+            params![sql_position(mark.position)],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let matches = match hash {
+        Some(hash) => hash == mark.hash,
+        None => mark.position == 0 && mark.hash == GENESIS_HASH,
+    };
+    if !matches {
+        return Err(LedgerError::MarkMismatch {
+            dir: dir.to_path_buf(),
+            position: mark.position,
+        });
+    }
+    Ok(())
+}
+
+fn from_micros(time_us: i64) -> Result<DateTime<Utc>, LedgerError> {
+    DateTime::<Utc>::from_timestamp_micros(time_us).ok_or(LedgerError::Clock {
+        what: "the head's recorded-at",
+    })
+}
+
+fn time_text(time_us: i64) -> String {
+    from_micros(time_us).map_or_else(|_| format!("{time_us} µs"), |time| time.to_rfc3339())
 }

@@ -95,16 +95,37 @@ impl Ledger {
         &self,
         mut progress: impl FnMut(u64),
     ) -> Result<Result<VerifyReport, VerifyFailure>, LedgerError> {
-        let replay_path = self
-            .dir()
-            .join(format!("verify-replay-{}.sqlite3", std::process::id()));
-        let _ = fs::remove_file(&replay_path);
-        // The replay holds the projections (agreements, amounts): owner-only, like
-        // the ledger itself.
-        drop(create_private_file(&replay_path)?);
+        let replay_path = self.create_replay_file()?;
+        // Removed however the replay ends: done, damage found, an error, or a
+        // signal's stop (`interrupt::check` in the walk).
         let result = self.verify_into(&replay_path, &mut progress);
         let _ = fs::remove_file(&replay_path);
         result
+    }
+
+    /// The scratch database of the replay: in the data directory, or, where that
+    /// cannot be written (a read-only one), in the system's temporary directory.
+    /// The replay holds the projections (agreements, amounts): owner-only, like the
+    /// ledger itself.
+    fn create_replay_file(&self) -> Result<std::path::PathBuf, LedgerError> {
+        let name = format!("verify-replay-{}.sqlite3", std::process::id());
+        let in_data_dir = self.dir().join(&name);
+        let _ = fs::remove_file(&in_data_dir);
+        match create_private_file(&in_data_dir) {
+            Ok(_) => Ok(in_data_dir),
+            Err(LedgerError::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                let elsewhere = std::env::temp_dir()
+                    .join(format!("sf2520-{}-{name}", uuid::Uuid::new_v4().simple()));
+                create_private_file(&elsewhere)?;
+                Ok(elsewhere)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn verify_into(
@@ -159,6 +180,9 @@ impl Ledger {
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
             let position = row.get::<_, i64>(0)?;
+            if position % 4096 == 0 {
+                crate::interrupt::check()?;
+            }
             // A row that cannot even be read (a column of the wrong type or size)
             // is damage at that position, not a failure to verify.
             let stored = match StoredEvent::from_row(row) {
