@@ -244,9 +244,15 @@ fn a_reissued_file_is_delivered_again_with_a_new_senders_file_id() {
         .unwrap()
         .remove(0);
     let outbox = default_outbox(&t.data_dir());
-    let done = reissue(&mut t.ledger, file.kommune, 1, &outbox)
-        .unwrap()
-        .unwrap();
+    let done = reissue(
+        &mut t.ledger,
+        file.kommune,
+        1,
+        &outbox,
+        std::time::Duration::ZERO,
+    )
+    .unwrap()
+    .unwrap();
     let reports = deliver_all(&mut t, &sshd.config());
     assert_eq!(accepted(&reports), 1);
     assert_eq!(reports[0].senders_file_id, done.delivery_id);

@@ -189,9 +189,15 @@ fn reissue_puts_back_the_same_bytes_and_records_it() {
     std::fs::remove_file(path).unwrap();
     let outbox = default_outbox(&t.data_dir());
     let kommune = first[0].planned.range.kommune;
-    let done = reissue(&mut t.ledger, kommune, 1, &outbox)
-        .unwrap()
-        .unwrap();
+    let done = reissue(
+        &mut t.ledger,
+        kommune,
+        1,
+        &outbox,
+        std::time::Duration::ZERO,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(std::fs::read(path).unwrap(), original);
     assert_eq!(done.position, t.head());
     let state = sf2520::export::delivery_state(t.ledger.connection(), kommune, 1).unwrap();

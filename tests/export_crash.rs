@@ -9,10 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sf2520::demo::{demo_month, SplitMix64};
-use sf2520::domain::{Agreement, Amount, Command as LedgerCommand, KyRef, Withholding};
 use sf2520::export::default_outbox;
 use sf2520::ledger::Ledger;
-use support::export::assert_exactly_once;
+use support::export::{assert_exactly_once, more_withholdings, registered_agreements};
 
 const KILLS: usize = 30;
 
@@ -27,44 +26,12 @@ fn export_process(data_dir: &std::path::Path) -> std::process::Child {
         .expect("start sf2520 export")
 }
 
-/// New withholdings for 30 random agreements of the demo month.
-fn more_withholdings(
-    rng: &mut SplitMix64,
-    agreements: &[Agreement],
-    round: usize,
-) -> Vec<(usize, LedgerCommand)> {
-    (0..30)
-        .map(|i| {
-            let agreement =
-                &agreements[usize::try_from(rng.below(agreements.len() as u64)).unwrap()];
-            let command = LedgerCommand::RecordWithholding(Withholding {
-                reference: KyRef::parse(&format!("KY-R{round}-{i}")).unwrap(),
-                agreement: agreement.agreement.clone(),
-                kommune: agreement.kommune,
-                cpr: agreement.cpr,
-                payout_date: chrono::NaiveDate::from_ymd_opt(2026, 10, 20).unwrap(),
-                period_from: chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(),
-                period_to: chrono::NaiveDate::from_ymd_opt(2026, 10, 19).unwrap(),
-                amount: Amount::from_ore(10_000 + i64::try_from(rng.below(90_000)).unwrap())
-                    .unwrap(),
-            });
-            (i + 1, command)
-        })
-        .collect()
-}
-
 #[test]
 fn sigkilled_exports_finish_with_every_entry_in_exactly_one_file() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let month = demo_month(7);
-    let agreements: Vec<Agreement> = month
-        .iter()
-        .filter_map(|c| match c {
-            LedgerCommand::RegisterAgreement(a) => Some(a.clone()),
-            _ => None,
-        })
-        .collect();
+    let agreements = registered_agreements(&month);
     Ledger::open(&data_dir)
         .unwrap()
         .ingest(month.into_iter().enumerate().collect())
@@ -77,7 +44,7 @@ fn sigkilled_exports_finish_with_every_entry_in_exactly_one_file() {
         assert!(round < 200, "could not kill an export {KILLS} times");
         Ledger::open(&data_dir)
             .unwrap()
-            .ingest(more_withholdings(&mut rng, &agreements, round))
+            .ingest(more_withholdings(&mut rng, &agreements, round, 30))
             .unwrap();
         let mut child = export_process(&data_dir);
         std::thread::sleep(Duration::from_millis(rng.below(800)));

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::ExportError;
-use crate::ledger::{create_private_dir, ExportLock};
+use crate::ledger::{create_private_dir, ensure_private_dir, ExportLock};
 
 /// The marker that claims an outbox for one ledger.
 pub const OUTBOX_MARKER: &str = ".sf2520-outbox";
@@ -318,7 +318,7 @@ impl<'l> Outbox<'l> {
         lock: &'l ExportLock,
         recorded: &HashMap<String, [u8; 32]>,
     ) -> Result<Outbox<'l>, ExportError> {
-        create_private_dir(dir)?;
+        ensure_private_dir(dir)?;
         let ours = format!("{ledger_id:016x}");
         let marker = dir.join(OUTBOX_MARKER);
         let claimed = read_claim(&marker)?;

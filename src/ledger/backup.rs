@@ -357,7 +357,7 @@ enum Current {
 /// process is refused. When `force` discards events, the old file is kept beside
 /// the new one as `ledger.sqlite3.replaced-<UTC time>`.
 pub fn restore(data_dir: &Path, source: &Path, force: bool) -> Result<RestoreReport, BackupError> {
-    create_private_dir(data_dir)?;
+    super::store::ensure_private_dir(data_dir)?;
     // No export may write files from the ledger being replaced.
     let _exports = super::datadir::lock_exports(data_dir, Duration::ZERO)?;
     let staged =

@@ -64,6 +64,7 @@ pub fn check_private_dir(path: &Path) -> Result<(), LedgerError> {
         return Err(LedgerError::InsecurePermissions {
             path: path.to_path_buf(),
             mode,
+            directory: true,
         });
     }
     Ok(())

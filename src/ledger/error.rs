@@ -29,8 +29,16 @@ pub enum LedgerError {
         source: rusqlite::Error,
     },
 
-    #[error("{path} is readable or writable by group or others (mode {mode:o}); run `chmod 600 {path}` (or `chmod 700` for a directory)")]
-    InsecurePermissions { path: PathBuf, mode: u32 },
+    #[error(
+        "{path} is open to group or others (mode {mode:o}), and it holds full CPR numbers; \
+         run `chmod {} {path}`",
+        if *.directory { "700" } else { "600" }
+    )]
+    InsecurePermissions {
+        path: PathBuf,
+        mode: u32,
+        directory: bool,
+    },
 
     #[error(
         "the ledger at {path} has schema version {found}; this program knows version {expected}{}",
@@ -112,6 +120,12 @@ pub enum LedgerError {
 
     #[error("cannot tell {what}: it is outside the range of times this program handles")]
     Clock { what: &'static str },
+
+    #[error(
+        "the disk holding {dir} is full ({during}); nothing was written. Free space on \
+         it and run again"
+    )]
+    DiskFull { dir: PathBuf, during: &'static str },
 
     #[error(transparent)]
     Interrupted(#[from] crate::interrupt::Interrupted),

@@ -23,7 +23,7 @@ pub use error::{LedgerError, LineError};
 pub use projection::{RangeTotals, Totals, KIND_CORRECTION, KIND_WITHHOLDING};
 pub use store::Appender;
 pub use store::{
-    create_private_dir, set_default_busy_wait, AsOf, Cutoff, Head, IngestReport, Ledger,
-    LineOutcome, DATABASE_FILE, DEFAULT_BUSY_WAIT,
+    create_private_dir, ensure_private_dir, set_default_busy_wait, AsOf, Cutoff, Head,
+    IngestReport, Ledger, LineOutcome, DATABASE_FILE, DEFAULT_BUSY_WAIT,
 };
 pub use verify::{VerifyFailure, VerifyReport};

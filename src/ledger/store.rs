@@ -170,8 +170,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Creates the directory owner-only if it is missing; refuses an existing one
-/// that is not the running user's own ([`datadir::check_private_dir`]).
+/// Creates the directory owner-only if it is missing (an existing one is left as
+/// it is: a backup may go into a shared directory; the file itself is `0600`).
 pub fn create_private_dir(dir: &Path) -> Result<(), LedgerError> {
     if !dir.exists() {
         // Recursive: a directory another process created meanwhile is no error.
@@ -184,6 +184,15 @@ pub fn create_private_dir(dir: &Path) -> Result<(), LedgerError> {
                 source,
             })?;
     }
+    Ok(())
+}
+
+/// Creates the directory owner-only if it is missing, and refuses an existing one
+/// that is not the running user's own or that group or others may use
+/// ([`datadir::check_private_dir`]): for a data directory and an outbox, which hold
+/// full CPR numbers and must stay usable by their owner.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), LedgerError> {
+    create_private_dir(dir)?;
     datadir::check_private_dir(dir)
 }
 
@@ -217,6 +226,7 @@ fn prepare_database_file(path: &Path) -> Result<(), LedgerError> {
                 return Err(LedgerError::InsecurePermissions {
                     path: path.to_path_buf(),
                     mode,
+                    directory: false,
                 });
             }
             Ok(())
@@ -251,15 +261,19 @@ impl Ledger {
     /// `new_totals_block` positions (an existing ledger keeps its own). Small
     /// blocks let tests cross many block ends; production uses the default.
     pub fn open_with(dir: &Path, new_totals_block: u64) -> Result<Ledger, LedgerError> {
-        create_private_dir(dir)?;
+        ensure_private_dir(dir)?;
         let path = dir.join(DATABASE_FILE);
         prepare_database_file(&path)?;
         let open_error = |source| LedgerError::Open {
             path: path.clone(),
             source,
         };
+        let full = |error: rusqlite::Error| disk_full(error, dir, "opening the ledger");
         let conn = Connection::open(&path).map_err(open_error)?;
-        configure(&conn).map_err(open_error)?;
+        configure(&conn).map_err(|error| match full(error) {
+            LedgerError::Sqlite(error) => open_error(error),
+            other => other,
+        })?;
         match read_meta_if_any(&conn)? {
             None => initialize(&conn, new_totals_block)?,
             Some(found) if found == SCHEMA_VERSION => {}
@@ -495,7 +509,7 @@ impl Ledger {
             projector: Projector::new(&tx, self.totals_block),
             insert_event: None,
         };
-        let result = work(&mut appender)?;
+        let result = work(&mut appender).map_err(|error| full_while(error, &self.dir))?;
         let advanced = appender.head != head;
         let head = appender.head;
         // It holds statements of the transaction.
@@ -506,7 +520,8 @@ impl Ledger {
         }
         // The last safe point: a stop asked for now leaves nothing written.
         crate::interrupt::check()?;
-        tx.commit()?;
+        tx.commit()
+            .map_err(|error| disk_full(error, &self.dir, "committing"))?;
         self.memo.valid_at = Some(head);
         if advanced && self.marks_head {
             // The commit is durable: a mark that fails to move only lags, which is
@@ -916,39 +931,89 @@ fn initialize(conn: &Connection, totals_block: u64) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Opens a database read-only. SQLite needs the `-shm` file of a WAL database;
-/// where it can be neither opened nor created (a read-only directory after a clean
-/// shutdown, when no `-wal` exists either), nothing can be writing, and the file
-/// is opened as immutable.
+/// Opens a database read-only. SQLite keeps the index of a WAL database's log in
+/// a shared-memory file (`-shm`); where that can be neither opened nor created nor
+/// grown, it falls back:
+/// - with no `-wal` file (a read-only directory after a clean shutdown), nothing
+///   is writing, and the file is opened as immutable;
+/// - with one (a full disk after a failed commit), the index is built in this
+///   process's memory under an exclusive lock (`locking_mode=EXCLUSIVE`), which
+///   writers wait for; the connection still writes nothing (`query_only`).
 fn open_for_reading(path: &Path) -> Result<Connection, LedgerError> {
     let open_error = |source| LedgerError::Open {
         path: path.to_path_buf(),
         source,
     };
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let readable = |conn: &Connection| {
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
+            row.get::<_, i64>(0)
+        })
+    };
     let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
     conn.pragma_update(None, "busy_timeout", BUSY_ATTEMPT_MS)
         .map_err(open_error)?;
-    match conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
-        row.get::<_, i64>(0)
-    }) {
-        Ok(_) => Ok(conn),
-        Err(error) if is_cant_open(&error) && !wal_file(path).exists() => {
-            drop(conn);
-            let uri = format!("file:{}?immutable=1", uri_path(path));
-            let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
-                .map_err(open_error)?;
-            Ok(conn)
-        }
-        Err(error) => Err(open_error(error)),
-    }
+    let error = match readable(&conn) {
+        Ok(_) => return Ok(conn),
+        Err(error) if is_cant_open(&error) => error,
+        Err(error) => return Err(open_error(error)),
+    };
+    drop(conn);
+    let conn = if wal_file(path).exists() {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+        conn.pragma_update(None, "busy_timeout", BUSY_ATTEMPT_MS)
+            .and_then(|()| conn.pragma_update(None, "locking_mode", "EXCLUSIVE"))
+            .and_then(|()| conn.pragma_update(None, "query_only", true))
+            .map_err(open_error)?;
+        conn
+    } else {
+        let uri = format!("file:{}?immutable=1", uri_path(path));
+        Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(open_error)?
+    };
+    tracing::debug!(first = %error, "opened the ledger without its shared-memory file");
+    readable(&conn).map_err(open_error)?;
+    Ok(conn)
 }
 
+/// SQLite could not open, create or grow a file it needs beside the database:
+/// its shared memory on a read-only directory or a full disk.
 fn is_cant_open(error: &rusqlite::Error) -> bool {
     matches!(
         error.sqlite_error_code(),
         Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+    ) || is_shared_memory_failure(error)
+}
+
+fn is_shared_memory_failure(error: &rusqlite::Error) -> bool {
+    use rusqlite::ffi::{SQLITE_IOERR_SHMMAP, SQLITE_IOERR_SHMOPEN, SQLITE_IOERR_SHMSIZE};
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(failure, _)
+            if [SQLITE_IOERR_SHMMAP, SQLITE_IOERR_SHMOPEN, SQLITE_IOERR_SHMSIZE]
+                .contains(&failure.extended_code)
     )
+}
+
+/// An SQLite error, or [`LedgerError::DiskFull`] when it says the disk is full
+/// (SQLite reports a shared-memory file it cannot grow as an I/O error).
+fn disk_full(error: rusqlite::Error, dir: &Path, during: &'static str) -> LedgerError {
+    if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+        || is_shared_memory_failure(&error)
+    {
+        return LedgerError::DiskFull {
+            dir: dir.to_path_buf(),
+            during,
+        };
+    }
+    LedgerError::Sqlite(error)
+}
+
+fn full_while(error: LedgerError, dir: &Path) -> LedgerError {
+    match error {
+        LedgerError::Sqlite(error) => disk_full(error, dir, "appending"),
+        other => other,
+    }
 }
 
 fn wal_file(path: &Path) -> PathBuf {
