@@ -1,10 +1,15 @@
 //! Whole-system fault simulation, seeded and reproducible from its seed.
 //!
 //! A random interleaving of ingest batches (valid, invalid, duplicate, conflicting),
-//! corrections, batch exports, deliveries to a real sshd with the platform stand-in
-//! (including rejected receipts, and sshd stopped and restarted), reissues, and
-//! SIGKILL of the `sf2520` process at random moments. After every step it checks
-//! DESIGN.md §7's invariants.
+//! corrections, batch exports (sometimes two at once), deliveries to a real sshd
+//! with the platform stand-in (including rejected receipts, and sshd stopped and
+//! restarted), reissues, runs under a clock stepped by hours either way
+//! (`faketime`), runs on a data directory whose disk is full (a tmpfs filled to a
+//! random few KiB), and SIGKILL of the `sf2520` process at random moments. After
+//! every step it checks the ledger's invariants.
+//!
+//! The data directory lives on a tmpfs the test mounts, so it runs as root (as CI
+//! does).
 //!
 //! CI runs two seeds of 250 steps. A longer run:
 //! `SF2520_SIM_SEEDS=1,2,3,4 SF2520_SIM_STEPS=2500 cargo test --release --test simulation -- --nocapture`
@@ -35,14 +40,87 @@ struct Figures {
     steps: u64,
     kills: u64,
     faults: u64,
+    /// Two exports started at once.
+    overlaps: u64,
+    /// Runs under a clock stepped away from the real one.
+    clock_steps: u64,
+    /// Runs on a full disk.
+    disk_full: u64,
     invariant_checks: u64,
-    failures: u64,
+}
+
+/// The exit status of a run refused because another export holds the lock.
+const EXIT_TRY_AGAIN: i32 = 75;
+
+/// A tmpfs mounted for the data directory, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256m,mode=0700", "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root); run scripts/test.sh as root"
+        );
+        Tmpfs(path.to_path_buf())
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let output = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|line| line.trim().parse().ok())
+            .expect("df prints the free bytes")
+    }
+
+    /// Fills the file system to `leave` free bytes with one file, returned.
+    fn fill(&self, leave: u64) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        loop {
+            let free = self.free_bytes();
+            if free <= leave {
+                break;
+            }
+            let take = usize::try_from((free - leave).min(1 << 20)).unwrap();
+            if file
+                .write_all(&chunk[..take])
+                .and_then(|()| file.flush())
+                .is_err()
+            {
+                break;
+            }
+        }
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 struct World {
     rng: SplitMix64,
+    /// The data directory's disk; declared before `dir`, so unmounted first.
+    disk: Tmpfs,
     dir: tempfile::TempDir,
     data_dir: PathBuf,
+    /// The clock offset of the next run (`faketime -f`), if any.
+    clock: Option<String>,
     config: PathBuf,
     sshd: Sshd,
     platform: Platform,
@@ -64,7 +142,8 @@ struct World {
 impl World {
     fn new(seed: u64) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
+        let disk = Tmpfs::mount(&dir.path().join("disk"));
+        let data_dir = disk.0.join("data");
         let sshd = Sshd::start();
         // The platform rejects every fifth løbenummer of Aarhus: rejected receipts happen.
         let platform = Platform::start(&sshd.root(), |name| {
@@ -86,8 +165,10 @@ impl World {
         );
         let mut world = World {
             rng: SplitMix64::new(seed),
+            disk,
             dir,
             data_dir,
+            clock: None,
             config,
             sshd,
             platform,
@@ -119,7 +200,16 @@ impl World {
     }
 
     fn sf2520(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sf2520"));
+        let mut command = match &self.clock {
+            Some(offset) => {
+                let mut command = Command::new("faketime");
+                command
+                    .args(["-f", offset])
+                    .arg(env!("CARGO_BIN_EXE_sf2520"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sf2520")),
+        };
         command
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -223,11 +313,94 @@ impl World {
             35..=39 => self.ingest_invalid(),
             40..=44 => self.ingest_duplicate_or_conflict(),
             45..=64 => self.export(),
-            65..=82 => self.deliver(),
-            83..=87 => self.reissue(),
+            65..=80 => self.deliver(),
+            81..=85 => self.reissue(),
+            86..=89 => self.overlapping_exports(),
+            90..=93 => self.with_stepped_clock(),
+            94..=96 => self.on_a_full_disk(),
             _ => self.toggle_sshd(),
         }
         self.check_invariants();
+    }
+
+    /// Two exports at once (all kommuner and one kommune), either killed at random:
+    /// each finishes, or is refused because the other holds the export lock.
+    fn overlapping_exports(&mut self) {
+        self.figures.overlaps += 1;
+        let kommune = KOMMUNER[usize::try_from(self.rng.below(6)).unwrap()];
+        let lock_wait = if self.rng.chance(50) { "0" } else { "30" };
+        let children: Vec<Child> = [
+            vec!["export", "--lock-wait", lock_wait],
+            vec!["export", "--kommune", kommune, "--lock-wait", lock_wait],
+        ]
+        .iter()
+        .map(|args| self.sf2520(args).spawn().unwrap())
+        .collect();
+        if self.rng.chance(30) {
+            std::thread::sleep(Duration::from_millis(self.rng.below(600)));
+        }
+        for mut child in children {
+            if self.rng.chance(20) && child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                self.figures.kills += 1;
+                self.figures.faults += 1;
+                continue;
+            }
+            let output = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            let code = output.status.code();
+            assert!(
+                code == Some(0)
+                    || (code == Some(EXIT_TRY_AGAIN)
+                        && stderr.contains("another export is running")),
+                "an overlapping export ended {code:?}: {stderr}"
+            );
+        }
+    }
+
+    /// The next operation under a clock up to 36 hours off, either way.
+    fn with_stepped_clock(&mut self) {
+        self.figures.clock_steps += 1;
+        self.figures.faults += 1;
+        let hours = 1 + self.rng.below(36);
+        let sign = if self.rng.chance(50) { "+" } else { "-" };
+        self.clock = Some(format!("{sign}{hours}h"));
+        if self.rng.chance(50) {
+            self.ingest_valid();
+        } else {
+            self.export();
+        }
+        self.clock = None;
+    }
+
+    /// An ingest or export with the data directory's disk filled to a random few
+    /// KiB: it either succeeds or fails changing nothing (judged by the invariants:
+    /// an acknowledged batch is present, no unrecorded file is published).
+    fn on_a_full_disk(&mut self) {
+        self.figures.disk_full += 1;
+        self.figures.faults += 1;
+        let head_before = self.head();
+        let leave = self.rng.below(256 * 1024);
+        if self.rng.chance(50) {
+            let (line, reference) = self.withholding_line();
+            let batch = self.write_batch(std::slice::from_ref(&line));
+            let filler = self.disk.fill(leave);
+            let (ok, out) = self.run_to_end(&["ingest", &batch]);
+            std::fs::remove_file(filler).unwrap();
+            if ok {
+                assert!(out.contains("appended"), "{out}");
+                self.acknowledged.push(line + "\n");
+                self.acknowledged_refs.push(reference);
+            } else {
+                assert_eq!(self.head(), head_before, "a failed ingest changed the log");
+            }
+        } else {
+            let filler = self.disk.fill(leave);
+            let _ = self.run_to_end(&["export"]);
+            std::fs::remove_file(filler).unwrap();
+        }
     }
 
     fn ingest_valid(&mut self) {
@@ -555,17 +728,29 @@ fn the_invariants_hold_under_random_faults() {
         world.finish();
         let f = &world.figures;
         println!(
-            "simulation seed {seed}: steps={} kills={} faults={} invariant_checks={} failures={}",
-            f.steps, f.kills, f.faults, f.invariant_checks, f.failures
+            "simulation seed {seed}: steps={} kills={} faults={} overlapping_exports={} clock_steps={} disk_full={} invariant_checks={}",
+            f.steps, f.kills, f.faults, f.overlaps, f.clock_steps, f.disk_full, f.invariant_checks
         );
         total.steps += f.steps;
         total.kills += f.kills;
         total.faults += f.faults;
+        total.overlaps += f.overlaps;
+        total.clock_steps += f.clock_steps;
+        total.disk_full += f.disk_full;
         total.invariant_checks += f.invariant_checks;
     }
     println!(
-        "simulation total: steps={} kills={} faults={} invariant_checks={} failures=0",
-        total.steps, total.kills, total.faults, total.invariant_checks
+        "simulation total: steps={} kills={} faults={} overlapping_exports={} clock_steps={} disk_full={} invariant_checks={}",
+        total.steps, total.kills, total.faults, total.overlaps, total.clock_steps, total.disk_full, total.invariant_checks
     );
+    // A run whose faults did not happen proves nothing: each kind must have occurred.
+    for (what, count) in [
+        ("SIGKILLs", total.kills),
+        ("overlapping exports", total.overlaps),
+        ("clock steps", total.clock_steps),
+        ("full disks", total.disk_full),
+    ] {
+        assert!(count > 0, "the simulation injected no {what}");
+    }
     let _ = Kommune::all();
 }

@@ -3,9 +3,8 @@
 
 use std::path::Path;
 use std::process::Command as Process;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use chrono::Utc;
 use sf2520::demo::SplitMix64;
 use sf2520::domain::Kommune;
 use sf2520::export::{self, ExportRequest, Quiet};
@@ -98,26 +97,9 @@ pub fn child_ingest(knobs: &Knobs, dir: &Path) {
     report(seconds, entries);
 }
 
-/// Waits until the wall clock is in a later whole second than the last event, so
-/// that `run_batch`'s own wait for a fresh creation second (up to a second of idle
-/// time, see `export::batch::fix_cutoff`) is not charged to the export's work.
-pub fn wait_for_fresh_second(ledger: &Ledger) {
-    let head_us = ledger.head().expect("head").recorded_at_us;
-    let next_second_us = (head_us.div_euclid(1_000_000) + 1) * 1_000_000;
-    loop {
-        let now_us = Utc::now().timestamp_micros();
-        if now_us > next_second_us + 1_000 {
-            return;
-        }
-        let wait_us = u64::try_from(next_second_us + 2_000 - now_us).unwrap_or(1_000);
-        std::thread::sleep(Duration::from_micros(wait_us));
-    }
-}
-
 /// Child: the official batch export of everything not yet exported.
 pub fn child_export(dir: &Path) {
     let mut ledger = Ledger::open(dir).expect("open ledger");
-    wait_for_fresh_second(&ledger);
     let outbox = export::default_outbox(dir);
     let started = Instant::now();
     let files = export::run_batch(&mut ledger, &ExportRequest::default(), &outbox, &Quiet)
@@ -180,12 +162,11 @@ pub fn add_reconstruct_target(dir: &Path, seed: u64, entries: u64, records: u64)
     let kommune = Kommune::all().next().expect("98 kommuner");
     let request = ExportRequest {
         kommuner: vec![kommune],
-        include_empty: false,
+        ..ExportRequest::default()
     };
     let outbox = export::default_outbox(dir);
     // First the kommune's backlog (the large log was never exported), so that the
     // target file holds exactly the entries added below.
-    wait_for_fresh_second(&ledger);
     export::run_batch(&mut ledger, &request, &outbox, &Quiet).expect("export backlog");
     // The same seed and size give the same agreements; the `KX` references of
     // `kommune_batch` cannot collide with the main workload's `KY`/`KO` ones.
@@ -200,7 +181,6 @@ pub fn add_reconstruct_target(dir: &Path, seed: u64, entries: u64, records: u64)
         numbered_batch = rest;
     }
     assert_eq!(u64::try_from(appended).ok(), Some(records));
-    wait_for_fresh_second(&ledger);
     let files = export::run_batch(&mut ledger, &request, &outbox, &Quiet).expect("export");
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].summary.record_count, records);

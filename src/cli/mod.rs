@@ -89,11 +89,17 @@ pub enum Command {
     Demo(DemoArgs),
     /// The batch export: the next SF2520 file of every kommune with new entries.
     ///
-    /// Fixes a cut-off (the log's head when the run starts), renders one file per
-    /// kommune with entries recorded since its previous file (the løbenummer after
-    /// the previous one), writes them atomically into the outbox and records a FileExported event
-    /// for each. Killed at any moment, just run it again: unrecorded files are
-    /// removed and rendered afresh, no løbenummer is skipped or reused.
+    /// One export at a time per ledger: a second waits --lock-wait seconds for the
+    /// first, then exits 75 naming it. Fixes a cut-off (the log's head when the run
+    /// starts), renders one file per kommune with entries recorded since its
+    /// previous file (the løbenummer after the previous one) under a temporary
+    /// name, reads each back and checks it against the ledger, records a
+    /// FileExported event for each, and only then gives the files their official
+    /// names in the outbox. The outbox belongs to this ledger: one holding files
+    /// this ledger did not write is refused and left alone. Killed at any moment,
+    /// just run it again: recorded files are finished, unrecorded ones set aside in
+    /// the outbox's .quarantine folder and rendered afresh; no løbenummer is
+    /// skipped or reused. SIGTERM or Ctrl-C stops it cleanly (exit 143 or 130).
     ///
     /// With --as-of TIME it instead renders what a run at TIME would have produced
     /// (byte for byte for an official file created at TIME) into --out DIR and

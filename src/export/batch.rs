@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use rusqlite::{Connection, OpenFlags};
 use uuid::Uuid;
 
-use super::outbox::{sync_dir, Outbox, PartialFile, StagedFile, Staging, WrittenFile};
+use super::outbox::{sha256_of, sync_dir, Outbox, PartialFile, StagedFile, Staging, WrittenFile};
 use super::reconstruct::reconstruct;
 use super::register::{last_file_through, official_files};
 use super::source::{for_each_record, for_each_record_in, EntryRange};
@@ -418,10 +418,10 @@ fn finish_interrupted(ledger: &Ledger, outbox: &mut Outbox<'_>) -> Result<(), Ex
             continue;
         }
         let mut published = false;
-        for (name, temporary) in &leftovers {
-            if *name == file.file_name && super::outbox::sha256_of(temporary)? == file.sha256 {
-                outbox.publish_leftover(temporary, name)?;
-                tracing::warn!(file = %name, "published an official file that an interrupted run had recorded but not yet renamed");
+        for leftover in &leftovers {
+            if leftover.name == file.file_name && sha256_of(&leftover.path)? == file.sha256 {
+                outbox.publish_leftover(&leftover.path, &leftover.name)?;
+                tracing::warn!(file = %leftover.name, "published an official file that an interrupted run had recorded but not yet renamed");
                 published = true;
                 break;
             }
@@ -438,11 +438,11 @@ fn finish_interrupted(ledger: &Ledger, outbox: &mut Outbox<'_>) -> Result<(), Ex
             outbox.put(&file.file_name, &rebuilt.bytes)?;
             tracing::warn!(file = %file.file_name, "an official file was missing from the outbox; rendered it again from the log (the same SHA-256 as recorded)");
         }
-        leftovers.retain(|(_, temporary)| temporary.exists());
+        leftovers.retain(|leftover| leftover.path.exists());
     }
-    for (_, temporary) in leftovers {
-        if temporary.exists() {
-            outbox.quarantine(&temporary)?;
+    for leftover in leftovers {
+        if leftover.path.exists() {
+            outbox.quarantine(&leftover.path)?;
         }
     }
     sync_dir(outbox.dir())

@@ -296,14 +296,27 @@ fn classify(
     }
 }
 
+/// A temporary file that one of this ledger's earlier, interrupted runs left.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Leftover {
+    /// The official name it was for.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// What a look at an outbox found.
+struct Scan {
+    leftovers: Vec<Leftover>,
+    /// SF2520 files, or their temporary files, that this ledger did not write.
+    foreign: Vec<String>,
+}
+
 /// An outbox claimed by this ledger, under its export lock: the one way to write
 /// an official file. Holding it proves no other run of this ledger writes here.
 pub struct Outbox<'l> {
     staging: Staging,
     _lock: &'l ExportLock,
-    /// Temporary files that this ledger's earlier, interrupted runs left: the
-    /// official name each was for, and where it is.
-    leftovers: Vec<(String, PathBuf)>,
+    leftovers: Vec<Leftover>,
 }
 
 impl<'l> Outbox<'l> {
@@ -331,7 +344,7 @@ impl<'l> Outbox<'l> {
                 });
             }
         }
-        let (leftovers, foreign) = scan(dir, &ours, recorded, claimed.is_none())?;
+        let Scan { leftovers, foreign } = scan(dir, &ours, recorded, claimed.is_none())?;
         if !foreign.is_empty() {
             return Err(ExportError::ForeignFiles {
                 dir: dir.to_path_buf(),
@@ -368,7 +381,7 @@ impl<'l> Outbox<'l> {
     }
 
     /// Takes the leftover temporary files of earlier runs.
-    pub fn take_leftovers(&mut self) -> Vec<(String, PathBuf)> {
+    pub fn take_leftovers(&mut self) -> Vec<Leftover> {
         std::mem::take(&mut self.leftovers)
     }
 
@@ -450,7 +463,7 @@ fn scan(
     ours: &str,
     recorded: &HashMap<String, [u8; 32]>,
     unclaimed: bool,
-) -> Result<(Vec<(String, PathBuf)>, Vec<String>), ExportError> {
+) -> Result<Scan, ExportError> {
     // A run before claims wrote `.NAME.partial`: in an outbox not yet claimed whose
     // SF2520 files are all this ledger's, such a file is this ledger's too.
     let names = list(dir)?;
@@ -462,14 +475,17 @@ fn scan(
     let (mut leftovers, mut foreign) = (Vec::new(), Vec::new());
     for file_name in names {
         match classify(&file_name, ours, recorded, legacy_ours) {
-            Entry::OurTemporary { name } => leftovers.push((name, dir.join(&file_name))),
+            Entry::OurTemporary { name } => leftovers.push(Leftover {
+                name,
+                path: dir.join(&file_name),
+            }),
             Entry::Foreign => foreign.push(file_name),
             Entry::Recorded | Entry::Other => {}
         }
     }
     leftovers.sort();
     foreign.sort();
-    Ok((leftovers, foreign))
+    Ok(Scan { leftovers, foreign })
 }
 
 fn list(dir: &Path) -> Result<Vec<String>, ExportError> {
