@@ -899,3 +899,46 @@ fn reading_commands_work_on_a_read_only_data_directory() {
         "a read changed the data directory"
     );
 }
+
+#[test]
+fn copies_that_sigkilled_backups_and_verifies_left_are_removed_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data_dir, agreements) = month_ledger(dir.path(), 25);
+    let mut rng = SplitMix64::new(25);
+    let mut ledger = Ledger::open(&data_dir).unwrap();
+    for round in 0..2 {
+        ledger
+            .ingest(more_withholdings(
+                &mut rng,
+                &agreements,
+                200 + round,
+                25_000,
+            ))
+            .unwrap();
+    }
+    drop(ledger);
+    let backup = dir.path().join("backup.sqlite3");
+    let staged = |pid: u32| dir.path().join(format!(".backup.sqlite3.{pid}.partial"));
+    let scratch = |pid: u32| data_dir.join(format!("verify-replay-{pid}.sqlite3"));
+    let mut left = Vec::new();
+    for (args, copy) in [
+        (
+            vec!["backup", backup.to_str().unwrap()],
+            &staged as &dyn Fn(u32) -> PathBuf,
+        ),
+        (vec!["verify"], &scratch),
+    ] {
+        let mut child = spawn(&data_dir, &args);
+        let pid = child.id();
+        wait_until("the run's copy to appear", || copy(pid).exists());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(copy(pid).exists(), "SIGKILL leaves the copy behind");
+        left.push(copy(pid));
+    }
+    sf2520(&data_dir, ["verify"]).expect_success("verify");
+    sf2520(&data_dir, ["backup", backup.to_str().unwrap()]).expect_success("backup");
+    for copy in left {
+        assert!(!copy.exists(), "{} is still there", copy.display());
+    }
+}

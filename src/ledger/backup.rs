@@ -247,6 +247,7 @@ impl Ledger {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
+        super::datadir::remove_stale(dir, &format!(".{name}."), ".partial");
         let staged = Staged::create(dir.join(format!(".{name}.{}.partial", std::process::id())))?;
         copy_database(self.connection(), staged.path())?;
         let copy = Ledger::open_copy(staged.path())?;
@@ -362,6 +363,7 @@ pub fn restore(data_dir: &Path, source: &Path, force: bool) -> Result<RestoreRep
     let _exports = super::datadir::lock_exports(data_dir, Duration::ZERO)?;
     let staged =
         Staged::create(data_dir.join(format!(".restore-{}.sqlite3.partial", std::process::id())))?;
+    super::datadir::remove_stale(data_dir, ".restore-", ".sqlite3.partial");
     let restored = stage_and_verify(source, staged.path())?;
     let database = data_dir.join(DATABASE_FILE);
     let staged_copy = Ledger::open_copy(staged.path())?;

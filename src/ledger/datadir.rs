@@ -297,6 +297,37 @@ pub fn current_writer(dir: &Path) -> String {
     }
 }
 
+/// Removes the scratch and staging files named `{prefix}{pid}{suffix}` in `dir`
+/// that a process now gone left behind (killed with SIGKILL, which no handler
+/// sees): they are copies of the ledger or of its projections, with CPR numbers.
+/// A file of a process still running is left alone.
+pub fn remove_stale(dir: &Path, prefix: &str, suffix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => {
+                tracing::warn!(file = %entry.path().display(), "removed a copy that a killed run left behind")
+            }
+            Err(error) => {
+                tracing::warn!(file = %entry.path().display(), %error, "could not remove a copy that a killed run left behind")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,6 +109,7 @@ impl Ledger {
     /// ledger itself.
     fn create_replay_file(&self) -> Result<std::path::PathBuf, LedgerError> {
         let name = format!("verify-replay-{}.sqlite3", std::process::id());
+        super::datadir::remove_stale(self.dir(), "verify-replay-", ".sqlite3");
         let in_data_dir = self.dir().join(&name);
         let _ = fs::remove_file(&in_data_dir);
         match create_private_file(&in_data_dir) {
