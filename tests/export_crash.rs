@@ -39,6 +39,10 @@ fn sigkilled_exports_finish_with_every_entry_in_exactly_one_file() {
     let mut rng = SplitMix64::new(2520);
     let mut kills = 0;
     let mut round = 0;
+    // The kill comes at a random moment within how long an export takes here,
+    // learnt from the runs that finished (an export no longer waits for the clock,
+    // so its length depends only on the machine).
+    let mut export_ms: u64 = 300;
     while kills < KILLS {
         round += 1;
         assert!(round < 200, "could not kill an export {KILLS} times");
@@ -46,13 +50,23 @@ fn sigkilled_exports_finish_with_every_entry_in_exactly_one_file() {
             .unwrap()
             .ingest(more_withholdings(&mut rng, &agreements, round, 30))
             .unwrap();
+        let started = std::time::Instant::now();
+        let kill_at = Duration::from_millis(rng.below(export_ms));
         let mut child = export_process(&data_dir);
-        std::thread::sleep(Duration::from_millis(rng.below(800)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
+        // Polled, so that a run that finishes first tells how long it took.
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                export_ms = u64::try_from(started.elapsed().as_millis()).unwrap().max(10);
+                break;
+            }
+            if started.elapsed() >= kill_at {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        child.wait().unwrap();
     }
     assert!(
         export_process(&data_dir).wait().unwrap().success(),
