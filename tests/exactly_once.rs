@@ -11,7 +11,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -23,6 +22,7 @@ use sf2520::export::{default_outbox, official_files};
 use sf2520::ledger::{Ledger, DATABASE_FILE, EXPORT_LOCK_FILE, HEAD_MARK_FILE, WRITER_NOTE_FILE};
 use support::cli::{command, sf2520, Run};
 use support::export::{assert_exactly_once, more_withholdings, registered_agreements};
+use support::tmpfs::Tmpfs;
 
 /// The exit status of a run refused because another holds what it needs.
 const EXIT_TRY_AGAIN: i32 = 75;
@@ -412,71 +412,11 @@ fn a_clock_stepped_back_or_running_slow_is_reported_and_not_waited_out() {
     check_exactly_once(&data_dir, &outbox);
 }
 
-/// A tmpfs of `size` mounted at `path`, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tmpfs")
-            .arg(path)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (CI runs as root); run scripts/test.sh as root"
-        );
-        Tmpfs(path.to_path_buf())
-    }
-
-    /// Fills the file system up to `leave` free bytes, with a file of its own.
-    fn fill(&self, leave: u64) -> PathBuf {
-        let filler = self.0.join(format!("filler-{leave}"));
-        let mut file = fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 4096];
-        loop {
-            let free = free_bytes(&self.0);
-            if free <= leave {
-                break;
-            }
-            let take = usize::try_from((free - leave).min(4096)).unwrap();
-            if file.write_all(&chunk[..take]).is_err() {
-                break;
-            }
-            file.flush().unwrap();
-        }
-        filler
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn free_bytes(path: &Path) -> u64 {
-    let output = Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn a_full_disk_records_nothing_and_publishes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount(&dir.path().join("ledger-disk"), "16m");
-    let (data_dir, agreements) = month_ledger(&disk.0, 18);
+    let (data_dir, agreements) = month_ledger(disk.path(), 18);
     let outbox = dir.path().join("outbox");
     let out = outbox.to_str().unwrap();
     // Only what the next writes append needs disk space: the WAL folded into the
@@ -508,7 +448,7 @@ fn a_full_disk_records_nothing_and_publishes_nothing() {
     // The outbox's disk full while rendering: the temporary files are removed and
     // nothing is recorded.
     let small = Tmpfs::mount(&dir.path().join("small-outbox"), "64k");
-    let small_out = small.0.join("outbox");
+    let small_out = small.path().join("outbox");
     ingest_more(&data_dir, &agreements, 4);
     let files_before = file_count(&data_dir);
     sf2520(&data_dir, ["export", "--out", small_out.to_str().unwrap()])

@@ -56,7 +56,9 @@ fn sigkilled_exports_finish_with_every_entry_in_exactly_one_file() {
         // Polled, so that a run that finishes first tells how long it took.
         loop {
             if child.try_wait().unwrap().is_some() {
-                export_ms = u64::try_from(started.elapsed().as_millis()).unwrap().max(10);
+                export_ms = u64::try_from(started.elapsed().as_millis())
+                    .unwrap()
+                    .max(10);
                 break;
             }
             if started.elapsed() >= kill_at {

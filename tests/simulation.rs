@@ -30,6 +30,7 @@ use sf2520::ledger::Ledger;
 use support::export::{assert_files_follow_on, read_checked};
 use support::platform::{Answer, Platform};
 use support::sshd::Sshd;
+use support::tmpfs::Tmpfs;
 
 const KOMMUNER: [&str; 6] = ["0101", "0147", "0751", "0461", "0851", "0825"];
 const AGREEMENTS_PER_KOMMUNE: usize = 4;
@@ -51,67 +52,6 @@ struct Figures {
 
 /// The exit status of a run refused because another export holds the lock.
 const EXIT_TRY_AGAIN: i32 = 75;
-
-/// A tmpfs mounted for the data directory, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &std::path::Path) -> Tmpfs {
-        std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256m,mode=0700", "tmpfs"])
-            .arg(path)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (CI runs as root); run scripts/test.sh as root"
-        );
-        Tmpfs(path.to_path_buf())
-    }
-
-    fn free_bytes(&self) -> u64 {
-        let output = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .nth(1)
-            .and_then(|line| line.trim().parse().ok())
-            .expect("df prints the free bytes")
-    }
-
-    /// Fills the file system to `leave` free bytes with one file, returned.
-    fn fill(&self, leave: u64) -> PathBuf {
-        use std::io::Write;
-        let filler = self.0.join("filler");
-        let mut file = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 1 << 20];
-        loop {
-            let free = self.free_bytes();
-            if free <= leave {
-                break;
-            }
-            let take = usize::try_from((free - leave).min(1 << 20)).unwrap();
-            if file
-                .write_all(&chunk[..take])
-                .and_then(|()| file.flush())
-                .is_err()
-            {
-                break;
-            }
-        }
-        filler
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 struct World {
     rng: SplitMix64,
@@ -142,8 +82,8 @@ struct World {
 impl World {
     fn new(seed: u64) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Tmpfs::mount(&dir.path().join("disk"));
-        let data_dir = disk.0.join("data");
+        let disk = Tmpfs::mount(&dir.path().join("disk"), "256m");
+        let data_dir = disk.path().join("data");
         let sshd = Sshd::start();
         // The platform rejects every fifth løbenummer of Aarhus: rejected receipts happen.
         let platform = Platform::start(&sshd.root(), |name| {

@@ -293,16 +293,8 @@ impl Ledger {
                 })
             }
         }
-        let totals_block = read_totals_block(&conn, &path)?;
         check_mark(&conn, dir)?;
-        Ok(Ledger {
-            conn,
-            dir: dir.to_path_buf(),
-            memo: Memo::default(),
-            totals_block,
-            busy_wait: default_busy_wait(),
-            marks_head: true,
-        })
+        Ledger::assemble(conn, &path, dir, true)
     }
 
     /// Opens the existing ledger in `dir` for reading only: nothing is created or
@@ -334,15 +326,26 @@ impl Ledger {
                 })
             }
         }
-        let totals_block = read_totals_block(&conn, &path)?;
         check_mark(&conn, dir)?;
+        Ledger::assemble(conn, &path, dir, false)
+    }
+
+    /// A ledger over an open, checked connection to the database at `path`, whose
+    /// scratch files go into `dir`; `marks_head` for the data directory's own.
+    fn assemble(
+        conn: Connection,
+        path: &Path,
+        dir: &Path,
+        marks_head: bool,
+    ) -> Result<Ledger, LedgerError> {
+        let totals_block = read_totals_block(&conn, path)?;
         Ok(Ledger {
             conn,
             dir: dir.to_path_buf(),
             memo: Memo::default(),
             totals_block,
             busy_wait: default_busy_wait(),
-            marks_head: false,
+            marks_head,
         })
     }
 
@@ -443,16 +446,8 @@ impl Ledger {
                 expected: SCHEMA_VERSION,
             });
         }
-        let totals_block = read_totals_block(&conn, path)?;
-        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Ok(Ledger {
-            conn,
-            dir,
-            memo: Memo::default(),
-            totals_block,
-            busy_wait: default_busy_wait(),
-            marks_head: false,
-        })
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Ledger::assemble(conn, path, dir, false)
     }
 
     pub fn dir(&self) -> &Path {

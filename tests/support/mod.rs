@@ -10,6 +10,7 @@ pub mod format;
 pub mod ledger;
 pub mod platform;
 pub mod sshd;
+pub mod tmpfs;
 
 // The format tests were written against these names at the top of `support`.
 #[allow(unused_imports)]
