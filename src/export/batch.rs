@@ -20,7 +20,7 @@ use super::source::{for_each_record, for_each_record_in, EntryRange};
 use super::ExportError;
 use crate::domain::{Event, FileExported, Kommune};
 use crate::ledger::{Ledger, DATABASE_FILE};
-use crate::sf2520::{file_name, read_file, DetailRecord, FileHeader, FileSummary, FileWriter};
+use crate::sf2520::{check_file, file_name, DetailRecord, FileHeader, FileSummary, FileWriter};
 
 /// What to export.
 #[derive(Clone, Debug, Default)]
@@ -460,7 +460,7 @@ fn read_back(file: &RenderedFile) -> Result<(), ExportError> {
     };
     let path = file.staged.temporary();
     let bytes = std::fs::read(path).map_err(ExportError::io("cannot read back", path))?;
-    let parsed = read_file(&bytes)
+    let parsed = check_file(&bytes)
         .map_err(|errors| mismatch(format!("it fails the strict reader: {errors}")))?;
     let (header, end) = (&parsed.header, &parsed.end);
     let checks: [(&str, i128, i128); 7] = [
@@ -481,11 +481,7 @@ fn read_back(file: &RenderedFile) -> Result<(), ExportError> {
         ),
         (
             "detail records",
-            parsed
-                .details
-                .len()
-                .try_into()
-                .map_err(|_| mismatch("too many records".into()))?,
+            parsed.detail_records.into(),
             planned.record_count.into(),
         ),
         ("net øre", end.net_ore.into(), planned.net_ore.into()),
@@ -590,4 +586,92 @@ pub fn render_as_of(
 /// The default outbox of a data directory.
 pub fn default_outbox(data_dir: &Path) -> PathBuf {
     data_dir.join("outbox")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AgreementRef, Amount, Cpr, KyRef};
+    use crate::sf2520::TransactionCode;
+
+    /// A file of two withholdings rendered under its temporary name, and its plan.
+    fn rendered(dir: &Path, damage: impl FnOnce(&mut Vec<u8>)) -> RenderedFile {
+        let kommune = Kommune::parse("0101").unwrap();
+        let created_at = chrono::NaiveDate::from_ymd_opt(2026, 12, 1)
+            .unwrap()
+            .and_hms_opt(2, 30, 0)
+            .unwrap();
+        let header = FileHeader {
+            kommune,
+            sequence: 3,
+            created_at,
+            cutoff_at: created_at,
+            test_marker: false,
+        };
+        let date = chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
+        let record = |reference: &str, ore: i64| DetailRecord {
+            cpr: Cpr::parse("0101901234").unwrap(),
+            agreement: AgreementRef::parse("BA-1").unwrap(),
+            transaction: TransactionCode::Withholding,
+            payout_date: date,
+            period_from: date,
+            period_to: date,
+            amount: Amount::from_ore(ore).unwrap(),
+            reference: KyRef::parse(reference).unwrap(),
+            corrects: None,
+        };
+        let mut bytes = Vec::new();
+        let mut writer = FileWriter::new(&mut bytes, header.clone()).unwrap();
+        writer.write_detail(&record("KY-1", 10_000)).unwrap();
+        writer.write_detail(&record("KY-2", 2_550)).unwrap();
+        let (_, summary) = writer.finish().unwrap();
+        damage(&mut bytes);
+        let name = "SF2520_0101_20261201_000003.txt";
+        let mut partial = PartialFile::create(&Staging::plain(dir).unwrap(), name, 4096).unwrap();
+        partial.writer().write_all(&bytes).unwrap();
+        RenderedFile {
+            planned: PlannedFile {
+                header,
+                file_name: name.into(),
+                range: EntryRange {
+                    kommune,
+                    after_position: 0,
+                    through_position: 9,
+                },
+                record_count: 2,
+                net_ore: 12_550,
+            },
+            summary,
+            staged: partial.finish().unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_read_back_passes_a_file_that_agrees_with_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        read_back(&rendered(dir.path(), |_| {})).unwrap();
+    }
+
+    #[test]
+    fn the_read_back_refuses_a_file_that_disagrees_with_the_ledger_or_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = rendered(dir.path(), |_| {});
+        file.planned.net_ore += 1;
+        let error = read_back(&file).unwrap_err().to_string();
+        assert!(
+            error.contains("net øre: the file says 12550, the ledger 12551"),
+            "{error}"
+        );
+        let mut file = rendered(dir.path(), |_| {});
+        file.planned.record_count = 3;
+        let error = read_back(&file).unwrap_err().to_string();
+        assert!(error.contains("record count"), "{error}");
+        // A byte of the second record's amount changed on its way to the disk.
+        let file = rendered(dir.path(), |bytes| {
+            let at = bytes.len() - 2 * 130 - 30;
+            bytes[at] = b'X';
+        });
+        let error = read_back(&file).unwrap_err().to_string();
+        assert!(error.contains("fails the strict reader"), "{error}");
+    }
 }

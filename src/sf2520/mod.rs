@@ -13,7 +13,7 @@ pub mod render;
 pub mod writer;
 
 pub use error::{ReadError, ReadErrorKind, ReadErrors, WriteError};
-pub use reader::{read_file, ParsedDetail, ParsedFile};
+pub use reader::{check_file, read_file, CheckedFile, ParsedDetail, ParsedFile};
 pub use render::{render_record, FieldValue, RecordBytes};
 pub use writer::{
     file_name, render_file, DetailRecord, FileHeader, FileSummary, FileWriter, TransactionCode,

@@ -36,9 +36,37 @@ pub struct ParsedDetail {
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// A file that passed every check, read without keeping its detail records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedFile {
+    pub header: FileHeader,
+    /// How many detail records it holds.
+    pub detail_records: u64,
+    /// The end record's count and sums (equal to those of the details).
+    pub end: FileSummary,
+}
+
 /// Reads and checks a whole SF2520 file.
 pub fn read_file(bytes: &[u8]) -> Result<ParsedFile, ReadErrors> {
-    let mut reader = Reader::default();
+    read(bytes, true).map(|(parsed, _)| parsed)
+}
+
+/// Checks a whole SF2520 file exactly as [`read_file`] does, in memory that does
+/// not grow with the file: what the exporter reads each file back with.
+pub fn check_file(bytes: &[u8]) -> Result<CheckedFile, ReadErrors> {
+    read(bytes, false).map(|(parsed, detail_records)| CheckedFile {
+        header: parsed.header,
+        detail_records,
+        end: parsed.end,
+    })
+}
+
+/// The parsed file (its details only when `keep_details`) and its detail count.
+fn read(bytes: &[u8], keep_details: bool) -> Result<(ParsedFile, u64), ReadErrors> {
+    let mut reader = Reader {
+        keep_details,
+        ..Reader::default()
+    };
     let body = match bytes.strip_prefix(UTF8_BOM) {
         Some(rest) => {
             reader
@@ -80,6 +108,8 @@ struct Reader {
     /// field of the start record is broken.
     start_kommune: Option<Kommune>,
     start_sequence: Option<u32>,
+    /// Whether `details` keeps the records ([`check_file`] does not).
+    keep_details: bool,
     details: Vec<ParsedDetail>,
     /// Detail records seen, readable or not: what the record numbers and the
     /// end record's count are checked against.
@@ -173,7 +203,9 @@ impl Reader {
                 } else {
                     self.minus_ore -= ore;
                 }
-                self.details.push(detail);
+                if self.keep_details {
+                    self.details.push(detail);
+                }
             }
             None => self.some_detail_unread = true,
         }
@@ -258,7 +290,7 @@ impl Reader {
         })
     }
 
-    fn finish(mut self) -> Result<ParsedFile, ReadErrors> {
+    fn finish(mut self) -> Result<(ParsedFile, u64), ReadErrors> {
         if !self.sink.is_full() {
             let next_line = self.last_line + 1;
             match self.state {
@@ -271,11 +303,14 @@ impl Reader {
             }
         }
         match (self.sink.is_empty(), self.header, self.end) {
-            (true, Some(header), Some(end)) if !self.some_detail_unread => Ok(ParsedFile {
-                header,
-                details: self.details,
-                end,
-            }),
+            (true, Some(header), Some(end)) if !self.some_detail_unread => Ok((
+                ParsedFile {
+                    header,
+                    details: self.details,
+                    end,
+                },
+                self.detail_lines,
+            )),
             // Every path that leaves a record unread reports why; this arm only
             // keeps a bug in that promise from passing a file.
             (true, header, _) => {
