@@ -6,6 +6,7 @@
 //! - [`config`]: the `[sftp]` section (server, pinned host key, timeouts, retry).
 //! - [`xml`]: the `Trigger` we write and the `TechnicalReceipt` we read.
 //! - [`sftp`]: one SSH/SFTP connection with the host key pinned.
+//! - [`keys`]: client keys; RSA signs through ring, ed25519 and ECDSA through russh.
 //! - [`deliver`]: data file, then trigger, then receipt (DESIGN §6), with retry.
 //! - [`retry`]: exponential backoff for failures a later attempt can cure.
 //! - [`error`]: [`TransportError`], and which of its variants are retryable.
@@ -13,6 +14,7 @@
 pub mod config;
 pub mod deliver;
 pub mod error;
+pub mod keys;
 pub mod retry;
 pub mod sftp;
 pub mod xml;
