@@ -13,7 +13,7 @@ pub use decide::{decide, AgreementState, Decision, EntryState, LedgerView};
 pub use error::DomainError;
 pub use events::{
     date_days, optional_date_days, Agreement, AgreementEnd, Command, Correction, Event,
-    FileExported, FileReissued, FileUploaded, ReceiptError, ReceiptReceived, Withholding,
+    BusinessReceiptReceived, FileAcceptance, FileExported, FileReissued, FileUploaded, ReceiptError, ReceiptErrorCode, ReceiptReceived, TechnicalReceiptReceived, Withholding,
 };
 pub use kommune::Kommune;
 pub use money::{format_kroner, Amount, AMOUNT_ORE_MAX};

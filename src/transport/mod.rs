@@ -19,11 +19,14 @@ pub mod retry;
 pub mod sftp;
 pub mod xml;
 
-pub use config::{load, ConfigError, PinnedHostKey, RetryConfig, SftpConfig};
+pub use config::{load, ConfigError, PinnedHostKey, RetryConfig, RoutingConfig, SftpConfig};
 pub use deliver::{
-    await_receipt, deliver_all, deliver_file, run_limited, upload, DeliveryOutcome, OutgoingFile,
-    RemotePaths, Uploaded,
+    await_receipt, business_receipts, deliver_all, deliver_file, run_limited, trigger_for, upload,
+    DeliveryOutcome, FoundBusinessReceipt, OutgoingFile, ReceivedReceipt, RemotePaths, Uploaded,
 };
 pub use error::TransportError;
 pub use sftp::SftpClient;
-pub use xml::{parse_receipt, trigger_xml, ReceiptOutcome, TechnicalReceipt, Trigger, XmlError};
+pub use xml::{
+    parse_in_document, parse_receipt, trigger_xml, BusinessReceipt, DynamicRouting, InDocument,
+    ReceiptOutcome, TechnicalReceipt, Trigger, XmlError,
+};
