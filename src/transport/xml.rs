@@ -431,6 +431,7 @@ mod tests {
             sender: "KY & co".into(),
             senders_file_id: Uuid::parse_str(FILE_ID).unwrap(),
             recipients: vec!["UDK-DEBITOR".into(), "UDK-TEST".into()],
+            routing: None,
         }
     }
 
@@ -445,7 +446,7 @@ mod tests {
             &format!("<SendersFileId>{FILE_ID}</SendersFileId>"),
             "<Recipients>UDK-DEBITOR</Recipients>",
             "<Recipients>UDK-TEST</Recipients>",
-            "</FileDescriptor>\n</ns2:Trigger>\n",
+            "</FileDescriptor>\n  <FileContentDescriptor/>\n</ns2:Trigger>\n",
         ] {
             assert!(xml.contains(expected), "missing {expected:?} in\n{xml}");
         }
@@ -493,7 +494,7 @@ mod tests {
                 receipt.file_transfer_uuid,
                 "47570fc2-be65-4ab1-8da7-3bcc086bfef9"
             );
-            assert_eq!(receipt.senders_file_id.to_string(), FILE_ID);
+            assert_eq!(receipt.senders_file_id.unwrap().to_string(), FILE_ID);
             assert_eq!(receipt.outcome, ReceiptOutcome::Success);
         }
     }
@@ -503,19 +504,19 @@ mod tests {
         let xml = format!(
             "<sp:TechnicalReceipt xmlns:sp=\"{SFTP_NAMESPACE}\"><sp:FileTransferUUID>t-1</sp:FileTransferUUID>\
              <sp:SendersFileId>{FILE_ID}</sp:SendersFileId>\
-             <sp:ErrorMessage><sp:ErrorCode>E101</sp:ErrorCode><sp:ErrorCodeDescription>Size mismatch</sp:ErrorCodeDescription>\
+             <sp:ErrorMessage><sp:ErrorCode>101</sp:ErrorCode><sp:ErrorCodeDescription>Size mismatch</sp:ErrorCodeDescription>\
              <sp:ErrorDescription>SizeInBytes 10, file has 9</sp:ErrorDescription></sp:ErrorMessage>\
-             <sp:ErrorMessage><sp:ErrorCode>E202</sp:ErrorCode></sp:ErrorMessage></sp:TechnicalReceipt>"
+             <sp:ErrorMessage><sp:ErrorCode>202</sp:ErrorCode></sp:ErrorMessage></sp:TechnicalReceipt>"
         );
         let receipt = parse_receipt(xml.as_bytes()).unwrap();
         let ReceiptOutcome::Errors(errors) = receipt.outcome else {
             panic!("expected errors")
         };
         assert_eq!(errors.len(), 2);
-        assert_eq!(errors[0].code, "E101");
+        assert_eq!(errors[0].code, 101);
         assert_eq!(errors[0].code_description, "Size mismatch");
         assert_eq!(errors[0].description, "SizeInBytes 10, file has 9");
-        assert_eq!(errors[1].code, "E202");
+        assert_eq!(errors[1].code, 202);
         assert_eq!(errors[1].description, "");
     }
 
@@ -523,10 +524,10 @@ mod tests {
     fn error_messages_inside_receipt_are_read_too() {
         let xml = format!(
             "<TechnicalReceipt><FileTransferUUID>t-2</FileTransferUUID><SendersFileId>{FILE_ID}</SendersFileId>\
-             <Receipt><ErrorMessage><ErrorCode>E7</ErrorCode></ErrorMessage></Receipt></TechnicalReceipt>"
+             <Receipt><ErrorMessage><ErrorCode>7</ErrorCode></ErrorMessage></Receipt></TechnicalReceipt>"
         );
         let receipt = parse_receipt(xml.as_bytes()).unwrap();
-        assert!(matches!(receipt.outcome, ReceiptOutcome::Errors(ref e) if e[0].code == "E7"));
+        assert!(matches!(receipt.outcome, ReceiptOutcome::Errors(ref e) if e[0].code == 7));
     }
 
     #[test]
@@ -559,8 +560,16 @@ mod tests {
                 XmlError::UnknownMessage { message: "MAYBE".into() },
             ),
             (
-                format!("<TechnicalReceipt>{ok_body}<Receipt><Message>SUCCESS</Message></Receipt><ErrorMessage><ErrorCode>E</ErrorCode></ErrorMessage></TechnicalReceipt>").into_bytes(),
+                format!("<TechnicalReceipt>{ok_body}<Receipt><Message>SUCCESS</Message></Receipt><ErrorMessage><ErrorCode>1</ErrorCode></ErrorMessage></TechnicalReceipt>").into_bytes(),
                 XmlError::Contradictory { count: 1 },
+            ),
+            (
+                format!("<TechnicalReceipt>{ok_body}<ErrorMessage><ErrorCode>E-SIZE</ErrorCode></ErrorMessage></TechnicalReceipt>").into_bytes(),
+                XmlError::BadErrorCode { value: "E-SIZE".into() },
+            ),
+            (
+                b"<BusinessReceipt><FileTransferUUID>t</FileTransferUUID><Filename>f</Filename><Recipient>r</Recipient><FileAcceptance>MAYBE</FileAcceptance></BusinessReceipt>".to_vec(),
+                XmlError::BadFileAcceptance { value: "MAYBE".into() },
             ),
             (
                 format!("<TechnicalReceipt>{ok_body}<ErrorMessage><ErrorDescription>x</ErrorDescription></ErrorMessage></TechnicalReceipt>").into_bytes(),
@@ -574,6 +583,48 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&bytes)
             );
+        }
+    }
+
+    /// Regression: a receipt without SendersFileId (optional in KOMBIT's schema) was
+    /// refused, so an error receipt's codes were never recorded.
+    #[test]
+    fn receipts_without_senders_file_id_parse_success_and_errors() {
+        let success = "<TechnicalReceipt><FileTransferUUID>t-3</FileTransferUUID>\
+                       <Receipt><Message>SUCCESS</Message></Receipt></TechnicalReceipt>";
+        let receipt = parse_receipt(success.as_bytes()).unwrap();
+        assert_eq!(receipt.senders_file_id, None);
+        assert_eq!(receipt.outcome, ReceiptOutcome::Success);
+        let error = "<TechnicalReceipt><FileTransferUUID>t-4</FileTransferUUID>\
+                     <ErrorMessage><ErrorCode>-12</ErrorCode><ErrorCodeDescription>d</ErrorCodeDescription><ErrorDescription>x</ErrorDescription></ErrorMessage>\
+                     <ErrorMessage><ErrorCode>40</ErrorCode><ErrorCodeDescription>e</ErrorCodeDescription><ErrorDescription>y</ErrorDescription></ErrorMessage>\
+                     </TechnicalReceipt>";
+        let receipt = parse_receipt(error.as_bytes()).unwrap();
+        assert_eq!(receipt.senders_file_id, None);
+        let ReceiptOutcome::Errors(errors) = receipt.outcome else {
+            panic!("expected errors")
+        };
+        assert_eq!(errors.iter().map(|e| e.code).collect::<Vec<_>>(), [-12, 40]);
+    }
+
+    #[test]
+    fn business_receipts_parse_every_acceptance() {
+        for (text, acceptance) in [
+            ("ACCEPTED", FileAcceptance::Accepted),
+            ("REJECTED", FileAcceptance::Rejected),
+            ("COULD_NOT_NOTIFY_RECIPIENT", FileAcceptance::CouldNotNotifyRecipient),
+        ] {
+            let xml = format!(
+                "<ns2:BusinessReceipt xmlns:ns2=\"{SFTP_NAMESPACE}\"><FileTransferUUID>t-5</FileTransferUUID>\
+                 <Filename>SF2520_0751_20260201_000001.txt</Filename><Recipient>UDK</Recipient>\
+                 <FileAcceptance>{text}</FileAcceptance><Reason>because</Reason></ns2:BusinessReceipt>"
+            );
+            let InDocument::Business(receipt) = parse_in_document(xml.as_bytes()).unwrap() else {
+                panic!("expected a business receipt")
+            };
+            assert_eq!(receipt.acceptance, acceptance);
+            assert_eq!(receipt.file_name, "SF2520_0751_20260201_000001.txt");
+            assert_eq!(receipt.reason.as_deref(), Some("because"));
         }
     }
 

@@ -214,6 +214,7 @@ impl Sshd {
                 max_delay_ms: 200,
             },
             concurrency: 4,
+            routing: None,
         }
     }
 
