@@ -230,37 +230,62 @@ async fn authenticate(
                 .map_err(|e| ssh_error(&address, e))
         }
         ClientKey::Rsa(mut signer) => {
-            let hash = match handle
+            let announced = handle
                 .best_supported_rsa_hash()
                 .await
-                .map_err(|e| ssh_error(&address, e))?
-            {
-                None | Some(Some(HashAlg::Sha512)) => HashAlg::Sha512,
-                Some(Some(HashAlg::Sha256)) => HashAlg::Sha256,
-                Some(_) => {
+                .map_err(|e| ssh_error(&address, e))?;
+            let order = match announced {
+                Some(Some(HashAlg::Sha256)) => [HashAlg::Sha256, HashAlg::Sha512],
+                None | Some(Some(_)) => [HashAlg::Sha512, HashAlg::Sha256],
+                Some(None) => {
                     return Err(TransportError::PrivateKey {
                         path: config.private_key.clone(),
                         message: super::keys::SignError::Sha1.to_string(),
                     })
                 }
             };
-            tracing::debug!(%address, ?hash, "logging in with an RSA key signed by ring");
-            let public = signer.public_key().clone();
-            handle
-                .authenticate_publickey_with(config.user.as_str(), public, Some(hash), &mut signer)
-                .await
-                .map_err(|e| match e {
-                    super::keys::SignError::Send => TransportError::Ssh {
-                        address: address.clone(),
-                        message: e.to_string(),
-                        connection_lost: true,
-                    },
-                    other => TransportError::PrivateKey {
-                        path: config.private_key.clone(),
-                        message: other.to_string(),
-                    },
-                })
+            // OpenSSH announces every algorithm it knows in server-sig-algs, not the
+            // narrower PubkeyAcceptedAlgorithms, so a refusal of the first SHA-2
+            // variant is followed by one try of the other.
+            let mut result = None;
+            for hash in order {
+                tracing::debug!(%address, ?hash, "logging in with an RSA key signed by ring");
+                let public = signer.public_key().clone();
+                let auth = handle
+                    .authenticate_publickey_with(
+                        config.user.as_str(),
+                        public,
+                        Some(hash),
+                        &mut signer,
+                    )
+                    .await
+                    .map_err(|e| sign_error(config, &address, e))?;
+                let success = auth.success();
+                result = Some(auth);
+                if success {
+                    break;
+                }
+            }
+            Ok(result.expect("two hash algorithms were tried"))
         }
+    }
+}
+
+fn sign_error(
+    config: &SftpConfig,
+    address: &str,
+    error: super::keys::SignError,
+) -> TransportError {
+    match error {
+        super::keys::SignError::Send => TransportError::Ssh {
+            address: address.to_owned(),
+            message: error.to_string(),
+            connection_lost: true,
+        },
+        other => TransportError::PrivateKey {
+            path: config.private_key.clone(),
+            message: other.to_string(),
+        },
     }
 }
 
