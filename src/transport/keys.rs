@@ -75,8 +75,14 @@ impl ClientKey {
         }
         if trimmed.starts_with("-----BEGIN PRIVATE KEY-----") {
             let der = pem_body(trimmed, "PRIVATE KEY")?;
-            if let Ok(pair) = RsaKeyPair::from_pkcs8(&der) {
-                return Ok(ClientKey::Rsa(RingRsaSigner::new(pair)?));
+            match RsaKeyPair::from_pkcs8(&der) {
+                Ok(pair) => return Ok(ClientKey::Rsa(RingRsaSigner::new(pair)?)),
+                // An RSA key ring refuses (too short, say) must not fall through to
+                // russh's decoder, which would hand it to the `rsa` crate.
+                Err(e) if contains(&der, RSA_ENCRYPTION_OID) => {
+                    return Err(KeyError::RsaRejected(e.to_string()))
+                }
+                Err(_) => {}
             }
         }
         if trimmed.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
@@ -111,6 +117,15 @@ impl ClientKey {
             ClientKey::Rsa(signer) => signer.public.clone(),
         }
     }
+}
+
+/// The DER of the rsaEncryption OID (1.2.840.113549.1.1.1) as PKCS#8 carries it.
+const RSA_ENCRYPTION_OID: &[u8] = &[
+    0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01,
+];
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 /// The base64 body of a PEM block with the given label, decoded.
@@ -315,6 +330,53 @@ mod tests {
         expected.extend_from_slice(b"rsa-sha2-256");
         expected.extend_from_slice(&[0, 0, 0, 3, 1, 2, 3]);
         assert_eq!(out, expected);
+    }
+
+    /// An OpenSSH RSA key with p and q in either order gives ring the same key:
+    /// PKCS#1 v1.5 signatures are deterministic, so both must sign alike, and the
+    /// signature verifies under the public key.
+    #[test]
+    fn openssh_rsa_keys_sign_alike_whichever_prime_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id_rsa");
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "3072", "-N", "", "-f"])
+            .arg(&path)
+            .status()
+            .expect("ssh-keygen runs (scripts/install-test-deps.sh)");
+        assert!(status.success());
+        let key = PrivateKey::from_openssh(std::fs::read_to_string(&path).unwrap()).unwrap();
+        let KeypairData::Rsa(rsa) = key.key_data() else {
+            panic!("not RSA")
+        };
+        let private = rsa.private();
+        let swapped = RsaKeypair::new(
+            rsa.public().clone(),
+            russh::keys::ssh_key::private::RsaPrivateKey::new(
+                private.d().clone(),
+                private.iqmp().clone(),
+                private.q().clone(),
+                private.p().clone(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let data = b"session id and userauth request";
+        let original = RingRsaSigner::from_openssh(rsa).unwrap();
+        let reordered = RingRsaSigner::from_openssh(&swapped).unwrap();
+        for hash in [HashAlg::Sha256, HashAlg::Sha512] {
+            let signature = original.sign(hash, data).unwrap();
+            assert_eq!(signature, reordered.sign(hash, data).unwrap());
+            let n = rsa.public().n().as_positive_bytes().unwrap();
+            let e = rsa.public().e().as_positive_bytes().unwrap();
+            let algorithm = match hash {
+                HashAlg::Sha256 => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                _ => &ring::signature::RSA_PKCS1_2048_8192_SHA512,
+            };
+            ring::signature::RsaPublicKeyComponents { n, e }
+                .verify(algorithm, data, &signature)
+                .unwrap();
+        }
     }
 
     #[test]
