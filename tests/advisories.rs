@@ -93,7 +93,10 @@ fn advised_crates_are_linked_only_through_their_documented_paths() {
     let lock: Lock = toml::from_str(&read("Cargo.lock")).expect("Cargo.lock parses");
     let list: AdvisedList =
         toml::from_str(&read("tests/data/advised-crates.toml")).expect("the list parses");
-    assert!(list.crates.iter().any(|c| c.name == "rsa"), "the list starts with `rsa`");
+    assert!(
+        list.crates.iter().any(|c| c.name == "rsa"),
+        "the list starts with `rsa`"
+    );
     let problems = check(&lock, &list);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert!(

@@ -374,12 +374,19 @@ fn an_error_receipt_without_senders_file_id_is_recorded_rejected_with_every_code
     let DeliveryResult::Rejected { errors } = &reports[0].result else {
         panic!("{reports:?}")
     };
-    assert_eq!(errors.iter().map(|e| e.code).collect::<Vec<_>>(), [17, -3, 42]);
+    assert_eq!(
+        errors.iter().map(|e| e.code).collect::<Vec<_>>(),
+        [17, -3, 42]
+    );
     let receipts = technical_receipts(&t);
     assert_eq!(receipts.len(), 1);
     assert!(!receipts[0].accepted);
     assert_eq!(
-        receipts[0].errors.iter().map(|e| e.code).collect::<Vec<_>>(),
+        receipts[0]
+            .errors
+            .iter()
+            .map(|e| e.code)
+            .collect::<Vec<_>>(),
         [17, -3, 42]
     );
     assert_archived(&t, &receipts[0].archive_name, receipts[0].receipt_sha256);
@@ -400,11 +407,21 @@ fn a_business_receipt_is_recorded_archived_and_removed() {
     assert_eq!(accepted(&deliver_all(&mut t, &sshd.config())), 1);
     let file = &official_files(t.ledger.connection(), None).unwrap()[0];
     let transfer = platform.seen()[0].file_transfer_uuid.clone().unwrap();
-    let xml = business_receipt_xml(&transfer, &file.file_name, "UDK", "REJECTED", Some("ukendt aftale"));
-    let path = sshd.in_dir().join(format!("{}.businessreceipt", file.file_name));
+    let xml = business_receipt_xml(
+        &transfer,
+        &file.file_name,
+        "UDK",
+        "REJECTED",
+        Some("ukendt aftale"),
+    );
+    let path = sshd
+        .in_dir()
+        .join(format!("{}.businessreceipt", file.file_name));
     std::fs::write(&path, &xml).unwrap();
     // A business receipt naming a transfer the log does not know stays where it is.
-    let stranger = sshd.in_dir().join(format!("{}.other.businessreceipt", file.file_name));
+    let stranger = sshd
+        .in_dir()
+        .join(format!("{}.other.businessreceipt", file.file_name));
     std::fs::write(
         &stranger,
         business_receipt_xml("not-ours", &file.file_name, "UDK", "ACCEPTED", None),
@@ -434,8 +451,14 @@ fn a_business_receipt_is_recorded_archived_and_removed() {
         <[u8; 32]>::from(Sha256::digest(xml.as_bytes()))
     );
     assert_archived(&t, &business[0].archive_name, business[0].receipt_sha256);
-    assert!(!path.exists(), "a recorded business receipt is removed from IN/");
-    assert!(stranger.exists(), "an unknown business receipt is left alone");
+    assert!(
+        !path.exists(),
+        "a recorded business receipt is removed from IN/"
+    );
+    assert!(
+        stranger.exists(),
+        "an unknown business receipt is left alone"
+    );
     assert!(deliver_all(&mut t, &sshd.config()).is_empty());
     assert!(t.ledger.verify(|_| {}).unwrap().is_ok());
 }
@@ -460,10 +483,13 @@ fn a_recorded_receipt_left_in_in_is_not_taken_for_the_next_delivery() {
     });
     assert_eq!(accepted(&deliver_all(&mut t, &sshd.config())), 1);
     let first = technical_receipts(&t).remove(0);
-    let file = official_files(t.ledger.connection(), None).unwrap().remove(0);
+    let file = official_files(t.ledger.connection(), None)
+        .unwrap()
+        .remove(0);
     std::fs::copy(
         t.data_dir().join("receipts").join(&first.archive_name),
-        sshd.in_dir().join(format!("{}.sftpreceipt", file.file_name)),
+        sshd.in_dir()
+            .join(format!("{}.sftpreceipt", file.file_name)),
     )
     .unwrap();
     silent.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -512,10 +538,7 @@ fn a_receipt_received_encoded_the_old_way_still_decodes() {
 /// The payload bytes the ledger stores for `event`.
 fn stored_payload(event: Event) -> Vec<u8> {
     let mut t = TestLedger::new();
-    let position = t
-        .ledger
-        .write(|appender| appender.append(&event))
-        .unwrap();
+    let position = t.ledger.write(|appender| appender.append(&event)).unwrap();
     t.ledger.event_at(position).unwrap().payload
 }
 
@@ -535,7 +558,10 @@ fn the_new_receipt_events_have_the_documented_layout() {
     };
     assert_eq!((r.errors[0].code, r.archive_name.as_str()), (-3, "a"));
     assert_eq!(r.receipt_sha256, [0xCD; 32]);
-    assert_eq!(stored_payload(Event::TechnicalReceiptReceived(r)), technical);
+    assert_eq!(
+        stored_payload(Event::TechnicalReceiptReceived(r)),
+        technical
+    );
 
     let mut business = vec![0u8, 9, 0x65, 1];
     business.extend_from_slice(&[0xAB; 16]);
@@ -549,4 +575,41 @@ fn the_new_receipt_events_have_the_documented_layout() {
     assert_eq!(b.acceptance, FileAcceptance::CouldNotNotifyRecipient);
     assert_eq!(b.reason.as_deref(), Some("r"));
     assert_eq!(stored_payload(Event::BusinessReceiptReceived(b)), business);
+}
+
+/// `config check` warns when `sender` is not the SFTP user, and fails, naming
+/// `remote_in_dir`, when the receipt directory cannot be listed.
+#[test]
+fn config_check_warns_about_sender_and_checks_remote_in_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start();
+    let check = |extra: &str| {
+        let config = sshd.write_sf2520_config(dir.path(), extra);
+        let output = Command::new(env!("CARGO_BIN_EXE_sf2520"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = check("");
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("warning: [sftp] sender \"KY-TEST\" differs from user"),
+        "{out}"
+    );
+    assert!(out.contains("IN is readable"), "{out}");
+    let (ok, out, err) = check("remote_in_dir = \"NO_SUCH_DIR\"\n");
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("remote_in_dir \"NO_SUCH_DIR\" cannot be listed"),
+        "{err}"
+    );
 }

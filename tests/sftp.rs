@@ -514,7 +514,10 @@ fn every_trigger_shape_validates_against_kombit_schema() {
     config.routing = Some(routing(Some("0a7b3c5d-9e11-4d2a-9c1e-6f1c8a532b4e")));
     config.sender = "S".repeat(255);
     config.recipients = vec!["R".repeat(255), "UDK & <co>".into()];
-    shapes.push(("routing with every field, 255-character names", config.clone()));
+    shapes.push((
+        "routing with every field, 255-character names",
+        config.clone(),
+    ));
     for (what, config) in shapes {
         let trigger = trigger_for(&config, &file, 10, now).unwrap();
         let xml = trigger_xml(&trigger).unwrap();
@@ -522,9 +525,23 @@ fn every_trigger_shape_validates_against_kombit_schema() {
             panic!("{what}: the trigger fails SFTPTypes.xsd:\n{complaint}\n{xml}");
         }
         if config.routing.is_some() {
-            assert!(xml.contains("<SenderIt-system>6f1c8a53-2b4e-4d2a-9c1e-0a7b3c5d9e11</SenderIt-system>"), "{xml}");
-            assert!(xml.contains(&format!("<TransactionId>{}</TransactionId>", file.senders_file_id)), "{xml}");
-            assert!(xml.contains("<SenderTimestamp>2026-02-01T06:00:00Z</SenderTimestamp>"), "{xml}");
+            assert!(
+                xml.contains(
+                    "<SenderIt-system>6f1c8a53-2b4e-4d2a-9c1e-0a7b3c5d9e11</SenderIt-system>"
+                ),
+                "{xml}"
+            );
+            assert!(
+                xml.contains(&format!(
+                    "<TransactionId>{}</TransactionId>",
+                    file.senders_file_id
+                )),
+                "{xml}"
+            );
+            assert!(
+                xml.contains("<SenderTimestamp>2026-02-01T06:00:00Z</SenderTimestamp>"),
+                "{xml}"
+            );
         } else {
             assert!(xml.contains("<FileContentDescriptor/>"), "{xml}");
         }
@@ -551,10 +568,17 @@ async fn a_trigger_with_dynamic_routing_is_accepted_by_the_stand_in() {
     config.routing = Some(routing(None));
     let file = outgoing("0751", 9, 1_000);
     let outcome = deliver_file(&config, &file).await.unwrap();
-    assert!(matches!(outcome, DeliveryOutcome::Accepted { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, DeliveryOutcome::Accepted { .. }),
+        "{outcome:?}"
+    );
     let seen = platform.seen();
     assert_eq!(seen[0].schema_check, Ok(()));
-    assert!(seen[0].trigger_text.contains("<SFTPDynamicRoutingInfo>"), "{}", seen[0].trigger_text);
+    assert!(
+        seen[0].trigger_text.contains("<SFTPDynamicRoutingInfo>"),
+        "{}",
+        seen[0].trigger_text
+    );
 }
 
 fn args(text: &str) -> Vec<String> {
@@ -582,23 +606,47 @@ async fn rsa_ecdsa_and_ed25519_client_keys_log_in_and_rsa_delivers() {
     let platform = Platform::start(&sshd.root(), accept_all);
     for (name, keygen, described) in [
         ("rsa3072_openssh", "-t rsa -b 3072", "ssh-rsa (3072 bits)"),
-        ("rsa4096_pem", "-t rsa -b 4096 -m PEM", "ssh-rsa (4096 bits)"),
-        ("rsa3072_pkcs8", "-t rsa -b 3072 -m PKCS8", "ssh-rsa (3072 bits)"),
+        (
+            "rsa4096_pem",
+            "-t rsa -b 4096 -m PEM",
+            "ssh-rsa (4096 bits)",
+        ),
+        (
+            "rsa3072_pkcs8",
+            "-t rsa -b 3072 -m PKCS8",
+            "ssh-rsa (3072 bits)",
+        ),
         ("ecdsa256", "-t ecdsa -b 256", "ecdsa-sha2-nistp256"),
         ("ed25519", "-t ed25519", "ssh-ed25519"),
     ] {
-        let key = sshd.add_client_key(name, &args(keygen).iter().map(String::as_str).collect::<Vec<_>>());
-        assert_eq!(ClientKey::load(&key).unwrap().describe(), described, "{name}");
+        let key = sshd.add_client_key(
+            name,
+            &args(keygen).iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            ClientKey::load(&key).unwrap().describe(),
+            described,
+            "{name}"
+        );
         let config = log_in_with(&sshd, key).await;
         if name == "rsa4096_pem" {
             let file = outgoing("0751", 10, 50_000);
             let outcome = deliver_file(&config, &file).await.unwrap();
-            assert!(matches!(outcome, DeliveryOutcome::Accepted { .. }), "{outcome:?}");
-            assert_eq!(sha256(&platform.picked_up(&file.name).unwrap()), sha256(&file.bytes));
+            assert!(
+                matches!(outcome, DeliveryOutcome::Accepted { .. }),
+                "{outcome:?}"
+            );
+            assert_eq!(
+                sha256(&platform.picked_up(&file.name).unwrap()),
+                sha256(&file.bytes)
+            );
         }
     }
     let log = sshd.log();
-    assert!(log.contains("Accepted publickey") && log.contains(": RSA SHA256:"), "{log}");
+    assert!(
+        log.contains("Accepted publickey") && log.contains(": RSA SHA256:"),
+        "{log}"
+    );
 }
 
 /// A server that accepts only rsa-sha2-256, or only rsa-sha2-512, still lets an RSA
@@ -628,7 +676,11 @@ async fn an_rsa_host_key_is_pinned() {
         host_key: args("-t rsa -b 3072"),
         ..SshdSetup::default()
     });
-    assert!(sshd.host_key_line().starts_with("ssh-rsa "), "{}", sshd.host_key_line());
+    assert!(
+        sshd.host_key_line().starts_with("ssh-rsa "),
+        "{}",
+        sshd.host_key_line()
+    );
     let mut config = sshd.config();
     for pin in [sshd.host_key_line(), sshd.host_key_fingerprint()] {
         config.host_key = pin.parse().unwrap();

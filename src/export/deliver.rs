@@ -280,7 +280,7 @@ async fn deliver_one(
             }
         };
         let bytes = outbox_bytes(shared, file)?;
-        let size_bytes = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        let size_bytes = crate::transport::deliver::byte_count(&bytes);
         let remote_path = if awaiting {
             RemotePaths::new(config, &file.file_name).data
         } else {
@@ -377,7 +377,10 @@ async fn collect_business_receipts(
     };
     let mut reports = Vec::new();
     for receipt in found {
-        let Some(file) = files.iter().find(|f| f.file_name == receipt.receipt.file_name) else {
+        let Some(file) = files
+            .iter()
+            .find(|f| f.file_name == receipt.receipt.file_name)
+        else {
             continue;
         };
         if let Some(report) = record_business(config, shared, file, receipt).await? {
@@ -491,7 +494,9 @@ async fn our_receipt(
         return Ok(false);
     }
     Ok(match parse_in_document(&bytes) {
-        Ok(InDocument::Technical(receipt)) => receipt.senders_file_id.is_none_or(|named| named == id),
+        Ok(InDocument::Technical(receipt)) => {
+            receipt.senders_file_id.is_none_or(|named| named == id)
+        }
         _ => false,
     })
 }

@@ -702,6 +702,93 @@ mod tests {
     }
 
     #[test]
+    fn sender_defaults_to_user_and_a_different_sender_is_warned_about() {
+        let base = minimal(&host_line(2)).replace("sender = \"KY\"\n", "");
+        let config = parsed(&base).unwrap();
+        assert_eq!(config.sender, "ky");
+        assert!(config.warnings().is_empty());
+        let config = parsed(&minimal(&host_line(2))).unwrap();
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("\"KY\"") && warnings[0].contains("\"ky\""),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn names_longer_than_the_schema_allows_are_refused() {
+        let base = minimal(&host_line(2));
+        let fits = base.replace(
+            "sender = \"KY\"",
+            &format!("sender = \"{}\"", "æ".repeat(255)),
+        );
+        assert!(
+            parsed(&fits).is_ok(),
+            "255 characters fit, whatever their bytes"
+        );
+        for (from, to, key) in [
+            (
+                "sender = \"KY\"",
+                format!("sender = \"{}\"", "S".repeat(256)),
+                "sender",
+            ),
+            (
+                "recipients = [\"UDK\"]",
+                format!("recipients = [\"{}\"]", "R".repeat(256)),
+                "recipients",
+            ),
+        ] {
+            match parsed(&base.replace(from, &to)) {
+                Err(ConfigError::Invalid { key: named, why }) => {
+                    assert_eq!(named, key);
+                    assert!(why.contains("255"), "{why}");
+                }
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn routing_values_are_checked_against_the_schema_types() {
+        let routing = "\n[sftp.routing]\ninf_ref = \"KY\"\n\
+                       sender_it_system = \"6f1c8a53-2b4e-4d2a-9c1e-0a7b3c5d9e11\"\n\
+                       sender_authority = \"urn:oio:cvr-nr:29189846\"\n\
+                       recipient_authority = \"urn:oio:cvr-nr:29980540\"\n";
+        let base = minimal(&host_line(2)).replace("[other]\nkept = true\n\n", "") + routing;
+        let config = parsed(&base).unwrap();
+        assert_eq!(config.routing.as_ref().unwrap().inf_ref, "KY");
+        for (from, to, key) in [
+            (
+                "urn:oio:cvr-nr:29189846",
+                "29189846",
+                "routing.sender_authority",
+            ),
+            (
+                "urn:oio:cvr-nr:29980540",
+                "urn:oio:cvr-nr:2998054",
+                "routing.recipient_authority",
+            ),
+            (
+                "6f1c8a53-2b4e-4d2a-9c1e-0a7b3c5d9e11",
+                "not-a-uuid",
+                "routing.sender_it_system",
+            ),
+            ("inf_ref = \"KY\"", "inf_ref = \" \"", "routing.inf_ref"),
+        ] {
+            match parsed(&base.replace(from, to)) {
+                Err(ConfigError::Invalid { key: named, .. }) => assert_eq!(named, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+        let missing = base.replace("recipient_authority = \"urn:oio:cvr-nr:29980540\"\n", "");
+        assert!(parsed(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("recipient_authority"));
+    }
+
+    #[test]
     fn load_reads_a_private_file_and_its_key() {
         let (_dir, path) = write_files(&minimal(&host_line(2)), 0o600, 0o600);
         let config = load(&path).unwrap().unwrap();

@@ -419,10 +419,11 @@ async fn find_business_receipts(
     let inbox = config.remote_in_dir.trim_end_matches('/');
     let mut found = Vec::new();
     for entry in client.list_dir(inbox).await? {
-        let Some(name) = names
-            .iter()
-            .find(|name| entry.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with('.')))
-        else {
+        let Some(name) = names.iter().find(|name| {
+            entry
+                .strip_prefix(name.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+        }) else {
             continue;
         };
         let path = format!("{inbox}/{entry}");
@@ -502,8 +503,9 @@ fn check_file_name(name: &str) -> Result<(), TransportError> {
 // Every supported target has a usize of at most 64 bits, so a length always fits.
 const _: () = assert!(usize::BITS <= u64::BITS);
 
-fn byte_count(bytes: &[u8]) -> u64 {
-    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
+/// A buffer's length in bytes; lossless by the assertion above.
+pub fn byte_count(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).expect("usize fits u64 (asserted at compile time)")
 }
 
 #[cfg(test)]

@@ -125,7 +125,9 @@ const RSA_ENCRYPTION_OID: &[u8] = &[
 ];
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 /// The base64 body of a PEM block with the given label, decoded.
@@ -199,7 +201,7 @@ impl RingRsaSigner {
                 inverse.ok_or_else(|| KeyError::RsaRejected("q has no inverse mod p".into()))?;
         }
         let exponent = |prime: &BoxedUint, what: &str| -> Result<Vec<u8>, KeyError> {
-            let minus_one = prime.wrapping_sub(&BoxedUint::one_with_precision(precision));
+            let minus_one = prime.wrapping_sub(BoxedUint::one_with_precision(precision));
             let modulus: Option<NonZero<BoxedUint>> = NonZero::new(minus_one).into();
             let modulus =
                 modulus.ok_or_else(|| KeyError::RsaRejected(format!("{what} - 1 is zero")))?;

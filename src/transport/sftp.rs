@@ -271,11 +271,7 @@ async fn authenticate(
     }
 }
 
-fn sign_error(
-    config: &SftpConfig,
-    address: &str,
-    error: super::keys::SignError,
-) -> TransportError {
+fn sign_error(config: &SftpConfig, address: &str, error: super::keys::SignError) -> TransportError {
     match error {
         super::keys::SignError::Send => TransportError::Ssh {
             address: address.to_owned(),

@@ -34,7 +34,9 @@ pub enum XmlError {
     #[error("the receipt is not well-formed XML: {message}")]
     Malformed { message: String },
 
-    #[error("the receipt's root element is <{found}>, expected <TechnicalReceipt> or <BusinessReceipt>")]
+    #[error(
+        "the receipt's root element is <{found}>, expected <TechnicalReceipt> or <BusinessReceipt>"
+    )]
     WrongRoot { found: String },
 
     #[error("the receipt's ErrorCode {value:?} is not an integer (the schema's xs:int)")]
@@ -357,9 +359,9 @@ fn outcome(
 fn receipt_error(element: ErrorMessageElement) -> Result<ReceiptErrorCode, XmlError> {
     let code = required(element.code, "ErrorMessage/ErrorCode")?;
     Ok(ReceiptErrorCode {
-        code: code
-            .parse()
-            .map_err(|_| XmlError::BadErrorCode { value: code.clone() })?,
+        code: code.parse().map_err(|_| XmlError::BadErrorCode {
+            value: code.clone(),
+        })?,
         code_description: trimmed(element.code_description).unwrap_or_default(),
         description: trimmed(element.description).unwrap_or_default(),
     })
@@ -612,7 +614,10 @@ mod tests {
         for (text, acceptance) in [
             ("ACCEPTED", FileAcceptance::Accepted),
             ("REJECTED", FileAcceptance::Rejected),
-            ("COULD_NOT_NOTIFY_RECIPIENT", FileAcceptance::CouldNotNotifyRecipient),
+            (
+                "COULD_NOT_NOTIFY_RECIPIENT",
+                FileAcceptance::CouldNotNotifyRecipient,
+            ),
         ] {
             let xml = format!(
                 "<ns2:BusinessReceipt xmlns:ns2=\"{SFTP_NAMESPACE}\"><FileTransferUUID>t-5</FileTransferUUID>\

@@ -35,7 +35,9 @@ pub enum Answer {
     /// SUCCESS, in a receipt that leaves out the optional SendersFileId.
     SuccessWithoutId,
     /// Errors, in a receipt that leaves out the optional SendersFileId.
-    RejectWithoutId { codes: Vec<i32> },
+    RejectWithoutId {
+        codes: Vec<i32>,
+    },
     /// Pick the files up but never write a receipt.
     Silent,
 }
@@ -288,9 +290,10 @@ pub fn receipt_xml(file_transfer_uuid: &str, senders_file_id: &str, answer: &Ans
     };
     let id = format!("<SendersFileId>{senders_file_id}</SendersFileId>");
     let (id, verdict) = match answer {
-        Answer::Success | Answer::Silent => {
-            (id, "<Receipt><Message>SUCCESS</Message></Receipt>".to_owned())
-        }
+        Answer::Success | Answer::Silent => (
+            id,
+            "<Receipt><Message>SUCCESS</Message></Receipt>".to_owned(),
+        ),
         Answer::SuccessWithoutId => (
             String::new(),
             "<Receipt><Message>SUCCESS</Message></Receipt>".to_owned(),
