@@ -2,14 +2,16 @@
 # install-test-deps.sh: installs what the SFTP integration tests need, when missing.
 #
 # tests/sftp.rs starts a real OpenSSH server (/usr/sbin/sshd) and generates
-# throwaway keys with ssh-keygen. This script installs the Debian packages that
-# provide them (openssh-server, openssh-client) and does nothing when both are
-# already present, so it is safe to run before every test run.
+# throwaway keys with ssh-keygen; the triggers it writes are validated against
+# KOMBIT's SFTPTypes.xsd with xmllint. This script installs the Debian packages that
+# provide them (openssh-server, openssh-client, libxml2-utils) and does nothing when
+# all are already present, so it is safe to run before every test run.
 set -eu
 
 missing=""
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v ssh-keygen >/dev/null 2>&1 || missing="$missing openssh-client"
+command -v xmllint >/dev/null 2>&1 || missing="$missing libxml2-utils"
 
 if [ -z "$missing" ]; then
     exit 0
@@ -43,3 +45,4 @@ fi
 
 [ -x /usr/sbin/sshd ] || { echo "install-test-deps: /usr/sbin/sshd still missing" >&2; exit 1; }
 command -v ssh-keygen >/dev/null 2>&1 || { echo "install-test-deps: ssh-keygen still missing" >&2; exit 1; }
+command -v xmllint >/dev/null 2>&1 || { echo "install-test-deps: xmllint still missing" >&2; exit 1; }

@@ -7,16 +7,19 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use sf2520::domain::Kommune;
+use sf2520::domain::{
+    BusinessReceiptReceived, Event, FileAcceptance, Kommune, ReceiptError, ReceiptReceived,
+    TechnicalReceiptReceived,
+};
 use sf2520::export::{
     default_outbox, deliver, delivery_state, official_files, reissue, run_batch, DeliverRequest,
     DeliveryResult, DeliveryState, ExportRequest, Quiet,
 };
-use sf2520::ledger::Ledger;
+use sf2520::ledger::{decode_payload, Ledger};
 use sf2520::transport::SftpConfig;
 use sha2::{Digest, Sha256};
 use support::ledger::*;
-use support::platform::{Answer, Platform};
+use support::platform::{business_receipt_xml, Answer, Platform};
 use support::sshd::Sshd;
 
 /// A ledger with one withholding in each of `kommuner` kommuner, exported.
@@ -97,7 +100,13 @@ fn delivered_bytes_equal_the_outbox_and_every_step_is_recorded() {
         types
     };
     assert_eq!(types.iter().filter(|t| *t == "FileUploaded").count(), 3);
-    assert_eq!(types.iter().filter(|t| *t == "ReceiptReceived").count(), 3);
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "TechnicalReceiptReceived")
+            .count(),
+        3
+    );
     assert!(
         std::fs::read_dir(sshd.in_dir()).unwrap().next().is_none(),
         "recorded receipts are removed from IN/"
@@ -117,7 +126,7 @@ fn a_rejected_receipt_is_recorded_with_the_platforms_code_and_not_retried() {
     let _platform = Platform::start(&sshd.root(), |name| {
         if name.contains("_0101_") {
             Answer::Reject {
-                code: "E4711".into(),
+                code: 4711,
                 code_description: "Ukendt modtager".into(),
                 description: "Modtager findes ikke".into(),
             }
@@ -130,12 +139,12 @@ fn a_rejected_receipt_is_recorded_with_the_platforms_code_and_not_retried() {
     let DeliveryResult::Rejected { errors } = &rejected.result else {
         panic!("{rejected:?}")
     };
-    assert_eq!(errors[0].code, "E4711");
+    assert_eq!(errors[0].code, 4711);
     let state = delivery_state(t.ledger.connection(), rejected.kommune, 1).unwrap();
     assert_eq!(
         state,
         DeliveryState::Rejected {
-            errors: "E4711 Ukendt modtager: Modtager findes ikke".into()
+            errors: "4711 Ukendt modtager: Modtager findes ikke".into()
         }
     );
     assert!(
@@ -307,4 +316,312 @@ fn export_deliver_and_config_check_through_the_command_line() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (ok, _) = run(&["config", "check"]);
     assert!(!ok, "a config readable by others is refused");
+}
+
+/// Every event of the test ledger, decoded.
+fn events(t: &TestLedger) -> Vec<Event> {
+    let mut events = Vec::new();
+    t.ledger
+        .for_each_event(1, t.head(), |e| {
+            events.push(e.event().unwrap());
+            Ok(())
+        })
+        .unwrap();
+    events
+}
+
+fn technical_receipts(t: &TestLedger) -> Vec<TechnicalReceiptReceived> {
+    events(t)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::TechnicalReceiptReceived(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The archived receipt is the platform's bytes, owner-only, and its SHA-256 is the
+/// one recorded.
+fn assert_archived(t: &TestLedger, archive_name: &str, sha256: [u8; 32]) {
+    let path = t.data_dir().join("receipts").join(archive_name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(<[u8; 32]>::from(Sha256::digest(&bytes)), sha256);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", path.display());
+}
+
+/// Regression: a receipt without SendersFileId (optional in KOMBIT's schema) was
+/// refused as malformed, so the delivery never completed.
+#[test]
+fn a_success_receipt_without_senders_file_id_is_matched_by_name_and_accepted() {
+    let mut t = given_exported(1);
+    let sshd = Sshd::start();
+    let _platform = Platform::start(&sshd.root(), |_| Answer::SuccessWithoutId);
+    let reports = deliver_all(&mut t, &sshd.config());
+    assert_eq!(accepted(&reports), 1, "{reports:?}");
+    let receipts = technical_receipts(&t);
+    assert_eq!(receipts.len(), 1);
+    assert!(receipts[0].accepted);
+    assert!(!receipts[0].receipt_named_senders_file_id);
+    assert_archived(&t, &receipts[0].archive_name, receipts[0].receipt_sha256);
+    assert!(std::fs::read_dir(sshd.in_dir()).unwrap().next().is_none());
+    assert!(t.ledger.verify(|_| {}).unwrap().is_ok());
+}
+
+/// Regression: an error receipt without SendersFileId hid every code it listed.
+#[test]
+fn an_error_receipt_without_senders_file_id_is_recorded_rejected_with_every_code() {
+    let mut t = given_exported(1);
+    let sshd = Sshd::start();
+    let _platform = Platform::start(&sshd.root(), |_| Answer::RejectWithoutId {
+        codes: vec![17, -3, 42],
+    });
+    let reports = deliver_all(&mut t, &sshd.config());
+    let DeliveryResult::Rejected { errors } = &reports[0].result else {
+        panic!("{reports:?}")
+    };
+    assert_eq!(
+        errors.iter().map(|e| e.code).collect::<Vec<_>>(),
+        [17, -3, 42]
+    );
+    let receipts = technical_receipts(&t);
+    assert_eq!(receipts.len(), 1);
+    assert!(!receipts[0].accepted);
+    assert_eq!(
+        receipts[0]
+            .errors
+            .iter()
+            .map(|e| e.code)
+            .collect::<Vec<_>>(),
+        [17, -3, 42]
+    );
+    assert_archived(&t, &receipts[0].archive_name, receipts[0].receipt_sha256);
+    let file = &official_files(t.ledger.connection(), None).unwrap()[0];
+    assert!(matches!(
+        delivery_state(t.ledger.connection(), file.kommune, 1).unwrap(),
+        DeliveryState::Rejected { errors } if errors.contains("17 Fejl") && errors.contains("42 Fejl")
+    ));
+}
+
+/// A business receipt that arrives after the technical one is recorded against the
+/// delivery whose FileTransferUUID it names, archived, and removed from IN/.
+#[test]
+fn a_business_receipt_is_recorded_archived_and_removed() {
+    let mut t = given_exported(1);
+    let sshd = Sshd::start();
+    let platform = Platform::start(&sshd.root(), |_| Answer::Success);
+    assert_eq!(accepted(&deliver_all(&mut t, &sshd.config())), 1);
+    let file = &official_files(t.ledger.connection(), None).unwrap()[0];
+    let transfer = platform.seen()[0].file_transfer_uuid.clone().unwrap();
+    let xml = business_receipt_xml(
+        &transfer,
+        &file.file_name,
+        "UDK",
+        "REJECTED",
+        Some("ukendt aftale"),
+    );
+    let path = sshd
+        .in_dir()
+        .join(format!("{}.businessreceipt", file.file_name));
+    std::fs::write(&path, &xml).unwrap();
+    // A business receipt naming a transfer the log does not know stays where it is.
+    let stranger = sshd
+        .in_dir()
+        .join(format!("{}.other.businessreceipt", file.file_name));
+    std::fs::write(
+        &stranger,
+        business_receipt_xml("not-ours", &file.file_name, "UDK", "ACCEPTED", None),
+    )
+    .unwrap();
+
+    let reports = deliver_all(&mut t, &sshd.config());
+
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(matches!(
+        &reports[0].result,
+        DeliveryResult::Business { acceptance: FileAcceptance::Rejected, recipient, reason: Some(reason) }
+            if recipient == "UDK" && reason == "ukendt aftale"
+    ));
+    let business: Vec<BusinessReceiptReceived> = events(&t)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::BusinessReceiptReceived(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(business.len(), 1);
+    assert_eq!(business[0].file_transfer_uuid, transfer);
+    assert_eq!(business[0].senders_file_id, file.file_id);
+    assert_eq!(
+        business[0].receipt_sha256,
+        <[u8; 32]>::from(Sha256::digest(xml.as_bytes()))
+    );
+    assert_archived(&t, &business[0].archive_name, business[0].receipt_sha256);
+    assert!(
+        !path.exists(),
+        "a recorded business receipt is removed from IN/"
+    );
+    assert!(
+        stranger.exists(),
+        "an unknown business receipt is left alone"
+    );
+    assert!(deliver_all(&mut t, &sshd.config()).is_empty());
+    assert!(t.ledger.verify(|_| {}).unwrap().is_ok());
+}
+
+/// A receipt already recorded whose removal from IN/ failed carries no
+/// SendersFileId, so only its recorded SHA-256 tells it from the answer to a later
+/// delivery of the same name: it must not be taken for that answer.
+#[test]
+fn a_recorded_receipt_left_in_in_is_not_taken_for_the_next_delivery() {
+    let mut t = given_exported(1);
+    let sshd = Sshd::start();
+    let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _platform = Platform::start(&sshd.root(), {
+        let silent = std::sync::Arc::clone(&silent);
+        move |_| {
+            if silent.load(std::sync::atomic::Ordering::SeqCst) {
+                Answer::Silent
+            } else {
+                Answer::SuccessWithoutId
+            }
+        }
+    });
+    assert_eq!(accepted(&deliver_all(&mut t, &sshd.config())), 1);
+    let first = technical_receipts(&t).remove(0);
+    let file = official_files(t.ledger.connection(), None)
+        .unwrap()
+        .remove(0);
+    std::fs::copy(
+        t.data_dir().join("receipts").join(&first.archive_name),
+        sshd.in_dir()
+            .join(format!("{}.sftpreceipt", file.file_name)),
+    )
+    .unwrap();
+    silent.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outbox = default_outbox(&t.data_dir());
+    reissue(
+        &mut t.ledger,
+        file.kommune,
+        1,
+        &outbox,
+        std::time::Duration::ZERO,
+    )
+    .unwrap()
+    .unwrap();
+    let mut config = sshd.config();
+    config.receipt_timeout_secs = 1;
+    let reports = deliver_all(&mut t, &config);
+    assert!(
+        matches!(&reports[0].result, DeliveryResult::Failed { reason } if reason.contains("no receipt")),
+        "{reports:?}"
+    );
+    assert_eq!(technical_receipts(&t).len(), 1);
+}
+
+/// Old ledgers hold `ReceiptReceived` (variant 7) with string error codes; those
+/// bytes must still decode exactly as before. The payload is written out by hand:
+/// Envelope::V1 (0), Event::ReceiptReceived (7), kommune 101 as a varint (0x65),
+/// sequence 1, 16 id bytes, FileTransferUUID "t", accepted false, one error
+/// ("E1", "d", "x").
+#[test]
+fn a_receipt_received_encoded_the_old_way_still_decodes() {
+    let mut payload = vec![0u8, 7, 0x65, 1];
+    payload.extend_from_slice(&[0xAB; 16]);
+    payload.extend_from_slice(&[1, b't', 0, 1, 2, b'E', b'1', 1, b'd', 1, b'x']);
+    let event = decode_payload(1, &payload).unwrap();
+    assert_eq!(
+        event,
+        Event::ReceiptReceived(ReceiptReceived {
+            kommune: Kommune::from_number(101).unwrap(),
+            sequence: 1,
+            senders_file_id: [0xAB; 16],
+            file_transfer_uuid: "t".into(),
+            accepted: false,
+            errors: vec![ReceiptError {
+                code: "E1".into(),
+                code_description: "d".into(),
+                description: "x".into(),
+            }],
+        })
+    );
+}
+
+/// The payload bytes the ledger stores for `event`.
+fn stored_payload(event: Event) -> Vec<u8> {
+    let mut t = TestLedger::new();
+    let position = t.ledger.write(|appender| appender.append(&event)).unwrap();
+    t.ledger.event_at(position).unwrap().payload
+}
+
+/// The new events' layout, pinned byte for byte (see docs/log-format.md):
+/// TechnicalReceiptReceived is variant 8, BusinessReceiptReceived variant 9.
+#[test]
+fn the_new_receipt_events_have_the_documented_layout() {
+    let mut technical = vec![0u8, 8, 0x65, 1];
+    technical.extend_from_slice(&[0xAB; 16]);
+    // receipt_named_senders_file_id false, FileTransferUUID "t", accepted false,
+    // one error: code -3 (zigzag varint 5), "d", "x"; then the SHA-256 and "a".
+    technical.extend_from_slice(&[0, 1, b't', 0, 1, 5, 1, b'd', 1, b'x']);
+    technical.extend_from_slice(&[0xCD; 32]);
+    technical.extend_from_slice(&[1, b'a']);
+    let Event::TechnicalReceiptReceived(r) = decode_payload(1, &technical).unwrap() else {
+        panic!("not variant 8")
+    };
+    assert_eq!((r.errors[0].code, r.archive_name.as_str()), (-3, "a"));
+    assert_eq!(r.receipt_sha256, [0xCD; 32]);
+    assert_eq!(
+        stored_payload(Event::TechnicalReceiptReceived(r)),
+        technical
+    );
+
+    let mut business = vec![0u8, 9, 0x65, 1];
+    business.extend_from_slice(&[0xAB; 16]);
+    // "t", recipient "U", acceptance COULD_NOT_NOTIFY_RECIPIENT (2), reason Some("r").
+    business.extend_from_slice(&[1, b't', 1, b'U', 2, 1, 1, b'r']);
+    business.extend_from_slice(&[0xCD; 32]);
+    business.extend_from_slice(&[1, b'a']);
+    let Event::BusinessReceiptReceived(b) = decode_payload(1, &business).unwrap() else {
+        panic!("not variant 9")
+    };
+    assert_eq!(b.acceptance, FileAcceptance::CouldNotNotifyRecipient);
+    assert_eq!(b.reason.as_deref(), Some("r"));
+    assert_eq!(stored_payload(Event::BusinessReceiptReceived(b)), business);
+}
+
+/// `config check` warns when `sender` is not the SFTP user, and fails, naming
+/// `remote_in_dir`, when the receipt directory cannot be listed.
+#[test]
+fn config_check_warns_about_sender_and_checks_remote_in_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start();
+    let check = |extra: &str| {
+        let config = sshd.write_sf2520_config(dir.path(), extra);
+        let output = Command::new(env!("CARGO_BIN_EXE_sf2520"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = check("");
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("warning: [sftp] sender \"KY-TEST\" differs from user"),
+        "{out}"
+    );
+    assert!(out.contains("IN is readable"), "{out}");
+    let (ok, out, err) = check("remote_in_dir = \"NO_SUCH_DIR\"\n");
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("remote_in_dir \"NO_SUCH_DIR\" cannot be listed"),
+        "{err}"
+    );
 }

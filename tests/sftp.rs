@@ -8,13 +8,15 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use sf2520::transport::keys::ClientKey;
 use sf2520::transport::{
-    self, await_receipt, deliver_all, deliver_file, upload, DeliveryOutcome, OutgoingFile,
-    RetryConfig, SftpClient, SftpConfig, TransportError,
+    self, await_receipt, deliver_all, deliver_file, trigger_for, trigger_xml, upload,
+    DeliveryOutcome, OutgoingFile, RetryConfig, RoutingConfig, SftpClient, SftpConfig,
+    TransportError,
 };
 use sha2::{Digest, Sha256};
-use support::platform::{receipt_xml, Answer, Platform};
-use support::sshd::{self, Sshd};
+use support::platform::{receipt_xml, validate_against_schema, Answer, Platform};
+use support::sshd::{self, Sshd, SshdSetup};
 use uuid::Uuid;
 
 /// Deterministic bytes that do not repeat on a short period, so a misplaced chunk
@@ -40,6 +42,17 @@ fn outgoing(kommune: &str, sequence: u32, len: usize) -> OutgoingFile {
         ),
         senders_file_id: Uuid::new_v4(),
     }
+}
+
+/// The outcome of the receipt for a delivery, with no receipts recorded before.
+async fn await_outcome(
+    config: &SftpConfig,
+    name: &str,
+    senders_file_id: Uuid,
+) -> Result<DeliveryOutcome, TransportError> {
+    await_receipt(config, name, senders_file_id, &Default::default())
+        .await
+        .map(|received| received.outcome())
 }
 
 fn accept_all(_name: &str) -> Answer {
@@ -121,7 +134,7 @@ async fn the_trigger_appears_only_after_the_whole_data_file() {
     let uploaded = upload(&config, &file)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
-    let outcome = await_receipt(&config, &file.name, file.senders_file_id)
+    let outcome = await_outcome(&config, &file.name, file.senders_file_id)
         .await
         .unwrap();
 
@@ -188,7 +201,7 @@ async fn a_rejected_receipt_carries_the_platform_error_code() {
     let _platform = Platform::start(&sshd.root(), |name| {
         if name.contains("_0101_") {
             Answer::Reject {
-                code: "SP-4711".into(),
+                code: 4711,
                 code_description: "Unknown recipient".into(),
                 description: "Recipient UDK-DEBITOR does not accept this file type".into(),
             }
@@ -211,7 +224,7 @@ async fn a_rejected_receipt_carries_the_platform_error_code() {
     };
     assert!(!file_transfer_uuid.is_empty());
     assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].code, "SP-4711");
+    assert_eq!(errors[0].code, 4711);
     assert_eq!(errors[0].code_description, "Unknown recipient");
     assert_eq!(
         errors[0].description,
@@ -244,7 +257,7 @@ async fn a_delivery_while_sshd_is_down_succeeds_after_restart() {
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
-    let outcome = await_receipt(&config, &file.name, file.senders_file_id)
+    let outcome = await_outcome(&config, &file.name, file.senders_file_id)
         .await
         .unwrap();
 
@@ -279,7 +292,7 @@ async fn a_connection_dropped_while_waiting_for_the_receipt_is_reestablished() {
 
     let task = {
         let (config, file) = (config.clone(), file.clone());
-        tokio::spawn(async move { await_receipt(&config, &file.name, file.senders_file_id).await })
+        tokio::spawn(async move { await_outcome(&config, &file.name, file.senders_file_id).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     sshd.stop();
@@ -388,7 +401,7 @@ async fn no_receipt_within_the_timeout_is_reported_and_stale_receipts_are_ignore
     .unwrap();
 
     upload(&config, &file).await.unwrap();
-    let error = await_receipt(&config, &file.name, file.senders_file_id)
+    let error = await_outcome(&config, &file.name, file.senders_file_id)
         .await
         .unwrap_err();
 
@@ -431,7 +444,7 @@ async fn an_interrupted_delivery_is_redone_by_overwriting() {
         [file.name.clone(), format!("{}.trigger", file.name)]
     );
     let platform = Platform::start(&sshd.root(), accept_all);
-    let outcome = await_receipt(&config, &file.name, file.senders_file_id)
+    let outcome = await_outcome(&config, &file.name, file.senders_file_id)
         .await
         .unwrap();
     assert!(matches!(outcome, DeliveryOutcome::Accepted { .. }));
@@ -469,4 +482,218 @@ async fn sftp_client_operations_work_on_the_server() {
     assert!(!missing.is_retryable());
     client.close().await;
     assert!(names_in(&sshd.out_dir()).is_empty());
+}
+
+fn routing(recipient_it_system: Option<&str>) -> RoutingConfig {
+    RoutingConfig {
+        inf_ref: "KY-SF2520".into(),
+        sender_it_system: "6F1C8A53-2B4E-4D2A-9C1E-0A7B3C5D9E11".into(),
+        sender_authority: "urn:oio:cvr-nr:29189846".into(),
+        recipient_it_system: recipient_it_system.map(str::to_owned),
+        recipient_authority: "urn:oio:cvr-nr:29980540".into(),
+    }
+}
+
+/// Every shape of trigger the code can write validates against KOMBIT's
+/// `SFTPTypes.xsd`: the empty `FileContentDescriptor`, dynamic routing with and
+/// without the optional `RecipientIt-system`, several recipients, names of exactly
+/// 255 characters and text that needs escaping. The trigger of before this change
+/// (no `FileContentDescriptor`) is the control: the validator must refuse it.
+#[test]
+fn every_trigger_shape_validates_against_kombit_schema() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = Sshd::placeholder_config();
+    let file = outgoing("0751", 1, 10);
+    let now = chrono::DateTime::parse_from_rfc3339("2026-02-01T06:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let mut shapes = Vec::new();
+    shapes.push(("empty FileContentDescriptor", config.clone()));
+    config.routing = Some(routing(None));
+    shapes.push(("routing without RecipientIt-system", config.clone()));
+    config.routing = Some(routing(Some("0a7b3c5d-9e11-4d2a-9c1e-6f1c8a532b4e")));
+    config.sender = "S".repeat(255);
+    config.recipients = vec!["R".repeat(255), "UDK & <co>".into()];
+    shapes.push((
+        "routing with every field, 255-character names",
+        config.clone(),
+    ));
+    for (what, config) in shapes {
+        let trigger = trigger_for(&config, &file, 10, now).unwrap();
+        let xml = trigger_xml(&trigger).unwrap();
+        if let Err(complaint) = validate_against_schema(&xml, scratch.path()) {
+            panic!("{what}: the trigger fails SFTPTypes.xsd:\n{complaint}\n{xml}");
+        }
+        if config.routing.is_some() {
+            assert!(
+                xml.contains(
+                    "<SenderIt-system>6f1c8a53-2b4e-4d2a-9c1e-0a7b3c5d9e11</SenderIt-system>"
+                ),
+                "{xml}"
+            );
+            assert!(
+                xml.contains(&format!(
+                    "<TransactionId>{}</TransactionId>",
+                    file.senders_file_id
+                )),
+                "{xml}"
+            );
+            assert!(
+                xml.contains("<SenderTimestamp>2026-02-01T06:00:00Z</SenderTimestamp>"),
+                "{xml}"
+            );
+        } else {
+            assert!(xml.contains("<FileContentDescriptor/>"), "{xml}");
+        }
+    }
+    let old_shape = trigger_xml(&trigger_for(&Sshd::placeholder_config(), &file, 10, now).unwrap())
+        .unwrap()
+        .replace("  <FileContentDescriptor/>\n", "");
+    let complaint = validate_against_schema(&old_shape, scratch.path()).unwrap_err();
+    assert!(
+        complaint.contains("Missing child element(s). Expected is ( FileContentDescriptor )"),
+        "{complaint}"
+    );
+    let too_long = old_shape.replace("KY-TEST", &"S".repeat(256));
+    assert!(validate_against_schema(&too_long, scratch.path()).is_err());
+}
+
+/// A routed trigger delivered to the real server passes the stand-in's schema check
+/// and is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_with_dynamic_routing_is_accepted_by_the_stand_in() {
+    let sshd = Sshd::start();
+    let platform = Platform::start(&sshd.root(), accept_all);
+    let mut config = sshd.config();
+    config.routing = Some(routing(None));
+    let file = outgoing("0751", 9, 1_000);
+    let outcome = deliver_file(&config, &file).await.unwrap();
+    assert!(
+        matches!(outcome, DeliveryOutcome::Accepted { .. }),
+        "{outcome:?}"
+    );
+    let seen = platform.seen();
+    assert_eq!(seen[0].schema_check, Ok(()));
+    assert!(
+        seen[0].trigger_text.contains("<SFTPDynamicRoutingInfo>"),
+        "{}",
+        seen[0].trigger_text
+    );
+}
+
+fn args(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Logs in with the key at `key` and lists OUT/; panics with sshd's log on failure.
+async fn log_in_with(sshd: &Sshd, key: std::path::PathBuf) -> SftpConfig {
+    let mut config = sshd.config();
+    config.private_key = key;
+    let client = SftpClient::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    assert!(client.list_dir("OUT").await.unwrap().is_empty());
+    client.close().await;
+    config
+}
+
+/// RSA client keys of 3072 and 4096 bits in OpenSSH, PEM (PKCS#1) and PKCS#8
+/// format, ECDSA and ed25519 keys all log in to the real OpenSSH server; an RSA key
+/// delivers a file end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_ecdsa_and_ed25519_client_keys_log_in_and_rsa_delivers() {
+    let sshd = Sshd::start();
+    let platform = Platform::start(&sshd.root(), accept_all);
+    for (name, keygen, described) in [
+        ("rsa3072_openssh", "-t rsa -b 3072", "ssh-rsa (3072 bits)"),
+        (
+            "rsa4096_pem",
+            "-t rsa -b 4096 -m PEM",
+            "ssh-rsa (4096 bits)",
+        ),
+        (
+            "rsa3072_pkcs8",
+            "-t rsa -b 3072 -m PKCS8",
+            "ssh-rsa (3072 bits)",
+        ),
+        ("ecdsa256", "-t ecdsa -b 256", "ecdsa-sha2-nistp256"),
+        ("ed25519", "-t ed25519", "ssh-ed25519"),
+    ] {
+        let key = sshd.add_client_key(
+            name,
+            &args(keygen).iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            ClientKey::load(&key).unwrap().describe(),
+            described,
+            "{name}"
+        );
+        let config = log_in_with(&sshd, key).await;
+        if name == "rsa4096_pem" {
+            let file = outgoing("0751", 10, 50_000);
+            let outcome = deliver_file(&config, &file).await.unwrap();
+            assert!(
+                matches!(outcome, DeliveryOutcome::Accepted { .. }),
+                "{outcome:?}"
+            );
+            assert_eq!(
+                sha256(&platform.picked_up(&file.name).unwrap()),
+                sha256(&file.bytes)
+            );
+        }
+    }
+    let log = sshd.log();
+    assert!(
+        log.contains("Accepted publickey") && log.contains(": RSA SHA256:"),
+        "{log}"
+    );
+}
+
+/// A server that accepts only rsa-sha2-256, or only rsa-sha2-512, still lets an RSA
+/// key in: the client signs with the algorithm the server announces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_keys_sign_with_whichever_sha2_the_server_accepts() {
+    for algorithm in ["rsa-sha2-256", "rsa-sha2-512"] {
+        let sshd = Sshd::start_with(SshdSetup {
+            pubkey_accepted_algorithms: Some(algorithm.into()),
+            ..SshdSetup::default()
+        });
+        let key = sshd.add_client_key("rsa", &["-t", "rsa", "-b", "3072"]);
+        log_in_with(&sshd, key).await;
+        let ed25519 = SftpClient::connect(&sshd.config()).await;
+        assert!(
+            matches!(ed25519, Err(TransportError::AuthRejected { .. })),
+            "{algorithm}: the server must really be limited to RSA"
+        );
+    }
+}
+
+/// An RSA host key can be pinned (by key line or fingerprint), and a wrong pin is
+/// still refused before login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rsa_host_key_is_pinned() {
+    let sshd = Sshd::start_with(SshdSetup {
+        host_key: args("-t rsa -b 3072"),
+        ..SshdSetup::default()
+    });
+    assert!(
+        sshd.host_key_line().starts_with("ssh-rsa "),
+        "{}",
+        sshd.host_key_line()
+    );
+    let mut config = sshd.config();
+    for pin in [sshd.host_key_line(), sshd.host_key_fingerprint()] {
+        config.host_key = pin.parse().unwrap();
+        let client = SftpClient::connect(&config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+        client.close().await;
+    }
+    let other = Sshd::start();
+    config.host_key = other.host_key_line().parse().unwrap();
+    let refused = SftpClient::connect(&config).await.err();
+    assert!(
+        matches!(&refused, Some(TransportError::HostKeyMismatch { offered, .. }) if *offered == sshd.host_key_fingerprint()),
+        "{refused:?}"
+    );
 }

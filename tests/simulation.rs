@@ -90,7 +90,7 @@ impl World {
             let rejected = name.starts_with("SF2520_0751_") && name.ends_with("5.txt");
             if rejected {
                 Answer::Reject {
-                    code: "E-TEST".into(),
+                    code: 7001,
                     code_description: "Afvist i test".into(),
                     description: "Løbenummer slutter på 5".into(),
                 }

@@ -45,9 +45,14 @@ pub fn deliver_and_report(
         }
     };
     let (ledger, reports) = deliver(ledger, config, request, outbox, &progress)?;
-    let all_accepted = reports
-        .iter()
-        .all(|r| matches!(r.result, DeliveryResult::Accepted { .. }));
+    // A business receipt reports on a file delivered earlier; it does not decide
+    // whether this run's deliveries were accepted.
+    let all_accepted = reports.iter().all(|r| {
+        matches!(
+            r.result,
+            DeliveryResult::Accepted { .. } | DeliveryResult::Business { .. }
+        )
+    });
     let mut out = io::stdout().lock();
     if json {
         let items: Vec<_> = reports.iter().map(report_json).collect();
@@ -99,6 +104,17 @@ fn outcome(result: &DeliveryResult) -> String {
                 errors.join("; ")
             )
         }
+        DeliveryResult::Business {
+            acceptance,
+            recipient,
+            reason,
+        } => match reason {
+            Some(reason) => format!(
+                "business receipt: {} by {recipient}: {reason}",
+                acceptance.as_str()
+            ),
+            None => format!("business receipt: {} by {recipient}", acceptance.as_str()),
+        },
         DeliveryResult::Failed { reason } => {
             format!("not delivered: {reason}; run `sf2520 deliver` again")
         }
@@ -123,6 +139,14 @@ fn report_json(report: &DeliveryReport) -> serde_json::Value {
         DeliveryResult::Rejected { errors } => (
             "rejected",
             json!({"errors": errors.iter().map(|e| json!({"code": e.code, "code_description": e.code_description, "description": e.description})).collect::<Vec<_>>()}),
+        ),
+        DeliveryResult::Business {
+            acceptance,
+            recipient,
+            reason,
+        } => (
+            "business_receipt",
+            json!({"acceptance": acceptance.as_str(), "recipient": recipient, "reason": reason}),
         ),
         DeliveryResult::Failed { reason } => ("failed", json!({"reason": reason})),
     };
@@ -182,6 +206,9 @@ pub fn run_config_check(data_dir: &Path, config: Option<&Path>) -> anyhow::Resul
         )?;
         return Ok(ExitCode::SUCCESS);
     };
+    for warning in sftp.warnings() {
+        writeln!(out, "warning: {warning}")?;
+    }
     writeln!(
         out,
         "{}: valid; connecting to {} as {} …",
@@ -193,18 +220,29 @@ pub fn run_config_check(data_dir: &Path, config: Option<&Path>) -> anyhow::Resul
         .enable_all()
         .build()
         .context("async runtime")?;
-    let listing = runtime.block_on(async {
+    let (out_listing, in_listing) = runtime.block_on(async {
         let client = SftpClient::connect(&sftp).await?;
-        let listing = client.list_dir(&sftp.remote_out_dir).await;
+        let out_listing = client.list_dir(&sftp.remote_out_dir).await;
+        let in_listing = client.list_dir(&sftp.remote_in_dir).await;
         client.close().await;
-        listing
+        Ok::<_, crate::transport::TransportError>((out_listing, in_listing))
+    })?;
+    let out_listing = out_listing?;
+    let in_listing = in_listing.with_context(|| {
+        format!(
+            "remote_in_dir {:?} cannot be listed: receipts arrive there; ask the platform \
+             operator for the right directory and set [sftp] remote_in_dir",
+            sftp.remote_in_dir
+        )
     })?;
     writeln!(
         out,
-        "ok: host key matches the pinned {}; logged in; {} holds {} entr(y/ies)",
+        "ok: host key matches the pinned {}; logged in; {} holds {} entr(y/ies); {} is readable and holds {}",
         sftp.host_key.fingerprint(),
         sftp.remote_out_dir,
-        listing.len()
+        out_listing.len(),
+        sftp.remote_in_dir,
+        in_listing.len()
     )?;
     Ok(ExitCode::SUCCESS)
 }

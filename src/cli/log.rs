@@ -56,6 +56,23 @@ pub fn describe(event: &Event) -> Value {
                 "code": e.code, "code_description": e.code_description, "description": e.description,
             })).collect::<Vec<_>>(),
         }),
+        Event::TechnicalReceiptReceived(r) => json!({
+            "kommune": r.kommune.code(), "sequence": r.sequence,
+            "senders_file_id": uuid::Uuid::from_bytes(r.senders_file_id).to_string(),
+            "receipt_named_senders_file_id": r.receipt_named_senders_file_id,
+            "file_transfer_uuid": r.file_transfer_uuid, "accepted": r.accepted,
+            "errors": r.errors.iter().map(|e| json!({
+                "code": e.code, "code_description": e.code_description, "description": e.description,
+            })).collect::<Vec<_>>(),
+            "receipt_sha256": hex(&r.receipt_sha256), "archive_name": r.archive_name,
+        }),
+        Event::BusinessReceiptReceived(r) => json!({
+            "kommune": r.kommune.code(), "sequence": r.sequence,
+            "senders_file_id": uuid::Uuid::from_bytes(r.senders_file_id).to_string(),
+            "file_transfer_uuid": r.file_transfer_uuid, "recipient": r.recipient,
+            "acceptance": r.acceptance.as_str(), "reason": r.reason,
+            "receipt_sha256": hex(&r.receipt_sha256), "archive_name": r.archive_name,
+        }),
     }
 }
 

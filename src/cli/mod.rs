@@ -126,12 +126,14 @@ pub enum Command {
     Reissue(ReissueArgs),
     /// Deliver official files not yet accepted to Serviceplatformen over SFTP.
     ///
-    /// For each file: upload OUT/<name>, check its size, then OUT/<name>.trigger;
-    /// record FileUploaded; wait for IN/<name>.sftpreceipt and record the receipt
-    /// (accepted, or rejected with the platform's error codes). Kommuner go in
-    /// parallel (`concurrency` in the config). An accepted file is never uploaded
-    /// again unless reissued; a failed one is retried by the next run. Without an
-    /// [sftp] section the files stay in the local outbox.
+    /// For each file: upload OUT/<name>, check its size, then OUT/<name>.trigger
+    /// (KOMBIT's Trigger schema); record FileUploaded; wait for
+    /// IN/<name>.sftpreceipt, archive it in <data-dir>/receipts and record it
+    /// (accepted, or rejected with every error code), then remove it from IN/.
+    /// Business receipts found in IN/ for delivered files are recorded the same
+    /// way. Kommuner go in parallel (`concurrency` in the config). An accepted file
+    /// is never uploaded again unless reissued; a failed one is retried by the next
+    /// run. Without an [sftp] section the files stay in the local outbox.
     Deliver(DeliverArgs),
     /// Check the configuration file and try to connect to the SFTP server.
     Config {
@@ -233,8 +235,9 @@ pub struct DeliverArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigAction {
-    /// Validate the configuration (permissions, keys, values) and connect to the
-    /// server with the pinned host key.
+    /// Validate the configuration (permissions, key type, values within KOMBIT's
+    /// schema limits), warn when `sender` differs from `user`, then connect with the
+    /// pinned host key and check that OUT/ and remote_in_dir can be listed.
     Check,
 }
 

@@ -129,6 +129,72 @@ pub struct ReceiptReceived {
     pub errors: Vec<ReceiptError>,
 }
 
+/// One `ErrorMessage` of a rejecting technical receipt, with the schema's integer
+/// `ErrorCode` (`xs:int`). Recorded by [`TechnicalReceiptReceived`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptErrorCode {
+    pub code: i32,
+    pub code_description: String,
+    pub description: String,
+}
+
+/// A technical receipt as the platform wrote it, matched to its delivery by name and,
+/// when the receipt carries one, by `SendersFileId`. Replaces [`ReceiptReceived`]
+/// for new receipts; old ones stay in the log as they are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TechnicalReceiptReceived {
+    pub kommune: Kommune,
+    pub sequence: u32,
+    /// The delivery this receipt answers (the `SendersFileId` we sent).
+    pub senders_file_id: [u8; 16],
+    /// Whether the receipt itself carried that `SendersFileId` (it is optional).
+    pub receipt_named_senders_file_id: bool,
+    pub file_transfer_uuid: String,
+    pub accepted: bool,
+    /// Every `ErrorMessage`, in document order; empty when accepted.
+    pub errors: Vec<ReceiptErrorCode>,
+    /// SHA-256 of the receipt's bytes as read from `IN/`.
+    pub receipt_sha256: [u8; 32],
+    /// The archived copy's name in `<data-dir>/receipts/`.
+    pub archive_name: String,
+}
+
+/// The recipient's verdict in a `BusinessReceipt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileAcceptance {
+    Accepted,
+    Rejected,
+    CouldNotNotifyRecipient,
+}
+
+impl FileAcceptance {
+    /// The schema's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileAcceptance::Accepted => "ACCEPTED",
+            FileAcceptance::Rejected => "REJECTED",
+            FileAcceptance::CouldNotNotifyRecipient => "COULD_NOT_NOTIFY_RECIPIENT",
+        }
+    }
+}
+
+/// A `BusinessReceipt`: what the recipient made of a delivered file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusinessReceiptReceived {
+    pub kommune: Kommune,
+    pub sequence: u32,
+    /// The delivery it concerns, found through its recorded `FileTransferUUID`.
+    pub senders_file_id: [u8; 16],
+    pub file_transfer_uuid: String,
+    pub recipient: String,
+    pub acceptance: FileAcceptance,
+    pub reason: Option<String>,
+    /// SHA-256 of the receipt's bytes as read from `IN/`.
+    pub receipt_sha256: [u8; 32],
+    /// The archived copy's name in `<data-dir>/receipts/`.
+    pub archive_name: String,
+}
+
 /// Everything the log records. Variants are only ever added at the end, never
 /// reordered: postcard encodes the variant by its index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +207,8 @@ pub enum Event {
     FileReissued(FileReissued),
     FileUploaded(FileUploaded),
     ReceiptReceived(ReceiptReceived),
+    TechnicalReceiptReceived(TechnicalReceiptReceived),
+    BusinessReceiptReceived(BusinessReceiptReceived),
 }
 
 impl Event {
@@ -155,6 +223,8 @@ impl Event {
             Event::FileReissued(_) => "FileReissued",
             Event::FileUploaded(_) => "FileUploaded",
             Event::ReceiptReceived(_) => "ReceiptReceived",
+            Event::TechnicalReceiptReceived(_) => "TechnicalReceiptReceived",
+            Event::BusinessReceiptReceived(_) => "BusinessReceiptReceived",
         }
     }
 
@@ -169,6 +239,8 @@ impl Event {
             Event::FileReissued(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
             Event::FileUploaded(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
             Event::ReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
+            Event::TechnicalReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
+            Event::BusinessReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
         }
     }
 }

@@ -12,8 +12,9 @@ pub use cpr::{mask_in_text, mask_raw, Cpr};
 pub use decide::{decide, AgreementState, Decision, EntryState, LedgerView};
 pub use error::DomainError;
 pub use events::{
-    date_days, optional_date_days, Agreement, AgreementEnd, Command, Correction, Event,
-    FileExported, FileReissued, FileUploaded, ReceiptError, ReceiptReceived, Withholding,
+    date_days, optional_date_days, Agreement, AgreementEnd, BusinessReceiptReceived, Command,
+    Correction, Event, FileAcceptance, FileExported, FileReissued, FileUploaded, ReceiptError,
+    ReceiptErrorCode, ReceiptReceived, TechnicalReceiptReceived, Withholding,
 };
 pub use kommune::Kommune;
 pub use money::{format_kroner, Amount, AMOUNT_ORE_MAX};

@@ -2,27 +2,41 @@
 //! accepted, upload each (data file, then trigger), record `FileUploaded`, wait for
 //! the technical receipt, record `ReceiptReceived` — kommuner in parallel, bounded.
 //!
+//! Every receipt's bytes are archived in `<data-dir>/receipts/` (0600, fsynced) and
+//! their SHA-256 recorded before the receipt is removed from `IN/`. Business
+//! receipts are collected for delivered files on every run.
+//!
 //! Exactly once: a file whose receipt said SUCCESS is never uploaded again unless
 //! it is reissued (which gives it a new `SendersFileId`). A run that died after its
 //! upload but before recording it finds the trigger or the receipt on the server and
 //! does not upload a second time.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::outbox::write_bytes_atomically;
-use super::reconstruct::reconstruct;
-use super::register::{delivery_status, official_files, DeliveryState, OfficialFile};
+use super::outbox::{sync_dir, write_bytes_atomically};
+use super::reconstruct::{put_back, reconstruct};
+use super::register::{
+    delivery_positions, delivery_status, official_files, DeliveryState, OfficialFile,
+};
 use super::ExportError;
-use crate::domain::{Event, FileUploaded, Kommune, ReceiptError, ReceiptReceived};
+use crate::domain::{
+    BusinessReceiptReceived, Event, FileAcceptance, FileUploaded, Kommune, ReceiptErrorCode,
+    TechnicalReceiptReceived,
+};
 use crate::ledger::Ledger;
 use crate::transport::{
-    await_receipt, parse_receipt, run_limited, upload, DeliveryOutcome, OutgoingFile, RemotePaths,
-    SftpClient, SftpConfig, TransportError,
+    await_receipt, business_receipts, parse_in_document, run_limited, upload, DeliveryOutcome,
+    FoundBusinessReceipt, InDocument, OutgoingFile, RemotePaths, SftpClient, SftpConfig,
+    TransportError,
 };
+
+/// Where receipts are archived, inside the data directory.
+pub const RECEIPT_ARCHIVE_DIR: &str = "receipts";
 
 /// Which files to deliver.
 #[derive(Clone, Debug, Default)]
@@ -49,7 +63,13 @@ pub enum DeliveryResult {
         file_transfer_uuid: String,
     },
     Rejected {
-        errors: Vec<ReceiptError>,
+        errors: Vec<ReceiptErrorCode>,
+    },
+    /// A business receipt for a file delivered earlier: the recipient's verdict.
+    Business {
+        acceptance: FileAcceptance,
+        recipient: String,
+        reason: Option<String>,
     },
     /// Not delivered in this run; a later `deliver` retries it.
     Failed {
@@ -113,6 +133,7 @@ pub fn deliver(
 ) -> Result<(Ledger, Vec<DeliveryReport>), ExportError> {
     let pending = pending_deliveries(&ledger, request)?;
     let shared = Shared {
+        archive: ledger.dir().join(RECEIPT_ARCHIVE_DIR),
         ledger: Mutex::new(ledger),
         outbox: outbox.to_path_buf(),
     };
@@ -124,7 +145,7 @@ pub fn deliver(
             "cannot start the async runtime for",
             outbox,
         ))?;
-    let reports = runtime.block_on(run_limited(config.concurrency, pending, |item| {
+    let mut reports = runtime.block_on(run_limited(config.concurrency, pending, |item| {
         let shared = &shared;
         async move {
             let result = deliver_one(config, shared, &item)
@@ -143,6 +164,11 @@ pub fn deliver(
             report
         }
     }));
+    let business = runtime.block_on(collect_business_receipts(config, &shared, request))?;
+    for report in &business {
+        on_done(report);
+    }
+    reports.extend(business);
     let ledger = shared
         .ledger
         .into_inner()
@@ -150,10 +176,12 @@ pub fn deliver(
     Ok((ledger, reports))
 }
 
-/// What the concurrent deliveries share: the ledger (one writer) and the outbox.
+/// What the concurrent deliveries share: the ledger (one writer), the outbox and the
+/// receipt archive.
 struct Shared {
     ledger: Mutex<Ledger>,
     outbox: PathBuf,
+    archive: PathBuf,
 }
 
 impl Shared {
@@ -171,6 +199,58 @@ impl Shared {
     fn append(&self, event: Event) -> Result<u64, ExportError> {
         self.with_ledger(|ledger| Ok(ledger.write(|appender| appender.append(&event))?))
     }
+
+    /// Keeps a receipt's bytes, exactly as read, under a name that holds the data
+    /// file's name, the receipt kind and the start of its SHA-256; written
+    /// atomically, fsynced, owner-only. Returns the archive name.
+    fn archive(&self, file_name: &str, kind: &str, bytes: &[u8]) -> Result<String, ExportError> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let name = format!("{file_name}.{short}.{kind}");
+        write_bytes_atomically(&self.archive, &name, bytes)?;
+        sync_dir(&self.archive)?;
+        Ok(name)
+    }
+
+    /// What the log says about a file's receipts so far.
+    fn recorded(&self, kommune: Kommune, sequence: u32) -> Result<Recorded, ExportError> {
+        self.with_ledger(|ledger| recorded_receipts(ledger, kommune, sequence))
+    }
+}
+
+/// The receipts of one file already in the log.
+#[derive(Default)]
+struct Recorded {
+    /// SHA-256 of every receipt recorded (technical and business).
+    hashes: HashSet<[u8; 32]>,
+    /// (FileTransferUUID, SendersFileId) of every technical receipt recorded.
+    transfers: Vec<(String, [u8; 16])>,
+}
+
+fn recorded_receipts(
+    ledger: &Ledger,
+    kommune: Kommune,
+    sequence: u32,
+) -> Result<Recorded, ExportError> {
+    let mut recorded = Recorded::default();
+    for position in delivery_positions(ledger.connection(), kommune, sequence)? {
+        match ledger.event_at(position)?.event()? {
+            Event::ReceiptReceived(r) => recorded
+                .transfers
+                .push((r.file_transfer_uuid, r.senders_file_id)),
+            Event::TechnicalReceiptReceived(r) => {
+                recorded.hashes.insert(r.receipt_sha256);
+                recorded
+                    .transfers
+                    .push((r.file_transfer_uuid, r.senders_file_id));
+            }
+            Event::BusinessReceiptReceived(r) => {
+                recorded.hashes.insert(r.receipt_sha256);
+            }
+            _ => {}
+        }
+    }
+    Ok(recorded)
 }
 
 /// Why one delivery stopped.
@@ -192,7 +272,7 @@ async fn deliver_one(
     let file = &item.file;
     let mut awaiting = item.awaiting_receipt;
     if !awaiting {
-        awaiting = match probe_earlier_upload(config, file, item.senders_file_id).await? {
+        awaiting = match probe_earlier_upload(config, shared, file, item.senders_file_id).await? {
             Probe::Nothing => false,
             Probe::AlreadyUploaded => {
                 tracing::warn!(file = %file.file_name, "found this delivery on the server from a run that died before recording it; not uploading again");
@@ -200,7 +280,7 @@ async fn deliver_one(
             }
         };
         let bytes = outbox_bytes(shared, file)?;
-        let size_bytes = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        let size_bytes = crate::transport::deliver::byte_count(&bytes);
         let remote_path = if awaiting {
             RemotePaths::new(config, &file.file_name).data
         } else {
@@ -222,30 +302,140 @@ async fn deliver_one(
         awaiting = true;
     }
     debug_assert!(awaiting);
-    let outcome = await_receipt(config, &file.file_name, item.senders_file_id).await?;
-    let (accepted, file_transfer_uuid, errors) = match &outcome {
-        DeliveryOutcome::Accepted { file_transfer_uuid } => {
-            (true, file_transfer_uuid.clone(), Vec::new())
-        }
+    let recorded = shared.recorded(file.kommune, file.sequence)?;
+    let received = await_receipt(
+        config,
+        &file.file_name,
+        item.senders_file_id,
+        &recorded.hashes,
+    )
+    .await?;
+    let archive_name = shared.archive(&file.file_name, "sftpreceipt", &received.bytes)?;
+    let (accepted, file_transfer_uuid, errors) = match received.outcome() {
+        DeliveryOutcome::Accepted { file_transfer_uuid } => (true, file_transfer_uuid, Vec::new()),
         DeliveryOutcome::Rejected {
             file_transfer_uuid,
             errors,
-        } => (false, file_transfer_uuid.clone(), errors.clone()),
+        } => (false, file_transfer_uuid, errors),
     };
-    shared.append(Event::ReceiptReceived(ReceiptReceived {
+    shared.append(Event::TechnicalReceiptReceived(TechnicalReceiptReceived {
         kommune: file.kommune,
         sequence: file.sequence,
         senders_file_id: *item.senders_file_id.as_bytes(),
+        receipt_named_senders_file_id: received.receipt.senders_file_id.is_some(),
         file_transfer_uuid: file_transfer_uuid.clone(),
         accepted,
         errors: errors.clone(),
+        receipt_sha256: received.sha256,
+        archive_name,
     }))?;
-    remove_receipt(config, &file.file_name).await;
+    remove_remote(config, &RemotePaths::new(config, &file.file_name).receipt).await;
     Ok(if accepted {
         DeliveryResult::Accepted { file_transfer_uuid }
     } else {
         DeliveryResult::Rejected { errors }
     })
+}
+
+/// Records every business receipt in `IN/` for the files of `request` that have a
+/// technical receipt, matched by `Filename` and the recorded `FileTransferUUID`;
+/// archives each, records it, then removes it from `IN/`. A business receipt whose
+/// FileTransferUUID the log does not know is left where it is, with a warning.
+async fn collect_business_receipts(
+    config: &SftpConfig,
+    shared: &Shared,
+    request: &DeliverRequest,
+) -> Result<Vec<DeliveryReport>, ExportError> {
+    let files: Vec<OfficialFile> = shared.with_ledger(|ledger| {
+        let mut files = Vec::new();
+        for file in official_files(ledger.connection(), request.kommune)? {
+            if request.sequence.is_some_and(|s| s != file.sequence) {
+                continue;
+            }
+            let status = delivery_status(
+                ledger.connection(),
+                file.kommune,
+                file.sequence,
+                file.file_id,
+            )?;
+            if matches!(
+                status.state,
+                DeliveryState::Accepted | DeliveryState::Rejected { .. }
+            ) {
+                files.push(file);
+            }
+        }
+        Ok(files)
+    })?;
+    let names: Vec<String> = files.iter().map(|f| f.file_name.clone()).collect();
+    let found = match business_receipts(config, &names).await {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(%error, "could not look for business receipts; a later `deliver` looks again");
+            return Ok(Vec::new());
+        }
+    };
+    let mut reports = Vec::new();
+    for receipt in found {
+        let Some(file) = files
+            .iter()
+            .find(|f| f.file_name == receipt.receipt.file_name)
+        else {
+            continue;
+        };
+        if let Some(report) = record_business(config, shared, file, receipt).await? {
+            reports.push(report);
+        }
+    }
+    Ok(reports)
+}
+
+async fn record_business(
+    config: &SftpConfig,
+    shared: &Shared,
+    file: &OfficialFile,
+    found: FoundBusinessReceipt,
+) -> Result<Option<DeliveryReport>, ExportError> {
+    let recorded = shared.recorded(file.kommune, file.sequence)?;
+    if recorded.hashes.contains(&found.sha256) {
+        // Recorded by an earlier run whose removal failed.
+        remove_remote(config, &found.path).await;
+        return Ok(None);
+    }
+    let receipt = &found.receipt;
+    let Some((_, senders_file_id)) = recorded
+        .transfers
+        .iter()
+        .find(|(transfer, _)| *transfer == receipt.file_transfer_uuid)
+    else {
+        tracing::warn!(path = %found.path, file_transfer_uuid = %receipt.file_transfer_uuid,
+            "business receipt names a FileTransferUUID no recorded technical receipt has; left in place");
+        return Ok(None);
+    };
+    let archive_name = shared.archive(&file.file_name, "businessreceipt", &found.bytes)?;
+    shared.append(Event::BusinessReceiptReceived(BusinessReceiptReceived {
+        kommune: file.kommune,
+        sequence: file.sequence,
+        senders_file_id: *senders_file_id,
+        file_transfer_uuid: receipt.file_transfer_uuid.clone(),
+        recipient: receipt.recipient.clone(),
+        acceptance: receipt.acceptance,
+        reason: receipt.reason.clone(),
+        receipt_sha256: found.sha256,
+        archive_name,
+    }))?;
+    remove_remote(config, &found.path).await;
+    Ok(Some(DeliveryReport {
+        kommune: file.kommune,
+        sequence: file.sequence,
+        file_name: file.file_name.clone(),
+        senders_file_id: Uuid::from_bytes(*senders_file_id),
+        result: DeliveryResult::Business {
+            acceptance: receipt.acceptance,
+            recipient: receipt.recipient.clone(),
+            reason: receipt.reason.clone(),
+        },
+    }))
 }
 
 enum Probe {
@@ -258,6 +448,7 @@ enum Probe {
 /// does not know about (the process died between the upload and its event).
 async fn probe_earlier_upload(
     config: &SftpConfig,
+    shared: &Shared,
     file: &OfficialFile,
     id: Uuid,
 ) -> Result<Probe, StepError> {
@@ -266,8 +457,9 @@ async fn probe_earlier_upload(
     // Receipt, trigger, receipt again: the platform removes the trigger before it
     // writes the receipt, so a delivery it is processing right now shows up in the
     // second look at the receipt.
+    let recorded = shared.recorded(file.kommune, file.sequence)?;
     let result = async {
-        if our_receipt(&client, &paths.receipt, id).await? {
+        if our_receipt(&client, &paths.receipt, id, &recorded.hashes).await? {
             return Ok(Probe::AlreadyUploaded);
         }
         if client.exists(&paths.trigger).await? {
@@ -276,7 +468,7 @@ async fn probe_earlier_upload(
                 return Ok(Probe::AlreadyUploaded);
             }
         }
-        if our_receipt(&client, &paths.receipt, id).await? {
+        if our_receipt(&client, &paths.receipt, id, &recorded.hashes).await? {
             return Ok(Probe::AlreadyUploaded);
         }
         Ok::<_, TransportError>(Probe::Nothing)
@@ -286,13 +478,27 @@ async fn probe_earlier_upload(
     Ok(result?)
 }
 
-/// True when a receipt for `id` is at `path`.
-async fn our_receipt(client: &SftpClient, path: &str, id: Uuid) -> Result<bool, TransportError> {
+/// True when a receipt for `id` is at `path`: one naming `id`, or one naming no
+/// SendersFileId that the log has not recorded already.
+async fn our_receipt(
+    client: &SftpClient,
+    path: &str,
+    id: Uuid,
+    recorded: &HashSet<[u8; 32]>,
+) -> Result<bool, TransportError> {
     if !client.exists(path).await? {
         return Ok(false);
     }
     let bytes = client.read(path).await?;
-    Ok(parse_receipt(&bytes).is_ok_and(|receipt| receipt.senders_file_id == id))
+    if recorded.contains(&<[u8; 32]>::from(Sha256::digest(&bytes))) {
+        return Ok(false);
+    }
+    Ok(match parse_in_document(&bytes) {
+        Ok(InDocument::Technical(receipt)) => {
+            receipt.senders_file_id.is_none_or(|named| named == id)
+        }
+        _ => false,
+    })
 }
 
 /// The file's bytes from the outbox, checked against the recorded SHA-256; a
@@ -313,17 +519,29 @@ fn outbox_bytes(shared: &Shared, file: &OfficialFile) -> Result<Vec<u8>, StepErr
             file.file_name
         )));
     }
-    write_bytes_atomically(&shared.outbox, &file.file_name, &rebuilt.bytes)?;
+    // Put back as an export would, if no export is running now; else the next
+    // export puts back a missing file, and `verify` names a changed one.
+    let put = shared.with_ledger(|ledger| {
+        put_back(
+            ledger,
+            &shared.outbox,
+            &file.file_name,
+            &rebuilt.bytes,
+            std::time::Duration::ZERO,
+        )
+    });
+    if let Err(error) = put {
+        tracing::warn!(file = %file.file_name, %error, "delivering the bytes rendered from the log; could not put them back into the outbox");
+    }
     Ok(rebuilt.bytes)
 }
 
-/// Removes the receipt once its outcome is recorded; a failure only leaves it there
-/// (a later delivery of the same name ignores a receipt for another SendersFileId).
-async fn remove_receipt(config: &SftpConfig, file_name: &str) {
-    let path = RemotePaths::new(config, file_name).receipt;
+/// Removes a receipt once it is archived and recorded; a failure only leaves it
+/// there (a later run recognises it by its recorded SHA-256 and ignores it).
+async fn remove_remote(config: &SftpConfig, path: &str) {
     match SftpClient::connect(config).await {
         Ok(client) => {
-            if let Err(error) = client.remove(&path).await {
+            if let Err(error) = client.remove(path).await {
                 tracing::warn!(%path, %error, "could not remove the recorded receipt");
             }
             client.close().await;

@@ -98,14 +98,13 @@ pub fn reissue(
     if !reconstruction.matches() {
         return Ok(Err(reconstruction));
     }
-    let lock = ledger.lock_exports(lock_wait)?;
-    let ledger_id = ledger.ledger_id()?;
-    let recorded = official_files(ledger.connection(), None)?
-        .into_iter()
-        .map(|file| (file.file_name, file.sha256))
-        .collect();
-    let outbox = Outbox::claim(outbox, ledger_id, &lock, &recorded)?;
-    let written = outbox.put(&reconstruction.file.file_name, &reconstruction.bytes)?;
+    let written = put_back(
+        ledger,
+        outbox,
+        &reconstruction.file.file_name,
+        &reconstruction.bytes,
+        lock_wait,
+    )?;
     let delivery_id = Uuid::new_v4();
     let position = ledger.write(|appender| {
         appender.append(&Event::FileReissued(FileReissued {
@@ -119,4 +118,23 @@ pub fn reissue(
         delivery_id,
         position,
     }))
+}
+
+/// Puts an official file's bytes (already checked against its event) back into
+/// the outbox under its official name, as an export writes: under the export lock
+/// (waiting up to `lock_wait`), into an outbox this ledger claims.
+pub(super) fn put_back(
+    ledger: &mut Ledger,
+    outbox: &std::path::Path,
+    name: &str,
+    bytes: &[u8],
+    lock_wait: std::time::Duration,
+) -> Result<WrittenFile, ExportError> {
+    let lock = ledger.lock_exports(lock_wait)?;
+    let ledger_id = ledger.ledger_id()?;
+    let recorded = official_files(ledger.connection(), None)?
+        .into_iter()
+        .map(|file| (file.file_name, file.sha256))
+        .collect();
+    Outbox::claim(outbox, ledger_id, &lock, &recorded)?.put(name, bytes)
 }

@@ -178,6 +178,25 @@ pub struct DeliveryStatus {
     pub senders_file_id: [u8; 16],
     /// Uploads recorded so far, across all deliveries of the file.
     pub uploads: u32,
+    /// The latest business receipt of the current delivery: the recipient's
+    /// verdict and who gave it (`ACCEPTED by UDK`); `None` until one arrives.
+    pub business: Option<String>,
+}
+
+/// Positions of a file's delivery events (uploads, receipts, reissues), in log order.
+pub fn delivery_positions(
+    conn: &Connection,
+    kommune: Kommune,
+    sequence: u32,
+) -> Result<Vec<u64>, ExportError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT position FROM deliveries WHERE kommune = ?1 AND sequence = ?2 ORDER BY position",
+    )?;
+    let rows = statement.query_map(params![kommune.number(), sequence], |row| {
+        let position: i64 = row.get(0)?;
+        u64::try_from(position).map_err(|_| corrupt(0, "negative position"))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The delivery state of one file: the last of its delivery events decides.
@@ -205,6 +224,7 @@ pub fn delivery_status(
         state: DeliveryState::Exported,
         senders_file_id: file_id,
         uploads: 0,
+        business: None,
     };
     while let Some(row) = rows.next()? {
         let kind: String = row.get(0)?;
@@ -223,9 +243,22 @@ pub fn delivery_status(
             }
             ("receipt", Some(true)) => DeliveryState::Accepted,
             ("receipt", _) => DeliveryState::Rejected { errors: detail },
-            _ => {
+            // A business receipt adds the recipient's verdict; the technical
+            // state (accepted by the platform) stays what it was.
+            ("business", _) => {
+                status.business = Some(detail);
+                continue;
+            }
+            ("reissued", _) => {
                 status.senders_file_id = id;
+                status.business = None;
                 DeliveryState::Reissued
+            }
+            (other, _) => {
+                return Err(ExportError::from(corrupt(
+                    0,
+                    &format!("unknown delivery kind {other:?}"),
+                )))
             }
         };
     }

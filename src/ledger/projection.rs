@@ -111,6 +111,42 @@ impl<'c> Projector<'c> {
                     Some(receipt.accepted),
                 )
             }
+            Event::TechnicalReceiptReceived(receipt) => {
+                let detail = receipt
+                    .errors
+                    .iter()
+                    .map(|e| format!("{} {}: {}", e.code, e.code_description, e.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                apply_delivery(
+                    conn,
+                    position,
+                    (receipt.kommune, receipt.sequence),
+                    "receipt",
+                    &receipt.senders_file_id,
+                    &detail,
+                    Some(receipt.accepted),
+                )
+            }
+            Event::BusinessReceiptReceived(receipt) => {
+                let detail = match &receipt.reason {
+                    Some(reason) => format!(
+                        "{} by {}: {reason}",
+                        receipt.acceptance.as_str(),
+                        receipt.recipient
+                    ),
+                    None => format!("{} by {}", receipt.acceptance.as_str(), receipt.recipient),
+                };
+                apply_delivery(
+                    conn,
+                    position,
+                    (receipt.kommune, receipt.sequence),
+                    "business",
+                    &receipt.senders_file_id,
+                    &detail,
+                    Some(receipt.acceptance == crate::domain::FileAcceptance::Accepted),
+                )
+            }
         }
     }
 }

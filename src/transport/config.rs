@@ -12,6 +12,13 @@ use russh::keys::ssh_key::Fingerprint;
 use russh::keys::{Algorithm, HashAlg, PublicKey};
 use serde::Deserialize;
 use thiserror::Error;
+use uuid::Uuid;
+
+use super::keys::ClientKey;
+
+/// The most characters KOMBIT's `SFTPTypes.xsd` allows in `Sender`, `Recipients`
+/// (`SFTPUserType`) and `FileName`.
+pub const SCHEMA_MAX_CHARS: usize = 255;
 
 /// Why the configuration was refused. Messages name the file or the `[sftp]` key and what to do.
 #[derive(Debug, Error)]
@@ -51,15 +58,21 @@ pub struct SftpConfig {
     #[serde(default = "default_port")]
     pub port: u16,
     pub user: String,
-    /// An unencrypted ed25519 key in OpenSSH format. A relative path in the file is
-    /// taken relative to the config file's directory.
+    /// An unencrypted RSA (OpenSSH or PEM), ed25519 or ECDSA key. A relative path
+    /// in the file is taken relative to the config file's directory.
     pub private_key: PathBuf,
     /// The only host key we accept from the server; never learned on first use.
     pub host_key: PinnedHostKey,
-    /// Our IT system's id at Serviceplatformen: the trigger's `Sender`.
+    /// The trigger's `Sender`: the sender's SFTP user name at Serviceplatformen
+    /// (KOMBIT's `SFTPUserType`, at most 255 characters). Defaults to `user`.
+    #[serde(default)]
     pub sender: String,
-    /// The trigger's `Recipients`; at least one.
+    /// The trigger's `Recipients`, SFTP user names; at least one.
     pub recipients: Vec<String>,
+    /// `[sftp.routing]`: when set, every trigger's `FileContentDescriptor` carries
+    /// `SFTPDynamicRoutingInfo`; otherwise it is empty.
+    #[serde(default)]
+    pub routing: Option<RoutingConfig>,
     #[serde(default = "default_out_dir")]
     pub remote_out_dir: String,
     #[serde(default = "default_in_dir")]
@@ -77,6 +90,75 @@ pub struct SftpConfig {
     /// How many kommuner are delivered in parallel.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+}
+
+/// `[sftp.routing]`: the fields of KOMBIT's `SFTPDynamicRoutingInfo` that stay the
+/// same for every file. `TransactionId` (the file's `SendersFileId`) and
+/// `SenderTimestamp` (when the trigger is written) are filled in per trigger.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// `InfRef`: the integration's reference, as agreed with KOMBIT.
+    pub inf_ref: String,
+    /// `SenderIt-system`: our IT system's UUID at Serviceplatformen.
+    pub sender_it_system: String,
+    /// `SenderAuthority`: `urn:oio:cvr-nr:` and the sender's 8-digit CVR number.
+    pub sender_authority: String,
+    /// `RecipientIt-system`, optional.
+    #[serde(default)]
+    pub recipient_it_system: Option<String>,
+    /// `RecipientAuthority`: required by the schema, `urn:oio:cvr-nr:` and 8 digits.
+    pub recipient_authority: String,
+}
+
+impl RoutingConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_text("routing.inf_ref", &self.inf_ref)?;
+        parse_uuid("routing.sender_it_system", &self.sender_it_system)?;
+        if let Some(recipient) = &self.recipient_it_system {
+            parse_uuid("routing.recipient_it_system", recipient)?;
+        }
+        check_cvr_urn("routing.sender_authority", &self.sender_authority)?;
+        check_cvr_urn("routing.recipient_authority", &self.recipient_authority)
+    }
+}
+
+impl RoutingConfig {
+    /// `SenderIt-system` as a UUID; checked when the config was loaded.
+    pub fn sender_it_system_uuid(&self) -> Result<Uuid, ConfigError> {
+        parse_uuid("routing.sender_it_system", &self.sender_it_system)
+    }
+
+    /// `RecipientIt-system` as a UUID, if set; checked when the config was loaded.
+    pub fn recipient_it_system_uuid(&self) -> Result<Option<Uuid>, ConfigError> {
+        self.recipient_it_system
+            .as_deref()
+            .map(|text| parse_uuid("routing.recipient_it_system", text))
+            .transpose()
+    }
+}
+
+fn parse_uuid(key: &'static str, text: &str) -> Result<Uuid, ConfigError> {
+    Uuid::try_parse(text).map_err(|e| {
+        invalid(
+            key,
+            format!(
+                "{text:?} is not a UUID ({e}); write it as xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+            ),
+        )
+    })
+}
+
+/// KOMBIT's `CVRURNType`: `urn:oio:cvr-nr:[0-9]{8}`.
+fn check_cvr_urn(key: &'static str, value: &str) -> Result<(), ConfigError> {
+    let digits = value.strip_prefix("urn:oio:cvr-nr:");
+    match digits {
+        Some(d) if d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ => Err(invalid(
+            key,
+            format!("{value:?} is not `urn:oio:cvr-nr:` followed by 8 digits (a CVR number)"),
+        )),
+    }
 }
 
 /// Exponential backoff for connection failures (server down, connection dropped).
@@ -126,7 +208,7 @@ fn default_concurrency() -> usize {
 /// Reads the `[sftp]` section of the TOML file at `path`; `Ok(None)` when it has none.
 ///
 /// Refuses a config file or private key that group or others can read, and checks
-/// that the private key is an unencrypted ed25519 key.
+/// that the private key is an unencrypted RSA, ed25519 or ECDSA key.
 pub fn load(path: &Path) -> Result<Option<SftpConfig>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         what: "config file",
@@ -162,6 +244,9 @@ fn parse(text: &str, base_dir: &Path) -> Result<Option<SftpConfig>, String> {
         if config.private_key.is_relative() {
             config.private_key = base_dir.join(&config.private_key);
         }
+        if config.sender.is_empty() {
+            config.sender = config.user.clone();
+        }
         config
     }))
 }
@@ -172,6 +257,7 @@ impl SftpConfig {
         check_word("host", &self.host)?;
         check_word("user", &self.user)?;
         check_text("sender", &self.sender)?;
+        check_schema_length("sender", &self.sender)?;
         if self.port == 0 {
             return Err(invalid("port", "must be between 1 and 65535"));
         }
@@ -182,7 +268,23 @@ impl SftpConfig {
             return Err(invalid("remote_in_dir", "must differ from remote_out_dir"));
         }
         self.validate_timing()?;
+        if let Some(routing) = &self.routing {
+            routing.validate()?;
+        }
         self.retry.validate()
+    }
+
+    /// Things that are allowed but likely wrong, for `config check` to print.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.sender != self.user {
+            warnings.push(format!(
+                "[sftp] sender {:?} differs from user {:?}: Serviceplatformen expects the \
+                 trigger's Sender to be the sending SFTP user's name; remove `sender` to use `user`",
+                self.sender, self.user
+            ));
+        }
+        warnings
     }
 
     fn validate_recipients(&self) -> Result<(), ConfigError> {
@@ -197,6 +299,7 @@ impl SftpConfig {
                 ));
             }
             check_text("recipients", recipient)?;
+            check_schema_length("recipients", recipient)?;
             if self.recipients[..index].contains(recipient) {
                 return Err(invalid(
                     "recipients",
@@ -300,6 +403,20 @@ fn check_text(key: &'static str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// KOMBIT's schema caps these values at 255 characters.
+fn check_schema_length(key: &'static str, value: &str) -> Result<(), ConfigError> {
+    let chars = value.chars().count();
+    if chars > SCHEMA_MAX_CHARS {
+        return Err(invalid(
+            key,
+            format!(
+                "{chars} characters; KOMBIT's SFTPTypes.xsd allows at most {SCHEMA_MAX_CHARS} (SFTPUserType)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A directory on the server, relative to the login directory (`OUT`, `IN`).
 fn check_remote_dir(key: &'static str, value: &str) -> Result<(), ConfigError> {
     check_word(key, value)?;
@@ -339,22 +456,10 @@ fn refuse_open_permissions(_what: &'static str, _path: &Path) -> Result<(), Conf
 /// runs unattended.
 fn check_private_key(path: &Path) -> Result<(), ConfigError> {
     refuse_open_permissions("private key", path)?;
-    let key = russh::keys::load_secret_key(path, None).map_err(|e| ConfigError::PrivateKey {
+    ClientKey::load(path).map_err(|e| ConfigError::PrivateKey {
         path: path.to_owned(),
-        why: format!(
-            "cannot load it as an unencrypted OpenSSH private key ({e}); \
-             generate one with `ssh-keygen -t ed25519 -N ''`"
-        ),
+        why: e.to_string(),
     })?;
-    if key.algorithm() != Algorithm::Ed25519 {
-        return Err(ConfigError::PrivateKey {
-            path: path.to_owned(),
-            why: format!(
-                "is a {} key; only ssh-ed25519 is supported",
-                key.algorithm()
-            ),
-        });
-    }
     Ok(())
 }
 
@@ -405,14 +510,6 @@ impl PinnedHostKey {
         let line = tokens[start..].join(" ");
         let key = PublicKey::from_openssh(&line)
             .map_err(|e| format!("cannot parse the public key in {text:?}: {e}"))?;
-        if key.algorithm().is_rsa() {
-            return Err(
-                "RSA host keys are not supported by this build (the `rsa` crate is left out, \
-                 see docs/decisions/0002-sftp-russh-without-rsa.md); pin the server's \
-                 ed25519 or ECDSA key"
-                    .into(),
-            );
-        }
         Ok(PinnedHostKey {
             fingerprint: key.fingerprint(HashAlg::Sha256),
         })
@@ -602,6 +699,93 @@ mod tests {
                 other => panic!("expected Invalid {{ key: {key} }} for\n{text}\ngot {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn sender_defaults_to_user_and_a_different_sender_is_warned_about() {
+        let base = minimal(&host_line(2)).replace("sender = \"KY\"\n", "");
+        let config = parsed(&base).unwrap();
+        assert_eq!(config.sender, "ky");
+        assert!(config.warnings().is_empty());
+        let config = parsed(&minimal(&host_line(2))).unwrap();
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("\"KY\"") && warnings[0].contains("\"ky\""),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn names_longer_than_the_schema_allows_are_refused() {
+        let base = minimal(&host_line(2));
+        let fits = base.replace(
+            "sender = \"KY\"",
+            &format!("sender = \"{}\"", "æ".repeat(255)),
+        );
+        assert!(
+            parsed(&fits).is_ok(),
+            "255 characters fit, whatever their bytes"
+        );
+        for (from, to, key) in [
+            (
+                "sender = \"KY\"",
+                format!("sender = \"{}\"", "S".repeat(256)),
+                "sender",
+            ),
+            (
+                "recipients = [\"UDK\"]",
+                format!("recipients = [\"{}\"]", "R".repeat(256)),
+                "recipients",
+            ),
+        ] {
+            match parsed(&base.replace(from, &to)) {
+                Err(ConfigError::Invalid { key: named, why }) => {
+                    assert_eq!(named, key);
+                    assert!(why.contains("255"), "{why}");
+                }
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn routing_values_are_checked_against_the_schema_types() {
+        let routing = "\n[sftp.routing]\ninf_ref = \"KY\"\n\
+                       sender_it_system = \"6f1c8a53-2b4e-4d2a-9c1e-0a7b3c5d9e11\"\n\
+                       sender_authority = \"urn:oio:cvr-nr:29189846\"\n\
+                       recipient_authority = \"urn:oio:cvr-nr:29980540\"\n";
+        let base = minimal(&host_line(2)).replace("[other]\nkept = true\n\n", "") + routing;
+        let config = parsed(&base).unwrap();
+        assert_eq!(config.routing.as_ref().unwrap().inf_ref, "KY");
+        for (from, to, key) in [
+            (
+                "urn:oio:cvr-nr:29189846",
+                "29189846",
+                "routing.sender_authority",
+            ),
+            (
+                "urn:oio:cvr-nr:29980540",
+                "urn:oio:cvr-nr:2998054",
+                "routing.recipient_authority",
+            ),
+            (
+                "6f1c8a53-2b4e-4d2a-9c1e-0a7b3c5d9e11",
+                "not-a-uuid",
+                "routing.sender_it_system",
+            ),
+            ("inf_ref = \"KY\"", "inf_ref = \" \"", "routing.inf_ref"),
+        ] {
+            match parsed(&base.replace(from, to)) {
+                Err(ConfigError::Invalid { key: named, .. }) => assert_eq!(named, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+        let missing = base.replace("recipient_authority = \"urn:oio:cvr-nr:29980540\"\n", "");
+        assert!(parsed(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("recipient_authority"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! a dropped connection between data file and trigger leaves no trigger behind, and
 //! the next call simply uploads again.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -19,8 +20,12 @@ use super::config::SftpConfig;
 use super::error::TransportError;
 use super::retry::with_retry;
 use super::sftp::SftpClient;
-use super::xml::{parse_receipt, trigger_xml, ReceiptOutcome, TechnicalReceipt, Trigger, XmlError};
-use crate::domain::ReceiptError;
+use super::xml::{
+    parse_in_document, trigger_xml, BusinessReceipt, DynamicRouting, InDocument, ReceiptOutcome,
+    TechnicalReceipt, Trigger, XmlError,
+};
+use crate::domain::ReceiptErrorCode;
+use sha2::{Digest, Sha256};
 
 /// A file to hand to the platform.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,8 +58,33 @@ pub enum DeliveryOutcome {
     Rejected {
         file_transfer_uuid: String,
         /// Never empty.
-        errors: Vec<ReceiptError>,
+        errors: Vec<ReceiptErrorCode>,
     },
+}
+
+/// The technical receipt that answers a delivery, with the bytes it was read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedReceipt {
+    pub receipt: TechnicalReceipt,
+    /// Exactly as read from `IN/`, to be archived.
+    pub bytes: Vec<u8>,
+    pub sha256: [u8; 32],
+}
+
+impl ReceivedReceipt {
+    pub fn outcome(&self) -> DeliveryOutcome {
+        outcome_of(self.receipt.clone())
+    }
+}
+
+/// A business receipt found in `IN/` for one of the data files asked about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundBusinessReceipt {
+    /// Its path on the server, to remove once recorded.
+    pub path: String,
+    pub receipt: BusinessReceipt,
+    pub bytes: Vec<u8>,
+    pub sha256: [u8; 32],
 }
 
 /// The paths on the server that belong to one delivery.
@@ -87,17 +117,11 @@ pub async fn upload(config: &SftpConfig, file: &OutgoingFile) -> Result<Uploaded
     check_file_name(&file.name)?;
     let paths = RemotePaths::new(config, &file.name);
     let size_bytes = byte_count(&file.bytes);
-    let trigger = trigger_xml(&Trigger {
-        file_name: file.name.clone(),
-        size_bytes,
-        sender: config.sender.clone(),
-        senders_file_id: file.senders_file_id,
-        recipients: config.recipients.clone(),
-    })
-    .map_err(|source| TransportError::Trigger {
-        name: file.name.clone(),
-        source,
-    })?;
+    let trigger = trigger_xml(&trigger_for(config, file, size_bytes, chrono::Utc::now())?)
+        .map_err(|source| TransportError::Trigger {
+            name: file.name.clone(),
+            source,
+        })?;
     let what = format!("upload {}", paths.data);
     let ((), attempt) = with_retry(&config.retry, &what, |_| {
         upload_once(config, &paths, &file.bytes, &trigger)
@@ -108,6 +132,44 @@ pub async fn upload(config: &SftpConfig, file: &OutgoingFile) -> Result<Uploaded
         trigger_path: paths.trigger,
         size_bytes,
         attempt,
+    })
+}
+
+/// The trigger for `file`: `[sftp]` sender and recipients, and `[sftp.routing]`
+/// with this file's `SendersFileId` as `TransactionId` and `now` as `SenderTimestamp`.
+pub fn trigger_for(
+    config: &SftpConfig,
+    file: &OutgoingFile,
+    size_bytes: u64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Trigger, TransportError> {
+    let routing = match &config.routing {
+        None => None,
+        Some(routing) => {
+            let bad = |e: super::config::ConfigError| TransportError::Trigger {
+                name: file.name.clone(),
+                source: XmlError::Serialize {
+                    message: e.to_string(),
+                },
+            };
+            Some(DynamicRouting {
+                inf_ref: routing.inf_ref.clone(),
+                sender_it_system: routing.sender_it_system_uuid().map_err(bad)?,
+                sender_authority: routing.sender_authority.clone(),
+                transaction_id: file.senders_file_id,
+                sender_timestamp: now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                recipient_it_system: routing.recipient_it_system_uuid().map_err(bad)?,
+                recipient_authority: routing.recipient_authority.clone(),
+            })
+        }
+    };
+    Ok(Trigger {
+        file_name: file.name.clone(),
+        size_bytes,
+        sender: config.sender.clone(),
+        senders_file_id: file.senders_file_id,
+        recipients: config.recipients.clone(),
+        routing,
     })
 }
 
@@ -158,36 +220,43 @@ async fn remove_if_exists(client: &SftpClient, path: &str) -> Result<(), Transpo
 }
 
 /// Waits up to `receipt_timeout_secs` for `IN/<name>.sftpreceipt` answering
-/// `senders_file_id`, polling every `receipt_poll_interval_ms`. A receipt there for
-/// another SendersFileId answers an earlier delivery of the same name and is ignored.
+/// `senders_file_id`, polling every `receipt_poll_interval_ms`.
+///
+/// The receipt is matched by its name and, when it carries one, by its
+/// `SendersFileId` (the schema makes it optional, and error receipts may leave it
+/// out). A receipt for another SendersFileId answers an earlier delivery of the same
+/// name and is ignored, as is one whose SHA-256 is in `recorded` (a receipt already
+/// recorded whose removal failed).
 ///
 /// The receipt is left on the server: remove it (with [`SftpClient::remove`]) once
-/// the outcome is recorded, so that a crash in between loses nothing.
+/// it is archived and recorded, so that a crash in between loses nothing.
 pub async fn await_receipt(
     config: &SftpConfig,
     file_name: &str,
     senders_file_id: Uuid,
-) -> Result<DeliveryOutcome, TransportError> {
+    recorded: &HashSet<[u8; 32]>,
+) -> Result<ReceivedReceipt, TransportError> {
     check_file_name(file_name)?;
     let path = RemotePaths::new(config, file_name).receipt;
     // One deadline for all attempts: reconnecting does not extend the wait.
     let deadline = Instant::now() + config.receipt_timeout();
     let what = format!("await receipt {path}");
-    let (outcome, _attempt) = with_retry(&config.retry, &what, |_| {
-        watch_once(config, &path, senders_file_id, deadline)
+    let (received, _attempt) = with_retry(&config.retry, &what, |_| {
+        watch_once(config, &path, senders_file_id, recorded, deadline)
     })
     .await?;
-    Ok(outcome)
+    Ok(received)
 }
 
 async fn watch_once(
     config: &SftpConfig,
     path: &str,
     senders_file_id: Uuid,
+    recorded: &HashSet<[u8; 32]>,
     deadline: Instant,
-) -> Result<DeliveryOutcome, TransportError> {
+) -> Result<ReceivedReceipt, TransportError> {
     let client = SftpClient::connect(config).await?;
-    let mut watch = ReceiptWatch::new(path, senders_file_id);
+    let mut watch = ReceiptWatch::new(path, senders_file_id, recorded);
     let result = watch
         .poll_until(&client, config.receipt_poll_interval(), deadline)
         .await;
@@ -200,6 +269,7 @@ async fn watch_once(
 struct ReceiptWatch<'a> {
     path: &'a str,
     senders_file_id: Uuid,
+    recorded: &'a HashSet<[u8; 32]>,
     /// A receipt for another delivery of the same name.
     stale: Option<Uuid>,
     /// The last bytes that did not parse, and why. The platform may still be writing
@@ -208,10 +278,11 @@ struct ReceiptWatch<'a> {
 }
 
 impl<'a> ReceiptWatch<'a> {
-    fn new(path: &'a str, senders_file_id: Uuid) -> Self {
+    fn new(path: &'a str, senders_file_id: Uuid, recorded: &'a HashSet<[u8; 32]>) -> Self {
         ReceiptWatch {
             path,
             senders_file_id,
+            recorded,
             stale: None,
             unreadable: None,
         }
@@ -223,7 +294,7 @@ impl<'a> ReceiptWatch<'a> {
         client: &SftpClient,
         interval: Duration,
         deadline: Instant,
-    ) -> Result<Option<DeliveryOutcome>, TransportError> {
+    ) -> Result<Option<ReceivedReceipt>, TransportError> {
         loop {
             if let Some(outcome) = self.look(client).await? {
                 return Ok(Some(outcome));
@@ -239,19 +310,31 @@ impl<'a> ReceiptWatch<'a> {
     async fn look(
         &mut self,
         client: &SftpClient,
-    ) -> Result<Option<DeliveryOutcome>, TransportError> {
+    ) -> Result<Option<ReceivedReceipt>, TransportError> {
         if !client.exists(self.path).await? {
             return Ok(None);
         }
         let bytes = client.read(self.path).await?;
-        match parse_receipt(&bytes) {
-            Ok(receipt) if receipt.senders_file_id == self.senders_file_id => {
-                Ok(Some(outcome_of(receipt)))
-            }
-            Ok(receipt) => {
-                self.stale = Some(receipt.senders_file_id);
-                Ok(None)
-            }
+        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        if self.recorded.contains(&sha256) {
+            return Ok(None);
+        }
+        match parse_in_document(&bytes) {
+            Ok(InDocument::Technical(receipt)) => match receipt.senders_file_id {
+                Some(id) if id != self.senders_file_id => {
+                    self.stale = Some(id);
+                    Ok(None)
+                }
+                // Ours by SendersFileId, or by name when the receipt has none.
+                _ => Ok(Some(ReceivedReceipt {
+                    receipt,
+                    bytes,
+                    sha256,
+                })),
+            },
+            // A business receipt under the technical receipt's name is collected
+            // by [`business_receipts`]; the technical one is still to come.
+            Ok(InDocument::Business(_)) => Ok(None),
             Err(source) => self.unreadable(bytes, source),
         }
     }
@@ -261,7 +344,7 @@ impl<'a> ReceiptWatch<'a> {
         &mut self,
         bytes: Vec<u8>,
         source: XmlError,
-    ) -> Result<Option<DeliveryOutcome>, TransportError> {
+    ) -> Result<Option<ReceivedReceipt>, TransportError> {
         if matches!(&self.unreadable, Some((previous, _)) if *previous == bytes) {
             return Err(self.malformed(source));
         }
@@ -307,7 +390,63 @@ pub async fn deliver_file(
     file: &OutgoingFile,
 ) -> Result<DeliveryOutcome, TransportError> {
     upload(config, file).await?;
-    await_receipt(config, &file.name, file.senders_file_id).await
+    let received = await_receipt(config, &file.name, file.senders_file_id, &HashSet::new()).await?;
+    Ok(received.outcome())
+}
+
+/// Every business receipt in `IN/` for one of `names` (data file names): a file
+/// there whose name starts with `<name>.` and which holds a `BusinessReceipt` whose
+/// `Filename` is that name. Files that are not business receipts are left alone;
+/// one that names a business receipt but cannot be read is an error naming it.
+pub async fn business_receipts(
+    config: &SftpConfig,
+    names: &[String],
+) -> Result<Vec<FoundBusinessReceipt>, TransportError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client = SftpClient::connect(config).await?;
+    let result = find_business_receipts(&client, config, names).await;
+    client.close().await;
+    result
+}
+
+async fn find_business_receipts(
+    client: &SftpClient,
+    config: &SftpConfig,
+    names: &[String],
+) -> Result<Vec<FoundBusinessReceipt>, TransportError> {
+    let inbox = config.remote_in_dir.trim_end_matches('/');
+    let mut found = Vec::new();
+    for entry in client.list_dir(inbox).await? {
+        let Some(name) = names.iter().find(|name| {
+            entry
+                .strip_prefix(name.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+        }) else {
+            continue;
+        };
+        let path = format!("{inbox}/{entry}");
+        let bytes = client.read(&path).await?;
+        match parse_in_document(&bytes) {
+            Ok(InDocument::Business(receipt)) if receipt.file_name == *name => {
+                let sha256 = Sha256::digest(&bytes).into();
+                found.push(FoundBusinessReceipt {
+                    path,
+                    receipt,
+                    bytes,
+                    sha256,
+                });
+            }
+            Ok(_) => {}
+            Err(XmlError::WrongRoot { .. }) => {}
+            Err(source) if String::from_utf8_lossy(&bytes).contains("BusinessReceipt") => {
+                return Err(TransportError::MalformedReceipt { path, source })
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(found)
 }
 
 /// Delivers every file, at most `concurrency` at a time; results in input order.
@@ -364,8 +503,9 @@ fn check_file_name(name: &str) -> Result<(), TransportError> {
 // Every supported target has a usize of at most 64 bits, so a length always fits.
 const _: () = assert!(usize::BITS <= u64::BITS);
 
-fn byte_count(bytes: &[u8]) -> u64 {
-    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
+/// A buffer's length in bytes; lossless by the assertion above.
+pub fn byte_count(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).expect("usize fits u64 (asserted at compile time)")
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! - [`config`]: the `[sftp]` section (server, pinned host key, timeouts, retry).
 //! - [`xml`]: the `Trigger` we write and the `TechnicalReceipt` we read.
 //! - [`sftp`]: one SSH/SFTP connection with the host key pinned.
+//! - [`keys`]: client keys; RSA signs through ring, ed25519 and ECDSA through russh.
 //! - [`deliver`]: data file, then trigger, then receipt (DESIGN §6), with retry.
 //! - [`retry`]: exponential backoff for failures a later attempt can cure.
 //! - [`error`]: [`TransportError`], and which of its variants are retryable.
@@ -13,15 +14,19 @@
 pub mod config;
 pub mod deliver;
 pub mod error;
+pub mod keys;
 pub mod retry;
 pub mod sftp;
 pub mod xml;
 
-pub use config::{load, ConfigError, PinnedHostKey, RetryConfig, SftpConfig};
+pub use config::{load, ConfigError, PinnedHostKey, RetryConfig, RoutingConfig, SftpConfig};
 pub use deliver::{
-    await_receipt, deliver_all, deliver_file, run_limited, upload, DeliveryOutcome, OutgoingFile,
-    RemotePaths, Uploaded,
+    await_receipt, business_receipts, deliver_all, deliver_file, run_limited, trigger_for, upload,
+    DeliveryOutcome, FoundBusinessReceipt, OutgoingFile, ReceivedReceipt, RemotePaths, Uploaded,
 };
 pub use error::TransportError;
 pub use sftp::SftpClient;
-pub use xml::{parse_receipt, trigger_xml, ReceiptOutcome, TechnicalReceipt, Trigger, XmlError};
+pub use xml::{
+    parse_in_document, parse_receipt, trigger_xml, BusinessReceipt, DynamicRouting, InDocument,
+    ReceiptOutcome, TechnicalReceipt, Trigger, XmlError,
+};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use russh::client::{self, Handle};
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::Disconnect;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::SftpSession;
@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::config::{PinnedHostKey, SftpConfig};
 use super::error::TransportError;
+use super::keys::{ClientKey, KeyError};
 
 /// How often an idle connection is probed, so that a dead server is noticed while we
 /// wait for a receipt rather than at the next request.
@@ -88,7 +89,7 @@ impl SftpClient {
         }
     }
 
-    async fn open(config: &SftpConfig, key: PrivateKey) -> Result<SftpClient, TransportError> {
+    async fn open(config: &SftpConfig, key: ClientKey) -> Result<SftpClient, TransportError> {
         let address = config.address();
         let ssh_config = Arc::new(client::Config {
             keepalive_interval: Some(KEEPALIVE_INTERVAL),
@@ -101,11 +102,7 @@ impl SftpClient {
         let mut handle = client::connect(ssh_config, (config.host.as_str(), config.port), check)
             .await
             .map_err(|e| handshake_error(config, e))?;
-        let key = PrivateKeyWithHashAlg::new(Arc::new(key), None);
-        let auth = handle
-            .authenticate_publickey(config.user.as_str(), key)
-            .await
-            .map_err(|e| ssh_error(&address, e))?;
+        let auth = authenticate(&mut handle, config, key).await?;
         if !auth.success() {
             return Err(TransportError::AuthRejected {
                 address,
@@ -214,6 +211,80 @@ impl SftpClient {
     }
 }
 
+/// Logs in with the client key. An RSA key signs through ring with the strongest of
+/// rsa-sha2-512 and rsa-sha2-256 the server announces in `server-sig-algs`; a server
+/// that announces nothing gets rsa-sha2-512 (OpenSSH has accepted it since 7.2), and
+/// one that offers only SHA-1 `ssh-rsa` is refused.
+async fn authenticate(
+    handle: &mut Handle<PinnedKeyCheck>,
+    config: &SftpConfig,
+    key: ClientKey,
+) -> Result<russh::client::AuthResult, TransportError> {
+    let address = config.address();
+    match key {
+        ClientKey::Russh(key) => {
+            let key = PrivateKeyWithHashAlg::new(Arc::new(key), None);
+            handle
+                .authenticate_publickey(config.user.as_str(), key)
+                .await
+                .map_err(|e| ssh_error(&address, e))
+        }
+        ClientKey::Rsa(mut signer) => {
+            let announced = handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(|e| ssh_error(&address, e))?;
+            let order = match announced {
+                Some(Some(HashAlg::Sha256)) => [HashAlg::Sha256, HashAlg::Sha512],
+                None | Some(Some(_)) => [HashAlg::Sha512, HashAlg::Sha256],
+                Some(None) => {
+                    return Err(TransportError::PrivateKey {
+                        path: config.private_key.clone(),
+                        message: super::keys::SignError::Sha1.to_string(),
+                    })
+                }
+            };
+            // OpenSSH announces every algorithm it knows in server-sig-algs, not the
+            // narrower PubkeyAcceptedAlgorithms, so a refusal of the first SHA-2
+            // variant is followed by one try of the other.
+            let mut result = None;
+            for hash in order {
+                tracing::debug!(%address, ?hash, "logging in with an RSA key signed by ring");
+                let public = signer.public_key().clone();
+                let auth = handle
+                    .authenticate_publickey_with(
+                        config.user.as_str(),
+                        public,
+                        Some(hash),
+                        &mut signer,
+                    )
+                    .await
+                    .map_err(|e| sign_error(config, &address, e))?;
+                let success = auth.success();
+                result = Some(auth);
+                if success {
+                    break;
+                }
+            }
+            Ok(result.expect("two hash algorithms were tried"))
+        }
+    }
+}
+
+fn sign_error(config: &SftpConfig, address: &str, error: super::keys::SignError) -> TransportError {
+    match error {
+        super::keys::SignError::Send => TransportError::Ssh {
+            address: address.to_owned(),
+            message: error.to_string(),
+            connection_lost: true,
+        },
+        other => TransportError::PrivateKey {
+            path: config.private_key.clone(),
+            message: other.to_string(),
+        },
+    }
+}
+
 /// Opens a session channel and starts the SFTP subsystem on it.
 async fn start_sftp(
     handle: &Handle<PinnedKeyCheck>,
@@ -237,8 +308,8 @@ async fn start_sftp(
         .map_err(|e| sftp_error("start", "sftp subsystem", e))
 }
 
-fn load_private_key(path: &Path) -> Result<PrivateKey, TransportError> {
-    russh::keys::load_secret_key(path, None).map_err(|e| TransportError::PrivateKey {
+fn load_private_key(path: &Path) -> Result<ClientKey, TransportError> {
+    ClientKey::load(path).map_err(|e: KeyError| TransportError::PrivateKey {
         path: path.to_owned(),
         message: e.to_string(),
     })

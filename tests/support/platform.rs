@@ -1,7 +1,9 @@
 //! A stand-in for Serviceplatformen: answers each trigger in `OUT/` with a receipt in `IN/`.
 //!
-//! Like the real platform it acts only on `*.trigger`. At that moment it checks that
-//! the data file exists and has the size the trigger declares, and logs what it saw,
+//! Like the real platform it acts only on `*.trigger`. At that moment it validates the
+//! trigger against KOMBIT's `SFTPTypes.xsd` (our copy in `tests/data/kombit/`) with a
+//! real `xmllint --schema`, checks that the data file exists and has the size the
+//! trigger declares, and logs what it saw,
 //! so a test can prove the trigger never came before the whole data file. It then
 //! "picks up" both files (the data file moves to `<root>/picked-up/`) and writes a
 //! `TechnicalReceipt`: SUCCESS, or an error receipt when the data file was not
@@ -10,6 +12,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -25,9 +28,15 @@ pub const NAMESPACE: &str = "http://serviceplatformen.dk/xml/wsdl/soap11/SFTP/1/
 pub enum Answer {
     Success,
     Reject {
-        code: String,
+        code: i32,
         code_description: String,
         description: String,
+    },
+    /// SUCCESS, in a receipt that leaves out the optional SendersFileId.
+    SuccessWithoutId,
+    /// Errors, in a receipt that leaves out the optional SendersFileId.
+    RejectWithoutId {
+        codes: Vec<i32>,
     },
     /// Pick the files up but never write a receipt.
     Silent,
@@ -48,6 +57,34 @@ pub struct TriggerSeen {
     pub recipients: Vec<String>,
     /// The `FileTransferUUID` of the receipt written, if any.
     pub file_transfer_uuid: Option<String>,
+    /// `xmllint --schema SFTPTypes.xsd` on the trigger: `Ok` or its complaint.
+    pub schema_check: Result<(), String>,
+    /// The trigger exactly as found.
+    pub trigger_text: String,
+}
+
+/// KOMBIT's SFTP schema, as kept in this repository.
+pub fn kombit_schema() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kombit/SFTPTypes.xsd")
+}
+
+/// Validates `xml` against KOMBIT's `SFTPTypes.xsd` with `xmllint --schema`.
+pub fn validate_against_schema(xml: &str, scratch: &Path) -> Result<(), String> {
+    let path = scratch.join(format!("trigger-{}.xml", uuid::Uuid::new_v4()));
+    fs::write(&path, xml).expect("write trigger for xmllint");
+    let output = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(kombit_schema())
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run xmllint ({e}): run scripts/install-test-deps.sh"));
+    let _ = fs::remove_file(&path);
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
 }
 
 impl TriggerSeen {
@@ -152,6 +189,12 @@ impl Watcher {
         }
     }
 
+    fn scratch(&self) -> PathBuf {
+        let dir = self.root.join("..").join("platform-scratch");
+        fs::create_dir_all(&dir).expect("create platform scratch dir");
+        dir
+    }
+
     fn handle(&self, name: &str) {
         let out = self.root.join("OUT");
         let trigger_text =
@@ -169,6 +212,8 @@ impl Watcher {
             senders_file_id: descriptor.senders_file_id,
             recipients: descriptor.recipients,
             file_transfer_uuid: None,
+            schema_check: validate_against_schema(&trigger_text, &self.scratch()),
+            trigger_text: trigger_text.clone(),
         };
         let answer = self.verdict(&seen);
         self.pick_up(name, data.as_deref());
@@ -185,14 +230,17 @@ impl Watcher {
 
     /// A trigger that does not describe a whole data file is rejected whatever the test asked.
     fn verdict(&self, seen: &TriggerSeen) -> Answer {
-        let reject = |code: &str, description: String| Answer::Reject {
-            code: code.into(),
+        let reject = |code: i32, description: String| Answer::Reject {
+            code,
             code_description: "Invalid delivery".into(),
             description,
         };
+        if let Err(complaint) = &seen.schema_check {
+            return reject(9003, format!("trigger fails SFTPTypes.xsd: {complaint}"));
+        }
         if seen.file_name != seen.name {
             return reject(
-                "E-NAME",
+                9001,
                 format!(
                     "FileName {:?} but trigger for {:?}",
                     seen.file_name, seen.name
@@ -201,7 +249,7 @@ impl Watcher {
         }
         if !seen.data_was_complete() {
             return reject(
-                "E-SIZE",
+                9002,
                 format!(
                     "declared {:?} bytes, found {:?}",
                     seen.declared_size, seen.data_size_at_trigger
@@ -233,24 +281,58 @@ impl Watcher {
 
 /// A `TechnicalReceipt` as the platform would write it.
 pub fn receipt_xml(file_transfer_uuid: &str, senders_file_id: &str, answer: &Answer) -> String {
-    let verdict = match answer {
-        Answer::Success | Answer::Silent => {
-            "<Receipt><Message>SUCCESS</Message></Receipt>".to_owned()
-        }
+    let error = |code: i32, code_description: &str, description: &str| {
+        format!(
+            "<ErrorMessage><ErrorCode>{code}</ErrorCode>\
+             <ErrorCodeDescription>{code_description}</ErrorCodeDescription>\
+             <ErrorDescription>{description}</ErrorDescription></ErrorMessage>"
+        )
+    };
+    let id = format!("<SendersFileId>{senders_file_id}</SendersFileId>");
+    let (id, verdict) = match answer {
+        Answer::Success | Answer::Silent => (
+            id,
+            "<Receipt><Message>SUCCESS</Message></Receipt>".to_owned(),
+        ),
+        Answer::SuccessWithoutId => (
+            String::new(),
+            "<Receipt><Message>SUCCESS</Message></Receipt>".to_owned(),
+        ),
         Answer::Reject {
             code,
             code_description,
             description,
-        } => format!(
-            "<ErrorMessage><ErrorCode>{code}</ErrorCode>\
-             <ErrorCodeDescription>{code_description}</ErrorCodeDescription>\
-             <ErrorDescription>{description}</ErrorDescription></ErrorMessage>"
+        } => (id, error(*code, code_description, description)),
+        Answer::RejectWithoutId { codes } => (
+            String::new(),
+            codes
+                .iter()
+                .map(|code| error(*code, "Fejl", &format!("fejl nummer {code}")))
+                .collect(),
         ),
     };
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <ns2:TechnicalReceipt xmlns:ns2=\"{NAMESPACE}\">\
          <FileTransferUUID>{file_transfer_uuid}</FileTransferUUID>\
-         <SendersFileId>{senders_file_id}</SendersFileId>{verdict}</ns2:TechnicalReceipt>\n"
+         {id}{verdict}</ns2:TechnicalReceipt>\n"
+    )
+}
+
+/// A `BusinessReceipt` as the platform would write it.
+pub fn business_receipt_xml(
+    file_transfer_uuid: &str,
+    file_name: &str,
+    recipient: &str,
+    acceptance: &str,
+    reason: Option<&str>,
+) -> String {
+    let reason = reason.map_or(String::new(), |r| format!("<Reason>{r}</Reason>"));
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <ns2:BusinessReceipt xmlns:ns2=\"{NAMESPACE}\">\
+         <FileTransferUUID>{file_transfer_uuid}</FileTransferUUID><Filename>{file_name}</Filename>\
+         <Recipient>{recipient}</Recipient><FileAcceptance>{acceptance}</FileAcceptance>{reason}\
+         </ns2:BusinessReceipt>\n"
     )
 }

@@ -24,7 +24,27 @@ pub const SSHD: &str = "/usr/sbin/sshd";
 /// How long sshd may take to accept connections before the test gives up on it.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How the server is set up: its host key type, and which public-key signature
+/// algorithms it accepts from clients.
+#[derive(Clone, Debug)]
+pub struct SshdSetup {
+    /// `ssh-keygen` arguments for the host key, e.g. `["-t", "rsa", "-b", "3072"]`.
+    pub host_key: Vec<String>,
+    /// `PubkeyAcceptedAlgorithms`, when it should be narrower than sshd's default.
+    pub pubkey_accepted_algorithms: Option<String>,
+}
+
+impl Default for SshdSetup {
+    fn default() -> Self {
+        SshdSetup {
+            host_key: vec!["-t".into(), "ed25519".into()],
+            pubkey_accepted_algorithms: None,
+        }
+    }
+}
+
 pub struct Sshd {
+    setup: SshdSetup,
     dir: TempDir,
     port: u16,
     user: String,
@@ -34,6 +54,11 @@ pub struct Sshd {
 impl Sshd {
     /// Generates keys and config, starts sshd on a free port and waits until it listens.
     pub fn start() -> Sshd {
+        Sshd::start_with(SshdSetup::default())
+    }
+
+    /// Like [`Sshd::start`], with the given host key type and accepted algorithms.
+    pub fn start_with(setup: SshdSetup) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: run scripts/install-test-deps.sh"
@@ -43,7 +68,8 @@ impl Sshd {
         for sub in ["OUT", "IN"] {
             fs::create_dir_all(root.join(sub)).expect("create OUT/IN");
         }
-        generate_key(dir.path(), "host_ed25519");
+        let host_args: Vec<&str> = setup.host_key.iter().map(String::as_str).collect();
+        generate_key_with(dir.path(), "host_key", &host_args);
         let client_key = generate_key(dir.path(), "client_ed25519");
         fs::copy(
             client_key.with_extension("pub"),
@@ -51,6 +77,7 @@ impl Sshd {
         )
         .expect("write authorized_keys");
         let mut sshd = Sshd {
+            setup,
             port: free_port(),
             user: current_user(),
             dir,
@@ -66,7 +93,7 @@ impl Sshd {
         let config = format!(
             "ListenAddress 127.0.0.1\n\
              Port {port}\n\
-             HostKey {dir}/host_ed25519\n\
+             HostKey {dir}/host_key\n\
              PidFile {dir}/sshd.pid\n\
              AuthorizedKeysFile {dir}/authorized_keys\n\
              StrictModes no\n\
@@ -77,9 +104,14 @@ impl Sshd {
              PubkeyAuthentication yes\n\
              AllowUsers {user}\n\
              Subsystem sftp internal-sftp\n\
-             ForceCommand internal-sftp -d {dir}/root\n",
+             ForceCommand internal-sftp -d {dir}/root\n{accepted}",
             port = self.port,
             user = self.user,
+            accepted = self
+                .setup
+                .pubkey_accepted_algorithms
+                .as_ref()
+                .map_or(String::new(), |a| format!("PubkeyAcceptedAlgorithms {a}\n")),
         );
         fs::write(self.config_path(), config).expect("write sshd_config");
     }
@@ -180,17 +212,54 @@ impl Sshd {
 
     /// The host's public key as an OpenSSH line: `ssh-ed25519 AAAA... comment`.
     pub fn host_key_line(&self) -> String {
-        read_trimmed(&self.dir.path().join("host_ed25519.pub"))
+        read_trimmed(&self.dir.path().join("host_key.pub"))
     }
 
     /// The host key's `SHA256:` fingerprint, as `ssh-keygen -l` prints it.
     pub fn host_key_fingerprint(&self) -> String {
-        fingerprint(&self.dir.path().join("host_ed25519.pub"))
+        fingerprint(&self.dir.path().join("host_key.pub"))
+    }
+
+    /// Generates a client key with `ssh-keygen` and these arguments (`-t rsa -b 4096
+    /// -m PEM`, ...), authorizes its public key, and returns the private key's path.
+    pub fn add_client_key(&self, name: &str, args: &[&str]) -> PathBuf {
+        use std::io::Write;
+        let key = generate_key_with(self.dir.path(), name, args);
+        let public = fs::read(key.with_extension("pub")).expect("read the new public key");
+        OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .and_then(|mut file| file.write_all(&public))
+            .expect("authorize the new key");
+        key
     }
 
     /// Everything sshd has logged so far, for failure messages.
     pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no sshd log: {e})"))
+    }
+
+    /// A config that names no running server, for tests that only render triggers.
+    pub fn placeholder_config() -> SftpConfig {
+        SftpConfig {
+            host: "127.0.0.1".into(),
+            port: 22,
+            user: "ky".into(),
+            private_key: PathBuf::from("/nonexistent"),
+            host_key: "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+                .parse()
+                .expect("fingerprint parses"),
+            sender: "KY-TEST".into(),
+            recipients: vec!["UDK-DEBITOR".into()],
+            remote_out_dir: "OUT".into(),
+            remote_in_dir: "IN".into(),
+            connect_timeout_secs: 5,
+            receipt_timeout_secs: 10,
+            receipt_poll_interval_ms: 50,
+            retry: RetryConfig::default(),
+            concurrency: 1,
+            routing: None,
+        }
     }
 
     /// A config for this server with short timeouts, so tests stay fast.
@@ -214,6 +283,7 @@ impl Sshd {
                 max_delay_ms: 200,
             },
             concurrency: 4,
+            routing: None,
         }
     }
 
@@ -253,9 +323,17 @@ impl Drop for Sshd {
 
 /// Creates an unencrypted ed25519 key pair `<dir>/<name>` and `<name>.pub`.
 pub fn generate_key(dir: &Path, name: &str) -> PathBuf {
+    generate_key_with(dir, name, &["-t", "ed25519"])
+}
+
+/// Creates an unencrypted key pair `<dir>/<name>` and `<name>.pub` with these
+/// `ssh-keygen` arguments for type, size and format.
+pub fn generate_key_with(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let path = dir.join(name);
     let output = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .args(["-q", "-N", "", "-C", name])
+        .args(args)
+        .arg("-f")
         .arg(&path)
         .output()
         .unwrap_or_else(|e| {
