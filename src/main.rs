@@ -1,18 +1,13 @@
-//! The `sf2520` binary: parse arguments, set up logging, run, map to an exit code.
+//! The `sf2520` binary: parse arguments, set up logging, run, map to an exit code
+//! (the contract is `cli::exit`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = sf2520::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sf2520::cli::logging::init(cli.log_format);
     match sf2520::cli::run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -20,9 +15,9 @@ fn main() -> ExitCode {
             // that holds a CPR where none was expected.
             eprintln!(
                 "error: {}",
-                sf2520::domain::mask_in_text(&format!("{error:#}"))
+                sf2520::domain::mask_in_text(&sf2520::cli::error_text(&error))
             );
-            ExitCode::FAILURE
+            sf2520::cli::exit::classify(&error).into()
         }
     }
 }

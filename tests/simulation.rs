@@ -113,6 +113,8 @@ impl World {
                 self.agreements.push((agreement, kommune.to_string(), cpr));
             }
         }
+        let (ok, out) = self.run_to_end(&["init"]);
+        assert!(ok, "init failed: {out}");
         let (ok, out) = self.run_to_end(&["ingest", &self.write_batch(&lines)]);
         assert!(ok, "setup ingest failed: {out}");
     }

@@ -16,7 +16,8 @@ use crate::export::{
 };
 use crate::ledger::Ledger;
 
-use super::deliver::{deliver_and_report, sftp_config};
+use super::deliver::{deliver_and_report, not_configured, sftp_config};
+use super::exit::Exit;
 use super::output::{hex, kroner, table, time_us};
 use super::{ExportArgs, FilesArgs, ReconstructArgs, ReissueArgs};
 use crate::export::DeliverRequest;
@@ -76,7 +77,7 @@ pub fn run_export(
         kommuner: kommuner(&args.kommune)?,
         include_empty: args.include_empty,
     };
-    let mut ledger = Ledger::open(data_dir)?;
+    let mut ledger = Ledger::open_existing(data_dir)?;
     let bar = Bar::new();
     let (files, what) = if let Some(time) = args.as_of {
         let Some(out) = &args.out else {
@@ -107,30 +108,47 @@ pub fn run_export(
         (files, format!("official files into {}", out.display()))
     };
     drop(bar);
-    print_exported(&mut io::stdout().lock(), &files, &what, args.json)?;
     if !args.deliver {
+        print_exported(&mut io::stdout().lock(), &files, &what, args.json)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // With --json, the export's files and the delivery make one document.
+    let document = if args.json {
+        Some(exported_json(&files))
+    } else {
+        print_exported(&mut io::stdout().lock(), &files, &what, false)?;
+        None
+    };
     let outbox = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
+    let request = DeliverRequest::default();
     let Some(sftp) = sftp else {
-        println!(
-            "deliver: no [sftp] configuration; the files stay in the local outbox {}",
+        let why = format!(
+            "--deliver was asked but there is no [sftp] configuration; the files stay in the \
+             local outbox {}",
             outbox.display()
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(not_configured(&ledger, &request, &why, document)?.into());
     };
-    let (_, all_accepted) = deliver_and_report(
-        ledger,
-        &sftp,
-        &DeliverRequest::default(),
-        &outbox,
-        args.json,
-    )?;
-    Ok(if all_accepted {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let (_, exit) = deliver_and_report(ledger, &sftp, &request, &outbox, document)?;
+    Ok(exit.into())
+}
+
+/// The files an export run wrote, as JSON.
+pub fn exported_json(files: &[ExportedFile]) -> serde_json::Value {
+    let items: Vec<_> = files
+        .iter()
+        .map(|f| {
+            json!({
+                "kommune": f.planned.range.kommune.code(),
+                "kommune_name": f.planned.range.kommune.name(),
+                "sequence": f.planned.header.sequence,
+                "records": f.summary.record_count, "net": kroner(f.summary.net_ore),
+                "file_name": f.planned.file_name, "path": f.written.path.display().to_string(),
+                "sha256": hex(&f.written.sha256), "file_id": f.file_id.map(|id| id.to_string()),
+            })
+        })
+        .collect();
+    json!({"files": items})
 }
 
 /// The summary table of an export run (or its JSON).
@@ -141,18 +159,7 @@ pub fn print_exported(
     json: bool,
 ) -> io::Result<()> {
     if json {
-        let items: Vec<_> = files
-            .iter()
-            .map(|f| {
-                json!({
-                    "kommune": f.planned.range.kommune.code(), "sequence": f.planned.header.sequence,
-                    "records": f.summary.record_count, "net": kroner(f.summary.net_ore),
-                    "file_name": f.planned.file_name, "path": f.written.path.display().to_string(),
-                    "sha256": hex(&f.written.sha256), "file_id": f.file_id.map(|id| id.to_string()),
-                })
-            })
-            .collect();
-        return writeln!(out, "{}", json!({"files": items}));
+        return writeln!(out, "{}", exported_json(files));
     }
     if files.is_empty() {
         return writeln!(
@@ -190,7 +197,7 @@ pub fn print_exported(
 }
 
 pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::open(data_dir)?;
+    let ledger = Ledger::open_existing(data_dir)?;
     let kommune = Kommune::parse(&args.file.kommune)?;
     let reconstruction = reconstruct(&ledger, kommune, args.file.seq)?;
     let path = args
@@ -200,7 +207,24 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
     write_private(&path, &reconstruction.bytes)?;
     let mut out = io::stdout().lock();
     let file = &reconstruction.file;
-    if reconstruction.matches() {
+    let exit = if reconstruction.matches() {
+        Exit::Success
+    } else {
+        Exit::LedgerDamaged
+    };
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "kommune": file.kommune.code(), "kommune_name": file.kommune.name(),
+                "sequence": file.sequence, "file_name": file.file_name,
+                "matches": reconstruction.matches(), "path": path.display().to_string(),
+                "recorded_sha256": hex(&file.sha256), "rebuilt_sha256": hex(&reconstruction.sha256),
+                "position": file.position,
+            })
+        )?;
+    } else if reconstruction.matches() {
         writeln!(
             out,
             "ok: {} rebuilt from the log into {}; SHA-256 {} equals the one recorded at position {}",
@@ -209,7 +233,6 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
             hex(&reconstruction.sha256),
             file.position
         )?;
-        Ok(ExitCode::SUCCESS)
     } else {
         writeln!(
             out,
@@ -220,8 +243,8 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
             hex(&reconstruction.sha256),
             path.display()
         )?;
-        Ok(ExitCode::FAILURE)
     }
+    Ok(exit.into())
 }
 
 /// Writes a file owner-only (it holds full CPR numbers) and atomically, replacing
@@ -241,7 +264,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::open(data_dir)?;
+    let ledger = Ledger::open_existing(data_dir)?;
     let kommune = args.kommune.as_deref().map(Kommune::parse).transpose()?;
     let files = official_files(ledger.connection(), kommune)?;
     let mut out = io::stdout().lock();
@@ -251,7 +274,8 @@ pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> 
         let state = delivery_state(ledger.connection(), file.kommune, file.sequence)?;
         if args.json {
             items.push(json!({
-                "kommune": file.kommune.code(), "sequence": file.sequence, "file_name": file.file_name,
+                "kommune": file.kommune.code(), "kommune_name": file.kommune.name(),
+                "sequence": file.sequence, "file_name": file.file_name,
                 "created_at": time_us(file.created_at_us), "records": file.record_count,
                 "net": kroner(file.net_ore()), "sha256": hex(&file.sha256),
                 "file_id": uuid::Uuid::from_bytes(file.file_id).to_string(), "delivery": state,
@@ -294,7 +318,7 @@ pub fn run_reissue(
     args: &ReissueArgs,
 ) -> anyhow::Result<ExitCode> {
     let sftp = sftp_config(data_dir, config)?;
-    let mut ledger = Ledger::open(data_dir)?;
+    let mut ledger = Ledger::open_existing(data_dir)?;
     let kommune = Kommune::parse(&args.file.kommune)?;
     let sequence = args.file.seq;
     let outbox = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
@@ -318,12 +342,8 @@ pub fn run_reissue(
                 kommune: Some(kommune),
                 sequence: Some(sequence),
             };
-            let (_, all_accepted) = deliver_and_report(ledger, &sftp, &request, &outbox, false)?;
-            Ok(if all_accepted {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            let (_, exit) = deliver_and_report(ledger, &sftp, &request, &outbox, None)?;
+            Ok(exit.into())
         }
         Err(mismatch) => {
             writeln!(
@@ -333,7 +353,7 @@ pub fn run_reissue(
                 hex(&mismatch.file.sha256),
                 hex(&mismatch.sha256)
             )?;
-            Ok(ExitCode::FAILURE)
+            Ok(Exit::LedgerDamaged.into())
         }
     }
 }

@@ -97,7 +97,7 @@ fn print_event(out: &mut dyn Write, stored: &StoredEvent, json: bool) -> anyhow:
 }
 
 pub fn run(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::open(data_dir)?;
+    let ledger = Ledger::open_existing(data_dir)?;
     let head = ledger.head()?.position;
     let to = args.to.unwrap_or(head).min(head);
     let mut out = io::stdout().lock();
