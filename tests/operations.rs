@@ -770,18 +770,88 @@ fn every_reporting_command_prints_one_json_document() {
         "more.jsonl",
         &lines(&[withholding("KY-9", "BA1", "0751", "2026-10-02", "2.00")]),
     );
-    let runs: Vec<Vec<&str>> = vec![
-        vec!["init", "--json"],
-        vec!["ingest", "--json", &input, &input],
-        vec!["totals", "--json"],
-        vec!["verify", "--json"],
-        vec!["export", "--json"],
-        vec!["files", "--json"],
-        vec!["status", "--json"],
-        vec!["reconstruct", "--kommune", "0751", "--seq", "1", "--json"],
+    let backup = site.root().join("backup.sqlite3");
+    let backup = backup.to_str().unwrap();
+    let outbox_file = || {
+        fs::read_dir(site.data().join("outbox"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.extension().is_some_and(|e| e == "txt"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let runs: Vec<(Vec<String>, i32)> = vec![
+        (vec!["init".into(), "--json".into()], 0),
+        (
+            vec![
+                "ingest".into(),
+                "--json".into(),
+                input.clone(),
+                input.clone(),
+            ],
+            0,
+        ),
+        (vec!["totals".into(), "--json".into()], 0),
+        (vec!["verify".into(), "--json".into()], 0),
+        (vec!["export".into(), "--json".into()], 0),
+        (
+            vec!["export".into(), "--deliver".into(), "--json".into()],
+            7,
+        ),
+        (vec!["deliver".into(), "--json".into()], 7),
+        (vec!["files".into(), "--json".into()], 0),
+        (vec!["status".into(), "--json".into()], 0),
+        (vec!["config".into(), "check".into(), "--json".into()], 0),
+        (
+            vec![
+                "reconstruct".into(),
+                "--kommune".into(),
+                "0751".into(),
+                "--seq".into(),
+                "1".into(),
+                "--json".into(),
+            ],
+            0,
+        ),
+        (
+            vec![
+                "reissue".into(),
+                "--kommune".into(),
+                "0751".into(),
+                "--seq".into(),
+                "1".into(),
+                "--json".into(),
+            ],
+            0,
+        ),
+        (vec!["backup".into(), backup.into(), "--json".into()], 0),
+        (vec!["restore".into(), backup.into(), "--json".into()], 0),
     ];
-    for args in runs {
-        let run = site.run(&args).expect_success(&format!("{args:?}"));
+    for (args, code) in runs {
+        let run = site.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let run = run.expect_code(code, &format!("{args:?}"));
         json(&run.stdout);
     }
+    let file = outbox_file();
+    let checked = json(
+        &site
+            .run(&["check", "--json", &file])
+            .expect_success("check")
+            .stdout,
+    );
+    assert_eq!(checked["files"][0]["valid"], true);
+    json(
+        &site
+            .run(&["show", "--json", &file])
+            .expect_success("show")
+            .stdout,
+    );
+    let demo = Site::new();
+    json(
+        &demo
+            .run(&["demo", "--json"])
+            .expect_success("demo --json")
+            .stdout,
+    );
 }

@@ -356,7 +356,8 @@ fn refusals_that_quote_input_mask_the_cpr() {
     );
     let run = s.refused(&["totals", "--agreement", OTHER_CPR]);
     assert!(
-        run.stderr.contains("agreement 150785-xxxx has no entries"),
+        run.stderr
+            .contains("agreement 150785-xxxx is not registered"),
         "{}",
         run.stderr
     );

@@ -313,14 +313,32 @@ pub fn run_deliver(
     Ok(exit.into())
 }
 
-pub fn run_config_check(data_dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn run_config_check(
+    data_dir: &Path,
+    config: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let path = config_path(data_dir, config);
-    let mut out = io::stdout().lock();
+    let shown = path.display().to_string();
+    // One line of text, or one JSON document, per outcome.
+    let say = |fields: Value, text: String| -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        if json {
+            let mut document = json!({"path": shown});
+            if let (Some(document), Some(fields)) = (document.as_object_mut(), fields.as_object()) {
+                document.extend(fields.clone());
+            }
+            writeln!(out, "{document}")
+        } else {
+            writeln!(out, "{text}")
+        }
+    };
     if !path.exists() {
-        writeln!(
-            out,
-            "{} does not exist: delivery uses the local outbox only (no [sftp] section)",
-            path.display()
+        say(
+            json!({"exists": false, "sftp": false}),
+            format!(
+                "{shown} does not exist: delivery uses the local outbox only (no [sftp] section)"
+            ),
         )?;
         return Ok(if config.is_some() {
             Exit::Configuration.into()
@@ -329,20 +347,19 @@ pub fn run_config_check(data_dir: &Path, config: Option<&Path>) -> anyhow::Resul
         });
     }
     let Some(sftp) = load(&path)? else {
-        writeln!(
-            out,
-            "{}: valid; no [sftp] section, so delivery uses the local outbox only",
-            path.display()
+        say(
+            json!({"exists": true, "sftp": false}),
+            format!("{shown}: valid; no [sftp] section, so delivery uses the local outbox only"),
         )?;
         return Ok(ExitCode::SUCCESS);
     };
-    writeln!(
-        out,
-        "{}: valid; connecting to {} as {} …",
-        path.display(),
-        sftp.address(),
-        sftp.user
-    )?;
+    if !json {
+        println!(
+            "{shown}: valid; connecting to {} as {} …",
+            sftp.address(),
+            sftp.user
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -353,12 +370,18 @@ pub fn run_config_check(data_dir: &Path, config: Option<&Path>) -> anyhow::Resul
         client.close().await;
         listing
     })?;
-    writeln!(
-        out,
-        "ok: host key matches the pinned {}; logged in; {} holds {} entr(y/ies)",
-        sftp.host_key.fingerprint(),
-        sftp.remote_out_dir,
-        listing.len()
+    say(
+        json!({
+            "exists": true, "sftp": true, "address": sftp.address(), "user": sftp.user,
+            "host_key": sftp.host_key.fingerprint().to_string(), "remote_out_dir": sftp.remote_out_dir,
+            "remote_out_entries": listing.len(),
+        }),
+        format!(
+            "ok: host key matches the pinned {}; logged in; {} holds {} entr(y/ies)",
+            sftp.host_key.fingerprint(),
+            sftp.remote_out_dir,
+            listing.len()
+        ),
     )?;
     Ok(ExitCode::SUCCESS)
 }

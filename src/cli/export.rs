@@ -325,34 +325,61 @@ pub fn run_reissue(
     let mut out = io::stdout().lock();
     match reissue(&mut ledger, kommune, sequence, &outbox)? {
         Ok(done) => {
-            writeln!(
-                out,
-                "reissued: {} is back in the outbox, byte for byte (SHA-256 {}); it will be delivered again as SendersFileId {} (FileReissued at position {})",
-                done.written.path.display(),
-                hex(&done.written.sha256),
-                done.delivery_id,
-                done.position
-            )?;
+            let reissued = json!({
+                "kommune": kommune.code(), "kommune_name": kommune.name(), "sequence": sequence,
+                "path": done.written.path.display().to_string(), "sha256": hex(&done.written.sha256),
+                "senders_file_id": done.delivery_id.to_string(), "position": done.position,
+            });
+            if !args.json {
+                writeln!(
+                    out,
+                    "reissued: {} is back in the outbox, byte for byte (SHA-256 {}); it will be delivered again as SendersFileId {} (FileReissued at position {})",
+                    done.written.path.display(),
+                    hex(&done.written.sha256),
+                    done.delivery_id,
+                    done.position
+                )?;
+            }
             drop(out);
+            let document = args.json.then(|| json!({"reissued": reissued}));
             let Some(sftp) = sftp else {
-                println!("deliver: no [sftp] configuration; the file waits in the local outbox");
+                match document {
+                    Some(mut document) => {
+                        document["configured"] = json!(false);
+                        println!("{document}");
+                    }
+                    None => println!(
+                        "deliver: no [sftp] configuration; the file waits in the local outbox"
+                    ),
+                }
                 return Ok(ExitCode::SUCCESS);
             };
             let request = DeliverRequest {
                 kommune: Some(kommune),
                 sequence: Some(sequence),
             };
-            let (_, exit) = deliver_and_report(ledger, &sftp, &request, &outbox, None)?;
+            let (_, exit) = deliver_and_report(ledger, &sftp, &request, &outbox, document)?;
             Ok(exit.into())
         }
         Err(mismatch) => {
-            writeln!(
-                out,
-                "REFUSED: {} rebuilt from the log no longer matches the file that was sent (recorded {}, rebuilt {}); nothing was written. Run `sf2520 verify`.",
-                mismatch.file.file_name,
-                hex(&mismatch.file.sha256),
-                hex(&mismatch.sha256)
-            )?;
+            if args.json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({
+                        "refused": true, "file_name": mismatch.file.file_name,
+                        "recorded_sha256": hex(&mismatch.file.sha256), "rebuilt_sha256": hex(&mismatch.sha256),
+                    })
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "REFUSED: {} rebuilt from the log no longer matches the file that was sent (recorded {}, rebuilt {}); nothing was written. Run `sf2520 verify`.",
+                    mismatch.file.file_name,
+                    hex(&mismatch.file.sha256),
+                    hex(&mismatch.sha256)
+                )?;
+            }
             Ok(Exit::LedgerDamaged.into())
         }
     }

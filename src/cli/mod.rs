@@ -95,7 +95,9 @@ pub enum Command {
     /// withholding or correction (see docs/input-format.md). If any line is
     /// rejected, every rejected line is listed with its number and reason and
     /// nothing is written. A line identical to one already recorded is an accepted
-    /// duplicate; the same reference with other content is a conflict.
+    /// duplicate (summarised; --verbose lists each); the same reference with other
+    /// content is a conflict. Exits 3 when any line (or, with --inbox, any file) is
+    /// rejected.
     Ingest(IngestArgs),
     /// Show withheld, corrected and net totals per kommune or agreement, now or as of a past point.
     Totals(TotalsArgs),
@@ -150,6 +152,11 @@ pub enum Command {
     /// parallel (`concurrency` in the config). An accepted file is never uploaded
     /// again unless reissued; a failed one is retried by the next run. Without an
     /// [sftp] section the files stay in the local outbox.
+    ///
+    /// Exits 0 only when every official file (of --kommune, if given) is accepted;
+    /// 7 while any waits for its receipt, failed to upload, or was rejected and not
+    /// reissued (night after night), and without [sftp] while any is not accepted;
+    /// 8 when the server's host key is not the pinned one.
     Deliver(DeliverArgs),
     /// One screen for the operator: ledger head, last export and last file per
     /// kommune, files by delivery state (oldest pending), rejected files with their
@@ -237,6 +244,9 @@ pub struct BackupArgs {
     /// Replace DEST if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +257,9 @@ pub struct RestoreArgs {
     /// Restore even if the ledger has events the backup lacks, or cannot be read.
     #[arg(long)]
     pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -268,7 +281,8 @@ pub struct ExportArgs {
     /// time such as 2026-12-01T02:30:00Z or 2026-12-01T03:30:00+01:00.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub as_of: Option<DateTime<Utc>>,
-    /// Deliver the new files (and any still pending) over SFTP after exporting.
+    /// Deliver the new files (and any still pending) over SFTP after exporting;
+    /// exit code 7 unless every official file is then accepted (see `deliver`).
     #[arg(long, conflicts_with_all = ["as_of", "test"])]
     pub deliver: bool,
     /// Print the summary as JSON.
@@ -296,7 +310,11 @@ pub struct DeliverArgs {
 pub enum ConfigAction {
     /// Validate the configuration (permissions, keys, values) and connect to the
     /// server with the pinned host key.
-    Check,
+    Check {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// One official file: kommune and løbenummer.
@@ -339,6 +357,9 @@ pub struct ReissueArgs {
     /// The outbox to put it into (default: <data-dir>/outbox).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Print the result (and the delivery's) as one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -346,6 +367,9 @@ pub struct CheckArgs {
     /// SF2520 files to validate.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Print one JSON document: per file, valid or its errors.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -454,6 +478,9 @@ pub struct DemoArgs {
     /// Seed of the generated month; the same seed gives the same data.
     #[arg(long, default_value_t = crate::demo::DEMO_SEED)]
     pub seed: u64,
+    /// Print the summary as one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// An error and its causes as one line, each cause once: an OS error is often
@@ -462,7 +489,11 @@ pub struct DemoArgs {
 /// ends with is left out.
 pub fn error_text(error: &anyhow::Error) -> String {
     let mut text = String::new();
+    let mut denied = false;
     for cause in error.chain() {
+        denied |= cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
         let part = cause.to_string();
         if text.ends_with(&part) || text.contains(&format!("{part}: ")) {
             continue;
@@ -472,7 +503,40 @@ pub fn error_text(error: &anyhow::Error) -> String {
         }
         text.push_str(&part);
     }
+    if denied && !text.contains("permission on") {
+        // Which permission: reading a file needs read on it; creating or renaming
+        // one needs write on its directory; every directory on the way needs x.
+        text.push_str(
+            " (the user running sf2520 needs read permission on the files it reads, write \
+             permission on the directories it writes into, and execute permission on every \
+             directory on the path)",
+        );
+    }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    /// Regression: an OS error was printed three times ("Permission denied (os
+    /// error 13): Permission denied (os error 13): …").
+    #[test]
+    fn an_os_error_is_said_once_with_the_permission_needed() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let ledger = crate::ledger::LedgerError::CreateDir {
+            path: "/var/lib/sf2520".into(),
+            source: io,
+        };
+        let error = anyhow::Error::from(ledger).context("cannot start");
+        let text = error_text(&error);
+        assert_eq!(text.matches("permission denied").count(), 1, "{text}");
+        assert!(text.contains("/var/lib/sf2520"), "{text}");
+        assert!(
+            text.contains("write permission on the directories"),
+            "{text}"
+        );
+    }
 }
 
 /// Runs the parsed command line.
@@ -493,10 +557,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reissue(args) => export::run_reissue(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Deliver(args) => deliver::run_deliver(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Config {
-            action: ConfigAction::Check,
-        } => deliver::run_config_check(&cli.data_dir, cli.config.as_deref()),
+            action: ConfigAction::Check { json },
+        } => deliver::run_config_check(&cli.data_dir, cli.config.as_deref(), json),
         Command::Check(args) => {
-            let valid = format_cmds::check(&args.files, &mut std::io::stdout().lock())?;
+            let valid = if args.json {
+                format_cmds::check_json(&args.files, &mut std::io::stdout().lock())?
+            } else {
+                format_cmds::check(&args.files, &mut std::io::stdout().lock())?
+            };
             Ok(if valid {
                 ExitCode::SUCCESS
             } else {
