@@ -515,30 +515,6 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
-#[cfg(test)]
-mod tests {
-    use super::error_text;
-
-    /// Regression: an OS error was printed three times ("Permission denied (os
-    /// error 13): Permission denied (os error 13): …").
-    #[test]
-    fn an_os_error_is_said_once_with_the_permission_needed() {
-        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
-        let ledger = crate::ledger::LedgerError::CreateDir {
-            path: "/var/lib/sf2520".into(),
-            source: io,
-        };
-        let error = anyhow::Error::from(ledger).context("cannot start");
-        let text = error_text(&error);
-        assert_eq!(text.matches("permission denied").count(), 1, "{text}");
-        assert!(text.contains("/var/lib/sf2520"), "{text}");
-        assert!(
-            text.contains("write permission on the directories"),
-            "{text}"
-        );
-    }
-}
-
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     tracing::debug!(data_dir = %cli.data_dir.display(), command = ?cli.command, "starting");
@@ -577,5 +553,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backup(args) => backup::run_backup(&cli.data_dir, &args),
         Command::Restore(args) => backup::run_restore(&cli.data_dir, &args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    /// Regression: an OS error was printed three times ("Permission denied (os
+    /// error 13): Permission denied (os error 13): …").
+    #[test]
+    fn an_os_error_is_said_once_with_the_permission_needed() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let ledger = crate::ledger::LedgerError::CreateDir {
+            path: "/var/lib/sf2520".into(),
+            source: io,
+        };
+        let error = anyhow::Error::from(ledger).context("cannot start");
+        let text = error_text(&error);
+        assert_eq!(text.matches("permission denied").count(), 1, "{text}");
+        assert!(text.contains("/var/lib/sf2520"), "{text}");
+        assert!(
+            text.contains("write permission on the directories"),
+            "{text}"
+        );
     }
 }

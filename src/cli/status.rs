@@ -239,7 +239,7 @@ pub fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Verdict, V
             ));
         }
     }
-    findings.sort_by(|a, b| b.0.cmp(&a.0));
+    findings.sort_by_key(|finding| std::cmp::Reverse(finding.0));
     let verdict = findings
         .first()
         .map_or(Verdict::Ok, |(verdict, _)| *verdict);
