@@ -46,6 +46,19 @@ pub fn while_delivering<T>(
         config.receipt_timeout_secs,
         every.as_secs()
     );
+    let emit = |text: String| eprintln!("{text}");
+    Ok(with_ticks(every, pending, &emit, line, work)?)
+}
+
+/// Runs `work`, emitting `line` of each file as it finishes and, every `every`
+/// while `work` runs, how many of the `pending` files have finished.
+fn with_ticks<T>(
+    every: Duration,
+    pending: usize,
+    emit: &(dyn Fn(String) + Sync),
+    line: fn(&DeliveryReport) -> String,
+    work: impl FnOnce(&(dyn Fn(&DeliveryReport) + Sync)) -> Result<T, ExportError>,
+) -> Result<T, ExportError> {
     let (finished, ticks) = mpsc::channel::<()>();
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -55,22 +68,55 @@ pub fn while_delivering<T>(
             loop {
                 match ticks.recv_timeout(every) {
                     Ok(()) => done += 1,
-                    Err(RecvTimeoutError::Timeout) => eprintln!(
+                    Err(RecvTimeoutError::Timeout) => emit(format!(
                         "deliver: {} s: {done} of {pending} file(s) finished; the rest are \
                          uploading or waiting for their receipts",
                         started.elapsed().as_secs()
-                    ),
+                    )),
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
         });
         let on_done = |report: &DeliveryReport| {
-            eprintln!("{}", line(report));
+            emit(line(report));
             // Fails only once the ticker has stopped, which it does after `work`.
             let _ = finished.send(());
         };
         let result = work(&on_done);
         drop(finished);
-        Ok(result?)
+        result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// While a delivery is still waiting, progress lines appear: the "delivery"
+    /// here waits until it has seen one, so no timing is assumed.
+    #[test]
+    fn a_long_wait_is_not_silent() {
+        let lines = Mutex::new(Vec::new());
+        let (seen, wait_for_tick) = mpsc::channel::<()>();
+        let seen = Mutex::new(seen);
+        let emit = |text: String| {
+            lines.lock().unwrap().push(text);
+            let _ = seen.lock().unwrap().send(());
+        };
+        let result = with_ticks(
+            Duration::from_millis(1),
+            3,
+            &emit,
+            |_| String::new(),
+            |_| {
+                wait_for_tick.recv().unwrap();
+                Ok(42)
+            },
+        );
+        assert_eq!(result.unwrap(), 42);
+        let lines = lines.into_inner().unwrap();
+        assert!(lines[0].contains("0 of 3 file(s) finished"), "{lines:?}");
+    }
 }
