@@ -258,7 +258,7 @@ pub fn run(data_dir: &Path, config: Option<&Path>, args: &StatusArgs) -> anyhow:
         Err(error) if args.check => {
             println!(
                 "SF2520 UNKNOWN - cannot read the ledger: {}",
-                crate::domain::mask_in_text(&format!("{error:#}"))
+                crate::domain::mask_in_text(&super::error_text(&error))
             );
             return Ok(Verdict::Unknown.exit_code());
         }
