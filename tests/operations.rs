@@ -747,6 +747,18 @@ fn an_os_error_is_said_once_with_its_path() {
         .find(|l| l.starts_with("error:"))
         .unwrap();
     assert_eq!(error_line.matches("os error").count(), 1, "{error_line}");
+    // Before: "cannot create data directory …: Not a directory (os error 20): Not
+    // a directory (os error 20)".
+    let under_a_file = site.root().join("a-file");
+    fs::write(&under_a_file, "").unwrap();
+    let run =
+        sf2520(&under_a_file.join("data"), ["init"]).expect_refusal("cannot create data directory");
+    let error_line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap();
+    assert_eq!(error_line.matches("os error").count(), 1, "{error_line}");
 }
 
 #[test]
