@@ -1,17 +1,26 @@
 #!/bin/sh
-# install-test-deps.sh: installs what the SFTP integration tests need, when missing.
+# install-test-deps.sh: installs what the integration tests need, when missing.
 #
 # tests/sftp.rs starts a real OpenSSH server (/usr/sbin/sshd) and generates
-# throwaway keys with ssh-keygen; the triggers it writes are validated against
-# KOMBIT's SFTPTypes.xsd with xmllint. This script installs the Debian packages that
-# provide them (openssh-server, openssh-client, libxml2-utils) and does nothing when
-# all are already present, so it is safe to run before every test run.
+# throwaway keys with ssh-keygen (openssh-server, openssh-client); the triggers it
+# writes are validated against KOMBIT's SFTPTypes.xsd with xmllint (libxml2-utils).
+# tests/packaging.rs builds the Debian package with dpkg-deb and python3
+# (scripts/build-deb.sh) and checks its units with systemd-analyze (systemd);
+# tests/operations.rs runs sf2520 on a pseudo-terminal with script (bsdutils);
+# tests/exactly_once.rs and the simulation step the clock with faketime.
+# Does nothing when everything is already present, so it is safe to run before
+# every test run.
 set -eu
 
 missing=""
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v ssh-keygen >/dev/null 2>&1 || missing="$missing openssh-client"
 command -v xmllint >/dev/null 2>&1 || missing="$missing libxml2-utils"
+command -v dpkg-deb >/dev/null 2>&1 || missing="$missing dpkg"
+command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+command -v script >/dev/null 2>&1 || missing="$missing bsdutils"
+command -v faketime >/dev/null 2>&1 || missing="$missing faketime"
 
 if [ -z "$missing" ]; then
     exit 0
@@ -46,3 +55,6 @@ fi
 [ -x /usr/sbin/sshd ] || { echo "install-test-deps: /usr/sbin/sshd still missing" >&2; exit 1; }
 command -v ssh-keygen >/dev/null 2>&1 || { echo "install-test-deps: ssh-keygen still missing" >&2; exit 1; }
 command -v xmllint >/dev/null 2>&1 || { echo "install-test-deps: xmllint still missing" >&2; exit 1; }
+for tool in xmllint dpkg-deb python3 systemd-analyze script faketime; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing" >&2; exit 1; }
+done

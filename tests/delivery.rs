@@ -161,7 +161,7 @@ fn a_wrong_host_key_is_refused_before_anything_is_uploaded() {
     let mut config = sshd.config();
     config.host_key = other.host_key_line().parse().unwrap();
     let reports = deliver_all(&mut t, &config);
-    let DeliveryResult::Failed { reason } = &reports[0].result else {
+    let DeliveryResult::Failed { reason, .. } = &reports[0].result else {
         panic!("{reports:?}")
     };
     assert!(
@@ -306,6 +306,7 @@ fn export_deliver_and_config_check_through_the_command_line() {
     };
     let (ok, out) = run(&["config", "check"]);
     assert!(ok && out.contains("host key matches"), "{out}");
+    assert!(run(&["init"]).0);
     assert!(run(&["ingest", input.to_str().unwrap()]).0);
     let (ok, out) = run(&["export", "--deliver"]);
     assert!(ok, "{out}");

@@ -140,6 +140,9 @@ fn when_every_command_runs(s: &mut Session) {
         "show",
         "backup",
         "restore",
+        "init",
+        "status",
+        "metrics",
     ] {
         s.ok(&[command, "--help"]);
     }
@@ -208,6 +211,10 @@ fn when_totals_and_log_are_read(s: &mut Session) {
     s.ok(&["log", "--json"]);
     s.ok(&["log", "--from", "3", "--to", "9", "--json"]);
     s.ok(&["verify"]);
+    s.ok(&["status"]);
+    s.ok(&["status", "--json"]);
+    s.ok(&["metrics"]);
+    s.ok(&["--log-format", "json", "totals", "--agreement", "BA-P1"]);
 }
 
 fn when_files_are_made_and_checked(s: &mut Session) {
@@ -315,6 +322,7 @@ fn no_command_prints_a_full_cpr_and_everything_created_is_owner_only() {
 #[test]
 fn refusals_that_quote_input_mask_the_cpr() {
     let mut s = Session::new();
+    s.ok(&["init"]);
     s.ok(&[
         "ingest",
         &s.write(
@@ -348,7 +356,8 @@ fn refusals_that_quote_input_mask_the_cpr() {
     );
     let run = s.refused(&["totals", "--agreement", OTHER_CPR]);
     assert!(
-        run.stderr.contains("agreement 150785-xxxx has no entries"),
+        run.stderr
+            .contains("agreement 150785-xxxx is not registered"),
         "{}",
         run.stderr
     );

@@ -51,7 +51,7 @@ struct Figures {
 }
 
 /// The exit status of a run refused because another export holds the lock.
-const EXIT_TRY_AGAIN: i32 = 75;
+const EXIT_TRY_AGAIN: i32 = 5;
 
 struct World {
     rng: SplitMix64,
@@ -135,6 +135,8 @@ impl World {
                 self.agreements.push((agreement, kommune.to_string(), cpr));
             }
         }
+        let (ok, out) = self.run_to_end(&["init"]);
+        assert!(ok, "init failed: {out}");
         let (ok, out) = self.run_to_end(&["ingest", &self.write_batch(&lines)]);
         assert!(ok, "setup ingest failed: {out}");
     }

@@ -5,6 +5,8 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use serde_json::json;
+
 use crate::ledger::{backup, restore};
 
 use super::output::hex;
@@ -12,6 +14,17 @@ use super::{BackupArgs, RestoreArgs};
 
 pub fn run_backup(data_dir: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let report = backup(data_dir, &args.destination, args.force)?;
+    if args.json {
+        writeln!(
+            io::stdout().lock(),
+            "{}",
+            json!({
+                "destination": args.destination.display().to_string(), "events": report.events,
+                "head_hash": hex(&report.head_hash), "projection_rows": report.projection_rows,
+            })
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     writeln!(
         io::stdout().lock(),
         "backup: {} event(s), head {} written to {} (owner-only) and verified: hash chain \
@@ -27,6 +40,19 @@ pub fn run_backup(data_dir: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode
 pub fn run_restore(data_dir: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let report = restore(data_dir, &args.source, args.force)?;
     let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "source": args.source.display().to_string(), "events": report.restored.events,
+                "head_hash": hex(&report.restored.head_hash),
+                "previous_events": report.previous_events, "discarded_events": report.discarded_events,
+                "kept_aside": report.kept_aside.as_ref().map(|path| path.display().to_string()),
+            })
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let previous = match report.previous_events {
         Some(events) => format!("the ledger it replaced had {events} event(s)"),
         None => "there was no ledger before".into(),

@@ -5,13 +5,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::domain::Kommune;
-use crate::export::{default_outbox, deliver, DeliverRequest, DeliveryReport, DeliveryResult};
+use crate::export::{
+    default_outbox, deliver, delivery_status, official_files, pending_deliveries, DeliverRequest,
+    DeliveryReport, DeliveryResult, DeliveryState, OfficialFile,
+};
 use crate::ledger::Ledger;
 use crate::transport::{load, SftpClient, SftpConfig};
 
+use super::exit::Exit;
 use super::output::table;
 use super::DeliverArgs;
 
@@ -30,36 +34,144 @@ pub fn sftp_config(data_dir: &Path, named: Option<&Path>) -> anyhow::Result<Opti
     Ok(load(&path)?)
 }
 
+/// Official files in the scope of `request` that are not accepted, with their
+/// state: exported or reissued and not yet uploaded, uploaded and waiting for a
+/// receipt, or rejected and waiting for a reissue.
+pub fn not_accepted(
+    ledger: &Ledger,
+    request: &DeliverRequest,
+) -> anyhow::Result<Vec<(OfficialFile, DeliveryState)>> {
+    let mut files = Vec::new();
+    for file in official_files(ledger.connection(), request.kommune)? {
+        if request
+            .sequence
+            .is_some_and(|sequence| sequence != file.sequence)
+        {
+            continue;
+        }
+        let state = delivery_status(
+            ledger.connection(),
+            file.kommune,
+            file.sequence,
+            file.file_id,
+        )?
+        .state;
+        if state != DeliveryState::Accepted {
+            files.push((file, state));
+        }
+    }
+    Ok(files)
+}
+
+/// The exit code of a delivery: success only when every official file in scope
+/// is accepted (a file rejected in an earlier run and not reissued keeps it
+/// non-zero night after night); a host key that is not the pinned one has its
+/// own code.
+pub fn delivery_exit(
+    ledger: &Ledger,
+    request: &DeliverRequest,
+    reports: &[DeliveryReport],
+) -> anyhow::Result<Exit> {
+    if reports.iter().any(|r| {
+        matches!(
+            r.result,
+            DeliveryResult::Failed {
+                host_key_mismatch: true,
+                ..
+            }
+        )
+    }) {
+        return Ok(Exit::HostKeyMismatch);
+    }
+    Ok(if not_accepted(ledger, request)?.is_empty() {
+        Exit::Success
+    } else {
+        Exit::DeliveryIncomplete
+    })
+}
+
+/// An empty JSON document to fill when `json`, else text output.
+pub fn document(json: bool) -> Option<Value> {
+    json.then(|| json!({}))
+}
+
+/// What a run without `[sftp]` says, and its exit code: files that are not
+/// accepted mean delivery is not complete.
+pub fn not_configured(
+    ledger: &Ledger,
+    request: &DeliverRequest,
+    why: &str,
+    json: Option<Value>,
+) -> anyhow::Result<Exit> {
+    let waiting = not_accepted(ledger, request)?;
+    let exit = if waiting.is_empty() {
+        Exit::Success
+    } else {
+        Exit::DeliveryIncomplete
+    };
+    let mut out = io::stdout().lock();
+    if let Some(mut document) = json {
+        let files: Vec<_> = waiting
+            .iter()
+            .map(|(file, state)| waiting_json(file, state))
+            .collect();
+        document["deliveries"] = json!([]);
+        document["configured"] = json!(false);
+        document["reason"] = json!(why);
+        document["not_accepted"] = json!(files);
+        writeln!(out, "{document}")?;
+    } else {
+        writeln!(
+            out,
+            "deliver: {why}; {} official file(s) not accepted{}",
+            waiting.len(),
+            if waiting.is_empty() {
+                ""
+            } else {
+                " (exit code 7: delivery not complete)"
+            }
+        )?;
+    }
+    Ok(exit)
+}
+
+fn waiting_json(file: &OfficialFile, state: &DeliveryState) -> serde_json::Value {
+    json!({
+        "kommune": file.kommune.code(), "kommune_name": file.kommune.name(),
+        "sequence": file.sequence, "file_name": file.file_name, "delivery": state,
+    })
+}
+
 /// Delivers pending files and prints one line per file as it finishes plus a
-/// table; `false` if any file was not accepted.
+/// table; returns the run's exit code (see [`delivery_exit`]).
 pub fn deliver_and_report(
     ledger: Ledger,
     config: &SftpConfig,
     request: &DeliverRequest,
     outbox: &Path,
-    json: bool,
-) -> anyhow::Result<(Ledger, bool)> {
-    let progress = |report: &DeliveryReport| {
-        if !json {
-            eprintln!("{}", line(report));
-        }
-    };
-    let (ledger, reports) = deliver(ledger, config, request, outbox, &progress)?;
-    // A business receipt reports on a file delivered earlier; it does not decide
-    // whether this run's deliveries were accepted.
-    let all_accepted = reports.iter().all(|r| {
-        matches!(
-            r.result,
-            DeliveryResult::Accepted { .. } | DeliveryResult::Business { .. }
-        )
-    });
+    json: Option<Value>,
+) -> anyhow::Result<(Ledger, Exit)> {
+    let pending = pending_deliveries(&ledger, request)?.len();
+    let (ledger, reports) =
+        super::progress::while_delivering(json.is_some(), pending, config, line, |on_done| {
+            deliver(ledger, config, request, outbox, on_done)
+        })?;
+    let exit = delivery_exit(&ledger, request, &reports)?;
+    let waiting = not_accepted(&ledger, request)?;
     let mut out = io::stdout().lock();
-    if json {
+    if let Some(mut document) = json {
         let items: Vec<_> = reports.iter().map(report_json).collect();
-        writeln!(out, "{}", json!({"deliveries": items}))?;
-    } else if reports.is_empty() {
-        writeln!(out, "deliver: nothing to deliver; every official file is accepted (or rejected and waiting for a reissue)")?;
-    } else {
+        let files: Vec<_> = waiting
+            .iter()
+            .map(|(file, state)| waiting_json(file, state))
+            .collect();
+        document["deliveries"] = json!(items);
+        document["configured"] = json!(true);
+        document["not_accepted"] = json!(files);
+        writeln!(out, "{document}")?;
+        return Ok((ledger, exit));
+    }
+    if !reports.is_empty() {
         let rows: Vec<Vec<String>> = reports
             .iter()
             .map(|r| {
@@ -86,7 +198,47 @@ pub fn deliver_and_report(
             reports.len()
         )?;
     }
-    Ok((ledger, all_accepted))
+    print_waiting(&mut out, &waiting, reports.is_empty())?;
+    Ok((ledger, exit))
+}
+
+/// The files still not accepted after a run: rejected ones first-class, since
+/// only an operator's reissue moves them.
+fn print_waiting(
+    out: &mut dyn Write,
+    waiting: &[(OfficialFile, DeliveryState)],
+    nothing_sent: bool,
+) -> io::Result<()> {
+    if waiting.is_empty() {
+        return writeln!(
+            out,
+            "deliver: {}every official file is accepted",
+            if nothing_sent {
+                "nothing to deliver; "
+            } else {
+                ""
+            }
+        );
+    }
+    for (file, state) in waiting {
+        let advice = match state {
+            DeliveryState::Rejected { .. } => "; fix the cause, then `sf2520 reissue`",
+            _ => "; run `sf2520 deliver` again",
+        };
+        writeln!(
+            out,
+            "NOT ACCEPTED: {} (kommune {} løbenummer {}): {}{advice}",
+            file.file_name,
+            file.kommune,
+            file.sequence,
+            state.label()
+        )?;
+    }
+    writeln!(
+        out,
+        "deliver: {} official file(s) not accepted (exit code 7: delivery not complete)",
+        waiting.len()
+    )
 }
 
 fn outcome(result: &DeliveryResult) -> String {
@@ -115,7 +267,7 @@ fn outcome(result: &DeliveryResult) -> String {
             ),
             None => format!("business receipt: {} by {recipient}", acceptance.as_str()),
         },
-        DeliveryResult::Failed { reason } => {
+        DeliveryResult::Failed { reason, .. } => {
             format!("not delivered: {reason}; run `sf2520 deliver` again")
         }
     }
@@ -148,10 +300,11 @@ fn report_json(report: &DeliveryReport) -> serde_json::Value {
             "business_receipt",
             json!({"acceptance": acceptance.as_str(), "recipient": recipient, "reason": reason}),
         ),
-        DeliveryResult::Failed { reason } => ("failed", json!({"reason": reason})),
+        DeliveryResult::Failed { reason, .. } => ("failed", json!({"reason": reason})),
     };
     json!({
-        "kommune": report.kommune.code(), "sequence": report.sequence, "file_name": report.file_name,
+        "kommune": report.kommune.code(), "kommune_name": report.kommune.name(),
+        "sequence": report.sequence, "file_name": report.file_name,
         "senders_file_id": report.senders_file_id.to_string(), "state": state, "detail": detail,
     })
 }
@@ -161,61 +314,75 @@ pub fn run_deliver(
     config: Option<&Path>,
     args: &DeliverArgs,
 ) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::open(data_dir)?;
+    let ledger = Ledger::open_existing(data_dir)?;
     let outbox = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
-    let Some(sftp) = sftp_config(data_dir, config)? else {
-        println!(
-            "deliver: no [sftp] section in {}; official files stay in the local outbox {}",
-            config_path(data_dir, config).display(),
-            outbox.display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    };
     let request = DeliverRequest {
         kommune: args.kommune.as_deref().map(Kommune::parse).transpose()?,
         sequence: args.seq,
     };
-    let (_, all_accepted) = deliver_and_report(ledger, &sftp, &request, &outbox, args.json)?;
-    Ok(if all_accepted {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let Some(sftp) = sftp_config(data_dir, config)? else {
+        let why = format!(
+            "no [sftp] section in {}; official files stay in the local outbox {}",
+            config_path(data_dir, config).display(),
+            outbox.display()
+        );
+        return Ok(not_configured(&ledger, &request, &why, document(args.json))?.into());
+    };
+    let (_, exit) = deliver_and_report(ledger, &sftp, &request, &outbox, document(args.json))?;
+    Ok(exit.into())
 }
 
-pub fn run_config_check(data_dir: &Path, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn run_config_check(
+    data_dir: &Path,
+    config: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let path = config_path(data_dir, config);
-    let mut out = io::stdout().lock();
+    let shown = path.display().to_string();
+    // One line of text, or one JSON document, per outcome.
+    let say = |fields: Value, text: String| -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        if json {
+            let mut document = json!({"path": shown});
+            if let (Some(document), Some(fields)) = (document.as_object_mut(), fields.as_object()) {
+                document.extend(fields.clone());
+            }
+            writeln!(out, "{document}")
+        } else {
+            writeln!(out, "{text}")
+        }
+    };
     if !path.exists() {
-        writeln!(
-            out,
-            "{} does not exist: delivery uses the local outbox only (no [sftp] section)",
-            path.display()
+        say(
+            json!({"exists": false, "sftp": false}),
+            format!(
+                "{shown} does not exist: delivery uses the local outbox only (no [sftp] section)"
+            ),
         )?;
         return Ok(if config.is_some() {
-            ExitCode::FAILURE
+            Exit::Configuration.into()
         } else {
             ExitCode::SUCCESS
         });
     }
     let Some(sftp) = load(&path)? else {
-        writeln!(
-            out,
-            "{}: valid; no [sftp] section, so delivery uses the local outbox only",
-            path.display()
+        say(
+            json!({"exists": true, "sftp": false}),
+            format!("{shown}: valid; no [sftp] section, so delivery uses the local outbox only"),
         )?;
         return Ok(ExitCode::SUCCESS);
     };
-    for warning in sftp.warnings() {
-        writeln!(out, "warning: {warning}")?;
+    let warnings = sftp.warnings();
+    if !json {
+        for warning in &warnings {
+            println!("warning: {warning}");
+        }
+        println!(
+            "{shown}: valid; connecting to {} as {} …",
+            sftp.address(),
+            sftp.user
+        );
     }
-    writeln!(
-        out,
-        "{}: valid; connecting to {} as {} …",
-        path.display(),
-        sftp.address(),
-        sftp.user
-    )?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -235,14 +402,21 @@ pub fn run_config_check(data_dir: &Path, config: Option<&Path>) -> anyhow::Resul
             sftp.remote_in_dir
         )
     })?;
-    writeln!(
-        out,
-        "ok: host key matches the pinned {}; logged in; {} holds {} entr(y/ies); {} is readable and holds {}",
-        sftp.host_key.fingerprint(),
-        sftp.remote_out_dir,
-        out_listing.len(),
-        sftp.remote_in_dir,
-        in_listing.len()
+    say(
+        json!({
+            "exists": true, "sftp": true, "address": sftp.address(), "user": sftp.user,
+            "host_key": sftp.host_key.fingerprint().to_string(), "remote_out_dir": sftp.remote_out_dir,
+            "remote_out_entries": out_listing.len(), "remote_in_dir": sftp.remote_in_dir,
+            "remote_in_entries": in_listing.len(), "warnings": warnings,
+        }),
+        format!(
+            "ok: host key matches the pinned {}; logged in; {} holds {} entr(y/ies); {} is readable and holds {}",
+            sftp.host_key.fingerprint(),
+            sftp.remote_out_dir,
+            out_listing.len(),
+            sftp.remote_in_dir,
+            in_listing.len()
+        ),
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,11 +4,13 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use serde_json::json;
+
 use crate::demo::demo_month;
 use crate::export::{default_outbox, run_batch, ExportRequest};
 use crate::ledger::Ledger;
 
-use super::export::{print_exported, Bar};
+use super::export::{exported_json, print_exported, Bar};
 
 use super::output::kroner;
 use super::DemoArgs;
@@ -20,36 +22,54 @@ pub fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .map(|(index, command)| (index + 1, command))
         .collect();
     let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        "demo: {} commands for October 2026 across 98 kommuner (seed {}), data directory {}",
-        commands.len(),
-        args.seed,
-        data_dir.display()
-    )?;
+    let command_count = commands.len();
+    if !args.json {
+        writeln!(
+            out,
+            "demo: {command_count} commands for October 2026 across 98 kommuner (seed {}), data directory {}",
+            args.seed,
+            data_dir.display()
+        )?;
+    }
+    // The demo, like `init`, may create the ledger.
     let mut ledger = Ledger::open(data_dir)?;
     let report = ledger.ingest(commands)?;
-    writeln!(
-        out,
-        "ingest: appended {} event(s), {} duplicate(s); log head is position {}",
-        report.appended(),
-        report.duplicates(),
-        report.head.position
-    )?;
     let totals = ledger.kommune_totals(report.head.position)?;
     let entries: u64 = totals.iter().map(|(_, t)| t.entries).sum();
     let net: i64 = totals.iter().map(|(_, t)| t.net_ore).sum();
-    writeln!(
-        out,
-        "ledger: {} kommuner, {} entries, net withheld {} kr",
-        totals.len(),
-        entries,
-        kroner(net)
-    )?;
+    if !args.json {
+        writeln!(
+            out,
+            "ingest: appended {} event(s), {} duplicate(s); log head is position {}",
+            report.appended(),
+            report.duplicates(),
+            report.head.position
+        )?;
+        writeln!(
+            out,
+            "ledger: {} kommuner, {} entries, net withheld {} kr",
+            totals.len(),
+            entries,
+            kroner(net)
+        )?;
+    }
     let outbox = default_outbox(data_dir);
     let bar = Bar::new();
     let files = run_batch(&mut ledger, &ExportRequest::default(), &outbox, &bar)?;
     drop(bar);
+    if args.json {
+        let mut document = exported_json(&files);
+        document["seed"] = json!(args.seed);
+        document["commands"] = json!(command_count);
+        document["appended"] = json!(report.appended());
+        document["duplicates"] = json!(report.duplicates());
+        document["head_position"] = json!(report.head.position);
+        document["kommuner"] = json!(totals.len());
+        document["entries"] = json!(entries);
+        document["net"] = json!(kroner(net));
+        writeln!(out, "{document}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     print_exported(
         &mut out,
         &files,

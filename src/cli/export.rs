@@ -17,7 +17,8 @@ use crate::export::{
 };
 use crate::ledger::Ledger;
 
-use super::deliver::{deliver_and_report, sftp_config};
+use super::deliver::{deliver_and_report, not_configured, sftp_config};
+use super::exit::Exit;
 use super::output::{hex, kroner, table, time_us};
 use super::{ExportArgs, FilesArgs, ReconstructArgs, ReissueArgs};
 use crate::export::DeliverRequest;
@@ -82,7 +83,7 @@ pub fn run_export(
     let mut ledger = if args.as_of.is_some() || args.test {
         Ledger::open_read_only(data_dir)?
     } else {
-        Ledger::open(data_dir)?
+        Ledger::open_existing(data_dir)?
     };
     let bar = Bar::new();
     let (files, what) = if let Some(time) = args.as_of {
@@ -114,30 +115,47 @@ pub fn run_export(
         (files, format!("official files into {}", out.display()))
     };
     drop(bar);
-    print_exported(&mut io::stdout().lock(), &files, &what, args.json)?;
     if !args.deliver {
+        print_exported(&mut io::stdout().lock(), &files, &what, args.json)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // With --json, the export's files and the delivery make one document.
+    let document = if args.json {
+        Some(exported_json(&files))
+    } else {
+        print_exported(&mut io::stdout().lock(), &files, &what, false)?;
+        None
+    };
     let outbox = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
+    let request = DeliverRequest::default();
     let Some(sftp) = sftp else {
-        println!(
-            "deliver: no [sftp] configuration; the files stay in the local outbox {}",
+        let why = format!(
+            "--deliver was asked but there is no [sftp] configuration; the files stay in the \
+             local outbox {}",
             outbox.display()
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(not_configured(&ledger, &request, &why, document)?.into());
     };
-    let (_, all_accepted) = deliver_and_report(
-        ledger,
-        &sftp,
-        &DeliverRequest::default(),
-        &outbox,
-        args.json,
-    )?;
-    Ok(if all_accepted {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let (_, exit) = deliver_and_report(ledger, &sftp, &request, &outbox, document)?;
+    Ok(exit.into())
+}
+
+/// The files an export run wrote, as JSON.
+pub fn exported_json(files: &[ExportedFile]) -> serde_json::Value {
+    let items: Vec<_> = files
+        .iter()
+        .map(|f| {
+            json!({
+                "kommune": f.planned.range.kommune.code(),
+                "kommune_name": f.planned.range.kommune.name(),
+                "sequence": f.planned.header.sequence,
+                "records": f.summary.record_count, "net": kroner(f.summary.net_ore),
+                "file_name": f.planned.file_name, "path": f.written.path.display().to_string(),
+                "sha256": hex(&f.written.sha256), "file_id": f.file_id.map(|id| id.to_string()),
+            })
+        })
+        .collect();
+    json!({"files": items})
 }
 
 /// The summary table of an export run (or its JSON).
@@ -148,18 +166,7 @@ pub fn print_exported(
     json: bool,
 ) -> io::Result<()> {
     if json {
-        let items: Vec<_> = files
-            .iter()
-            .map(|f| {
-                json!({
-                    "kommune": f.planned.range.kommune.code(), "sequence": f.planned.header.sequence,
-                    "records": f.summary.record_count, "net": kroner(f.summary.net_ore),
-                    "file_name": f.planned.file_name, "path": f.written.path.display().to_string(),
-                    "sha256": hex(&f.written.sha256), "file_id": f.file_id.map(|id| id.to_string()),
-                })
-            })
-            .collect();
-        return writeln!(out, "{}", json!({"files": items}));
+        return writeln!(out, "{}", exported_json(files));
     }
     if files.is_empty() {
         return writeln!(
@@ -207,7 +214,24 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
     write_private(&path, &reconstruction.bytes)?;
     let mut out = io::stdout().lock();
     let file = &reconstruction.file;
-    if reconstruction.matches() {
+    let exit = if reconstruction.matches() {
+        Exit::Success
+    } else {
+        Exit::LedgerDamaged
+    };
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "kommune": file.kommune.code(), "kommune_name": file.kommune.name(),
+                "sequence": file.sequence, "file_name": file.file_name,
+                "matches": reconstruction.matches(), "path": path.display().to_string(),
+                "recorded_sha256": hex(&file.sha256), "rebuilt_sha256": hex(&reconstruction.sha256),
+                "position": file.position,
+            })
+        )?;
+    } else if reconstruction.matches() {
         writeln!(
             out,
             "ok: {} rebuilt from the log into {}; SHA-256 {} equals the one recorded at position {}",
@@ -216,7 +240,6 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
             hex(&reconstruction.sha256),
             file.position
         )?;
-        Ok(ExitCode::SUCCESS)
     } else {
         writeln!(
             out,
@@ -227,8 +250,8 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
             hex(&reconstruction.sha256),
             path.display()
         )?;
-        Ok(ExitCode::FAILURE)
     }
+    Ok(exit.into())
 }
 
 /// Writes a file owner-only (it holds full CPR numbers) and atomically, replacing
@@ -258,7 +281,8 @@ pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> 
         let state = delivery_state(ledger.connection(), file.kommune, file.sequence)?;
         if args.json {
             items.push(json!({
-                "kommune": file.kommune.code(), "sequence": file.sequence, "file_name": file.file_name,
+                "kommune": file.kommune.code(), "kommune_name": file.kommune.name(),
+                "sequence": file.sequence, "file_name": file.file_name,
                 "created_at": time_us(file.created_at_us), "records": file.record_count,
                 "net": kroner(file.net_ore()), "sha256": hex(&file.sha256),
                 "file_id": uuid::Uuid::from_bytes(file.file_id).to_string(), "delivery": state,
@@ -301,7 +325,7 @@ pub fn run_reissue(
     args: &ReissueArgs,
 ) -> anyhow::Result<ExitCode> {
     let sftp = sftp_config(data_dir, config)?;
-    let mut ledger = Ledger::open(data_dir)?;
+    let mut ledger = Ledger::open_existing(data_dir)?;
     let kommune = Kommune::parse(&args.file.kommune)?;
     let sequence = args.file.seq;
     let outbox = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
@@ -309,39 +333,62 @@ pub fn run_reissue(
     let lock_wait = Duration::from_secs(args.lock_wait);
     match reissue(&mut ledger, kommune, sequence, &outbox, lock_wait)? {
         Ok(done) => {
-            writeln!(
-                out,
-                "reissued: {} is back in the outbox, byte for byte (SHA-256 {}); it will be delivered again as SendersFileId {} (FileReissued at position {})",
-                done.written.path.display(),
-                hex(&done.written.sha256),
-                done.delivery_id,
-                done.position
-            )?;
+            let reissued = json!({
+                "kommune": kommune.code(), "kommune_name": kommune.name(), "sequence": sequence,
+                "path": done.written.path.display().to_string(), "sha256": hex(&done.written.sha256),
+                "senders_file_id": done.delivery_id.to_string(), "position": done.position,
+            });
+            if !args.json {
+                writeln!(
+                    out,
+                    "reissued: {} is back in the outbox, byte for byte (SHA-256 {}); it will be delivered again as SendersFileId {} (FileReissued at position {})",
+                    done.written.path.display(),
+                    hex(&done.written.sha256),
+                    done.delivery_id,
+                    done.position
+                )?;
+            }
             drop(out);
+            let document = args.json.then(|| json!({"reissued": reissued}));
             let Some(sftp) = sftp else {
-                println!("deliver: no [sftp] configuration; the file waits in the local outbox");
+                match document {
+                    Some(mut document) => {
+                        document["configured"] = json!(false);
+                        println!("{document}");
+                    }
+                    None => println!(
+                        "deliver: no [sftp] configuration; the file waits in the local outbox"
+                    ),
+                }
                 return Ok(ExitCode::SUCCESS);
             };
             let request = DeliverRequest {
                 kommune: Some(kommune),
                 sequence: Some(sequence),
             };
-            let (_, all_accepted) = deliver_and_report(ledger, &sftp, &request, &outbox, false)?;
-            Ok(if all_accepted {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            let (_, exit) = deliver_and_report(ledger, &sftp, &request, &outbox, document)?;
+            Ok(exit.into())
         }
         Err(mismatch) => {
-            writeln!(
-                out,
-                "REFUSED: {} rebuilt from the log no longer matches the file that was sent (recorded {}, rebuilt {}); nothing was written. Run `sf2520 verify`.",
-                mismatch.file.file_name,
-                hex(&mismatch.file.sha256),
-                hex(&mismatch.sha256)
-            )?;
-            Ok(ExitCode::FAILURE)
+            if args.json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({
+                        "refused": true, "file_name": mismatch.file.file_name,
+                        "recorded_sha256": hex(&mismatch.file.sha256), "rebuilt_sha256": hex(&mismatch.sha256),
+                    })
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "REFUSED: {} rebuilt from the log no longer matches the file that was sent (recorded {}, rebuilt {}); nothing was written. Run `sf2520 verify`.",
+                    mismatch.file.file_name,
+                    hex(&mismatch.file.sha256),
+                    hex(&mismatch.sha256)
+                )?;
+            }
+            Ok(Exit::LedgerDamaged.into())
         }
     }
 }

@@ -38,6 +38,35 @@ pub fn check(paths: &[PathBuf], out: &mut dyn Write) -> anyhow::Result<bool> {
     Ok(all_valid)
 }
 
+/// [`check`] as one JSON document: `{"files": [{"path", "valid", "summary" or
+/// "errors"}]}`.
+pub fn check_json(paths: &[PathBuf], out: &mut dyn Write) -> anyhow::Result<bool> {
+    let mut all_valid = true;
+    let mut items = Vec::new();
+    for path in paths {
+        let shown = path.display().to_string();
+        let item = match std::fs::read(path) {
+            Err(error) => {
+                serde_json::json!({"path": shown, "valid": false, "errors": [format!("cannot read: {error}")]})
+            }
+            Ok(bytes) => match read_file(&bytes) {
+                Ok(file) => {
+                    serde_json::json!({"path": shown, "valid": true, "summary": summary_line(&file)})
+                }
+                Err(errors) => {
+                    let listed: Vec<String> =
+                        errors.errors.iter().map(ToString::to_string).collect();
+                    serde_json::json!({"path": shown, "valid": false, "errors": listed, "truncated": errors.truncated})
+                }
+            },
+        };
+        all_valid &= item["valid"] == true;
+        items.push(item);
+    }
+    writeln!(out, "{}", serde_json::json!({"files": items}))?;
+    Ok(all_valid)
+}
+
 fn summary_line(file: &ParsedFile) -> String {
     let header = &file.header;
     let test = if header.test_marker {

@@ -4,11 +4,18 @@
 mod backup;
 mod deliver;
 mod demo;
+pub mod exit;
 mod export;
 pub mod format_cmds;
+mod inbox;
 mod ingest;
+mod init;
 mod log;
+pub mod logging;
+mod metrics;
 mod output;
+mod progress;
+mod status;
 mod totals;
 mod verify;
 
@@ -31,10 +38,12 @@ use crate::ledger::AsOf;
     name = "sf2520",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = exit::AFTER_HELP
 )]
 pub struct Cli {
-    /// Directory holding the ledger database (created owner-only if missing).
+    /// Directory holding the ledger database. Only `init` (and `demo`) create it;
+    /// every other command refuses a directory without a ledger.
     #[arg(
         long,
         global = true,
@@ -59,19 +68,47 @@ pub struct Cli {
     #[arg(long, global = true, env = "SF2520_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Log format on standard error: `text` (coloured only on a terminal and
+    /// never with NO_COLOR) or `json` (one object per line, for journald or ELK).
+    /// The level comes from RUST_LOG (default warn).
+    #[arg(
+        long,
+        global = true,
+        env = "SF2520_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Create the data directory (owner-only) and an empty ledger in it.
+    ///
+    /// The only command besides `demo` that creates a ledger: every other one
+    /// exits with code 6 and "no ledger at PATH" on a directory without one, so a
+    /// mistyped --data-dir cannot start a new, empty ledger. Running it on an
+    /// existing ledger changes nothing and says so.
+    Init(InitArgs),
     /// Ingest KY's JSON Lines (agreements, withholdings, corrections), all or nothing.
     ///
     /// Each line is one object with a "type" of agreement, agreement_ended,
     /// withholding or correction (see docs/input-format.md). If any line is
     /// rejected, every rejected line is listed with its number and reason and
     /// nothing is written. A line identical to one already recorded is an accepted
-    /// duplicate; the same reference with other content is a conflict.
+    /// duplicate (summarised; --verbose lists each); the same reference with other
+    /// content is a conflict. Exits 3 when any line (or, with --inbox, any file) is
+    /// rejected.
     Ingest(IngestArgs),
     /// Show withheld, corrected and net totals per kommune or agreement, now or as of a past point.
     Totals(TotalsArgs),
@@ -79,8 +116,8 @@ pub enum Command {
     Log(LogArgs),
     /// Walk the hash chain and check that the projections equal a replay of the log.
     ///
-    /// Exits non-zero and names the first bad position if anything was altered.
-    Verify,
+    /// Exits with code 4 and names the first bad position if anything was altered.
+    Verify(VerifyArgs),
     /// Generate a realistic month for all 98 kommuner (seeded), ingest it and run
     /// the batch export.
     ///
@@ -90,7 +127,7 @@ pub enum Command {
     /// The batch export: the next SF2520 file of every kommune with new entries.
     ///
     /// One export at a time per ledger: a second waits --lock-wait seconds for the
-    /// first, then exits 75 naming it. Fixes a cut-off (the log's head when the run
+    /// first, then exits 5 naming it. Fixes a cut-off (the log's head when the run
     /// starts), renders one file per kommune with entries recorded since its
     /// previous file (the løbenummer after the previous one) under a temporary
     /// name, reads each back and checks it against the ledger, records a
@@ -134,7 +171,27 @@ pub enum Command {
     /// way. Kommuner go in parallel (`concurrency` in the config). An accepted file
     /// is never uploaded again unless reissued; a failed one is retried by the next
     /// run. Without an [sftp] section the files stay in the local outbox.
+    ///
+    /// Exits 0 only when every official file (of --kommune, if given) is accepted;
+    /// 7 while any waits for its receipt, failed to upload, or was rejected and not
+    /// reissued (night after night), and without [sftp] while any is not accepted;
+    /// 8 when the server's host key is not the pinned one.
     Deliver(DeliverArgs),
+    /// One screen for the operator: ledger head, last export and last file per
+    /// kommune, files by delivery state (oldest pending), rejected files with their
+    /// codes, configuration present or not.
+    ///
+    /// With --check it prints one line and exits with the monitoring-plugin codes
+    /// (Nagios, Icinga, a systemd OnFailure= hook): 0 OK; 1 WARNING when a file
+    /// has waited longer than --warn-hours for acceptance or delivery is not
+    /// configured while files wait; 2 CRITICAL when a file is rejected and not
+    /// reissued, or a file has waited longer than --critical-hours; 3 UNKNOWN when
+    /// the ledger cannot be read.
+    Status(StatusArgs),
+    /// Metrics in the Prometheus text format, for node_exporter's textfile
+    /// collector (write to a temporary file and rename it into the collector's
+    /// directory).
+    Metrics,
     /// Check the configuration file and try to connect to the SFTP server.
     Config {
         #[command(subcommand)]
@@ -169,6 +226,36 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print the status as one JSON document.
+    #[arg(long, conflicts_with = "check")]
+    pub json: bool,
+    /// One line and a monitoring-plugin exit code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    #[arg(long)]
+    pub check: bool,
+    /// WARNING when a file has waited this long to be accepted.
+    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    pub warn_hours: u32,
+    /// CRITICAL when a file has waited this long to be accepted.
+    #[arg(long, value_name = "HOURS", default_value_t = 72)]
+    pub critical_hours: u32,
+}
+
+#[derive(Args, Debug)]
 pub struct BackupArgs {
     /// The backup file to write.
     #[arg(value_name = "DEST")]
@@ -176,6 +263,9 @@ pub struct BackupArgs {
     /// Replace DEST if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -186,6 +276,9 @@ pub struct RestoreArgs {
     /// Restore even if the ledger has events the backup lacks, or cannot be read.
     #[arg(long)]
     pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -202,14 +295,17 @@ pub struct ExportArgs {
     /// Test files: marker T in the start record, nothing recorded.
     #[arg(long)]
     pub test: bool,
-    /// Render what a batch run at this time would have made (needs --out; records nothing).
-    #[arg(long, value_name = "TIME")]
+    /// Render what a batch run at this time would have made (needs --out; records
+    /// nothing). TIME is a date YYYY-MM-DD (its start, 00:00 UTC) or an RFC 3339
+    /// time such as 2026-12-01T02:30:00Z or 2026-12-01T03:30:00+01:00.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub as_of: Option<DateTime<Utc>>,
-    /// Deliver the new files (and any still pending) over SFTP after exporting.
+    /// Deliver the new files (and any still pending) over SFTP after exporting;
+    /// exit code 7 unless every official file is then accepted (see `deliver`).
     #[arg(long, conflicts_with_all = ["as_of", "test"])]
     pub deliver: bool,
     /// How long to wait for another export of this ledger (one at a time, the
-    /// timer's and an operator's alike) before giving up with exit code 75.
+    /// timer's and an operator's alike) before giving up with exit code 5.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub lock_wait: u64,
     /// Print the summary as JSON.
@@ -238,7 +334,11 @@ pub enum ConfigAction {
     /// Validate the configuration (permissions, key type, values within KOMBIT's
     /// schema limits), warn when `sender` differs from `user`, then connect with the
     /// pinned host key and check that OUT/ and remote_in_dir can be listed.
-    Check,
+    Check {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// One official file: kommune and løbenummer.
@@ -259,6 +359,9 @@ pub struct ReconstructArgs {
     /// Where to write the rebuilt file (default: its file name in the current directory).
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -281,6 +384,9 @@ pub struct ReissueArgs {
     /// How long to wait for an export of this ledger that is running.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub lock_wait: u64,
+    /// Print the result (and the delivery's) as one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -288,6 +394,9 @@ pub struct CheckArgs {
     /// SF2520 files to validate.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Print one JSON document: per file, valid or its errors.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -304,12 +413,22 @@ pub struct IngestArgs {
     /// JSON Lines files, or `-` for standard input. Each file is one batch, all or
     /// nothing, committed durably before the next is read; the first rejected file
     /// stops the run (the files before it stay committed).
-    #[arg(required = true, value_name = "FILE")]
+    #[arg(required_unless_present = "inbox", value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Ingest every complete `*.jsonl` file in DIR, in name order: each accepted
+    /// file moves to DIR/archive/, each rejected one to DIR/rejected/ with
+    /// NAME.errors.txt and NAME.errors.json beside it. Writers must write
+    /// `.NAME.jsonl.tmp` (hidden, ignored) and rename it to `NAME.jsonl` when
+    /// complete. One run at a time (a lock file in DIR names the holder).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["files", "dry_run"])]
+    pub inbox: Option<PathBuf>,
     /// Check every line against the ledger but write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print the report as JSON.
+    /// List every duplicate line (by default: how many, and the first few).
+    #[arg(long)]
+    pub verbose: bool,
+    /// Print one JSON document for the whole run.
     #[arg(long)]
     pub json: bool,
 }
@@ -317,12 +436,30 @@ pub struct IngestArgs {
 /// Where in the log to read: the head (default), a position, or a time.
 #[derive(Args, Debug, Clone)]
 pub struct AsOfArgs {
-    /// Read as the log stood at this time (RFC 3339, e.g. 2026-03-01T00:00:00Z).
-    #[arg(long, value_name = "TIME", conflicts_with = "at_position")]
+    /// Read as the log stood at this time: a date YYYY-MM-DD (its start, 00:00
+    /// UTC) or an RFC 3339 time such as 2026-03-01T00:00:00Z or
+    /// 2026-03-01T01:00:00+01:00.
+    #[arg(long, value_name = "TIME", conflicts_with = "at_position", value_parser = parse_time)]
     pub as_of: Option<DateTime<Utc>>,
     /// Read as the log stood after this position.
     #[arg(long, value_name = "N")]
     pub at_position: Option<u64>,
+}
+
+/// A `--as-of` value: a date (its start, 00:00 UTC) or an RFC 3339 time.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        if let Some(start) = date.and_hms_opt(0, 0, 0) {
+            return Ok(start.and_utc());
+        }
+    }
+    Err(format!(
+        "{text:?} is neither a date YYYY-MM-DD (e.g. 2026-12-01, meaning 00:00 UTC) nor an \
+         RFC 3339 time (e.g. 2026-12-01T02:30:00Z or 2026-12-01T03:30:00+01:00)"
+    ))
 }
 
 impl AsOfArgs {
@@ -368,16 +505,55 @@ pub struct DemoArgs {
     /// Seed of the generated month; the same seed gives the same data.
     #[arg(long, default_value_t = crate::demo::DEMO_SEED)]
     pub seed: u64,
+    /// Print the summary as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An error and its causes as one line, each cause once: an OS error is often
+/// both a cause's text and the cause itself ("Permission denied (os error 13):
+/// Permission denied (os error 13)"), so a cause whose text the line already
+/// ends with is left out.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut denied = false;
+    for cause in error.chain() {
+        denied |= cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
+        let part = cause.to_string();
+        if text.ends_with(&part) || text.contains(&format!("{part}: ")) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    if denied && !text.contains("permission on") {
+        // Which permission: reading a file needs read on it; creating or renaming
+        // one needs write on its directory; every directory on the way needs x.
+        text.push_str(
+            " (the user running sf2520 needs read permission on the files it reads, write \
+             permission on the directories it writes into, and execute permission on every \
+             directory on the path)",
+        );
+    }
+    text
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::ledger::set_default_busy_wait(std::time::Duration::from_secs(cli.busy_timeout));
+    tracing::debug!(data_dir = %cli.data_dir.display(), command = ?cli.command, "starting");
     match cli.command {
+        Command::Init(args) => init::run(&cli.data_dir, &args),
+        Command::Status(args) => status::run(&cli.data_dir, cli.config.as_deref(), &args),
+        Command::Metrics => metrics::run(&cli.data_dir),
         Command::Ingest(args) => ingest::run(&cli.data_dir, &args),
         Command::Totals(args) => totals::run(&cli.data_dir, &args),
         Command::Log(args) => log::run(&cli.data_dir, &args),
-        Command::Verify => verify::run(&cli.data_dir),
+        Command::Verify(args) => verify::run(&cli.data_dir, &args),
         Command::Demo(args) => demo::run(&cli.data_dir, &args),
         Command::Export(args) => export::run_export(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Reconstruct(args) => export::run_reconstruct(&cli.data_dir, &args),
@@ -385,14 +561,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reissue(args) => export::run_reissue(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Deliver(args) => deliver::run_deliver(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Config {
-            action: ConfigAction::Check,
-        } => deliver::run_config_check(&cli.data_dir, cli.config.as_deref()),
+            action: ConfigAction::Check { json },
+        } => deliver::run_config_check(&cli.data_dir, cli.config.as_deref(), json),
         Command::Check(args) => {
-            let valid = format_cmds::check(&args.files, &mut std::io::stdout().lock())?;
+            let valid = if args.json {
+                format_cmds::check_json(&args.files, &mut std::io::stdout().lock())?
+            } else {
+                format_cmds::check(&args.files, &mut std::io::stdout().lock())?
+            };
             Ok(if valid {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::FAILURE
+                exit::Exit::InputRejected.into()
             })
         }
         Command::Show(args) => {
@@ -401,5 +581,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backup(args) => backup::run_backup(&cli.data_dir, &args),
         Command::Restore(args) => backup::run_restore(&cli.data_dir, &args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    /// Regression: an OS error was printed three times ("Permission denied (os
+    /// error 13): Permission denied (os error 13): …").
+    #[test]
+    fn an_os_error_is_said_once_with_the_permission_needed() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let ledger = crate::ledger::LedgerError::CreateDir {
+            path: "/var/lib/sf2520".into(),
+            source: io,
+        };
+        let error = anyhow::Error::from(ledger).context("cannot start");
+        let text = error_text(&error);
+        assert_eq!(text.matches("permission denied").count(), 1, "{text}");
+        assert!(text.contains("/var/lib/sf2520"), "{text}");
+        assert!(
+            text.contains("write permission on the directories"),
+            "{text}"
+        );
     }
 }

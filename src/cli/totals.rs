@@ -4,8 +4,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::bail;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::domain::{AgreementRef, Kommune};
 use crate::ledger::{Ledger, Totals};
@@ -35,17 +34,27 @@ pub fn run(data_dir: &Path, args: &TotalsArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     if let Some(agreement) = &args.agreement {
         let agreement = AgreementRef::parse(agreement)?;
-        let Some(totals) = ledger.agreement_totals(agreement.as_str(), position)? else {
-            bail!("agreement {agreement} has no entries as of position {position}");
-        };
+        // An unknown agreement is an error; a registered one without entries has
+        // zero totals.
+        let kommune = ledger.agreement_kommune(agreement.as_str(), position)?;
+        let totals = ledger
+            .agreement_totals(agreement.as_str(), position)?
+            .unwrap_or_default();
         if args.json {
             writeln!(
                 out,
                 "{}",
-                json!({"position": position, "agreement": agreement.as_str(), "totals": totals})
+                json!({
+                    "position": position, "agreement": agreement.as_str(),
+                    "kommune": kommune.code(), "kommune_name": kommune.name(), "totals": totals,
+                })
             )?;
         } else {
-            writeln!(out, "agreement {agreement} as of position {position}")?;
+            writeln!(
+                out,
+                "agreement {agreement} of kommune {kommune} {} as of position {position}",
+                kommune.name()
+            )?;
             let headers: Vec<&str> = ["agreement"].into_iter().chain(TOTALS_HEADERS).collect();
             write!(
                 out,
@@ -57,7 +66,14 @@ pub fn run(data_dir: &Path, args: &TotalsArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(kommune) = &args.kommune {
         let kommune = Kommune::parse(kommune)?;
-        let rows = ledger.agreements_of_kommune(kommune, position)?;
+        let rows = ledger
+            .agreements_of_kommune(kommune, position)?
+            .into_iter()
+            .map(|(agreement, totals)| {
+                let label = json!({"agreement": agreement});
+                (agreement, label, totals)
+            })
+            .collect();
         print_rows(
             &mut out,
             position,
@@ -71,7 +87,10 @@ pub fn run(data_dir: &Path, args: &TotalsArgs) -> anyhow::Result<ExitCode> {
     let rows = ledger
         .kommune_totals(position)?
         .into_iter()
-        .map(|(kommune, totals)| (format!("{kommune} {}", kommune.name()), totals))
+        .map(|(kommune, totals)| {
+            let label = json!({"kommune": kommune.code(), "kommune_name": kommune.name()});
+            (format!("{kommune} {}", kommune.name()), label, totals)
+        })
         .collect();
     print_rows(
         &mut out,
@@ -89,27 +108,33 @@ fn print_rows(
     position: u64,
     title: &str,
     key: &str,
-    rows: Vec<(String, Totals)>,
+    rows: Vec<(String, Value, Totals)>,
     json: bool,
 ) -> io::Result<()> {
     if json {
         let items: Vec<_> = rows
             .iter()
-            .map(|(name, totals)| json!({key: name, "totals": totals}))
+            .map(|(_, label, totals)| {
+                let mut item = label.clone();
+                item["totals"] = json!(totals);
+                item
+            })
             .collect();
         return writeln!(out, "{}", json!({"position": position, "rows": items}));
     }
-    let sum = rows.iter().fold(Totals::default(), |mut sum, (_, totals)| {
-        sum.withheld_ore += totals.withheld_ore;
-        sum.corrected_ore += totals.corrected_ore;
-        sum.net_ore += totals.net_ore;
-        sum.entries += totals.entries;
-        sum.last_payout_date = sum.last_payout_date.max(totals.last_payout_date);
-        sum
-    });
+    let sum = rows
+        .iter()
+        .fold(Totals::default(), |mut sum, (_, _, totals)| {
+            sum.withheld_ore += totals.withheld_ore;
+            sum.corrected_ore += totals.corrected_ore;
+            sum.net_ore += totals.net_ore;
+            sum.entries += totals.entries;
+            sum.last_payout_date = sum.last_payout_date.max(totals.last_payout_date);
+            sum
+        });
     let mut table_rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|(name, totals)| row(vec![name.clone()], totals))
+        .map(|(name, _, totals)| row(vec![name.clone()], totals))
         .collect();
     table_rows.push(row(vec![format!("total ({} rows)", rows.len())], &sum));
     writeln!(out, "{title} as of position {position}")?;

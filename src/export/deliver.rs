@@ -74,6 +74,8 @@ pub enum DeliveryResult {
     /// Not delivered in this run; a later `deliver` retries it.
     Failed {
         reason: String,
+        /// The server's host key was not the pinned one (its own exit code).
+        host_key_mismatch: bool,
     },
 }
 
@@ -152,6 +154,10 @@ pub fn deliver(
                 .await
                 .unwrap_or_else(|error| DeliveryResult::Failed {
                     reason: error.to_string(),
+                    host_key_mismatch: matches!(
+                        &error,
+                        StepError::Transport(transport) if transport.is_host_key_mismatch()
+                    ),
                 });
             let report = DeliveryReport {
                 kommune: item.file.kommune,

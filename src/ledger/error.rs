@@ -23,6 +23,15 @@ pub enum LedgerError {
         source: std::io::Error,
     },
 
+    /// A command other than `init` (or `demo`) was pointed at a directory without
+    /// a ledger: a typo in `--data-dir` must not silently start a new, empty one.
+    #[error(
+        "no ledger at {} (run `sf2520 init`); if the ledger is elsewhere, check \
+         --data-dir or SF2520_DATA_DIR. Nothing was created",
+        .path.display()
+    )]
+    NoLedger { path: PathBuf },
+
     #[error("cannot open ledger database {path}: {source}")]
     Open {
         path: PathBuf,
@@ -61,6 +70,12 @@ pub enum LedgerError {
 
     #[error("position {position} does not exist (the log ends at {head})")]
     NoSuchPosition { position: u64, head: u64 },
+
+    #[error(
+        "agreement {agreement} is not registered as of position {position}; \
+         `sf2520 log` lists the agreements registered (type AgreementRegistered)"
+    )]
+    UnknownAgreement { agreement: String, position: u64 },
 
     #[error("{what} changed while this run worked; another process is writing to the ledger")]
     Concurrent { what: String },
@@ -114,9 +129,6 @@ pub enum LedgerError {
          was written. `sf2520 restore` the right backup (which records the change)"
     )]
     MarkMismatch { dir: PathBuf, position: u64 },
-
-    #[error("no ledger at {path} (run `sf2520 init`, or check --data-dir)")]
-    NoLedger { path: PathBuf },
 
     #[error("cannot tell {what}: it is outside the range of times this program handles")]
     Clock { what: &'static str },

@@ -464,6 +464,17 @@ impl AsOfBlock {
     }
 }
 
+/// The kommune of an agreement registered at or before `position`, if any.
+pub fn agreement_kommune(
+    conn: &Connection,
+    agreement: &str,
+    position: u64,
+) -> rusqlite::Result<Option<u16>> {
+    conn.prepare_cached("SELECT kommune FROM agreements WHERE agreement = ?1 AND position <= ?2")?
+        .query_row(params![agreement, position_sql(position)], |row| row.get(0))
+        .optional()
+}
+
 /// One agreement's totals as of `position` (`None` if it had no entries by then).
 pub fn agreement_totals(
     conn: &Connection,

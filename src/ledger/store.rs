@@ -257,6 +257,34 @@ impl Ledger {
         Ledger::open_with(dir, DEFAULT_TOTALS_BLOCK)
     }
 
+    /// Opens the ledger in `dir` only if it exists: a missing directory or database
+    /// is [`LedgerError::NoLedger`] and nothing is created. Every command but
+    /// `init` and `demo` opens the ledger this way, so that a mistyped
+    /// `--data-dir` is an error rather than a new, empty ledger.
+    pub fn open_existing(dir: &Path) -> Result<Ledger, LedgerError> {
+        let missing = || LedgerError::NoLedger {
+            path: dir.to_path_buf(),
+        };
+        // A directory that is someone else's says so, rather than "no ledger".
+        if dir.is_dir() {
+            datadir::check_private_dir(dir)?;
+        }
+        match fs::metadata(dir.join(DATABASE_FILE)) {
+            Ok(metadata) if metadata.is_file() => {}
+            Ok(_) => return Err(missing()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+            // Not "missing": a directory we may not read is its own error.
+            Err(source) => {
+                return Err(LedgerError::Io {
+                    action: "read",
+                    path: dir.join(DATABASE_FILE),
+                    source,
+                })
+            }
+        }
+        Ledger::open(dir)
+    }
+
     /// [`Ledger::open`], creating a new ledger with totals blocks of
     /// `new_totals_block` positions (an existing ledger keeps its own). Small
     /// blocks let tests cross many block ends; production uses the default.
@@ -302,12 +330,14 @@ impl Ledger {
     /// A missing ledger is an error, not a new one.
     pub fn open_read_only(dir: &Path) -> Result<Ledger, LedgerError> {
         let path = dir.join(DATABASE_FILE);
+        if dir.is_dir() {
+            datadir::check_private_dir(dir)?;
+        }
         if !path.is_file() {
             return Err(LedgerError::NoLedger {
                 path: dir.to_path_buf(),
             });
         }
-        datadir::check_private_dir(dir)?;
         prepare_database_file(&path)?;
         let conn = open_for_reading(&path)?;
         match read_meta(&conn, "schema_version")? {
@@ -643,6 +673,21 @@ impl Ledger {
             agreement,
             at,
         )?)
+    }
+
+    /// The kommune of an agreement registered at or before position `at`;
+    /// [`LedgerError::UnknownAgreement`] if there is none.
+    pub fn agreement_kommune(&self, agreement: &str, at: u64) -> Result<Kommune, LedgerError> {
+        let unknown = || LedgerError::UnknownAgreement {
+            agreement: agreement.to_owned(),
+            position: at,
+        };
+        let number =
+            projection::agreement_kommune(&self.conn, agreement, at)?.ok_or_else(unknown)?;
+        Kommune::from_number(number).ok_or_else(|| LedgerError::NotALedger {
+            path: self.dir.join(DATABASE_FILE),
+            why: format!("agreement {agreement} has the unknown kommune number {number}"),
+        })
     }
 
     /// How many entries one kommune has at positions `after + 1..=through` and

@@ -162,8 +162,9 @@ fn check_cvr_urn(key: &'static str, value: &str) -> Result<(), ConfigError> {
 }
 
 /// Exponential backoff for connection failures (server down, connection dropped).
+/// Each key left out of `[sftp.retry]` takes its default (see `Default`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts in all, the first included; 1 means no retry.
     pub max_attempts: u32,

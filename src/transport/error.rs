@@ -115,6 +115,17 @@ fn stale_note(stale: &Option<String>) -> String {
 }
 
 impl TransportError {
+    /// Whether this failure was (or, after retries, ended in) a host key that is
+    /// not the pinned one: the operator must act, and `main` gives it its own
+    /// exit code.
+    pub fn is_host_key_mismatch(&self) -> bool {
+        match self {
+            TransportError::HostKeyMismatch { .. } => true,
+            TransportError::RetriesExhausted { last, .. } => last.is_host_key_mismatch(),
+            _ => false,
+        }
+    }
+
     /// Whether trying again later may succeed: the server was down or unreachable,
     /// or the connection dropped. Re-running an upload is safe: it overwrites.
     pub fn is_retryable(&self) -> bool {

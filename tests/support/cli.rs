@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 /// What one run printed and how it ended.
 pub struct Run {
     pub success: bool,
+    /// The exit code (`None` when a signal ended the run).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -42,10 +44,26 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Panics unless the run ended with exit code `code`.
+    pub fn expect_code(self, code: i32, what: &str) -> Run {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{what}: exit code\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        self
+    }
+}
+
 impl From<Output> for Run {
     fn from(output: Output) -> Run {
         Run {
             success: output.status.success(),
+            code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }

@@ -1,0 +1,267 @@
+//! The exit-code contract: one table, used by `main`, by `--help` and by
+//! docs/operations.md, and the mapping from typed errors to its codes.
+//!
+//! A monitor (cron's mail, a systemd `OnFailure=`, Nagios) must be able to tell
+//! "KY's file was bad" from "the ledger is damaged" from "the platform has not
+//! accepted a file yet" without reading the text, so each has its own code.
+//! `status --check` alone follows the monitoring-plugin convention instead
+//! (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; see `status`).
+
+use std::process::ExitCode;
+
+use crate::export::ExportError;
+use crate::ledger::{BackupError, LedgerError};
+use crate::transport::{ConfigError, TransportError};
+
+/// How a run ended, as the process's exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    /// Anything not listed below (an unreadable file, a full disk, a bug).
+    Failure,
+    /// The command line itself was wrong (clap's own code).
+    Usage,
+    /// Input was rejected and nothing of it was written: ingest lines, an inbox
+    /// file, an invalid SF2520 file given to `check`, a bad value of an option.
+    InputRejected,
+    /// The ledger is damaged: `verify` found a broken chain or projection, an
+    /// event cannot be decoded, a file no longer rebuilds to its SHA-256.
+    LedgerDamaged,
+    /// Another run holds what this one needs: the export lock (another export or
+    /// reissue is running, or recorded a file while this one worked) or the
+    /// ledger's write lock (a long ingest). Try again later.
+    ExportRunning,
+    /// Configuration: no ledger at the data directory, a bad or too-open
+    /// config file, a key that cannot be read.
+    Configuration,
+    /// Delivery is not complete: a file waits for its receipt, was rejected and
+    /// not reissued, failed to upload, or `--deliver` was asked without `[sftp]`.
+    DeliveryIncomplete,
+    /// The SFTP server's host key is not the pinned one.
+    HostKeyMismatch,
+    /// Stopped by SIGINT (Ctrl-C) at a safe point, having cleaned up.
+    Interrupted,
+    /// Stopped by SIGTERM at a safe point, having cleaned up.
+    Terminated,
+}
+
+/// The contract: every exit code, its number and what it means.
+pub const TABLE: [(Exit, u8, &str); 11] = [
+    (Exit::Success, 0, "success"),
+    (Exit::Failure, 1, "general failure (see the message)"),
+    (
+        Exit::Usage,
+        2,
+        "the command line is wrong (unknown option, missing value)",
+    ),
+    (
+        Exit::InputRejected,
+        3,
+        "input rejected; nothing of it was written",
+    ),
+    (
+        Exit::LedgerDamaged,
+        4,
+        "ledger damaged (verify failure, corrupt ledger)",
+    ),
+    (
+        Exit::ExportRunning,
+        5,
+        "another export is running, or the ledger is busy: try again later",
+    ),
+    (
+        Exit::Configuration,
+        6,
+        "configuration error (no ledger, bad config file)",
+    ),
+    (
+        Exit::DeliveryIncomplete,
+        7,
+        "delivery not complete (pending receipt, rejected, or not configured)",
+    ),
+    (
+        Exit::HostKeyMismatch,
+        8,
+        "the SFTP host key is not the pinned one",
+    ),
+    (
+        Exit::Interrupted,
+        130,
+        "stopped by SIGINT (Ctrl-C) at a safe point; nothing half-done kept",
+    ),
+    (
+        Exit::Terminated,
+        143,
+        "stopped by SIGTERM at a safe point; nothing half-done kept",
+    ),
+];
+
+/// The table as `--help` shows it (after the options). A unit test checks that
+/// it lists exactly [`TABLE`].
+pub const AFTER_HELP: &str = "\
+Exit codes:
+    0  success
+    1  general failure (see the message)
+    2  the command line is wrong (unknown option, missing value)
+    3  input rejected; nothing of it was written
+    4  ledger damaged (verify failure, corrupt ledger)
+    5  another export is running, or the ledger is busy: try again later
+    6  configuration error (no ledger, bad config file)
+    7  delivery not complete (pending receipt, rejected, or not configured)
+    8  the SFTP host key is not the pinned one
+  130  stopped by SIGINT (Ctrl-C) at a safe point; nothing half-done kept
+  143  stopped by SIGTERM at a safe point; nothing half-done kept
+`status --check` uses the monitoring-plugin codes instead: 0 OK, 1 WARNING,
+2 CRITICAL, 3 UNKNOWN.";
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        TABLE
+            .iter()
+            .find(|(exit, _, _)| *exit == self)
+            .map_or(1, |(_, code, _)| *code)
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit.code())
+    }
+}
+
+/// The exit code for an error that ended a run: the first typed error along its
+/// chain of causes that the contract names decides; anything else is a failure.
+pub fn classify(error: &anyhow::Error) -> Exit {
+    error
+        .chain()
+        .find_map(|cause| {
+            if let Some(error) = cause.downcast_ref::<LedgerError>() {
+                ledger(error)
+            } else if let Some(error) = cause.downcast_ref::<ExportError>() {
+                export(error)
+            } else if let Some(error) = cause.downcast_ref::<TransportError>() {
+                transport(error)
+            } else if let Some(error) = cause.downcast_ref::<BackupError>() {
+                backup(error)
+            } else if cause.downcast_ref::<ConfigError>().is_some() {
+                Some(Exit::Configuration)
+            } else if cause.downcast_ref::<crate::domain::DomainError>().is_some()
+                || cause.downcast_ref::<crate::input::InputError>().is_some()
+            {
+                Some(Exit::InputRejected)
+            } else {
+                None
+            }
+        })
+        .unwrap_or(Exit::Failure)
+}
+
+fn ledger(error: &LedgerError) -> Option<Exit> {
+    match error {
+        LedgerError::NoLedger { .. }
+        | LedgerError::InsecurePermissions { .. }
+        | LedgerError::NotOwner { .. }
+        | LedgerError::NotADirectory { .. } => Some(Exit::Configuration),
+        LedgerError::Interrupted(stop) => Some(match stop.signal {
+            crate::interrupt::StopSignal::Interrupt => Exit::Interrupted,
+            crate::interrupt::StopSignal::Terminate => Exit::Terminated,
+        }),
+        LedgerError::ExportRunning { .. } | LedgerError::Busy { .. } => Some(Exit::ExportRunning),
+        LedgerError::BehindMark { .. }
+        | LedgerError::MarkMismatch { .. }
+        | LedgerError::DamagedMark { .. } => Some(Exit::LedgerDamaged),
+        LedgerError::Rejected(_)
+        | LedgerError::UnknownAgreement { .. }
+        | LedgerError::NoSuchPosition { .. } => Some(Exit::InputRejected),
+        LedgerError::CorruptPayload { .. }
+        | LedgerError::PositionGap { .. }
+        | LedgerError::NotALedger { .. } => Some(Exit::LedgerDamaged),
+        LedgerError::Concurrent { .. } => Some(Exit::ExportRunning),
+        _ => None,
+    }
+}
+
+fn export(error: &ExportError) -> Option<Exit> {
+    match error {
+        // `#[error(transparent)]` hides the inner error from the chain.
+        ExportError::Ledger(inner) => ledger(inner),
+        ExportError::ConcurrentExport { .. } => Some(Exit::ExportRunning),
+        ExportError::OutboxClaimed { .. }
+        | ExportError::ForeignFiles { .. }
+        | ExportError::DamagedClaim { .. } => Some(Exit::Configuration),
+        ExportError::NotAnEntry { .. } | ExportError::MissingWithholding { .. } => {
+            Some(Exit::LedgerDamaged)
+        }
+        _ => None,
+    }
+}
+
+fn backup(error: &BackupError) -> Option<Exit> {
+    match error {
+        BackupError::NoLedger { .. } => Some(Exit::Configuration),
+        BackupError::LedgerDamaged { .. }
+        | BackupError::CopyCorrupt { .. }
+        | BackupError::BackupDamaged { .. } => Some(Exit::LedgerDamaged),
+        BackupError::Ledger(inner) => ledger(inner),
+        _ => None,
+    }
+}
+
+fn transport(error: &TransportError) -> Option<Exit> {
+    error
+        .is_host_key_mismatch()
+        .then_some(Exit::HostKeyMismatch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_text_lists_exactly_the_table() {
+        let rows: Vec<String> = TABLE
+            .iter()
+            .map(|(_, code, meaning)| format!("{code:>5}  {meaning}"))
+            .collect();
+        let help_rows: Vec<&str> = AFTER_HELP
+            .lines()
+            .skip(1)
+            .take_while(|line| !line.starts_with('`'))
+            .collect();
+        assert_eq!(help_rows, rows);
+    }
+
+    #[test]
+    fn codes_are_distinct() {
+        let mut codes: Vec<u8> = TABLE.iter().map(|(_, code, _)| *code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), TABLE.len());
+    }
+
+    #[test]
+    fn a_ledger_error_inside_an_export_error_is_found() {
+        let error = anyhow::Error::from(ExportError::Ledger(LedgerError::Concurrent {
+            what: "head".into(),
+        }));
+        assert_eq!(classify(&error), Exit::ExportRunning);
+        let error = anyhow::Error::from(LedgerError::NoLedger {
+            path: "/nowhere".into(),
+        })
+        .context("while opening");
+        assert_eq!(classify(&error), Exit::Configuration);
+    }
+
+    #[test]
+    fn a_host_key_mismatch_after_retries_is_still_one() {
+        let error = TransportError::RetriesExhausted {
+            attempts: 3,
+            last: Box::new(TransportError::HostKeyMismatch {
+                address: "a".into(),
+                offered: "b".into(),
+                expected: "c".into(),
+            }),
+        };
+        assert_eq!(classify(&error.into()), Exit::HostKeyMismatch);
+    }
+}

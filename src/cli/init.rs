@@ -1,0 +1,46 @@
+//! `sf2520 init`: create the data directory and an empty ledger, the one command
+//! (with `demo`) that may create a ledger.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::ledger::{Ledger, DATABASE_FILE};
+
+use super::InitArgs;
+
+pub fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> {
+    let existed = data_dir.join(DATABASE_FILE).exists();
+    let ledger = Ledger::open(data_dir)?;
+    let head = ledger.head()?.position;
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "data_dir": data_dir.display().to_string(),
+                "created": !existed,
+                "head_position": head,
+            })
+        )?;
+    } else if existed {
+        writeln!(
+            out,
+            "init: a ledger already exists at {} ({head} event(s)); nothing changed",
+            data_dir.display()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "init: created an empty ledger at {} (directory 0700, database 0600). \
+             Next: put the [sftp] configuration in {}/sf2520.toml (or --config), then \
+             `sf2520 ingest FILE`",
+            data_dir.display(),
+            data_dir.display()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

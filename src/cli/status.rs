@@ -1,0 +1,461 @@
+//! `sf2520 status [--json] [--check]`: the operator's one screen, and a check in
+//! the monitoring-plugin convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+//!
+//! The facts are gathered once ([`Snapshot`]) from the files register and the
+//! ledger's head; `metrics` prints the same facts for Prometheus.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+use crate::export::{delivery_status, official_files, DeliveryState, OfficialFile};
+use crate::ledger::{Head, Ledger};
+use crate::transport::load;
+
+use super::deliver::config_path;
+use super::output::{hex, time_us};
+use super::StatusArgs;
+
+/// One official file and where it stands.
+pub struct FileStatus {
+    pub file: OfficialFile,
+    pub state: DeliveryState,
+}
+
+impl FileStatus {
+    /// The state's name without details: exported, uploaded, accepted, rejected, reissued.
+    pub fn state_name(&self) -> &'static str {
+        state_name(&self.state)
+    }
+
+    /// Not accepted and not rejected: delivery still has work to do.
+    pub fn pending(&self) -> bool {
+        !matches!(
+            self.state,
+            DeliveryState::Accepted | DeliveryState::Rejected { .. }
+        )
+    }
+}
+
+/// Kommuner whose last file is not accepted that the screen lists by name.
+const BEHIND_SHOWN: usize = 10;
+
+pub const STATE_NAMES: [&str; 5] = ["exported", "uploaded", "accepted", "rejected", "reissued"];
+
+pub fn state_name(state: &DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Exported => "exported",
+        DeliveryState::Uploaded { .. } => "uploaded",
+        DeliveryState::Accepted => "accepted",
+        DeliveryState::Rejected { .. } => "rejected",
+        DeliveryState::Reissued => "reissued",
+    }
+}
+
+/// Whether delivery is configured, and if the configuration can be read.
+pub enum ConfigState {
+    /// No config file at the default place: files stay in the local outbox.
+    Absent,
+    /// A config file without `[sftp]`.
+    NoSftp,
+    /// `[sftp]` present and valid: delivery to this address.
+    Sftp { address: String },
+    /// The file cannot be read or is invalid (the message says why).
+    Invalid { message: String },
+}
+
+/// Everything `status` and `metrics` report, read once.
+pub struct Snapshot {
+    pub head: Head,
+    pub files: Vec<FileStatus>,
+    pub config: ConfigState,
+    pub config_path: String,
+}
+
+impl Snapshot {
+    pub fn read(
+        ledger: &Ledger,
+        data_dir: &Path,
+        named: Option<&Path>,
+    ) -> anyhow::Result<Snapshot> {
+        let head = ledger.head()?;
+        let mut files = Vec::new();
+        for file in official_files(ledger.connection(), None)? {
+            let state = delivery_status(
+                ledger.connection(),
+                file.kommune,
+                file.sequence,
+                file.file_id,
+            )?
+            .state;
+            files.push(FileStatus { file, state });
+        }
+        let path = config_path(data_dir, named);
+        let config = if named.is_none() && !path.exists() {
+            ConfigState::Absent
+        } else {
+            match load(&path) {
+                Ok(None) => ConfigState::NoSftp,
+                Ok(Some(sftp)) => ConfigState::Sftp {
+                    address: sftp.address(),
+                },
+                Err(error) => ConfigState::Invalid {
+                    message: error.to_string(),
+                },
+            }
+        };
+        Ok(Snapshot {
+            head,
+            files,
+            config,
+            config_path: path.display().to_string(),
+        })
+    }
+
+    /// Files per state name (every state listed, zeros included).
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts: BTreeMap<&'static str, usize> =
+            STATE_NAMES.iter().map(|name| (*name, 0)).collect();
+        for file in &self.files {
+            *counts.entry(file.state_name()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// The time of the newest official file (µs), if any.
+    pub fn last_export_us(&self) -> Option<i64> {
+        self.files.iter().map(|f| f.file.created_at_us).max()
+    }
+
+    /// The oldest file still on its way (exported, uploaded or reissued).
+    pub fn oldest_pending(&self) -> Option<&FileStatus> {
+        self.files
+            .iter()
+            .filter(|f| f.pending())
+            .min_by_key(|f| f.file.created_at_us)
+    }
+
+    pub fn rejected(&self) -> impl Iterator<Item = &FileStatus> {
+        self.files
+            .iter()
+            .filter(|f| matches!(f.state, DeliveryState::Rejected { .. }))
+    }
+
+    /// The last file of each kommune that has one, by kommune.
+    pub fn last_per_kommune(&self) -> Vec<&FileStatus> {
+        let mut last: BTreeMap<u16, &FileStatus> = BTreeMap::new();
+        for file in &self.files {
+            let entry = last.entry(file.file.kommune.number()).or_insert(file);
+            if file.file.sequence > entry.file.sequence {
+                *entry = file;
+            }
+        }
+        last.into_values().collect()
+    }
+
+    fn delivery_configured(&self) -> bool {
+        matches!(self.config, ConfigState::Sftp { .. })
+    }
+}
+
+/// The verdict of `status --check`, in the monitoring-plugin convention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+impl Verdict {
+    fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Warning => "WARNING",
+            Verdict::Critical => "CRITICAL",
+            Verdict::Unknown => "UNKNOWN",
+        }
+    }
+
+    fn exit_code(self) -> ExitCode {
+        ExitCode::from(match self {
+            Verdict::Ok => 0,
+            Verdict::Warning => 1,
+            Verdict::Critical => 2,
+            Verdict::Unknown => 3,
+        })
+    }
+}
+
+/// The verdict and the reasons for it (worst first), as of `now_us`.
+pub fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Verdict, Vec<String>) {
+    let mut findings: Vec<(Verdict, String)> = Vec::new();
+    for file in snapshot.rejected() {
+        findings.push((
+            Verdict::Critical,
+            format!(
+                "{} rejected ({}) and not reissued",
+                file.file.file_name,
+                file.state.label()
+            ),
+        ));
+    }
+    if let ConfigState::Invalid { message } = &snapshot.config {
+        findings.push((Verdict::Critical, format!("configuration: {message}")));
+    }
+    let hours = |limit: u32| i64::from(limit) * 3_600_000_000;
+    let pending: Vec<&FileStatus> = snapshot.files.iter().filter(|f| f.pending()).collect();
+    if let Some(oldest) = snapshot.oldest_pending() {
+        // A file is dated up to a second after its export fixed the cut-off
+        // (decision 0007): one "from the future" has waited for no time yet.
+        let age_us = now_us.saturating_sub(oldest.file.created_at_us).max(0);
+        let age_hours = age_us / 3_600_000_000;
+        let what = format!(
+            "{} file(s) not yet accepted; the oldest, {}, is {} ({age_hours} h old)",
+            pending.len(),
+            oldest.file.file_name,
+            oldest.state.label()
+        );
+        if age_us >= hours(args.critical_hours) {
+            findings.push((
+                Verdict::Critical,
+                format!("{what}, over {} h", args.critical_hours),
+            ));
+        } else if age_us >= hours(args.warn_hours) {
+            findings.push((
+                Verdict::Warning,
+                format!("{what}, over {} h", args.warn_hours),
+            ));
+        }
+        if !snapshot.delivery_configured() {
+            findings.push((
+                Verdict::Warning,
+                format!(
+                    "{} file(s) wait in the outbox and delivery is not configured ({})",
+                    pending.len(),
+                    snapshot.config_path
+                ),
+            ));
+        }
+    }
+    findings.sort_by_key(|finding| std::cmp::Reverse(finding.0));
+    let verdict = findings
+        .first()
+        .map_or(Verdict::Ok, |(verdict, _)| *verdict);
+    (
+        verdict,
+        findings.into_iter().map(|(_, text)| text).collect(),
+    )
+}
+
+pub fn run(data_dir: &Path, config: Option<&Path>, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let snapshot = Ledger::open_existing(data_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|ledger| Snapshot::read(&ledger, data_dir, config));
+    let snapshot = match snapshot {
+        Ok(snapshot) => snapshot,
+        Err(error) if args.check => {
+            println!(
+                "SF2520 UNKNOWN - cannot read the ledger: {}",
+                crate::domain::mask_in_text(&super::error_text(&error))
+            );
+            return Ok(Verdict::Unknown.exit_code());
+        }
+        Err(error) => return Err(error),
+    };
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let (verdict, reasons) = judge(&snapshot, args, now_us);
+    let mut out = io::stdout().lock();
+    if args.check {
+        let counts = snapshot.counts();
+        let perfdata: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let summary = if reasons.is_empty() {
+            format!(
+                "{} official file(s), all accepted or on time; head position {}",
+                snapshot.files.len(),
+                snapshot.head.position
+            )
+        } else {
+            reasons.join("; ")
+        };
+        writeln!(
+            out,
+            "SF2520 {} - {summary} | head={} {}",
+            verdict.label(),
+            snapshot.head.position,
+            perfdata.join(" ")
+        )?;
+        return Ok(verdict.exit_code());
+    }
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            status_json(&snapshot, data_dir, verdict, &reasons)
+        )?;
+    } else {
+        print_screen(&mut out, &snapshot, data_dir, verdict, &reasons)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn file_json(file: &FileStatus) -> Value {
+    json!({
+        "kommune": file.file.kommune.code(), "kommune_name": file.file.kommune.name(),
+        "sequence": file.file.sequence, "file_name": file.file.file_name,
+        "created_at": time_us(file.file.created_at_us), "delivery": file.state,
+    })
+}
+
+fn config_json(snapshot: &Snapshot) -> Value {
+    let path = &snapshot.config_path;
+    match &snapshot.config {
+        ConfigState::Absent => json!({"path": path, "present": false, "sftp": false}),
+        ConfigState::NoSftp => json!({"path": path, "present": true, "sftp": false}),
+        ConfigState::Sftp { address } => {
+            json!({"path": path, "present": true, "sftp": true, "address": address})
+        }
+        ConfigState::Invalid { message } => {
+            json!({"path": path, "present": true, "sftp": false, "error": message})
+        }
+    }
+}
+
+fn status_json(
+    snapshot: &Snapshot,
+    data_dir: &Path,
+    verdict: Verdict,
+    reasons: &[String],
+) -> Value {
+    json!({
+        "data_dir": data_dir.display().to_string(),
+        "head": {
+            "position": snapshot.head.position,
+            "recorded_at": (snapshot.head.position > 0).then(|| time_us(snapshot.head.recorded_at_us)),
+            "hash": hex(&snapshot.head.hash),
+        },
+        "last_export_at": snapshot.last_export_us().map(time_us),
+        "files_by_state": snapshot.counts(),
+        "oldest_pending": snapshot.oldest_pending().map(file_json),
+        "rejected": snapshot.rejected().map(file_json).collect::<Vec<_>>(),
+        "last_file_per_kommune": snapshot.last_per_kommune().into_iter().map(file_json).collect::<Vec<_>>(),
+        "config": config_json(snapshot),
+        "check": {"verdict": verdict.label(), "reasons": reasons},
+    })
+}
+
+fn print_screen(
+    out: &mut dyn Write,
+    snapshot: &Snapshot,
+    data_dir: &Path,
+    verdict: Verdict,
+    reasons: &[String],
+) -> io::Result<()> {
+    let head = &snapshot.head;
+    writeln!(out, "data directory  {}", data_dir.display())?;
+    if head.position == 0 {
+        writeln!(out, "ledger head     position 0 (empty log)")?;
+    } else {
+        writeln!(
+            out,
+            "ledger head     position {}, recorded {}, hash {}…",
+            head.position,
+            time_us(head.recorded_at_us),
+            &hex(&head.hash)[..16]
+        )?;
+    }
+    let last = snapshot.last_per_kommune();
+    match snapshot.last_export_us() {
+        Some(at) => writeln!(
+            out,
+            "last export     {} ({} kommune(r) have files)",
+            time_us(at),
+            last.len()
+        )?,
+        None => writeln!(out, "last export     none yet; run `sf2520 export`")?,
+    }
+    let counts: Vec<String> = snapshot
+        .counts()
+        .iter()
+        .map(|(state, count)| format!("{state} {count}"))
+        .collect();
+    writeln!(out, "files           {}", counts.join(", "))?;
+    if let Some(oldest) = snapshot.oldest_pending() {
+        writeln!(
+            out,
+            "oldest pending  {} (created {}): {}",
+            oldest.file.file_name,
+            time_us(oldest.file.created_at_us),
+            oldest.state.label()
+        )?;
+    }
+    for file in snapshot.rejected() {
+        writeln!(
+            out,
+            "REJECTED        {}: {}; fix the cause, then `sf2520 reissue --kommune {} --seq {}`",
+            file.file.file_name,
+            file.state.label(),
+            file.file.kommune,
+            file.file.sequence
+        )?;
+    }
+    let config = match &snapshot.config {
+        ConfigState::Absent => format!(
+            "{} absent: files stay in the local outbox",
+            snapshot.config_path
+        ),
+        ConfigState::NoSftp => format!(
+            "{} has no [sftp] section: files stay in the local outbox",
+            snapshot.config_path
+        ),
+        ConfigState::Sftp { address } => {
+            format!("{}: delivery over SFTP to {address}", snapshot.config_path)
+        }
+        ConfigState::Invalid { message } => format!("INVALID: {message}"),
+    };
+    writeln!(out, "configuration   {config}")?;
+    // The last file of each kommune whose last file is not accepted; the rest
+    // are counted, so that 98 kommuner still fit one screen (--json lists all).
+    let behind: Vec<&&FileStatus> = last
+        .iter()
+        .filter(|f| !matches!(f.state, DeliveryState::Accepted))
+        .collect();
+    for file in behind.iter().take(BEHIND_SHOWN) {
+        writeln!(
+            out,
+            "  {} {}: last file løbenummer {} ({}), {}",
+            file.file.kommune,
+            file.file.kommune.name(),
+            file.file.sequence,
+            time_us(file.file.created_at_us),
+            file.state.label()
+        )?;
+    }
+    if behind.len() > BEHIND_SHOWN {
+        writeln!(
+            out,
+            "  … and {} more kommune(r) whose last file is not accepted (`sf2520 status --json` lists each)",
+            behind.len() - BEHIND_SHOWN
+        )?;
+    }
+    if !last.is_empty() {
+        writeln!(
+            out,
+            "  {} kommune(r) with their last file accepted",
+            last.len() - behind.len()
+        )?;
+    }
+    writeln!(
+        out,
+        "check           {}{}",
+        verdict.label(),
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", reasons.join("; "))
+        }
+    )
+}

@@ -1,0 +1,869 @@
+//! Operating `sf2520` in production, through the real binary: no silent ledger
+//! creation, the exit-code contract, `status --check` and `metrics`, logs
+//! (colour, JSON, CPR masking), the inbox, and the friendlier edges.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::cli::{command, mode, sf2520, Run};
+use support::ledger::{agreement, lines, tamper_database, withholding, CPR};
+use support::platform::{Answer, Platform};
+use support::sshd::Sshd;
+
+/// A temporary root with a data directory `data` not yet created.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Site {
+        Site {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn data(&self) -> PathBuf {
+        self.root().join("data")
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        sf2520(&self.data(), args)
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.root().join(name);
+        fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    /// `init`, then one agreement and one withholding of kommune 0751 ingested.
+    fn given_one_entry(&self) {
+        self.run(&["init"]).expect_success("init");
+        let input = self.write(
+            "first.jsonl",
+            &lines(&[
+                agreement("BA1", "0751", CPR, "2026-01-01"),
+                withholding("KY-1", "BA1", "0751", "2026-10-01", "100.00"),
+            ]),
+        );
+        self.run(&["ingest", &input]).expect_success("ingest");
+    }
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {text}"))
+}
+
+// ---- 1. No silent ledger creation ----------------------------------------
+
+/// Regression: `--data-dir /var/lib/sf252 totals` (a typo) printed an empty
+/// table, exited 0 and created a new ledger there.
+#[test]
+fn every_command_but_init_refuses_a_missing_ledger_and_creates_nothing() {
+    let site = Site::new();
+    let input = site.write(
+        "in.jsonl",
+        &lines(&[agreement("BA1", "0751", CPR, "2026-01-01")]),
+    );
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["totals"],
+        vec!["verify"],
+        vec!["log"],
+        vec!["files"],
+        vec!["ingest", &input],
+        vec!["export"],
+        vec!["export", "--deliver"],
+        vec!["deliver"],
+        vec!["reconstruct", "--kommune", "0751", "--seq", "1"],
+        vec!["reissue", "--kommune", "0751", "--seq", "1"],
+        vec!["status"],
+        vec!["metrics"],
+    ];
+    for args in commands {
+        let run = site
+            .run(&args)
+            .expect_code(6, &format!("{args:?} on a missing ledger"));
+        let expected = format!("no ledger at {} (run `sf2520 init`)", site.data().display());
+        assert!(run.stderr.contains(&expected), "{args:?}: {}", run.stderr);
+        assert!(
+            !site.data().exists(),
+            "{args:?} created {}",
+            site.data().display()
+        );
+    }
+}
+
+/// Regression: `files` run in the wrong directory created `./sf2520-data`.
+#[test]
+fn the_default_data_directory_is_not_created_by_a_read() {
+    let site = Site::new();
+    let run: Run = Command::new(env!("CARGO_BIN_EXE_sf2520"))
+        .arg("files")
+        .current_dir(site.root())
+        .env_remove("SF2520_DATA_DIR")
+        .output()
+        .unwrap()
+        .into();
+    let run = run.expect_code(6, "files without a ledger");
+    assert!(
+        run.stderr.contains("no ledger at ./sf2520-data"),
+        "{}",
+        run.stderr
+    );
+    assert!(!site.root().join("sf2520-data").exists());
+}
+
+#[test]
+fn init_creates_an_owner_only_ledger_and_a_second_init_changes_nothing() {
+    let site = Site::new();
+    let run = site.run(&["init"]).expect_success("init");
+    assert!(
+        run.stdout.contains("created an empty ledger"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(mode(&site.data()), 0o700);
+    assert_eq!(mode(&site.data().join("ledger.sqlite3")), 0o600);
+    site.run(&["verify"])
+        .expect_success("verify of a new ledger");
+    let input = site.write(
+        "in.jsonl",
+        &lines(&[agreement("BA1", "0751", CPR, "2026-01-01")]),
+    );
+    site.run(&["ingest", &input]).expect_success("ingest");
+    let again = site.run(&["init", "--json"]).expect_success("init again");
+    let doc = json(&again.stdout);
+    assert_eq!(doc["created"], false);
+    assert_eq!(doc["head_position"], 1, "the existing ledger is untouched");
+}
+
+// ---- 2. Exit codes --------------------------------------------------------
+
+#[test]
+fn help_and_operations_md_carry_the_same_exit_code_table() {
+    let site = Site::new();
+    let help = site.run(&["--help"]).expect_success("--help").stdout;
+    let docs = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+        .unwrap();
+    for (_, code, meaning) in sf2520::cli::exit::TABLE {
+        assert!(
+            help.contains(&format!("{code:>5}  {meaning}")),
+            "--help lacks {code}: {help}"
+        );
+        assert!(
+            docs.contains(&format!("| {code} | {meaning} |")),
+            "docs/operations.md lacks the row for {code}"
+        );
+    }
+}
+
+#[test]
+fn rejected_input_damage_and_configuration_have_their_own_codes() {
+    let site = Site::new();
+    site.given_one_entry();
+    let bad = site.write(
+        "bad.jsonl",
+        &lines(&[withholding("KY-2", "NOPE", "0751", "2026-10-01", "1.00")]),
+    );
+    site.run(&["ingest", &bad])
+        .expect_code(3, "rejected ingest");
+    let not_sf2520 = site.write("x.txt", "not a file\n");
+    site.run(&["check", &not_sf2520])
+        .expect_code(3, "invalid SF2520 file");
+    site.run(&["totals", "--kommune", "9999"])
+        .expect_code(3, "unknown kommune argument");
+    site.run(&["--config", "/nonexistent/sf2520.toml", "config", "check"])
+        .expect_code(6, "named config missing");
+    let broken = site.root().join("broken.toml");
+    fs::write(&broken, "[sftp]\nhost = 3\n").unwrap();
+    fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    site.run(&["--config", broken.to_str().unwrap(), "deliver"])
+        .expect_code(6, "invalid config");
+    site.run(&["--bogus"]).expect_code(2, "usage error");
+    assert!(tamper_database(&site.data(), b"KY-1") > 0);
+    let damaged = site
+        .run(&["verify"])
+        .expect_code(4, "verify of a tampered ledger");
+    assert!(damaged.stdout.contains("DAMAGED"), "{}", damaged.stdout);
+}
+
+/// Regression: with sf2520.toml missing, `export --deliver` exited 0 while the
+/// file was only in the outbox.
+#[test]
+fn export_deliver_without_delivery_configured_is_not_complete() {
+    let site = Site::new();
+    site.given_one_entry();
+    let run = site
+        .run(&["export", "--deliver"])
+        .expect_code(7, "export --deliver without [sftp]");
+    assert!(
+        run.stdout.contains("no [sftp] configuration"),
+        "{}",
+        run.stdout
+    );
+    site.run(&["deliver"])
+        .expect_code(7, "deliver without [sftp]");
+    let doc = json(
+        &site
+            .run(&["deliver", "--json"])
+            .expect_code(7, "json")
+            .stdout,
+    );
+    assert_eq!(doc["configured"], false);
+    assert_eq!(doc["not_accepted"][0]["kommune"], "0751");
+    assert_eq!(doc["not_accepted"][0]["kommune_name"], "Aarhus");
+    site.run(&["export"])
+        .expect_success("export alone does not promise delivery");
+}
+
+/// Regression: a rejected file turned green the next night ("nothing to
+/// deliver", exit 0).
+#[test]
+fn a_rejected_file_keeps_deliver_non_zero_night_after_night_and_status_critical() {
+    let site = Site::new();
+    site.given_one_entry();
+    let sshd = Sshd::start();
+    let _platform = Platform::start(&sshd.root(), |_| Answer::Reject {
+        code: 4711,
+        code_description: "Ukendt modtager".into(),
+        description: "Modtager findes ikke".into(),
+    });
+    let config = sshd.write_sf2520_config(site.root(), "receipt_timeout_secs = 10\n");
+    let with_config = |args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        site.run(&all)
+    };
+    let first = with_config(&["export", "--deliver"]).expect_code(7, "rejected delivery");
+    assert!(first.stdout.contains("REJECTED: 4711"), "{}", first.stdout);
+    assert!(
+        first.stderr.contains("deliver: 1 file(s) to"),
+        "progress: {}",
+        first.stderr
+    );
+    let next_night = with_config(&["export", "--deliver"]).expect_code(7, "the next night");
+    assert!(
+        next_night.stdout.contains("NOT ACCEPTED") && next_night.stdout.contains("4711"),
+        "{}",
+        next_night.stdout
+    );
+    with_config(&["deliver"]).expect_code(7, "deliver the next night");
+    let check = with_config(&["status", "--check"]).expect_code(2, "status --check");
+    assert!(
+        check.stdout.starts_with("SF2520 CRITICAL - "),
+        "{}",
+        check.stdout
+    );
+    assert!(check.stdout.contains("4711"), "{}", check.stdout);
+    let status = json(
+        &with_config(&["status", "--json"])
+            .expect_success("status")
+            .stdout,
+    );
+    assert_eq!(status["files_by_state"]["rejected"], 1);
+    assert_eq!(status["rejected"][0]["delivery"]["state"], "rejected");
+    assert_eq!(status["config"]["sftp"], true);
+    let metrics = with_config(&["metrics"]).expect_success("metrics").stdout;
+    assert!(
+        metrics.contains("sf2520_files{state=\"rejected\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_host_key_that_is_not_the_pinned_one_has_its_own_code() {
+    let site = Site::new();
+    site.given_one_entry();
+    let sshd = Sshd::start();
+    let impostor = support::sshd::generate_key(site.root(), "impostor");
+    let impostor_line = fs::read_to_string(impostor.with_extension("pub")).unwrap();
+    let config = sshd.write_sf2520_config(site.root(), "receipt_timeout_secs = 5\n");
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace(&sshd.host_key_line(), impostor_line.trim());
+    fs::write(&config, text).unwrap();
+    let run = site
+        .run(&["--config", config.to_str().unwrap(), "export", "--deliver"])
+        .expect_code(8, "host key mismatch");
+    assert!(run.stdout.contains("not the pinned one"), "{}", run.stdout);
+    site.run(&["--config", config.to_str().unwrap(), "config", "check"])
+        .expect_code(8, "config check against an impostor");
+}
+
+// ---- 3. status and metrics ------------------------------------------------
+
+#[test]
+fn status_check_follows_the_monitoring_plugin_convention() {
+    let site = Site::new();
+    let unknown = site.run(&["status", "--check"]).expect_code(3, "no ledger");
+    assert!(
+        unknown.stdout.starts_with("SF2520 UNKNOWN - "),
+        "{}",
+        unknown.stdout
+    );
+    site.given_one_entry();
+    let ok = site
+        .run(&["status", "--check"])
+        .expect_code(0, "nothing exported yet");
+    assert!(ok.stdout.starts_with("SF2520 OK - "), "{}", ok.stdout);
+    site.run(&["export"]).expect_success("export");
+    let warning = site
+        .run(&["status", "--check"])
+        .expect_code(1, "a file waits and delivery is not configured");
+    assert!(
+        warning.stdout.contains("delivery is not configured"),
+        "{}",
+        warning.stdout
+    );
+    let late = site
+        .run(&["status", "--check", "--warn-hours", "0"])
+        .expect_code(1, "waiting longer than --warn-hours");
+    assert!(late.stdout.contains("over 0 h"), "{}", late.stdout);
+    let critical = site
+        .run(&[
+            "status",
+            "--check",
+            "--warn-hours",
+            "0",
+            "--critical-hours",
+            "0",
+        ])
+        .expect_code(2, "waiting longer than --critical-hours");
+    assert!(
+        critical.stdout.starts_with("SF2520 CRITICAL - "),
+        "{}",
+        critical.stdout
+    );
+    let screen = site.run(&["status"]).expect_success("status");
+    for fragment in [
+        "ledger head     position 3",
+        "last export",
+        "exported 1",
+        "oldest pending",
+        "configuration",
+    ] {
+        assert!(
+            screen.stdout.contains(fragment),
+            "{fragment}: {}",
+            screen.stdout
+        );
+    }
+    let doc = json(
+        &site
+            .run(&["status", "--json"])
+            .expect_success("json")
+            .stdout,
+    );
+    assert_eq!(doc["head"]["position"], 3);
+    assert_eq!(doc["files_by_state"]["exported"], 1);
+    assert_eq!(doc["last_file_per_kommune"][0]["kommune"], "0751");
+    assert_eq!(doc["last_file_per_kommune"][0]["kommune_name"], "Aarhus");
+    assert_eq!(doc["config"]["present"], false);
+    assert_eq!(doc["check"]["verdict"], "WARNING");
+}
+
+#[test]
+fn metrics_are_valid_prometheus_text() {
+    let site = Site::new();
+    site.given_one_entry();
+    site.run(&["export"]).expect_success("export");
+    let text = site.run(&["metrics"]).expect_success("metrics").stdout;
+    let mut samples = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            assert!(
+                comment.starts_with("HELP ") || comment.starts_with("TYPE "),
+                "{line}"
+            );
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        assert!(value.parse::<f64>().is_ok(), "value of {line}");
+        samples.insert(name.to_owned(), value.to_owned());
+    }
+    assert_eq!(samples["sf2520_ledger_head_position"], "3");
+    assert_eq!(samples["sf2520_files{state=\"exported\"}"], "1");
+    assert_eq!(samples["sf2520_files{state=\"accepted\"}"], "0");
+    assert_eq!(
+        samples["sf2520_entries{kommune=\"0751\",kommune_name=\"Aarhus\"}"],
+        "1"
+    );
+    assert_eq!(
+        samples["sf2520_net_ore{kommune=\"0751\",kommune_name=\"Aarhus\"}"],
+        "10000"
+    );
+    let last_export: f64 = samples["sf2520_last_export_timestamp_seconds"]
+        .parse()
+        .unwrap();
+    assert!(last_export > 1.7e9, "{last_export}");
+}
+
+// ---- 4. Logs ----------------------------------------------------------------
+
+/// A data directory whose name is CPR-shaped, so that the startup log line
+/// carries a CPR to be masked.
+fn cpr_site() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join(CPR);
+    sf2520(&data, ["init"]).expect_success("init");
+    (dir, data)
+}
+
+/// Regression: logs written to a pipe carried ANSI colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_and_mask_the_cpr() {
+    let (_dir, data) = cpr_site();
+    let run = sf2520(&data, ["totals"]).expect_success("totals");
+    assert!(
+        run.stderr.contains("starting"),
+        "RUST_LOG=trace logs: {}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains('\x1b'),
+        "colour in a pipe: {:?}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(CPR), "{}", run.stderr);
+    assert!(run.stderr.contains("010190-xxxx"), "{}", run.stderr);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_cpr_masked() {
+    let (_dir, data) = cpr_site();
+    for run in [
+        sf2520(&data, ["--log-format", "json", "totals"]),
+        command(&data, ["totals"])
+            .env("SF2520_LOG_FORMAT", "json")
+            .output()
+            .unwrap()
+            .into(),
+    ] {
+        let run = run.expect_success("totals with JSON logs");
+        let mut seen = 0;
+        for line in run.stderr.lines() {
+            let object = json(line);
+            assert!(
+                object["level"].is_string() && object["target"].is_string(),
+                "{line}"
+            );
+            assert!(
+                object["timestamp"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with('Z')),
+                "{line}"
+            );
+            seen += 1;
+        }
+        assert!(seen > 0, "no log lines");
+        assert!(
+            run.stderr.contains("\"message\":\"starting\""),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains(CPR), "{}", run.stderr);
+        assert!(run.stderr.contains("010190-xxxx"), "{}", run.stderr);
+    }
+}
+
+/// On a terminal (`script` gives the run a pseudo-terminal) text logs are
+/// coloured, unless NO_COLOR is set; the CPR is masked even between colour codes.
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let (dir, data) = cpr_site();
+    let on_terminal = |no_color: Option<&str>| -> String {
+        let transcript = dir.path().join("typescript");
+        let line = format!(
+            "RUST_LOG=trace {} --data-dir {} totals",
+            env!("CARGO_BIN_EXE_sf2520"),
+            data.display()
+        );
+        let mut script = Command::new("script");
+        script
+            .arg("-qec")
+            .arg(&line)
+            .arg(&transcript)
+            .env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            script.env("NO_COLOR", value);
+        }
+        let output = script.output().expect("run script(1)");
+        assert!(output.status.success(), "{output:?}");
+        // script(1)'s own header quotes the command line; only the log line counts.
+        let transcript = fs::read_to_string(&transcript).unwrap();
+        transcript
+            .lines()
+            .find(|line| line.contains("starting"))
+            .unwrap_or_else(|| panic!("no log line: {transcript:?}"))
+            .to_owned()
+    };
+    let coloured = on_terminal(None);
+    assert!(
+        coloured.contains('\x1b'),
+        "no colour on a terminal: {coloured:?}"
+    );
+    assert!(!coloured.contains(CPR), "{coloured:?}");
+    assert!(coloured.contains("010190-xxxx"), "{coloured:?}");
+    let plain = on_terminal(Some("1"));
+    assert!(
+        !plain.contains('\x1b'),
+        "colour despite NO_COLOR: {plain:?}"
+    );
+    assert!(!plain.contains(CPR), "{plain:?}");
+}
+
+// ---- 5. The inbox ---------------------------------------------------------
+
+#[test]
+fn the_inbox_archives_accepted_files_and_rejects_bad_ones_with_their_errors() {
+    let site = Site::new();
+    site.run(&["init"]).expect_success("init");
+    let inbox = site.root().join("inbox");
+    fs::create_dir(&inbox).unwrap();
+    fs::write(
+        inbox.join("2026-10-01.jsonl"),
+        lines(&[
+            agreement("BA1", "0751", CPR, "2026-01-01"),
+            withholding("KY-1", "BA1", "0751", "2026-10-01", "100.00"),
+        ]),
+    )
+    .unwrap();
+    fs::write(
+        inbox.join("2026-10-02.jsonl"),
+        lines(&[withholding("KY-2", "NOPE", "0751", "2026-10-02", "5.00")]),
+    )
+    .unwrap();
+    // Still being written: the rename-into-place convention keeps it hidden.
+    fs::write(inbox.join(".2026-10-03.jsonl.tmp"), "{\"type\": \"agre").unwrap();
+    fs::write(inbox.join("notes.txt"), "not input").unwrap();
+    let run = site
+        .run(&["ingest", "--inbox", inbox.to_str().unwrap()])
+        .expect_code(3, "an inbox with a rejected file");
+    assert!(
+        run.stdout.contains("2 file(s), 1 accepted, 1 rejected"),
+        "{}",
+        run.stdout
+    );
+    assert!(inbox.join("archive/2026-10-01.jsonl").is_file());
+    assert!(inbox.join("rejected/2026-10-02.jsonl").is_file());
+    let errors = fs::read_to_string(inbox.join("rejected/2026-10-02.jsonl.errors.txt")).unwrap();
+    assert!(
+        errors.contains("2026-10-02.jsonl:1: agreement NOPE is not registered"),
+        "{errors}"
+    );
+    let errors =
+        json(&fs::read_to_string(inbox.join("rejected/2026-10-02.jsonl.errors.json")).unwrap());
+    assert_eq!(errors["rejected"][0]["line"], 1);
+    assert!(
+        inbox.join(".2026-10-03.jsonl.tmp").is_file(),
+        "a half-written file is left alone"
+    );
+    assert!(inbox.join("notes.txt").is_file());
+    assert_eq!(
+        json(&site.run(&["totals", "--json"]).stdout)["rows"][0]["totals"]["entries"],
+        1
+    );
+    // The writer finishes and renames into place; the next run takes it.
+    fs::write(
+        inbox.join(".2026-10-03.jsonl.tmp"),
+        lines(&[withholding("KY-3", "BA1", "0751", "2026-10-03", "1.00")]),
+    )
+    .unwrap();
+    fs::rename(
+        inbox.join(".2026-10-03.jsonl.tmp"),
+        inbox.join("2026-10-03.jsonl"),
+    )
+    .unwrap();
+    let doc = json(
+        &site
+            .run(&["ingest", "--inbox", inbox.to_str().unwrap(), "--json"])
+            .expect_success("the next run")
+            .stdout,
+    );
+    assert_eq!(doc["files"][0]["file"], "2026-10-03.jsonl");
+    assert_eq!(doc["files"][0]["appended"], 1);
+    assert_eq!(doc["rejected"], 0);
+}
+
+#[test]
+fn a_second_inbox_run_is_refused_and_names_the_holder() {
+    let site = Site::new();
+    site.run(&["init"]).expect_success("init");
+    let inbox = site.root().join("inbox");
+    fs::create_dir(&inbox).unwrap();
+    fs::write(
+        inbox.join("a.jsonl"),
+        lines(&[agreement("BA1", "0751", CPR, "2026-01-01")]),
+    )
+    .unwrap();
+    // This test holds the lock the way a running `ingest --inbox` does.
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(inbox.join(".sf2520-inbox.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    fs::write(
+        inbox.join(".sf2520-inbox.lock"),
+        "pid 4242 since 2026-12-01T02:30:00Z",
+    )
+    .unwrap();
+    let run = site
+        .run(&["ingest", "--inbox", inbox.to_str().unwrap()])
+        .expect_refusal("held by pid 4242 since 2026-12-01T02:30:00Z");
+    assert!(inbox.join("a.jsonl").is_file(), "nothing was moved");
+    assert_eq!(run.code, Some(1));
+    drop(lock);
+    site.run(&["ingest", "--inbox", inbox.to_str().unwrap()])
+        .expect_success("once the lock is free");
+    assert!(inbox.join("archive/a.jsonl").is_file());
+}
+
+// ---- 6. Friendlier edges ----------------------------------------------------
+
+/// Regression: re-ingesting a 60,000-line file printed 60,000 "duplicate" lines.
+#[test]
+fn duplicates_are_summarised_and_listed_with_verbose() {
+    let site = Site::new();
+    site.run(&["init"]).expect_success("init");
+    let mut batch = vec![agreement("BA1", "0751", CPR, "2026-01-01")];
+    for index in 0..40 {
+        batch.push(withholding(
+            &format!("KY-{index}"),
+            "BA1",
+            "0751",
+            "2026-10-01",
+            "1.00",
+        ));
+    }
+    let input = site.write("batch.jsonl", &lines(&batch));
+    site.run(&["ingest", &input]).expect_success("first");
+    let again = site.run(&["ingest", &input]).expect_success("again");
+    assert!(again.stdout.lines().count() <= 3, "{}", again.stdout);
+    assert!(
+        again.stdout.contains("41 line(s) already recorded with identical content (duplicates): line(s) 1, 2, 3, 4, 5 and 36 more"),
+        "{}",
+        again.stdout
+    );
+    let verbose = site
+        .run(&["ingest", "--verbose", &input])
+        .expect_success("verbose");
+    assert_eq!(
+        verbose
+            .stdout
+            .matches("duplicate (already recorded")
+            .count(),
+        41
+    );
+}
+
+/// Regression: a registered agreement without entries failed with "has no
+/// entries", the same words as an unknown agreement.
+#[test]
+fn totals_of_an_agreement_without_entries_are_zero_and_an_unknown_one_is_an_error() {
+    let site = Site::new();
+    site.given_one_entry();
+    let input = site.write(
+        "ba2.jsonl",
+        &lines(&[agreement("BA2", "0101", CPR, "2026-01-01")]),
+    );
+    site.run(&["ingest", &input]).expect_success("ingest");
+    let doc = json(
+        &site
+            .run(&["totals", "--agreement", "BA2", "--json"])
+            .expect_success("BA2")
+            .stdout,
+    );
+    assert_eq!(doc["totals"]["entries"], 0);
+    assert_eq!(doc["totals"]["net_ore"], 0);
+    assert_eq!(doc["kommune"], "0101");
+    assert_eq!(doc["kommune_name"], "København");
+    let unknown = site
+        .run(&["totals", "--agreement", "NOPE"])
+        .expect_code(3, "unknown agreement");
+    assert!(
+        unknown.stderr.contains("agreement NOPE is not registered"),
+        "{}",
+        unknown.stderr
+    );
+    let rows = json(&site.run(&["totals", "--json"]).expect_success("all").stdout);
+    assert_eq!(rows["rows"][0]["kommune"], "0751");
+    assert_eq!(rows["rows"][0]["kommune_name"], "Aarhus");
+}
+
+/// Regression: `--as-of 2026-12-01` failed with "premature end of input".
+#[test]
+fn as_of_takes_a_date_or_an_rfc3339_time_and_names_the_forms() {
+    let site = Site::new();
+    site.given_one_entry();
+    let past = json(
+        &site
+            .run(&["totals", "--as-of", "2026-01-01", "--json"])
+            .expect_success("date")
+            .stdout,
+    );
+    assert_eq!(past["position"], 0);
+    let future = json(
+        &site
+            .run(&["totals", "--as-of", "2999-01-01T00:00:00+01:00", "--json"])
+            .expect_success("time")
+            .stdout,
+    );
+    assert_eq!(future["position"], 2);
+    let bad = site
+        .run(&["totals", "--as-of", "yesterday"])
+        .expect_code(2, "bad --as-of");
+    assert!(
+        bad.stderr.contains("YYYY-MM-DD") && bad.stderr.contains("RFC 3339"),
+        "{}",
+        bad.stderr
+    );
+}
+
+/// Regression: OS errors were printed three times ("Permission denied (os error
+/// 13): Permission denied (os error 13): …").
+#[test]
+fn an_os_error_is_said_once_with_its_path() {
+    let site = Site::new();
+    site.run(&["init"]).expect_success("init");
+    let directory = site.root().join("a-directory.jsonl");
+    fs::create_dir(&directory).unwrap();
+    let run = site
+        .run(&["ingest", directory.to_str().unwrap()])
+        .expect_refusal("a-directory.jsonl");
+    let error_line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap();
+    assert_eq!(error_line.matches("os error").count(), 1, "{error_line}");
+    // Before: "cannot create data directory …: Not a directory (os error 20): Not
+    // a directory (os error 20)".
+    let under_a_file = site.root().join("a-file");
+    fs::write(&under_a_file, "").unwrap();
+    let run =
+        sf2520(&under_a_file.join("data"), ["init"]).expect_refusal("cannot create data directory");
+    let error_line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap();
+    assert_eq!(error_line.matches("os error").count(), 1, "{error_line}");
+}
+
+#[test]
+fn a_partial_retry_table_takes_the_defaults() {
+    let site = Site::new();
+    site.run(&["init"]).expect_success("init");
+    let sshd = Sshd::start();
+    let config = sshd.write_sf2520_config(site.root(), "[sftp.retry]\nmax_attempts = 2\n");
+    let run = site
+        .run(&["--config", config.to_str().unwrap(), "config", "check"])
+        .expect_success("config check with a partial [sftp.retry]");
+    assert!(run.stdout.contains("host key matches"), "{}", run.stdout);
+}
+
+/// Every command that reports something has `--json` printing one document.
+#[test]
+fn every_reporting_command_prints_one_json_document() {
+    let site = Site::new();
+    site.given_one_entry();
+    let input = site.write(
+        "more.jsonl",
+        &lines(&[withholding("KY-9", "BA1", "0751", "2026-10-02", "2.00")]),
+    );
+    let backup = site.root().join("backup.sqlite3");
+    let backup = backup.to_str().unwrap();
+    let outbox_file = || {
+        fs::read_dir(site.data().join("outbox"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.extension().is_some_and(|e| e == "txt"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let runs: Vec<(Vec<String>, i32)> = vec![
+        (vec!["init".into(), "--json".into()], 0),
+        (
+            vec![
+                "ingest".into(),
+                "--json".into(),
+                input.clone(),
+                input.clone(),
+            ],
+            0,
+        ),
+        (vec!["totals".into(), "--json".into()], 0),
+        (vec!["verify".into(), "--json".into()], 0),
+        (vec!["export".into(), "--json".into()], 0),
+        (
+            vec!["export".into(), "--deliver".into(), "--json".into()],
+            7,
+        ),
+        (vec!["deliver".into(), "--json".into()], 7),
+        (vec!["files".into(), "--json".into()], 0),
+        (vec!["status".into(), "--json".into()], 0),
+        (vec!["config".into(), "check".into(), "--json".into()], 0),
+        (
+            vec![
+                "reconstruct".into(),
+                "--kommune".into(),
+                "0751".into(),
+                "--seq".into(),
+                "1".into(),
+                "--json".into(),
+            ],
+            0,
+        ),
+        (
+            vec![
+                "reissue".into(),
+                "--kommune".into(),
+                "0751".into(),
+                "--seq".into(),
+                "1".into(),
+                "--json".into(),
+            ],
+            0,
+        ),
+        (vec!["backup".into(), backup.into(), "--json".into()], 0),
+        (vec!["restore".into(), backup.into(), "--json".into()], 0),
+    ];
+    for (args, code) in runs {
+        let run = site.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let run = run.expect_code(code, &format!("{args:?}"));
+        json(&run.stdout);
+    }
+    let file = outbox_file();
+    let checked = json(
+        &site
+            .run(&["check", "--json", &file])
+            .expect_success("check")
+            .stdout,
+    );
+    assert_eq!(checked["files"][0]["valid"], true);
+    json(
+        &site
+            .run(&["show", "--json", &file])
+            .expect_success("show")
+            .stdout,
+    );
+    let demo = Site::new();
+    json(
+        &demo
+            .run(&["demo", "--json"])
+            .expect_success("demo --json")
+            .stdout,
+    );
+}
