@@ -200,6 +200,12 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
     write_private(&path, &reconstruction.bytes)?;
     let mut out = io::stdout().lock();
     let file = &reconstruction.file;
+    if let Some(damage) = &file.damage {
+        writeln!(out, "warning: {damage}")?;
+    }
+    if let Some(broken) = &reconstruction.broken_link {
+        writeln!(out, "ALTERED: {broken}; the recorded SHA-256 proves nothing. Run `sf2520 verify`.")?;
+    }
     if reconstruction.matches() {
         writeln!(
             out,
@@ -255,7 +261,7 @@ pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> 
                 "created_at": time_us(file.created_at_us), "records": file.record_count,
                 "net": kroner(file.net_ore()), "sha256": hex(&file.sha256),
                 "file_id": uuid::Uuid::from_bytes(file.file_id).to_string(), "delivery": state,
-                "position": file.position,
+                "position": file.position, "projection_damage": file.damage,
             }));
         } else {
             rows.push(vec![
@@ -284,6 +290,9 @@ pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> 
             "delivery",
         ];
         write!(out, "{}", table(&headers, &rows))?;
+        for damage in files.iter().filter_map(|file| file.damage.as_ref()) {
+            writeln!(out, "warning: {damage}")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -36,6 +36,13 @@ pub enum ExportError {
         count: u32,
     },
 
+    #[error("the files projection lists kommune {kommune} løbenummer {sequence} at position {position}, but the log holds no FileExported event for it: the projection is damaged; run `sf2520 verify` and restore from a backup")]
+    FileWithoutEvent {
+        kommune: String,
+        sequence: u32,
+        position: u64,
+    },
+
     #[error(
         "position {position} is listed as an entry of kommune {kommune} but holds a {found} event"
     )]

@@ -1,5 +1,10 @@
 //! Audit reconstruction and reissue: render an official file again from the log
 //! and prove it is the file that was recorded.
+//!
+//! Everything comes from the file's `FileExported` event (see `register`): its
+//! range, header and SHA-256. The event's own link in the hash chain (its hash
+//! from the one before, and the next event's hash from it) is checked too, so an
+//! edited event is caught here without a full `verify`.
 
 use chrono::NaiveDateTime;
 use sha2::{Digest, Sha256};
@@ -10,7 +15,7 @@ use super::outbox::{write_bytes_atomically, WrittenFile};
 use super::register::{official_file, OfficialFile};
 use super::ExportError;
 use crate::domain::{Event, FileReissued, Kommune};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, GENESIS_HASH};
 use crate::sf2520::FileHeader;
 
 /// An official file rendered again.
@@ -19,13 +24,42 @@ pub struct Reconstruction {
     pub file: OfficialFile,
     pub bytes: Vec<u8>,
     pub sha256: [u8; 32],
+    /// Set when the `FileExported` event's link in the hash chain is broken: the
+    /// event (or one beside it) was altered, so its SHA-256 proves nothing.
+    pub broken_link: Option<String>,
 }
 
 impl Reconstruction {
-    /// True when the bytes hash to what the `FileExported` event recorded.
+    /// True when the bytes hash to what the `FileExported` event recorded and the
+    /// event sits intact in the hash chain.
     pub fn matches(&self) -> bool {
-        self.sha256 == self.file.sha256
+        self.sha256 == self.file.sha256 && self.broken_link.is_none()
     }
+}
+
+/// Checks the event at `position` against its neighbours in the hash chain: its
+/// hash must follow from the previous event's, and the next event's from its.
+fn chain_link(ledger: &Ledger, position: u64) -> Result<Option<String>, ExportError> {
+    let event = ledger.event_at(position)?;
+    let previous = match position {
+        0 | 1 => GENESIS_HASH,
+        _ => ledger.event_at(position - 1)?.hash,
+    };
+    if event.expected_hash(&previous) != event.hash {
+        return Ok(Some(format!(
+            "the hash of the FileExported event at position {position} does not follow from the event before it: the event was altered"
+        )));
+    }
+    if position < ledger.head()?.position {
+        let next = ledger.event_at(position + 1)?;
+        if next.expected_hash(&event.hash) != next.hash {
+            return Ok(Some(format!(
+                "the hash of the event at position {} does not follow from the FileExported event at position {position}: one of them was altered",
+                position + 1
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// The plan that renders an official file: its recorded header and entry range.
@@ -64,10 +98,12 @@ pub fn reconstruct(
         Vec::with_capacity(capacity),
     )?;
     let sha256 = Sha256::digest(&bytes).into();
+    let broken_link = chain_link(ledger, file.position)?;
     Ok(Reconstruction {
         file,
         bytes,
         sha256,
+        broken_link,
     })
 }
 
