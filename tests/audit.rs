@@ -30,7 +30,11 @@ fn given_exported() -> TestLedger {
     ]));
     export(&mut t);
     t.given(&lines(&[withholding(
-        "KY-3", "BA1", "0751", "2026-11-01", "300.00",
+        "KY-3",
+        "BA1",
+        "0751",
+        "2026-11-01",
+        "300.00",
     )]));
     export(&mut t);
     t
@@ -74,8 +78,11 @@ fn an_edited_sha256_in_the_files_projection_does_not_make_reconstruct_blame_a_go
     let damage = rebuilt.file.damage.expect("the damaged row is reported");
     assert_eq!(damage.position, position);
     assert!(damage.what.contains("sha256"), "{}", damage.what);
-    let run = sf2520(&data_dir, ["reconstruct", "--kommune", "0751", "--seq", "2"])
-        .expect_success("reconstruct");
+    let run = sf2520(
+        &data_dir,
+        ["reconstruct", "--kommune", "0751", "--seq", "2"],
+    )
+    .expect_success("reconstruct");
     assert!(
         run.stdout
             .contains(&format!("damaged projection at position {position}")),
@@ -98,7 +105,11 @@ fn a_files_row_pointing_at_another_position_is_reported_and_the_event_is_used() 
     assert_eq!(file.record_count, expected.record_count);
     assert_eq!(file.sha256, expected.sha256);
     let damage = file.damage.expect("reported");
-    assert!(damage.what.contains("points at position 1"), "{}", damage.what);
+    assert!(
+        damage.what.contains("points at position 1"),
+        "{}",
+        damage.what
+    );
     assert!(reconstruct(&ledger, kommune("0751"), 1).unwrap().matches());
 }
 
@@ -135,7 +146,14 @@ fn a_files_row_with_no_event_is_an_error_not_an_official_file() {
     let ledger = Ledger::open(&data_dir).unwrap();
     let error = official_files(ledger.connection(), None).unwrap_err();
     assert!(
-        matches!(error, ExportError::FileWithoutEvent { sequence: 3, position: 2, .. }),
+        matches!(
+            error,
+            ExportError::FileWithoutEvent {
+                sequence: 3,
+                position: 2,
+                ..
+            }
+        ),
         "{error}"
     );
 }
@@ -181,7 +199,158 @@ fn an_altered_file_exported_event_is_caught_by_reconstruct_even_with_its_hash_re
     let rebuilt = reconstruct(&ledger, kommune("0101"), 1).unwrap();
     assert!(!rebuilt.matches());
     let broken = rebuilt.broken_link.expect("the chain link is checked");
-    assert!(broken.contains(&format!("position {}", position + 1)), "{broken}");
-    sf2520(&data_dir, ["reconstruct", "--kommune", "0101", "--seq", "1"])
-        .expect_refusal("ALTERED");
+    assert!(
+        broken.contains(&format!("position {}", position + 1)),
+        "{broken}"
+    );
+    sf2520(
+        &data_dir,
+        ["reconstruct", "--kommune", "0101", "--seq", "1"],
+    )
+    .expect_refusal("ALTERED");
+}
+
+/// The `head: POS:HASH` line a command printed.
+fn printed_head(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("head: "))
+        .unwrap_or_else(|| panic!("no head printed in {stdout}"))
+        .to_string()
+}
+
+fn write_input(dir: &std::path::Path, name: &str, jsonl: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, jsonl).unwrap();
+    path
+}
+
+#[test]
+fn every_appending_command_prints_the_head_it_leaves_and_verify_checks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let input = write_input(
+        dir.path(),
+        "a.jsonl",
+        &lines(&[
+            agreement("BA1", "0751", CPR, "2026-01-01"),
+            withholding("KY-1", "BA1", "0751", "2026-10-01", "1000.00"),
+        ]),
+    );
+    let ingest = sf2520(&data_dir, ["ingest".as_ref(), input.as_os_str()]).expect_success("ingest");
+    let after_ingest = printed_head(&ingest.stdout);
+    assert!(after_ingest.starts_with("2:"), "{after_ingest}");
+    let export = sf2520(&data_dir, ["export"]).expect_success("export");
+    let after_export = printed_head(&export.stdout);
+    assert!(after_export.starts_with("3:"), "{after_export}");
+    let json = sf2520(&data_dir, ["export", "--json"]).expect_success("export --json");
+    let value: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    assert_eq!(
+        value["head"],
+        after_export.as_str(),
+        "nothing new: same head"
+    );
+    let reissue =
+        sf2520(&data_dir, ["reissue", "--kommune", "0751", "--seq", "1"]).expect_success("reissue");
+    let after_reissue = printed_head(&reissue.stdout);
+    assert!(after_reissue.starts_with("4:"), "{after_reissue}");
+
+    let heads = dir.path().join("heads.txt");
+    std::fs::write(
+        &heads,
+        format!("# journal\n{after_ingest} ingest\n\n{after_export} export\n"),
+    )
+    .unwrap();
+    sf2520(
+        &data_dir,
+        [
+            "verify".as_ref(),
+            "--expect-head".as_ref(),
+            after_reissue.as_ref(),
+            "--expect-heads".as_ref(),
+            heads.as_os_str(),
+        ],
+    )
+    .expect_success("verify with anchors");
+}
+
+#[test]
+fn a_rolled_back_ledger_fails_verify_expect_head_naming_the_position() {
+    let t = given_exported();
+    let head = sf2520::audit::Anchor::of(&t.ledger.head().unwrap()).to_string();
+    let position = t.head();
+    // Delete the newest event together with its projection rows: the chain that
+    // remains is intact and the projections equal its replay.
+    let (_dir, data_dir) = edit_database(
+        t,
+        &format!("DELETE FROM events WHERE position = {position}"),
+    );
+    let conn = rusqlite::Connection::open(data_dir.join(DATABASE_FILE)).unwrap();
+    conn.execute("DELETE FROM files WHERE position = ?1", [position])
+        .unwrap();
+    drop(conn);
+    // Without an anchor this consistent prefix passes; only the head shows.
+    sf2520(&data_dir, ["verify", "--no-outbox"]).expect_success("a consistent prefix");
+    let run = sf2520(&data_dir, ["verify", "--no-outbox", "--expect-head", &head])
+        .expect_refusal(&format!("shorter than position {position}"));
+    assert!(run.stdout.contains("DAMAGED"), "{}", run.stdout);
+    // A rewritten history: same length, another hash at the anchored position.
+    let forged = format!("{position}:{}", "ab".repeat(32));
+    let earlier = format!("{}:{}", position - 1, "ab".repeat(32));
+    sf2520(
+        &data_dir,
+        ["verify", "--no-outbox", "--expect-head", &earlier],
+    )
+    .expect_refusal(&format!("hash at position {}", position - 1));
+    sf2520(&data_dir, ["verify", "--expect-head", &forged]).expect_refusal("shorter");
+}
+
+#[test]
+fn verify_checks_every_official_file_in_the_outbox_against_its_event() {
+    let t = given_exported();
+    let data_dir = t.data_dir();
+    let files = official_files(t.ledger.connection(), None).unwrap();
+    drop(t.ledger);
+    let outbox = default_outbox(&data_dir);
+    sf2520(&data_dir, ["verify"]).expect_success("untouched outbox");
+    // Edited: one byte of an amount.
+    let edited = outbox.join(&files[1].file_name);
+    let mut bytes = std::fs::read(&edited).unwrap();
+    bytes[200] = if bytes[200] == b'1' { b'2' } else { b'1' };
+    std::fs::write(&edited, bytes).unwrap();
+    // Missing.
+    std::fs::remove_file(outbox.join(&files[2].file_name)).unwrap();
+    let run = sf2520(&data_dir, ["verify"]).expect_refusal("was edited");
+    let edited_line = format!(
+        "kommune {} løbenummer {}",
+        files[1].kommune, files[1].sequence
+    );
+    let missing_line = format!(
+        "kommune {} løbenummer {}",
+        files[2].kommune, files[2].sequence
+    );
+    assert!(run.stdout.contains(&edited_line), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .lines()
+            .any(|line| line.contains(&missing_line) && line.contains("is missing")),
+        "{}",
+        run.stdout
+    );
+    // The outbox elsewhere: --outbox names it; a copy with the right bytes passes.
+    let elsewhere = tempfile::tempdir().unwrap();
+    for file in &files {
+        let ledger = Ledger::open(&data_dir).unwrap();
+        let rebuilt = reconstruct(&ledger, file.kommune, file.sequence).unwrap();
+        std::fs::write(elsewhere.path().join(&file.file_name), &rebuilt.bytes).unwrap();
+    }
+    sf2520(
+        &data_dir,
+        [
+            "verify".as_ref(),
+            "--outbox".as_ref(),
+            elsewhere.path().as_os_str(),
+        ],
+    )
+    .expect_success("a correct outbox elsewhere");
 }

@@ -49,9 +49,14 @@ pub fn deliver_and_report(
         .iter()
         .all(|r| matches!(r.result, DeliveryResult::Accepted { .. }));
     let mut out = io::stdout().lock();
+    // The head the run left (uploads and receipts append), for the journal.
+    let head = crate::audit::Anchor::of(&ledger.head()?).to_string();
+    if !json {
+        writeln!(out, "head: {head}")?;
+    }
     if json {
         let items: Vec<_> = reports.iter().map(report_json).collect();
-        writeln!(out, "{}", json!({"deliveries": items}))?;
+        writeln!(out, "{}", json!({"deliveries": items, "head": head}))?;
     } else if reports.is_empty() {
         writeln!(out, "deliver: nothing to deliver; every official file is accepted (or rejected and waiting for a reissue)")?;
     } else {

@@ -54,6 +54,7 @@ pub fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         &mut out,
         &files,
         &format!("official files into {}", outbox.display()),
+        Some(ledger.head()?),
         false,
     )?;
     writeln!(

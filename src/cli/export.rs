@@ -8,13 +8,14 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::audit::Anchor;
 use crate::domain::Kommune;
 use crate::export::outbox::write_bytes_atomically;
 use crate::export::{
     default_outbox, delivery_state, official_files, reconstruct, reissue, render_as_of, run_batch,
     ExportRequest, ExportedFile, Progress,
 };
-use crate::ledger::Ledger;
+use crate::ledger::{Head, Ledger};
 
 use super::deliver::{deliver_and_report, sftp_config};
 use super::output::{hex, kroner, table, time_us};
@@ -107,7 +108,8 @@ pub fn run_export(
         (files, format!("official files into {}", out.display()))
     };
     drop(bar);
-    print_exported(&mut io::stdout().lock(), &files, &what, args.json)?;
+    let head = (args.as_of.is_none() && !args.test).then_some(ledger.head()?);
+    print_exported(&mut io::stdout().lock(), &files, &what, head, args.json)?;
     if !args.deliver {
         return Ok(ExitCode::SUCCESS);
     }
@@ -138,8 +140,11 @@ pub fn print_exported(
     out: &mut dyn Write,
     files: &[ExportedFile],
     what: &str,
+    head: Option<Head>,
     json: bool,
 ) -> io::Result<()> {
+    // The head the run left, for the journal: `verify --expect-head` checks it later.
+    let head = head.map(|head| Anchor::of(&head).to_string());
     if json {
         let items: Vec<_> = files
             .iter()
@@ -152,7 +157,10 @@ pub fn print_exported(
                 })
             })
             .collect();
-        return writeln!(out, "{}", json!({"files": items}));
+        return writeln!(out, "{}", json!({"files": items, "head": head}));
+    }
+    if let Some(head) = &head {
+        writeln!(out, "head: {head}")?;
     }
     if files.is_empty() {
         return writeln!(
@@ -204,7 +212,10 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
         writeln!(out, "warning: {damage}")?;
     }
     if let Some(broken) = &reconstruction.broken_link {
-        writeln!(out, "ALTERED: {broken}; the recorded SHA-256 proves nothing. Run `sf2520 verify`.")?;
+        writeln!(
+            out,
+            "ALTERED: {broken}; the recorded SHA-256 proves nothing. Run `sf2520 verify`."
+        )?;
     }
     if reconstruction.matches() {
         writeln!(
@@ -312,11 +323,12 @@ pub fn run_reissue(
         Ok(done) => {
             writeln!(
                 out,
-                "reissued: {} is back in the outbox, byte for byte (SHA-256 {}); it will be delivered again as SendersFileId {} (FileReissued at position {})",
+                "reissued: {} is back in the outbox, byte for byte (SHA-256 {}); it will be delivered again as SendersFileId {} (FileReissued at position {})\nhead: {}",
                 done.written.path.display(),
                 hex(&done.written.sha256),
                 done.delivery_id,
-                done.position
+                done.position,
+                Anchor::of(&ledger.head()?)
             )?;
             drop(out);
             let Some(sftp) = sftp else {

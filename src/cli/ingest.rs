@@ -144,6 +144,7 @@ fn print_report(
                 "duplicates": report.duplicates(),
                 "duplicate_lines": duplicates,
                 "head_position": report.head.position,
+                "head": crate::audit::Anchor::of(&report.head).to_string(),
             })
         );
     }
@@ -162,5 +163,6 @@ fn print_report(
         report.appended(),
         report.duplicates(),
         report.head.position
-    )
+    )?;
+    writeln!(out, "head: {}", crate::audit::Anchor::of(&report.head))
 }

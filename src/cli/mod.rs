@@ -66,10 +66,20 @@ pub enum Command {
     Totals(TotalsArgs),
     /// List the events of the log, for auditors (CPR numbers are masked).
     Log(LogArgs),
-    /// Walk the hash chain and check that the projections equal a replay of the log.
+    /// Check the ledger without trusting it: hash chain, projections, anchored
+    /// heads and the outbox.
     ///
-    /// Exits non-zero and names the first bad position if anything was altered.
-    Verify,
+    /// Walks the hash chain from position 1 and checks that the projections equal
+    /// a replay of the log. Each --expect-head POS:HASH (as printed by the command
+    /// that appended) must still be in the log: a log shorter than POS, or with
+    /// another hash there, means events were removed or rewritten, or an older
+    /// backup was restored. By default it also hashes every official file in the
+    /// outbox (<data-dir>/outbox if it exists, or --outbox DIR) against the SHA-256
+    /// of its FileExported event; a missing or edited file is named with its
+    /// kommune and løbenummer. Exits non-zero listing every problem found. The
+    /// byte format it checks is in docs/log-format.md; tools/audit/verify_ledger.py
+    /// checks the same without this program.
+    Verify(VerifyArgs),
     /// Generate a realistic month for all 98 kommuner (seeded), ingest it and run
     /// the batch export.
     ///
@@ -147,6 +157,26 @@ pub enum Command {
     /// ledger.sqlite3.replaced-<time>. The swap is atomic; stop other sf2520
     /// processes first (a ledger open elsewhere is refused).
     Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// A head the log must still hold, POSITION:HASH (repeatable).
+    #[arg(long, value_name = "POS:HASH")]
+    pub expect_head: Vec<crate::audit::Anchor>,
+    /// A file of heads, one POSITION:HASH per line (# comments; text after the
+    /// hash ignored), e.g. collected from the export journal (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub expect_heads: Vec<PathBuf>,
+    /// The outbox to check (default: <data-dir>/outbox, if it exists).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_outbox")]
+    pub outbox: Option<PathBuf>,
+    /// Do not check the outbox (the files were moved elsewhere on purpose).
+    #[arg(long)]
+    pub no_outbox: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -349,7 +379,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(args) => ingest::run(&cli.data_dir, &args),
         Command::Totals(args) => totals::run(&cli.data_dir, &args),
         Command::Log(args) => log::run(&cli.data_dir, &args),
-        Command::Verify => verify::run(&cli.data_dir),
+        Command::Verify(args) => verify::run(&cli.data_dir, &args),
         Command::Demo(args) => demo::run(&cli.data_dir, &args),
         Command::Export(args) => export::run_export(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Reconstruct(args) => export::run_reconstruct(&cli.data_dir, &args),

@@ -103,7 +103,10 @@ impl OfficialFile {
                 "previous_cutoff_position",
                 self.previous_cutoff_position == row.previous_cutoff_position,
             ),
-            ("cutoff_position", self.cutoff_position == row.cutoff_position),
+            (
+                "cutoff_position",
+                self.cutoff_position == row.cutoff_position,
+            ),
             ("test_marker", self.test_marker == row.test_marker),
             ("record_count", self.record_count == row.record_count),
             ("plus_ore", self.plus_ore == row.plus_ore),
