@@ -354,3 +354,28 @@ fn verify_checks_every_official_file_in_the_outbox_against_its_event() {
     )
     .expect_success("a correct outbox elsewhere");
 }
+
+#[test]
+fn a_deleted_or_misdirected_entries_row_does_not_make_reconstruct_blame_a_good_file() {
+    for sql in [
+        // The first withholding of 0751 gone from the index.
+        "DELETE FROM entries WHERE kommune = 751 AND reference = 'KY-1'",
+        // The index entry moved onto the agreement's event.
+        "UPDATE entries SET position = 1 WHERE kommune = 751 AND reference = 'KY-1'",
+    ] {
+        let t = given_exported();
+        let (_dir, data_dir) = edit_database(t, sql);
+        let ledger = Ledger::open(&data_dir).unwrap();
+        let rebuilt = reconstruct(&ledger, kommune("0751"), 1).unwrap();
+        assert!(
+            rebuilt.matches(),
+            "{sql}: the file is provable from the log"
+        );
+        let damage = rebuilt.file.damage.expect("the damaged index is reported");
+        assert!(
+            damage.what.contains("entries projection"),
+            "{sql}: {}",
+            damage.what
+        );
+    }
+}

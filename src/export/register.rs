@@ -53,7 +53,7 @@ impl fmt::Display for ProjectionDamage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "damaged projection at position {}: the files table {}; the file was taken from its FileExported event. Run `sf2520 verify`",
+            "damaged projection at position {}: {}; the file was taken from the log. Run `sf2520 verify`",
             self.position, self.what
         )
     }
@@ -227,7 +227,7 @@ fn authoritative(conn: &Connection, row: OfficialFile) -> Result<OfficialFile, E
             file.damage = Some(ProjectionDamage {
                 position: file.position,
                 what: format!(
-                    "row of kommune {} løbenummer {} differs from its event in {}",
+                    "the files row of kommune {} løbenummer {} differs from its event in {}",
                     row.kommune,
                     row.sequence,
                     differing.join(", ")
@@ -241,7 +241,7 @@ fn authoritative(conn: &Connection, row: OfficialFile) -> Result<OfficialFile, E
             file.damage = Some(ProjectionDamage {
                 position: file.position,
                 what: format!(
-                    "row of kommune {} løbenummer {} points at position {}, which does not hold its FileExported event",
+                    "the files row of kommune {} løbenummer {} points at position {}, which does not hold its FileExported event",
                     row.kommune, row.sequence, row.position
                 ),
             });
@@ -264,7 +264,7 @@ fn missing_row(
     Ok(find_file_event(conn, kommune, sequence)?.map(|mut file| {
         file.damage = Some(ProjectionDamage {
             position: file.position,
-            what: format!("has no row for kommune {kommune} løbenummer {sequence}"),
+            what: format!("the files table has no row for kommune {kommune} løbenummer {sequence}"),
         });
         file
     }))
