@@ -12,7 +12,8 @@ mod view;
 
 pub use backup::{backup, restore, BackupError, RestoreReport};
 pub use codec::{
-    chain_hash, decode as decode_payload, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH,
+    chain_hash, decode as decode_payload, encode as encode_payload, StoredEvent,
+    CURRENT_SCHEMA_VERSION, GENESIS_HASH,
 };
 pub use error::{LedgerError, LineError};
 pub use projection::{Totals, KIND_CORRECTION, KIND_WITHHOLDING};
