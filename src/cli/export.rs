@@ -159,14 +159,12 @@ pub fn print_exported(
             .collect();
         return writeln!(out, "{}", json!({"files": items, "head": head}));
     }
-    if let Some(head) = &head {
-        writeln!(out, "head: {head}")?;
-    }
     if files.is_empty() {
-        return writeln!(
+        writeln!(
             out,
             "export: no kommune has entries since its last file; no file written"
-        );
+        )?;
+        return print_head(out, head);
     }
     let rows: Vec<Vec<String>> = files
         .iter()
@@ -194,7 +192,15 @@ pub fn print_exported(
         out,
         "export: {} file(s), {records} record(s): {what}",
         files.len()
-    )
+    )?;
+    print_head(out, head)
+}
+
+fn print_head(out: &mut dyn Write, head: Option<String>) -> io::Result<()> {
+    match head {
+        Some(head) => writeln!(out, "head: {head}"),
+        None => Ok(()),
+    }
 }
 
 pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Result<ExitCode> {
