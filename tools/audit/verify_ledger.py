@@ -5,6 +5,7 @@ Python 3 standard library only; it never writes to the ledger (opened read-only)
 
     verify_ledger.py DATA_DIR_OR_LEDGER [--outbox DIR | --no-outbox]
                      [--expect-head POS:HASH ...] [--expect-heads FILE ...]
+    verify_ledger.py --check-vectors docs/log-format.md
 
 It walks the hash chain from position 1, decodes every payload, checks the
 `files` and `entries` index projections against the log, re-renders every
@@ -499,7 +500,71 @@ def check_heads(audit, heads):
                           " rewritten" % (anchor, position, audit.hashes[position].hex()))
 
 
+def stored_form(value):
+    """A decoded value as serde_json prints the stored one (docs/log-format.md vectors)."""
+    if isinstance(value, datetime.date):
+        return value.toordinal()
+    if isinstance(value, bytes):
+        return list(value)
+    if isinstance(value, tuple):
+        return dict(zip(("code", "code_description", "description"), value))
+    if isinstance(value, list):
+        return [stored_form(item) for item in value]
+    return value
+
+
+def check_vectors(path):
+    """Decodes every payload vector of the document and compares it with the JSON
+    beside it; checks each chain vector's hash input against its hash and that it
+    ends with the payload of that position's event. Returns the problems found."""
+    import json
+    import re
+    text = open(path, encoding="utf-8").read()
+    problems = []
+    payloads = []
+    pattern = re.compile(r"#### (\w+) \(variant (\d+)\)\n\nstream `([^`]*)`\n\n```json\n(.*?)\n```"
+                         r"\n\n```text\n(.*?)\n```", re.S)
+    for name, index, stream, expected, hex_text in pattern.findall(text):
+        payload = bytes.fromhex(hex_text.replace("\n", " "))
+        payloads.append(payload)
+        try:
+            decoded_name, event = decode(payload)
+        except Damage as error:
+            problems.append("%s: %s" % (name, error))
+            continue
+        fields = {key: stored_form(value) for key, value in event.items()}
+        if decoded_name != name or EVENT_TYPES.index(name) != int(index):
+            problems.append("%s: decoded as %s" % (name, decoded_name))
+        if {name: fields} != json.loads(expected):
+            problems.append("%s: decoded %r, the document says %s" % (name, fields, expected))
+        if stream_of(decoded_name, event) != stream:
+            problems.append("%s: stream %s" % (name, stream_of(decoded_name, event)))
+    if len(payloads) != len(EVENT_TYPES):
+        problems.append("%d payload vectors for %d event types" % (len(payloads), len(EVENT_TYPES)))
+    chain = re.compile(r"#### position (\d+): (\w+)\n\n```text\n(.*?)\n```\n\nhash `([0-9a-f]{64})`", re.S)
+    previous = GENESIS
+    vectors = chain.findall(text)
+    for position, name, hex_text, digest in vectors:
+        data = bytes.fromhex(hex_text.replace("\n", " "))
+        payload = payloads[int(position) - 1]
+        if hashlib.sha256(data).hexdigest() != digest:
+            problems.append("chain position %s: the input does not hash to the hash" % position)
+        if not data.startswith(previous) or not data.endswith(struct.pack(">Q", len(payload)) + payload):
+            problems.append("chain position %s: not previous hash ... payload" % position)
+        previous = bytes.fromhex(digest)
+    if not vectors:
+        problems.append("no chain vectors")
+    return problems
+
+
 def main(argv):
+    if argv[:1] == ["--check-vectors"]:
+        problems = check_vectors(argv[1])
+        for problem in problems:
+            print("MISMATCH: %s" % problem)
+        if not problems:
+            print("ok: every vector of %s decodes as documented" % argv[1])
+        return 1 if problems else 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ledger", help="the data directory or its ledger.sqlite3")
     parser.add_argument("--outbox", help="the outbox (default: DATA_DIR/outbox if it exists)")
