@@ -1,15 +1,21 @@
 #!/bin/sh
-# install-test-deps.sh: installs what the SFTP integration tests need, when missing.
+# install-test-deps.sh: installs what the integration tests need, when missing.
 #
 # tests/sftp.rs starts a real OpenSSH server (/usr/sbin/sshd) and generates
-# throwaway keys with ssh-keygen. This script installs the Debian packages that
-# provide them (openssh-server, openssh-client) and does nothing when both are
+# throwaway keys with ssh-keygen (openssh-server, openssh-client);
+# tests/verifier.rs runs the auditors' reference verifier with python3, and
+# tests/report.rs renders the HTML report in a headless chromium. This script
+# installs the Debian packages that provide them and does nothing when all are
 # already present, so it is safe to run before every test run.
 set -eu
 
 missing=""
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v ssh-keygen >/dev/null 2>&1 || missing="$missing openssh-client"
+command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+# Without recommends chromium brings no font: the report's text would not render.
+[ -d /usr/share/fonts/truetype/dejavu ] || missing="$missing fonts-dejavu-core"
 
 if [ -z "$missing" ]; then
     exit 0
@@ -43,3 +49,5 @@ fi
 
 [ -x /usr/sbin/sshd ] || { echo "install-test-deps: /usr/sbin/sshd still missing" >&2; exit 1; }
 command -v ssh-keygen >/dev/null 2>&1 || { echo "install-test-deps: ssh-keygen still missing" >&2; exit 1; }
+command -v python3 >/dev/null 2>&1 || { echo "install-test-deps: python3 still missing" >&2; exit 1; }
+command -v chromium >/dev/null 2>&1 || { echo "install-test-deps: chromium still missing" >&2; exit 1; }
