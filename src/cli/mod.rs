@@ -364,6 +364,11 @@ pub struct LogArgs {
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// With --json: add "raw", the stored event id, recorded-at, payload and hash
+    /// in hex (docs/log-format.md says what each byte means). The payload holds
+    /// full CPR numbers, as the database does: treat the output like the ledger.
+    #[arg(long, requires = "json")]
+    pub raw: bool,
 }
 
 #[derive(Args, Debug)]
