@@ -9,6 +9,7 @@ pub mod format_cmds;
 mod ingest;
 mod log;
 mod output;
+mod report;
 mod totals;
 mod verify;
 
@@ -139,6 +140,16 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the records of an SF2520 file as a table or JSON (CPR masked).
     Show(ShowArgs),
+    /// The reconciliation report of one kommune for auditors and økonomi, as one
+    /// self-contained HTML page (no scripts, no network).
+    ///
+    /// Lists the kommune's official files created in the period (UTC dates, both
+    /// inclusive) with løbenummer, creation time, records, sums, SHA-256 and
+    /// delivery state with the platform's receipt, all read from the log; totals
+    /// per month as a table and a chart; the chain head it was made at and whether
+    /// `verify` (with the default outbox) passed. Exits non-zero if verify failed;
+    /// the page then lists the problems.
+    Report(ReportArgs),
     /// Write a verified, owner-only copy of the ledger to DEST, safe while other
     /// sf2520 processes are writing.
     ///
@@ -157,6 +168,22 @@ pub enum Command {
     /// ledger.sqlite3.replaced-<time>. The swap is atomic; stop other sf2520
     /// processes first (a ledger open elsewhere is refused).
     Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The kommune (4-digit code).
+    #[arg(long, value_name = "KODE")]
+    pub kommune: String,
+    /// First creation date (UTC) of files in the report, e.g. 2026-01-01.
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last creation date (UTC) of files in the report.
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<chrono::NaiveDate>,
+    /// The HTML file to write (owner-only; replaced if it exists).
+    #[arg(long, value_name = "FILE.html")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -406,6 +433,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format_cmds::show(&args.file, args.json, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report(args) => report::run(&cli.data_dir, &args),
         Command::Backup(args) => backup::run_backup(&cli.data_dir, &args),
         Command::Restore(args) => backup::run_restore(&cli.data_dir, &args),
     }
