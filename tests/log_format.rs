@@ -55,7 +55,7 @@ fn samples() -> Vec<Event> {
         Event::AgreementRegistered(Agreement {
             agreement: AgreementRef::parse("BA000123456").unwrap(),
             kommune: kommune("0751"),
-            cpr: cpr.clone(),
+            cpr,
             valid_from: date("2026-01-01"),
             valid_to: None,
         }),

@@ -278,6 +278,9 @@ fn the_reference_verifier_passes_untouched_ledgers_and_catches_every_tamper() {
     both_reject(&dir, &["--expect-head", &head], "the history was rewritten");
 }
 
+/// position, event id, stream, type, schema version, recorded-at, payload.
+type StoredRow = (i64, Vec<u8>, String, String, i64, i64, Vec<u8>);
+
 /// Changes the last byte of the event of `stream` and recomputes the hash
 /// of every event from there to the head, as a forger with the database would.
 fn rewrite_chain_from(data_dir: &Path, stream: &str) {
@@ -292,7 +295,7 @@ fn rewrite_chain_from(data_dir: &Path, stream: &str) {
         .unwrap()
         .try_into()
         .unwrap();
-    let rows: Vec<(i64, Vec<u8>, String, String, i64, i64, Vec<u8>)> = conn
+    let rows: Vec<StoredRow> = conn
         .prepare(
             "SELECT position, event_id, stream, event_type, schema_version, recorded_at_us, payload
              FROM events WHERE position >= ?1 ORDER BY position",
