@@ -431,3 +431,31 @@ fn log_json_raw_gives_the_stored_bytes_that_rebuild_the_chain() {
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
+
+#[test]
+fn demo_prints_the_head_it_leaves_after_its_export_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let run = sf2520(&data_dir, ["demo"]).expect_success("demo");
+    let head = printed_head(&run.stdout);
+    let summary = run
+        .stdout
+        .lines()
+        .position(|line| line.starts_with("export: "))
+        .expect("the export summary");
+    let head_line = run
+        .stdout
+        .lines()
+        .position(|line| line.starts_with("head: "))
+        .unwrap();
+    assert_eq!(
+        head_line,
+        summary + 1,
+        "the head follows the summary: {}",
+        run.stdout
+    );
+    let verify = sf2520(&data_dir, ["verify", "--json"]).expect_success("verify");
+    let value: serde_json::Value = serde_json::from_str(verify.stdout.trim()).unwrap();
+    assert_eq!(value["head"], head.as_str());
+    assert_eq!(value["ok"], true);
+}

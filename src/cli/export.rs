@@ -353,6 +353,9 @@ pub fn run_reissue(
             })
         }
         Err(mismatch) => {
+            if let Some(broken) = &mismatch.broken_link {
+                writeln!(out, "ALTERED: {broken}")?;
+            }
             writeln!(
                 out,
                 "REFUSED: {} rebuilt from the log no longer matches the file that was sent (recorded {}, rebuilt {}); nothing was written. Run `sf2520 verify`.",

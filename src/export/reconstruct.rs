@@ -12,7 +12,6 @@
 //! plain walk of the log, using no projection at all; if that matches, the file is
 //! good and the `entries` projection is reported as damaged.
 
-use chrono::NaiveDateTime;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -72,11 +71,17 @@ fn chain_link(ledger: &Ledger, position: u64) -> Result<Option<String>, ExportEr
 }
 
 /// The plan that renders an official file: its recorded header and entry range.
-pub fn plan_of(file: &OfficialFile) -> PlannedFile {
+/// A creation time no calendar can show is damage in the event, named as such.
+pub fn plan_of(file: &OfficialFile) -> Result<PlannedFile, ExportError> {
     let created_at = chrono::DateTime::from_timestamp_micros(file.created_at_us)
         .map(|time| time.naive_utc())
-        .unwrap_or(NaiveDateTime::MIN);
-    PlannedFile {
+        .ok_or(ExportError::CreationTimeOutOfRange {
+            kommune: file.kommune.code(),
+            sequence: file.sequence,
+            position: file.position,
+            created_at_us: file.created_at_us,
+        })?;
+    Ok(PlannedFile {
         header: FileHeader {
             kommune: file.kommune,
             sequence: file.sequence,
@@ -87,7 +92,7 @@ pub fn plan_of(file: &OfficialFile) -> PlannedFile {
         file_name: file.file_name.clone(),
         range: file.range(),
         record_count: file.record_count,
-    }
+    })
 }
 
 /// Renders official file `sequence` of `kommune` from the log. The cost follows
@@ -103,11 +108,8 @@ pub fn reconstruct(
         usize::try_from(file.record_count.saturating_add(2).saturating_mul(130)).unwrap_or(0);
     // The indexed rendering fails outright when the index points at a non-entry
     // or misses a corrected withholding; both are damage the walk gets around.
-    let indexed = match render_into(
-        ledger.connection(),
-        &plan_of(&file),
-        Vec::with_capacity(capacity),
-    ) {
+    let plan = plan_of(&file)?;
+    let indexed = match render_into(ledger.connection(), &plan, Vec::with_capacity(capacity)) {
         Ok((bytes, _)) => Some(bytes),
         Err(ExportError::NotAnEntry { .. } | ExportError::MissingWithholding { .. }) => None,
         Err(other) => return Err(other),
@@ -115,7 +117,7 @@ pub fn reconstruct(
     let mut sha256 = indexed.as_deref().map(|bytes| Sha256::digest(bytes).into());
     let mut bytes = indexed.unwrap_or_default();
     if sha256 != Some(file.sha256) {
-        let walked = render_by_walking_the_log(ledger, &plan_of(&file))?;
+        let walked = render_by_walking_the_log(ledger, &plan)?;
         let walked_sha256: [u8; 32] = Sha256::digest(&walked).into();
         if walked_sha256 == file.sha256 || sha256.is_none() {
             if walked_sha256 == file.sha256 {
