@@ -459,3 +459,77 @@ fn demo_prints_the_head_it_leaves_after_its_export_summary() {
     assert_eq!(value["head"], head.as_str());
     assert_eq!(value["ok"], true);
 }
+
+#[test]
+fn a_signed_checkpoint_vouches_for_a_head_that_a_rolled_back_ledger_no_longer_holds() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = given_exported();
+    let data_dir = t.data_dir();
+    drop(t.ledger);
+    let document =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let key = data_dir.join("audit-key.der");
+    std::fs::write(&key, document.as_ref()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        data_dir.join("sf2520.toml"),
+        "[audit]\nsigning_key = \"audit-key.der\"\n",
+    )
+    .unwrap();
+    let checkpoint = data_dir.join("head.checkpoint");
+    let checkpoint_args = [
+        "checkpoint".as_ref(),
+        "--out".as_ref(),
+        checkpoint.as_os_str(),
+    ];
+    sf2520(&data_dir, checkpoint_args).expect_refusal("chmod 600");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = sf2520(&data_dir, checkpoint_args).expect_success("checkpoint");
+    let public_key = run
+        .stdout
+        .split("public key ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the public key is printed")
+        .to_string();
+    let verify = |dir: &std::path::Path, file: &std::path::Path| {
+        sf2520(
+            dir,
+            [
+                "verify".as_ref(),
+                "--no-outbox".as_ref(),
+                "--checkpoint".as_ref(),
+                file.as_os_str(),
+                "--public-key".as_ref(),
+                public_key.as_ref(),
+            ],
+        )
+    };
+    verify(&data_dir, &checkpoint).expect_success("the checkpoint verifies");
+    // Someone edits the checkpoint to vouch for a shorter log: the signature fails.
+    let text = std::fs::read_to_string(&checkpoint).unwrap();
+    let head_line = text.lines().nth(1).unwrap().to_string();
+    let forged = data_dir.join("forged.checkpoint");
+    let shorter = format!("head 1:{}", "00".repeat(32));
+    std::fs::write(&forged, text.replace(&head_line, &shorter)).unwrap();
+    verify(&data_dir, &forged).expect_refusal("signature does not verify");
+    // The newest event deleted with its projection row: the signed head catches it.
+    let position = head_line
+        .strip_prefix("head ")
+        .and_then(|anchor| anchor.split(':').next())
+        .unwrap()
+        .to_string();
+    let conn = rusqlite::Connection::open(data_dir.join(DATABASE_FILE)).unwrap();
+    conn.execute(
+        &format!("DELETE FROM events WHERE position = {position}"),
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        &format!("DELETE FROM files WHERE position = {position}"),
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    verify(&data_dir, &checkpoint).expect_refusal(&format!("shorter than position {position}"));
+}

@@ -7,6 +7,7 @@
 //! must still hold the anchor's hash at the anchor's position, or events were
 //! removed, rewritten or an older backup was restored.
 
+pub mod checkpoint;
 pub mod report;
 
 use std::fmt;

@@ -140,6 +140,15 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the records of an SF2520 file as a table or JSON (CPR masked).
     Show(ShowArgs),
+    /// Sign the log's head with the [audit] signing_key of the config, so that an
+    /// auditor holding only the public key can check a head handed over.
+    ///
+    /// Writes a five-line text file (head, time, public key, ed25519 signature over
+    /// the first three lines; see docs/log-format.md). `sf2520 verify --checkpoint
+    /// FILE --public-key HEX` checks the signature and that the log still holds the
+    /// head. The key is an ed25519 private key in PKCS#8 DER, owner-only, e.g.
+    /// `openssl genpkey -algorithm ed25519 -outform DER -out audit-key.der`.
+    Checkpoint(CheckpointArgs),
     /// The reconciliation report of one kommune for auditors and økonomi, as one
     /// self-contained HTML page (no scripts, no network).
     ///
@@ -187,6 +196,13 @@ pub struct ReportArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    /// The checkpoint file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// A head the log must still hold, POSITION:HASH (repeatable).
     #[arg(long, value_name = "POS:HASH")]
@@ -201,6 +217,13 @@ pub struct VerifyArgs {
     /// Do not check the outbox (the files were moved elsewhere on purpose).
     #[arg(long)]
     pub no_outbox: bool,
+    /// A signed checkpoint (from `sf2520 checkpoint`) whose head the log must still
+    /// hold; its signature is checked with --public-key (repeatable).
+    #[arg(long, value_name = "FILE", requires = "public_key")]
+    pub checkpoint: Vec<PathBuf>,
+    /// The ed25519 public key (64 hex digits) you trust to sign checkpoints.
+    #[arg(long, value_name = "HEX")]
+    pub public_key: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -434,6 +457,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(args) => report::run(&cli.data_dir, &args),
+        Command::Checkpoint(args) => {
+            verify::run_checkpoint(&cli.data_dir, cli.config.as_deref(), &args)
+        }
         Command::Backup(args) => backup::run_backup(&cli.data_dir, &args),
         Command::Restore(args) => backup::run_restore(&cli.data_dir, &args),
     }

@@ -1,5 +1,6 @@
 //! `sf2520 verify`: the hash chain, the projections against a replay, the heads the
-//! operator anchored, and the outbox against the `FileExported` events.
+//! operator anchored (plain or in signed checkpoints), and the outbox against the
+//! `FileExported` events. `sf2520 checkpoint`: a signed head.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -8,11 +9,14 @@ use std::process::ExitCode;
 use anyhow::bail;
 use serde_json::json;
 
+use crate::audit::checkpoint::{parse_public_key, verify_checkpoint};
 use crate::audit::{read_anchors, verify, Anchor, AuditChecks};
 use crate::export::default_outbox;
 use crate::ledger::Ledger;
 
-use super::VerifyArgs;
+use super::{CheckpointArgs, VerifyArgs};
+use crate::audit::checkpoint::{load_config, load_key, public_key_hex, sign};
+use crate::export::outbox::write_bytes_atomically;
 
 /// The checks `args` ask for: anchors from the flags and the file, and the outbox
 /// (`--outbox DIR`, else the data directory's default outbox if it exists).
@@ -20,6 +24,15 @@ fn checks(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<AuditChecks> {
     let mut anchors: Vec<Anchor> = args.expect_head.clone();
     for path in &args.expect_heads {
         anchors.extend(read_anchors(path).map_err(anyhow::Error::msg)?);
+    }
+    if !args.checkpoint.is_empty() {
+        let Some(public_key) = &args.public_key else {
+            bail!("--checkpoint needs --public-key HEX: the key you trust, not the one the file names");
+        };
+        let trusted = parse_public_key(public_key)?;
+        for path in &args.checkpoint {
+            anchors.push(verify_checkpoint(path, &trusted)?);
+        }
     }
     let outbox = match &args.outbox {
         Some(dir) if !dir.is_dir() => bail!(
@@ -84,4 +97,41 @@ pub fn run(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `sf2520 checkpoint`: signs the current head with the `[audit] signing_key`.
+pub fn run_checkpoint(
+    data_dir: &Path,
+    config: Option<&Path>,
+    args: &CheckpointArgs,
+) -> anyhow::Result<ExitCode> {
+    let path = super::deliver::config_path(data_dir, config);
+    let audit = load_config(&path)?;
+    let Some(key_path) = audit.signing_key else {
+        bail!(
+            "{} has no [audit] signing_key: add `signing_key = \"PATH\"` naming an ed25519 key in PKCS#8 DER (`openssl genpkey -algorithm ed25519 -outform DER -out PATH`)",
+            path.display()
+        );
+    };
+    let key = load_key(&key_path)?;
+    let ledger = Ledger::open(data_dir)?;
+    let head = Anchor::of(&ledger.head()?);
+    let made = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let text = sign(&key, &head, &made);
+    let Some(name) = args.out.file_name().and_then(|name| name.to_str()) else {
+        bail!("--out {} is not a file name", args.out.display());
+    };
+    let dir = match args.out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    write_bytes_atomically(dir, name, text.as_bytes())?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "checkpoint: head {head} signed into {}\npublic key {} (give this to auditors: `sf2520 verify --checkpoint FILE --public-key KEY`)",
+        args.out.display(),
+        public_key_hex(&key)
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
