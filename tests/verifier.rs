@@ -373,3 +373,77 @@ fn the_reference_verifier_decodes_every_documented_payload_vector_as_the_documen
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+#[test]
+fn the_reference_verifier_checks_a_signed_checkpoint_made_by_the_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let (data_dir, _) = made_by_the_binary(root.path());
+    let document =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let key = root.path().join("audit-key.der");
+    std::fs::write(&key, document.as_ref()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        data_dir.join("sf2520.toml"),
+        format!("[audit]\nsigning_key = {:?}\n", key.display().to_string()),
+    )
+    .unwrap();
+    let checkpoint = root.path().join("head.checkpoint");
+    let run = sf2520(
+        &data_dir,
+        [
+            "checkpoint".as_ref(),
+            "--out".as_ref(),
+            checkpoint.as_os_str(),
+        ],
+    )
+    .expect_success("checkpoint");
+    let public_key = run
+        .stdout
+        .split("public key ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let with_checkpoint = |dir: &Path, file: &Path| {
+        python_verify(
+            dir,
+            &[
+                "--checkpoint",
+                file.to_str().unwrap(),
+                "--public-key",
+                &public_key,
+            ],
+        )
+    };
+    let verdict = with_checkpoint(&data_dir, &checkpoint);
+    assert_eq!(verdict.code, Some(0), "{}", verdict.stdout);
+    // A checkpoint edited to vouch for another head: its signature fails (status 2).
+    let text = std::fs::read_to_string(&checkpoint).unwrap();
+    let forged = root.path().join("forged.checkpoint");
+    std::fs::write(&forged, text.replacen("head 1", "head 2", 1)).unwrap();
+    assert_ne!(std::fs::read_to_string(&forged).unwrap(), text);
+    assert_eq!(with_checkpoint(&data_dir, &forged).code, Some(2));
+    // The newest event removed: the signed head is no longer in the log.
+    let dir = copy_of(&data_dir, root.path(), "truncated");
+    let conn = sql(&dir);
+    conn.execute(
+        "DELETE FROM events WHERE position = (SELECT MAX(position) FROM events)",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "DELETE FROM deliveries WHERE position = (SELECT MAX(position) FROM deliveries)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let verdict = with_checkpoint(&dir, &checkpoint);
+    assert_eq!(verdict.code, Some(1), "{}", verdict.stdout);
+    assert!(
+        verdict.stdout.contains("shorter than position"),
+        "{}",
+        verdict.stdout
+    );
+}

@@ -5,6 +5,7 @@ Python 3 standard library only; it never writes to the ledger (opened read-only)
 
     verify_ledger.py DATA_DIR_OR_LEDGER [--outbox DIR | --no-outbox]
                      [--expect-head POS:HASH ...] [--expect-heads FILE ...]
+                     [--checkpoint FILE ... --public-key HEX]
     verify_ledger.py --check-vectors docs/log-format.md
 
 It walks the hash chain from position 1, decodes every payload, checks the
@@ -12,9 +13,10 @@ It walks the hash chain from position 1, decodes every payload, checks the
 official file from the log (docs/sf2520-format.md) and checks its SHA-256
 against its FileExported event and against the file in the outbox
 (DATA_DIR/outbox by default, when it exists), and checks that the log still
-holds every expected head. Exit status: 0 if everything holds, 1 if anything is
-damaged (every problem is printed, one per line, starting with DAMAGED), 2 if it
-could not run at all.
+holds every expected head (plain, or from a checkpoint whose ed25519 signature
+it checks with the given public key). Exit status: 0 if everything holds, 1 if
+anything is damaged (every problem is printed, one per line, starting with
+DAMAGED), 2 if it could not run at all (a bad checkpoint signature included).
 """
 
 import argparse
@@ -478,6 +480,98 @@ def check_files(audit, outbox):
                           % (label, path, on_disk.hex(), f["sha256"].hex()))
 
 
+# ---------------------------------------------------------------- ed25519
+
+# Signature verification as in RFC 8032, section 6 (the reference code), for the
+# signed checkpoints of docs/log-format.md.
+ED_P = 2 ** 255 - 19
+ED_Q = 2 ** 252 + 27742317777372353535851937790883648493
+ED_D = -121665 * pow(121666, ED_P - 2, ED_P) % ED_P
+ED_I = pow(2, (ED_P - 1) // 4, ED_P)
+
+
+def ed_recover_x(y, sign):
+    if y >= ED_P:
+        return None
+    x2 = (y * y - 1) * pow(ED_D * y * y + 1, ED_P - 2, ED_P)
+    if x2 % ED_P == 0:
+        return None if sign else 0
+    x = pow(x2, (ED_P + 3) // 8, ED_P)
+    if (x * x - x2) % ED_P != 0:
+        x = x * ED_I % ED_P
+    if (x * x - x2) % ED_P != 0:
+        return None
+    if (x & 1) != sign:
+        x = ED_P - x
+    return x
+
+
+def ed_add(a, b):
+    e1 = (a[1] - a[0]) * (b[1] - b[0]) % ED_P
+    e2 = (a[1] + a[0]) * (b[1] + b[0]) % ED_P
+    c = 2 * a[3] * b[3] * ED_D % ED_P
+    d = 2 * a[2] * b[2] % ED_P
+    e, f, g, h = e2 - e1, d - c, d + c, e2 + e1
+    return (e * f, g * h, f * g, e * h)
+
+
+def ed_mul(scalar, point):
+    result = (0, 1, 1, 0)
+    while scalar > 0:
+        if scalar & 1:
+            result = ed_add(result, point)
+        point = ed_add(point, point)
+        scalar >>= 1
+    return result
+
+
+def ed_decompress(data):
+    if len(data) != 32:
+        return None
+    y = int.from_bytes(data, "little")
+    sign = y >> 255
+    y &= (1 << 255) - 1
+    x = ed_recover_x(y, sign)
+    return None if x is None else (x, y, 1, x * y % ED_P)
+
+
+ED_GY = 4 * pow(5, ED_P - 2, ED_P) % ED_P
+ED_GX = ed_recover_x(ED_GY, 0)
+ED_G = (ED_GX, ED_GY, 1, ED_GX * ED_GY % ED_P)
+
+
+def ed25519_verify(public, message, signature):
+    if len(public) != 32 or len(signature) != 64:
+        return False
+    a = ed_decompress(public)
+    r = ed_decompress(signature[:32])
+    s = int.from_bytes(signature[32:], "little")
+    if a is None or r is None or s >= ED_Q:
+        return False
+    h = int.from_bytes(hashlib.sha512(signature[:32] + public + message).digest(), "little") % ED_Q
+    left = ed_mul(s, ED_G)
+    right = ed_add(r, ed_mul(h, a))
+    return ((left[0] * right[2] - right[0] * left[2]) % ED_P == 0
+            and (left[1] * right[2] - right[1] * left[2]) % ED_P == 0)
+
+
+def read_checkpoint(path, public_key):
+    """The head a checkpoint vouches for, after checking its signature."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    lines = text.split("\n")
+    if len(lines) != 6 or lines[5] != "" or lines[0] != "sf2520-checkpoint v1" \
+            or not lines[1].startswith("head ") or not lines[2].startswith("made ") \
+            or not lines[3].startswith("public-key ") or not lines[4].startswith("signature "):
+        raise ValueError("%s is not an sf2520 checkpoint (five lines, see docs/log-format.md)" % path)
+    signature = bytes.fromhex(lines[4][len("signature "):])
+    signed = ("\n".join(lines[:3]) + "\n").encode("utf-8")
+    if not ed25519_verify(public_key, signed, signature):
+        raise ValueError("%s: the signature does not verify with public key %s"
+                         % (path, public_key.hex()))
+    return parse_head(lines[1][len("head "):])
+
+
 # ---------------------------------------------------------------- heads
 
 
@@ -571,6 +665,10 @@ def main(argv):
     parser.add_argument("--no-outbox", action="store_true", help="do not check an outbox")
     parser.add_argument("--expect-head", action="append", default=[], metavar="POS:HASH")
     parser.add_argument("--expect-heads", action="append", default=[], metavar="FILE")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="FILE",
+                        help="a signed checkpoint whose head the log must hold")
+    parser.add_argument("--public-key", metavar="HEX",
+                        help="the ed25519 public key you trust to sign checkpoints")
     args = parser.parse_args(argv)
     path = args.ledger
     data_dir = path
@@ -589,6 +687,10 @@ def main(argv):
                             heads.append(parse_head(line.split()[0]))
                         except ValueError as error:
                             raise ValueError("%s:%d: %s" % (name, number, error))
+        if args.checkpoint and not args.public_key:
+            raise ValueError("--checkpoint needs --public-key HEX (the key you trust)")
+        for name in args.checkpoint:
+            heads.append(read_checkpoint(name, bytes.fromhex(args.public_key)))
     except (OSError, ValueError) as error:
         print("error: %s" % error, file=sys.stderr)
         return 2
