@@ -51,9 +51,6 @@ pub fn deliver_and_report(
     let mut out = io::stdout().lock();
     // The head the run left (uploads and receipts append), for the journal.
     let head = crate::audit::Anchor::of(&ledger.head()?).to_string();
-    if !json {
-        writeln!(out, "head: {head}")?;
-    }
     if json {
         let items: Vec<_> = reports.iter().map(report_json).collect();
         writeln!(out, "{}", json!({"deliveries": items, "head": head}))?;
@@ -85,6 +82,9 @@ pub fn deliver_and_report(
             "deliver: {accepted} of {} file(s) accepted",
             reports.len()
         )?;
+    }
+    if !json {
+        writeln!(out, "head: {head}")?;
     }
     Ok((ledger, all_accepted))
 }
