@@ -116,21 +116,16 @@ pub fn build(
     let head = ledger.head()?;
     let mut files: BTreeMap<u32, ReportFile> = BTreeMap::new();
     let mut uploads: BTreeMap<u32, u32> = BTreeMap::new();
-    let mut damaged = None;
     ledger.for_each_event(1, head.position, |stored| {
-        let event = match stored.event() {
-            Ok(event) => event,
-            Err(error) => {
-                damaged.get_or_insert(error);
-                return Ok(());
-            }
-        };
-        apply(&mut files, &mut uploads, kommune, stored.position, event);
+        apply(
+            &mut files,
+            &mut uploads,
+            kommune,
+            stored.position,
+            stored.event()?,
+        );
         Ok(())
     })?;
-    if let Some(error) = damaged {
-        return Err(error);
-    }
     let in_period = |file: &FileExported| {
         created_date(file).is_some_and(|date| {
             from.is_none_or(|from| date >= from) && to.is_none_or(|to| date <= to)
