@@ -533,3 +533,19 @@ fn a_signed_checkpoint_vouches_for_a_head_that_a_rolled_back_ledger_no_longer_ho
     drop(conn);
     verify(&data_dir, &checkpoint).expect_refusal(&format!("shorter than position {position}"));
 }
+
+#[test]
+fn restore_prints_the_head_it_leaves() {
+    let t = given_exported();
+    let data_dir = t.data_dir();
+    let head = sf2520::audit::Anchor::of(&t.ledger.head().unwrap()).to_string();
+    drop(t.ledger);
+    let copy = t.dir.path().join("backup.sqlite3");
+    sf2520(&data_dir, ["backup".as_ref(), copy.as_os_str()]).expect_success("backup");
+    let run = sf2520(&data_dir, ["restore".as_ref(), copy.as_os_str()]).expect_success("restore");
+    assert!(
+        run.stdout.contains(&format!("head {head}")),
+        "{}",
+        run.stdout
+    );
+}

@@ -33,13 +33,18 @@ pub fn run_restore(data_dir: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCo
     };
     writeln!(
         out,
-        "restored: {} event(s), head {}:{}, from {} into {} (verified before it was put in \
+        "restored: {} event(s), head {}, from {} into {} (verified before it was put in \
          place); {previous}",
-        report.restored.events,
         report.restored.events,
         hex(&report.restored.head_hash),
         args.source.display(),
         data_dir.display()
+    )?;
+    writeln!(
+        out,
+        "head: {}:{}",
+        report.restored.events,
+        hex(&report.restored.head_hash)
     )?;
     if let Some(aside) = &report.kept_aside {
         writeln!(
