@@ -543,9 +543,5 @@ fn restore_prints_the_head_it_leaves() {
     let copy = t.dir.path().join("backup.sqlite3");
     sf2520(&data_dir, ["backup".as_ref(), copy.as_os_str()]).expect_success("backup");
     let run = sf2520(&data_dir, ["restore".as_ref(), copy.as_os_str()]).expect_success("restore");
-    assert!(
-        run.stdout.contains(&format!("head {head}")),
-        "{}",
-        run.stdout
-    );
+    assert_eq!(printed_head(&run.stdout), head);
 }
