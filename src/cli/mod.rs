@@ -44,8 +44,9 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
 
-    /// Configuration file (TOML) with the `[sftp]` delivery settings
-    /// (default: <data-dir>/sf2520.toml; without it, files stay in the local outbox).
+    /// Configuration file (TOML) with the `[sftp]` delivery settings and the
+    /// `[audit]` signing key (default: <data-dir>/sf2520.toml; without it, files
+    /// stay in the local outbox).
     #[arg(long, global = true, env = "SF2520_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
@@ -74,10 +75,12 @@ pub enum Command {
     /// a replay of the log. Each --expect-head POS:HASH (as printed by the command
     /// that appended) must still be in the log: a log shorter than POS, or with
     /// another hash there, means events were removed or rewritten, or an older
-    /// backup was restored. By default it also hashes every official file in the
-    /// outbox (<data-dir>/outbox if it exists, or --outbox DIR) against the SHA-256
-    /// of its FileExported event; a missing or edited file is named with its
-    /// kommune and løbenummer. Exits non-zero listing every problem found. The
+    /// backup was restored; --checkpoint FILE --public-key HEX does the same for a
+    /// head signed by `sf2520 checkpoint`, after checking its signature. By default
+    /// it also hashes every official file in the outbox (<data-dir>/outbox if it
+    /// exists, or --outbox DIR; --no-outbox skips it) against the SHA-256 of its
+    /// FileExported event; a missing or edited file is named with its kommune and
+    /// løbenummer. Exits non-zero listing every problem found. The
     /// byte format it checks is in docs/log-format.md; tools/audit/verify_ledger.py
     /// checks the same without this program.
     Verify(VerifyArgs),
