@@ -7,7 +7,9 @@
 # tests/packaging.rs builds the Debian package with dpkg-deb and python3
 # (scripts/build-deb.sh) and checks its units with systemd-analyze (systemd);
 # tests/operations.rs runs sf2520 on a pseudo-terminal with script (bsdutils);
-# tests/exactly_once.rs and the simulation step the clock with faketime.
+# tests/exactly_once.rs and the simulation step the clock with faketime;
+# tests/verifier.rs runs the auditors' reference verifier with python3, and
+# tests/report.rs renders the HTML report in a headless chromium.
 # Does nothing when everything is already present, so it is safe to run before
 # every test run.
 set -eu
@@ -21,6 +23,9 @@ command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 command -v script >/dev/null 2>&1 || missing="$missing bsdutils"
 command -v faketime >/dev/null 2>&1 || missing="$missing faketime"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+# Without recommends chromium brings no font: the report's text would not render.
+[ -d /usr/share/fonts/truetype/dejavu ] || missing="$missing fonts-dejavu-core"
 
 if [ -z "$missing" ]; then
     exit 0
@@ -54,7 +59,6 @@ fi
 
 [ -x /usr/sbin/sshd ] || { echo "install-test-deps: /usr/sbin/sshd still missing" >&2; exit 1; }
 command -v ssh-keygen >/dev/null 2>&1 || { echo "install-test-deps: ssh-keygen still missing" >&2; exit 1; }
-command -v xmllint >/dev/null 2>&1 || { echo "install-test-deps: xmllint still missing" >&2; exit 1; }
-for tool in xmllint dpkg-deb python3 systemd-analyze script faketime; do
+for tool in xmllint dpkg-deb python3 systemd-analyze script faketime chromium; do
     command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing" >&2; exit 1; }
 done

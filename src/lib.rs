@@ -2,6 +2,8 @@
 //! and the SF2520 files that report them to Udbetaling Danmark.
 //!
 //! Module map:
+//! - [`audit`]: anchored heads (`POS:HASH`), the outbox checked against the log's
+//!   `FileExported` events, and the reconciliation report (HTML).
 //! - [`cli`]: clap arguments and one function per subcommand (`anyhow` only here).
 //! - [`demo`]: the seeded demo month for all 98 kommuner (pure: builds commands).
 //! - [`domain`]: validated values (kommune, CPR, amounts, references), commands,
@@ -28,6 +30,7 @@
 //! assert!(Amount::parse_kroner("1623.505").is_err());
 //! ```
 
+pub mod audit;
 pub mod cli;
 pub mod demo;
 pub mod domain;

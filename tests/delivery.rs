@@ -514,7 +514,7 @@ fn a_recorded_receipt_left_in_in_is_not_taken_for_the_next_delivery() {
     config.receipt_timeout_secs = 1;
     let reports = deliver_all(&mut t, &config);
     assert!(
-        matches!(&reports[0].result, DeliveryResult::Failed { reason } if reason.contains("no receipt")),
+        matches!(&reports[0].result, DeliveryResult::Failed { reason, .. } if reason.contains("no receipt")),
         "{reports:?}"
     );
     assert_eq!(technical_receipts(&t).len(), 1);

@@ -66,6 +66,12 @@ pub fn run_restore(data_dir: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCo
         args.source.display(),
         data_dir.display()
     )?;
+    writeln!(
+        out,
+        "head: {}:{}",
+        report.restored.events,
+        hex(&report.restored.head_hash)
+    )?;
     if let Some(aside) = &report.kept_aside {
         writeln!(
             out,

@@ -159,6 +159,8 @@ pub fn deliver_and_report(
     let exit = delivery_exit(&ledger, request, &reports)?;
     let waiting = not_accepted(&ledger, request)?;
     let mut out = io::stdout().lock();
+    // The head the run left (uploads and receipts append), for the journal.
+    let head = crate::audit::Anchor::of(&ledger.head()?).to_string();
     if let Some(mut document) = json {
         let items: Vec<_> = reports.iter().map(report_json).collect();
         let files: Vec<_> = waiting
@@ -168,6 +170,7 @@ pub fn deliver_and_report(
         document["deliveries"] = json!(items);
         document["configured"] = json!(true);
         document["not_accepted"] = json!(files);
+        document["deliver_head"] = json!(head);
         writeln!(out, "{document}")?;
         return Ok((ledger, exit));
     }
@@ -199,6 +202,7 @@ pub fn deliver_and_report(
         )?;
     }
     print_waiting(&mut out, &waiting, reports.is_empty())?;
+    writeln!(out, "head: {head}")?;
     Ok((ledger, exit))
 }
 

@@ -58,7 +58,8 @@ pub fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let files = run_batch(&mut ledger, &ExportRequest::default(), &outbox, &bar)?;
     drop(bar);
     if args.json {
-        let mut document = exported_json(&files);
+        let head = crate::audit::Anchor::of(&ledger.head()?).to_string();
+        let mut document = exported_json(&files, Some(head));
         document["seed"] = json!(args.seed);
         document["commands"] = json!(command_count);
         document["appended"] = json!(report.appended());
@@ -74,6 +75,7 @@ pub fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
         &mut out,
         &files,
         &format!("official files into {}", outbox.display()),
+        Some(ledger.head()?),
         false,
     )?;
     writeln!(

@@ -9,13 +9,14 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::audit::Anchor;
 use crate::domain::Kommune;
 use crate::export::outbox::write_bytes_atomically;
 use crate::export::{
     default_outbox, delivery_state, official_files, reconstruct, reissue, render_as_of, run_batch,
     ExportRequest, ExportedFile, Progress,
 };
-use crate::ledger::Ledger;
+use crate::ledger::{Head, Ledger};
 
 use super::deliver::{deliver_and_report, not_configured, sftp_config};
 use super::exit::Exit;
@@ -115,15 +116,19 @@ pub fn run_export(
         (files, format!("official files into {}", out.display()))
     };
     drop(bar);
+    let head = (args.as_of.is_none() && !args.test).then_some(ledger.head()?);
     if !args.deliver {
-        print_exported(&mut io::stdout().lock(), &files, &what, args.json)?;
+        print_exported(&mut io::stdout().lock(), &files, &what, head, args.json)?;
         return Ok(ExitCode::SUCCESS);
     }
     // With --json, the export's files and the delivery make one document.
     let document = if args.json {
-        Some(exported_json(&files))
+        Some(exported_json(
+            &files,
+            head.map(|head| Anchor::of(&head).to_string()),
+        ))
     } else {
-        print_exported(&mut io::stdout().lock(), &files, &what, false)?;
+        print_exported(&mut io::stdout().lock(), &files, &what, head, false)?;
         None
     };
     let outbox = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
@@ -140,8 +145,8 @@ pub fn run_export(
     Ok(exit.into())
 }
 
-/// The files an export run wrote, as JSON.
-pub fn exported_json(files: &[ExportedFile]) -> serde_json::Value {
+/// The files an export run wrote, and the head it left (official runs), as JSON.
+pub fn exported_json(files: &[ExportedFile], head: Option<String>) -> serde_json::Value {
     let items: Vec<_> = files
         .iter()
         .map(|f| {
@@ -155,7 +160,7 @@ pub fn exported_json(files: &[ExportedFile]) -> serde_json::Value {
             })
         })
         .collect();
-    json!({"files": items})
+    json!({"files": items, "head": head})
 }
 
 /// The summary table of an export run (or its JSON).
@@ -163,16 +168,20 @@ pub fn print_exported(
     out: &mut dyn Write,
     files: &[ExportedFile],
     what: &str,
+    head: Option<Head>,
     json: bool,
 ) -> io::Result<()> {
+    // The head the run left, for the journal: `verify --expect-head` checks it later.
+    let head = head.map(|head| Anchor::of(&head).to_string());
     if json {
-        return writeln!(out, "{}", exported_json(files));
+        return writeln!(out, "{}", exported_json(files, head));
     }
     if files.is_empty() {
-        return writeln!(
+        writeln!(
             out,
             "export: no kommune has entries since its last file; no file written"
-        );
+        )?;
+        return print_head(out, head);
     }
     let rows: Vec<Vec<String>> = files
         .iter()
@@ -200,7 +209,15 @@ pub fn print_exported(
         out,
         "export: {} file(s), {records} record(s): {what}",
         files.len()
-    )
+    )?;
+    print_head(out, head)
+}
+
+fn print_head(out: &mut dyn Write, head: Option<String>) -> io::Result<()> {
+    match head {
+        Some(head) => writeln!(out, "head: {head}"),
+        None => Ok(()),
+    }
 }
 
 pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Result<ExitCode> {
@@ -214,6 +231,17 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
     write_private(&path, &reconstruction.bytes)?;
     let mut out = io::stdout().lock();
     let file = &reconstruction.file;
+    if !args.json {
+        if let Some(damage) = &file.damage {
+            writeln!(out, "warning: {damage}")?;
+        }
+        if let Some(broken) = &reconstruction.broken_link {
+            writeln!(
+                out,
+                "ALTERED: {broken}; the recorded SHA-256 proves nothing. Run `sf2520 verify`."
+            )?;
+        }
+    }
     let exit = if reconstruction.matches() {
         Exit::Success
     } else {
@@ -228,7 +256,8 @@ pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Resul
                 "sequence": file.sequence, "file_name": file.file_name,
                 "matches": reconstruction.matches(), "path": path.display().to_string(),
                 "recorded_sha256": hex(&file.sha256), "rebuilt_sha256": hex(&reconstruction.sha256),
-                "position": file.position,
+                "position": file.position, "projection_damage": file.damage,
+                "broken_link": reconstruction.broken_link,
             })
         )?;
     } else if reconstruction.matches() {
@@ -286,7 +315,7 @@ pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> 
                 "created_at": time_us(file.created_at_us), "records": file.record_count,
                 "net": kroner(file.net_ore()), "sha256": hex(&file.sha256),
                 "file_id": uuid::Uuid::from_bytes(file.file_id).to_string(), "delivery": state,
-                "position": file.position,
+                "position": file.position, "projection_damage": file.damage,
             }));
         } else {
             rows.push(vec![
@@ -315,6 +344,9 @@ pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> 
             "delivery",
         ];
         write!(out, "{}", table(&headers, &rows))?;
+        for damage in files.iter().filter_map(|file| file.damage.as_ref()) {
+            writeln!(out, "warning: {damage}")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -337,6 +369,7 @@ pub fn run_reissue(
                 "kommune": kommune.code(), "kommune_name": kommune.name(), "sequence": sequence,
                 "path": done.written.path.display().to_string(), "sha256": hex(&done.written.sha256),
                 "senders_file_id": done.delivery_id.to_string(), "position": done.position,
+                "head": Anchor::of(&ledger.head()?).to_string(),
             });
             if !args.json {
                 writeln!(
@@ -347,6 +380,7 @@ pub fn run_reissue(
                     done.delivery_id,
                     done.position
                 )?;
+                writeln!(out, "head: {}", Anchor::of(&ledger.head()?))?;
             }
             drop(out);
             let document = args.json.then(|| json!({"reissued": reissued}));
@@ -376,10 +410,14 @@ pub fn run_reissue(
                     "{}",
                     json!({
                         "refused": true, "file_name": mismatch.file.file_name,
+                        "broken_link": mismatch.broken_link,
                         "recorded_sha256": hex(&mismatch.file.sha256), "rebuilt_sha256": hex(&mismatch.sha256),
                     })
                 )?;
             } else {
+                if let Some(broken) = &mismatch.broken_link {
+                    writeln!(out, "ALTERED: {broken}")?;
+                }
                 writeln!(
                     out,
                     "REFUSED: {} rebuilt from the log no longer matches the file that was sent (recorded {}, rebuilt {}); nothing was written. Run `sf2520 verify`.",

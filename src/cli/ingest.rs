@@ -156,6 +156,7 @@ pub fn outcome_json(file: &str, outcome: &FileOutcome, dry_run: bool, verbose: b
                 "duplicate_lines": duplicates,
                 "duplicate_lines_complete": duplicates.len() == report.duplicates(),
                 "head_position": report.head.position,
+                "head": crate::audit::Anchor::of(&report.head).to_string(),
             })
         }
         FileOutcome::Rejected {
@@ -231,7 +232,8 @@ pub fn print_outcome(
                 report.appended(),
                 report.duplicates(),
                 report.head.position
-            )
+            )?;
+            writeln!(out, "head: {}", crate::audit::Anchor::of(&report.head))
         }
     }
 }

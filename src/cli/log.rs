@@ -76,19 +76,31 @@ pub fn describe(event: &Event) -> Value {
     }
 }
 
-fn print_event(out: &mut dyn Write, stored: &StoredEvent, json: bool) -> anyhow::Result<()> {
+fn print_event(
+    out: &mut dyn Write,
+    stored: &StoredEvent,
+    json: bool,
+    raw: bool,
+) -> anyhow::Result<()> {
     let content = describe(&stored.event()?);
     if json {
-        writeln!(
-            out,
-            "{}",
-            json!({
-                "position": stored.position, "event_id": stored.event_id.to_string(),
-                "type": stored.event_type, "stream": stored.stream,
-                "schema_version": stored.schema_version, "recorded_at": time_us(stored.recorded_at_us),
-                "hash": hex(&stored.hash), "payload": content,
-            })
-        )?;
+        let mut line = json!({
+            "position": stored.position, "event_id": stored.event_id.to_string(),
+            "type": stored.event_type, "stream": stored.stream,
+            "schema_version": stored.schema_version, "recorded_at": time_us(stored.recorded_at_us),
+            "hash": hex(&stored.hash), "payload": content,
+        });
+        if raw {
+            // The stored bytes, for checking against docs/log-format.md. The raw
+            // payload holds the full CPR, as the database does.
+            line["raw"] = json!({
+                "event_id": hex(stored.event_id.as_bytes()),
+                "recorded_at_us": stored.recorded_at_us,
+                "payload": hex(&stored.payload),
+                "hash": hex(&stored.hash),
+            });
+        }
+        writeln!(out, "{line}")?;
     } else {
         let fields: Vec<String> = content
             .as_object()
@@ -121,7 +133,7 @@ pub fn run(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ExitCode> {
     let mut failure = None;
     ledger.for_each_event(args.from.max(1), to, |stored| {
         if failure.is_none() {
-            if let Err(error) = print_event(&mut out, &stored, args.json) {
+            if let Err(error) = print_event(&mut out, &stored, args.json, args.raw) {
                 failure = Some(error);
             }
         }

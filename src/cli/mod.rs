@@ -15,6 +15,7 @@ pub mod logging;
 mod metrics;
 mod output;
 mod progress;
+mod report;
 mod status;
 mod totals;
 mod verify;
@@ -63,8 +64,9 @@ pub struct Cli {
     )]
     pub busy_timeout: u64,
 
-    /// Configuration file (TOML) with the `[sftp]` delivery settings
-    /// (default: <data-dir>/sf2520.toml; without it, files stay in the local outbox).
+    /// Configuration file (TOML) with the `[sftp]` delivery settings and the
+    /// `[audit]` signing key (default: <data-dir>/sf2520.toml; without it, files
+    /// stay in the local outbox).
     #[arg(long, global = true, env = "SF2520_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
@@ -114,9 +116,21 @@ pub enum Command {
     Totals(TotalsArgs),
     /// List the events of the log, for auditors (CPR numbers are masked).
     Log(LogArgs),
-    /// Walk the hash chain and check that the projections equal a replay of the log.
+    /// Check the ledger without trusting it: hash chain, projections, anchored
+    /// heads and the outbox.
     ///
-    /// Exits with code 4 and names the first bad position if anything was altered.
+    /// Walks the hash chain from position 1 and checks that the projections equal
+    /// a replay of the log. Each --expect-head POS:HASH (as printed by the command
+    /// that appended) must still be in the log: a log shorter than POS, or with
+    /// another hash there, means events were removed or rewritten, or an older
+    /// backup was restored; --checkpoint FILE --public-key HEX does the same for a
+    /// head signed by `sf2520 checkpoint`, after checking its signature. By default
+    /// it also hashes every official file in the outbox (<data-dir>/outbox if it
+    /// exists, or --outbox DIR; --no-outbox skips it) against the SHA-256 of its
+    /// FileExported event; a missing or edited file is named with its kommune and
+    /// løbenummer. Exits with code 4 listing every problem found. The
+    /// byte format it checks is in docs/log-format.md; tools/audit/verify_ledger.py
+    /// checks the same without this program.
     Verify(VerifyArgs),
     /// Generate a realistic month for all 98 kommuner (seeded), ingest it and run
     /// the batch export.
@@ -205,6 +219,25 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the records of an SF2520 file as a table or JSON (CPR masked).
     Show(ShowArgs),
+    /// Sign the log's head with the [audit] signing_key of the config, so that an
+    /// auditor holding only the public key can check a head handed over.
+    ///
+    /// Writes a five-line text file (head, time, public key, ed25519 signature over
+    /// the first three lines; see docs/log-format.md). `sf2520 verify --checkpoint
+    /// FILE --public-key HEX` checks the signature and that the log still holds the
+    /// head. The key is an ed25519 private key in PKCS#8 DER, owner-only, e.g.
+    /// `openssl genpkey -algorithm ed25519 -outform DER -out audit-key.der`.
+    Checkpoint(CheckpointArgs),
+    /// The reconciliation report of one kommune for auditors and økonomi, as one
+    /// self-contained HTML page (no scripts, no network).
+    ///
+    /// Lists the kommune's official files created in the period (UTC dates, both
+    /// inclusive) with løbenummer, creation time, records, sums, SHA-256 and
+    /// delivery state with the platform's receipt, all read from the log; totals
+    /// per month as a table and a chart; the chain head it was made at and whether
+    /// `verify` (with the default outbox) passed. Exits non-zero if verify failed;
+    /// the page then lists the problems.
+    Report(ReportArgs),
     /// Write a verified, owner-only copy of the ledger to DEST, safe while other
     /// sf2520 processes are writing.
     ///
@@ -226,7 +259,50 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The kommune (4-digit code).
+    #[arg(long, value_name = "KODE")]
+    pub kommune: String,
+    /// First creation date (UTC) of files in the report, e.g. 2026-01-01.
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last creation date (UTC) of files in the report.
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<chrono::NaiveDate>,
+    /// The HTML file to write (owner-only; replaced if it exists).
+    #[arg(long, value_name = "FILE.html")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    /// The checkpoint file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
 pub struct VerifyArgs {
+    /// A head the log must still hold, POSITION:HASH (repeatable).
+    #[arg(long, value_name = "POS:HASH")]
+    pub expect_head: Vec<crate::audit::Anchor>,
+    /// A file of heads, one POSITION:HASH per line (# comments; text after the
+    /// hash ignored), e.g. collected from the export journal (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub expect_heads: Vec<PathBuf>,
+    /// The outbox to check (default: <data-dir>/outbox, if it exists).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_outbox")]
+    pub outbox: Option<PathBuf>,
+    /// Do not check the outbox (the files were moved elsewhere on purpose).
+    #[arg(long)]
+    pub no_outbox: bool,
+    /// A signed checkpoint (from `sf2520 checkpoint`) whose head the log must still
+    /// hold; its signature is checked with --public-key (repeatable).
+    #[arg(long, value_name = "FILE", requires = "public_key")]
+    pub checkpoint: Vec<PathBuf>,
+    /// The ed25519 public key (64 hex digits) you trust to sign checkpoints.
+    #[arg(long, value_name = "HEX")]
+    pub public_key: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -498,6 +574,11 @@ pub struct LogArgs {
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// With --json: add "raw", the stored event id, recorded-at, payload and hash
+    /// in hex (docs/log-format.md says what each byte means). The payload holds
+    /// full CPR numbers, as the database does: treat the output like the ledger.
+    #[arg(long, requires = "json")]
+    pub raw: bool,
 }
 
 #[derive(Args, Debug)]
@@ -578,6 +659,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show(args) => {
             format_cmds::show(&args.file, args.json, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(args) => report::run(&cli.data_dir, &args),
+        Command::Checkpoint(args) => {
+            verify::run_checkpoint(&cli.data_dir, cli.config.as_deref(), &args)
         }
         Command::Backup(args) => backup::run_backup(&cli.data_dir, &args),
         Command::Restore(args) => backup::run_restore(&cli.data_dir, &args),

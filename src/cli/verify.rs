@@ -1,53 +1,138 @@
-//! `sf2520 verify`: the hash chain and the projections against a replay.
+//! `sf2520 verify`: the hash chain, the projections against a replay, the heads the
+//! operator anchored (plain or in signed checkpoints), and the outbox against the
+//! `FileExported` events. `sf2520 checkpoint`: a signed head.
 
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::bail;
 use serde_json::json;
 
+use crate::audit::checkpoint::{parse_public_key, verify_checkpoint};
+use crate::audit::{read_anchors, verify, Anchor, AuditChecks};
+use crate::export::default_outbox;
 use crate::ledger::Ledger;
 
 use super::exit::Exit;
-use super::output::hex;
-use super::VerifyArgs;
+use super::{CheckpointArgs, VerifyArgs};
+use crate::audit::checkpoint::{load_config, load_key, public_key_hex, sign};
+use crate::export::outbox::write_bytes_atomically;
 
-pub fn run(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let ledger = Ledger::open_read_only(data_dir)?;
-    let mut out = io::stdout().lock();
-    match ledger.verify(|_| {})? {
-        Ok(report) => {
-            if args.json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "ok": true, "events": report.events, "head_hash": hex(&report.head_hash),
-                        "projection_rows": report.projection_rows,
-                    })
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "ok: {} event(s), hash chain intact (head {}), {} projection row(s) equal a replay",
-                    report.events,
-                    hex(&report.head_hash),
-                    report.projection_rows
-                )?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(failure) => {
-            if args.json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"ok": false, "damage": failure.to_string()})
-                )?;
-            } else {
-                writeln!(out, "DAMAGED: {failure}")?;
-            }
-            Ok(Exit::LedgerDamaged.into())
+/// The checks `args` ask for: anchors from the flags and the file, and the outbox
+/// (`--outbox DIR`, else the data directory's default outbox if it exists).
+fn checks(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<AuditChecks> {
+    let mut anchors: Vec<Anchor> = args.expect_head.clone();
+    for path in &args.expect_heads {
+        anchors.extend(read_anchors(path).map_err(anyhow::Error::msg)?);
+    }
+    if !args.checkpoint.is_empty() {
+        let Some(public_key) = &args.public_key else {
+            bail!("--checkpoint needs --public-key HEX: the key you trust, not the one the file names");
+        };
+        let trusted = parse_public_key(public_key)?;
+        for path in &args.checkpoint {
+            anchors.push(verify_checkpoint(path, &trusted)?);
         }
     }
+    let outbox = match &args.outbox {
+        Some(dir) if !dir.is_dir() => bail!(
+            "--outbox {} is not a directory; name the directory the official files were exported into",
+            dir.display()
+        ),
+        Some(dir) => Some(dir.clone()),
+        None if args.no_outbox => None,
+        None => Some(default_outbox(data_dir)).filter(|dir| dir.is_dir()),
+    };
+    Ok(AuditChecks { anchors, outbox })
+}
+
+pub fn run(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let checks = checks(data_dir, args)?;
+    let ledger = Ledger::open_read_only(data_dir)?;
+    let verification = verify(&ledger, &checks)?;
+    let mut out = io::stdout().lock();
+    let head = Anchor::of(&ledger.head()?);
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "ok": verification.passed(), "head": head.to_string(),
+                "anchors_checked": checks.anchors.len(),
+                "outbox": verification.outbox_checked.as_ref().map(|dir| dir.display().to_string()),
+                "problems": verification.problems(),
+            })
+        )?;
+    } else if verification.passed() {
+        let report = verification.ledger.as_ref().expect("passed");
+        writeln!(
+            out,
+            "ok: {} event(s), hash chain intact, {} projection row(s) equal a replay",
+            report.events, report.projection_rows
+        )?;
+        writeln!(out, "head: {head}")?;
+        if !checks.anchors.is_empty() {
+            writeln!(
+                out,
+                "ok: the log still holds all {} expected head(s)",
+                checks.anchors.len()
+            )?;
+        }
+        match &verification.outbox_checked {
+            Some(dir) => writeln!(
+                out,
+                "ok: all {} official file(s) in {} have the SHA-256 of their FileExported event",
+                report.files.len(),
+                dir.display()
+            )?,
+            None => writeln!(out, "outbox: not checked (no outbox directory)")?,
+        }
+    } else {
+        for problem in verification.problems() {
+            writeln!(out, "DAMAGED: {problem}")?;
+        }
+    }
+    Ok(if verification.passed() {
+        ExitCode::SUCCESS
+    } else {
+        Exit::LedgerDamaged.into()
+    })
+}
+
+/// `sf2520 checkpoint`: signs the current head with the `[audit] signing_key`.
+pub fn run_checkpoint(
+    data_dir: &Path,
+    config: Option<&Path>,
+    args: &CheckpointArgs,
+) -> anyhow::Result<ExitCode> {
+    let path = super::deliver::config_path(data_dir, config);
+    let audit = load_config(&path)?;
+    let Some(key_path) = audit.signing_key else {
+        bail!(
+            "{} has no [audit] signing_key: add `signing_key = \"PATH\"` naming an ed25519 key in PKCS#8 DER (`openssl genpkey -algorithm ed25519 -outform DER -out PATH`)",
+            path.display()
+        );
+    };
+    let key = load_key(&key_path)?;
+    let ledger = Ledger::open_read_only(data_dir)?;
+    let head = Anchor::of(&ledger.head()?);
+    let made = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let text = sign(&key, &head, &made);
+    let Some(name) = args.out.file_name().and_then(|name| name.to_str()) else {
+        bail!("--out {} is not a file name", args.out.display());
+    };
+    let dir = match args.out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    write_bytes_atomically(dir, name, text.as_bytes())?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "checkpoint: head {head} signed into {}\npublic key {} (give this to auditors: `sf2520 verify --checkpoint FILE --public-key KEY`)",
+        args.out.display(),
+        public_key_hex(&key)
+    )?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -36,6 +36,21 @@ pub enum ExportError {
         count: u32,
     },
 
+    #[error("kommune {kommune} løbenummer {sequence}: the creation time {created_at_us} µs in its FileExported event at position {position} is out of range: the event is damaged; run `sf2520 verify`")]
+    CreationTimeOutOfRange {
+        kommune: String,
+        sequence: u32,
+        position: u64,
+        created_at_us: i64,
+    },
+
+    #[error("the files projection lists kommune {kommune} løbenummer {sequence} at position {position}, but the log holds no FileExported event for it: the projection is damaged; run `sf2520 verify` and restore from a backup")]
+    FileWithoutEvent {
+        kommune: String,
+        sequence: u32,
+        position: u64,
+    },
+
     #[error(
         "position {position} is listed as an entry of kommune {kommune} but holds a {found} event"
     )]

@@ -20,7 +20,7 @@ pub use deliver::{
 pub use error::ExportError;
 pub use reconstruct::{plan_of, reconstruct, reissue, Reconstruction, Reissue};
 pub use register::{
-    delivery_state, delivery_status, last_file_through, official_file, official_files,
-    DeliveryState, DeliveryStatus, OfficialFile,
+    delivery_state, delivery_status, file_stream, last_file_through, official_file, official_files,
+    DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage,
 };
 pub use source::{for_each_record, withholding_record, EntryRange};

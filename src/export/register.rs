@@ -1,14 +1,24 @@
 //! The files register: official files as the log recorded them, and the delivery
 //! state of each.
+//!
+//! The `FileExported` event is the authority. The `files` projection is only an
+//! index from (kommune, løbenummer) to the event's position: every register row is
+//! the event found there plus its position. A projection row that disagrees with
+//! its event, points at another event, or is missing is reported as a
+//! [`ProjectionDamage`] on the file (the file itself still comes from the log);
+//! a row with no `FileExported` event anywhere in the log is an error.
+
+use std::fmt;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::source::EntryRange;
 use super::ExportError;
-use crate::domain::Kommune;
+use crate::domain::{Event, FileExported, Kommune};
+use crate::ledger::{decode_payload, StoredEvent};
 
-/// An official file, from its `FileExported` event.
+/// An official file: its `FileExported` event and the event's position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OfficialFile {
     pub kommune: Kommune,
@@ -25,9 +35,51 @@ pub struct OfficialFile {
     pub plus_ore: i64,
     pub minus_ore: i64,
     pub sha256: [u8; 32],
+    /// Set when the `files` projection disagreed with the event; the fields above
+    /// are the event's all the same.
+    pub damage: Option<ProjectionDamage>,
+}
+
+/// How the `files` projection row of a file disagreed with its `FileExported` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProjectionDamage {
+    /// Position of the `FileExported` event the file was taken from.
+    pub position: u64,
+    /// What disagreed, e.g. "sha256 differs" or "no row".
+    pub what: String,
+}
+
+impl fmt::Display for ProjectionDamage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "damaged projection at position {}: {}; the file was taken from the log. Run `sf2520 verify`",
+            self.position, self.what
+        )
+    }
 }
 
 impl OfficialFile {
+    /// The register row of the `FileExported` event at `position`.
+    pub fn from_event(position: u64, event: &FileExported) -> OfficialFile {
+        OfficialFile {
+            kommune: event.kommune,
+            sequence: event.sequence,
+            position,
+            file_id: event.file_id,
+            file_name: event.file_name.clone(),
+            created_at_us: event.created_at_us,
+            previous_cutoff_position: event.previous_cutoff_position,
+            cutoff_position: event.cutoff_position,
+            test_marker: event.test_marker,
+            record_count: event.record_count,
+            plus_ore: event.plus_ore,
+            minus_ore: event.minus_ore,
+            sha256: event.sha256,
+            damage: None,
+        }
+    }
+
     pub fn net_ore(&self) -> i64 {
         self.plus_ore - self.minus_ore
     }
@@ -39,6 +91,39 @@ impl OfficialFile {
             through_position: self.cutoff_position,
         }
     }
+
+    /// The names of the fields in which `row` (from the projection) differs.
+    fn differing_fields(&self, row: &OfficialFile) -> Vec<&'static str> {
+        let checks = [
+            ("position", self.position == row.position),
+            ("file_id", self.file_id == row.file_id),
+            ("file_name", self.file_name == row.file_name),
+            ("created_at_us", self.created_at_us == row.created_at_us),
+            (
+                "previous_cutoff_position",
+                self.previous_cutoff_position == row.previous_cutoff_position,
+            ),
+            (
+                "cutoff_position",
+                self.cutoff_position == row.cutoff_position,
+            ),
+            ("test_marker", self.test_marker == row.test_marker),
+            ("record_count", self.record_count == row.record_count),
+            ("plus_ore", self.plus_ore == row.plus_ore),
+            ("minus_ore", self.minus_ore == row.minus_ore),
+            ("sha256", self.sha256 == row.sha256),
+        ];
+        checks
+            .into_iter()
+            .filter(|(_, equal)| !equal)
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
+
+/// The stream name of a file's events (see docs/log-format.md).
+pub fn file_stream(kommune: Kommune, sequence: u32) -> String {
+    format!("file/{kommune}/{sequence:06}")
 }
 
 const FILE_COLUMNS: &str = "kommune, sequence, position, file_id, file_name, created_at_us,
@@ -52,6 +137,7 @@ fn corrupt(column: usize, what: &str) -> rusqlite::Error {
     )
 }
 
+/// A `files` projection row, read as it stands (not yet checked against its event).
 fn from_row(row: &Row<'_>) -> rusqlite::Result<OfficialFile> {
     let kommune: u16 = row.get(0)?;
     let unsigned = |column: usize| -> rusqlite::Result<u64> {
@@ -77,10 +163,116 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<OfficialFile> {
         sha256: sha256
             .try_into()
             .map_err(|_| corrupt(12, "sha256 is not 32 bytes"))?,
+        damage: None,
     })
 }
 
-/// Every official file, by kommune and løbenummer (one kommune if given).
+/// The `FileExported` event of file `sequence` of `kommune` stored at `position`,
+/// if that position holds it.
+fn file_event_at(
+    conn: &Connection,
+    position: u64,
+    kommune: Kommune,
+    sequence: u32,
+) -> Result<Option<OfficialFile>, ExportError> {
+    let Ok(sql_position) = i64::try_from(position) else {
+        return Ok(None);
+    };
+    let stored = conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM events WHERE position = ?1",
+            StoredEvent::COLUMNS
+        ))?
+        .query_row(params![sql_position], StoredEvent::from_row)
+        .optional()?;
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    Ok(match decode_payload(stored.position, &stored.payload)? {
+        Event::FileExported(event) if event.kommune == kommune && event.sequence == sequence => {
+            Some(OfficialFile::from_event(position, &event))
+        }
+        _ => None,
+    })
+}
+
+/// Searches the whole log for the `FileExported` event of a file, by its stream.
+/// Only taken when the projection is damaged: the log has no index by stream.
+fn find_file_event(
+    conn: &Connection,
+    kommune: Kommune,
+    sequence: u32,
+) -> Result<Option<OfficialFile>, ExportError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {} FROM events WHERE stream = ?1 AND event_type = 'FileExported' ORDER BY position",
+        StoredEvent::COLUMNS
+    ))?;
+    let mut rows = statement.query(params![file_stream(kommune, sequence)])?;
+    while let Some(row) = rows.next()? {
+        let stored = StoredEvent::from_row(row)?;
+        if let Event::FileExported(event) = decode_payload(stored.position, &stored.payload)? {
+            if event.kommune == kommune && event.sequence == sequence {
+                return Ok(Some(OfficialFile::from_event(stored.position, &event)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The register row for a projection row: its event, with any disagreement noted.
+fn authoritative(conn: &Connection, row: OfficialFile) -> Result<OfficialFile, ExportError> {
+    if let Some(mut file) = file_event_at(conn, row.position, row.kommune, row.sequence)? {
+        let differing = file.differing_fields(&row);
+        if !differing.is_empty() {
+            file.damage = Some(ProjectionDamage {
+                position: file.position,
+                what: format!(
+                    "the files row of kommune {} løbenummer {} differs from its event in {}",
+                    row.kommune,
+                    row.sequence,
+                    differing.join(", ")
+                ),
+            });
+        }
+        return Ok(file);
+    }
+    match find_file_event(conn, row.kommune, row.sequence)? {
+        Some(mut file) => {
+            file.damage = Some(ProjectionDamage {
+                position: file.position,
+                what: format!(
+                    "the files row of kommune {} løbenummer {} points at position {}, which does not hold its FileExported event",
+                    row.kommune, row.sequence, row.position
+                ),
+            });
+            Ok(file)
+        }
+        None => Err(ExportError::FileWithoutEvent {
+            kommune: row.kommune.code(),
+            sequence: row.sequence,
+            position: row.position,
+        }),
+    }
+}
+
+/// A file the projection has no row for, found in the log.
+fn missing_row(
+    conn: &Connection,
+    kommune: Kommune,
+    sequence: u32,
+) -> Result<Option<OfficialFile>, ExportError> {
+    Ok(find_file_event(conn, kommune, sequence)?.map(|mut file| {
+        file.damage = Some(ProjectionDamage {
+            position: file.position,
+            what: format!("the files table has no row for kommune {kommune} løbenummer {sequence}"),
+        });
+        file
+    }))
+}
+
+/// Every official file, by kommune and løbenummer (one kommune if given), each
+/// from its `FileExported` event. A løbenummer missing from the projection between
+/// two it holds is looked up in the log (løbenumre are gapless from 1).
 pub fn official_files(
     conn: &Connection,
     kommune: Option<Kommune>,
@@ -88,11 +280,27 @@ pub fn official_files(
     let mut statement = conn.prepare_cached(&format!(
         "SELECT {FILE_COLUMNS} FROM files WHERE ?1 IS NULL OR kommune = ?1 ORDER BY kommune, sequence"
     ))?;
-    let rows = statement.query_map(params![kommune.map(Kommune::number)], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows: Vec<OfficialFile> = statement
+        .query_map(params![kommune.map(Kommune::number)], from_row)?
+        .collect::<Result<_, _>>()?;
+    let mut files: Vec<OfficialFile> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let next = match files.last() {
+            Some(last) if last.kommune == row.kommune => last.sequence.saturating_add(1),
+            _ => 1,
+        };
+        for sequence in next..row.sequence {
+            if let Some(file) = missing_row(conn, row.kommune, sequence)? {
+                files.push(file);
+            }
+        }
+        files.push(authoritative(conn, row)?);
+    }
+    Ok(files)
 }
 
-/// One official file, or an error saying how many the kommune has.
+/// One official file from its `FileExported` event, or an error saying how many
+/// the kommune has.
 pub fn official_file(
     conn: &Connection,
     kommune: Kommune,
@@ -104,30 +312,32 @@ pub fn official_file(
         ))?
         .query_row(params![kommune.number(), sequence], from_row)
         .optional()?;
-    match found {
-        Some(file) => Ok(file),
-        None => {
-            let count: u32 = conn.query_row(
-                "SELECT COUNT(*) FROM files WHERE kommune = ?1",
-                params![kommune.number()],
-                |row| row.get(0),
-            )?;
-            Err(ExportError::NoSuchFile {
-                kommune: kommune.code(),
-                sequence,
-                count,
-            })
-        }
+    if let Some(row) = found {
+        return authoritative(conn, row);
     }
+    if let Some(file) = missing_row(conn, kommune, sequence)? {
+        return Ok(file);
+    }
+    let count: u32 = conn.query_row(
+        "SELECT COUNT(*) FROM files WHERE kommune = ?1",
+        params![kommune.number()],
+        |row| row.get(0),
+    )?;
+    Err(ExportError::NoSuchFile {
+        kommune: kommune.code(),
+        sequence,
+        count,
+    })
 }
 
-/// The kommune's last official file recorded at or before `position`, if any.
+/// The kommune's last official file recorded at or before `position`, if any,
+/// from its `FileExported` event.
 pub fn last_file_through(
     conn: &Connection,
     kommune: Kommune,
     position: u64,
 ) -> Result<Option<OfficialFile>, ExportError> {
-    Ok(conn
+    let row = conn
         .prepare_cached(&format!(
             "SELECT {FILE_COLUMNS} FROM files WHERE kommune = ?1 AND position <= ?2
              ORDER BY sequence DESC LIMIT 1"
@@ -139,7 +349,8 @@ pub fn last_file_through(
             ],
             from_row,
         )
-        .optional()?)
+        .optional()?;
+    row.map(|row| authoritative(conn, row)).transpose()
 }
 
 /// Where a file stands on its way to UDK.

@@ -13,7 +13,8 @@ mod view;
 
 pub use backup::{backup, restore, BackupError, RestoreReport};
 pub use codec::{
-    chain_hash, decode as decode_payload, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH,
+    chain_hash, decode as decode_payload, encode as encode_payload, StoredEvent,
+    CURRENT_SCHEMA_VERSION, GENESIS_HASH,
 };
 pub use datadir::{
     check_private_dir, read_mark, ExportLock, HeadMark, EXPORT_LOCK_FILE, HEAD_MARK_FILE,

@@ -1,5 +1,7 @@
 //! `verify`: walks the hash chain from position 1 and checks that the projections
-//! equal a replay of the log into an empty database.
+//! equal a replay of the log into an empty database. The walk also collects every
+//! `FileExported` event, so that the caller can check the outbox against the log
+//! rather than against a projection.
 
 use std::fs;
 
@@ -10,7 +12,7 @@ use super::projection::Projector;
 use super::schema::{PROJECTION_ORDER, PROJECTION_TABLES};
 use super::store::create_private_file;
 use super::{Ledger, LedgerError};
-use crate::domain::Event;
+use crate::domain::{Event, FileExported};
 
 /// The walk along the hash chain: what the next event must follow.
 struct ChainWalk {
@@ -18,6 +20,8 @@ struct ChainWalk {
     previous_time: i64,
     expected_position: u64,
     failure: Option<VerifyFailure>,
+    /// Every `FileExported` event met so far, with its position.
+    files: Vec<(u64, FileExported)>,
 }
 
 impl Default for ChainWalk {
@@ -27,6 +31,7 @@ impl Default for ChainWalk {
             previous_time: i64::MIN,
             expected_position: 1,
             failure: None,
+            files: Vec::new(),
         }
     }
 }
@@ -77,6 +82,8 @@ pub struct VerifyReport {
     pub head_hash: [u8; 32],
     /// Projection rows compared against the replay.
     pub projection_rows: u64,
+    /// Every official file's `FileExported` event, with its position, in log order.
+    pub files: Vec<(u64, FileExported)>,
 }
 
 /// Where and how the ledger failed verification.
@@ -146,7 +153,10 @@ impl Ledger {
         let head = self.head()?.position;
         let chain = self.walk_chain(&replay, progress)?;
         let ChainWalk {
-            failure, previous, ..
+            failure,
+            previous,
+            files,
+            ..
         } = chain;
         if let Some(failure) = failure {
             return Ok(Err(failure));
@@ -161,6 +171,7 @@ impl Ledger {
             events: head,
             head_hash: previous,
             projection_rows,
+            files,
         }))
     }
 
@@ -196,6 +207,9 @@ impl Ledger {
             };
             if let Some(event) = chain.check(&stored) {
                 projector.apply(stored.position, &event)?;
+                if let Event::FileExported(file) = event {
+                    chain.files.push((stored.position, file));
+                }
             }
             progress(stored.position);
             if chain.failure.is_some() {

@@ -1,0 +1,449 @@
+//! The reference verifier `tools/audit/verify_ledger.py` (Python 3, standard
+//! library, written from docs/log-format.md) against ledgers the binary made: it
+//! passes on untouched ones and catches each tamper — a payload byte, a deleted
+//! row, swapped payloads, edited projections, an edited or missing outbox file, a
+//! truncated tail and a chain rewritten with recomputed hashes (the last two only
+//! with an expected head) — and so does `sf2520 verify`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rusqlite::{params, Connection};
+use sf2520::ledger::{chain_hash, DATABASE_FILE};
+use support::cli::sf2520;
+use support::format::crate_path;
+use support::ledger::*;
+
+struct Verdict {
+    code: Option<i32>,
+    stdout: String,
+}
+
+fn python_verify(data_dir: &Path, extra: &[&str]) -> Verdict {
+    let output = Command::new("python3")
+        .arg(crate_path("tools/audit/verify_ledger.py"))
+        .arg(data_dir)
+        .args(extra)
+        .output()
+        .expect("python3 runs (scripts/install-test-deps.sh installs it)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("Traceback"),
+        "the verifier crashed: {stderr}"
+    );
+    Verdict {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+    }
+}
+
+/// A ledger made by the binary: two kommuner, corrections (one in a later file),
+/// two export runs and a reissue. Returns the data directory and the final head.
+fn made_by_the_binary(root: &Path) -> (PathBuf, String) {
+    let data_dir = root.join("data");
+    let write = |name: &str, text: String| {
+        let path = root.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let first = write(
+        "first.jsonl",
+        lines(&[
+            agreement("BA1", "0751", CPR, "2026-01-01"),
+            agreement("BA2", "0101", CPR, "2026-01-01"),
+            withholding("KY-Århus-1", "BA1", "0751", "2026-10-01", "1623.50"),
+            withholding("KY-2", "BA1", "0751", "2026-10-01", "950.50"),
+            withholding("KY-3", "BA2", "0101", "2026-10-01", "250.00"),
+            correction("KO-1", "KY-Århus-1", "0751", "-200.00"),
+        ]),
+    );
+    sf2520(&data_dir, ["ingest".as_ref(), first.as_os_str()]).expect_success("ingest");
+    sf2520(&data_dir, ["export"]).expect_success("export");
+    let second = write(
+        "second.jsonl",
+        lines(&[
+            correction("KO-2", "KY-2", "0751", "50.00"),
+            withholding("KY-4", "BA2", "0101", "2026-11-01", "300.00"),
+        ]),
+    );
+    sf2520(&data_dir, ["ingest".as_ref(), second.as_os_str()]).expect_success("ingest");
+    sf2520(&data_dir, ["export"]).expect_success("export");
+    let reissue =
+        sf2520(&data_dir, ["reissue", "--kommune", "0751", "--seq", "1"]).expect_success("reissue");
+    let head = reissue
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("head: "))
+        .expect("reissue prints its head")
+        .to_string();
+    (data_dir, head)
+}
+
+/// A copy of the data directory (ledger and outbox) to tamper with.
+fn copy_of(data_dir: &Path, root: &Path, name: &str) -> PathBuf {
+    let copy = root.join(name);
+    copy_dir(data_dir, &copy);
+    copy
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn sql(data_dir: &Path) -> Connection {
+    Connection::open(data_dir.join(DATABASE_FILE)).unwrap()
+}
+
+fn position_of(conn: &Connection, where_clause: &str) -> i64 {
+    conn.query_row(
+        &format!("SELECT position FROM events WHERE {where_clause}"),
+        [],
+        |row| row.get(0),
+    )
+    .unwrap()
+}
+
+/// Asserts both verifiers reject `data_dir`, the Python one naming `fragment`.
+fn both_reject(data_dir: &Path, extra: &[&str], fragment: &str) {
+    let verdict = python_verify(data_dir, extra);
+    assert_eq!(
+        verdict.code,
+        Some(1),
+        "the verifier must fail: {}",
+        verdict.stdout
+    );
+    assert!(
+        verdict.stdout.contains(fragment),
+        "expected {fragment:?} in {}",
+        verdict.stdout
+    );
+    let mut args = vec!["verify"];
+    args.extend_from_slice(extra);
+    sf2520(data_dir, &args).expect_refusal("DAMAGED");
+}
+
+#[test]
+fn the_reference_verifier_passes_untouched_ledgers_and_catches_every_tamper() {
+    let root = tempfile::tempdir().unwrap();
+    let (data_dir, head) = made_by_the_binary(root.path());
+
+    // Untouched: passes, with the head, and prints the same head as the binary.
+    let verdict = python_verify(&data_dir, &["--expect-head", &head]);
+    assert_eq!(verdict.code, Some(0), "{}", verdict.stdout);
+    assert!(
+        verdict.stdout.contains("4 official file(s)"),
+        "{}",
+        verdict.stdout
+    );
+    assert!(
+        verdict.stdout.contains(&format!("head: {head}")),
+        "{}",
+        verdict.stdout
+    );
+    sf2520(&data_dir, ["verify", "--expect-head", &head]).expect_success("sf2520 verify");
+
+    // A payload byte: the amount of KY-2 (its last byte) changed.
+    let dir = copy_of(&data_dir, root.path(), "payload-byte");
+    let conn = sql(&dir);
+    let position = position_of(&conn, "stream = 'entry/0751/KY-2'");
+    let mut payload: Vec<u8> = conn
+        .query_row(
+            "SELECT payload FROM events WHERE position = ?1",
+            [position],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let last = payload.len() - 1;
+    payload[last] ^= 0x01;
+    conn.execute(
+        "UPDATE events SET payload = ?1 WHERE position = ?2",
+        params![payload, position],
+    )
+    .unwrap();
+    drop(conn);
+    both_reject(
+        &dir,
+        &[],
+        &format!("position {position}: hash chain broken"),
+    );
+
+    // A deleted row in the middle of the log.
+    let dir = copy_of(&data_dir, root.path(), "deleted-row");
+    let conn = sql(&dir);
+    conn.execute("DELETE FROM events WHERE position = 3", [])
+        .unwrap();
+    drop(conn);
+    both_reject(&dir, &[], "position 4: expected position 3");
+
+    // Two payloads of the same length swapped (KY-2 and KY-3 have 4-byte references).
+    let dir = copy_of(&data_dir, root.path(), "swapped");
+    let conn = sql(&dir);
+    let a = position_of(&conn, "stream = 'entry/0751/KY-2'");
+    let b = position_of(&conn, "stream = 'entry/0101/KY-3'");
+    conn.execute_batch(&format!(
+        "UPDATE events SET payload = CASE position
+             WHEN {a} THEN (SELECT payload FROM events WHERE position = {b})
+             ELSE (SELECT payload FROM events WHERE position = {a}) END
+         WHERE position IN ({a}, {b});"
+    ))
+    .unwrap();
+    drop(conn);
+    both_reject(&dir, &[], &format!("position {a}: hash chain broken"));
+
+    // An edited projection: the files table's SHA-256, and an entries amount.
+    let dir = copy_of(&data_dir, root.path(), "files-projection");
+    sql(&dir)
+        .execute(
+            "UPDATE files SET sha256 = zeroblob(32) WHERE kommune = 751 AND sequence = 2",
+            [],
+        )
+        .unwrap();
+    both_reject(&dir, &[], "damaged projection at position");
+    let dir = copy_of(&data_dir, root.path(), "entries-projection");
+    sql(&dir)
+        .execute(
+            "UPDATE entries SET amount_ore = amount_ore + 1 WHERE reference = 'KY-3'",
+            [],
+        )
+        .unwrap();
+    both_reject(&dir, &[], "entries table row differs");
+
+    // The outbox: an edited file, then a missing one.
+    let dir = copy_of(&data_dir, root.path(), "outbox-edited");
+    let outbox = dir.join("outbox");
+    let name = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .find(|name| name.starts_with("SF2520_0101_"))
+        .unwrap();
+    let mut bytes = std::fs::read(outbox.join(&name)).unwrap();
+    bytes[300] = if bytes[300] == b'5' { b'6' } else { b'5' };
+    std::fs::write(outbox.join(&name), &bytes).unwrap();
+    both_reject(&dir, &[], "was edited");
+    std::fs::remove_file(outbox.join(&name)).unwrap();
+    both_reject(&dir, &[], "is missing");
+
+    // A truncated tail: the newest event gone (FileReissued, no projection row). The
+    // rest is a consistent log; only the expected head shows what happened.
+    let dir = copy_of(&data_dir, root.path(), "truncated");
+    let conn = sql(&dir);
+    let head_position: i64 = conn
+        .query_row("SELECT MAX(position) FROM events", [], |row| row.get(0))
+        .unwrap();
+    conn.execute("DELETE FROM events WHERE position = ?1", [head_position])
+        .unwrap();
+    conn.execute(
+        "DELETE FROM deliveries WHERE position = ?1",
+        [head_position],
+    )
+    .unwrap();
+    drop(conn);
+    let verdict = python_verify(&dir, &[]);
+    assert_eq!(
+        verdict.code,
+        Some(0),
+        "without an anchor: {}",
+        verdict.stdout
+    );
+    both_reject(
+        &dir,
+        &["--expect-head", &head],
+        &format!("shorter than position {head_position}"),
+    );
+
+    // A chain rewritten from an edited correction reason onwards (the reason is in
+    // no file and no projection), every hash recomputed: only the expected head
+    // can tell.
+    let dir = copy_of(&data_dir, root.path(), "rewritten");
+    rewrite_chain_from(&dir, "entry/0751/KO-1");
+    let verdict = python_verify(&dir, &[]);
+    assert_eq!(
+        verdict.code,
+        Some(0),
+        "a recomputed chain is self-consistent: {}",
+        verdict.stdout
+    );
+    sf2520(&dir, ["verify"]).expect_success("self-consistent for sf2520 too");
+    both_reject(&dir, &["--expect-head", &head], "the history was rewritten");
+}
+
+/// position, event id, stream, type, schema version, recorded-at, payload.
+type StoredRow = (i64, Vec<u8>, String, String, i64, i64, Vec<u8>);
+
+/// Changes the last byte of the event of `stream` and recomputes the hash
+/// of every event from there to the head, as a forger with the database would.
+fn rewrite_chain_from(data_dir: &Path, stream: &str) {
+    let conn = sql(data_dir);
+    let start = position_of(&conn, &format!("stream = '{stream}'"));
+    let mut previous: [u8; 32] = conn
+        .query_row(
+            "SELECT hash FROM events WHERE position = ?1",
+            [start - 1],
+            |row| row.get::<_, Vec<u8>>(0),
+        )
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let rows: Vec<StoredRow> = conn
+        .prepare(
+            "SELECT position, event_id, stream, event_type, schema_version, recorded_at_us, payload
+             FROM events WHERE position >= ?1 ORDER BY position",
+        )
+        .unwrap()
+        .query_map([start], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (position, event_id, stream, event_type, schema, recorded_at, mut payload) in rows {
+        if position == start {
+            // A correction's payload ends with its reason: "genberegnet" becomes
+            // "genberegnev", still valid text.
+            let last = payload.len() - 1;
+            payload[last] ^= 0x02;
+        }
+        let hash = chain_hash(
+            &previous,
+            u64::try_from(position).unwrap(),
+            &uuid::Uuid::from_slice(&event_id).unwrap(),
+            &stream,
+            &event_type,
+            u16::try_from(schema).unwrap(),
+            recorded_at,
+            &payload,
+        );
+        conn.execute(
+            "UPDATE events SET payload = ?1, hash = ?2 WHERE position = ?3",
+            params![payload, &hash[..], position],
+        )
+        .unwrap();
+        previous = hash;
+    }
+}
+
+#[test]
+fn the_reference_verifier_decodes_every_documented_payload_vector_as_the_document_says() {
+    let run = |doc: &Path| {
+        Command::new("python3")
+            .arg(crate_path("tools/audit/verify_ledger.py"))
+            .arg("--check-vectors")
+            .arg(doc)
+            .output()
+            .unwrap()
+    };
+    let doc = crate_path("docs/log-format.md");
+    let output = run(&doc);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    // The same document with one JSON value changed must fail: the check compares.
+    let text = std::fs::read_to_string(&doc).unwrap();
+    let changed = text.replacen("\"amount\":162350", "\"amount\":162351", 1);
+    assert_ne!(changed, text);
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("log-format.md");
+    std::fs::write(&copy, changed).unwrap();
+    let output = run(&copy);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("MISMATCH: WithholdingRecorded"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn the_reference_verifier_checks_a_signed_checkpoint_made_by_the_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let (data_dir, _) = made_by_the_binary(root.path());
+    let document =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let key = root.path().join("audit-key.der");
+    std::fs::write(&key, document.as_ref()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        data_dir.join("sf2520.toml"),
+        format!("[audit]\nsigning_key = {:?}\n", key.display().to_string()),
+    )
+    .unwrap();
+    let checkpoint = root.path().join("head.checkpoint");
+    let run = sf2520(
+        &data_dir,
+        [
+            "checkpoint".as_ref(),
+            "--out".as_ref(),
+            checkpoint.as_os_str(),
+        ],
+    )
+    .expect_success("checkpoint");
+    let public_key = run
+        .stdout
+        .split("public key ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let with_checkpoint = |dir: &Path, file: &Path| {
+        python_verify(
+            dir,
+            &[
+                "--checkpoint",
+                file.to_str().unwrap(),
+                "--public-key",
+                &public_key,
+            ],
+        )
+    };
+    let verdict = with_checkpoint(&data_dir, &checkpoint);
+    assert_eq!(verdict.code, Some(0), "{}", verdict.stdout);
+    // A checkpoint edited to vouch for another head: its signature fails (status 2).
+    let text = std::fs::read_to_string(&checkpoint).unwrap();
+    let forged = root.path().join("forged.checkpoint");
+    std::fs::write(&forged, text.replacen("head 1", "head 2", 1)).unwrap();
+    assert_ne!(std::fs::read_to_string(&forged).unwrap(), text);
+    assert_eq!(with_checkpoint(&data_dir, &forged).code, Some(2));
+    // The newest event removed: the signed head is no longer in the log.
+    let dir = copy_of(&data_dir, root.path(), "truncated");
+    let conn = sql(&dir);
+    conn.execute(
+        "DELETE FROM events WHERE position = (SELECT MAX(position) FROM events)",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "DELETE FROM deliveries WHERE position = (SELECT MAX(position) FROM deliveries)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let verdict = with_checkpoint(&dir, &checkpoint);
+    assert_eq!(verdict.code, Some(1), "{}", verdict.stdout);
+    assert!(
+        verdict.stdout.contains("shorter than position"),
+        "{}",
+        verdict.stdout
+    );
+}
