@@ -1,4 +1,4 @@
-//! Input: KY's JSON Lines (DESIGN.md §4) read with a bounded line length and
+//! Input: KY's JSON Lines (docs/input-format.md) read with a bounded line length and
 //! parsed into commands, each failure tied to its line.
 
 use std::collections::HashSet;

@@ -1,7 +1,7 @@
 //! The reader against broken files: a committed corpus with one defect each, and a
 //! fuzz run of random and mutated bytes that must never make it panic.
 //!
-//! Positions in this file are written out by hand from DESIGN.md §5, independently of
+//! Positions in this file are written out by hand from docs/sf2520-format.md, independently of
 //! the layout table, so that the table is checked against the design too.
 
 mod support;

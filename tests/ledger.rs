@@ -1,4 +1,4 @@
-//! The ledger: every rule of DESIGN.md §3, duplicates and conflicts, all-or-nothing
+//! The ledger: every rule of docs/input-format.md and decision 0004, duplicates and conflicts, all-or-nothing
 //! batches, totals as of past points, tamper detection and file permissions.
 
 mod support;

@@ -1,4 +1,4 @@
-//! Privacy (DESIGN.md §7.6): every command, run with `RUST_LOG=trace`, never prints
+//! Privacy (ARCHITECTURE.md, invariant 6): every command, run with `RUST_LOG=trace`, never prints
 //! a full CPR number on stdout or stderr (only SF2520 files may hold one); every
 //! file and directory the program creates is owner-only even under `umask 000`;
 //! a config or private key that others can read is refused.

@@ -59,6 +59,7 @@ fn made_by_the_binary(root: &Path) -> (PathBuf, String) {
             correction("KO-1", "KY-Århus-1", "0751", "-200.00"),
         ]),
     );
+    sf2520(&data_dir, ["init"]).expect_success("init");
     sf2520(&data_dir, ["ingest".as_ref(), first.as_os_str()]).expect_success("ingest");
     sf2520(&data_dir, ["export"]).expect_success("export");
     let second = write(
@@ -81,7 +82,10 @@ fn made_by_the_binary(root: &Path) -> (PathBuf, String) {
     (data_dir, head)
 }
 
-/// A copy of the data directory (ledger and outbox) to tamper with.
+/// A copy of the data directory (ledger and outbox) to tamper with. The data
+/// directory's head mark (`ledger.head`) is left behind: whoever tampers with the
+/// database removes it too, and what an auditor has then is the log itself and the
+/// heads anchored elsewhere.
 fn copy_of(data_dir: &Path, root: &Path, name: &str) -> PathBuf {
     let copy = root.join(name);
     copy_dir(data_dir, &copy);
@@ -89,9 +93,15 @@ fn copy_of(data_dir: &Path, root: &Path, name: &str) -> PathBuf {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(to).unwrap();
+    // Owner-only, as the program requires of a data directory and an outbox.
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
+        if entry.file_name() == sf2520::ledger::HEAD_MARK_FILE {
+            continue;
+        }
         let target = to.join(entry.file_name());
         if entry.file_type().unwrap().is_dir() {
             copy_dir(&entry.path(), &target);

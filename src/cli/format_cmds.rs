@@ -1,7 +1,7 @@
 //! The `check` and `show` commands: validate SF2520 files and print their records.
 //!
 //! Output is for operators' screens, so a CPR is always masked (`DDMMYY-xxxx`,
-//! DESIGN.md §7.6), in the table and in JSON alike.
+//! ARCHITECTURE.md, invariant 6), in the table and in JSON alike.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -113,7 +113,7 @@ pub fn run(data_dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
 }
 
 // Reasons may quote input verbatim (a CPR sent in the kommune field, say), so
-// CPR-shaped numbers are masked before they reach the operator (DESIGN.md §7.6).
+// CPR-shaped numbers are masked before they reach the operator (ARCHITECTURE.md, invariant 6).
 
 fn from_input(error: &InputLineError) -> Rejection {
     Rejection {

@@ -1,6 +1,6 @@
 //! Log lines on standard error: text (coloured only on a terminal, never with
 //! `NO_COLOR`) or JSON (one object per line, for journald or ELK), both with every
-//! CPR-shaped number masked on its way out (DESIGN.md §7.6).
+//! CPR-shaped number masked on its way out (ARCHITECTURE.md, invariant 6).
 
 use std::fmt;
 use std::io::{self, IsTerminal, Write};

@@ -1,4 +1,4 @@
-//! The rules of DESIGN.md §3: `decide(view, command)` says what a command records.
+//! The rules of docs/input-format.md and decision 0004: `decide(view, command)` says what a command records.
 //!
 //! Pure: the ledger's current state is seen through [`LedgerView`], so the same rules
 //! run against SQLite, an in-batch overlay, or a test model.
@@ -71,7 +71,7 @@ pub enum Decision {
     Duplicate,
 }
 
-/// Applies every rule of DESIGN.md §3 to one command. The outer `Result` carries
+/// Applies every rule of docs/input-format.md and decision 0004 to one command. The outer `Result` carries
 /// the view's own failure; the inner one the rules' verdict.
 pub fn decide<V: LedgerView>(
     view: &V,

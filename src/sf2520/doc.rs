@@ -18,7 +18,7 @@ const INTRO: &str = "\
 <!-- Generated from src/sf2520/layout.rs by sf2520::sf2520::doc::format_document.
      Do not edit by hand: run `UPDATE_GOLDEN=1 cargo test --test format`. -->
 
-This is the layout our exporter writes and our reader checks (DESIGN.md §5). The
+This is the layout our exporter writes and our reader checks (after the record description of the SF2520 catalogue page). The
 official SF2520 v3.1 record description is not public; ours follows the conventions
 of Danish fixed-width public and bank files, and lives in one table in
 `src/sf2520/layout.rs`, so that the official one can replace it in one place.
@@ -91,7 +91,7 @@ pub fn format_document() -> Result<String, WriteError> {
     Ok(document)
 }
 
-/// One record's table, in the shape of DESIGN.md §5.
+/// One record's table, in the shape of the SF2520 catalogue's record description.
 pub fn record_table(layout: &RecordLayout) -> String {
     let mut table = format!("## {} `{}`\n\n", layout.title, layout.record_type);
     table.push_str("| pos | len | type | field |\n|---|---|---|---|\n");

@@ -2,7 +2,7 @@
 //!
 //! This is the only place in the code that knows a byte position. The writer, the
 //! reader and `docs/sf2520-format.md` are all driven by it, so that the official
-//! SF2520 v3.1 record description can replace our layout (DESIGN.md §5) here alone.
+//! SF2520 v3.1 record description can replace our layout (docs/sf2520-format.md) here alone.
 
 /// Bytes in every record, without the CR LF that follows it.
 pub const RECORD_LEN: usize = 128;
@@ -13,7 +13,7 @@ pub const RECORD_END: [u8; 2] = *b"\r\n";
 /// A record as it stands in the file: its bytes and its CR LF.
 pub const RECORD_WITH_END_LEN: usize = RECORD_LEN + RECORD_END.len();
 
-/// What a field holds, in the words of DESIGN.md §5.
+/// What a field holds, in the words of the SF2520 catalogue's record description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// ASCII digits, right-aligned, zero-padded.

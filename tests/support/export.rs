@@ -1,5 +1,5 @@
 //! Helpers for exporter tests: reading every official file back and checking the
-//! exactly-once invariants of DESIGN.md §7.3.
+//! exactly-once invariants of ARCHITECTURE.md, invariant 3.
 
 use std::collections::BTreeMap;
 use std::path::Path;
