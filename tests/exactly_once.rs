@@ -655,7 +655,7 @@ fn two_processes_on_a_fresh_data_directory_both_succeed() {
             path
         })
         .collect();
-    for trial in 0..20 {
+    for trial in 0..50 {
         let data_dir = dir.path().join(format!("fresh-{trial}"));
         // Two `init`s at once (the timer and an operator on a new machine), then
         // two ingests at once.

@@ -94,40 +94,34 @@ impl<'c> Projector<'c> {
                 ),
                 None,
             ),
-            Event::ReceiptReceived(receipt) => {
-                let detail = receipt
-                    .errors
-                    .iter()
-                    .map(|e| format!("{} {}: {}", e.code, e.code_description, e.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                apply_delivery(
-                    conn,
-                    position,
-                    (receipt.kommune, receipt.sequence),
-                    "receipt",
-                    &receipt.senders_file_id,
-                    &detail,
-                    Some(receipt.accepted),
-                )
-            }
-            Event::TechnicalReceiptReceived(receipt) => {
-                let detail = receipt
-                    .errors
-                    .iter()
-                    .map(|e| format!("{} {}: {}", e.code, e.code_description, e.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                apply_delivery(
-                    conn,
-                    position,
-                    (receipt.kommune, receipt.sequence),
-                    "receipt",
-                    &receipt.senders_file_id,
-                    &detail,
-                    Some(receipt.accepted),
-                )
-            }
+            Event::ReceiptReceived(receipt) => apply_delivery(
+                conn,
+                position,
+                (receipt.kommune, receipt.sequence),
+                "receipt",
+                &receipt.senders_file_id,
+                &error_detail(
+                    receipt
+                        .errors
+                        .iter()
+                        .map(|e| (e.code.to_string(), &e.code_description, &e.description)),
+                ),
+                Some(receipt.accepted),
+            ),
+            Event::TechnicalReceiptReceived(receipt) => apply_delivery(
+                conn,
+                position,
+                (receipt.kommune, receipt.sequence),
+                "receipt",
+                &receipt.senders_file_id,
+                &error_detail(
+                    receipt
+                        .errors
+                        .iter()
+                        .map(|e| (e.code.to_string(), &e.code_description, &e.description)),
+                ),
+                Some(receipt.accepted),
+            ),
             Event::BusinessReceiptReceived(receipt) => {
                 let detail = match &receipt.reason {
                     Some(reason) => format!(
@@ -616,4 +610,15 @@ pub fn agreements_of_kommune(
         }
     }
     Ok(result)
+}
+
+/// A receipt's error messages as the `deliveries` row's detail: "CODE DESCRIPTION:
+/// TEXT", joined by "; " (empty for an accepted receipt).
+fn error_detail<'e>(errors: impl Iterator<Item = (String, &'e String, &'e String)>) -> String {
+    errors
+        .map(|(code, code_description, description)| {
+            format!("{code} {code_description}: {description}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -170,6 +170,25 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// [`configure`], tried again while SQLite reports the database busy, up to
+/// `wait`. Switching a new database to WAL needs an exclusive lock, and when two
+/// processes open a new ledger at once SQLite may refuse one at once, without
+/// waiting its busy timeout (it would otherwise deadlock): that one tries again.
+fn configure_waiting(conn: &Connection, wait: Duration) -> rusqlite::Result<()> {
+    let started = Instant::now();
+    loop {
+        match configure(conn) {
+            Err(error)
+                if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && started.elapsed() < wait =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Creates the directory owner-only if it is missing (an existing one is left as
 /// it is: a backup may go into a shared directory; the file itself is `0600`).
 pub fn create_private_dir(dir: &Path) -> Result<(), LedgerError> {
@@ -298,7 +317,7 @@ impl Ledger {
         };
         let full = |error: rusqlite::Error| disk_full(error, dir, "opening the ledger");
         let conn = Connection::open(&path).map_err(open_error)?;
-        configure(&conn).map_err(|error| match full(error) {
+        configure_waiting(&conn, default_busy_wait()).map_err(|error| match full(error) {
             LedgerError::Sqlite(error) => open_error(error),
             other => other,
         })?;
