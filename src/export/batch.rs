@@ -173,7 +173,7 @@ pub fn render_all(
     let groups = std::thread::available_parallelism()
         .map_or(1, |n| n.get() / 2)
         .clamp(1, planned.len().max(1));
-    let groups = balance(&planned, groups);
+    let groups = balance(&planned, groups, |file| file.record_count);
     let results = Mutex::new(Vec::with_capacity(planned.len()));
     let failure: Mutex<Option<ExportError>> = Mutex::new(None);
     std::thread::scope(|scope| {
@@ -212,22 +212,22 @@ pub fn render_all(
     Ok(results)
 }
 
-/// Splits the files into at most `workers` groups of about equal record counts:
+/// Splits `items` into at most `workers` groups of about equal weight (records):
 /// largest first, each into the lightest group so far.
-fn balance(planned: &[PlannedFile], workers: usize) -> Vec<Vec<&PlannedFile>> {
-    let mut by_size: Vec<&PlannedFile> = planned.iter().collect();
-    by_size.sort_by_key(|file| std::cmp::Reverse(file.record_count));
-    let mut groups: Vec<(u64, Vec<&PlannedFile>)> = vec![(0, Vec::new()); workers.max(1)];
-    for file in by_size {
-        if let Some(lightest) = groups.iter_mut().min_by_key(|(records, _)| *records) {
-            lightest.0 += file.record_count;
-            lightest.1.push(file);
+fn balance<T>(items: &[T], workers: usize, weight: impl Fn(&T) -> u64) -> Vec<Vec<&T>> {
+    let mut by_size: Vec<&T> = items.iter().collect();
+    by_size.sort_by_key(|item| std::cmp::Reverse(weight(item)));
+    let mut groups: Vec<(u64, Vec<&T>)> = (0..workers.max(1)).map(|_| (0, Vec::new())).collect();
+    for item in by_size {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(total, _)| *total) {
+            lightest.0 += weight(item);
+            lightest.1.push(item);
         }
     }
     groups
         .into_iter()
-        .map(|(_, files)| files)
-        .filter(|files| !files.is_empty())
+        .map(|(_, group)| group)
+        .filter(|group| !group.is_empty())
         .collect()
 }
 
@@ -375,9 +375,7 @@ pub fn run_batch(
     progress.planned(planned.len(), planned.iter().map(|p| p.record_count).sum());
     let rendered = render_all(ledger.dir(), planned, outbox.staging(), progress)?;
     crate::interrupt::check()?;
-    for file in &rendered {
-        read_back(file)?;
-    }
+    read_back_all(&rendered)?;
     crate::interrupt::check()?;
     let file_ids = record(ledger, &rendered, cutoff.position)?;
     // Recorded: from here on the run finishes, whatever signal arrives; a kill
@@ -446,6 +444,24 @@ fn finish_interrupted(ledger: &Ledger, outbox: &mut Outbox<'_>) -> Result<(), Ex
         }
     }
     sync_dir(outbox.dir())
+}
+
+/// Reads every rendered file back ([`read_back`]) on all cores, the files
+/// balanced by record count.
+fn read_back_all(rendered: &[RenderedFile]) -> Result<(), ExportError> {
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let shares = balance(rendered, workers, |file| file.planned.record_count);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .iter()
+            .map(|files| scope.spawn(move || files.iter().try_for_each(|file| read_back(file))))
+            .collect();
+        handles.into_iter().try_for_each(|handle| {
+            handle
+                .join()
+                .map_err(|_| ExportError::Worker("a read-back worker panicked".into()))?
+        })
+    })
 }
 
 /// Reads a rendered file back through the strict reader (as UDK would) and
