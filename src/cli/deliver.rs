@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::domain::Kommune;
 use crate::export::{
-    default_outbox, deliver, delivery_status, official_files, pending_deliveries, DeliverRequest,
-    DeliveryReport, DeliveryResult, DeliveryState, OfficialFile,
+    default_outbox, deliver, files_in_scope, pending_deliveries, DeliverRequest, DeliveryReport,
+    DeliveryResult, DeliveryState, OfficialFile,
 };
 use crate::ledger::Ledger;
 use crate::transport::{load, SftpClient, SftpConfig};
@@ -41,26 +41,11 @@ pub fn not_accepted(
     ledger: &Ledger,
     request: &DeliverRequest,
 ) -> anyhow::Result<Vec<(OfficialFile, DeliveryState)>> {
-    let mut files = Vec::new();
-    for file in official_files(ledger.connection(), request.kommune)? {
-        if request
-            .sequence
-            .is_some_and(|sequence| sequence != file.sequence)
-        {
-            continue;
-        }
-        let state = delivery_status(
-            ledger.connection(),
-            file.kommune,
-            file.sequence,
-            file.file_id,
-        )?
-        .state;
-        if state != DeliveryState::Accepted {
-            files.push((file, state));
-        }
-    }
-    Ok(files)
+    Ok(files_in_scope(ledger, request)?
+        .into_iter()
+        .map(|(file, status)| (file, status.state))
+        .filter(|(_, state)| *state != DeliveryState::Accepted)
+        .collect())
 }
 
 /// The exit code of a delivery: success only when every official file in scope

@@ -12,7 +12,7 @@
 //! run finds every line already recorded (duplicates) and archives it.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use serde_json::json;
 
-use crate::ledger::Ledger;
+use crate::ledger::{try_lock_named, HeldLock, Ledger, LockAttempt};
 
 use super::exit::Exit;
 use super::ingest::{check_file, os_error, outcome_json, print_outcome, FileOutcome};
@@ -29,57 +29,19 @@ use super::IngestArgs;
 /// The lock file inside the inbox.
 pub const LOCK_FILE: &str = ".sf2520-inbox.lock";
 
-/// Holds the inbox's lock for as long as it lives.
-struct InboxLock {
-    _file: File,
-}
-
 /// Takes the inbox's lock without waiting; a held lock is an error naming the
 /// holder as it wrote itself into the lock file.
-fn lock(dir: &Path) -> anyhow::Result<InboxLock> {
+fn lock(dir: &Path) -> anyhow::Result<HeldLock> {
     let path = dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|error| os_error("open the inbox lock", &path, "write", &error))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            // The holder writes itself right after locking; an empty file means
-            // it has not got that far yet.
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            bail!(
-                "another `sf2520 ingest --inbox` is working on {} (lock {} held by {}); \
-                 nothing was done. Run again when it has finished",
-                dir.display(),
-                path.display(),
-                if holder.is_empty() {
-                    "a process that is just starting"
-                } else {
-                    holder
-                }
-            );
-        }
-        Err(fs::TryLockError::Error(error)) => {
-            return Err(os_error("lock", &path, "write", &error));
-        }
+    match try_lock_named(&path).map_err(|error| os_error("lock", &path, "write", &error))? {
+        LockAttempt::Taken(lock) => Ok(lock),
+        LockAttempt::Busy { holder } => bail!(
+            "another `sf2520 ingest --inbox` is working on {} (lock {} held by {holder}); \
+             nothing was done. Run again when it has finished",
+            dir.display(),
+            path.display()
+        ),
     }
-    let holder = format!(
-        "pid {} since {}",
-        std::process::id(),
-        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
-    );
-    file.set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| file.write_all(holder.as_bytes()))
-        .map_err(|error| os_error("write", &path, "write", &error))?;
-    Ok(InboxLock { _file: file })
 }
 
 /// The complete files waiting: regular `*.jsonl` files whose name does not start

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use crate::export::{delivery_status, official_files, DeliveryState, OfficialFile};
+use crate::export::{files_in_scope, DeliverRequest, DeliveryState, OfficialFile};
 use crate::ledger::{Head, Ledger};
 use crate::transport::load;
 
@@ -82,17 +82,13 @@ impl Snapshot {
         named: Option<&Path>,
     ) -> anyhow::Result<Snapshot> {
         let head = ledger.head()?;
-        let mut files = Vec::new();
-        for file in official_files(ledger.connection(), None)? {
-            let state = delivery_status(
-                ledger.connection(),
-                file.kommune,
-                file.sequence,
-                file.file_id,
-            )?
-            .state;
-            files.push(FileStatus { file, state });
-        }
+        let files = files_in_scope(ledger, &DeliverRequest::default())?
+            .into_iter()
+            .map(|(file, status)| FileStatus {
+                file,
+                state: status.state,
+            })
+            .collect();
         let path = config_path(data_dir, named);
         let config = if named.is_none() && !path.exists() {
             ConfigState::Absent

@@ -21,7 +21,8 @@ use uuid::Uuid;
 use super::outbox::{sync_dir, write_bytes_atomically};
 use super::reconstruct::{put_back, reconstruct};
 use super::register::{
-    delivery_positions, delivery_status, official_files, DeliveryState, OfficialFile,
+    delivery_positions, delivery_status, official_files, DeliveryState, DeliveryStatus,
+    OfficialFile,
 };
 use super::ExportError;
 use crate::domain::{
@@ -89,13 +90,13 @@ pub struct DeliveryReport {
     pub result: DeliveryResult,
 }
 
-/// Files that are exported or reissued and not yet accepted, plus uploaded ones
-/// still waiting for a receipt. Rejected files wait for an operator's reissue.
-pub fn pending_deliveries(
+/// The official files in the scope of `request` (one kommune, one løbenummer, or
+/// all), each with its delivery status.
+pub fn files_in_scope(
     ledger: &Ledger,
     request: &DeliverRequest,
-) -> Result<Vec<PendingDelivery>, ExportError> {
-    let mut pending = Vec::new();
+) -> Result<Vec<(OfficialFile, DeliveryStatus)>, ExportError> {
+    let mut files = Vec::new();
     for file in official_files(ledger.connection(), request.kommune)? {
         if request
             .sequence
@@ -109,6 +110,19 @@ pub fn pending_deliveries(
             file.sequence,
             file.file_id,
         )?;
+        files.push((file, status));
+    }
+    Ok(files)
+}
+
+/// Files that are exported or reissued and not yet accepted, plus uploaded ones
+/// still waiting for a receipt. Rejected files wait for an operator's reissue.
+pub fn pending_deliveries(
+    ledger: &Ledger,
+    request: &DeliverRequest,
+) -> Result<Vec<PendingDelivery>, ExportError> {
+    let mut pending = Vec::new();
+    for (file, status) in files_in_scope(ledger, request)? {
         let awaiting_receipt = match status.state {
             DeliveryState::Exported | DeliveryState::Reissued => false,
             DeliveryState::Uploaded { .. } => true,
@@ -353,25 +367,16 @@ async fn collect_business_receipts(
     request: &DeliverRequest,
 ) -> Result<Vec<DeliveryReport>, ExportError> {
     let files: Vec<OfficialFile> = shared.with_ledger(|ledger| {
-        let mut files = Vec::new();
-        for file in official_files(ledger.connection(), request.kommune)? {
-            if request.sequence.is_some_and(|s| s != file.sequence) {
-                continue;
-            }
-            let status = delivery_status(
-                ledger.connection(),
-                file.kommune,
-                file.sequence,
-                file.file_id,
-            )?;
-            if matches!(
-                status.state,
-                DeliveryState::Accepted | DeliveryState::Rejected { .. }
-            ) {
-                files.push(file);
-            }
-        }
-        Ok(files)
+        Ok(files_in_scope(ledger, request)?
+            .into_iter()
+            .filter(|(_, status)| {
+                matches!(
+                    status.state,
+                    DeliveryState::Accepted | DeliveryState::Rejected { .. }
+                )
+            })
+            .map(|(file, _)| file)
+            .collect())
     })?;
     let names: Vec<String> = files.iter().map(|f| f.file_name.clone()).collect();
     let found = match business_receipts(config, &names).await {

@@ -15,7 +15,8 @@ pub use batch::{
     ExportRequest, ExportedFile, PlannedFile, Progress, Quiet,
 };
 pub use deliver::{
-    deliver, pending_deliveries, DeliverRequest, DeliveryReport, DeliveryResult, PendingDelivery,
+    deliver, files_in_scope, pending_deliveries, DeliverRequest, DeliveryReport, DeliveryResult,
+    PendingDelivery,
 };
 pub use error::ExportError;
 pub use reconstruct::{plan_of, reconstruct, reissue, Reconstruction, Reissue};

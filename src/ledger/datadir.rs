@@ -81,37 +81,69 @@ fn now_text() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// Held while a run writes official files; released when dropped (the process
-/// ending releases it too: it is an `flock`, not a file that must be removed).
+/// An `flock` on a lock file that names its holder; released when dropped (the
+/// process ending releases it too: there is no stale lock to remove).
 #[derive(Debug)]
-pub struct ExportLock {
+pub struct HeldLock {
     _file: File,
 }
 
-/// Takes the export lock of the data directory `dir`, waiting up to `wait` for a
-/// run that holds it. The lock file names its holder (pid, host, start time,
-/// command), and a refusal quotes it.
-pub fn lock_exports(dir: &Path, wait: Duration) -> Result<ExportLock, LedgerError> {
-    let path = dir.join(EXPORT_LOCK_FILE);
+/// Held while a run writes official files.
+pub type ExportLock = HeldLock;
+
+/// What one try for a named lock found.
+#[derive(Debug)]
+pub enum LockAttempt {
+    Taken(HeldLock),
+    /// Another process holds it; its holder line as that process wrote it.
+    Busy {
+        holder: String,
+    },
+}
+
+/// Tries once to lock `path` (created `0600` if missing). Taken, the file is
+/// rewritten to name this process: pid, host, start time and command.
+pub fn try_lock_named(path: &Path) -> std::io::Result<LockAttempt> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(&path)
-        .map_err(io_error("open the export lock", &path))?;
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            return Ok(LockAttempt::Busy {
+                holder: read_holder(&mut file),
+            })
+        }
+        Err(fs::TryLockError::Error(error)) => return Err(error),
+    }
+    let holder = format!(
+        "pid {} on {}, since {}: {}",
+        std::process::id(),
+        host_name(),
+        now_text(),
+        command_line()
+    );
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(holder.as_bytes()))?;
+    Ok(LockAttempt::Taken(HeldLock { _file: file }))
+}
+
+/// Takes the export lock of the data directory `dir`, waiting up to `wait` for a
+/// run that holds it; a refusal quotes the holder.
+pub fn lock_exports(dir: &Path, wait: Duration) -> Result<ExportLock, LedgerError> {
+    let path = dir.join(EXPORT_LOCK_FILE);
     let started = Instant::now();
     let mut reported: Option<Instant> = None;
     loop {
-        match file.try_lock() {
-            Ok(()) => break,
-            Err(fs::TryLockError::WouldBlock) => {}
-            Err(fs::TryLockError::Error(error)) => {
-                return Err(io_error("lock", &path)(error));
-            }
-        }
-        let holder = read_holder(&mut file);
+        let holder = match try_lock_named(&path).map_err(io_error("lock", &path))? {
+            LockAttempt::Taken(lock) => return Ok(lock),
+            LockAttempt::Busy { holder } => holder,
+        };
         if started.elapsed() >= wait {
             return Err(LedgerError::ExportRunning {
                 holder,
@@ -125,18 +157,6 @@ pub fn lock_exports(dir: &Path, wait: Duration) -> Result<ExportLock, LedgerErro
         crate::interrupt::check()?;
         std::thread::sleep(LOCK_RETRY.min(wait.saturating_sub(started.elapsed())));
     }
-    let holder = format!(
-        "pid {} on {}, since {}: {}",
-        std::process::id(),
-        host_name(),
-        now_text(),
-        command_line()
-    );
-    file.set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| file.write_all(holder.as_bytes()))
-        .map_err(io_error("write the export lock's holder into", &path))?;
-    Ok(ExportLock { _file: file })
 }
 
 /// The holder a lock file names (its text as the holder wrote it).

@@ -17,8 +17,8 @@ pub use codec::{
     CURRENT_SCHEMA_VERSION, GENESIS_HASH,
 };
 pub use datadir::{
-    check_private_dir, read_mark, ExportLock, HeadMark, EXPORT_LOCK_FILE, HEAD_MARK_FILE,
-    WRITER_NOTE_FILE,
+    check_private_dir, read_mark, try_lock_named, ExportLock, HeadMark, HeldLock, LockAttempt,
+    EXPORT_LOCK_FILE, HEAD_MARK_FILE, WRITER_NOTE_FILE,
 };
 pub use error::{LedgerError, LineError};
 pub use projection::{RangeTotals, Totals, KIND_CORRECTION, KIND_WITHHOLDING};
