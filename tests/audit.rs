@@ -7,10 +7,7 @@ mod support;
 
 use rusqlite::params;
 use sf2520::domain::Kommune;
-use sf2520::export::{
-    default_outbox, official_file, official_files, reconstruct, reissue, run_batch, ExportError,
-    ExportRequest, Quiet,
-};
+use sf2520::export::{default_outbox, reconstruct, reissue, run_batch, ExportRequest, Quiet};
 use sf2520::ledger::{Ledger, DATABASE_FILE};
 use support::cli::sf2520;
 use support::ledger::*;
@@ -61,7 +58,7 @@ fn edit_database(t: TestLedger, sql: &str) -> (tempfile::TempDir, std::path::Pat
 }
 
 fn position_of_file(ledger: &Ledger, code: &str, sequence: u32) -> u64 {
-    official_file(ledger.connection(), kommune(code), sequence)
+    ledger.official_file(kommune(code), sequence)
         .unwrap()
         .position
 }
@@ -98,13 +95,13 @@ fn an_edited_sha256_in_the_files_projection_does_not_make_reconstruct_blame_a_go
 #[test]
 fn a_files_row_pointing_at_another_position_is_reported_and_the_event_is_used() {
     let t = given_exported();
-    let expected = official_file(t.ledger.connection(), kommune("0751"), 1).unwrap();
+    let expected = t.ledger.official_file(kommune("0751"), 1).unwrap();
     let (_dir, data_dir) = edit_database(
         t,
         "UPDATE files SET position = 1, record_count = 99 WHERE kommune = 751 AND sequence = 1",
     );
     let ledger = Ledger::open(&data_dir).unwrap();
-    let file = official_file(ledger.connection(), kommune("0751"), 1).unwrap();
+    let file = ledger.official_file(kommune("0751"), 1).unwrap();
     assert_eq!(file.position, expected.position);
     assert_eq!(file.record_count, expected.record_count);
     assert_eq!(file.sha256, expected.sha256);
@@ -120,11 +117,11 @@ fn a_files_row_pointing_at_another_position_is_reported_and_the_event_is_used() 
 #[test]
 fn a_deleted_files_row_is_found_in_the_log_by_reconstruct_files_and_reissue() {
     let t = given_exported();
-    let expected = official_file(t.ledger.connection(), kommune("0751"), 1).unwrap();
+    let expected = t.ledger.official_file(kommune("0751"), 1).unwrap();
     let (_dir, data_dir) =
         edit_database(t, "DELETE FROM files WHERE kommune = 751 AND sequence = 1");
     let mut ledger = Ledger::open(&data_dir).unwrap();
-    let files = official_files(ledger.connection(), Some(kommune("0751"))).unwrap();
+    let files = ledger.official_files(Some(kommune("0751"))).unwrap();
     let sequences: Vec<u32> = files.iter().map(|file| file.sequence).collect();
     assert_eq!(sequences, [1, 2], "the gap is filled from the log");
     assert_eq!(files[0].sha256, expected.sha256);
@@ -154,11 +151,11 @@ fn a_files_row_with_no_event_is_an_error_not_an_official_file() {
              minus_ore, sha256 FROM files WHERE kommune = 751 AND sequence = 2",
     );
     let ledger = Ledger::open(&data_dir).unwrap();
-    let error = official_files(ledger.connection(), None).unwrap_err();
+    let error = ledger.official_files(None).unwrap_err();
     assert!(
         matches!(
             error,
-            ExportError::FileWithoutEvent {
+            sf2520::ledger::LedgerError::FileWithoutEvent {
                 sequence: 3,
                 position: 2,
                 ..
@@ -320,7 +317,7 @@ fn a_rolled_back_ledger_fails_verify_expect_head_naming_the_position() {
 fn verify_checks_every_official_file_in_the_outbox_against_its_event() {
     let t = given_exported();
     let data_dir = t.data_dir();
-    let files = official_files(t.ledger.connection(), None).unwrap();
+    let files = t.ledger.official_files(None).unwrap();
     drop(t.ledger);
     let outbox = default_outbox(&data_dir);
     sf2520(&data_dir, ["verify"]).expect_success("untouched outbox");

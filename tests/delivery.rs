@@ -11,10 +11,7 @@ use sf2520::domain::{
     BusinessReceiptReceived, Event, FileAcceptance, Kommune, ReceiptError, ReceiptReceived,
     TechnicalReceiptReceived,
 };
-use sf2520::export::{
-    default_outbox, deliver, delivery_state, official_files, reissue, run_batch, DeliverRequest,
-    DeliveryResult, DeliveryState, ExportRequest, Quiet,
-};
+use sf2520::export::{default_outbox, deliver, reissue, run_batch, DeliverRequest, DeliveryResult, DeliveryState, ExportRequest, Quiet};
 use sf2520::ledger::{decode_payload, Ledger};
 use sf2520::transport::SftpConfig;
 use sha2::{Digest, Sha256};
@@ -71,7 +68,7 @@ fn delivered_bytes_equal_the_outbox_and_every_step_is_recorded() {
     let reports = deliver_all(&mut t, &sshd.config());
     assert_eq!(accepted(&reports), 3, "{reports:?}");
     let outbox = default_outbox(&t.data_dir());
-    for file in official_files(t.ledger.connection(), None).unwrap() {
+    for file in t.ledger.official_files(None).unwrap() {
         let sent = platform
             .picked_up(&file.file_name)
             .expect("the platform got the file");
@@ -81,7 +78,7 @@ fn delivered_bytes_equal_the_outbox_and_every_step_is_recorded() {
             <[u8; 32]>::from(Sha256::digest(&local))
         );
         assert_eq!(
-            delivery_state(t.ledger.connection(), file.kommune, file.sequence).unwrap(),
+            t.ledger.delivery_state(file.kommune, file.sequence).unwrap(),
             DeliveryState::Accepted
         );
     }
@@ -140,7 +137,7 @@ fn a_rejected_receipt_is_recorded_with_the_platforms_code_and_not_retried() {
         panic!("{rejected:?}")
     };
     assert_eq!(errors[0].code, 4711);
-    let state = delivery_state(t.ledger.connection(), rejected.kommune, 1).unwrap();
+    let state = t.ledger.delivery_state(rejected.kommune, 1).unwrap();
     assert_eq!(
         state,
         DeliveryState::Rejected {
@@ -172,9 +169,9 @@ fn a_wrong_host_key_is_refused_before_anything_is_uploaded() {
         std::fs::read_dir(sshd.out_dir()).unwrap().next().is_none(),
         "nothing may reach OUT/"
     );
-    let file = &official_files(t.ledger.connection(), None).unwrap()[0];
+    let file = &t.ledger.official_files(None).unwrap()[0];
     assert_eq!(
-        delivery_state(t.ledger.connection(), file.kommune, 1).unwrap(),
+        t.ledger.delivery_state(file.kommune, 1).unwrap(),
         DeliveryState::Exported
     );
 }
@@ -226,9 +223,9 @@ fn sshd_killed_in_the_middle_then_a_rerun_accepts_every_file_once() {
         12,
         "first {first:?} second {second:?}"
     );
-    for file in official_files(t.ledger.connection(), None).unwrap() {
+    for file in t.ledger.official_files(None).unwrap() {
         assert_eq!(
-            delivery_state(t.ledger.connection(), file.kommune, file.sequence).unwrap(),
+            t.ledger.delivery_state(file.kommune, file.sequence).unwrap(),
             DeliveryState::Accepted
         );
     }
@@ -249,7 +246,7 @@ fn a_reissued_file_is_delivered_again_with_a_new_senders_file_id() {
     let sshd = Sshd::start();
     let platform = Platform::start(&sshd.root(), |_| Answer::Success);
     assert_eq!(accepted(&deliver_all(&mut t, &sshd.config())), 1);
-    let file = official_files(t.ledger.connection(), None)
+    let file = t.ledger.official_files(None)
         .unwrap()
         .remove(0);
     let outbox = default_outbox(&t.data_dir());
@@ -397,9 +394,9 @@ fn an_error_receipt_without_senders_file_id_is_recorded_rejected_with_every_code
         [17, -3, 42]
     );
     assert_archived(&t, &receipts[0].archive_name, receipts[0].receipt_sha256);
-    let file = &official_files(t.ledger.connection(), None).unwrap()[0];
+    let file = &t.ledger.official_files(None).unwrap()[0];
     assert!(matches!(
-        delivery_state(t.ledger.connection(), file.kommune, 1).unwrap(),
+        t.ledger.delivery_state(file.kommune, 1).unwrap(),
         DeliveryState::Rejected { errors } if errors.contains("17 Fejl") && errors.contains("42 Fejl")
     ));
 }
@@ -412,7 +409,7 @@ fn a_business_receipt_is_recorded_archived_and_removed() {
     let sshd = Sshd::start();
     let platform = Platform::start(&sshd.root(), |_| Answer::Success);
     assert_eq!(accepted(&deliver_all(&mut t, &sshd.config())), 1);
-    let file = &official_files(t.ledger.connection(), None).unwrap()[0];
+    let file = &t.ledger.official_files(None).unwrap()[0];
     let transfer = platform.seen()[0].file_transfer_uuid.clone().unwrap();
     let xml = business_receipt_xml(
         &transfer,
@@ -490,7 +487,7 @@ fn a_recorded_receipt_left_in_in_is_not_taken_for_the_next_delivery() {
     });
     assert_eq!(accepted(&deliver_all(&mut t, &sshd.config())), 1);
     let first = technical_receipts(&t).remove(0);
-    let file = official_files(t.ledger.connection(), None)
+    let file = t.ledger.official_files(None)
         .unwrap()
         .remove(0);
     std::fs::copy(

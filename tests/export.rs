@@ -3,10 +3,7 @@
 
 mod support;
 
-use sf2520::export::{
-    default_outbox, official_file, official_files, reconstruct, reissue, render_as_of, run_batch,
-    ExportRequest, Quiet,
-};
+use sf2520::export::{default_outbox, reconstruct, reissue, render_as_of, run_batch, ExportRequest, Quiet};
 use sf2520::sf2520::TransactionCode;
 use support::export::*;
 use support::ledger::*;
@@ -143,7 +140,7 @@ fn export_as_of_a_time_before_any_file_shows_what_the_first_run_would_make() {
     )
     .unwrap();
     assert!(
-        official_files(t.ledger.connection(), None)
+        t.ledger.official_files(None)
             .unwrap()
             .is_empty(),
         "as-of records nothing"
@@ -200,7 +197,7 @@ fn reissue_puts_back_the_same_bytes_and_records_it() {
     .unwrap();
     assert_eq!(std::fs::read(path).unwrap(), original);
     assert_eq!(done.position, t.head());
-    let state = sf2520::export::delivery_state(t.ledger.connection(), kommune, 1).unwrap();
+    let state = t.ledger.delivery_state(kommune, 1).unwrap();
     assert_eq!(state, sf2520::export::DeliveryState::Reissued);
 }
 
@@ -209,7 +206,7 @@ fn an_unknown_file_is_a_clear_error() {
     let mut t = given_two_kommuner();
     export(&mut t);
     let kommune = sf2520::domain::Kommune::parse("0751").unwrap();
-    let error = official_file(t.ledger.connection(), kommune, 7).unwrap_err();
+    let error = t.ledger.official_file(kommune, 7).unwrap_err();
     assert_eq!(
         error.to_string(),
         "kommune 0751 has no official file with løbenummer 7 (it has 1 file(s))"

@@ -401,8 +401,7 @@ fn verify_names_the_position_of_a_byte_changed_in_the_database_file() {
 #[test]
 fn verify_notices_a_projection_that_differs_from_the_log() {
     let t = given_one_withholding();
-    t.ledger
-        .connection()
+    rusqlite::Connection::open(t.ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
         .execute("UPDATE entries SET net_ore = net_ore + 1", [])
         .unwrap();
     let failure = t.ledger.verify(|_| {}).unwrap().unwrap_err();
@@ -573,8 +572,7 @@ fn an_older_ledger_has_its_projections_rebuilt_from_its_log_on_open() {
         before
     );
     assert!(ledger.verify(|_| {}).unwrap().is_ok());
-    let (version, time_index): (i64, i64) = ledger
-        .connection()
+    let (version, time_index): (i64, i64) = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
         .query_row(
             "SELECT (SELECT value FROM meta WHERE key = 'schema_version'),
                     (SELECT COUNT(*) FROM sqlite_schema WHERE name = 'events_by_time')",

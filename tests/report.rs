@@ -202,9 +202,7 @@ fn export(t: &mut TestLedger) {
 fn the_report_lists_the_kommunes_files_with_sums_hashes_delivery_and_receipt() {
     let t = given_delivered();
     let data_dir = t.data_dir();
-    let files = sf2520::export::official_files(
-        t.ledger.connection(),
-        Some(Kommune::parse("0751").unwrap()),
+    let files = t.ledger.official_files(Some(Kommune::parse("0751").unwrap()),
     )
     .unwrap();
     let head = Anchor::of(&t.ledger.head().unwrap()).to_string();
@@ -292,7 +290,7 @@ fn a_report_on_a_damaged_ledger_says_verify_failed_and_lists_the_problem() {
     let t = given_delivered();
     let data_dir = t.data_dir();
     let file =
-        sf2520::export::official_file(t.ledger.connection(), Kommune::parse("0101").unwrap(), 1)
+        t.ledger.official_file(Kommune::parse("0101").unwrap(), 1)
             .unwrap();
     drop(t.ledger);
     let path = sf2520::export::default_outbox(&data_dir).join(&file.file_name);

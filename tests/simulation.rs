@@ -25,7 +25,7 @@ use serde_json::json;
 use sf2520::demo::{random_cpr, SplitMix64};
 use sf2520::domain::Kommune;
 use sf2520::export::outbox::{OUTBOX_MARKER, QUARANTINE_DIR};
-use sf2520::export::{default_outbox, delivery_status, official_files, reconstruct, DeliveryState};
+use sf2520::export::{default_outbox, reconstruct, DeliveryState};
 use sf2520::ledger::Ledger;
 use support::export::{assert_files_follow_on, read_checked};
 use support::platform::{Answer, Platform};
@@ -229,8 +229,7 @@ impl World {
     /// A correction of -1.00 of some withholding whose net the ledger says allows it.
     fn correction_line(&mut self) -> Option<(String, (u16, String))> {
         let ledger = Ledger::open(&self.data_dir).unwrap();
-        let candidates: Vec<(u16, String)> = ledger
-            .connection()
+        let candidates: Vec<(u16, String)> = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
             .prepare("SELECT kommune, reference FROM entries WHERE kind = 1 AND net_ore >= 10000 ORDER BY position")
             .unwrap()
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -452,7 +451,7 @@ impl World {
 
     fn reissue(&mut self) {
         let ledger = Ledger::open(&self.data_dir).unwrap();
-        let files = official_files(ledger.connection(), None).unwrap();
+        let files = ledger.official_files(None).unwrap();
         drop(ledger);
         if files.is_empty() {
             return self.export();
@@ -495,8 +494,7 @@ impl World {
     }
 
     fn check_nothing_acknowledged_lost(&mut self, ledger: &Ledger) {
-        let present: HashSet<(u16, String)> = ledger
-            .connection()
+        let present: HashSet<(u16, String)> = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
             .prepare("SELECT kommune, reference FROM entries")
             .unwrap()
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -536,8 +534,7 @@ impl World {
                     self.figures.invariant_checks += 2;
                 }
             }
-            let entries: u64 = ledger
-                .connection()
+            let entries: u64 = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
                 .query_row(
                     "SELECT COUNT(*) FROM entries WHERE kommune = ?1 AND position <= ?2",
                     rusqlite::params![kommune, i64::try_from(previous_cutoff).unwrap()],
@@ -564,10 +561,8 @@ impl World {
             twice.is_empty(),
             "a delivery was picked up more than once: {twice:?}"
         );
-        for file in official_files(ledger.connection(), None).unwrap() {
-            let status = delivery_status(
-                ledger.connection(),
-                file.kommune,
+        for file in ledger.official_files(None).unwrap() {
+            let status = ledger.delivery_status(file.kommune,
                 file.sequence,
                 file.file_id,
             )
@@ -595,12 +590,10 @@ impl World {
         let _ = self.run_to_end(&["deliver"]);
         self.check_invariants();
         let ledger = Ledger::open(&self.data_dir).unwrap();
-        let entries: i64 = ledger
-            .connection()
+        let entries: i64 = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
             .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
             .unwrap();
-        let exported: i64 = ledger
-            .connection()
+        let exported: i64 = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
             .query_row(
                 "SELECT COALESCE(SUM(record_count), 0) FROM files",
                 [],
@@ -611,10 +604,8 @@ impl World {
             entries, exported,
             "after the final export every entry is in a file"
         );
-        for file in official_files(ledger.connection(), None).unwrap() {
-            let state = delivery_status(
-                ledger.connection(),
-                file.kommune,
+        for file in ledger.official_files(None).unwrap() {
+            let state = ledger.delivery_status(file.kommune,
                 file.sequence,
                 file.file_id,
             )
@@ -631,7 +622,7 @@ impl World {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        let official: HashSet<String> = official_files(ledger.connection(), None)
+        let official: HashSet<String> = ledger.official_files(None)
             .unwrap()
             .into_iter()
             .map(|f| f.file_name)

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sf2520::export::{official_files, OfficialFile};
+use sf2520::export::OfficialFile;
 use sf2520::ledger::Ledger;
 
 use data::Workload;
@@ -159,7 +159,7 @@ fn run(knobs: &Knobs) {
 
     // W2 export.
     let export = ours::run_child("export", &small);
-    let files = official_files(Ledger::open(&small).expect("open").connection(), None)
+    let files = Ledger::open(&small).expect("open").official_files(None)
         .expect("files register");
     let ours_export = per_second(export.count, export.seconds);
     let peer_dir = scratch.path().join("pg-outbox");

@@ -13,7 +13,7 @@ use crate::audit::Anchor;
 use crate::domain::Kommune;
 use crate::export::outbox::write_bytes_atomically;
 use crate::export::{
-    default_outbox, delivery_state, official_files, reconstruct, reissue, render_as_of, run_batch,
+    default_outbox, reconstruct, reissue, render_as_of, run_batch,
     ExportRequest, ExportedFile, Progress,
 };
 use crate::ledger::{Head, Ledger};
@@ -302,12 +302,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> {
     let ledger = Ledger::open_read_only(data_dir)?;
     let kommune = args.kommune.as_deref().map(Kommune::parse).transpose()?;
-    let files = official_files(ledger.connection(), kommune)?;
+    let files = ledger.official_files(kommune)?;
     let mut out = io::stdout().lock();
     let mut rows = Vec::new();
     let mut items = Vec::new();
     for file in &files {
-        let state = delivery_state(ledger.connection(), file.kommune, file.sequence)?;
+        let state = ledger.delivery_state(file.kommune, file.sequence)?;
         if args.json {
             items.push(json!({
                 "kommune": file.kommune.code(), "kommune_name": file.kommune.name(),

@@ -7,13 +7,18 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::ledger::{Ledger, DATABASE_FILE};
+use crate::ledger::{Ledger, LedgerError, Location};
 
 use super::InitArgs;
 
 pub fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> {
-    let existed = data_dir.join(DATABASE_FILE).exists();
+    let existed = match Ledger::open_existing(data_dir) {
+        Ok(_) => true,
+        Err(LedgerError::NoLedger { .. }) => false,
+        Err(error) => return Err(error.into()),
+    };
     let ledger = Ledger::open(data_dir)?;
+    let location = Location::of(data_dir);
     let head = ledger.head()?.position;
     let mut out = io::stdout().lock();
     if args.json {
@@ -30,6 +35,16 @@ pub fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> {
         writeln!(
             out,
             "init: a ledger already exists at {} ({head} event(s)); nothing changed",
+            data_dir.display()
+        )?;
+    } else if let Some(url) = &location.database {
+        writeln!(
+            out,
+            "init: created an empty ledger in the PostgreSQL database {}, with this node's data \
+             directory at {} (0700). Next: put the [sftp] configuration in {}/sf2520.toml (or \
+             --config), then `sf2520 ingest FILE`",
+            url.describe(),
+            data_dir.display(),
             data_dir.display()
         )?;
     } else {

@@ -13,6 +13,7 @@ mod init;
 mod log;
 pub mod logging;
 mod metrics;
+mod migrate;
 mod output;
 mod progress;
 mod report;
@@ -63,6 +64,21 @@ pub struct Cli {
         default_value_t = 60
     )]
     pub busy_timeout: u64,
+
+    /// The ledger's database when it is PostgreSQL (15 or newer), for several nodes:
+    /// a URL such as postgresql://sf2520@db1:5432,db2:5432/sf2520?target_session_attrs=read-write
+    /// or a libpq string such as "host=/run/postgresql dbname=sf2520". Also
+    /// `[database] url` in the configuration file. Without it, the ledger is SQLite
+    /// in the data directory (the default). The data directory still holds this
+    /// node's configuration, keys and outbox.
+    #[arg(
+        long,
+        global = true,
+        env = "SF2520_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 
     /// Configuration file (TOML) with the `[sftp]` delivery settings and the
     /// `[audit]` signing key (default: <data-dir>/sf2520.toml; without it, files
@@ -246,6 +262,15 @@ pub enum Command {
     /// then does it take the name DEST (mode 600). An existing DEST is refused
     /// unless --force.
     Backup(BackupArgs),
+    /// Copy an embedded (SQLite) ledger's log into an empty PostgreSQL database.
+    ///
+    /// Copies every event byte for byte (positions, ids, times, payloads and
+    /// hashes), rebuilds the projections there, and proves that the copy's head
+    /// position and hash equal the source's. A database that already holds a
+    /// ledger, or any of its tables, is refused and left untouched. The source is
+    /// the data directory's ledger, or --from FILE (a backup). Stop ingest and
+    /// export first; afterwards run every node with --database-url URL.
+    Migrate(MigrateArgs),
     /// Replace the ledger with the backup SRC, after verifying SRC.
     ///
     /// A damaged SRC is refused, naming the first bad position. Without --force, a
@@ -339,6 +364,19 @@ pub struct BackupArgs {
     /// Replace DEST if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The empty PostgreSQL database to copy the ledger into (URL or key=value).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Copy from this ledger file (a backup) instead of the data directory's.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -626,6 +664,8 @@ pub fn error_text(error: &anyhow::Error) -> String {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::ledger::set_default_busy_wait(std::time::Duration::from_secs(cli.busy_timeout));
+    let database = migrate::database_url(&cli.data_dir, cli.config.as_deref(), cli.database_url.as_deref())?;
+    crate::ledger::set_database_url(database);
     tracing::debug!(data_dir = %cli.data_dir.display(), command = ?cli.command, "starting");
     match cli.command {
         Command::Init(args) => init::run(&cli.data_dir, &args),
@@ -666,6 +706,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Backup(args) => backup::run_backup(&cli.data_dir, &args),
         Command::Restore(args) => backup::run_restore(&cli.data_dir, &args),
+        Command::Migrate(args) => migrate::run(&cli.data_dir, &args),
     }
 }
 

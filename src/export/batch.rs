@@ -10,16 +10,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
-use rusqlite::{Connection, OpenFlags};
 use uuid::Uuid;
 
 use super::outbox::{sha256_of, sync_dir, Outbox, PartialFile, StagedFile, Staging, WrittenFile};
 use super::reconstruct::reconstruct;
-use super::register::{last_file_through, official_files};
 use super::source::{for_each_record, for_each_record_in, EntryRange};
 use super::ExportError;
 use crate::domain::{Event, FileExported, Kommune};
-use crate::ledger::{Ledger, DATABASE_FILE};
+use crate::ledger::Ledger;
 use crate::sf2520::{check_file, file_name, DetailRecord, FileHeader, FileSummary, FileWriter};
 
 /// What to export.
@@ -96,7 +94,7 @@ pub fn plan(
     };
     let mut planned = Vec::new();
     for kommune in kommuner {
-        let previous = last_file_through(ledger.connection(), kommune, cutoff)?;
+        let previous = ledger.last_file_through(kommune, cutoff)?;
         let range = EntryRange {
             kommune,
             after_position: previous.as_ref().map_or(0, |file| file.cutoff_position),
@@ -132,7 +130,7 @@ pub fn plan(
 
 /// Renders one planned file into `out` from the log.
 pub fn render_into<W: Write>(
-    conn: &Connection,
+    ledger: &Ledger,
     planned: &PlannedFile,
     out: W,
 ) -> Result<(W, FileSummary), ExportError> {
@@ -142,28 +140,19 @@ pub fn render_into<W: Write>(
         source,
     };
     let mut writer = FileWriter::new(out, planned.header.clone()).map_err(render_error)?;
-    for_each_record(conn, planned.range, |record| {
+    for_each_record(ledger, planned.range, |record| {
         writer.write_detail(&record).map_err(render_error)
     })?;
     writer.finish().map_err(render_error)
 }
 
-/// Opens another read-only connection to the ledger's database, for a worker.
-pub fn open_reader(data_dir: &Path) -> Result<Connection, ExportError> {
-    let conn = Connection::open_with_flags(
-        data_dir.join(DATABASE_FILE),
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.pragma_update(None, "busy_timeout", 10_000)?;
-    Ok(conn)
-}
 
 /// Renders the planned files into `dir`, in parallel: one group of files per two
 /// cores, balanced by record count. Each group is rendered in one sequential pass
 /// over the log (see [`for_each_record_in`]) rather than file by file, by two
 /// threads: one reads and decodes the log, the other renders, hashes and writes.
 pub fn render_all(
-    data_dir: &Path,
+    ledger: &Ledger,
     planned: Vec<PlannedFile>,
     staging: &Staging,
     progress: &dyn Progress,
@@ -174,14 +163,19 @@ pub fn render_all(
         .map_or(1, |n| n.get() / 2)
         .clamp(1, planned.len().max(1));
     let groups = balance(&planned, groups, |file| file.record_count);
+    // Each group's reader has a connection of its own.
+    let readers = groups
+        .iter()
+        .map(|_| ledger.reader())
+        .collect::<Result<Vec<_>, _>>()?;
     let results = Mutex::new(Vec::with_capacity(planned.len()));
     let failure: Mutex<Option<ExportError>> = Mutex::new(None);
     std::thread::scope(|scope| {
-        for group in &groups {
+        for (group, reader) in groups.iter().zip(readers) {
             let (results, failure) = (&results, &failure);
             scope.spawn(move || {
                 let outcome = (|| -> Result<(), ExportError> {
-                    let exported = render_group(data_dir, group, staging)?;
+                    let exported = render_group(reader, group, staging)?;
                     for file in &exported {
                         progress.rendered(file.summary.record_count);
                     }
@@ -247,7 +241,7 @@ type Chunk = Vec<(usize, DetailRecord)>;
 /// reader thread decodes the log into detail records, this thread writes each to
 /// its file's writer; then each file is fsynced under its temporary name.
 fn render_group(
-    data_dir: &Path,
+    ledger: Ledger,
     files: &[&PlannedFile],
     staging: &Staging,
 ) -> Result<Vec<RenderedFile>, ExportError> {
@@ -271,11 +265,14 @@ fn render_group(
             FileWriter::new(partial.writer(), file.header.clone()).map_err(render_error(file))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let ranges: Vec<EntryRange> = files.iter().map(|file| file.range).collect();
+    let ranges: Vec<(EntryRange, u64)> = files
+        .iter()
+        .map(|file| (file.range, file.record_count))
+        .collect();
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
         let ranges = &ranges;
-        let reader = scope.spawn(move || read_records(data_dir, ranges, &sender));
+        let reader = scope.spawn(move || read_records(&ledger, ranges, &sender));
         let rendered = receiver.iter().try_for_each(|chunk| {
             chunk.into_iter().try_for_each(|(index, record)| {
                 writers[index]
@@ -311,16 +308,17 @@ fn render_group(
     Ok(rendered)
 }
 
-/// The reader of [`render_group`]: the ranges' detail records, in chunks.
+/// The reader of [`render_group`]: the ranges' detail records, in chunks. Ranges
+/// whose few entries lie far back in the log are read through the index (see
+/// [`by_index`]); the rest in one sequential pass.
 fn read_records(
-    data_dir: &Path,
-    ranges: &[EntryRange],
+    ledger: &Ledger,
+    ranges: &[(EntryRange, u64)],
     sender: &std::sync::mpsc::SyncSender<Chunk>,
 ) -> Result<(), ExportError> {
     let stopped = || ExportError::Worker("the renderer stopped".into());
-    let conn = open_reader(data_dir)?;
     let mut chunk = Vec::with_capacity(CHUNK_RECORDS);
-    for_each_record_in(&conn, ranges, |index, record| {
+    let mut emit = |index: usize, record: DetailRecord| -> Result<(), ExportError> {
         chunk.push((index, record));
         if chunk.len() == CHUNK_RECORDS {
             crate::interrupt::check()?;
@@ -328,11 +326,60 @@ fn read_records(
             sender.send(full).map_err(|_| stopped())?;
         }
         Ok(())
-    })?;
+    };
+    let indexed = by_index(ranges);
+    let mut shared = Vec::new();
+    let mut shared_index = Vec::new();
+    for (index, (range, _)) in ranges.iter().enumerate() {
+        if indexed.contains(&index) {
+            for_each_record(ledger, *range, |record| emit(index, record))?;
+        } else {
+            shared.push(*range);
+            shared_index.push(index);
+        }
+    }
+    for_each_record_in(ledger, &shared, |at, record| emit(shared_index[at], record))?;
     if !chunk.is_empty() {
         sender.send(chunk).map_err(|_| stopped())?;
     }
     Ok(())
+}
+
+/// How many log positions a sequential pass reads in the time one entry takes
+/// through the (kommune, position) index (an index lookup, then its event by
+/// position): measured with `cargo bench --bench peers` (the quiet kommune case)
+/// at about 5-10; the lower bound keeps a busy range in the shared pass.
+const INDEX_COST_IN_POSITIONS: u64 = 8;
+
+/// Which of `ranges` (range, entries) to read through the index rather than in
+/// the shared pass: the pass reads every position from the oldest range's start,
+/// so a kommune quiet for a long time (its previous file long ago) would make it
+/// read years of log for a few entries. Taking the oldest range out saves the
+/// positions between its start and the next one's (or its whole span when it is
+/// the last); it is taken out while that saving is worth more than its entries
+/// read one by one.
+fn by_index(ranges: &[(EntryRange, u64)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by_key(|&index| ranges[index].0.after_position);
+    let through = ranges
+        .iter()
+        .map(|(range, _)| range.through_position)
+        .max()
+        .unwrap_or(0);
+    let mut chosen = Vec::new();
+    for (at, &index) in order.iter().enumerate() {
+        let (range, entries) = &ranges[index];
+        let next_start = order
+            .get(at + 1)
+            .map_or(through, |&next| ranges[next].0.after_position);
+        let saved = next_start.saturating_sub(range.after_position);
+        if entries.saturating_mul(INDEX_COST_IN_POSITIONS) < saved {
+            chosen.push(index);
+        } else {
+            break;
+        }
+    }
+    chosen
 }
 
 /// The official batch export, under the data directory's export lock for its
@@ -357,7 +404,8 @@ pub fn run_batch(
 ) -> Result<Vec<ExportedFile>, ExportError> {
     let lock = ledger.lock_exports(request.lock_wait)?;
     let ledger_id = ledger.ledger_id()?;
-    let recorded: HashMap<String, [u8; 32]> = official_files(ledger.connection(), None)?
+    let recorded: HashMap<String, [u8; 32]> = ledger
+        .official_files(None)?
         .into_iter()
         .map(|file| (file.file_name, file.sha256))
         .collect();
@@ -373,7 +421,7 @@ pub fn run_batch(
         false,
     )?;
     progress.planned(planned.len(), planned.iter().map(|p| p.record_count).sum());
-    let rendered = render_all(ledger.dir(), planned, outbox.staging(), progress)?;
+    let rendered = render_all(ledger, planned, outbox.staging(), progress)?;
     crate::interrupt::check()?;
     read_back_all(&rendered)?;
     crate::interrupt::check()?;
@@ -411,7 +459,7 @@ fn publish(
 /// every other leftover was never recorded, and goes to quarantine.
 fn finish_interrupted(ledger: &Ledger, outbox: &mut Outbox<'_>) -> Result<(), ExportError> {
     let mut leftovers = outbox.take_leftovers();
-    for file in official_files(ledger.connection(), None)? {
+    for file in ledger.official_files(None)? {
         if outbox.dir().join(&file.file_name).exists() {
             continue;
         }
@@ -534,12 +582,7 @@ fn record(
         for file in rendered {
             let kommune = file.planned.range.kommune;
             let sequence = file.planned.header.sequence;
-            let taken: bool = appender.connection().query_row(
-                "SELECT EXISTS (SELECT 1 FROM files WHERE kommune = ?1 AND sequence >= ?2)",
-                rusqlite::params![kommune.number(), sequence],
-                |row| row.get(0),
-            )?;
-            if taken {
+            if appender.sequence_taken(kommune, sequence)? {
                 return Ok(Some((kommune, sequence)));
             }
             let file_id = Uuid::new_v4();
@@ -593,7 +636,7 @@ pub fn render_as_of(
         test_marker,
     )?;
     progress.planned(planned.len(), planned.iter().map(|p| p.record_count).sum());
-    let rendered = render_all(ledger.dir(), planned, &staging, progress)?;
+    let rendered = render_all(ledger, planned, &staging, progress)?;
     let written = publish(rendered, std::iter::repeat(None))?;
     sync_dir(dir)?;
     Ok(written)

@@ -20,10 +20,7 @@ use uuid::Uuid;
 
 use super::outbox::{sync_dir, write_bytes_atomically};
 use super::reconstruct::{put_back, reconstruct};
-use super::register::{
-    delivery_positions, delivery_status, official_files, DeliveryState, DeliveryStatus,
-    OfficialFile,
-};
+use crate::ledger::{DeliveryState, DeliveryStatus, OfficialFile};
 use super::ExportError;
 use crate::domain::{
     BusinessReceiptReceived, Event, FileAcceptance, FileUploaded, Kommune, ReceiptErrorCode,
@@ -97,16 +94,14 @@ pub fn files_in_scope(
     request: &DeliverRequest,
 ) -> Result<Vec<(OfficialFile, DeliveryStatus)>, ExportError> {
     let mut files = Vec::new();
-    for file in official_files(ledger.connection(), request.kommune)? {
+    for file in ledger.official_files(request.kommune)? {
         if request
             .sequence
             .is_some_and(|sequence| sequence != file.sequence)
         {
             continue;
         }
-        let status = delivery_status(
-            ledger.connection(),
-            file.kommune,
+        let status = ledger.delivery_status(file.kommune,
             file.sequence,
             file.file_id,
         )?;
@@ -253,7 +248,7 @@ fn recorded_receipts(
     sequence: u32,
 ) -> Result<Recorded, ExportError> {
     let mut recorded = Recorded::default();
-    for position in delivery_positions(ledger.connection(), kommune, sequence)? {
+    for position in ledger.delivery_positions(kommune, sequence)? {
         match ledger.event_at(position)?.event()? {
             Event::ReceiptReceived(r) => recorded
                 .transfers

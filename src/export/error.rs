@@ -12,9 +12,6 @@ pub enum ExportError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-
     #[error("kommune {kommune}, løbenummer {sequence}: {source}")]
     Render {
         kommune: String,
@@ -29,26 +26,12 @@ pub enum ExportError {
         source: std::io::Error,
     },
 
-    #[error("kommune {kommune} has no official file with løbenummer {sequence} (it has {count} file(s))")]
-    NoSuchFile {
-        kommune: String,
-        sequence: u32,
-        count: u32,
-    },
-
     #[error("kommune {kommune} løbenummer {sequence}: the creation time {created_at_us} µs in its FileExported event at position {position} is out of range: the event is damaged; run `sf2520 verify`")]
     CreationTimeOutOfRange {
         kommune: String,
         sequence: u32,
         position: u64,
         created_at_us: i64,
-    },
-
-    #[error("the files projection lists kommune {kommune} løbenummer {sequence} at position {position}, but the log holds no FileExported event for it: the projection is damaged; run `sf2520 verify` and restore from a backup")]
-    FileWithoutEvent {
-        kommune: String,
-        sequence: u32,
-        position: u64,
     },
 
     #[error(

@@ -7,11 +7,10 @@ mod deliver;
 mod error;
 pub mod outbox;
 mod reconstruct;
-mod register;
 mod source;
 
 pub use batch::{
-    default_outbox, open_reader, plan, render_all, render_as_of, render_into, run_batch,
+    default_outbox, plan, render_all, render_as_of, render_into, run_batch,
     ExportRequest, ExportedFile, PlannedFile, Progress, Quiet,
 };
 pub use deliver::{
@@ -20,8 +19,7 @@ pub use deliver::{
 };
 pub use error::ExportError;
 pub use reconstruct::{plan_of, reconstruct, reissue, Reconstruction, Reissue};
-pub use register::{
-    delivery_state, delivery_status, file_stream, last_file_through, official_file, official_files,
-    DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage,
+pub use crate::ledger::{
+    file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage,
 };
 pub use source::{for_each_record, withholding_record, EntryRange};

@@ -19,7 +19,7 @@ use super::batch::{render_into, PlannedFile};
 use std::collections::HashMap;
 
 use super::outbox::{Outbox, WrittenFile};
-use super::register::{official_file, official_files, OfficialFile, ProjectionDamage};
+use crate::ledger::{OfficialFile, ProjectionDamage};
 use super::source::withholding_record;
 use super::ExportError;
 use crate::domain::{Event, FileReissued, Kommune, Withholding};
@@ -104,13 +104,13 @@ pub fn reconstruct(
     kommune: Kommune,
     sequence: u32,
 ) -> Result<Reconstruction, ExportError> {
-    let mut file = official_file(ledger.connection(), kommune, sequence)?;
+    let mut file = ledger.official_file(kommune, sequence)?;
     let capacity =
         usize::try_from(file.record_count.saturating_add(2).saturating_mul(130)).unwrap_or(0);
     // The indexed rendering fails outright when the index points at a non-entry
     // or misses a corrected withholding; both are damage the walk gets around.
     let plan = plan_of(&file)?;
-    let indexed = match render_into(ledger.connection(), &plan, Vec::with_capacity(capacity)) {
+    let indexed = match render_into(ledger, &plan, Vec::with_capacity(capacity)) {
         Ok((bytes, _)) => Some(bytes),
         Err(ExportError::NotAnEntry { .. } | ExportError::MissingWithholding { .. }) => None,
         Err(other) => return Err(other),
@@ -262,7 +262,7 @@ pub(super) fn put_back(
 ) -> Result<WrittenFile, ExportError> {
     let lock = ledger.lock_exports(lock_wait)?;
     let ledger_id = ledger.ledger_id()?;
-    let recorded = official_files(ledger.connection(), None)?
+    let recorded = ledger.official_files(None)?
         .into_iter()
         .map(|file| (file.file_name, file.sha256))
         .collect();

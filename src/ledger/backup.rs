@@ -28,6 +28,14 @@ const IN_USE_WAIT_MS: u32 = 2_000;
 /// destination (backup) or the ledger (restore) as it was.
 #[derive(Debug, Error)]
 pub enum BackupError {
+    #[error(
+        "the ledger is in PostgreSQL ({target}), which `restore` does not replace: restore \
+         the database with PostgreSQL's own tools (pg_basebackup and point-in-time \
+         recovery), or load a backup file that `sf2520 backup` wrote into an empty \
+         database with `sf2520 migrate --from BACKUP --to URL`. Nothing was changed"
+    )]
+    OnPostgres { target: String },
+
     #[error("no ledger in {dir}: nothing to back up (check --data-dir)")]
     NoLedger { dir: PathBuf },
 
@@ -205,7 +213,7 @@ fn copy_database(source: &Connection, target: &Path) -> Result<(), BackupError> 
 /// SQLite's own check of the file's structure (pages, b-trees, indexes), which a
 /// replay does not cover: an index can disagree with its table unnoticed.
 fn integrity_problems(copy: &Ledger) -> Result<Option<String>, BackupError> {
-    let mut statement = copy.connection().prepare("PRAGMA integrity_check(10)")?;
+    let mut statement = copy.sqlite_connection()?.prepare("PRAGMA integrity_check(10)")?;
     let lines: Vec<String> = statement
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
@@ -249,7 +257,11 @@ impl Ledger {
             .unwrap_or_default();
         super::datadir::remove_stale(dir, &format!(".{name}."), ".partial");
         let staged = Staged::create(dir.join(format!(".{name}.{}.partial", std::process::id())))?;
-        copy_database(self.connection(), staged.path())?;
+        match self.sqlite() {
+            Some(conn) => copy_database(conn, staged.path())?,
+            // PostgreSQL: a logical copy of the log into an SQLite ledger file.
+            None => super::migrate::logical_copy(self, staged.path())?,
+        }
         let copy = Ledger::open_copy(staged.path())?;
         if let Some(problems) = integrity_problems(&copy)? {
             return Err(BackupError::CopyCorrupt { problems });
@@ -302,6 +314,10 @@ pub fn backup(
     overwrite: bool,
 ) -> Result<VerifyReport, BackupError> {
     let database = data_dir.join(DATABASE_FILE);
+    if super::store::Location::of(data_dir).database.is_some() {
+        // PostgreSQL: a logical copy of the log into an SQLite ledger file.
+        return Ledger::open_read_only(data_dir)?.backup_to(destination, overwrite);
+    }
     if !database.is_file() {
         return Err(BackupError::NoLedger {
             dir: data_dir.to_path_buf(),
@@ -358,6 +374,11 @@ enum Current {
 /// process is refused. When `force` discards events, the old file is kept beside
 /// the new one as `ledger.sqlite3.replaced-<UTC time>`.
 pub fn restore(data_dir: &Path, source: &Path, force: bool) -> Result<RestoreReport, BackupError> {
+    if let Some(url) = super::store::Location::of(data_dir).database {
+        return Err(BackupError::OnPostgres {
+            target: url.describe(),
+        });
+    }
     super::store::ensure_private_dir(data_dir)?;
     // No export may write files from the ledger being replaced.
     let _exports = super::datadir::lock_exports(data_dir, Duration::ZERO)?;
@@ -404,7 +425,7 @@ fn stage_and_verify(source: &Path, staged: &Path) -> Result<VerifyReport, Backup
         path: source.to_path_buf(),
         reason,
     };
-    match copy_database(Ledger::open_copy(source)?.connection(), staged) {
+    match copy_database(Ledger::open_copy(source)?.sqlite_connection()?, staged) {
         Err(BackupError::Sqlite(error)) => return Err(unreadable(error.to_string())),
         other => other?,
     }
@@ -462,17 +483,19 @@ fn inspect_current(
 /// covers the event and everything before it), within their common length.
 fn first_difference(current: &Ledger, backup: &Ledger) -> Result<Option<u64>, LedgerError> {
     let query = "SELECT position, hash FROM events ORDER BY position";
-    let mut current_rows = current.connection().prepare(query)?;
-    let mut backup_rows = backup.connection().prepare(query)?;
+    let mut current_rows = current.sqlite_connection()?.prepare(query)?;
+    let mut backup_rows = backup.sqlite_connection()?.prepare(query)?;
     let mut current_rows = current_rows.query([])?;
     let mut backup_rows = backup_rows.query([])?;
     while let (Some(ours), Some(theirs)) = (current_rows.next()?, backup_rows.next()?) {
         let (position, our_hash): (i64, Vec<u8>) = (ours.get(0)?, ours.get(1)?);
         let (their_position, their_hash): (i64, Vec<u8>) = (theirs.get(0)?, theirs.get(1)?);
         if position != their_position || our_hash != their_hash {
-            return Ok(Some(
-                u64::try_from(position.min(their_position)).unwrap_or(0),
-            ));
+            let first = position.min(their_position);
+            return u64::try_from(first).map(Some).map_err(|_| LedgerError::CorruptLedger {
+                position: None,
+                what: format!("events: the position {first} is negative"),
+            });
         }
     }
     Ok(None)
@@ -481,12 +504,12 @@ fn first_difference(current: &Ledger, backup: &Ledger) -> Result<Option<u64>, Le
 /// "3 WithholdingRecorded, 1 FileExported" for the events from `from` on, with a
 /// warning when files are among them: their løbenumre would be given out again.
 fn describe_events_from(ledger: &Ledger, from: u64) -> Result<String, LedgerError> {
-    let mut statement = ledger.connection().prepare(
+    let mut statement = ledger.sqlite_connection()?.prepare(
         "SELECT event_type, COUNT(*) FROM events WHERE position >= ?1
          GROUP BY event_type ORDER BY MIN(position)",
     )?;
     let counts: Vec<(String, i64)> = statement
-        .query_map([i64::try_from(from).unwrap_or(i64::MAX)], |row| {
+        .query_map([i64::try_from(from).map_err(|_| LedgerError::PositionOutOfRange { position: from })?], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })?
         .collect::<Result<_, _>>()?;
@@ -608,7 +631,7 @@ fn take_exclusively(ledger: Ledger, database: &Path) -> Result<Ledger, BackupErr
         },
         _ => BackupError::Sqlite(error),
     };
-    let conn = ledger.connection();
+    let conn = ledger.sqlite_connection()?;
     conn.pragma_update(None, "busy_timeout", IN_USE_WAIT_MS)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = DELETE", [], |row| row.get(0))

@@ -1,6 +1,5 @@
 //! How an event is stored: the postcard envelope and the SHA-256 hash chain.
 
-use rusqlite::Row;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -63,31 +62,27 @@ impl StoredEvent {
     pub const COLUMNS: &'static str =
         "position, event_id, stream, event_type, schema_version, recorded_at_us, payload, hash";
 
-    pub fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        let position: i64 = row.get(0)?;
-        let event_id: Vec<u8> = row.get(1)?;
-        let hash: Vec<u8> = row.get(7)?;
-        let schema_version: i64 = row.get(4)?;
-        let bad = |column: usize, what: &str| {
-            rusqlite::Error::FromSqlConversionFailure(
-                column,
-                rusqlite::types::Type::Blob,
-                format!("{what} at position {position}").into(),
-            )
+    pub(crate) fn from_row(row: &super::sql::Row<'_>) -> Result<Self, LedgerError> {
+        const EVENTS: super::sql::Source = super::sql::Source { table: "events" };
+        let position = row.unsigned(EVENTS, 0)?;
+        let bad = |what: &str| LedgerError::CorruptLedger {
+            position: Some(position),
+            what: what.to_string(),
         };
         Ok(StoredEvent {
-            position: u64::try_from(position).map_err(|_| bad(0, "negative position"))?,
-            event_id: Uuid::from_slice(&event_id)
-                .map_err(|_| bad(1, "event id is not 16 bytes"))?,
-            stream: row.get(2)?,
-            event_type: row.get(3)?,
-            schema_version: u16::try_from(schema_version)
-                .map_err(|_| bad(4, "schema version out of range"))?,
-            recorded_at_us: row.get(5)?,
-            payload: row.get(6)?,
-            hash: hash
-                .try_into()
-                .map_err(|_| bad(7, "hash is not 32 bytes"))?,
+            position,
+            event_id: Uuid::from_slice(row.blob(EVENTS, 1)?)
+                .map_err(|_| bad("the event id is not 16 bytes"))?,
+            stream: row.text(EVENTS, 2)?.to_string(),
+            event_type: row.text(EVENTS, 3)?.to_string(),
+            schema_version: row
+                .narrow(EVENTS, 4)
+                .map_err(|_| bad("the schema version is out of range"))?,
+            recorded_at_us: row.int(EVENTS, 5)?,
+            payload: row.blob(EVENTS, 6)?.to_vec(),
+            hash: row
+                .bytes(EVENTS, 7)
+                .map_err(|_| bad("the hash is not 32 bytes"))?,
         })
     }
 

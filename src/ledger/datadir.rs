@@ -71,7 +71,7 @@ pub fn check_private_dir(path: &Path) -> Result<(), LedgerError> {
 }
 
 /// This host's name, for lock holders and writer notes.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "this host".into())
@@ -88,8 +88,6 @@ pub struct HeldLock {
     _file: File,
 }
 
-/// Held while a run writes official files.
-pub type ExportLock = HeldLock;
 
 /// What one try for a named lock found.
 #[derive(Debug)]
@@ -135,7 +133,7 @@ pub fn try_lock_named(path: &Path) -> std::io::Result<LockAttempt> {
 
 /// Takes the export lock of the data directory `dir`, waiting up to `wait` for a
 /// run that holds it; a refusal quotes the holder.
-pub fn lock_exports(dir: &Path, wait: Duration) -> Result<ExportLock, LedgerError> {
+pub fn lock_exports(dir: &Path, wait: Duration) -> Result<HeldLock, LedgerError> {
     let path = dir.join(EXPORT_LOCK_FILE);
     let started = Instant::now();
     let mut reported: Option<Instant> = None;

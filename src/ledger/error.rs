@@ -154,6 +154,67 @@ pub enum LedgerError {
 
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+
+    #[error("PostgreSQL: {}", postgres_text(.0))]
+    Postgres(#[from] postgres::Error),
+
+    #[error(
+        "cannot connect to the ledger's PostgreSQL database ({target}): {reason}. Check \
+         --database-url (or SF2520_DATABASE_URL, or [database] url in sf2520.toml) and \
+         that the server is running and accepts this user"
+    )]
+    Connect { target: String, reason: String },
+
+    #[error(
+        "{url:?} is not a database URL: {reason}. Give a URL such as \
+         postgresql://sf2520@db1.example:5432,db2.example:5432/sf2520?target_session_attrs=read-write \
+         or a key=value string such as \"host=/run/postgresql dbname=sf2520 user=sf2520\""
+    )]
+    BadDatabaseUrl { url: String, reason: String },
+
+    #[error("the ledger is damaged{}: {what}. Run `sf2520 verify` to see the extent, and restore the newest good backup", .position.map(|p| format!(" at position {p}")).unwrap_or_default())]
+    CorruptLedger { position: Option<u64>, what: String },
+
+    #[error("kommune {kommune} has no official file with løbenummer {sequence} (it has {count} file(s))")]
+    NoSuchFile {
+        kommune: String,
+        sequence: u32,
+        count: u32,
+    },
+
+    #[error("the files projection lists kommune {kommune} løbenummer {sequence} at position {position}, but the log holds no FileExported event for it: the projection is damaged; run `sf2520 verify` and restore from a backup")]
+    FileWithoutEvent {
+        kommune: String,
+        sequence: u32,
+        position: u64,
+    },
+
+    #[error(
+        "the target database {target} is not empty ({what}); migrate copies a ledger only \
+         into an empty database, so nothing there is overwritten. Create a new database \
+         (createdb) and name it in --to"
+    )]
+    TargetNotEmpty { target: String, what: String },
+
+    #[error("position {position} is beyond what a ledger can hold (at most 9223372036854775807)")]
+    PositionOutOfRange { position: u64 },
+}
+
+/// A PostgreSQL error with the server's message, detail and hint when it sent them.
+fn postgres_text(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            text
+        }
+        None => error.to_string(),
+    }
 }
 
 /// What to do about a ledger file of another schema version.

@@ -1,12 +1,22 @@
-//! The ledger: the append-only event log on SQLite, its hash chain, idempotent
-//! batch ingest, projections as of any position, and verification by replay.
+//! The ledger: the append-only event log, its hash chain, idempotent batch
+//! ingest, projections as of any position, and verification by replay; the one
+//! door to the database. The rules, codec, chain and projections are shared;
+//! `sqlite` (the embedded default) and `postgres` (several nodes) hold what differs,
+//! and `sql` is the one SQL surface over both drivers. No module outside this one
+//! uses a database driver.
 
 mod backup;
 mod codec;
 mod datadir;
+mod entries;
 mod error;
+mod files;
+mod migrate;
+mod postgres;
 mod projection;
 mod schema;
+mod sql;
+mod sqlite;
 mod store;
 mod verify;
 mod view;
@@ -17,14 +27,22 @@ pub use codec::{
     CURRENT_SCHEMA_VERSION, GENESIS_HASH,
 };
 pub use datadir::{
-    check_private_dir, read_mark, try_lock_named, ExportLock, HeadMark, HeldLock, LockAttempt,
+    check_private_dir, read_mark, try_lock_named, HeadMark, HeldLock, LockAttempt,
     EXPORT_LOCK_FILE, HEAD_MARK_FILE, WRITER_NOTE_FILE,
 };
 pub use error::{LedgerError, LineError};
 pub use projection::{RangeTotals, Totals, KIND_CORRECTION, KIND_WITHHOLDING};
 pub use store::Appender;
+pub use entries::EntryRange;
+pub use files::{
+    file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage,
+};
+pub use migrate::MigrateReport;
+pub use schema::DEFAULT_TOTALS_BLOCK;
+pub use postgres::DatabaseUrl;
 pub use store::{
-    create_private_dir, ensure_private_dir, set_default_busy_wait, AsOf, Cutoff, Head,
-    IngestReport, Ledger, LineOutcome, DATABASE_FILE, DEFAULT_BUSY_WAIT,
+    create_private_dir, ensure_private_dir, set_database_url, set_default_busy_wait, AsOf,
+    Clock, Cutoff, ExportLock, Head, IngestReport, Ledger, LineOutcome, Location, SystemClock,
+    DATABASE_FILE, DEFAULT_BUSY_WAIT, UNKNOWN_OUTCOME_RETRIES,
 };
 pub use verify::{VerifyFailure, VerifyReport};

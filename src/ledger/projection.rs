@@ -8,8 +8,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Datelike, NaiveDate};
-use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
 use serde::Serialize;
+
+use super::sql::{self, args, Db, Row, Source};
+use super::LedgerError;
 
 use crate::domain::{
     Agreement, AgreementEnd, Correction, Event, FileExported, Kommune, Withholding,
@@ -29,47 +31,43 @@ fn date_from_days(days: i64) -> Option<NaiveDate> {
         .and_then(NaiveDate::from_num_days_from_ce_opt)
 }
 
-fn position_sql(position: u64) -> i64 {
-    // Positions are SQLite rowids: they never exceed i64::MAX.
-    i64::try_from(position).expect("positions fit an SQLite integer")
-}
+const ENTRIES: Source = Source { table: "entries" };
+const TOTALS: Source = Source { table: "totals" };
+const AGREEMENTS: Source = Source { table: "agreements" };
 
 /// Applies events to the projection tables of one connection.
 ///
 /// It remembers nothing about the data between events: every projection row is a
 /// function of the log's events and their positions, so a replay in any grouping
-/// of transactions writes the same rows. It only keeps the statement every
-/// withholding runs, prepared once rather than looked up per entry.
-pub struct Projector<'c> {
-    conn: &'c Connection,
+/// of transactions writes the same rows.
+pub(crate) struct Projector<'c> {
+    conn: &'c Db,
     block: u64,
-    insert_withholding: Option<CachedStatement<'c>>,
 }
 
 impl<'c> Projector<'c> {
     /// A projector writing through `conn`, for a ledger whose totals blocks are
     /// `block` positions long.
-    pub fn new(conn: &'c Connection, block: u64) -> Projector<'c> {
+    pub fn new(conn: &'c Db, block: u64) -> Projector<'c> {
         Projector {
             conn,
             block: block.max(1),
-            insert_withholding: None,
         }
     }
 
     /// Applies one event at `position` to the projection tables. The first event of
     /// a block first completes the block before it (see [`close_block`]).
-    pub fn apply(&mut self, position: u64, event: &Event) -> rusqlite::Result<()> {
+    pub fn apply(&mut self, position: u64, event: &Event) -> Result<(), LedgerError> {
         let conn = self.conn;
         if position > 0 && position.is_multiple_of(self.block) {
             close_block(conn, self.block, position / self.block - 1)?;
         }
-        let position = position_sql(position);
+        let position = sql::position(position)?;
         match event {
             Event::AgreementRegistered(agreement) => apply_agreement(conn, position, agreement),
             Event::AgreementEnded(end) => apply_end(conn, end),
             Event::WithholdingRecorded(withholding) => {
-                self.apply_withholding(position, withholding)
+                apply_withholding(conn, position, withholding)
             }
             Event::WithholdingCorrected(correction) => apply_correction(conn, position, correction),
             Event::FileExported(file) => apply_file(conn, position, file),
@@ -146,79 +144,88 @@ impl<'c> Projector<'c> {
 }
 
 fn apply_agreement(
-    conn: &Connection,
-    position: i64,
+    conn: &Db,
+    position: sql::Value<'_>,
     agreement: &Agreement,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+) -> Result<(), LedgerError> {
+    conn.execute(
         "INSERT INTO agreements (agreement, position, kommune, valid_from, valid_to, ended)
          VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-    )?
-    .execute(params![
-        agreement.agreement.as_str(),
-        position,
-        agreement.kommune.number(),
-        days(agreement.valid_from),
-        agreement.valid_to.map(days),
-    ])?;
-    Ok(())
-}
-
-fn apply_end(conn: &Connection, end: &AgreementEnd) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE agreements SET ended = ?2 WHERE agreement = ?1")?
-        .execute(params![end.agreement.as_str(), days(end.valid_to)])?;
-    Ok(())
-}
-
-impl Projector<'_> {
-    fn apply_withholding(&mut self, position: i64, w: &Withholding) -> rusqlite::Result<()> {
-        let statement = match &mut self.insert_withholding {
-            Some(statement) => statement,
-            None => self.insert_withholding.insert(self.conn.prepare_cached(
-                "INSERT INTO entries (kommune, position, reference, kind, agreement, corrects, amount_ore, net_ore, payout)
-                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?6, ?7)",
-            )?),
-        };
-        statement.execute(params![
-            w.kommune.number(),
+        &[
+            agreement.agreement.as_str().into(),
             position,
-            w.reference.as_str(),
-            KIND_WITHHOLDING,
-            w.agreement.as_str(),
-            w.amount.ore(),
-            days(w.payout_date),
-        ])?;
-        Ok(())
-    }
+            agreement.kommune.number().into(),
+            days(agreement.valid_from).into(),
+            agreement.valid_to.map(days).into(),
+        ],
+    )?;
+    Ok(())
 }
 
-fn apply_correction(conn: &Connection, position: i64, c: &Correction) -> rusqlite::Result<()> {
-    let agreement: String = conn
-        .prepare_cached("SELECT agreement FROM entries WHERE kommune = ?1 AND reference = ?2")?
-        .query_row(params![c.kommune.number(), c.corrects.as_str()], |row| {
-            row.get(0)
+fn apply_end(conn: &Db, end: &AgreementEnd) -> Result<(), LedgerError> {
+    conn.execute(
+        "UPDATE agreements SET ended = ?2 WHERE agreement = ?1",
+        &args![end.agreement.as_str(), days(end.valid_to)],
+    )?;
+    Ok(())
+}
+
+fn apply_withholding(
+    conn: &Db,
+    position: sql::Value<'_>,
+    w: &Withholding,
+) -> Result<(), LedgerError> {
+    conn.execute(
+        "INSERT INTO entries (kommune, position, reference, kind, agreement, corrects, amount_ore, net_ore, payout)
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?6, ?7)",
+        &[
+            w.kommune.number().into(),
+            position,
+            w.reference.as_str().into(),
+            KIND_WITHHOLDING.into(),
+            w.agreement.as_str().into(),
+            w.amount.ore().into(),
+            days(w.payout_date).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+fn apply_correction(
+    conn: &Db,
+    position: sql::Value<'_>,
+    c: &Correction,
+) -> Result<(), LedgerError> {
+    let agreement = conn
+        .query_opt(
+            "SELECT agreement FROM entries WHERE kommune = ?1 AND reference = ?2",
+            &args![c.kommune.number(), c.corrects.as_str()],
+            |row| Ok(row.text(ENTRIES, 0)?.to_string()),
+        )?
+        .ok_or_else(|| LedgerError::CorruptLedger {
+            position: None,
+            what: format!(
+                "the correction {} of kommune {} corrects {}, which the entries table does not hold",
+                c.reference, c.kommune, c.corrects
+            ),
         })?;
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO entries (kommune, position, reference, kind, agreement, corrects, amount_ore, net_ore, payout)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL)",
-    )?
-    .execute(params![
-        c.kommune.number(),
-        position,
-        c.reference.as_str(),
-        KIND_CORRECTION,
-        agreement,
-        c.corrects.as_str(),
-        c.amount.ore(),
-    ])?;
-    conn.prepare_cached(
+        &[
+            c.kommune.number().into(),
+            position,
+            c.reference.as_str().into(),
+            KIND_CORRECTION.into(),
+            (&agreement).into(),
+            c.corrects.as_str().into(),
+            c.amount.ore().into(),
+        ],
+    )?;
+    conn.execute(
         "UPDATE entries SET net_ore = net_ore + ?3 WHERE kommune = ?1 AND reference = ?2",
-    )?
-    .execute(params![
-        c.kommune.number(),
-        c.corrects.as_str(),
-        c.amount.ore()
-    ])?;
+        &args![c.kommune.number(), c.corrects.as_str(), c.amount.ore()],
+    )?;
     Ok(())
 }
 
@@ -242,109 +249,129 @@ const KOMMUNE_CHANGES_BETWEEN: &str = "SELECT kind, amount_ore, payout FROM entr
      WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3";
 
 /// The first and last position of block `block`.
-fn block_bounds(block_size: u64, block: u64) -> (i64, i64) {
+fn block_bounds(block_size: u64, block: u64) -> (u64, u64) {
     let first = block.saturating_mul(block_size);
-    (
-        position_sql(first),
-        position_sql(first.saturating_add(block_size - 1)),
-    )
+    (first, first.saturating_add(block_size - 1))
 }
 
 /// Writes the totals rows of block `block`, now complete: for every agreement and
 /// every kommune with entries in it, the last row before it plus those entries.
 /// The rows go in in key order, so each index page is written once per block.
-fn close_block(conn: &Connection, block_size: u64, block: u64) -> rusqlite::Result<()> {
+fn close_block(conn: &Db, block_size: u64, block: u64) -> Result<(), LedgerError> {
     let (first, last) = block_bounds(block_size, block);
+    let (first, last) = (sql::position(first)?, sql::position(last)?);
     let mut agreements: BTreeMap<String, (u16, RawTotals)> = BTreeMap::new();
     let mut kommuner: BTreeMap<u16, RawTotals> = BTreeMap::new();
-    let mut statement = conn.prepare_cached(KOMMUNE_ENTRIES_BETWEEN)?;
     for kommune in Kommune::all() {
         let number = kommune.number();
-        let mut rows = statement.query(params![number, first, last])?;
-        while let Some(row) = rows.next()? {
-            let entry = entry_change(row, 1)?;
-            let agreement: String = row.get(0)?;
-            agreements
-                .entry(agreement)
-                .or_insert((number, RawTotals::default()))
-                .1
-                .add(&entry);
-            kommuner.entry(number).or_default().add(&entry);
-        }
+        conn.query_each(
+            KOMMUNE_ENTRIES_BETWEEN,
+            &[number.into(), first, last],
+            |row| {
+                let entry = entry_change(row, 1)?;
+                agreements
+                    .entry(row.text(ENTRIES, 0)?.to_string())
+                    .or_insert((number, RawTotals::default()))
+                    .1
+                    .add(&entry);
+                kommuner.entry(number).or_default().add(&entry);
+                Ok(())
+            },
+        )?;
     }
-    let block = position_sql(block);
-    let mut previous = conn.prepare_cached(AGREEMENT_TOTALS_BEFORE)?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO agreement_totals (agreement, block, kommune, withheld_ore, corrected_ore, entries, last_payout)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
+    let block = sql::position(block)?;
     for (agreement, (kommune, change)) in &agreements {
-        let before = previous
-            .query_row(params![agreement, block], raw_totals)
-            .optional()?
+        let before = conn
+            .query_opt(AGREEMENT_TOTALS_BEFORE, &[agreement.into(), block], raw_totals)?
             .unwrap_or_default();
         let next = before.plus(change);
-        insert.execute(params![
-            agreement, block, kommune, next.0, next.1, next.2, next.3
-        ])?;
+        conn.execute(
+            "INSERT INTO agreement_totals (agreement, block, kommune, withheld_ore, corrected_ore, entries, last_payout)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            &[
+                agreement.into(),
+                block,
+                (*kommune).into(),
+                next.withheld_ore.into(),
+                next.corrected_ore.into(),
+                next.entries.into(),
+                next.last_payout.into(),
+            ],
+        )?;
     }
-    let mut previous = conn.prepare_cached(KOMMUNE_TOTALS_BEFORE)?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO kommune_totals (kommune, block, withheld_ore, corrected_ore, entries, last_payout)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
     for (kommune, change) in &kommuner {
-        let before = previous
-            .query_row(params![kommune, block], raw_totals)
-            .optional()?
+        let before = conn
+            .query_opt(KOMMUNE_TOTALS_BEFORE, &[(*kommune).into(), block], raw_totals)?
             .unwrap_or_default();
         let next = before.plus(change);
-        insert.execute(params![kommune, block, next.0, next.1, next.2, next.3])?;
+        conn.execute(
+            "INSERT INTO kommune_totals (kommune, block, withheld_ore, corrected_ore, entries, last_payout)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &[
+                (*kommune).into(),
+                block,
+                next.withheld_ore.into(),
+                next.corrected_ore.into(),
+                next.entries.into(),
+                next.last_payout.into(),
+            ],
+        )?;
     }
     Ok(())
 }
 
-/// One entry's effect on totals: (kind, amount in øre, payout in days).
+/// One entry's effect on totals.
 struct EntryChange {
     kind: i64,
     amount_ore: i64,
+    /// Payout date in days since the common era; `None` for a correction.
     payout: Option<i64>,
 }
 
 /// Reads (kind, amount_ore, payout) from `row`, starting at column `from`.
-fn entry_change(row: &rusqlite::Row<'_>, from: usize) -> rusqlite::Result<EntryChange> {
+fn entry_change(row: &Row<'_>, from: usize) -> Result<EntryChange, LedgerError> {
     Ok(EntryChange {
-        kind: row.get(from)?,
-        amount_ore: row.get(from + 1)?,
-        payout: row.get(from + 2)?,
+        kind: row.int(ENTRIES, from)?,
+        amount_ore: row.int(ENTRIES, from + 1)?,
+        payout: row.opt_int(ENTRIES, from + 2)?,
     })
 }
 
-/// (withheld, corrected, entries, last payout in days) as stored.
+/// Totals as stored in a totals row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct RawTotals(i64, i64, i64, Option<i64>);
+struct RawTotals {
+    withheld_ore: i64,
+    corrected_ore: i64,
+    entries: i64,
+    /// The latest payout date, in days since the common era.
+    last_payout: Option<i64>,
+}
 
 impl RawTotals {
     /// Adds one entry: a withholding to the withheld sum, a correction (signed) to
     /// the corrected sum.
     fn add(&mut self, entry: &EntryChange) {
         if entry.kind == KIND_WITHHOLDING {
-            self.0 += entry.amount_ore;
+            self.withheld_ore += entry.amount_ore;
         } else {
-            self.1 += entry.amount_ore;
+            self.corrected_ore += entry.amount_ore;
         }
-        self.2 += 1;
-        self.3 = latest(self.3, entry.payout);
+        self.entries += 1;
+        self.last_payout = latest(self.last_payout, entry.payout);
     }
 
     /// These totals followed by `later`.
     fn plus(&self, later: &RawTotals) -> RawTotals {
-        RawTotals(
-            self.0 + later.0,
-            self.1 + later.1,
-            self.2 + later.2,
-            latest(self.3, later.3),
-        )
+        RawTotals {
+            withheld_ore: self.withheld_ore + later.withheld_ore,
+            corrected_ore: self.corrected_ore + later.corrected_ore,
+            entries: self.entries + later.entries,
+            last_payout: latest(self.last_payout, later.last_payout),
+        }
+    }
+
+    fn net_ore(&self) -> i64 {
+        self.withheld_ore + self.corrected_ore
     }
 }
 
@@ -355,61 +382,65 @@ fn latest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-fn raw_totals(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawTotals> {
-    Ok(RawTotals(
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-    ))
+fn raw_totals(row: &Row<'_>) -> Result<RawTotals, LedgerError> {
+    Ok(RawTotals {
+        withheld_ore: row.int(TOTALS, 0)?,
+        corrected_ore: row.int(TOTALS, 1)?,
+        entries: row.int(TOTALS, 2)?,
+        last_payout: row.opt_int(TOTALS, 3)?,
+    })
 }
 
-fn apply_file(conn: &Connection, position: i64, file: &FileExported) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+fn apply_file(
+    conn: &Db,
+    position: sql::Value<'_>,
+    file: &FileExported,
+) -> Result<(), LedgerError> {
+    conn.execute(
         "INSERT INTO files (kommune, sequence, position, file_id, file_name, created_at_us,
             previous_cutoff_position, cutoff_position, test_marker, record_count, plus_ore, minus_ore, sha256)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
-        file.kommune.number(),
-        file.sequence,
-        position,
-        &file.file_id[..],
-        file.file_name,
-        file.created_at_us,
-        position_sql(file.previous_cutoff_position),
-        position_sql(file.cutoff_position),
-        file.test_marker,
-        position_sql(file.record_count),
-        file.plus_ore,
-        file.minus_ore,
-        &file.sha256[..],
-    ])?;
+        &[
+            file.kommune.number().into(),
+            file.sequence.into(),
+            position,
+            (&file.file_id).into(),
+            (&file.file_name).into(),
+            file.created_at_us.into(),
+            sql::position(file.previous_cutoff_position)?,
+            sql::position(file.cutoff_position)?,
+            file.test_marker.into(),
+            sql::position(file.record_count)?,
+            file.plus_ore.into(),
+            file.minus_ore.into(),
+            (&file.sha256).into(),
+        ],
+    )?;
     Ok(())
 }
 
 fn apply_delivery(
-    conn: &Connection,
-    position: i64,
+    conn: &Db,
+    position: sql::Value<'_>,
     (kommune, sequence): (Kommune, u32),
     kind: &str,
     senders_file_id: &[u8; 16],
     detail: &str,
     accepted: Option<bool>,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+) -> Result<(), LedgerError> {
+    conn.execute(
         "INSERT INTO deliveries (position, kommune, sequence, kind, senders_file_id, detail, accepted)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        position,
-        kommune.number(),
-        sequence,
-        kind,
-        &senders_file_id[..],
-        detail,
-        accepted
-    ])?;
+        &[
+            position,
+            kommune.number().into(),
+            sequence.into(),
+            kind.into(),
+            senders_file_id.into(),
+            detail.into(),
+            accepted.into(),
+        ],
+    )?;
     Ok(())
 }
 
@@ -428,97 +459,115 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn from_raw(raw: RawTotals) -> Totals {
-        Totals {
-            withheld_ore: raw.0,
-            corrected_ore: raw.1,
-            net_ore: raw.0 + raw.1,
-            entries: u64::try_from(raw.2).unwrap_or(0),
-            last_payout_date: raw.3.and_then(date_from_days),
-        }
+    fn from_raw(raw: RawTotals, whose: &str) -> Result<Totals, LedgerError> {
+        let damaged = |what: String| LedgerError::CorruptLedger {
+            position: None,
+            what: format!("the totals of {whose}: {what}"),
+        };
+        let last_payout_date = match raw.last_payout {
+            None => None,
+            Some(days) => Some(
+                date_from_days(days)
+                    .ok_or_else(|| damaged(format!("{days} is not a payout date")))?,
+            ),
+        };
+        Ok(Totals {
+            withheld_ore: raw.withheld_ore,
+            corrected_ore: raw.corrected_ore,
+            net_ore: raw.net_ore(),
+            entries: u64::try_from(raw.entries)
+                .map_err(|_| damaged(format!("{} entries", raw.entries)))?,
+            last_payout_date,
+        })
     }
 }
 
 /// Where a total as of `position` comes from: the last totals row of a block
 /// before `block`, and the entries at positions `first..=position`.
 struct AsOfBlock {
-    block: i64,
-    first: i64,
-    position: i64,
+    block: sql::Value<'static>,
+    first: sql::Value<'static>,
+    position: sql::Value<'static>,
 }
 
 impl AsOfBlock {
-    fn new(block_size: u64, position: u64) -> AsOfBlock {
+    fn new(block_size: u64, position: u64) -> Result<AsOfBlock, LedgerError> {
         let block = position / block_size.max(1);
-        AsOfBlock {
-            block: position_sql(block),
-            first: block_bounds(block_size.max(1), block).0,
-            position: position_sql(position),
-        }
+        Ok(AsOfBlock {
+            block: sql::position(block)?,
+            first: sql::position(block_bounds(block_size.max(1), block).0)?,
+            position: sql::position(position)?,
+        })
     }
 }
 
 /// The kommune of an agreement registered at or before `position`, if any.
-pub fn agreement_kommune(
-    conn: &Connection,
+pub(crate) fn agreement_kommune(
+    conn: &Db,
     agreement: &str,
     position: u64,
-) -> rusqlite::Result<Option<u16>> {
-    conn.prepare_cached("SELECT kommune FROM agreements WHERE agreement = ?1 AND position <= ?2")?
-        .query_row(params![agreement, position_sql(position)], |row| row.get(0))
-        .optional()
+) -> Result<Option<u16>, LedgerError> {
+    conn.query_opt(
+        "SELECT kommune FROM agreements WHERE agreement = ?1 AND position <= ?2",
+        &[agreement.into(), sql::position(position)?],
+        |row| row.narrow(AGREEMENTS, 0),
+    )
 }
 
 /// One agreement's totals as of `position` (`None` if it had no entries by then).
-pub fn agreement_totals(
-    conn: &Connection,
+pub(crate) fn agreement_totals(
+    conn: &Db,
     block_size: u64,
     agreement: &str,
     position: u64,
-) -> rusqlite::Result<Option<Totals>> {
-    let kommune: Option<u16> = conn
-        .prepare_cached("SELECT kommune FROM agreements WHERE agreement = ?1")?
-        .query_row(params![agreement], |row| row.get(0))
-        .optional()?;
+) -> Result<Option<Totals>, LedgerError> {
+    let kommune: Option<u16> = conn.query_opt(
+        "SELECT kommune FROM agreements WHERE agreement = ?1",
+        &args![agreement],
+        |row| row.narrow(AGREEMENTS, 0),
+    )?;
     let Some(kommune) = kommune else {
         return Ok(None);
     };
-    let at = AsOfBlock::new(block_size, position);
+    let at = AsOfBlock::new(block_size, position)?;
     let mut totals = conn
-        .prepare_cached(AGREEMENT_TOTALS_BEFORE)?
-        .query_row(params![agreement, at.block], raw_totals)
-        .optional()?
+        .query_opt(AGREEMENT_TOTALS_BEFORE, &[agreement.into(), at.block], raw_totals)?
         .unwrap_or_default();
-    let mut statement = conn.prepare_cached(
+    conn.query_each(
         "SELECT kind, amount_ore, payout FROM entries
          WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3 AND agreement = ?4",
+        &[kommune.into(), at.first, at.position, agreement.into()],
+        |row| {
+            totals.add(&entry_change(row, 0)?);
+            Ok(())
+        },
     )?;
-    let mut rows = statement.query(params![kommune, at.first, at.position, agreement])?;
-    while let Some(row) = rows.next()? {
-        totals.add(&entry_change(row, 0)?);
+    if totals.entries == 0 {
+        return Ok(None);
     }
-    Ok((totals.2 > 0).then(|| Totals::from_raw(totals)))
+    Totals::from_raw(totals, &format!("agreement {agreement}")).map(Some)
 }
 
 /// One kommune's totals at positions `1..=position`: its totals row of the last
 /// block before `position`'s plus its entries since.
 fn kommune_raw_through(
-    conn: &Connection,
+    conn: &Db,
     block_size: u64,
     kommune: Kommune,
     position: u64,
-) -> rusqlite::Result<RawTotals> {
-    let at = AsOfBlock::new(block_size, position);
+) -> Result<RawTotals, LedgerError> {
+    let at = AsOfBlock::new(block_size, position)?;
     let mut totals = conn
-        .prepare_cached(KOMMUNE_TOTALS_BEFORE)?
-        .query_row(params![kommune.number(), at.block], raw_totals)
-        .optional()?
+        .query_opt(KOMMUNE_TOTALS_BEFORE, &[kommune.number().into(), at.block], raw_totals)?
         .unwrap_or_default();
-    let mut statement = conn.prepare_cached(KOMMUNE_CHANGES_BETWEEN)?;
-    let mut rows = statement.query(params![kommune.number(), at.first, at.position])?;
-    while let Some(row) = rows.next()? {
-        totals.add(&entry_change(row, 0)?);
-    }
+    conn.query_each(
+        KOMMUNE_CHANGES_BETWEEN,
+        &[kommune.number().into(), at.first, at.position],
+        |row| {
+            totals.add(&entry_change(row, 0)?);
+            Ok(())
+        },
+    )?;
     Ok(totals)
 }
 
@@ -533,38 +582,43 @@ pub struct RangeTotals {
 /// One kommune's entries at positions `after + 1..=through`, read from the totals
 /// rather than by a pass over them: a file's record count and net sum before it
 /// is rendered cost two block lookups.
-pub fn kommune_range_totals(
-    conn: &Connection,
+pub(crate) fn kommune_range_totals(
+    conn: &Db,
     block_size: u64,
     kommune: Kommune,
     after: u64,
     through: u64,
-) -> rusqlite::Result<RangeTotals> {
+) -> Result<RangeTotals, LedgerError> {
     if through <= after {
         return Ok(RangeTotals::default());
     }
     let later = kommune_raw_through(conn, block_size, kommune, through)?;
     let earlier = kommune_raw_through(conn, block_size, kommune, after)?;
-    let entries = later.2 - earlier.2;
+    let entries = later.entries - earlier.entries;
     Ok(RangeTotals {
-        entries: u64::try_from(entries)
-            .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, entries))?,
-        net_ore: (later.0 + later.1) - (earlier.0 + earlier.1),
+        entries: u64::try_from(entries).map_err(|_| LedgerError::CorruptLedger {
+            position: Some(through),
+            what: format!(
+                "kommune {kommune} has {entries} entries in positions {}..={through}",
+                after + 1
+            ),
+        })?,
+        net_ore: later.net_ore() - earlier.net_ore(),
     })
 }
 
 /// Every kommune's totals as of `position`, in code order; kommuner without
 /// entries by then are left out.
-pub fn kommune_totals(
-    conn: &Connection,
+pub(crate) fn kommune_totals(
+    conn: &Db,
     block_size: u64,
     position: u64,
-) -> rusqlite::Result<Vec<(Kommune, Totals)>> {
+) -> Result<Vec<(Kommune, Totals)>, LedgerError> {
     let mut result = Vec::new();
     for kommune in Kommune::all() {
         let totals = kommune_raw_through(conn, block_size, kommune, position)?;
-        if totals.2 > 0 {
-            result.push((kommune, Totals::from_raw(totals)));
+        if totals.entries > 0 {
+            result.push((kommune, Totals::from_raw(totals, &format!("kommune {kommune}"))?));
         }
     }
     Ok(result)
@@ -572,41 +626,42 @@ pub fn kommune_totals(
 
 /// Every agreement of one kommune with its totals as of `position`, by reference;
 /// agreements without entries by then are left out.
-pub fn agreements_of_kommune(
-    conn: &Connection,
+pub(crate) fn agreements_of_kommune(
+    conn: &Db,
     block_size: u64,
     kommune: Kommune,
     position: u64,
-) -> rusqlite::Result<Vec<(String, Totals)>> {
-    let at = AsOfBlock::new(block_size, position);
+) -> Result<Vec<(String, Totals)>, LedgerError> {
+    let at = AsOfBlock::new(block_size, position)?;
     let mut in_block: HashMap<String, RawTotals> = HashMap::new();
-    let mut statement = conn.prepare_cached(KOMMUNE_ENTRIES_BETWEEN)?;
-    let mut rows = statement.query(params![kommune.number(), at.first, at.position])?;
-    while let Some(row) = rows.next()? {
-        let agreement: String = row.get(0)?;
-        in_block
-            .entry(agreement)
-            .or_default()
-            .add(&entry_change(row, 1)?);
-    }
-    let mut before = conn.prepare_cached(AGREEMENT_TOTALS_BEFORE)?;
-    let mut statement = conn
-        .prepare_cached("SELECT agreement FROM agreements WHERE kommune = ?1 ORDER BY agreement")?;
-    let agreements = statement
-        .query_map(params![kommune.number()], |row| row.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+    conn.query_each(
+        KOMMUNE_ENTRIES_BETWEEN,
+        &[kommune.number().into(), at.first, at.position],
+        |row| {
+            in_block
+                .entry(row.text(ENTRIES, 0)?.to_string())
+                .or_default()
+                .add(&entry_change(row, 1)?);
+            Ok(())
+        },
+    )?;
+    let agreements = conn.query_vec(
+        "SELECT agreement FROM agreements WHERE kommune = ?1 ORDER BY agreement",
+        &args![kommune.number()],
+        |row| Ok(row.text(AGREEMENTS, 0)?.to_string()),
+    )?;
     let mut result = Vec::new();
     for agreement in agreements {
-        let totals = before
-            .query_row(params![agreement, at.block], raw_totals)
-            .optional()?
+        let totals = conn
+            .query_opt(AGREEMENT_TOTALS_BEFORE, &[(&agreement).into(), at.block], raw_totals)?
             .unwrap_or_default();
         let totals = match in_block.get(&agreement) {
             Some(change) => totals.plus(change),
             None => totals,
         };
-        if totals.2 > 0 {
-            result.push((agreement, Totals::from_raw(totals)));
+        if totals.entries > 0 {
+            let totals = Totals::from_raw(totals, &format!("agreement {agreement}"))?;
+            result.push((agreement, totals));
         }
     }
     Ok(result)

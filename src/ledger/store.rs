@@ -2,23 +2,23 @@
 //! idempotent batch ingest, and reading the log and its projections.
 
 use std::fs::{self, DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use rusqlite::{
-    params, CachedStatement, Connection, OpenFlags, OptionalExtension, Transaction,
-    TransactionBehavior,
-};
 use uuid::Uuid;
 
 use super::codec::{self, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
-use super::datadir::{self, ExportLock};
+use super::datadir::{self, HeldLock};
+use super::postgres::{self, DatabaseUrl, Session};
 use super::projection::{self, Projector, RangeTotals, Totals};
 use super::schema::{
     DEFAULT_TOTALS_BLOCK, LOG_TABLES, PROJECTION_ORDER, PROJECTION_TABLES, SCHEMA_VERSION,
 };
+use super::sql::{self, args, Db, Source};
+use super::sqlite;
 use super::view::{AgreementMemo, SqlView};
 use super::{LedgerError, LineError};
 use crate::domain::{decide, Command, Decision, Event, Kommune};
@@ -76,8 +76,9 @@ impl IngestReport {
 }
 
 pub struct Ledger {
-    conn: Connection,
+    db: Db,
     dir: PathBuf,
+    clock: Box<dyn Clock>,
     memo: Memo,
     /// Positions per totals block (`meta.totals_block`, see `schema`).
     totals_block: u64,
@@ -105,9 +106,46 @@ fn default_busy_wait() -> Duration {
     Duration::from_secs(BUSY_WAIT_S.load(std::sync::atomic::Ordering::Relaxed))
 }
 
-/// SQLite's own wait per attempt; [`Ledger::write`] tries again until its bound,
-/// saying who it waits for.
-const BUSY_ATTEMPT_MS: i32 = 1_000;
+/// Where the ledger's time comes from: the system clock, or in tests a fixed or
+/// stepping one, so that recorded-at, cut-off seconds and as-of need no waiting.
+pub trait Clock: Send {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// The database of every ledger this process opens by data directory, from the
+/// CLI's `--database-url` (or `SF2520_DATABASE_URL`, or `[database] url`): `None`
+/// for SQLite in the data directory.
+static DATABASE_URL: Mutex<Option<DatabaseUrl>> = Mutex::new(None);
+
+/// Puts this process's ledgers in the PostgreSQL database at `url` (`None`: SQLite
+/// in each data directory, the default).
+pub fn set_database_url(url: Option<DatabaseUrl>) {
+    *DATABASE_URL.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = url;
+}
+
+fn database_url() -> Option<DatabaseUrl> {
+    DATABASE_URL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+/// Held while a run writes official files: the data directory's `export.lock` on
+/// SQLite, or on PostgreSQL a session-level advisory lock, held by a connection of
+/// its own, that serializes exports on every node using the database.
+pub enum ExportLock {
+    File(HeldLock),
+    Database(Box<::postgres::Client>),
+}
 
 /// A cut-off fixed for a batch export (see [`Ledger::fix_cutoff`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,46 +183,6 @@ impl Memo {
             Event::AgreementRegistered(agreement) => self.agreements.changed(&agreement.agreement),
             Event::AgreementEnded(end) => self.agreements.changed(&end.agreement),
             _ => {}
-        }
-    }
-}
-
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    // First, so that two processes opening a new ledger at once wait for each
-    // other (switching to WAL takes an exclusive lock) instead of failing.
-    conn.pragma_update(None, "busy_timeout", BUSY_ATTEMPT_MS)?;
-    // WAL with synchronous=FULL: a commit returns only after the WAL is fsynced,
-    // so an acknowledged write survives power loss.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    // Up to 64 MiB of pages (negative: KiB). Ingest writes at the ends of the log
-    // and of each kommune's entries, so its working set is small; 256 MiB was no
-    // faster at 1M entries (benches/peers) and peaked at 326 MB instead of 93 MB.
-    // The cache grows only as pages are read.
-    conn.pragma_update(None, "cache_size", -65_536)?;
-    // Checkpoint the WAL into the database every 64 MiB rather than every 4 MiB: a
-    // page changed by several batches between checkpoints (the end of the log, the
-    // end of each kommune's entries) is copied into the database once, not each
-    // time. Every commit still fsyncs the WAL.
-    conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
-    Ok(())
-}
-
-/// [`configure`], tried again while SQLite reports the database busy, up to
-/// `wait`. Switching a new database to WAL needs an exclusive lock, and when two
-/// processes open a new ledger at once SQLite may refuse one at once, without
-/// waiting its busy timeout (it would otherwise deadlock): that one tries again.
-fn configure_waiting(conn: &Connection, wait: Duration) -> rusqlite::Result<()> {
-    let started = Instant::now();
-    loop {
-        match configure(conn) {
-            Err(error)
-                if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
-                    && started.elapsed() < wait =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return other,
         }
     }
 }
@@ -231,41 +229,37 @@ pub(crate) fn create_private_file(path: &Path) -> Result<fs::File, LedgerError> 
         })
 }
 
-/// Creates the database file owner-only before SQLite opens it (SQLite gives its
-/// `-wal` and `-shm` files the same mode); refuses an existing one others can read.
-fn prepare_database_file(path: &Path) -> Result<(), LedgerError> {
-    let open_error = |source: std::io::Error| LedgerError::Open {
-        path: path.to_path_buf(),
-        source: rusqlite::Error::ToSqlConversionFailure(Box::new(source)),
-    };
-    match fs::metadata(path) {
-        Ok(metadata) => {
-            let mode = metadata.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(LedgerError::InsecurePermissions {
-                    path: path.to_path_buf(),
-                    mode,
-                    directory: false,
-                });
-            }
-            Ok(())
+/// Where a ledger lives: always a data directory (config, keys, outbox, the head
+/// mark), and the database either SQLite in that directory or PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub dir: PathBuf,
+    pub database: Option<DatabaseUrl>,
+}
+
+impl Location {
+    /// The data directory with this process's database (see [`set_database_url`]).
+    pub fn of(dir: &Path) -> Location {
+        Location {
+            dir: dir.to_path_buf(),
+            database: database_url(),
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-            {
-                Ok(_) => Ok(()),
-                // Another process created it between the two calls: check its mode.
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    prepare_database_file(path)
-                }
-                Err(error) => Err(open_error(error)),
-            }
+    }
+
+    /// SQLite in the data directory, whatever the process's default.
+    pub fn embedded(dir: &Path) -> Location {
+        Location {
+            dir: dir.to_path_buf(),
+            database: None,
         }
-        Err(error) => Err(open_error(error)),
+    }
+
+    /// For messages: the database file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match &self.database {
+            None => self.dir.join(DATABASE_FILE).display().to_string(),
+            Some(url) => url.describe(),
+        }
     }
 }
 
@@ -279,75 +273,104 @@ impl Ledger {
     /// Opens the ledger in `dir` only if it exists: a missing directory or database
     /// is [`LedgerError::NoLedger`] and nothing is created. Every command but
     /// `init` and `demo` opens the ledger this way, so that a mistyped
-    /// `--data-dir` is an error rather than a new, empty ledger.
+    /// `--data-dir` is an error rather than a new, empty one.
     pub fn open_existing(dir: &Path) -> Result<Ledger, LedgerError> {
-        let missing = || LedgerError::NoLedger {
-            path: dir.to_path_buf(),
-        };
-        // A directory that is someone else's says so, rather than "no ledger".
-        if dir.is_dir() {
-            datadir::check_private_dir(dir)?;
-        }
-        match fs::metadata(dir.join(DATABASE_FILE)) {
-            Ok(metadata) if metadata.is_file() => {}
-            Ok(_) => return Err(missing()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
-            // Not "missing": a directory we may not read is its own error.
-            Err(source) => {
-                return Err(LedgerError::Io {
-                    action: "read",
-                    path: dir.join(DATABASE_FILE),
-                    source,
-                })
-            }
-        }
-        Ledger::open(dir)
+        Ledger::open_at(&Location::of(dir), false, DEFAULT_TOTALS_BLOCK)
     }
 
     /// [`Ledger::open`], creating a new ledger with totals blocks of
     /// `new_totals_block` positions (an existing ledger keeps its own). Small
     /// blocks let tests cross many block ends; production uses the default.
     pub fn open_with(dir: &Path, new_totals_block: u64) -> Result<Ledger, LedgerError> {
-        ensure_private_dir(dir)?;
-        let path = dir.join(DATABASE_FILE);
-        prepare_database_file(&path)?;
-        let open_error = |source| LedgerError::Open {
-            path: path.clone(),
-            source,
-        };
-        let full = |error: rusqlite::Error| disk_full(error, dir, "opening the ledger");
-        let conn = Connection::open(&path).map_err(open_error)?;
-        configure_waiting(&conn, default_busy_wait()).map_err(|error| match full(error) {
-            LedgerError::Sqlite(error) => open_error(error),
-            other => other,
-        })?;
-        match read_meta_if_any(&conn)? {
-            None => initialize(&conn, new_totals_block)?,
-            Some(found) if found == SCHEMA_VERSION => {}
-            Some(found) if (1..SCHEMA_VERSION).contains(&found) => {
-                tracing::info!(
-                    from = found,
-                    to = SCHEMA_VERSION,
-                    "rebuilding the projections of an older ledger from its log"
-                );
-                rebuild_projections(&conn, DEFAULT_TOTALS_BLOCK)?;
+        Ledger::open_at(&Location::of(dir), true, new_totals_block)
+    }
+
+    /// Opens the ledger at `location` for reading and writing; `create` makes a
+    /// new one where there is none (else that is [`LedgerError::NoLedger`]).
+    pub fn open_at(
+        location: &Location,
+        create: bool,
+        new_totals_block: u64,
+    ) -> Result<Ledger, LedgerError> {
+        let dir = &location.dir;
+        match &location.database {
+            None => {
+                if !create {
+                    refuse_missing_database(dir)?;
+                }
+                ensure_private_dir(dir)?;
+                let path = dir.join(DATABASE_FILE);
+                sqlite::prepare_database_file(&path)?;
+                let conn = sqlite::open_for_writing(&path, dir, default_busy_wait())?;
+                let db = Db::Sqlite(conn);
+                let found = match &db {
+                    Db::Sqlite(conn) => sqlite::read_meta_if_any(conn)?,
+                    Db::Postgres(_) => None,
+                };
+                match found {
+                    None => initialize(&db, dir, new_totals_block)?,
+                    Some(found) if found == SCHEMA_VERSION => {}
+                    Some(found) if (1..SCHEMA_VERSION).contains(&found) => {
+                        tracing::info!(
+                            from = found,
+                            to = SCHEMA_VERSION,
+                            "rebuilding the projections of an older ledger from its log"
+                        );
+                        rebuild_projections(&db, DEFAULT_TOTALS_BLOCK)?;
+                    }
+                    Some(found) => {
+                        return Err(LedgerError::SchemaVersion {
+                            path,
+                            found,
+                            expected: SCHEMA_VERSION,
+                        })
+                    }
+                }
+                check_mark(&db, dir)?;
+                Ledger::assemble(db, &path, dir, true)
             }
-            Some(found) => {
-                return Err(LedgerError::SchemaVersion {
-                    path,
-                    found,
-                    expected: SCHEMA_VERSION,
-                })
+            Some(url) => {
+                if dir.is_dir() {
+                    datadir::check_private_dir(dir)?;
+                } else if !create {
+                    return Err(LedgerError::NoLedger { path: dir.clone() });
+                }
+                ensure_private_dir(dir)?;
+                let db = Db::Postgres(Session::connect(url)?);
+                match postgres_schema_version(&db)? {
+                    None if create => initialize(&db, dir, new_totals_block)?,
+                    None => {
+                        return Err(LedgerError::NoLedger {
+                            path: PathBuf::from(url.describe()),
+                        })
+                    }
+                    Some(found) if found == SCHEMA_VERSION => {}
+                    Some(found) => {
+                        return Err(LedgerError::SchemaVersion {
+                            path: PathBuf::from(url.describe()),
+                            found,
+                            expected: SCHEMA_VERSION,
+                        })
+                    }
+                }
+                check_mark(&db, dir)?;
+                Ledger::assemble(db, Path::new(&url.describe()), dir, true)
             }
         }
-        check_mark(&conn, dir)?;
-        Ledger::assemble(conn, &path, dir, true)
     }
 
     /// Opens the existing ledger in `dir` for reading only: nothing is created or
     /// changed (a read-only data directory, or one on a read-only mount, works).
     /// A missing ledger is an error, not a new one.
     pub fn open_read_only(dir: &Path) -> Result<Ledger, LedgerError> {
+        let location = Location::of(dir);
+        if location.database.is_some() {
+            // PostgreSQL's reads take no lock and change nothing; only the head
+            // mark is not moved.
+            let mut ledger = Ledger::open_at(&location, false, DEFAULT_TOTALS_BLOCK)?;
+            ledger.marks_head = false;
+            return Ok(ledger);
+        }
         let path = dir.join(DATABASE_FILE);
         if dir.is_dir() {
             datadir::check_private_dir(dir)?;
@@ -357,9 +380,9 @@ impl Ledger {
                 path: dir.to_path_buf(),
             });
         }
-        prepare_database_file(&path)?;
-        let conn = open_for_reading(&path)?;
-        match read_meta(&conn, "schema_version")? {
+        sqlite::prepare_database_file(&path)?;
+        let db = Db::Sqlite(sqlite::open_for_reading(&path)?);
+        match read_meta(&db, "schema_version")? {
             Some(found) if found == SCHEMA_VERSION => {}
             Some(found) => {
                 return Err(LedgerError::SchemaVersion {
@@ -375,27 +398,53 @@ impl Ledger {
                 })
             }
         }
-        check_mark(&conn, dir)?;
-        Ledger::assemble(conn, &path, dir, false)
+        check_mark(&db, dir)?;
+        Ledger::assemble(db, &path, dir, false)
+    }
+
+    /// A second connection to the same ledger, for reading on another thread (the
+    /// export's reader). It never writes.
+    pub fn reader(&self) -> Result<Ledger, LedgerError> {
+        let db = match &self.db {
+            Db::Sqlite(conn) => {
+                let path = conn.path().map(PathBuf::from).ok_or_else(|| LedgerError::NotALedger {
+                    path: self.dir.clone(),
+                    why: "the database has no file to open again".into(),
+                })?;
+                Db::Sqlite(sqlite::open_for_reading(&path)?)
+            }
+            Db::Postgres(session) => Db::Postgres(Session::connect(session.url())?),
+        };
+        Ok(Ledger {
+            db,
+            dir: self.dir.clone(),
+            clock: Box::new(SystemClock),
+            memo: Memo::default(),
+            totals_block: self.totals_block,
+            busy_wait: self.busy_wait,
+            marks_head: false,
+        })
     }
 
     /// A ledger over an open, checked connection to the database at `path`, whose
     /// scratch files go into `dir`; `marks_head` for the data directory's own.
-    fn assemble(
-        conn: Connection,
-        path: &Path,
-        dir: &Path,
-        marks_head: bool,
-    ) -> Result<Ledger, LedgerError> {
-        let totals_block = read_totals_block(&conn, path)?;
+    fn assemble(db: Db, path: &Path, dir: &Path, marks_head: bool) -> Result<Ledger, LedgerError> {
+        let totals_block = read_totals_block(&db, path)?;
         Ok(Ledger {
-            conn,
+            db,
             dir: dir.to_path_buf(),
+            clock: Box::new(SystemClock),
             memo: Memo::default(),
             totals_block,
             busy_wait: default_busy_wait(),
             marks_head,
         })
+    }
+
+    /// Takes the ledger's time from `clock` from now on (tests: a fixed or
+    /// stepping clock).
+    pub fn set_clock(&mut self, clock: Box<dyn Clock>) {
+        self.clock = clock;
     }
 
     /// How long a write waits, in all, for another process's write transaction
@@ -404,25 +453,41 @@ impl Ledger {
         self.busy_wait = wait;
     }
 
-    /// Takes the data directory's export lock, waiting up to `wait` for a run
-    /// that holds it (see [`ExportLock`]).
+    /// Which database holds the ledger: "SQLite" or "PostgreSQL".
+    pub fn backend(&self) -> &'static str {
+        self.db.backend()
+    }
+
+    /// Takes the ledger's export lock, waiting up to `wait` for a run that holds
+    /// it (see [`ExportLock`]).
     pub fn lock_exports(&self, wait: Duration) -> Result<ExportLock, LedgerError> {
-        datadir::lock_exports(&self.dir, wait)
+        match &self.db {
+            Db::Sqlite(_) => datadir::lock_exports(&self.dir, wait).map(ExportLock::File),
+            Db::Postgres(session) => {
+                let holder = format!(
+                    "sf2520 export (pid {}, host {}, since {})",
+                    std::process::id(),
+                    datadir::host_name(),
+                    Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+                );
+                postgres::lock_exports(session.url(), &holder, wait)
+                    .map(|client| ExportLock::Database(Box::new(client)))
+            }
+        }
     }
 
     /// The ledger's identity, which claims an outbox for it. Made when the ledger is
     /// created (or, for a ledger made before identities, at its first export).
     pub fn ledger_id(&mut self) -> Result<u64, LedgerError> {
-        if let Some(id) = read_meta(&self.conn, LEDGER_ID_KEY)? {
+        if let Some(id) = read_meta(&self.db, LEDGER_ID_KEY)? {
             return Ok(u64::from_ne_bytes(id.to_ne_bytes()));
         }
         self.write(|appender| {
-            let tx = appender.connection();
-            if let Some(id) = read_meta(tx, LEDGER_ID_KEY)? {
+            if let Some(id) = read_meta(appender.db, LEDGER_ID_KEY)? {
                 return Ok(u64::from_ne_bytes(id.to_ne_bytes()));
             }
             let id = new_ledger_id();
-            write_meta(tx, LEDGER_ID_KEY, i64::from_ne_bytes(id.to_ne_bytes()))?;
+            write_meta(appender.db, LEDGER_ID_KEY, i64::from_ne_bytes(id.to_ne_bytes()))?;
             Ok(id)
         })
     }
@@ -438,7 +503,7 @@ impl Ledger {
     pub fn fix_cutoff(&mut self) -> Result<Cutoff, LedgerError> {
         self.write(|appender| {
             let head = appender.head();
-            let now = Utc::now();
+            let now = appender.now;
             let now_us = now.timestamp_micros();
             if head.recorded_at_us > now_us.saturating_add(1_000_000) {
                 tracing::warn!(
@@ -454,7 +519,7 @@ impl Ledger {
             let created_at = second + chrono::Duration::seconds(1);
             let floor_us = created_at.timestamp_micros() + 1;
             if appender.floor_us < floor_us {
-                write_meta(appender.connection(), FLOOR_KEY, floor_us)?;
+                write_meta(appender.db, FLOOR_KEY, floor_us)?;
                 appender.floor_us = floor_us;
             }
             Ok(Cutoff {
@@ -475,19 +540,11 @@ impl Ledger {
         if !path.is_file() {
             return Err(not_a_ledger("no such file".into()));
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|error| LedgerError::Open {
-            path: path.to_path_buf(),
-            source: error,
-        })?;
+        let db = Db::Sqlite(sqlite::open_copy(path)?);
         // Any SQLite file opens; only one with our schema version is a ledger.
-        let found: i64 = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(|error| not_a_ledger(error.to_string()))?;
+        let found = read_meta(&db, "schema_version")
+            .map_err(|error| not_a_ledger(error.to_string()))?
+            .ok_or_else(|| not_a_ledger("it has no schema version".into()))?;
         if found != SCHEMA_VERSION {
             return Err(LedgerError::SchemaVersion {
                 path: path.to_path_buf(),
@@ -496,20 +553,38 @@ impl Ledger {
             });
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        Ledger::assemble(conn, path, dir, false)
+        Ledger::assemble(db, path, dir, false)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The connection, for read queries of the other layers (export, CLI).
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    /// The connection, for the storage layer's own modules (`ledger::files`,
+    /// `ledger::entries`, verify, backup).
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The SQLite connection, for what only SQLite has (online backup, pragmas).
+    pub(crate) fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        match &self.db {
+            Db::Sqlite(conn) => Some(conn),
+            Db::Postgres(_) => None,
+        }
+    }
+
+    /// The SQLite connection of a ledger that must be an SQLite file (a backup,
+    /// a copy being restored).
+    pub(crate) fn sqlite_connection(&self) -> Result<&rusqlite::Connection, LedgerError> {
+        self.sqlite().ok_or_else(|| LedgerError::NotALedger {
+            path: self.dir.clone(),
+            why: "this operation needs an SQLite ledger file".into(),
+        })
     }
 
     pub fn head(&self) -> Result<Head, LedgerError> {
-        read_head(&self.conn)
+        read_head(&self.db)
     }
 
     /// Positions per totals block of this ledger.
@@ -535,28 +610,27 @@ impl Ledger {
         activity: &str,
     ) -> Result<T, LedgerError> {
         crate::interrupt::check()?;
-        let tx = begin_immediate(&self.conn, &self.dir, self.busy_wait)?;
+        let tx = WriteTx::begin(&self.db, &self.dir, self.busy_wait)?;
         if self.marks_head {
             datadir::note_writer(&self.dir, activity);
         }
-        let head = read_head(&tx)?;
-        let floor_us = read_meta(&tx, FLOOR_KEY)?.unwrap_or(0);
+        let head = tx.head;
+        let floor_us = read_meta(&self.db, FLOOR_KEY)?.unwrap_or(0);
         // Untrusted from here until this transaction commits (see `Memo`).
         if self.memo.valid_at.take() != Some(head) {
             self.memo.forget();
         }
         let mut appender = Appender {
-            tx: &tx,
+            db: &self.db,
             head,
             floor_us,
+            now: self.clock.now(),
             memo: &mut self.memo,
-            projector: Projector::new(&tx, self.totals_block),
-            insert_event: None,
+            projector: Projector::new(&self.db, self.totals_block),
         };
         let result = work(&mut appender).map_err(|error| full_while(error, &self.dir))?;
         let advanced = appender.head != head;
         let head = appender.head;
-        // It holds statements of the transaction.
         drop(appender);
         if !commit {
             tx.rollback()?;
@@ -564,8 +638,7 @@ impl Ledger {
         }
         // The last safe point: a stop asked for now leaves nothing written.
         crate::interrupt::check()?;
-        tx.commit()
-            .map_err(|error| disk_full(error, &self.dir, "committing"))?;
+        tx.commit(head, &self.dir)?;
         self.memo.valid_at = Some(head);
         if advanced && self.marks_head {
             // The commit is durable: a mark that fails to move only lags, which is
@@ -587,7 +660,50 @@ impl Ledger {
 
     /// [`Ledger::ingest`], or with `commit` false a dry run: every line is checked
     /// exactly as in a real ingest, then everything is rolled back.
+    ///
+    /// On PostgreSQL a connection lost before the commit was acknowledged leaves
+    /// its outcome unknown: the batch is tried again on a new connection (up to
+    /// [`UNKNOWN_OUTCOME_RETRIES`] times), and the rules make every line the lost
+    /// commit did write a duplicate.
     pub fn ingest_checked(
+        &mut self,
+        commands: Vec<(usize, Command)>,
+        commit: bool,
+    ) -> Result<IngestReport, LedgerError> {
+        let mut attempt = 0;
+        loop {
+            match self.ingest_once(commands.clone(), commit) {
+                Err(LedgerError::Postgres(error)) if self.connection_lost() => {
+                    attempt += 1;
+                    if attempt > UNKNOWN_OUTCOME_RETRIES {
+                        return Err(LedgerError::Postgres(error));
+                    }
+                    tracing::warn!(%error, attempt, "the connection to PostgreSQL was lost during an ingest; connecting again and repeating the batch (lines already written become duplicates)");
+                    self.reconnect()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether the database connection is gone (PostgreSQL only).
+    fn connection_lost(&self) -> bool {
+        match &self.db {
+            Db::Sqlite(_) => false,
+            Db::Postgres(session) => session.is_closed(),
+        }
+    }
+
+    fn reconnect(&mut self) -> Result<(), LedgerError> {
+        self.memo.valid_at = None;
+        self.memo.forget();
+        match &self.db {
+            Db::Sqlite(_) => Ok(()),
+            Db::Postgres(session) => session.reconnect(),
+        }
+    }
+
+    fn ingest_once(
         &mut self,
         commands: Vec<(usize, Command)>,
         commit: bool,
@@ -602,7 +718,7 @@ impl Ledger {
                         crate::interrupt::check()?;
                     }
                     let view = SqlView {
-                        conn: appender.tx,
+                        conn: appender.db,
                         agreements: &appender.memo.agreements,
                     };
                     match decide(&view, command)? {
@@ -642,24 +758,36 @@ impl Ledger {
             AsOf::Head => Ok(head),
             AsOf::Position(position) if position <= head => Ok(position),
             AsOf::Position(position) => Err(LedgerError::NoSuchPosition { position, head }),
-            AsOf::Time(time) => position_at_time(&self.conn, time.timestamp_micros()),
+            AsOf::Time(time) => position_at_time(&self.db, time.timestamp_micros()),
         }
     }
 
-    /// Calls `visit` for every event in `from..=to`, in order.
+    /// Calls `visit` for every event in `from..=to`, in order. The events are read
+    /// in windows of positions, so `visit` may read the ledger too.
     pub fn for_each_event(
         &self,
         from: u64,
         to: u64,
         mut visit: impl FnMut(StoredEvent) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
-        let mut statement = self.conn.prepare(&format!(
-            "SELECT {} FROM events WHERE position BETWEEN ?1 AND ?2 ORDER BY position",
-            StoredEvent::COLUMNS
-        ))?;
-        let mut rows = statement.query(params![sql_position(from), sql_position(to)])?;
-        while let Some(row) = rows.next()? {
-            visit(StoredEvent::from_row(row)?)?;
+        let mut start = from;
+        while start <= to {
+            let end = start.saturating_add(EVENT_WINDOW - 1).min(to);
+            let events = self.db.query_vec(
+                &format!(
+                    "SELECT {} FROM events WHERE position BETWEEN ?1 AND ?2 ORDER BY position",
+                    StoredEvent::COLUMNS
+                ),
+                &[sql::position(start)?, sql::position(end)?],
+                StoredEvent::from_row,
+            )?;
+            for event in events {
+                visit(event)?;
+            }
+            if end == u64::MAX {
+                break;
+            }
+            start = end + 1;
         }
         Ok(())
     }
@@ -667,16 +795,18 @@ impl Ledger {
     /// The stored event at `position`.
     pub fn event_at(&self, position: u64) -> Result<StoredEvent, LedgerError> {
         let head = self.head()?.position;
-        self.conn
-            .query_row(
+        let Ok(at) = sql::position(position) else {
+            return Err(LedgerError::NoSuchPosition { position, head });
+        };
+        self.db
+            .query_opt(
                 &format!(
                     "SELECT {} FROM events WHERE position = ?1",
                     StoredEvent::COLUMNS
                 ),
-                params![sql_position(position)],
+                &[at],
                 StoredEvent::from_row,
-            )
-            .optional()?
+            )?
             .ok_or(LedgerError::NoSuchPosition { position, head })
     }
 
@@ -686,12 +816,7 @@ impl Ledger {
         agreement: &str,
         at: u64,
     ) -> Result<Option<Totals>, LedgerError> {
-        Ok(projection::agreement_totals(
-            &self.conn,
-            self.totals_block,
-            agreement,
-            at,
-        )?)
+        projection::agreement_totals(&self.db, self.totals_block, agreement, at)
     }
 
     /// The kommune of an agreement registered at or before position `at`;
@@ -701,11 +826,10 @@ impl Ledger {
             agreement: agreement.to_owned(),
             position: at,
         };
-        let number =
-            projection::agreement_kommune(&self.conn, agreement, at)?.ok_or_else(unknown)?;
-        Kommune::from_number(number).ok_or_else(|| LedgerError::NotALedger {
-            path: self.dir.join(DATABASE_FILE),
-            why: format!("agreement {agreement} has the unknown kommune number {number}"),
+        let number = projection::agreement_kommune(&self.db, agreement, at)?.ok_or_else(unknown)?;
+        Kommune::from_number(number).ok_or_else(|| LedgerError::CorruptLedger {
+            position: None,
+            what: format!("agreement {agreement} has the unknown kommune number {number}"),
         })
     }
 
@@ -718,22 +842,12 @@ impl Ledger {
         after: u64,
         through: u64,
     ) -> Result<RangeTotals, LedgerError> {
-        Ok(projection::kommune_range_totals(
-            &self.conn,
-            self.totals_block,
-            kommune,
-            after,
-            through,
-        )?)
+        projection::kommune_range_totals(&self.db, self.totals_block, kommune, after, through)
     }
 
     /// Every kommune's totals as of a position (kommuner without entries left out).
     pub fn kommune_totals(&self, at: u64) -> Result<Vec<(Kommune, Totals)>, LedgerError> {
-        Ok(projection::kommune_totals(
-            &self.conn,
-            self.totals_block,
-            at,
-        )?)
+        projection::kommune_totals(&self.db, self.totals_block, at)
     }
 
     /// The agreements of one kommune with their totals as of a position.
@@ -742,36 +856,188 @@ impl Ledger {
         kommune: Kommune,
         at: u64,
     ) -> Result<Vec<(String, Totals)>, LedgerError> {
-        Ok(projection::agreements_of_kommune(
-            &self.conn,
-            self.totals_block,
-            kommune,
-            at,
-        )?)
+        projection::agreements_of_kommune(&self.db, self.totals_block, kommune, at)
     }
+}
+
+/// How many times an ingest whose commit's outcome is unknown is repeated.
+pub const UNKNOWN_OUTCOME_RETRIES: u32 = 3;
+
+/// Events read per query when walking the log (bounded memory on both backends).
+const EVENT_WINDOW: u64 = 8_192;
+
+/// A missing SQLite ledger in `dir` is [`LedgerError::NoLedger`], and nothing is
+/// created.
+fn refuse_missing_database(dir: &Path) -> Result<(), LedgerError> {
+    let missing = || LedgerError::NoLedger {
+        path: dir.to_path_buf(),
+    };
+    // A directory that is someone else's says so, rather than "no ledger".
+    if dir.is_dir() {
+        datadir::check_private_dir(dir)?;
+    }
+    match fs::metadata(dir.join(DATABASE_FILE)) {
+        Ok(metadata) if metadata.is_file() => Ok(()),
+        Ok(_) => Err(missing()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(missing()),
+        // Not "missing": a directory we may not read is its own error.
+        Err(source) => Err(LedgerError::Io {
+            action: "read",
+            path: dir.join(DATABASE_FILE),
+            source,
+        }),
+    }
+}
+
+/// An open write transaction: rolled back when dropped uncommitted.
+struct WriteTx<'d> {
+    db: &'d Db,
+    /// The head when the transaction began, read under the write lock.
+    head: Head,
+    open: bool,
+}
+
+impl<'d> WriteTx<'d> {
+    /// Begins a write transaction and takes the ledger's write lock: SQLite's
+    /// `BEGIN IMMEDIATE` (waiting up to `wait`), or on PostgreSQL the row of
+    /// `ledger_head` locked `FOR UPDATE`, so that writers on every node take turns
+    /// and each appends at the head the previous one committed.
+    fn begin(db: &'d Db, dir: &Path, wait: Duration) -> Result<WriteTx<'d>, LedgerError> {
+        match db {
+            Db::Sqlite(conn) => sqlite::begin_immediate(conn, dir, wait)?,
+            Db::Postgres(_) => db.batch("BEGIN ISOLATION LEVEL READ COMMITTED")?,
+        }
+        // From here on, dropping `tx` rolls back.
+        let mut tx = WriteTx {
+            db,
+            head: Head::EMPTY,
+            open: true,
+        };
+        if let Db::Postgres(_) = db {
+            tx.lock_head_row(wait)?;
+        }
+        tx.head = read_head(db)?;
+        Ok(tx)
+    }
+
+    /// Locks the one row of `ledger_head` (PostgreSQL), waiting up to `wait` for a
+    /// writer on another connection, and checks it against the log's tail.
+    fn lock_head_row(&self, wait: Duration) -> Result<(), LedgerError> {
+        let db = self.db;
+        db.batch(&format!(
+            "SET LOCAL lock_timeout = {}",
+            wait.as_millis().max(1)
+        ))?;
+        let locked = db.query_opt(
+            "SELECT position FROM ledger_head WHERE id = 1 FOR UPDATE",
+            &[],
+            |row| row.unsigned(HEAD_ROW, 0),
+        );
+        let locked = match locked {
+            Err(LedgerError::Postgres(error))
+                if error.code() == Some(&::postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+            {
+                return Err(LedgerError::Busy {
+                    holder: "a write on another connection (see pg_stat_activity)".into(),
+                    waited_s: wait.as_secs(),
+                })
+            }
+            other => other?,
+        };
+        let locked = locked.ok_or_else(|| LedgerError::CorruptLedger {
+            position: None,
+            what: "the ledger_head row is missing".into(),
+        })?;
+        let tail = read_head(db)?.position;
+        if tail != locked {
+            return Err(LedgerError::CorruptLedger {
+                position: Some(tail),
+                what: format!("ledger_head says position {locked}, the log ends at {tail}"),
+            });
+        }
+        // Statements after the lock wait as long as they need.
+        db.batch("SET LOCAL lock_timeout = 0")
+    }
+
+    fn rollback(mut self) -> Result<(), LedgerError> {
+        self.open = false;
+        self.db.batch("ROLLBACK")
+    }
+
+    /// Commits durably; on PostgreSQL moves the head row to `head` first.
+    fn commit(mut self, head: Head, dir: &Path) -> Result<(), LedgerError> {
+        if let Db::Postgres(_) = self.db {
+            if head != self.head {
+                self.db.execute(
+                    "UPDATE ledger_head SET position = ?1, hash = ?2, recorded_at_us = ?3 WHERE id = 1",
+                    &[sql::position(head.position)?, (&head.hash).into(), head.recorded_at_us.into()],
+                )?;
+            }
+        }
+        self.open = false;
+        match self.db {
+            Db::Sqlite(conn) => conn
+                .execute_batch("COMMIT")
+                .map_err(|error| sqlite::disk_full(error, dir, "committing")),
+            Db::Postgres(_) => self.db.batch("COMMIT"),
+        }
+    }
+}
+
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            if let Err(error) = self.db.batch("ROLLBACK") {
+                tracing::debug!(%error, "rolling back a failed write");
+            }
+        }
+    }
+}
+
+const HEAD_ROW: Source = Source {
+    table: "ledger_head",
+};
+const EVENTS: Source = Source { table: "events" };
+const META: Source = Source { table: "meta" };
+
+impl Head {
+    /// The head of an empty log.
+    pub const EMPTY: Head = Head {
+        position: 0,
+        hash: GENESIS_HASH,
+        recorded_at_us: 0,
+    };
 }
 
 /// Appends events inside a [`Ledger::write`] transaction.
 pub struct Appender<'t> {
-    tx: &'t Transaction<'t>,
+    db: &'t Db,
     head: Head,
     /// No event is stamped earlier than this (`meta.recorded_at_floor_us`, set by
     /// [`Ledger::fix_cutoff`]); µs since the Unix epoch.
     floor_us: i64,
+    /// The clock's time when the transaction began.
+    now: DateTime<Utc>,
     memo: &'t mut Memo,
     projector: Projector<'t>,
-    /// The insert every append runs, prepared once per transaction.
-    insert_event: Option<CachedStatement<'t>>,
 }
 
 impl Appender<'_> {
-    /// The transaction, for reads that must see this transaction's appends.
-    pub fn connection(&self) -> &Connection {
-        self.tx
-    }
-
     pub fn head(&self) -> Head {
         self.head
+    }
+
+    /// Whether `kommune` already has an official file with løbenummer `sequence`
+    /// or a later one, as this transaction sees it.
+    pub fn sequence_taken(&self, kommune: Kommune, sequence: u32) -> Result<bool, LedgerError> {
+        Ok(self
+            .db
+            .query_opt(
+                "SELECT 1 FROM files WHERE kommune = ?1 AND sequence >= ?2 LIMIT 1",
+                &args![kommune.number(), sequence],
+                |_| Ok(()),
+            )?
+            .is_some())
     }
 
     /// Appends one event at the next position, chains its hash and applies it to
@@ -781,7 +1047,8 @@ impl Appender<'_> {
         // Recorded-at never decreases along the log, even if the clock steps back,
         // so "as of a time" is always a prefix of the log; and it is later than the
         // creation time of every export whose cut-off came before it.
-        let recorded_at_us = Utc::now()
+        let recorded_at_us = self
+            .now
             .timestamp_micros()
             .max(self.head.recorded_at_us)
             .max(self.floor_us);
@@ -799,23 +1066,17 @@ impl Appender<'_> {
             recorded_at_us,
             &payload,
         );
-        let insert = match &mut self.insert_event {
-            Some(statement) => statement,
-            None => self.insert_event.insert(self.tx.prepare_cached(
-                "INSERT INTO events (position, event_id, stream, event_type, schema_version, recorded_at_us, payload, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?),
-        };
-        insert.execute(params![
-            sql_position(position),
-            &event_id.as_bytes()[..],
+        let stored = StoredEvent {
+            position,
+            event_id,
             stream,
-            event_type,
-            CURRENT_SCHEMA_VERSION,
+            event_type: event_type.to_string(),
+            schema_version: CURRENT_SCHEMA_VERSION,
             recorded_at_us,
             payload,
-            &hash[..],
-        ])?;
+            hash,
+        };
+        insert_event(self.db, &stored)?;
         self.projector.apply(position, event)?;
         self.memo.appended(event);
         self.head = Head {
@@ -827,50 +1088,56 @@ impl Appender<'_> {
     }
 }
 
-pub(crate) fn sql_position(position: u64) -> i64 {
-    i64::try_from(position).unwrap_or(i64::MAX)
+/// Writes one stored event as it is (its position, id, time and hash).
+pub(crate) fn insert_event(db: &Db, stored: &StoredEvent) -> Result<(), LedgerError> {
+    db.execute(
+        "INSERT INTO events (position, event_id, stream, event_type, schema_version, recorded_at_us, payload, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        &[
+            sql::position(stored.position)?,
+            stored.event_id.as_bytes().into(),
+            (&stored.stream).into(),
+            (&stored.event_type).into(),
+            stored.schema_version.into(),
+            stored.recorded_at_us.into(),
+            stored.payload.as_slice().into(),
+            (&stored.hash).into(),
+        ],
+    )?;
+    Ok(())
 }
 
-fn read_head(conn: &Connection) -> Result<Head, LedgerError> {
-    let row: Option<(i64, Vec<u8>, i64)> = conn
-        .prepare_cached(
-            "SELECT position, hash, recorded_at_us FROM events ORDER BY position DESC LIMIT 1",
-        )?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .optional()?;
-    let Some((position, hash, recorded_at_us)) = row else {
-        return Ok(Head {
-            position: 0,
-            hash: GENESIS_HASH,
-            recorded_at_us: 0,
-        });
-    };
-    let position = u64::try_from(position).unwrap_or(0);
-    let hash = hash.try_into().map_err(|_| LedgerError::CorruptPayload {
-        position,
-        reason: "stored hash is not 32 bytes".into(),
-    })?;
-    Ok(Head {
-        position,
-        hash,
-        recorded_at_us,
-    })
+pub(crate) fn read_head(db: &Db) -> Result<Head, LedgerError> {
+    let row = db.query_opt(
+        "SELECT position, hash, recorded_at_us FROM events ORDER BY position DESC LIMIT 1",
+        &[],
+        |row| {
+            Ok(Head {
+                position: row.unsigned(EVENTS, 0)?,
+                hash: row.bytes(EVENTS, 1)?,
+                recorded_at_us: row.int(EVENTS, 2)?,
+            })
+        },
+    )?;
+    Ok(row.unwrap_or(Head::EMPTY))
 }
 
 /// The last position recorded at or before `time_us` (0 if none).
 ///
 /// Recorded-at never decreases along the log (`Appender::append` makes it so and
 /// `verify` checks it), so this is a binary search over positions: about 24
-/// lookups by rowid at 10M events, and no index on time to keep up at ingest.
-pub(crate) fn position_at_time(conn: &Connection, time_us: i64) -> Result<u64, LedgerError> {
-    let mut recorded_at =
-        conn.prepare_cached("SELECT recorded_at_us FROM events WHERE position = ?1")?;
-    let mut at = |position: u64| -> Result<i64, LedgerError> {
-        Ok(recorded_at.query_row(params![sql_position(position)], |row| row.get(0))?)
+/// lookups by position at 10M events, and no index on time to keep up at ingest.
+pub(crate) fn position_at_time(db: &Db, time_us: i64) -> Result<u64, LedgerError> {
+    let at = |position: u64| -> Result<i64, LedgerError> {
+        db.query_one(
+            "SELECT recorded_at_us FROM events WHERE position = ?1",
+            &[sql::position(position)?],
+            |row| row.int(EVENTS, 0),
+        )
     };
     // Invariant: every position <= `low` is at or before the time (0 stands for
     // "none"); every position > `high` is after it.
-    let (mut low, mut high) = (0u64, read_head(conn)?.position);
+    let (mut low, mut high) = (0u64, read_head(db)?.position);
     while low < high {
         let middle = low + (high - low).div_ceil(2);
         if at(middle)? <= time_us {
@@ -882,72 +1149,94 @@ pub(crate) fn position_at_time(conn: &Connection, time_us: i64) -> Result<u64, L
     Ok(low)
 }
 
-fn block_sql(block: u64) -> i64 {
-    i64::try_from(block.max(1)).unwrap_or(i64::MAX)
+pub(crate) fn read_meta(db: &Db, key: &str) -> Result<Option<i64>, LedgerError> {
+    db.query_opt(
+        "SELECT value FROM meta WHERE key = ?1",
+        &args![key],
+        |row| row.int(META, 0),
+    )
 }
 
-fn read_meta(conn: &Connection, key: &str) -> Result<Option<i64>, LedgerError> {
-    Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
-            row.get(0)
-        })
-        .optional()?)
-}
-
-fn write_meta(conn: &Connection, key: &str, value: i64) -> Result<(), LedgerError> {
-    conn.execute(
+pub(crate) fn write_meta(db: &Db, key: &str, value: i64) -> Result<(), LedgerError> {
+    db.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
+        &args![key, value],
     )?;
     Ok(())
 }
 
-fn read_totals_block(conn: &Connection, path: &Path) -> Result<u64, LedgerError> {
-    match read_meta(conn, "totals_block")? {
-        Some(block) if block >= 1 => Ok(u64::try_from(block).unwrap_or(1)),
-        other => Err(LedgerError::NotALedger {
+fn read_totals_block(db: &Db, path: &Path) -> Result<u64, LedgerError> {
+    let found = read_meta(db, "totals_block")?;
+    found
+        .and_then(|block| u64::try_from(block).ok())
+        .filter(|block| *block >= 1)
+        .ok_or_else(|| LedgerError::NotALedger {
             path: path.to_path_buf(),
-            why: format!("meta.totals_block is {other:?}, not a positive number"),
-        }),
-    }
+            why: format!("meta.totals_block is {found:?}, not a positive number"),
+        })
 }
 
 /// Drops every projection table and builds them again by replaying the log, in
 /// one transaction: how a ledger of an older schema version is brought up to date.
 /// The events, their bytes and their hash chain are not touched; `verify` checks
 /// those as always.
-fn rebuild_projections(conn: &Connection, totals_block: u64) -> Result<(), LedgerError> {
-    let tx = conn.unchecked_transaction()?;
-    // Version 1 kept an index on recorded-at; lookups by time now search positions.
-    tx.execute_batch("DROP INDEX IF EXISTS events_by_time")?;
-    for (table, _) in PROJECTION_ORDER {
-        tx.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
-    }
-    tx.execute_batch(PROJECTION_TABLES)?;
-    {
-        let mut projector = Projector::new(&tx, totals_block);
-        let mut statement = tx.prepare(&format!(
-            "SELECT {} FROM events ORDER BY position",
-            StoredEvent::COLUMNS
-        ))?;
-        let mut rows = statement.query([])?;
-        while let Some(row) = rows.next()? {
-            let stored = StoredEvent::from_row(row)?;
-            projector.apply(stored.position, &stored.event()?)?;
+fn rebuild_projections(db: &Db, totals_block: u64) -> Result<(), LedgerError> {
+    db.batch("BEGIN IMMEDIATE")?;
+    let rebuilt = (|| {
+        // Version 1 kept an index on recorded-at; lookups by time now search positions.
+        db.batch("DROP INDEX IF EXISTS events_by_time")?;
+        for (table, _) in PROJECTION_ORDER {
+            db.batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+        }
+        db.batch(PROJECTION_TABLES)?;
+        replay_into(db, db, totals_block, 1)?;
+        let block = i64::try_from(totals_block).map_err(|_| LedgerError::PositionOutOfRange {
+            position: totals_block,
+        })?;
+        write_meta(db, "totals_block", block)?;
+        write_meta(db, "schema_version", SCHEMA_VERSION)
+    })();
+    match rebuilt {
+        Ok(()) => db.batch("COMMIT"),
+        Err(error) => {
+            let _ = db.batch("ROLLBACK");
+            Err(error)
         }
     }
-    write_meta(&tx, "totals_block", block_sql(totals_block))?;
-    write_meta(&tx, "schema_version", SCHEMA_VERSION)?;
-    tx.commit()?;
-    Ok(())
+}
+
+/// Applies the events of `source` from position `from` to the projections of
+/// `target` (the same database when projections are rebuilt in place).
+pub(crate) fn replay_into(source: &Db, target: &Db, totals_block: u64, from: u64) -> Result<u64, LedgerError> {
+    let mut projector = Projector::new(target, totals_block);
+    let mut start = from;
+    let mut applied = 0;
+    loop {
+        let events = source.query_vec(
+            &format!(
+                "SELECT {} FROM events WHERE position >= ?1 ORDER BY position LIMIT {EVENT_WINDOW}",
+                StoredEvent::COLUMNS
+            ),
+            &[sql::position(start)?],
+            StoredEvent::from_row,
+        )?;
+        let Some(last) = events.last().map(|event| event.position) else {
+            return Ok(applied);
+        };
+        for stored in events {
+            projector.apply(stored.position, &stored.event()?)?;
+            applied += 1;
+        }
+        start = last + 1;
+    }
 }
 
 /// `meta` key of the ledger's identity (64 random bits).
-const LEDGER_ID_KEY: &str = "ledger_id";
+pub(crate) const LEDGER_ID_KEY: &str = "ledger_id";
 /// `meta` key of the earliest recorded-at a new event may have (see
 /// [`Ledger::fix_cutoff`]).
-const FLOOR_KEY: &str = "recorded_at_floor_us";
+pub(crate) const FLOOR_KEY: &str = "recorded_at_floor_us";
 
 fn new_ledger_id() -> u64 {
     let bytes = Uuid::new_v4().into_bytes();
@@ -956,180 +1245,73 @@ fn new_ledger_id() -> u64 {
     u64::from_ne_bytes(half)
 }
 
-/// The schema version of a database, `None` for a new (empty) one.
-fn read_meta_if_any(conn: &Connection) -> Result<Option<i64>, LedgerError> {
-    let has_meta: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
-        [],
-        |row| row.get(0),
+/// The schema version of a PostgreSQL ledger, `None` for an empty database.
+pub(crate) fn postgres_schema_version(db: &Db) -> Result<Option<i64>, LedgerError> {
+    let has_meta = db.query_one(
+        "SELECT to_regclass('meta') IS NOT NULL",
+        &[],
+        |row| row.flag(META, 0),
     )?;
     if !has_meta {
         return Ok(None);
     }
-    read_meta(conn, "schema_version")
+    read_meta(db, "schema_version")
 }
 
 /// Creates the tables of a new ledger in one write transaction; a process that
 /// lost the race to create them finds them made and leaves them be.
-fn initialize(conn: &Connection, totals_block: u64) -> Result<(), LedgerError> {
-    // Immediate: the write lock is taken before looking, so two processes creating
-    // the same ledger do it one after the other.
-    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-    tx.execute_batch(LOG_TABLES)?;
-    if read_meta(&tx, "schema_version")?.is_none() {
-        tx.execute_batch(PROJECTION_TABLES)?;
-        write_meta(&tx, "schema_version", SCHEMA_VERSION)?;
-        write_meta(&tx, "totals_block", block_sql(totals_block))?;
-        write_meta(
-            &tx,
-            LEDGER_ID_KEY,
-            i64::from_ne_bytes(new_ledger_id().to_ne_bytes()),
-        )?;
-    }
-    tx.commit()?;
-    Ok(())
-}
-
-/// Opens a database read-only. SQLite keeps the index of a WAL database's log in
-/// a shared-memory file (`-shm`); where that can be neither opened nor created nor
-/// grown, it falls back:
-/// - with no `-wal` file (a read-only directory after a clean shutdown), nothing
-///   is writing, and the file is opened as immutable;
-/// - with one (a full disk after a failed commit), the index is built in this
-///   process's memory under an exclusive lock (`locking_mode=EXCLUSIVE`), which
-///   writers wait for; the connection still writes nothing (`query_only`).
-fn open_for_reading(path: &Path) -> Result<Connection, LedgerError> {
-    let open_error = |source| LedgerError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let readable = |conn: &Connection| {
-        conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| {
-            row.get::<_, i64>(0)
-        })
-    };
-    let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
-    conn.pragma_update(None, "busy_timeout", BUSY_ATTEMPT_MS)
-        .map_err(open_error)?;
-    let error = match readable(&conn) {
-        Ok(_) => return Ok(conn),
-        Err(error) if is_cant_open(&error) => error,
-        Err(error) => return Err(open_error(error)),
-    };
-    drop(conn);
-    let conn = if wal_file(path).exists() {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
-        conn.pragma_update(None, "busy_timeout", BUSY_ATTEMPT_MS)
-            .and_then(|()| conn.pragma_update(None, "locking_mode", "EXCLUSIVE"))
-            .and_then(|()| conn.pragma_update(None, "query_only", true))
-            .map_err(open_error)?;
-        conn
-    } else {
-        let uri = format!("file:{}?immutable=1", uri_path(path));
-        Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(open_error)?
-    };
-    tracing::debug!(first = %error, "opened the ledger without its shared-memory file");
-    readable(&conn).map_err(open_error)?;
-    Ok(conn)
-}
-
-/// SQLite could not open, create or grow a file it needs beside the database:
-/// its shared memory on a read-only directory or a full disk.
-fn is_cant_open(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
-    ) || is_shared_memory_failure(error)
-}
-
-fn is_shared_memory_failure(error: &rusqlite::Error) -> bool {
-    use rusqlite::ffi::{SQLITE_IOERR_SHMMAP, SQLITE_IOERR_SHMOPEN, SQLITE_IOERR_SHMSIZE};
-    matches!(
-        error,
-        rusqlite::Error::SqliteFailure(failure, _)
-            if [SQLITE_IOERR_SHMMAP, SQLITE_IOERR_SHMOPEN, SQLITE_IOERR_SHMSIZE]
-                .contains(&failure.extended_code)
-    )
-}
-
-/// An SQLite error, or [`LedgerError::DiskFull`] when it says the disk is full
-/// (SQLite reports a shared-memory file it cannot grow as an I/O error).
-fn disk_full(error: rusqlite::Error, dir: &Path, during: &'static str) -> LedgerError {
-    if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
-        || is_shared_memory_failure(&error)
-    {
-        return LedgerError::DiskFull {
-            dir: dir.to_path_buf(),
-            during,
-        };
-    }
-    LedgerError::Sqlite(error)
-}
-
-fn full_while(error: LedgerError, dir: &Path) -> LedgerError {
-    match error {
-        LedgerError::Sqlite(error) => disk_full(error, dir, "appending"),
-        other => other,
-    }
-}
-
-fn wal_file(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
-    PathBuf::from(name)
-}
-
-/// A path as the path part of an SQLite `file:` URI (`?`, `#` and `%` escaped).
-fn uri_path(path: &Path) -> String {
-    let mut text = String::new();
-    for character in path.to_string_lossy().chars() {
-        match character {
-            '?' => text.push_str("%3f"),
-            '#' => text.push_str("%23"),
-            '%' => text.push_str("%25"),
-            other => text.push(other),
+pub(crate) fn initialize(db: &Db, dir: &Path, totals_block: u64) -> Result<(), LedgerError> {
+    let block = i64::try_from(totals_block.max(1)).map_err(|_| LedgerError::PositionOutOfRange {
+        position: totals_block,
+    })?;
+    match db {
+        // Immediate: the write lock is taken before looking, so two processes
+        // creating the same ledger do it one after the other.
+        Db::Sqlite(conn) => sqlite::begin_immediate(conn, dir, default_busy_wait())?,
+        // Nodes creating the ledger at once take turns on a transaction lock.
+        Db::Postgres(_) => {
+            db.batch("BEGIN")?;
+            db.batch(&format!("SELECT pg_advisory_xact_lock({})", postgres::INIT_LOCK_KEY))?;
         }
     }
-    text
-}
-
-/// Begins a write transaction, waiting up to `wait` in all for another process's:
-/// SQLite waits [`BUSY_ATTEMPT_MS`] per attempt, and between attempts the wait is
-/// logged with the holder its writer note names.
-fn begin_immediate<'c>(
-    conn: &'c Connection,
-    dir: &Path,
-    wait: Duration,
-) -> Result<Transaction<'c>, LedgerError> {
-    let started = Instant::now();
-    loop {
-        match Transaction::new_unchecked(conn, TransactionBehavior::Immediate) {
-            Ok(tx) => return Ok(tx),
-            Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
-                let holder = datadir::current_writer(dir);
-                if started.elapsed() >= wait {
-                    return Err(LedgerError::Busy {
-                        holder,
-                        waited_s: started.elapsed().as_secs(),
-                    });
-                }
-                tracing::warn!(%holder, waited_s = started.elapsed().as_secs(), "the ledger is busy; waiting for it");
-                crate::interrupt::check()?;
+    let created = (|| {
+        let (log, projections) = match db {
+            Db::Sqlite(_) => (LOG_TABLES, PROJECTION_TABLES),
+            Db::Postgres(_) => (postgres::SCHEMA, postgres::PROJECTION_SCHEMA),
+        };
+        db.batch(log)?;
+        if read_meta(db, "schema_version")?.is_none() {
+            db.batch(projections)?;
+            if let Db::Postgres(_) = db {
+                db.execute(
+                    "INSERT INTO ledger_head (id, position, hash, recorded_at_us) VALUES (1, 0, ?1, 0)",
+                    &args![&GENESIS_HASH],
+                )?;
             }
-            Err(error) => return Err(error.into()),
+            write_meta(db, "schema_version", SCHEMA_VERSION)?;
+            write_meta(db, "totals_block", block)?;
+            write_meta(db, LEDGER_ID_KEY, i64::from_ne_bytes(new_ledger_id().to_ne_bytes()))?;
+        }
+        Ok(())
+    })();
+    match created {
+        Ok(()) => db.batch("COMMIT"),
+        Err(error) => {
+            let _ = db.batch("ROLLBACK");
+            Err(error)
         }
     }
 }
 
 /// Refuses a database that is behind, or has another history than, the head
-/// this data directory last committed ([`datadir::advance_mark`]).
-fn check_mark(conn: &Connection, dir: &Path) -> Result<(), LedgerError> {
+/// this data directory last committed ([`datadir::advance_mark`]). On
+/// PostgreSQL this catches a failover to a replica that had not received this
+/// node's last commits.
+fn check_mark(db: &Db, dir: &Path) -> Result<(), LedgerError> {
     let Some(mark) = datadir::read_mark(dir)? else {
         return Ok(());
     };
-    let head = read_head(conn)?;
+    let head = read_head(db)?;
     if head.position < mark.position {
         return Err(LedgerError::BehindMark {
             dir: dir.to_path_buf(),
@@ -1137,13 +1319,11 @@ fn check_mark(conn: &Connection, dir: &Path) -> Result<(), LedgerError> {
             mark_position: mark.position,
         });
     }
-    let hash: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT hash FROM events WHERE position = ?1",
-            params![sql_position(mark.position)],
-            |row| row.get(0),
-        )
-        .optional()?;
+    let hash: Option<[u8; 32]> = db.query_opt(
+        "SELECT hash FROM events WHERE position = ?1",
+        &[sql::position(mark.position)?],
+        |row| row.bytes(EVENTS, 0),
+    )?;
     let matches = match hash {
         Some(hash) => hash == mark.hash,
         None => mark.position == 0 && mark.hash == GENESIS_HASH,
@@ -1155,6 +1335,10 @@ fn check_mark(conn: &Connection, dir: &Path) -> Result<(), LedgerError> {
         });
     }
     Ok(())
+}
+
+fn full_while(error: LedgerError, dir: &Path) -> LedgerError {
+    sqlite::full_while(error, dir)
 }
 
 fn from_micros(time_us: i64) -> Result<DateTime<Utc>, LedgerError> {

@@ -5,11 +5,10 @@
 
 use std::fs;
 
-use rusqlite::Connection;
-
 use super::codec::{StoredEvent, GENESIS_HASH};
 use super::projection::Projector;
 use super::schema::{PROJECTION_ORDER, PROJECTION_TABLES};
+use super::sql::{self, Db, Source, Value};
 use super::store::create_private_file;
 use super::{Ledger, LedgerError};
 use crate::domain::{Event, FileExported};
@@ -141,7 +140,7 @@ impl Ledger {
         replay_path: &std::path::Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Result<VerifyReport, VerifyFailure>, LedgerError> {
-        let replay = Connection::open(replay_path)?;
+        let replay = rusqlite::Connection::open(replay_path)?;
         // The replay is scratch work: no durability needed.
         replay.pragma_update(None, "journal_mode", "OFF")?;
         replay.pragma_update(None, "synchronous", "OFF")?;
@@ -151,6 +150,7 @@ impl Ledger {
         replay.execute_batch(PROJECTION_TABLES)?;
         replay.execute_batch("BEGIN")?;
         let head = self.head()?.position;
+        let replay = Db::Sqlite(replay);
         let chain = self.walk_chain(&replay, progress)?;
         let ChainWalk {
             failure,
@@ -161,9 +161,8 @@ impl Ledger {
         if let Some(failure) = failure {
             return Ok(Err(failure));
         }
-        replay.execute_batch("COMMIT")?;
-        drop(replay);
-        let projection_rows = match self.compare_projections(replay_path)? {
+        replay.batch("COMMIT")?;
+        let projection_rows = match self.compare_projections(&replay, replay_path)? {
             Ok(rows) => rows,
             Err(failure) => return Ok(Err(failure)),
         };
@@ -177,54 +176,67 @@ impl Ledger {
 
     /// Walks the log from position 1, checking the chain and applying each event to
     /// the replay; stops at the first damage.
-    fn walk_chain(
-        &self,
-        replay: &Connection,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<ChainWalk, LedgerError> {
+    fn walk_chain(&self, replay: &Db, progress: &mut dyn FnMut(u64)) -> Result<ChainWalk, LedgerError> {
+        const EVENTS: Source = Source { table: "events" };
         let mut chain = ChainWalk::default();
         // One projector for the whole replay: the scratch database has no other writer.
         let mut projector = Projector::new(replay, self.totals_block());
-        let mut statement = self.connection().prepare(&format!(
-            "SELECT {} FROM events ORDER BY position",
-            StoredEvent::COLUMNS
-        ))?;
-        let mut rows = statement.query([])?;
-        while let Some(row) = rows.next()? {
-            let position = row.get::<_, i64>(0)?;
-            if position % 4096 == 0 {
-                crate::interrupt::check()?;
-            }
+        let mut after = 0u64;
+        loop {
             // A row that cannot even be read (a column of the wrong type or size)
             // is damage at that position, not a failure to verify.
-            let stored = match StoredEvent::from_row(row) {
-                Ok(stored) => stored,
-                Err(error) => {
-                    let position = u64::try_from(position).unwrap_or(0);
-                    chain.fail(position, format!("the stored row cannot be read: {error}"));
-                    break;
-                }
-            };
-            if let Some(event) = chain.check(&stored) {
-                projector.apply(stored.position, &event)?;
-                if let Event::FileExported(file) = event {
-                    chain.files.push((stored.position, file));
-                }
+            let rows = self.db().query_vec(
+                &format!(
+                    "SELECT {} FROM events WHERE position > ?1 ORDER BY position LIMIT {WALK_WINDOW}",
+                    StoredEvent::COLUMNS
+                ),
+                &[sql::position(after)?],
+                |row| Ok((row.int(EVENTS, 0), StoredEvent::from_row(row))),
+            )?;
+            if rows.is_empty() {
+                return Ok(chain);
             }
-            progress(stored.position);
-            if chain.failure.is_some() {
-                break;
+            for (position, stored) in rows {
+                let stored = match (position, stored) {
+                    (_, Ok(stored)) => stored,
+                    (position, Err(error)) => {
+                        let at = position.ok().and_then(|p| u64::try_from(p).ok());
+                        chain.fail(
+                            at.unwrap_or(chain.expected_position),
+                            format!("the stored row cannot be read: {error}"),
+                        );
+                        return Ok(chain);
+                    }
+                };
+                if stored.position % 4096 == 0 {
+                    crate::interrupt::check()?;
+                }
+                if let Some(event) = chain.check(&stored) {
+                    projector.apply(stored.position, &event)?;
+                    if let Event::FileExported(file) = event {
+                        chain.files.push((stored.position, file));
+                    }
+                }
+                progress(stored.position);
+                if chain.failure.is_some() {
+                    return Ok(chain);
+                }
+                after = stored.position;
             }
         }
-        Ok(chain)
     }
 
-    /// Compares every projection table with the replayed one, both ways.
+    /// Compares every projection table with the replayed one, both ways: on
+    /// SQLite by attaching the replay; on PostgreSQL row by row, each row looked up
+    /// in the replay by its key.
     fn compare_projections(
         &self,
+        replay: &Db,
         replay_path: &std::path::Path,
     ) -> Result<Result<u64, VerifyFailure>, LedgerError> {
-        let conn = self.connection();
+        let Some(conn) = self.sqlite() else {
+            return self.compare_rows(replay);
+        };
         conn.execute(
             "ATTACH DATABASE ?1 AS replay",
             [replay_path.to_string_lossy().as_ref()],
@@ -256,5 +268,102 @@ impl Ledger {
         })();
         conn.execute("DETACH DATABASE replay", [])?;
         result
+    }
+
+    /// [`Ledger::compare_projections`] for a database the replay cannot be
+    /// attached to: every row of each table is looked up in the replay by its key
+    /// and compared column by column; rows of the replay that the table lacks are
+    /// counted from the difference of the row counts.
+    fn compare_rows(&self, replay: &Db) -> Result<Result<u64, VerifyFailure>, LedgerError> {
+        let mut total = 0u64;
+        for (table, key) in PROJECTION_ORDER {
+            let source = Source { table };
+            let key_columns: Vec<&str> = key.split(", ").collect();
+            let lookup = format!(
+                "SELECT * FROM {table} WHERE {}",
+                key_columns
+                    .iter()
+                    .enumerate()
+                    .map(|(at, column)| format!("{column} = ?{}", at + 1))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            );
+            let mut differing = 0u64;
+            let mut rows = 0u64;
+            self.db().query_each(&format!("SELECT * FROM {table}"), &[], |row| {
+                rows += 1;
+                let ours = row.owned_values(source)?;
+                let key_values = self.db_key(table, key, &ours)?;
+                let args: Vec<Value<'_>> = key_values.iter().map(sql::Owned::as_value).collect();
+                let theirs = replay.query_opt(&lookup, &args, |row| row.owned_values(source))?;
+                if theirs.as_ref() != Some(&ours) {
+                    differing += 1;
+                }
+                Ok(())
+            })?;
+            let replayed = replay.query_one(&format!("SELECT COUNT(*) FROM {table}"), &[], |row| {
+                row.unsigned(source, 0)
+            })?;
+            // Keys are unique on both sides: rows here that equal one of the
+            // replay's, and the replay's rows that no row here equals.
+            let equal = rows - differing;
+            differing += replayed.saturating_sub(equal);
+            if differing > 0 {
+                return Ok(Err(VerifyFailure::Projection {
+                    table,
+                    rows: differing,
+                }));
+            }
+            total += rows;
+        }
+        Ok(Ok(total))
+    }
+
+    /// The key columns' values of a row read with `SELECT *` (the key columns are
+    /// looked up by name in the table's column order).
+    fn db_key(&self, table: &str, key: &str, row: &[sql::Owned]) -> Result<Vec<sql::Owned>, LedgerError> {
+        let columns = projection_columns(table);
+        key.split(", ")
+            .map(|column| {
+                columns
+                    .iter()
+                    .position(|c| c == &column)
+                    .and_then(|at| row.get(at).cloned())
+                    .ok_or_else(|| LedgerError::CorruptLedger {
+                        position: None,
+                        what: format!("{table} has no key column {column}"),
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Events read per query by the chain walk.
+const WALK_WINDOW: u64 = 16_384;
+
+/// The columns of a projection table, in the order both schemas create them.
+fn projection_columns(table: &str) -> &'static [&'static str] {
+    match table {
+        "agreements" => &["agreement", "position", "kommune", "valid_from", "valid_to", "ended"],
+        "entries" => &[
+            "kommune", "position", "reference", "kind", "agreement", "corrects", "amount_ore",
+            "net_ore", "payout",
+        ],
+        "agreement_totals" => &[
+            "agreement", "block", "kommune", "withheld_ore", "corrected_ore", "entries",
+            "last_payout",
+        ],
+        "kommune_totals" => &[
+            "kommune", "block", "withheld_ore", "corrected_ore", "entries", "last_payout",
+        ],
+        "files" => &[
+            "kommune", "sequence", "position", "file_id", "file_name", "created_at_us",
+            "previous_cutoff_position", "cutoff_position", "test_marker", "record_count",
+            "plus_ore", "minus_ore", "sha256",
+        ],
+        "deliveries" => &[
+            "position", "kommune", "sequence", "kind", "senders_file_id", "detail", "accepted",
+        ],
+        _ => &[],
     }
 }

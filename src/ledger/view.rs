@@ -1,11 +1,10 @@
-//! The rules' view of the ledger, read from SQLite inside the writing transaction.
+//! The rules' view of the ledger, read inside the writing transaction.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
-
 use super::projection::{KIND_CORRECTION, KIND_WITHHOLDING};
+use super::sql::{self, args, Db, Source};
 use super::{codec, LedgerError};
 use crate::domain::{AgreementRef, AgreementState, EntryState, Event, Kommune, KyRef, LedgerView};
 
@@ -45,25 +44,31 @@ impl AgreementMemo {
 
 /// Reads what `decide` needs. Inside a batch it sees the batch's earlier lines,
 /// because they were applied to the same (uncommitted) transaction.
-pub struct SqlView<'c> {
-    pub conn: &'c Connection,
+pub(crate) struct SqlView<'c> {
+    pub conn: &'c Db,
     pub agreements: &'c AgreementMemo,
 }
 
+const AGREEMENTS: Source = Source { table: "agreements" };
+const ENTRIES: Source = Source { table: "entries" };
+
 impl SqlView<'_> {
-    fn event_at(&self, position: i64) -> Result<Event, LedgerError> {
-        let payload: Vec<u8> = self
+    fn event_at(&self, position: u64) -> Result<Event, LedgerError> {
+        let payload = self
             .conn
-            .prepare_cached("SELECT payload FROM events WHERE position = ?1")?
-            .query_row(params![position], |row| row.get(0))?;
-        let position = u64::try_from(position).unwrap_or(0);
+            .query_opt(
+                "SELECT payload FROM events WHERE position = ?1",
+                &[sql::position(position)?],
+                |row| Ok(row.blob(Source { table: "events" }, 0)?.to_vec()),
+            )?
+            .ok_or_else(|| self.unexpected(position, "an event"))?;
         codec::decode(position, &payload)
     }
 
-    fn unexpected(&self, position: i64, wanted: &str) -> LedgerError {
+    fn unexpected(&self, position: u64, wanted: &str) -> LedgerError {
         LedgerError::CorruptPayload {
-            position: u64::try_from(position).unwrap_or(0),
-            reason: format!("the projection points at this event as {wanted}, but it is not one"),
+            position,
+            reason: format!("the projection points at this position as {wanted}, but it is not one"),
         }
     }
 }
@@ -75,22 +80,31 @@ impl LedgerView for SqlView<'_> {
         if let Some(state) = self.agreements.get(agreement) {
             return Ok(Some(state));
         }
-        let row: Option<(i64, Option<i64>)> = self
-            .conn
-            .prepare_cached("SELECT position, ended FROM agreements WHERE agreement = ?1")?
-            .query_row(params![agreement.as_str()], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .optional()?;
+        let row = self.conn.query_opt(
+            "SELECT position, ended FROM agreements WHERE agreement = ?1",
+            &args![agreement.as_str()],
+            |row| Ok((row.unsigned(AGREEMENTS, 0)?, row.opt_int(AGREEMENTS, 1)?)),
+        )?;
         let Some((position, ended)) = row else {
             return Ok(None);
         };
         let Event::AgreementRegistered(registered) = self.event_at(position)? else {
             return Err(self.unexpected(position, "an agreement"));
         };
-        let ended = ended
-            .and_then(|days| i32::try_from(days).ok())
-            .and_then(chrono::NaiveDate::from_num_days_from_ce_opt);
+        let ended = match ended {
+            None => None,
+            Some(days) => Some(
+                i32::try_from(days)
+                    .ok()
+                    .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
+                    .ok_or_else(|| LedgerError::CorruptLedger {
+                        position: Some(position),
+                        what: format!(
+                            "agreement {agreement} has the end date {days}, which is no date"
+                        ),
+                    })?,
+            ),
+        };
         let state = AgreementState { registered, ended };
         self.agreements.remember(agreement, &state);
         Ok(Some(state))
@@ -101,23 +115,29 @@ impl LedgerView for SqlView<'_> {
         kommune: Kommune,
         reference: &KyRef,
     ) -> Result<Option<EntryState>, LedgerError> {
-        let row: Option<(i64, i64, Option<i64>)> = self
-            .conn
-            .prepare_cached(
-                "SELECT position, kind, net_ore FROM entries WHERE kommune = ?1 AND reference = ?2",
-            )?
-            .query_row(params![kommune.number(), reference.as_str()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .optional()?;
+        let row = self.conn.query_opt(
+            "SELECT position, kind, net_ore FROM entries WHERE kommune = ?1 AND reference = ?2",
+            &args![kommune.number(), reference.as_str()],
+            |row| {
+                Ok((
+                    row.unsigned(ENTRIES, 0)?,
+                    row.int(ENTRIES, 1)?,
+                    row.opt_int(ENTRIES, 2)?,
+                ))
+            },
+        )?;
         let Some((position, kind, net_ore)) = row else {
             return Ok(None);
         };
         match (kind, self.event_at(position)?) {
             (KIND_WITHHOLDING, Event::WithholdingRecorded(withholding)) => {
+                let net_ore = net_ore.ok_or_else(|| LedgerError::CorruptLedger {
+                    position: Some(position),
+                    what: format!("withholding {reference} of kommune {kommune} has no net sum"),
+                })?;
                 Ok(Some(EntryState::Withholding {
                     withholding,
-                    net_ore: net_ore.unwrap_or(0),
+                    net_ore,
                 }))
             }
             (KIND_CORRECTION, Event::WithholdingCorrected(correction)) => {

@@ -1,0 +1,142 @@
+//! The entries of files, read from the log itself (not from projections), in log
+//! order: through the (kommune, position) index for one kommune's range, or in one
+//! sequential pass over the log for many kommuner at once.
+
+use super::codec::decode as decode_payload;
+use super::sql::{self, args, Source};
+use super::{Ledger, LedgerError};
+use crate::domain::{Event, Kommune, KyRef, Withholding};
+
+/// Which entries a file holds: those of `kommune` at positions in
+/// `(after_position, through_position]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryRange {
+    pub kommune: Kommune,
+    pub after_position: u64,
+    pub through_position: u64,
+}
+
+const EVENTS: Source = Source { table: "events" };
+
+/// Events read per query: a window of the log held in memory at a time, so that
+/// the visitor may read the ledger too (a correction's withholding) on a backend
+/// that streams rows over its one connection.
+const WINDOW: u64 = 16_384;
+
+/// Entries of one kommune read per query through the index.
+const INDEX_WINDOW: u64 = 4_096;
+
+impl Ledger {
+    /// Calls `visit(position, event)` for each entry of `range`, in log order,
+    /// found through the (kommune, position) index. Payloads come from the
+    /// `events` table, so what is rendered is a function of the log.
+    pub fn for_each_entry<E: From<LedgerError>>(
+        &self,
+        range: EntryRange,
+        mut visit: impl FnMut(u64, Event) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut after = range.after_position;
+        loop {
+            let rows = self.db().query_vec(
+                &format!(
+                    "SELECT ev.position, ev.payload FROM entries en JOIN events ev ON ev.position = en.position
+                     WHERE en.kommune = ?1 AND en.position > ?2 AND en.position <= ?3
+                     ORDER BY en.position LIMIT {INDEX_WINDOW}"
+                ),
+                &[
+                    range.kommune.number().into(),
+                    sql::position(after)?,
+                    sql::position(range.through_position)?,
+                ],
+                |row| Ok((row.unsigned(EVENTS, 0)?, row.blob(EVENTS, 1)?.to_vec())),
+            )?;
+            let Some(&(last, _)) = rows.last() else {
+                return Ok(());
+            };
+            for (position, payload) in rows {
+                visit(position, decode_payload(position, &payload)?)?;
+            }
+            after = last;
+        }
+    }
+
+    /// Calls `visit(position, stream, event)` for each event in `(after,
+    /// through]` stored as an entry (`WithholdingRecorded` or
+    /// `WithholdingCorrected`) whose stream's kommune `wanted` accepts, in log
+    /// order: one sequential pass over the log. A stream that names no kommune is
+    /// passed on, for the caller to judge by the decoded event.
+    pub fn for_each_entry_event<E: From<LedgerError>>(
+        &self,
+        after: u64,
+        through: u64,
+        wanted: impl Fn(u16) -> bool,
+        mut visit: impl FnMut(u64, &str, Event) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut from = after;
+        while from < through {
+            let to = from.saturating_add(WINDOW).min(through);
+            let mut window = Vec::new();
+            self.db().query_each(
+                "SELECT position, stream, payload FROM events
+                 WHERE position > ?1 AND position <= ?2
+                   AND event_type IN ('WithholdingRecorded', 'WithholdingCorrected')
+                 ORDER BY position",
+                &[sql::position(from)?, sql::position(to)?],
+                |row| {
+                    let stream = row.text(EVENTS, 1)?;
+                    // The stream (`entry/<kommune>/<reference>`, hashed with the
+                    // event) tells the kommune without decoding the payload: most
+                    // events belong to other kommuner.
+                    if stream_kommune(stream.as_bytes()).is_some_and(|number| !wanted(number)) {
+                        return Ok(());
+                    }
+                    window.push((
+                        row.unsigned(EVENTS, 0)?,
+                        stream.to_string(),
+                        row.blob(EVENTS, 2)?.to_vec(),
+                    ));
+                    Ok(())
+                },
+            )?;
+            for (position, stream, payload) in window {
+                visit(position, &stream, decode_payload(position, &payload)?)?;
+            }
+            from = to;
+        }
+        Ok(())
+    }
+
+    /// The withholding of `kommune` with KY reference `reference`, with its
+    /// position, read from the log (`None` if the ledger holds none).
+    pub fn withholding(
+        &self,
+        kommune: Kommune,
+        reference: &KyRef,
+    ) -> Result<Option<(u64, Withholding)>, LedgerError> {
+        let row = self.db().query_opt(
+            "SELECT ev.position, ev.payload FROM entries en JOIN events ev ON ev.position = en.position
+             WHERE en.kommune = ?1 AND en.reference = ?2",
+            &args![kommune.number(), reference.as_str()],
+            |row| Ok((row.unsigned(EVENTS, 0)?, row.blob(EVENTS, 1)?.to_vec())),
+        )?;
+        let Some((position, payload)) = row else {
+            return Ok(None);
+        };
+        Ok(match decode_payload(position, &payload)? {
+            Event::WithholdingRecorded(w) if w.kommune == kommune && w.reference == *reference => {
+                Some((position, w))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// The kommune number in an entry's stream `entry/<kommune>/<reference>`, read
+/// from the bytes (no UTF-8 check: only four ASCII digits matter).
+pub fn stream_kommune(stream: &[u8]) -> Option<u16> {
+    let digits = stream.strip_prefix(b"entry/")?.get(..4)?;
+    digits.iter().try_fold(0u16, |number, &byte| {
+        byte.is_ascii_digit()
+            .then(|| number * 10 + u16::from(byte - b'0'))
+    })
+}

@@ -1,0 +1,276 @@
+//! The PostgreSQL backend against a real server the harness starts
+//! (`support::postgres`): the same CLI scenario gives the same files byte for byte
+//! as on SQLite; a migrated demo ledger has the same head and verifies there; a
+//! rejected batch writes nothing; a database behind a node's last head is refused;
+//! and three `sf2520` processes on one database at once (overlapping ingests, two
+//! exports) leave gapless positions, a chain that verifies, each entry in exactly
+//! one file and gapless løbenumre.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use sf2520::ledger::{Ledger, Location};
+use support::cli::{command, sf2520, Run};
+use support::ledger::*;
+use support::postgres::{database, TestDatabase};
+
+/// `sf2520 --data-dir DIR --database-url URL ARGS...`.
+fn on_pg(dir: &Path, db: &TestDatabase, args: &[&str]) -> Run {
+    let mut all = vec!["--database-url".to_string(), db.url()];
+    all.extend(args.iter().map(|arg| arg.to_string()));
+    sf2520(dir, all)
+}
+
+/// The same, under a frozen clock.
+fn frozen(dir: &Path, url: Option<&str>, args: &[&str]) -> Run {
+    let mut command = Command::new("faketime");
+    command
+        .arg("2026-11-02 03:00:00")
+        .arg(env!("CARGO_BIN_EXE_sf2520"))
+        .arg("--data-dir")
+        .arg(dir);
+    if let Some(url) = url {
+        command.arg("--database-url").arg(url);
+    }
+    command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("faketime (installed by scripts/test.sh)")
+        .into()
+}
+
+fn open_pg(dir: &Path, db: &TestDatabase) -> Ledger {
+    let location = Location {
+        dir: dir.to_path_buf(),
+        database: Some(sf2520::ledger::DatabaseUrl::parse(&db.url()).unwrap()),
+    };
+    Ledger::open_at(&location, false, sf2520::ledger::DEFAULT_TOTALS_BLOCK).unwrap()
+}
+
+fn outbox_files(outbox: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(outbox)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "txt"))
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_demo_gives_the_same_files_byte_for_byte_on_both_backends() {
+    let root = tempfile::tempdir().unwrap();
+    let (lite, pg) = (root.path().join("lite"), root.path().join("pg"));
+    let db = database();
+    frozen(&lite, None, &["demo"]).expect_success("demo on SQLite");
+    frozen(&pg, Some(&db.url()), &["demo"]).expect_success("demo on PostgreSQL");
+    let (ours, theirs) = (
+        outbox_files(&lite.join("outbox")),
+        outbox_files(&pg.join("outbox")),
+    );
+    assert_eq!(ours.len(), 98, "one file per kommune");
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &ours {
+        assert!(theirs[name] == *bytes, "{name} differs between the backends");
+    }
+    // The totals and the register agree too.
+    let totals = |dir: &Path, url: Option<&str>| frozen(dir, url, &["totals"]).stdout;
+    assert_eq!(totals(&lite, None), totals(&pg, Some(&db.url())));
+    on_pg(&pg, &db, &["verify"]).expect_success("verify on PostgreSQL");
+}
+
+#[test]
+fn a_migrated_demo_ledger_has_the_same_head_and_verifies_there() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    sf2520(&dir, ["demo"]).expect_success("demo");
+    let head = Ledger::open(&dir).unwrap().head().unwrap();
+    let db = database();
+    let run = sf2520(&dir, ["migrate", "--to", &db.url(), "--json"]).expect_success("migrate");
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["head"]["position"], head.position);
+    let migrated = open_pg(&dir, &db).head().unwrap();
+    assert_eq!(migrated, head, "the copy has the source's head");
+    on_pg(&dir, &db, &["verify", "--expect-head", &format!("{}:{}", head.position, hex(&head.hash))])
+        .expect_success("verify on PostgreSQL");
+    // The same outbox is this ledger's (same identity): an export there finds
+    // nothing new and touches nothing.
+    on_pg(&dir, &db, &["export"]).expect_success("export after migrate");
+    // A second migration into the same database is refused, and changes nothing.
+    sf2520(&dir, ["migrate", "--to", &db.url()]).expect_refusal("is not empty");
+    assert_eq!(open_pg(&dir, &db).head().unwrap(), head);
+}
+
+#[test]
+fn a_rejected_batch_writes_nothing_on_postgres() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let db = database();
+    on_pg(&dir, &db, &["init"]).expect_success("init");
+    let batch = root.path().join("batch.jsonl");
+    std::fs::write(
+        &batch,
+        lines(&[
+            agreement("A-1", "0101", CPR, "2026-01-01"),
+            withholding("W-1", "A-1", "0101", "2026-10-01", "100.00"),
+            withholding("W-2", "A-404", "0101", "2026-10-01", "100.00"),
+        ]),
+    )
+    .unwrap();
+    on_pg(&dir, &db, &["ingest", batch.to_str().unwrap()]).expect_code(3, "a rejected line");
+    assert_eq!(open_pg(&dir, &db).head().unwrap().position, 0);
+    let mut client = db.client();
+    let events: i64 = client.query_one("SELECT COUNT(*) FROM events", &[]).unwrap().get(0);
+    let entries: i64 = client.query_one("SELECT COUNT(*) FROM entries", &[]).unwrap().get(0);
+    assert_eq!((events, entries), (0, 0), "nothing of the batch is left");
+}
+
+#[test]
+fn a_database_behind_the_nodes_last_head_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let db = database();
+    on_pg(&dir, &db, &["init"]).expect_success("init");
+    let batch = root.path().join("batch.jsonl");
+    std::fs::write(
+        &batch,
+        lines(&[
+            agreement("A-1", "0101", CPR, "2026-01-01"),
+            withholding("W-1", "A-1", "0101", "2026-10-01", "100.00"),
+        ]),
+    )
+    .unwrap();
+    on_pg(&dir, &db, &["ingest", batch.to_str().unwrap()]).expect_success("ingest");
+    // A failover to a replica that lacked the last commit: the event is gone.
+    let mut client = db.client();
+    client
+        .batch_execute(
+            "DELETE FROM entries WHERE position = 2; DELETE FROM events WHERE position = 2;
+             UPDATE ledger_head SET position = 1, hash = (SELECT hash FROM events WHERE position = 1)",
+        )
+        .unwrap();
+    on_pg(&dir, &db, &["ingest", batch.to_str().unwrap()]).expect_refusal("committed position 2");
+    let count: i64 = client.query_one("SELECT COUNT(*) FROM events", &[]).unwrap().get(0);
+    assert_eq!(count, 1, "nothing was written");
+}
+
+/// A batch of `count` withholdings (W-<from>..) on agreements of three kommuner.
+fn withholdings(from: usize, count: usize) -> String {
+    let kommuner = ["0101", "0147", "0751"];
+    let mut out = Vec::new();
+    for (at, kommune) in kommuner.iter().enumerate() {
+        out.push(agreement(&format!("A-{at}"), kommune, CPR, "2026-01-01"));
+    }
+    for n in from..from + count {
+        let at = n % kommuner.len();
+        out.push(withholding(
+            &format!("W-{n}"),
+            &format!("A-{at}"),
+            kommuner[at],
+            "2026-10-01",
+            "12.34",
+        ));
+    }
+    lines(&out)
+}
+
+#[test]
+fn three_nodes_on_one_database_leave_gapless_positions_and_each_entry_in_one_file() {
+    let root = tempfile::tempdir().unwrap();
+    let db = database();
+    let nodes: Vec<_> = (1..=3).map(|n| root.path().join(format!("node{n}"))).collect();
+    on_pg(&nodes[0], &db, &["init"]).expect_success("init");
+    for node in &nodes[1..] {
+        on_pg(node, &db, &["init"]).expect_success("init on another node");
+    }
+    // Overlapping batches: node 1 W-0..600, node 2 W-300..900, node 3 W-600..1200.
+    let batches: Vec<_> = (0..3)
+        .map(|n| {
+            let path = root.path().join(format!("batch{n}.jsonl"));
+            std::fs::write(&path, withholdings(n * 300, 600)).unwrap();
+            path
+        })
+        .collect();
+    let spawn = |node: &Path, args: &[&str]| {
+        let mut all = vec!["--database-url".to_string(), db.url()];
+        all.extend(args.iter().map(|arg| arg.to_string()));
+        command(node, all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let ingests: Vec<_> = nodes
+        .iter()
+        .zip(&batches)
+        .map(|(node, batch)| spawn(node, &["ingest", batch.to_str().unwrap(), "--json"]))
+        .collect();
+    let mut appended = 0;
+    for child in ingests {
+        let run: Run = child.wait_with_output().unwrap().into();
+        let run = run.expect_success("a concurrent ingest");
+        let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        appended += report["appended"].as_u64().unwrap();
+    }
+    // 3 agreements and 900 distinct withholdings: each once, every other line a duplicate.
+    assert_eq!(appended, 3 + 900);
+    let mut client = db.client();
+    let (count, max): (i64, i64) = {
+        let row = client
+            .query_one("SELECT COUNT(*), MAX(position) FROM events", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(count, max, "positions are gapless");
+    assert_eq!(count, 903);
+    // Two exports at once on two nodes, then a third export later.
+    let exports: Vec<_> = nodes[..2].iter().map(|node| spawn(node, &["export"])).collect();
+    for child in exports {
+        let run: Run = child.wait_with_output().unwrap().into();
+        run.expect_success("a concurrent export");
+    }
+    let more = root.path().join("more.jsonl");
+    std::fs::write(&more, withholdings(900, 30)).unwrap();
+    on_pg(&nodes[2], &db, &["ingest", more.to_str().unwrap()]).expect_success("more");
+    on_pg(&nodes[2], &db, &["export"]).expect_success("a later export");
+    on_pg(&nodes[0], &db, &["verify", "--no-outbox"]).expect_success("verify");
+    let ledger = open_pg(&nodes[0], &db);
+    let by_kommune = support::export::assert_files_follow_on(&ledger);
+    let mut in_files = 0;
+    for files in by_kommune.values() {
+        for (at, file) in files.iter().enumerate() {
+            assert_eq!(file.sequence, u32::try_from(at + 1).unwrap(), "løbenumre are gapless");
+        }
+        in_files += files.iter().map(|file| file.record_count).sum::<u64>();
+    }
+    assert_eq!(in_files, 930, "each entry in exactly one file");
+    // Every node's outbox holds byte-exact official files of the ledger it serves.
+    for node in &nodes {
+        let outbox = node.join("outbox");
+        if outbox.is_dir() {
+            for (name, bytes) in outbox_files(&outbox) {
+                let file = ledger
+                    .official_files(None)
+                    .unwrap()
+                    .into_iter()
+                    .find(|file| file.file_name == name)
+                    .unwrap_or_else(|| panic!("{name} is not an official file"));
+                let rebuilt = sf2520::export::reconstruct(&ledger, file.kommune, file.sequence).unwrap();
+                assert_eq!(rebuilt.bytes, bytes, "{name}");
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
