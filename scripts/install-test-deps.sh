@@ -9,7 +9,10 @@
 # tests/operations.rs runs sf2520 on a pseudo-terminal with script (bsdutils);
 # tests/exactly_once.rs and the simulation step the clock with faketime;
 # tests/verifier.rs runs the auditors' reference verifier with python3, and
-# tests/report.rs renders the HTML report in a headless chromium.
+# tests/report.rs renders the HTML report in a headless chromium;
+# tests/pg_harness.rs and the PostgreSQL tests start a real server with Debian's
+# postgresql (/usr/lib/postgresql/<version>/bin/initdb, and the postgres user the
+# server runs as when the tests run as root; /usr/local/bin/pg_ctl does not count).
 # Does nothing when everything is already present, so it is safe to run before
 # every test run.
 set -eu
@@ -26,6 +29,14 @@ command -v faketime >/dev/null 2>&1 || missing="$missing faketime"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 # Without recommends chromium brings no font: the report's text would not render.
 [ -d /usr/share/fonts/truetype/dejavu ] || missing="$missing fonts-dejavu-core"
+# The server itself, not a client or a pg_ctl elsewhere on the PATH.
+have_pg_server() {
+    for initdb in /usr/lib/postgresql/*/bin/initdb; do
+        [ -x "$initdb" ] && return 0
+    done
+    return 1
+}
+have_pg_server || missing="$missing postgresql"
 
 if [ -z "$missing" ]; then
     exit 0
@@ -62,3 +73,4 @@ command -v ssh-keygen >/dev/null 2>&1 || { echo "install-test-deps: ssh-keygen s
 for tool in xmllint dpkg-deb python3 systemd-analyze script faketime chromium; do
     command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing" >&2; exit 1; }
 done
+have_pg_server || { echo "install-test-deps: /usr/lib/postgresql/*/bin/initdb still missing" >&2; exit 1; }

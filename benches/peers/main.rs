@@ -138,7 +138,7 @@ fn run(knobs: &Knobs) {
         knobs.seed,
         scratch.path().display()
     );
-    let server = pg::PgServer::start();
+    let server = pg::start();
     println!(
         "PostgreSQL {} (fsync=on, synchronous_commit=on)",
         server.version()
@@ -290,7 +290,7 @@ fn big_log(knobs: &Knobs, scratch: &Path, small: (&Path, u32), small_events: u64
 
 /// PostgreSQL's W1: schema and agreements untimed, then the timed entry batches.
 fn pg_ingest(server: &pg::PgServer, knobs: &Knobs) -> f64 {
-    let mut client = server.connect();
+    let mut client = server.connect("postgres");
     let mut workload = Workload::new(knobs.seed, knobs.entries);
     pg::prepare(&mut client, &workload.agreement_batches(knobs.batch));
     let mut ingest = pg::Ingest::new(&mut client);

@@ -1,5 +1,6 @@
 //! The PostgreSQL peer: a throwaway server in a temporary directory (unix socket
-//! only, removed on drop, also on panic), the same ingest done the way a careful
+//! only, removed on drop, also on panic; started by the tests' harness,
+//! tests/support/postgres.rs, with this comparison's settings), the same ingest done the way a careful
 //! PostgreSQL user would (one transaction per batch, set-based statements), and the
 //! same SF2520 files rendered by SQL and streamed out with `COPY ... TO STDOUT`.
 
@@ -11,41 +12,40 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use chrono::NaiveDate;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use sf2520::domain::Command;
 use sf2520::export::OfficialFile;
-use tempfile::TempDir;
 
-/// A PostgreSQL server that lives as long as this value.
-pub struct PgServer {
-    /// Holds `data/` and the socket; removed when the guard drops.
-    root: TempDir,
-    bin: PathBuf,
-    /// Run the server's tools as this user (root may not run PostgreSQL).
-    run_as: Option<String>,
-}
+// The tests' PostgreSQL harness: its server start and stop serve here too; the rest
+// of it (the tests' one server per process, test databases) is unused here.
+#[allow(dead_code)]
+#[path = "../../tests/support/postgres.rs"]
+mod server;
 
-fn is_root() -> bool {
-    Process::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+pub use server::Server as PgServer;
+
+/// The server settings of the comparison: durable commits (fsync, synchronous
+/// commit, full page writes) with the memory and checkpoint spacing a careful
+/// operator would give a bulk load.
+const SETTINGS: &[(&str, &str)] = &[
+    ("fsync", "on"),
+    ("synchronous_commit", "on"),
+    ("full_page_writes", "on"),
+    ("shared_buffers", "512MB"),
+    ("max_wal_size", "8GB"),
+    ("checkpoint_timeout", "30min"),
+    ("work_mem", "64MB"),
+    ("jit", "off"),
+];
+
+/// A throwaway server for the run; stopped and removed when dropped.
+pub fn start() -> PgServer {
+    PgServer::start(&find_bin(), SETTINGS)
 }
 
 /// `/usr/lib/postgresql/<version>/bin`, installing Debian's `postgresql` if needed.
 fn find_bin() -> PathBuf {
-    let found = || {
-        let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path().join("bin"))
-            .filter(|bin| bin.join("initdb").is_file())
-            .collect();
-        versions.sort();
-        versions.pop()
-    };
-    if let Some(bin) = found() {
+    if let Some(bin) = server::installed_bin() {
         return bin;
     }
     eprintln!("peers: PostgreSQL server not found; installing Debian's postgresql package");
@@ -57,140 +57,7 @@ fn find_bin() -> PathBuf {
         .status()
         .expect("run apt-get");
     assert!(status.success(), "apt-get install postgresql failed");
-    found().expect("initdb still missing after installing postgresql")
-}
-
-fn user_exists(user: &str) -> bool {
-    Process::new("id")
-        .arg("-u")
-        .arg(user)
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
-impl PgServer {
-    /// initdb + start, listening only on a unix socket inside a temporary directory
-    /// of the system temp dir (which every user can traverse, so the server's user
-    /// reaches it without loosening the permissions of any other directory).
-    pub fn start() -> PgServer {
-        let bin = find_bin();
-        let root = tempfile::Builder::new()
-            .prefix("sf2520-pg-")
-            .tempdir()
-            .expect("temp dir for PostgreSQL");
-        let run_as = if is_root() {
-            let user = if user_exists("postgres") {
-                "postgres"
-            } else {
-                "nobody"
-            };
-            chown(root.path(), user);
-            Some(user.to_string())
-        } else {
-            None
-        };
-        let server = PgServer { root, bin, run_as };
-        server.run(
-            "initdb",
-            &[
-                "-D",
-                &server.data_dir(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-            ],
-        );
-        let options = format!(
-            "-c listen_addresses='' -k {} -c fsync=on -c synchronous_commit=on \
-             -c full_page_writes=on -c shared_buffers=512MB -c max_wal_size=8GB \
-             -c checkpoint_timeout=30min -c work_mem=64MB -c jit=off",
-            server.root.path().display()
-        );
-        let log = server.root.path().join("server.log");
-        server.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &server.data_dir(),
-                "-l",
-                &log.to_string_lossy(),
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        );
-        server
-    }
-
-    fn data_dir(&self) -> String {
-        self.root.path().join("data").to_string_lossy().into_owned()
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let program = self.bin.join(tool);
-        let output = match &self.run_as {
-            Some(user) => Process::new("runuser")
-                .args(["-u", user, "--"])
-                .arg(&program)
-                .args(args)
-                .output(),
-            None => Process::new(&program).args(args).output(),
-        }
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-        assert!(
-            output.status.success(),
-            "{tool} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    pub fn connect(&self) -> Client {
-        postgres::Config::new()
-            .host_path(self.root.path())
-            .user("postgres")
-            .dbname("postgres")
-            .connect(NoTls)
-            .expect("connect to the benchmark's PostgreSQL")
-    }
-
-    pub fn version(&self) -> String {
-        let mut client = self.connect();
-        client
-            .query_one("SHOW server_version", &[])
-            .map(|row| row.get(0))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        // Immediate: the data is thrown away, so there is nothing to checkpoint.
-        let program = self.bin.join("pg_ctl");
-        let data = self.data_dir();
-        let args = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
-        let _ = match &self.run_as {
-            Some(user) => Process::new("runuser")
-                .args(["-u", user, "--"])
-                .arg(&program)
-                .args(args)
-                .output(),
-            None => Process::new(&program).args(args).output(),
-        };
-    }
-}
-
-fn chown(path: &Path, user: &str) {
-    let status = Process::new("chown")
-        .arg(user)
-        .arg(path)
-        .status()
-        .expect("run chown");
-    assert!(status.success(), "chown {user} {} failed", path.display());
+    server::installed_bin().expect("initdb still missing after installing postgresql")
 }
 
 /// The peer's schema: the same facts our projections keep, with the same checks a
@@ -514,7 +381,8 @@ fn copy_file(client: &mut Client, file: &OfficialFile, path: &Path) -> u64 {
 pub fn export(server: &PgServer, files: &[OfficialFile], dir: &Path, workers: usize) {
     fs::create_dir_all(dir).expect("peer outbox");
     let next = AtomicUsize::new(0);
-    let clients: Mutex<Vec<Client>> = Mutex::new((0..workers).map(|_| server.connect()).collect());
+    let clients: Mutex<Vec<Client>> =
+        Mutex::new((0..workers).map(|_| server.connect("postgres")).collect());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {

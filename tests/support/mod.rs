@@ -1,5 +1,6 @@
 //! Shared test helpers: a ledger in a temporary directory, JSON Lines builders,
-//! exporter checks, SF2520 golden files, a real sshd and a Serviceplatformen stand-in.
+//! exporter checks, SF2520 golden files, a real sshd, a real PostgreSQL server and a
+//! Serviceplatformen stand-in.
 
 // Each test binary compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
@@ -9,6 +10,7 @@ pub mod export;
 pub mod format;
 pub mod ledger;
 pub mod platform;
+pub mod postgres;
 pub mod sshd;
 pub mod tmpfs;
 
