@@ -58,7 +58,8 @@ fn edit_database(t: TestLedger, sql: &str) -> (tempfile::TempDir, std::path::Pat
 }
 
 fn position_of_file(ledger: &Ledger, code: &str, sequence: u32) -> u64 {
-    ledger.official_file(kommune(code), sequence)
+    ledger
+        .official_file(kommune(code), sequence)
         .unwrap()
         .position
 }

@@ -84,7 +84,8 @@ fn run_and_kill(
 
 /// (agreement present, number of withholdings present) of batch k.
 fn batch_state(ledger: &Ledger, k: usize) -> (bool, usize) {
-    let conn = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap();
+    let conn =
+        rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap();
     let agreement: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM agreements WHERE agreement = ?1",

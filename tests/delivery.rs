@@ -11,7 +11,10 @@ use sf2520::domain::{
     BusinessReceiptReceived, Event, FileAcceptance, Kommune, ReceiptError, ReceiptReceived,
     TechnicalReceiptReceived,
 };
-use sf2520::export::{default_outbox, deliver, reissue, run_batch, DeliverRequest, DeliveryResult, DeliveryState, ExportRequest, Quiet};
+use sf2520::export::{
+    default_outbox, deliver, reissue, run_batch, DeliverRequest, DeliveryResult, DeliveryState,
+    ExportRequest, Quiet,
+};
 use sf2520::ledger::{decode_payload, Ledger};
 use sf2520::transport::SftpConfig;
 use sha2::{Digest, Sha256};
@@ -78,7 +81,9 @@ fn delivered_bytes_equal_the_outbox_and_every_step_is_recorded() {
             <[u8; 32]>::from(Sha256::digest(&local))
         );
         assert_eq!(
-            t.ledger.delivery_state(file.kommune, file.sequence).unwrap(),
+            t.ledger
+                .delivery_state(file.kommune, file.sequence)
+                .unwrap(),
             DeliveryState::Accepted
         );
     }
@@ -225,7 +230,9 @@ fn sshd_killed_in_the_middle_then_a_rerun_accepts_every_file_once() {
     );
     for file in t.ledger.official_files(None).unwrap() {
         assert_eq!(
-            t.ledger.delivery_state(file.kommune, file.sequence).unwrap(),
+            t.ledger
+                .delivery_state(file.kommune, file.sequence)
+                .unwrap(),
             DeliveryState::Accepted
         );
     }
@@ -246,9 +253,7 @@ fn a_reissued_file_is_delivered_again_with_a_new_senders_file_id() {
     let sshd = Sshd::start();
     let platform = Platform::start(&sshd.root(), |_| Answer::Success);
     assert_eq!(accepted(&deliver_all(&mut t, &sshd.config())), 1);
-    let file = t.ledger.official_files(None)
-        .unwrap()
-        .remove(0);
+    let file = t.ledger.official_files(None).unwrap().remove(0);
     let outbox = default_outbox(&t.data_dir());
     let done = reissue(
         &mut t.ledger,
@@ -487,9 +492,7 @@ fn a_recorded_receipt_left_in_in_is_not_taken_for_the_next_delivery() {
     });
     assert_eq!(accepted(&deliver_all(&mut t, &sshd.config())), 1);
     let first = technical_receipts(&t).remove(0);
-    let file = t.ledger.official_files(None)
-        .unwrap()
-        .remove(0);
+    let file = t.ledger.official_files(None).unwrap().remove(0);
     std::fs::copy(
         t.data_dir().join("receipts").join(&first.archive_name),
         sshd.in_dir()

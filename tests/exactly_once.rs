@@ -17,8 +17,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sf2520::demo::{demo_month, SplitMix64};
-use sf2520::export::outbox::{OUTBOX_MARKER, QUARANTINE_DIR};
 use sf2520::export::default_outbox;
+use sf2520::export::outbox::{OUTBOX_MARKER, QUARANTINE_DIR};
 use sf2520::ledger::{Ledger, DATABASE_FILE, EXPORT_LOCK_FILE, HEAD_MARK_FILE, WRITER_NOTE_FILE};
 use support::cli::{command, sf2520, Run};
 use support::export::{assert_exactly_once, more_withholdings, registered_agreements};
@@ -161,7 +161,9 @@ fn check_exactly_once(data_dir: &Path, outbox: &Path) -> usize {
 }
 
 fn file_count(data_dir: &Path) -> usize {
-    Ledger::open(data_dir).unwrap().official_files(None)
+    Ledger::open(data_dir)
+        .unwrap()
+        .official_files(None)
         .unwrap()
         .len()
 }
@@ -298,7 +300,10 @@ fn leftovers_of_interrupted_runs_are_published_or_quarantined() {
     sf2520(&data_dir, ["export"]).expect_success("the export");
     let ledger_id = fs::read_to_string(outbox.join(OUTBOX_MARKER)).unwrap();
     let ledger_id = ledger_id.trim().rsplit(' ').next().unwrap().to_string();
-    let files = Ledger::open(&data_dir).unwrap().official_files(None).unwrap();
+    let files = Ledger::open(&data_dir)
+        .unwrap()
+        .official_files(None)
+        .unwrap();
     let (recorded, missing) = (&files[0].file_name, &files[1].file_name);
     let recorded_bytes = fs::read(outbox.join(recorded)).unwrap();
     // Killed between recording and renaming: the recorded bytes under a temporary name.

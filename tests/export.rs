@@ -3,7 +3,9 @@
 
 mod support;
 
-use sf2520::export::{default_outbox, reconstruct, reissue, render_as_of, run_batch, ExportRequest, Quiet};
+use sf2520::export::{
+    default_outbox, reconstruct, reissue, render_as_of, run_batch, ExportRequest, Quiet,
+};
 use sf2520::sf2520::TransactionCode;
 use support::export::*;
 use support::ledger::*;
@@ -140,9 +142,7 @@ fn export_as_of_a_time_before_any_file_shows_what_the_first_run_would_make() {
     )
     .unwrap();
     assert!(
-        t.ledger.official_files(None)
-            .unwrap()
-            .is_empty(),
+        t.ledger.official_files(None).unwrap().is_empty(),
         "as-of records nothing"
     );
     assert_eq!(t.head(), 4, "as-of appends nothing");

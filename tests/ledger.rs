@@ -401,7 +401,8 @@ fn verify_names_the_position_of_a_byte_changed_in_the_database_file() {
 #[test]
 fn verify_notices_a_projection_that_differs_from_the_log() {
     let t = given_one_withholding();
-    rusqlite::Connection::open(t.ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
+    rusqlite::Connection::open(t.ledger.dir().join(sf2520::ledger::DATABASE_FILE))
+        .unwrap()
         .execute("UPDATE entries SET net_ore = net_ore + 1", [])
         .unwrap();
     let failure = t.ledger.verify(|_| {}).unwrap().unwrap_err();
@@ -572,13 +573,15 @@ fn an_older_ledger_has_its_projections_rebuilt_from_its_log_on_open() {
         before
     );
     assert!(ledger.verify(|_| {}).unwrap().is_ok());
-    let (version, time_index): (i64, i64) = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
-        .query_row(
-            "SELECT (SELECT value FROM meta WHERE key = 'schema_version'),
+    let (version, time_index): (i64, i64) =
+        rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE))
+            .unwrap()
+            .query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'schema_version'),
                     (SELECT COUNT(*) FROM sqlite_schema WHERE name = 'events_by_time')",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .unwrap();
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
     assert_eq!((version, time_index), (2, 0));
 }

@@ -202,9 +202,10 @@ fn export(t: &mut TestLedger) {
 fn the_report_lists_the_kommunes_files_with_sums_hashes_delivery_and_receipt() {
     let t = given_delivered();
     let data_dir = t.data_dir();
-    let files = t.ledger.official_files(Some(Kommune::parse("0751").unwrap()),
-    )
-    .unwrap();
+    let files = t
+        .ledger
+        .official_files(Some(Kommune::parse("0751").unwrap()))
+        .unwrap();
     let head = Anchor::of(&t.ledger.head().unwrap()).to_string();
     drop(t.ledger);
     let out = t.dir.path().join("report.html");
@@ -289,9 +290,10 @@ fn the_report_lists_the_kommunes_files_with_sums_hashes_delivery_and_receipt() {
 fn a_report_on_a_damaged_ledger_says_verify_failed_and_lists_the_problem() {
     let t = given_delivered();
     let data_dir = t.data_dir();
-    let file =
-        t.ledger.official_file(Kommune::parse("0101").unwrap(), 1)
-            .unwrap();
+    let file = t
+        .ledger
+        .official_file(Kommune::parse("0101").unwrap(), 1)
+        .unwrap();
     drop(t.ledger);
     let path = sf2520::export::default_outbox(&data_dir).join(&file.file_name);
     std::fs::remove_file(&path).unwrap();

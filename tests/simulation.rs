@@ -494,13 +494,15 @@ impl World {
     }
 
     fn check_nothing_acknowledged_lost(&mut self, ledger: &Ledger) {
-        let present: HashSet<(u16, String)> = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
-            .prepare("SELECT kommune, reference FROM entries")
-            .unwrap()
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let present: HashSet<(u16, String)> =
+            rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE))
+                .unwrap()
+                .prepare("SELECT kommune, reference FROM entries")
+                .unwrap()
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
         for reference in &self.acknowledged_refs {
             assert!(
                 present.contains(reference),
@@ -534,13 +536,15 @@ impl World {
                     self.figures.invariant_checks += 2;
                 }
             }
-            let entries: u64 = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
-                .query_row(
-                    "SELECT COUNT(*) FROM entries WHERE kommune = ?1 AND position <= ?2",
-                    rusqlite::params![kommune, i64::try_from(previous_cutoff).unwrap()],
-                    |row| row.get(0),
-                )
-                .unwrap();
+            let entries: u64 =
+                rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE))
+                    .unwrap()
+                    .query_row(
+                        "SELECT COUNT(*) FROM entries WHERE kommune = ?1 AND position <= ?2",
+                        rusqlite::params![kommune, i64::try_from(previous_cutoff).unwrap()],
+                        |row| row.get(0),
+                    )
+                    .unwrap();
             assert_eq!(
                 records, entries,
                 "kommune {kommune}: entries up to the last cut-off must be in exactly one file"
@@ -562,11 +566,9 @@ impl World {
             "a delivery was picked up more than once: {twice:?}"
         );
         for file in ledger.official_files(None).unwrap() {
-            let status = ledger.delivery_status(file.kommune,
-                file.sequence,
-                file.file_id,
-            )
-            .unwrap();
+            let status = ledger
+                .delivery_status(file.kommune, file.sequence, file.file_id)
+                .unwrap();
             if status.state == DeliveryState::Accepted {
                 let id = uuid::Uuid::from_bytes(status.senders_file_id).to_string();
                 assert_eq!(
@@ -590,27 +592,29 @@ impl World {
         let _ = self.run_to_end(&["deliver"]);
         self.check_invariants();
         let ledger = Ledger::open(&self.data_dir).unwrap();
-        let entries: i64 = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
-            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
-            .unwrap();
-        let exported: i64 = rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap()
-            .query_row(
-                "SELECT COALESCE(SUM(record_count), 0) FROM files",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let entries: i64 =
+            rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE))
+                .unwrap()
+                .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
+                .unwrap();
+        let exported: i64 =
+            rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE))
+                .unwrap()
+                .query_row(
+                    "SELECT COALESCE(SUM(record_count), 0) FROM files",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
         assert_eq!(
             entries, exported,
             "after the final export every entry is in a file"
         );
         for file in ledger.official_files(None).unwrap() {
-            let state = ledger.delivery_status(file.kommune,
-                file.sequence,
-                file.file_id,
-            )
-            .unwrap()
-            .state;
+            let state = ledger
+                .delivery_status(file.kommune, file.sequence, file.file_id)
+                .unwrap()
+                .state;
             let rejected_by_design = matches!(state, DeliveryState::Rejected { .. });
             assert!(
                 state == DeliveryState::Accepted || rejected_by_design,
@@ -622,7 +626,8 @@ impl World {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        let official: HashSet<String> = ledger.official_files(None)
+        let official: HashSet<String> = ledger
+            .official_files(None)
             .unwrap()
             .into_iter()
             .map(|f| f.file_name)

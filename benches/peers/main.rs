@@ -159,7 +159,9 @@ fn run(knobs: &Knobs) {
 
     // W2 export.
     let export = ours::run_child("export", &small);
-    let files = Ledger::open(&small).expect("open").official_files(None)
+    let files = Ledger::open(&small)
+        .expect("open")
+        .official_files(None)
         .expect("files register");
     let ours_export = per_second(export.count, export.seconds);
     let peer_dir = scratch.path().join("pg-outbox");

@@ -161,7 +161,10 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
         LedgerError::NoLedger { .. }
         | LedgerError::InsecurePermissions { .. }
         | LedgerError::NotOwner { .. }
-        | LedgerError::NotADirectory { .. } => Some(Exit::Configuration),
+        | LedgerError::NotADirectory { .. }
+        | LedgerError::BadDatabaseUrl { .. }
+        | LedgerError::Connect { .. }
+        | LedgerError::TargetNotEmpty { .. } => Some(Exit::Configuration),
         LedgerError::Interrupted(stop) => Some(match stop.signal {
             crate::interrupt::StopSignal::Interrupt => Exit::Interrupted,
             crate::interrupt::StopSignal::Terminate => Exit::Terminated,
@@ -172,10 +175,14 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
         | LedgerError::DamagedMark { .. } => Some(Exit::LedgerDamaged),
         LedgerError::Rejected(_)
         | LedgerError::UnknownAgreement { .. }
-        | LedgerError::NoSuchPosition { .. } => Some(Exit::InputRejected),
+        | LedgerError::NoSuchPosition { .. }
+        | LedgerError::PositionOutOfRange { .. }
+        | LedgerError::NoSuchFile { .. } => Some(Exit::InputRejected),
         LedgerError::CorruptPayload { .. }
         | LedgerError::PositionGap { .. }
-        | LedgerError::NotALedger { .. } => Some(Exit::LedgerDamaged),
+        | LedgerError::NotALedger { .. }
+        | LedgerError::CorruptLedger { .. }
+        | LedgerError::FileWithoutEvent { .. } => Some(Exit::LedgerDamaged),
         LedgerError::Concurrent { .. } => Some(Exit::ExportRunning),
         _ => None,
     }

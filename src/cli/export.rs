@@ -13,8 +13,8 @@ use crate::audit::Anchor;
 use crate::domain::Kommune;
 use crate::export::outbox::write_bytes_atomically;
 use crate::export::{
-    default_outbox, reconstruct, reissue, render_as_of, run_batch,
-    ExportRequest, ExportedFile, Progress,
+    default_outbox, reconstruct, reissue, render_as_of, run_batch, ExportRequest, ExportedFile,
+    Progress,
 };
 use crate::ledger::{Head, Ledger};
 

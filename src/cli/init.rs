@@ -7,18 +7,18 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::ledger::{Ledger, LedgerError, Location};
+use crate::ledger::{Ledger, Location, DATABASE_FILE};
 
 use super::InitArgs;
 
 pub fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> {
-    let existed = match Ledger::open_existing(data_dir) {
-        Ok(_) => true,
-        Err(LedgerError::NoLedger { .. }) => false,
-        Err(error) => return Err(error.into()),
+    let location = Location::of(data_dir);
+    let existed = match &location.database {
+        None => data_dir.join(DATABASE_FILE).exists(),
+        // Whatever stops the open here, the open below reports.
+        Some(_) => Ledger::open_existing(data_dir).is_ok(),
     };
     let ledger = Ledger::open(data_dir)?;
-    let location = Location::of(data_dir);
     let head = ledger.head()?.position;
     let mut out = io::stdout().lock();
     if args.json {

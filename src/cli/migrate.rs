@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::ledger::{DatabaseUrl, Ledger, Location};
+use crate::ledger::{DatabaseUrl, Ledger, LedgerError, Location};
 
 use super::deliver::config_path;
 use super::output::hex;
@@ -38,21 +38,34 @@ pub fn database_url(
     given: Option<&str>,
 ) -> anyhow::Result<Option<DatabaseUrl>> {
     if let Some(url) = given {
-        return Ok(Some(DatabaseUrl::parse(url).context("--database-url (or SF2520_DATABASE_URL)")?));
+        return Ok(Some(
+            DatabaseUrl::parse(url).context("--database-url (or SF2520_DATABASE_URL)")?,
+        ));
     }
     let path = config_path(data_dir, config);
+    // No configuration file is no database section: SQLite. A named file that is
+    // missing, or a data directory that is not one, is reported by the command
+    // that needs them, with its own words.
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        // No configuration file is no database section: SQLite.
-        Err(error) if error.kind() == io::ErrorKind::NotFound && config.is_none() => {
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
             return Ok(None)
         }
         Err(error) => {
-            return Err(error).with_context(|| format!("cannot read the configuration file {}", path.display()))
+            return Err(error)
+                .with_context(|| format!("cannot read the configuration file {}", path.display()))
         }
     };
-    let parsed: ConfigFile = toml::from_str(&text)
-        .with_context(|| format!("{}: the [database] section", path.display()))?;
+    let parsed: ConfigFile =
+        toml::from_str(&text).map_err(|error| LedgerError::BadDatabaseUrl {
+            url: format!("{}: [database]", path.display()),
+            reason: error.message().to_string(),
+        })?;
     match parsed.database {
         None => Ok(None),
         Some(section) => Ok(Some(

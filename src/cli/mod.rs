@@ -664,7 +664,11 @@ pub fn error_text(error: &anyhow::Error) -> String {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     crate::ledger::set_default_busy_wait(std::time::Duration::from_secs(cli.busy_timeout));
-    let database = migrate::database_url(&cli.data_dir, cli.config.as_deref(), cli.database_url.as_deref())?;
+    let database = migrate::database_url(
+        &cli.data_dir,
+        cli.config.as_deref(),
+        cli.database_url.as_deref(),
+    )?;
     crate::ledger::set_database_url(database);
     tracing::debug!(data_dir = %cli.data_dir.display(), command = ?cli.command, "starting");
     match cli.command {

@@ -146,7 +146,6 @@ pub fn render_into<W: Write>(
     writer.finish().map_err(render_error)
 }
 
-
 /// Renders the planned files into `dir`, in parallel: one group of files per two
 /// cores, balanced by record count. Each group is rendered in one sequential pass
 /// over the log (see [`for_each_record_in`]) rather than file by file, by two

@@ -20,13 +20,13 @@ use uuid::Uuid;
 
 use super::outbox::{sync_dir, write_bytes_atomically};
 use super::reconstruct::{put_back, reconstruct};
-use crate::ledger::{DeliveryState, DeliveryStatus, OfficialFile};
 use super::ExportError;
 use crate::domain::{
     BusinessReceiptReceived, Event, FileAcceptance, FileUploaded, Kommune, ReceiptErrorCode,
     TechnicalReceiptReceived,
 };
 use crate::ledger::Ledger;
+use crate::ledger::{DeliveryState, DeliveryStatus, OfficialFile};
 use crate::transport::{
     await_receipt, business_receipts, parse_in_document, run_limited, upload, DeliveryOutcome,
     FoundBusinessReceipt, InDocument, OutgoingFile, RemotePaths, SftpClient, SftpConfig,
@@ -101,10 +101,7 @@ pub fn files_in_scope(
         {
             continue;
         }
-        let status = ledger.delivery_status(file.kommune,
-            file.sequence,
-            file.file_id,
-        )?;
+        let status = ledger.delivery_status(file.kommune, file.sequence, file.file_id)?;
         files.push((file, status));
     }
     Ok(files)

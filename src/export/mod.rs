@@ -9,9 +9,12 @@ pub mod outbox;
 mod reconstruct;
 mod source;
 
+pub use crate::ledger::{
+    file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage,
+};
 pub use batch::{
-    default_outbox, plan, render_all, render_as_of, render_into, run_batch,
-    ExportRequest, ExportedFile, PlannedFile, Progress, Quiet,
+    default_outbox, plan, render_all, render_as_of, render_into, run_batch, ExportRequest,
+    ExportedFile, PlannedFile, Progress, Quiet,
 };
 pub use deliver::{
     deliver, files_in_scope, pending_deliveries, DeliverRequest, DeliveryReport, DeliveryResult,
@@ -19,7 +22,4 @@ pub use deliver::{
 };
 pub use error::ExportError;
 pub use reconstruct::{plan_of, reconstruct, reissue, Reconstruction, Reissue};
-pub use crate::ledger::{
-    file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage,
-};
 pub use source::{for_each_record, withholding_record, EntryRange};

@@ -19,11 +19,11 @@ use super::batch::{render_into, PlannedFile};
 use std::collections::HashMap;
 
 use super::outbox::{Outbox, WrittenFile};
-use crate::ledger::{OfficialFile, ProjectionDamage};
 use super::source::withholding_record;
 use super::ExportError;
 use crate::domain::{Event, FileReissued, Kommune, Withholding};
 use crate::ledger::{Ledger, GENESIS_HASH};
+use crate::ledger::{OfficialFile, ProjectionDamage};
 use crate::sf2520::{DetailRecord, FileHeader, FileWriter, TransactionCode};
 
 /// An official file rendered again.
@@ -262,7 +262,8 @@ pub(super) fn put_back(
 ) -> Result<WrittenFile, ExportError> {
     let lock = ledger.lock_exports(lock_wait)?;
     let ledger_id = ledger.ledger_id()?;
-    let recorded = ledger.official_files(None)?
+    let recorded = ledger
+        .official_files(None)?
         .into_iter()
         .map(|file| (file.file_name, file.sha256))
         .collect();

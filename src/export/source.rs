@@ -60,34 +60,34 @@ pub fn for_each_record_in(
         through,
         |number| ranges_for(number).is_some(),
         |position, stream, event| {
-                let kommune = match &event {
-                    Event::WithholdingRecorded(w) => w.kommune,
-                    Event::WithholdingCorrected(c) => c.kommune,
-                    other => {
-                        // The stored type said entry, the payload says otherwise.
-                        return Err(ExportError::NotAnEntry {
-                            position,
-                            kommune: stream.get(6..10).unwrap_or("?").into(),
-                            found: other.type_name(),
-                        });
-                    }
-                };
-                let Some(indices) = ranges_for(kommune.number()) else {
-                    return Ok(());
-                };
-                let mut wanted = indices.iter().copied().filter(|&index| {
-                    let range = &ranges[index];
-                    position > range.after_position && position <= range.through_position
-                });
-                let Some(first) = wanted.next() else {
-                    return Ok(());
-                };
-                let record = entry_record(ledger, kommune, position, event)?;
-                // More than one range of a kommune only if the caller asked for it twice.
-                for index in wanted {
-                    visit(index, record.clone())?;
+            let kommune = match &event {
+                Event::WithholdingRecorded(w) => w.kommune,
+                Event::WithholdingCorrected(c) => c.kommune,
+                other => {
+                    // The stored type said entry, the payload says otherwise.
+                    return Err(ExportError::NotAnEntry {
+                        position,
+                        kommune: stream.get(6..10).unwrap_or("?").into(),
+                        found: other.type_name(),
+                    });
                 }
-                visit(first, record)
+            };
+            let Some(indices) = ranges_for(kommune.number()) else {
+                return Ok(());
+            };
+            let mut wanted = indices.iter().copied().filter(|&index| {
+                let range = &ranges[index];
+                position > range.after_position && position <= range.through_position
+            });
+            let Some(first) = wanted.next() else {
+                return Ok(());
+            };
+            let record = entry_record(ledger, kommune, position, event)?;
+            // More than one range of a kommune only if the caller asked for it twice.
+            for index in wanted {
+                visit(index, record.clone())?;
+            }
+            visit(first, record)
         },
     )
 }

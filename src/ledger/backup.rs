@@ -213,7 +213,9 @@ fn copy_database(source: &Connection, target: &Path) -> Result<(), BackupError> 
 /// SQLite's own check of the file's structure (pages, b-trees, indexes), which a
 /// replay does not cover: an index can disagree with its table unnoticed.
 fn integrity_problems(copy: &Ledger) -> Result<Option<String>, BackupError> {
-    let mut statement = copy.sqlite_connection()?.prepare("PRAGMA integrity_check(10)")?;
+    let mut statement = copy
+        .sqlite_connection()?
+        .prepare("PRAGMA integrity_check(10)")?;
     let lines: Vec<String> = statement
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
@@ -492,10 +494,12 @@ fn first_difference(current: &Ledger, backup: &Ledger) -> Result<Option<u64>, Le
         let (their_position, their_hash): (i64, Vec<u8>) = (theirs.get(0)?, theirs.get(1)?);
         if position != their_position || our_hash != their_hash {
             let first = position.min(their_position);
-            return u64::try_from(first).map(Some).map_err(|_| LedgerError::CorruptLedger {
-                position: None,
-                what: format!("events: the position {first} is negative"),
-            });
+            return u64::try_from(first)
+                .map(Some)
+                .map_err(|_| LedgerError::CorruptLedger {
+                    position: None,
+                    what: format!("events: the position {first} is negative"),
+                });
         }
     }
     Ok(None)
@@ -509,9 +513,11 @@ fn describe_events_from(ledger: &Ledger, from: u64) -> Result<String, LedgerErro
          GROUP BY event_type ORDER BY MIN(position)",
     )?;
     let counts: Vec<(String, i64)> = statement
-        .query_map([i64::try_from(from).map_err(|_| LedgerError::PositionOutOfRange { position: from })?], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
+        .query_map(
+            [i64::try_from(from)
+                .map_err(|_| LedgerError::PositionOutOfRange { position: from })?],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
         .collect::<Result<_, _>>()?;
     if counts.is_empty() {
         return Ok("none".into());

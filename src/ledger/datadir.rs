@@ -88,7 +88,6 @@ pub struct HeldLock {
     _file: File,
 }
 
-
 /// What one try for a named lock found.
 #[derive(Debug)]
 pub enum LockAttempt {

@@ -130,7 +130,9 @@ const FILE_COLUMNS: &str = "kommune, sequence, position, file_id, file_name, cre
     previous_cutoff_position, cutoff_position, test_marker, record_count, plus_ore, minus_ore, sha256";
 
 const FILES: Source = Source { table: "files" };
-const DELIVERIES: Source = Source { table: "deliveries" };
+const DELIVERIES: Source = Source {
+    table: "deliveries",
+};
 
 /// A `files` projection row, read as it stands (not yet checked against its event).
 fn from_row(row: &Row<'_>) -> Result<OfficialFile, LedgerError> {
@@ -169,7 +171,10 @@ impl Ledger {
             return Ok(None);
         };
         let stored = self.db().query_opt(
-            &format!("SELECT {} FROM events WHERE position = ?1", StoredEvent::COLUMNS),
+            &format!(
+                "SELECT {} FROM events WHERE position = ?1",
+                StoredEvent::COLUMNS
+            ),
             &[at],
             StoredEvent::from_row,
         )?;
@@ -177,7 +182,9 @@ impl Ledger {
             return Ok(None);
         };
         Ok(match decode_payload(stored.position, &stored.payload)? {
-            Event::FileExported(event) if event.kommune == kommune && event.sequence == sequence => {
+            Event::FileExported(event)
+                if event.kommune == kommune && event.sequence == sequence =>
+            {
                 Some(OfficialFile::from_event(position, &event))
             }
             _ => None,
@@ -254,7 +261,9 @@ impl Ledger {
         Ok(self.find_file_event(kommune, sequence)?.map(|mut file| {
             file.damage = Some(ProjectionDamage {
                 position: file.position,
-                what: format!("the files table has no row for kommune {kommune} løbenummer {sequence}"),
+                what: format!(
+                    "the files table has no row for kommune {kommune} løbenummer {sequence}"
+                ),
             });
             file
         }))
@@ -263,7 +272,10 @@ impl Ledger {
     /// Every official file, by kommune and løbenummer (one kommune if given), each
     /// from its `FileExported` event. A løbenummer missing from the projection
     /// between two it holds is looked up in the log (løbenumre are gapless from 1).
-    pub fn official_files(&self, kommune: Option<Kommune>) -> Result<Vec<OfficialFile>, LedgerError> {
+    pub fn official_files(
+        &self,
+        kommune: Option<Kommune>,
+    ) -> Result<Vec<OfficialFile>, LedgerError> {
         let rows = self.db().query_vec(
             &format!(
                 "SELECT {FILE_COLUMNS} FROM files WHERE kommune = COALESCE(?1, kommune) ORDER BY kommune, sequence"
@@ -289,7 +301,11 @@ impl Ledger {
 
     /// One official file from its `FileExported` event, or an error saying how
     /// many the kommune has.
-    pub fn official_file(&self, kommune: Kommune, sequence: u32) -> Result<OfficialFile, LedgerError> {
+    pub fn official_file(
+        &self,
+        kommune: Kommune,
+        sequence: u32,
+    ) -> Result<OfficialFile, LedgerError> {
         let found = self.db().query_opt(
             &format!("SELECT {FILE_COLUMNS} FROM files WHERE kommune = ?1 AND sequence = ?2"),
             &args![kommune.number(), sequence],
@@ -332,7 +348,11 @@ impl Ledger {
     }
 
     /// Positions of a file's delivery events (uploads, receipts, reissues), in log order.
-    pub fn delivery_positions(&self, kommune: Kommune, sequence: u32) -> Result<Vec<u64>, LedgerError> {
+    pub fn delivery_positions(
+        &self,
+        kommune: Kommune,
+        sequence: u32,
+    ) -> Result<Vec<u64>, LedgerError> {
         self.db().query_vec(
             "SELECT position FROM deliveries WHERE kommune = ?1 AND sequence = ?2 ORDER BY position",
             &args![kommune.number(), sequence],
@@ -341,7 +361,11 @@ impl Ledger {
     }
 
     /// The delivery state of one file: the last of its delivery events decides.
-    pub fn delivery_state(&self, kommune: Kommune, sequence: u32) -> Result<DeliveryState, LedgerError> {
+    pub fn delivery_state(
+        &self,
+        kommune: Kommune,
+        sequence: u32,
+    ) -> Result<DeliveryState, LedgerError> {
         Ok(self.delivery_status(kommune, sequence, [0; 16])?.state)
     }
 

@@ -12,8 +12,8 @@ use super::postgres::{DatabaseUrl, Session};
 use super::projection::Projector;
 use super::sql::{self, Db};
 use super::store::{
-    initialize, insert_event, postgres_schema_version, read_head, read_meta, write_meta,
-    Head, FLOOR_KEY, LEDGER_ID_KEY,
+    initialize, insert_event, postgres_schema_version, read_head, read_meta, write_meta, Head,
+    FLOOR_KEY, LEDGER_ID_KEY,
 };
 use super::{Ledger, LedgerError};
 

@@ -30,19 +30,17 @@ pub use datadir::{
     check_private_dir, read_mark, try_lock_named, HeadMark, HeldLock, LockAttempt,
     EXPORT_LOCK_FILE, HEAD_MARK_FILE, WRITER_NOTE_FILE,
 };
-pub use error::{LedgerError, LineError};
-pub use projection::{RangeTotals, Totals, KIND_CORRECTION, KIND_WITHHOLDING};
-pub use store::Appender;
 pub use entries::EntryRange;
-pub use files::{
-    file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage,
-};
+pub use error::{LedgerError, LineError};
+pub use files::{file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage};
 pub use migrate::MigrateReport;
-pub use schema::DEFAULT_TOTALS_BLOCK;
 pub use postgres::DatabaseUrl;
+pub use projection::{RangeTotals, Totals, KIND_CORRECTION, KIND_WITHHOLDING};
+pub use schema::DEFAULT_TOTALS_BLOCK;
+pub use store::Appender;
 pub use store::{
-    create_private_dir, ensure_private_dir, set_database_url, set_default_busy_wait, AsOf,
-    Clock, Cutoff, ExportLock, Head, IngestReport, Ledger, LineOutcome, Location, SystemClock,
+    create_private_dir, ensure_private_dir, set_database_url, set_default_busy_wait, AsOf, Clock,
+    Cutoff, ExportLock, Head, IngestReport, Ledger, LineOutcome, Location, SystemClock,
     DATABASE_FILE, DEFAULT_BUSY_WAIT, UNKNOWN_OUTCOME_RETRIES,
 };
 pub use verify::{VerifyFailure, VerifyReport};

@@ -158,7 +158,9 @@ impl DatabaseUrl {
             ));
         }
         if !looks_like_url && !trimmed.contains('=') {
-            return Err(bad("it is neither a postgresql:// URL nor key=value pairs".into()));
+            return Err(bad(
+                "it is neither a postgresql:// URL nor key=value pairs".into()
+            ));
         }
         let mut config = Config::from_str(trimmed).map_err(|error| bad(error.to_string()))?;
         if config.get_hosts().is_empty() {
@@ -191,12 +193,10 @@ impl DatabaseUrl {
         if let Some(name) = name {
             config.application_name(name);
         }
-        config
-            .connect(NoTls)
-            .map_err(|error| LedgerError::Connect {
-                target: self.describe(),
-                reason: connect_reason(&error),
-            })
+        config.connect(NoTls).map_err(|error| LedgerError::Connect {
+            target: self.describe(),
+            reason: connect_reason(&error),
+        })
     }
 }
 
@@ -310,8 +310,10 @@ impl Session {
     pub fn execute(&self, sql: &str, args: &[Value<'_>]) -> Result<u64, LedgerError> {
         let mut client = self.client()?;
         let statement = self.statement(&mut client, sql)?;
-        let params: Vec<&(dyn ToSql + Sync)> =
-            args.iter().map(|value| value as &(dyn ToSql + Sync)).collect();
+        let params: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|value| value as &(dyn ToSql + Sync))
+            .collect();
         Ok(client.execute(&statement, &params)?)
     }
 
@@ -491,7 +493,12 @@ mod tests {
         assert_eq!(url.config.get_dbname(), Some("ledger"));
         let url = DatabaseUrl::parse("host=/tmp/socket dbname=ledger user=postgres").unwrap();
         assert_eq!(url.config.get_dbname(), Some("ledger"));
-        for bad in ["", "mysql://db/ledger", "ledger", "postgresql://db:notaport/x"] {
+        for bad in [
+            "",
+            "mysql://db/ledger",
+            "ledger",
+            "postgresql://db:notaport/x",
+        ] {
             let error = DatabaseUrl::parse(bad).unwrap_err();
             assert!(
                 matches!(error, LedgerError::BadDatabaseUrl { .. }),

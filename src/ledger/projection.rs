@@ -33,7 +33,9 @@ fn date_from_days(days: i64) -> Option<NaiveDate> {
 
 const ENTRIES: Source = Source { table: "entries" };
 const TOTALS: Source = Source { table: "totals" };
-const AGREEMENTS: Source = Source { table: "agreements" };
+const AGREEMENTS: Source = Source {
+    table: "agreements",
+};
 
 /// Applies events to the projection tables of one connection.
 ///
@@ -282,7 +284,11 @@ fn close_block(conn: &Db, block_size: u64, block: u64) -> Result<(), LedgerError
     let block = sql::position(block)?;
     for (agreement, (kommune, change)) in &agreements {
         let before = conn
-            .query_opt(AGREEMENT_TOTALS_BEFORE, &[agreement.into(), block], raw_totals)?
+            .query_opt(
+                AGREEMENT_TOTALS_BEFORE,
+                &[agreement.into(), block],
+                raw_totals,
+            )?
             .unwrap_or_default();
         let next = before.plus(change);
         conn.execute(
@@ -301,7 +307,11 @@ fn close_block(conn: &Db, block_size: u64, block: u64) -> Result<(), LedgerError
     }
     for (kommune, change) in &kommuner {
         let before = conn
-            .query_opt(KOMMUNE_TOTALS_BEFORE, &[(*kommune).into(), block], raw_totals)?
+            .query_opt(
+                KOMMUNE_TOTALS_BEFORE,
+                &[(*kommune).into(), block],
+                raw_totals,
+            )?
             .unwrap_or_default();
         let next = before.plus(change);
         conn.execute(
@@ -391,11 +401,7 @@ fn raw_totals(row: &Row<'_>) -> Result<RawTotals, LedgerError> {
     })
 }
 
-fn apply_file(
-    conn: &Db,
-    position: sql::Value<'_>,
-    file: &FileExported,
-) -> Result<(), LedgerError> {
+fn apply_file(conn: &Db, position: sql::Value<'_>, file: &FileExported) -> Result<(), LedgerError> {
     conn.execute(
         "INSERT INTO files (kommune, sequence, position, file_id, file_name, created_at_us,
             previous_cutoff_position, cutoff_position, test_marker, record_count, plus_ore, minus_ore, sha256)
@@ -531,7 +537,11 @@ pub(crate) fn agreement_totals(
     };
     let at = AsOfBlock::new(block_size, position)?;
     let mut totals = conn
-        .query_opt(AGREEMENT_TOTALS_BEFORE, &[agreement.into(), at.block], raw_totals)?
+        .query_opt(
+            AGREEMENT_TOTALS_BEFORE,
+            &[agreement.into(), at.block],
+            raw_totals,
+        )?
         .unwrap_or_default();
     conn.query_each(
         "SELECT kind, amount_ore, payout FROM entries
@@ -558,7 +568,11 @@ fn kommune_raw_through(
 ) -> Result<RawTotals, LedgerError> {
     let at = AsOfBlock::new(block_size, position)?;
     let mut totals = conn
-        .query_opt(KOMMUNE_TOTALS_BEFORE, &[kommune.number().into(), at.block], raw_totals)?
+        .query_opt(
+            KOMMUNE_TOTALS_BEFORE,
+            &[kommune.number().into(), at.block],
+            raw_totals,
+        )?
         .unwrap_or_default();
     conn.query_each(
         KOMMUNE_CHANGES_BETWEEN,
@@ -618,7 +632,10 @@ pub(crate) fn kommune_totals(
     for kommune in Kommune::all() {
         let totals = kommune_raw_through(conn, block_size, kommune, position)?;
         if totals.entries > 0 {
-            result.push((kommune, Totals::from_raw(totals, &format!("kommune {kommune}"))?));
+            result.push((
+                kommune,
+                Totals::from_raw(totals, &format!("kommune {kommune}"))?,
+            ));
         }
     }
     Ok(result)
@@ -653,7 +670,11 @@ pub(crate) fn agreements_of_kommune(
     let mut result = Vec::new();
     for agreement in agreements {
         let totals = conn
-            .query_opt(AGREEMENT_TOTALS_BEFORE, &[(&agreement).into(), at.block], raw_totals)?
+            .query_opt(
+                AGREEMENT_TOTALS_BEFORE,
+                &[(&agreement).into(), at.block],
+                raw_totals,
+            )?
             .unwrap_or_default();
         let totals = match in_block.get(&agreement) {
             Some(change) => totals.plus(change),

@@ -175,7 +175,8 @@ impl Row<'_> {
     /// A non-negative integer (a position, a count).
     pub fn unsigned(&self, source: Source, column: usize) -> Result<u64, LedgerError> {
         let value = self.int(source, column)?;
-        u64::try_from(value).map_err(|_| self.damaged(source, column, format!("{value} is negative")))
+        u64::try_from(value)
+            .map_err(|_| self.damaged(source, column, format!("{value} is negative")))
     }
 
     /// An integer of a narrower type (a kommune number, a løbenummer).
@@ -276,7 +277,9 @@ impl Row<'_> {
                         Type::BYTEA => row
                             .try_get::<_, Option<&[u8]>>(column)?
                             .map_or(Owned::Null, |bytes| Owned::Blob(bytes.to_vec())),
-                        _ => self.opt_int(source, column)?.map_or(Owned::Null, Owned::Int),
+                        _ => self
+                            .opt_int(source, column)?
+                            .map_or(Owned::Null, Owned::Int),
                     })
                 })
                 .collect(),
@@ -291,7 +294,11 @@ impl Row<'_> {
     ) -> Result<[u8; N], LedgerError> {
         let bytes = self.blob(source, column)?;
         bytes.try_into().map_err(|_| {
-            self.damaged(source, column, format!("{} bytes where {N} belong", bytes.len()))
+            self.damaged(
+                source,
+                column,
+                format!("{} bytes where {N} belong", bytes.len()),
+            )
         })
     }
 }

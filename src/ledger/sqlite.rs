@@ -23,16 +23,22 @@ const STATEMENT_CACHE: usize = 64;
 
 /// Opens the database file of a data directory for writing (it exists: see
 /// [`prepare_database_file`]) and configures it.
-pub(crate) fn open_for_writing(path: &Path, dir: &Path, wait: Duration) -> Result<Connection, LedgerError> {
+pub(crate) fn open_for_writing(
+    path: &Path,
+    dir: &Path,
+    wait: Duration,
+) -> Result<Connection, LedgerError> {
     let open_error = |source| LedgerError::Open {
         path: path.to_path_buf(),
         source,
     };
     let conn = Connection::open(path).map_err(open_error)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    configure_waiting(&conn, wait).map_err(|error| match disk_full(error, dir, "opening the ledger") {
-        LedgerError::Sqlite(error) => open_error(error),
-        other => other,
+    configure_waiting(&conn, wait).map_err(|error| {
+        match disk_full(error, dir, "opening the ledger") {
+            LedgerError::Sqlite(error) => open_error(error),
+            other => other,
+        }
     })?;
     Ok(conn)
 }
@@ -88,7 +94,6 @@ pub(crate) fn configure_waiting(conn: &Connection, wait: Duration) -> rusqlite::
     }
 }
 
-
 /// Creates the database file owner-only before SQLite opens it (SQLite gives its
 /// `-wal` and `-shm` files the same mode); refuses an existing one others can read.
 pub(crate) fn prepare_database_file(path: &Path) -> Result<(), LedgerError> {
@@ -127,7 +132,6 @@ pub(crate) fn prepare_database_file(path: &Path) -> Result<(), LedgerError> {
     }
 }
 
-
 /// The schema version of a database, `None` for a new (empty) one.
 pub(crate) fn read_meta_if_any(conn: &Connection) -> Result<Option<i64>, LedgerError> {
     let has_meta: bool = conn.query_row(
@@ -146,7 +150,6 @@ pub(crate) fn read_meta_if_any(conn: &Connection) -> Result<Option<i64>, LedgerE
         )
         .optional()?)
 }
-
 
 /// Opens a database read-only. SQLite keeps the index of a WAL database's log in
 /// a shared-memory file (`-shm`); where that can be neither opened nor created nor
@@ -256,7 +259,6 @@ fn uri_path(path: &Path) -> String {
     }
     text
 }
-
 
 /// Begins a write transaction, waiting up to `wait` in all for another process's:
 /// SQLite waits [`BUSY_ATTEMPT_MS`] per attempt, and between attempts the wait is

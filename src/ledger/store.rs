@@ -129,7 +129,9 @@ static DATABASE_URL: Mutex<Option<DatabaseUrl>> = Mutex::new(None);
 /// Puts this process's ledgers in the PostgreSQL database at `url` (`None`: SQLite
 /// in each data directory, the default).
 pub fn set_database_url(url: Option<DatabaseUrl>) {
-    *DATABASE_URL.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = url;
+    *DATABASE_URL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = url;
 }
 
 fn database_url() -> Option<DatabaseUrl> {
@@ -407,10 +409,13 @@ impl Ledger {
     pub fn reader(&self) -> Result<Ledger, LedgerError> {
         let db = match &self.db {
             Db::Sqlite(conn) => {
-                let path = conn.path().map(PathBuf::from).ok_or_else(|| LedgerError::NotALedger {
-                    path: self.dir.clone(),
-                    why: "the database has no file to open again".into(),
-                })?;
+                let path =
+                    conn.path()
+                        .map(PathBuf::from)
+                        .ok_or_else(|| LedgerError::NotALedger {
+                            path: self.dir.clone(),
+                            why: "the database has no file to open again".into(),
+                        })?;
                 Db::Sqlite(sqlite::open_for_reading(&path)?)
             }
             Db::Postgres(session) => Db::Postgres(Session::connect(session.url())?),
@@ -487,7 +492,11 @@ impl Ledger {
                 return Ok(u64::from_ne_bytes(id.to_ne_bytes()));
             }
             let id = new_ledger_id();
-            write_meta(appender.db, LEDGER_ID_KEY, i64::from_ne_bytes(id.to_ne_bytes()))?;
+            write_meta(
+                appender.db,
+                LEDGER_ID_KEY,
+                i64::from_ne_bytes(id.to_ne_bytes()),
+            )?;
             Ok(id)
         })
     }
@@ -1208,7 +1217,12 @@ fn rebuild_projections(db: &Db, totals_block: u64) -> Result<(), LedgerError> {
 
 /// Applies the events of `source` from position `from` to the projections of
 /// `target` (the same database when projections are rebuilt in place).
-pub(crate) fn replay_into(source: &Db, target: &Db, totals_block: u64, from: u64) -> Result<u64, LedgerError> {
+pub(crate) fn replay_into(
+    source: &Db,
+    target: &Db,
+    totals_block: u64,
+    from: u64,
+) -> Result<u64, LedgerError> {
     let mut projector = Projector::new(target, totals_block);
     let mut start = from;
     let mut applied = 0;
@@ -1247,11 +1261,9 @@ fn new_ledger_id() -> u64 {
 
 /// The schema version of a PostgreSQL ledger, `None` for an empty database.
 pub(crate) fn postgres_schema_version(db: &Db) -> Result<Option<i64>, LedgerError> {
-    let has_meta = db.query_one(
-        "SELECT to_regclass('meta') IS NOT NULL",
-        &[],
-        |row| row.flag(META, 0),
-    )?;
+    let has_meta = db.query_one("SELECT to_regclass('meta') IS NOT NULL", &[], |row| {
+        row.flag(META, 0)
+    })?;
     if !has_meta {
         return Ok(None);
     }
@@ -1261,9 +1273,10 @@ pub(crate) fn postgres_schema_version(db: &Db) -> Result<Option<i64>, LedgerErro
 /// Creates the tables of a new ledger in one write transaction; a process that
 /// lost the race to create them finds them made and leaves them be.
 pub(crate) fn initialize(db: &Db, dir: &Path, totals_block: u64) -> Result<(), LedgerError> {
-    let block = i64::try_from(totals_block.max(1)).map_err(|_| LedgerError::PositionOutOfRange {
-        position: totals_block,
-    })?;
+    let block =
+        i64::try_from(totals_block.max(1)).map_err(|_| LedgerError::PositionOutOfRange {
+            position: totals_block,
+        })?;
     match db {
         // Immediate: the write lock is taken before looking, so two processes
         // creating the same ledger do it one after the other.
@@ -1271,7 +1284,10 @@ pub(crate) fn initialize(db: &Db, dir: &Path, totals_block: u64) -> Result<(), L
         // Nodes creating the ledger at once take turns on a transaction lock.
         Db::Postgres(_) => {
             db.batch("BEGIN")?;
-            db.batch(&format!("SELECT pg_advisory_xact_lock({})", postgres::INIT_LOCK_KEY))?;
+            db.batch(&format!(
+                "SELECT pg_advisory_xact_lock({})",
+                postgres::INIT_LOCK_KEY
+            ))?;
         }
     }
     let created = (|| {
@@ -1290,7 +1306,11 @@ pub(crate) fn initialize(db: &Db, dir: &Path, totals_block: u64) -> Result<(), L
             }
             write_meta(db, "schema_version", SCHEMA_VERSION)?;
             write_meta(db, "totals_block", block)?;
-            write_meta(db, LEDGER_ID_KEY, i64::from_ne_bytes(new_ledger_id().to_ne_bytes()))?;
+            write_meta(
+                db,
+                LEDGER_ID_KEY,
+                i64::from_ne_bytes(new_ledger_id().to_ne_bytes()),
+            )?;
         }
         Ok(())
     })();

@@ -176,7 +176,11 @@ impl Ledger {
 
     /// Walks the log from position 1, checking the chain and applying each event to
     /// the replay; stops at the first damage.
-    fn walk_chain(&self, replay: &Db, progress: &mut dyn FnMut(u64)) -> Result<ChainWalk, LedgerError> {
+    fn walk_chain(
+        &self,
+        replay: &Db,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ChainWalk, LedgerError> {
         const EVENTS: Source = Source { table: "events" };
         let mut chain = ChainWalk::default();
         // One projector for the whole replay: the scratch database has no other writer.
@@ -290,20 +294,24 @@ impl Ledger {
             );
             let mut differing = 0u64;
             let mut rows = 0u64;
-            self.db().query_each(&format!("SELECT * FROM {table}"), &[], |row| {
-                rows += 1;
-                let ours = row.owned_values(source)?;
-                let key_values = self.db_key(table, key, &ours)?;
-                let args: Vec<Value<'_>> = key_values.iter().map(sql::Owned::as_value).collect();
-                let theirs = replay.query_opt(&lookup, &args, |row| row.owned_values(source))?;
-                if theirs.as_ref() != Some(&ours) {
-                    differing += 1;
-                }
-                Ok(())
-            })?;
-            let replayed = replay.query_one(&format!("SELECT COUNT(*) FROM {table}"), &[], |row| {
-                row.unsigned(source, 0)
-            })?;
+            self.db()
+                .query_each(&format!("SELECT * FROM {table}"), &[], |row| {
+                    rows += 1;
+                    let ours = row.owned_values(source)?;
+                    let key_values = self.db_key(table, key, &ours)?;
+                    let args: Vec<Value<'_>> =
+                        key_values.iter().map(sql::Owned::as_value).collect();
+                    let theirs =
+                        replay.query_opt(&lookup, &args, |row| row.owned_values(source))?;
+                    if theirs.as_ref() != Some(&ours) {
+                        differing += 1;
+                    }
+                    Ok(())
+                })?;
+            let replayed =
+                replay.query_one(&format!("SELECT COUNT(*) FROM {table}"), &[], |row| {
+                    row.unsigned(source, 0)
+                })?;
             // Keys are unique on both sides: rows here that equal one of the
             // replay's, and the replay's rows that no row here equals.
             let equal = rows - differing;
@@ -321,7 +329,12 @@ impl Ledger {
 
     /// The key columns' values of a row read with `SELECT *` (the key columns are
     /// looked up by name in the table's column order).
-    fn db_key(&self, table: &str, key: &str, row: &[sql::Owned]) -> Result<Vec<sql::Owned>, LedgerError> {
+    fn db_key(
+        &self,
+        table: &str,
+        key: &str,
+        row: &[sql::Owned],
+    ) -> Result<Vec<sql::Owned>, LedgerError> {
         let columns = projection_columns(table);
         key.split(", ")
             .map(|column| {
@@ -344,25 +357,65 @@ const WALK_WINDOW: u64 = 16_384;
 /// The columns of a projection table, in the order both schemas create them.
 fn projection_columns(table: &str) -> &'static [&'static str] {
     match table {
-        "agreements" => &["agreement", "position", "kommune", "valid_from", "valid_to", "ended"],
+        "agreements" => &[
+            "agreement",
+            "position",
+            "kommune",
+            "valid_from",
+            "valid_to",
+            "ended",
+        ],
         "entries" => &[
-            "kommune", "position", "reference", "kind", "agreement", "corrects", "amount_ore",
-            "net_ore", "payout",
+            "kommune",
+            "position",
+            "reference",
+            "kind",
+            "agreement",
+            "corrects",
+            "amount_ore",
+            "net_ore",
+            "payout",
         ],
         "agreement_totals" => &[
-            "agreement", "block", "kommune", "withheld_ore", "corrected_ore", "entries",
+            "agreement",
+            "block",
+            "kommune",
+            "withheld_ore",
+            "corrected_ore",
+            "entries",
             "last_payout",
         ],
         "kommune_totals" => &[
-            "kommune", "block", "withheld_ore", "corrected_ore", "entries", "last_payout",
+            "kommune",
+            "block",
+            "withheld_ore",
+            "corrected_ore",
+            "entries",
+            "last_payout",
         ],
         "files" => &[
-            "kommune", "sequence", "position", "file_id", "file_name", "created_at_us",
-            "previous_cutoff_position", "cutoff_position", "test_marker", "record_count",
-            "plus_ore", "minus_ore", "sha256",
+            "kommune",
+            "sequence",
+            "position",
+            "file_id",
+            "file_name",
+            "created_at_us",
+            "previous_cutoff_position",
+            "cutoff_position",
+            "test_marker",
+            "record_count",
+            "plus_ore",
+            "minus_ore",
+            "sha256",
         ],
         "deliveries" => &[
-            "position", "kommune", "sequence", "kind", "senders_file_id", "detail", "accepted",
+            "position",
+            "kommune",
+            "sequence",
+            "kind",
+            "senders_file_id",
+            "detail",
+            "accepted",
         ],
         _ => &[],
     }

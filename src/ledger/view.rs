@@ -49,7 +49,9 @@ pub(crate) struct SqlView<'c> {
     pub agreements: &'c AgreementMemo,
 }
 
-const AGREEMENTS: Source = Source { table: "agreements" };
+const AGREEMENTS: Source = Source {
+    table: "agreements",
+};
 const ENTRIES: Source = Source { table: "entries" };
 
 impl SqlView<'_> {
@@ -68,7 +70,9 @@ impl SqlView<'_> {
     fn unexpected(&self, position: u64, wanted: &str) -> LedgerError {
         LedgerError::CorruptPayload {
             position,
-            reason: format!("the projection points at this position as {wanted}, but it is not one"),
+            reason: format!(
+                "the projection points at this position as {wanted}, but it is not one"
+            ),
         }
     }
 }
