@@ -40,7 +40,7 @@ impl Ledger {
         url: &DatabaseUrl,
         mut progress: impl FnMut(u64),
     ) -> Result<MigrateReport, LedgerError> {
-        let target = Db::Postgres(Session::connect(url)?);
+        let target = Db::Postgres(Box::new(Session::connect(url)?));
         refuse_non_empty(&target, url)?;
         let head = self.head()?;
         initialize(&target, self.dir(), self.totals_block())?;

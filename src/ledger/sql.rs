@@ -306,7 +306,7 @@ impl Row<'_> {
 /// A connection to the ledger's database.
 pub(crate) enum Db {
     Sqlite(rusqlite::Connection),
-    Postgres(Session),
+    Postgres(Box<Session>),
 }
 
 impl Db {

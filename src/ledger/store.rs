@@ -338,7 +338,7 @@ impl Ledger {
                     return Err(LedgerError::NoLedger { path: dir.clone() });
                 }
                 ensure_private_dir(dir)?;
-                let db = Db::Postgres(Session::connect(url)?);
+                let db = Db::Postgres(Box::new(Session::connect(url)?));
                 match postgres_schema_version(&db)? {
                     None if create => initialize(&db, dir, new_totals_block)?,
                     None => {
@@ -418,7 +418,7 @@ impl Ledger {
                         })?;
                 Db::Sqlite(sqlite::open_for_reading(&path)?)
             }
-            Db::Postgres(session) => Db::Postgres(Session::connect(session.url())?),
+            Db::Postgres(session) => Db::Postgres(Box::new(Session::connect(session.url())?)),
         };
         Ok(Ledger {
             db,
@@ -640,7 +640,6 @@ impl Ledger {
         let result = work(&mut appender).map_err(|error| full_while(error, &self.dir))?;
         let advanced = appender.head != head;
         let head = appender.head;
-        drop(appender);
         if !commit {
             tx.rollback()?;
             return Ok(result);
