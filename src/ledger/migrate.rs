@@ -137,13 +137,7 @@ fn copy_events(
             }
             Ok::<_, LedgerError>(())
         })();
-        match copied {
-            Ok(()) => target.batch("COMMIT")?,
-            Err(error) => {
-                let _ = target.batch("ROLLBACK");
-                return Err(error);
-            }
-        }
+        target.finish(copied)?;
         progress(last);
         after = last;
     }

@@ -343,6 +343,20 @@ impl Db {
         }
     }
 
+    /// Ends the transaction this connection began: commits when `work` succeeded,
+    /// rolls back (and returns `work`'s error) when it failed.
+    pub fn finish<T>(&self, work: Result<T, LedgerError>) -> Result<T, LedgerError> {
+        match work {
+            Ok(value) => self.batch("COMMIT").map(|()| value),
+            Err(error) => {
+                if let Err(rollback) = self.batch("ROLLBACK") {
+                    tracing::debug!(%rollback, "rolling back after a failure");
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// Calls `visit` with each row of a query, in the query's order. `visit` must
     /// not use this connection (PostgreSQL streams the rows over it).
     pub fn query_each(

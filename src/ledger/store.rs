@@ -637,7 +637,7 @@ impl Ledger {
             memo: &mut self.memo,
             projector: Projector::new(&self.db, self.totals_block),
         };
-        let result = work(&mut appender).map_err(|error| full_while(error, &self.dir))?;
+        let result = work(&mut appender).map_err(|error| sqlite::full_while(error, &self.dir))?;
         let advanced = appender.head != head;
         let head = appender.head;
         if !commit {
@@ -1205,13 +1205,7 @@ fn rebuild_projections(db: &Db, totals_block: u64) -> Result<(), LedgerError> {
         write_meta(db, "totals_block", block)?;
         write_meta(db, "schema_version", SCHEMA_VERSION)
     })();
-    match rebuilt {
-        Ok(()) => db.batch("COMMIT"),
-        Err(error) => {
-            let _ = db.batch("ROLLBACK");
-            Err(error)
-        }
-    }
+    db.finish(rebuilt)
 }
 
 /// Applies the events of `source` from position `from` to the projections of
@@ -1313,13 +1307,7 @@ pub(crate) fn initialize(db: &Db, dir: &Path, totals_block: u64) -> Result<(), L
         }
         Ok(())
     })();
-    match created {
-        Ok(()) => db.batch("COMMIT"),
-        Err(error) => {
-            let _ = db.batch("ROLLBACK");
-            Err(error)
-        }
-    }
+    db.finish(created)
 }
 
 /// Refuses a database that is behind, or has another history than, the head
@@ -1354,10 +1342,6 @@ fn check_mark(db: &Db, dir: &Path) -> Result<(), LedgerError> {
         });
     }
     Ok(())
-}
-
-fn full_while(error: LedgerError, dir: &Path) -> LedgerError {
-    sqlite::full_while(error, dir)
 }
 
 fn from_micros(time_us: i64) -> Result<DateTime<Utc>, LedgerError> {

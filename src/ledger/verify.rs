@@ -283,8 +283,9 @@ impl Ledger {
         for (table, key) in PROJECTION_ORDER {
             let source = Source { table };
             let key_columns: Vec<&str> = key.split(", ").collect();
+            // The key columns first, so that a row's key is its first values.
             let lookup = format!(
-                "SELECT * FROM {table} WHERE {}",
+                "SELECT {key}, * FROM {table} WHERE {}",
                 key_columns
                     .iter()
                     .enumerate()
@@ -295,12 +296,13 @@ impl Ledger {
             let mut differing = 0u64;
             let mut rows = 0u64;
             self.db()
-                .query_each(&format!("SELECT * FROM {table}"), &[], |row| {
+                .query_each(&format!("SELECT {key}, * FROM {table}"), &[], |row| {
                     rows += 1;
                     let ours = row.owned_values(source)?;
-                    let key_values = self.db_key(table, key, &ours)?;
-                    let args: Vec<Value<'_>> =
-                        key_values.iter().map(sql::Owned::as_value).collect();
+                    let args: Vec<Value<'_>> = ours[..key_columns.len()]
+                        .iter()
+                        .map(sql::Owned::as_value)
+                        .collect();
                     let theirs =
                         replay.query_opt(&lookup, &args, |row| row.owned_values(source))?;
                     if theirs.as_ref() != Some(&ours) {
@@ -326,97 +328,7 @@ impl Ledger {
         }
         Ok(Ok(total))
     }
-
-    /// The key columns' values of a row read with `SELECT *` (the key columns are
-    /// looked up by name in the table's column order).
-    fn db_key(
-        &self,
-        table: &str,
-        key: &str,
-        row: &[sql::Owned],
-    ) -> Result<Vec<sql::Owned>, LedgerError> {
-        let columns = projection_columns(table);
-        key.split(", ")
-            .map(|column| {
-                columns
-                    .iter()
-                    .position(|c| c == &column)
-                    .and_then(|at| row.get(at).cloned())
-                    .ok_or_else(|| LedgerError::CorruptLedger {
-                        position: None,
-                        what: format!("{table} has no key column {column}"),
-                    })
-            })
-            .collect()
-    }
 }
 
 /// Events read per query by the chain walk.
 const WALK_WINDOW: u64 = 16_384;
-
-/// The columns of a projection table, in the order both schemas create them.
-fn projection_columns(table: &str) -> &'static [&'static str] {
-    match table {
-        "agreements" => &[
-            "agreement",
-            "position",
-            "kommune",
-            "valid_from",
-            "valid_to",
-            "ended",
-        ],
-        "entries" => &[
-            "kommune",
-            "position",
-            "reference",
-            "kind",
-            "agreement",
-            "corrects",
-            "amount_ore",
-            "net_ore",
-            "payout",
-        ],
-        "agreement_totals" => &[
-            "agreement",
-            "block",
-            "kommune",
-            "withheld_ore",
-            "corrected_ore",
-            "entries",
-            "last_payout",
-        ],
-        "kommune_totals" => &[
-            "kommune",
-            "block",
-            "withheld_ore",
-            "corrected_ore",
-            "entries",
-            "last_payout",
-        ],
-        "files" => &[
-            "kommune",
-            "sequence",
-            "position",
-            "file_id",
-            "file_name",
-            "created_at_us",
-            "previous_cutoff_position",
-            "cutoff_position",
-            "test_marker",
-            "record_count",
-            "plus_ore",
-            "minus_ore",
-            "sha256",
-        ],
-        "deliveries" => &[
-            "position",
-            "kommune",
-            "sequence",
-            "kind",
-            "senders_file_id",
-            "detail",
-            "accepted",
-        ],
-        _ => &[],
-    }
-}
