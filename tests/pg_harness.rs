@@ -9,6 +9,7 @@ mod support;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -292,11 +293,13 @@ fn a_start_removes_only_stale_server_directories() {
         None,
     );
     // A dead owner's postmaster still running: this stand-in names its directory on
-    // its command line, as a postmaster does (`postgres -D <dir>/data`).
+    // its command line, as a postmaster does (`postgres -D <dir>/data`). It is `sleep`
+    // itself with that argv[0], not a shell that execs it: bash ignores SIGQUIT, so a
+    // signal that arrived before its exec would be lost.
     let orphan = base.path().join("sf2520-pg-orphan");
-    let mut stand_in = Command::new("bash")
-        .args(["-c", r#"exec -a "$0" sleep 60"#])
-        .arg(format!("postgres -D {}", orphan.join("data").display()))
+    let mut stand_in = Command::new("sleep")
+        .arg0(format!("postgres -D {}", orphan.join("data").display()))
+        .arg("60")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
