@@ -60,6 +60,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let knobs = Knobs::from_env();
     if args.get(1).map(String::as_str) == Some("child") {
+        ours::use_database_from_env();
         let dir = Path::new(&args[3]);
         match args[2].as_str() {
             "ingest" => ours::child_ingest(&knobs, dir),
@@ -157,6 +158,19 @@ fn run(knobs: &Knobs) {
         &format!("{ingest_ratio:.2}"),
     );
 
+    // W1 on PostgreSQL: our ledger in a database of the same server.
+    let ours_pg_url = server.create_database("ours");
+    let small_pg = scratch.path().join("ledger-1m-pg");
+    let ingest_pg = ours::run_child_on("ingest", &small_pg, Some(&ours_pg_url));
+    let ours_pg_ingest = per_second(ingest_pg.count, ingest_pg.seconds);
+    let pg_ingest_ratio = ours_pg_ingest / peer_ingest;
+    row(
+        "W1 ingest on PG (entries/s)",
+        &thousands(ours_pg_ingest),
+        &thousands(peer_ingest),
+        &format!("{pg_ingest_ratio:.2}"),
+    );
+
     // W2 export.
     let export = ours::run_child("export", &small);
     let files = Ledger::open(&small)
@@ -184,6 +198,24 @@ fn run(knobs: &Knobs) {
         export.count,
         export.seconds,
         peer_seconds
+    );
+    let export_pg = ours::run_child_on("export", &small_pg, Some(&ours_pg_url));
+    let ours_pg_export = per_second(export_pg.count, export_pg.seconds);
+    let pg_export_ratio = ours_pg_export / peer_export;
+    assert_same_records(
+        &files,
+        &sf2520::export::default_outbox(&small),
+        &sf2520::export::default_outbox(&small_pg),
+    );
+    row(
+        "W2 export on PG (records/s)",
+        &thousands(ours_pg_export),
+        &thousands(peer_export),
+        &format!("{pg_export_ratio:.2}"),
+    );
+    println!(
+        "   the same records from our PostgreSQL ledger; ours on PG {:.2} s",
+        export_pg.seconds
     );
     drop(server);
 
@@ -241,6 +273,7 @@ fn run(knobs: &Knobs) {
     println!("total {:.0} s", started.elapsed().as_secs_f64());
     println!(
         "RESULT ingest_ratio={ingest_ratio:.2} export_ratio={export_ratio:.2} \
+         pg_ingest_ratio={pg_ingest_ratio:.2} pg_export_ratio={pg_export_ratio:.2} \
          export_vs_disk={export_vs_disk:.2} reconstruct_10m_over_1m={reconstruct_ratio:.2} \
          replay_eps={replay_eps:.0} asof_ms_10m={asof_big:.4} export_rss_mb={:.1} \
          ingest_rss_mb={:.1}",
@@ -348,6 +381,24 @@ fn assert_identical(files: &[OfficialFile], ours_dir: &Path, peer_dir: &Path) {
                 show(&peer)
             );
         }
+    }
+}
+
+/// Fails loudly unless the files exported from our PostgreSQL ledger hold the same
+/// records as those from our SQLite one: the same names, detail records and
+/// trailers (the headers differ only in their creation times).
+fn assert_same_records(files: &[OfficialFile], sqlite_dir: &Path, pg_dir: &Path) {
+    for file in files {
+        let sqlite = fs::read(sqlite_dir.join(&file.file_name)).expect("our SQLite file");
+        let pg = fs::read(pg_dir.join(&file.file_name)).unwrap_or_else(|e| {
+            panic!("{}: not exported from PostgreSQL: {e}", file.file_name)
+        });
+        assert_eq!(
+            sqlite.get(130..),
+            pg.get(130..),
+            "{}: the records from PostgreSQL differ from SQLite's",
+            file.file_name
+        );
     }
 }
 

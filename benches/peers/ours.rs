@@ -36,13 +36,20 @@ pub struct ChildReport {
 /// Runs this benchmark binary again as `child <what> <dir>` and reads its report
 /// line `CHILD seconds=.. count=.. rss_kib=..`.
 pub fn run_child(what: &str, dir: &Path) -> ChildReport {
+    run_child_on(what, dir, None)
+}
+
+/// [`run_child`] with the ledger in the PostgreSQL database at `database_url`
+/// (passed as `SF2520_DATABASE_URL`), or in SQLite when `None`.
+pub fn run_child_on(what: &str, dir: &Path, database_url: Option<&str>) -> ChildReport {
     let exe = std::env::current_exe().expect("own path");
-    let output = Process::new(exe)
-        .arg("child")
-        .arg(what)
-        .arg(dir)
-        .output()
-        .expect("start child");
+    let mut child = Process::new(exe);
+    child.arg("child").arg(what).arg(dir);
+    match database_url {
+        Some(url) => child.env(DATABASE_URL_VAR, url),
+        None => child.env_remove(DATABASE_URL_VAR),
+    };
+    let output = child.output().expect("start child");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -70,6 +77,19 @@ fn report(seconds: f64, count: u64) {
         "CHILD seconds={seconds:.6} count={count} rss_kib={}",
         peak_rss_kib()
     );
+}
+
+/// The child's database, as the CLI reads it.
+const DATABASE_URL_VAR: &str = "SF2520_DATABASE_URL";
+
+/// In a child: the ledger's database is the PostgreSQL one its parent named, if
+/// any (every `Ledger::open` of the process then opens it).
+pub fn use_database_from_env() {
+    if let Ok(url) = std::env::var(DATABASE_URL_VAR) {
+        let url = sf2520::ledger::DatabaseUrl::parse(&url)
+            .unwrap_or_else(|e| panic!("{DATABASE_URL_VAR}: {e}"));
+        sf2520::ledger::set_database_url(Some(url));
+    }
 }
 
 /// Child: registers the agreements (untimed), then ingests the entries in batches,

@@ -153,6 +153,18 @@ impl Server {
             .connect(NoTls)
     }
 
+    /// Creates the empty database `name` and returns its libpq `key=value` URL
+    /// (`host=<socket dir> user=postgres dbname=<name>`).
+    pub fn create_database(&self, name: &str) -> String {
+        self.connect("postgres")
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        format!(
+            "host={} user=postgres dbname={name}",
+            conninfo_value(path_str(self.socket_dir()))
+        )
+    }
+
     /// `SHOW server_version`, e.g. `15.14 (Debian 15.14-0+deb12u1)`.
     pub fn version(&self) -> String {
         self.connect("postgres")
