@@ -390,9 +390,8 @@ fn assert_identical(files: &[OfficialFile], ours_dir: &Path, peer_dir: &Path) {
 fn assert_same_records(files: &[OfficialFile], sqlite_dir: &Path, pg_dir: &Path) {
     for file in files {
         let sqlite = fs::read(sqlite_dir.join(&file.file_name)).expect("our SQLite file");
-        let pg = fs::read(pg_dir.join(&file.file_name)).unwrap_or_else(|e| {
-            panic!("{}: not exported from PostgreSQL: {e}", file.file_name)
-        });
+        let pg = fs::read(pg_dir.join(&file.file_name))
+            .unwrap_or_else(|e| panic!("{}: not exported from PostgreSQL: {e}", file.file_name));
         assert_eq!(
             sqlite.get(130..),
             pg.get(130..),

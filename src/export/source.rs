@@ -2,7 +2,7 @@
 //! projections) in log order, turned into detail records.
 
 use super::ExportError;
-use crate::domain::{Event, Kommune, KyRef, Withholding};
+use crate::domain::{Event, Kommune, Withholding};
 pub use crate::ledger::EntryRange;
 use crate::ledger::Ledger;
 use crate::sf2520::{DetailRecord, TransactionCode};
@@ -14,8 +14,8 @@ pub fn for_each_record(
     range: EntryRange,
     mut visit: impl FnMut(DetailRecord) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
-    ledger.for_each_entry(range, |position, event| {
-        visit(entry_record(ledger, range.kommune, position, event)?)
+    ledger.for_each_entry(range, |position, event, corrected| {
+        visit(entry_record(range.kommune, position, event, corrected)?)
     })
 }
 
@@ -59,7 +59,7 @@ pub fn for_each_record_in(
         from,
         through,
         |number| ranges_for(number).is_some(),
-        |position, stream, event| {
+        |position, stream, event, corrected| {
             let kommune = match &event {
                 Event::WithholdingRecorded(w) => w.kommune,
                 Event::WithholdingCorrected(c) => c.kommune,
@@ -82,7 +82,7 @@ pub fn for_each_record_in(
             let Some(first) = wanted.next() else {
                 return Ok(());
             };
-            let record = entry_record(ledger, kommune, position, event)?;
+            let record = entry_record(kommune, position, event, corrected)?;
             // More than one range of a kommune only if the caller asked for it twice.
             for index in wanted {
                 visit(index, record.clone())?;
@@ -93,17 +93,21 @@ pub fn for_each_record_in(
 }
 
 /// An entry event as its detail record; a correction takes the CPR, agreement and
-/// dates of the withholding it corrects.
+/// dates of the withholding it corrects (`corrected`, as the ledger found it).
 fn entry_record(
-    ledger: &Ledger,
     kommune: Kommune,
     position: u64,
     event: Event,
+    corrected: Option<Withholding>,
 ) -> Result<DetailRecord, ExportError> {
     match event {
         Event::WithholdingRecorded(w) => Ok(withholding_record(w)),
         Event::WithholdingCorrected(c) => {
-            let original = withholding_of(ledger, kommune, &c.corrects, position)?;
+            let original = corrected.ok_or_else(|| ExportError::MissingWithholding {
+                position,
+                corrects: c.corrects.to_string(),
+                kommune: kommune.code(),
+            })?;
             Ok(DetailRecord {
                 transaction: TransactionCode::Correction,
                 amount: c.amount,
@@ -133,21 +137,4 @@ pub fn withholding_record(w: Withholding) -> DetailRecord {
         reference: w.reference,
         corrects: None,
     }
-}
-
-/// The withholding a correction refers to, read from the log.
-fn withholding_of(
-    ledger: &Ledger,
-    kommune: Kommune,
-    reference: &KyRef,
-    correction_position: u64,
-) -> Result<Withholding, ExportError> {
-    ledger
-        .withholding(kommune, reference)?
-        .map(|(_, withholding)| withholding)
-        .ok_or_else(|| ExportError::MissingWithholding {
-            position: correction_position,
-            corrects: reference.to_string(),
-            kommune: kommune.code(),
-        })
 }

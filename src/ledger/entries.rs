@@ -2,8 +2,11 @@
 //! order: through the (kommune, position) index for one kommune's range, or in one
 //! sequential pass over the log for many kommuner at once.
 
+use std::collections::HashMap;
+
 use super::codec::decode as decode_payload;
-use super::sql::{self, args, Source};
+use super::postgres;
+use super::sql::{self, args, Db, Source};
 use super::{Ledger, LedgerError};
 use crate::domain::{Event, Kommune, KyRef, Withholding};
 
@@ -19,8 +22,9 @@ pub struct EntryRange {
 const EVENTS: Source = Source { table: "events" };
 
 /// Events read per query: a window of the log held in memory at a time, so that
-/// the visitor may read the ledger too (a correction's withholding) on a backend
-/// that streams rows over its one connection.
+/// the withholdings its corrections correct can be read in one more query before
+/// the visitor sees them (PostgreSQL streams rows over the one connection, which
+/// is busy until the window is read).
 const WINDOW: u64 = 16_384;
 
 /// Entries of one kommune read per query through the index.
@@ -33,7 +37,7 @@ impl Ledger {
     pub fn for_each_entry<E: From<LedgerError>>(
         &self,
         range: EntryRange,
-        mut visit: impl FnMut(u64, Event) -> Result<(), E>,
+        mut visit: impl FnMut(u64, Event, Option<Withholding>) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut after = range.after_position;
         loop {
@@ -53,8 +57,15 @@ impl Ledger {
             let Some(&(last, _)) = rows.last() else {
                 return Ok(());
             };
-            for (position, payload) in rows {
-                visit(position, decode_payload(position, &payload)?)?;
+            let events = rows
+                .into_iter()
+                .map(|(position, payload)| Ok((position, decode_payload(position, &payload)?)))
+                .collect::<Result<Vec<_>, LedgerError>>()?;
+            let mut corrected =
+                self.corrected_withholdings(events.iter().map(|(_, event)| event))?;
+            for (position, event) in events {
+                let withholding = corrected_in(&mut corrected, &event);
+                visit(position, event, withholding)?;
             }
             after = last;
         }
@@ -70,7 +81,7 @@ impl Ledger {
         after: u64,
         through: u64,
         wanted: impl Fn(u16) -> bool,
-        mut visit: impl FnMut(u64, &str, Event) -> Result<(), E>,
+        mut visit: impl FnMut(u64, &str, Event, Option<Withholding>) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut from = after;
         while from < through {
@@ -98,8 +109,17 @@ impl Ledger {
                     Ok(())
                 },
             )?;
-            for (position, stream, payload) in window {
-                visit(position, &stream, decode_payload(position, &payload)?)?;
+            let events = window
+                .into_iter()
+                .map(|(position, stream, payload)| {
+                    Ok((position, stream, decode_payload(position, &payload)?))
+                })
+                .collect::<Result<Vec<_>, LedgerError>>()?;
+            let mut corrected =
+                self.corrected_withholdings(events.iter().map(|(_, _, event)| event))?;
+            for (position, stream, event) in events {
+                let withholding = corrected_in(&mut corrected, &event);
+                visit(position, &stream, event, withholding)?;
             }
             from = to;
         }
@@ -129,6 +149,71 @@ impl Ledger {
             _ => None,
         })
     }
+}
+
+/// The withholdings the corrections among `events` correct, found ones only, by
+/// (kommune, reference): one lookup each on SQLite, one query per window on
+/// PostgreSQL (where each lookup is a round trip to the server).
+type Corrected = HashMap<(u16, String), Withholding>;
+
+impl Ledger {
+    fn corrected_withholdings<'e>(
+        &self,
+        events: impl Iterator<Item = &'e Event>,
+    ) -> Result<Corrected, LedgerError> {
+        let mut wanted: Vec<(Kommune, &KyRef)> = events
+            .filter_map(|event| match event {
+                Event::WithholdingCorrected(c) => Some((c.kommune, &c.corrects)),
+                _ => None,
+            })
+            .collect();
+        wanted.sort_unstable_by(|a, b| {
+            (a.0.number(), a.1.as_str()).cmp(&(b.0.number(), b.1.as_str()))
+        });
+        wanted.dedup();
+        let mut found = Corrected::new();
+        let Db::Postgres(session) = self.db() else {
+            for (kommune, reference) in wanted {
+                if let Some((_, withholding)) = self.withholding(kommune, reference)? {
+                    found.insert(
+                        (kommune.number(), reference.as_str().to_string()),
+                        withholding,
+                    );
+                }
+            }
+            return Ok(found);
+        };
+        let keys: Vec<(u16, String)> = wanted
+            .iter()
+            .map(|(kommune, reference)| (kommune.number(), reference.as_str().to_string()))
+            .collect();
+        for chunk in keys.chunks(10_000) {
+            postgres::prefetch_entries(session, chunk, &mut |row| {
+                let position = row.unsigned(EVENTS, 2)?;
+                if let Event::WithholdingRecorded(w) =
+                    decode_payload(position, row.blob(EVENTS, 5)?)?
+                {
+                    let key = (w.kommune.number(), w.reference.as_str().to_string());
+                    let asked = (row.narrow::<u16>(EVENTS, 0)?, row.text(EVENTS, 1)?);
+                    if (key.0, key.1.as_str()) == asked {
+                        found.insert(key, w);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(found)
+    }
+}
+
+/// The withholding `event` corrects, if it is a correction and it was found.
+fn corrected_in(corrected: &mut Corrected, event: &Event) -> Option<Withholding> {
+    let Event::WithholdingCorrected(c) = event else {
+        return None;
+    };
+    corrected
+        .get(&(c.kommune.number(), c.corrects.as_str().to_string()))
+        .cloned()
 }
 
 /// The kommune number in an entry's stream `entry/<kommune>/<reference>`, read

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{Client, Config, NoTls, Statement};
 
-use super::sql::{Row, Value};
+use super::sql::{Owned, Row, Value};
 use super::LedgerError;
 
 /// The schema on PostgreSQL: the same tables and keys as on SQLite (see
@@ -255,14 +255,29 @@ fn redact_query_password(tail: &str) -> String {
 pub(crate) struct Session {
     client: RefCell<Client>,
     statements: RefCell<HashMap<String, Statement>>,
+    /// Inserts not sent yet (see [`Session::insert_later`]), one group per
+    /// statement in the order each first came.
+    pending: RefCell<Vec<PendingInserts>>,
     url: DatabaseUrl,
 }
+
+/// The rows of one `INSERT … VALUES (…)` statement waiting to be sent.
+struct PendingInserts {
+    sql: &'static str,
+    rows: Vec<Vec<Owned>>,
+}
+
+/// The most rows one multi-row insert carries: 512 rows of at most 16 values stay
+/// far below PostgreSQL's 65,535 parameters, and rows go in chunks of powers of
+/// two so that each statement has at most ten prepared forms.
+const ROWS_PER_INSERT_MAX: usize = 512;
 
 impl Session {
     pub fn connect(url: &DatabaseUrl) -> Result<Session, LedgerError> {
         Ok(Session {
             client: RefCell::new(url.connect()?),
             statements: RefCell::new(HashMap::new()),
+            pending: RefCell::new(Vec::new()),
             url: url.clone(),
         })
     }
@@ -277,6 +292,7 @@ impl Session {
         let client = self.url.connect()?;
         *self.client.borrow_mut() = client;
         self.statements.borrow_mut().clear();
+        self.pending.borrow_mut().clear();
         Ok(())
     }
 
@@ -286,14 +302,87 @@ impl Session {
     }
 
     fn statement(&self, client: &mut Client, sql: &str) -> Result<Statement, LedgerError> {
-        if let Some(statement) = self.statements.borrow().get(sql) {
+        self.prepared(client, sql, || dollar_parameters(sql))
+    }
+
+    /// The statement cached under `key`, prepared from `text()` the first time.
+    fn prepared(
+        &self,
+        client: &mut Client,
+        key: &str,
+        text: impl FnOnce() -> String,
+    ) -> Result<Statement, LedgerError> {
+        if let Some(statement) = self.statements.borrow().get(key) {
             return Ok(statement.clone());
         }
-        let statement = client.prepare(&dollar_parameters(sql))?;
+        let statement = client.prepare(&text())?;
         self.statements
             .borrow_mut()
-            .insert(sql.to_string(), statement.clone());
+            .insert(key.to_string(), statement.clone());
         Ok(statement)
+    }
+
+    /// Keeps one row of an `INSERT … VALUES (…)` to send with the others of the
+    /// same statement (see [`Db::insert_later`](super::sql::Db::insert_later)).
+    pub fn insert_later(&self, sql: &'static str, args: &[Value<'_>]) -> Result<(), LedgerError> {
+        let row: Vec<Owned> = args.iter().copied().map(Owned::of).collect();
+        let mut pending = self.pending.borrow_mut();
+        match pending
+            .iter_mut()
+            .find(|group| std::ptr::eq(group.sql, sql))
+        {
+            Some(group) => group.rows.push(row),
+            None => pending.push(PendingInserts {
+                sql,
+                rows: vec![row],
+            }),
+        }
+        Ok(())
+    }
+
+    /// Sends every pending insert: each statement's rows in multi-row inserts of
+    /// [`ROWS_PER_INSERT_MAX`] rows or fewer, in the order they came.
+    fn flush(&self, client: &mut Client) -> Result<(), LedgerError> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        for group in pending {
+            let template = ValuesTemplate::of(group.sql)?;
+            let mut rows = group.rows.as_slice();
+            while !rows.is_empty() {
+                let count = chunk_rows(rows.len());
+                let (chunk, rest) = rows.split_at(count);
+                rows = rest;
+                let key = format!("{count} rows of {}", group.sql);
+                let statement = self.prepared(client, &key, || template.rows(count))?;
+                let mut params: Vec<Value<'_>> = Vec::with_capacity(count * template.arity);
+                for row in chunk {
+                    if row.len() != template.arity {
+                        return Err(LedgerError::CorruptLedger {
+                            position: None,
+                            what: format!(
+                                "an insert was given {} values for {} parameters (a program error): {}",
+                                row.len(),
+                                template.arity,
+                                group.sql
+                            ),
+                        });
+                    }
+                    params.extend(row.iter().map(Owned::as_value));
+                }
+                let params: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|value| value as &(dyn ToSql + Sync))
+                    .collect();
+                client.execute(&statement, &params)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The client, with every pending insert sent: what the next statement sees.
+    fn flushed_client(&self) -> Result<std::cell::RefMut<'_, Client>, LedgerError> {
+        let mut client = self.client()?;
+        self.flush(&mut client)?;
+        Ok(client)
     }
 
     fn client(&self) -> Result<std::cell::RefMut<'_, Client>, LedgerError> {
@@ -308,7 +397,7 @@ impl Session {
     }
 
     pub fn execute(&self, sql: &str, args: &[Value<'_>]) -> Result<u64, LedgerError> {
-        let mut client = self.client()?;
+        let mut client = self.flushed_client()?;
         let statement = self.statement(&mut client, sql)?;
         let params: Vec<&(dyn ToSql + Sync)> = args
             .iter()
@@ -317,8 +406,32 @@ impl Session {
         Ok(client.execute(&statement, &params)?)
     }
 
+    /// Runs statements without parameters. A `ROLLBACK` drops the pending inserts
+    /// instead of sending them.
     pub fn batch(&self, sql: &str) -> Result<(), LedgerError> {
-        Ok(self.client()?.batch_execute(sql)?)
+        if sql.trim_start().starts_with("ROLLBACK") {
+            self.pending.borrow_mut().clear();
+            return Ok(self.client()?.batch_execute(sql)?);
+        }
+        Ok(self.flushed_client()?.batch_execute(sql)?)
+    }
+
+    /// Runs a PostgreSQL-only query (with `$n` parameters, arrays among them) and
+    /// calls `visit` with each row; pending inserts are sent first.
+    fn query_arrays(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        visit: &mut dyn FnMut(&Row<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut client = self.flushed_client()?;
+        let statement = self.prepared(&mut client, sql, || sql.to_string())?;
+        let mut rows = client.query_raw(&statement, params.iter().copied())?;
+        while let Some(row) = rows.next()? {
+            visit(&Row::Postgres(&row))?;
+        }
+        Ok(())
     }
 
     pub fn query_each(
@@ -328,7 +441,7 @@ impl Session {
         visit: &mut dyn FnMut(&Row<'_>) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
         use postgres::fallible_iterator::FallibleIterator;
-        let mut client = self.client()?;
+        let mut client = self.flushed_client()?;
         let statement = self.statement(&mut client, sql)?;
         let params = args.iter().map(|value| value as &(dyn ToSql + Sync));
         let mut rows = client.query_raw(&statement, params)?;
@@ -337,6 +450,143 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The registered agreements among `agreements`: (agreement, position, ended,
+/// registration payload) per row, after every pending insert was sent.
+pub(crate) fn prefetch_agreements(
+    session: &Session,
+    agreements: &[String],
+    visit: &mut dyn FnMut(&Row<'_>) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    session.query_arrays(
+        "SELECT a.agreement, a.position, a.ended, e.payload
+         FROM unnest($1::text[]) AS wanted (agreement)
+         JOIN agreements a ON a.agreement = wanted.agreement
+         JOIN events e ON e.position = a.position",
+        &[&agreements],
+        visit,
+    )
+}
+
+/// The entries among the (kommune, reference) `keys`: (kommune, reference,
+/// position, kind, net_ore, payload) per row, after every pending insert was sent.
+pub(crate) fn prefetch_entries(
+    session: &Session,
+    keys: &[(u16, String)],
+    visit: &mut dyn FnMut(&Row<'_>) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    let kommuner: Vec<i64> = keys
+        .iter()
+        .map(|(kommune, _)| i64::from(*kommune))
+        .collect();
+    let references: Vec<&str> = keys
+        .iter()
+        .map(|(_, reference)| reference.as_str())
+        .collect();
+    session.query_arrays(
+        "SELECT x.kommune, x.reference, x.position, x.kind, x.net_ore, e.payload
+         FROM unnest($1::bigint[], $2::text[]) AS wanted (kommune, reference)
+         JOIN entries x ON x.kommune = wanted.kommune AND x.reference = wanted.reference
+         JOIN events e ON e.position = x.position",
+        &[&kommuner, &references],
+        visit,
+    )
+}
+
+/// For each of `agreements` that has one, its totals row of the last block before
+/// `block`: (agreement, withheld_ore, corrected_ore, entries, last_payout).
+pub(crate) fn agreement_totals_before(
+    session: &Session,
+    agreements: &[&str],
+    block: u64,
+    visit: &mut dyn FnMut(&Row<'_>) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    let block =
+        i64::try_from(block).map_err(|_| LedgerError::PositionOutOfRange { position: block })?;
+    session.query_arrays(
+        "SELECT wanted.agreement, t.withheld_ore, t.corrected_ore, t.entries, t.last_payout
+         FROM unnest($1::text[]) AS wanted (agreement)
+         CROSS JOIN LATERAL (
+             SELECT withheld_ore, corrected_ore, entries, last_payout FROM agreement_totals
+             WHERE agreement = wanted.agreement AND block < $2
+             ORDER BY block DESC LIMIT 1
+         ) t",
+        &[&agreements, &block],
+        visit,
+    )
+}
+
+/// The largest power of two of rows, at most [`ROWS_PER_INSERT_MAX`], that
+/// `left` rows fill.
+fn chunk_rows(left: usize) -> usize {
+    let mut count = ROWS_PER_INSERT_MAX;
+    while count > left {
+        count /= 2;
+    }
+    count.max(1)
+}
+
+/// An `INSERT … VALUES (…)` statement of the shared SQL, split to repeat its row.
+struct ValuesTemplate {
+    /// Everything up to and including `VALUES`.
+    head: &'static str,
+    /// The parenthesised row, with `?n` parameters.
+    row: &'static str,
+    /// Its highest parameter number: the values each row takes.
+    arity: usize,
+}
+
+impl ValuesTemplate {
+    fn of(sql: &'static str) -> Result<ValuesTemplate, LedgerError> {
+        let not_one = || LedgerError::CorruptLedger {
+            position: None,
+            what: format!(
+                "a delayed insert is not one INSERT … VALUES (…) (a program error): {sql}"
+            ),
+        };
+        let at = sql.rfind("VALUES").ok_or_else(not_one)? + "VALUES".len();
+        let (head, row) = sql.split_at(at);
+        let row = row.trim();
+        if !(sql.trim_start().starts_with("INSERT") && row.starts_with('(') && row.ends_with(')')) {
+            return Err(not_one());
+        }
+        let arity = parameter_numbers(row).max().ok_or_else(not_one)?;
+        Ok(ValuesTemplate { head, row, arity })
+    }
+
+    /// The statement for `count` rows, row `k`'s `?n` becoming `$(k * arity + n)`.
+    fn rows(&self, count: usize) -> String {
+        let mut out = String::with_capacity(self.head.len() + count * (self.row.len() + 16));
+        out.push_str(self.head);
+        for k in 0..count {
+            out.push_str(if k == 0 { " " } else { ", " });
+            let mut pieces = self.row.split('?');
+            out.push_str(pieces.next().unwrap_or(""));
+            for after in pieces {
+                let digits = after
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(after.len());
+                match after[..digits].parse::<usize>() {
+                    Ok(number) => out.push_str(&format!("${}", k * self.arity + number)),
+                    // Not a parameter: the `?` stays as it was.
+                    Err(_) => out.push('?'),
+                }
+                out.push_str(&after[digits..]);
+            }
+        }
+        out
+    }
+}
+
+/// The numbers of the `?n` parameters in `sql`.
+fn parameter_numbers(sql: &str) -> impl Iterator<Item = usize> + '_ {
+    sql.split('?').skip(1).filter_map(|after| {
+        let digits = after
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(after.len());
+        after[..digits].parse().ok()
+    })
 }
 
 /// `?n` parameters as PostgreSQL's `$n` (the shared SQL has no `?` elsewhere).
@@ -457,6 +707,36 @@ fn export_lock_holder(client: &mut Client) -> Result<String, LedgerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delayed_insert_repeats_its_row_with_numbers_of_its_own() {
+        let template = ValuesTemplate::of(
+            "INSERT INTO entries (kommune, position, kind, net_ore)\n VALUES (?1, ?2, 7, ?2, NULL)",
+        )
+        .expect("an insert");
+        assert_eq!(template.arity, 2);
+        assert_eq!(
+            template.rows(3),
+            "INSERT INTO entries (kommune, position, kind, net_ore)\n VALUES \
+             ($1, $2, 7, $2, NULL), ($3, $4, 7, $4, NULL), ($5, $6, 7, $6, NULL)"
+        );
+        assert!(ValuesTemplate::of("UPDATE entries SET net_ore = ?1").is_err());
+        assert!(ValuesTemplate::of("INSERT INTO t SELECT * FROM u").is_err());
+    }
+
+    #[test]
+    fn delayed_inserts_go_in_chunks_of_powers_of_two() {
+        let mut left = 1000;
+        let mut chunks = Vec::new();
+        while left > 0 {
+            let count = chunk_rows(left);
+            chunks.push(count);
+            left -= count;
+        }
+        assert_eq!(chunks, [512, 256, 128, 64, 32, 8]);
+        assert_eq!(chunk_rows(1), 1);
+        assert_eq!(chunk_rows(100_000), ROWS_PER_INSERT_MAX);
+    }
 
     #[test]
     fn parameters_become_dollar_numbers() {

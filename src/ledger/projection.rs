@@ -60,6 +60,18 @@ impl<'c> Projector<'c> {
     /// Applies one event at `position` to the projection tables. The first event of
     /// a block first completes the block before it (see [`close_block`]).
     pub fn apply(&mut self, position: u64, event: &Event) -> Result<(), LedgerError> {
+        self.apply_knowing(position, event, None)
+    }
+
+    /// [`Projector::apply`], told the agreement of the withholding a correction
+    /// corrects when the caller knows it (the write path's memo does), which saves
+    /// reading it back.
+    pub fn apply_knowing(
+        &mut self,
+        position: u64,
+        event: &Event,
+        corrected_agreement: Option<&str>,
+    ) -> Result<(), LedgerError> {
         let conn = self.conn;
         if position > 0 && position.is_multiple_of(self.block) {
             close_block(conn, self.block, position / self.block - 1)?;
@@ -71,7 +83,9 @@ impl<'c> Projector<'c> {
             Event::WithholdingRecorded(withholding) => {
                 apply_withholding(conn, position, withholding)
             }
-            Event::WithholdingCorrected(correction) => apply_correction(conn, position, correction),
+            Event::WithholdingCorrected(correction) => {
+                apply_correction(conn, position, correction, corrected_agreement)
+            }
             Event::FileExported(file) => apply_file(conn, position, file),
             Event::FileReissued(reissue) => apply_delivery(
                 conn,
@@ -150,7 +164,7 @@ fn apply_agreement(
     position: sql::Value<'_>,
     agreement: &Agreement,
 ) -> Result<(), LedgerError> {
-    conn.execute(
+    conn.insert_later(
         "INSERT INTO agreements (agreement, position, kommune, valid_from, valid_to, ended)
          VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
         &[
@@ -177,7 +191,7 @@ fn apply_withholding(
     position: sql::Value<'_>,
     w: &Withholding,
 ) -> Result<(), LedgerError> {
-    conn.execute(
+    conn.insert_later(
         "INSERT INTO entries (kommune, position, reference, kind, agreement, corrects, amount_ore, net_ore, payout)
          VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?6, ?7)",
         &[
@@ -197,21 +211,24 @@ fn apply_correction(
     conn: &Db,
     position: sql::Value<'_>,
     c: &Correction,
+    known_agreement: Option<&str>,
 ) -> Result<(), LedgerError> {
-    let agreement = conn
-        .query_opt(
+    let read_back = match known_agreement {
+        Some(agreement) => Some(agreement.to_string()),
+        None => conn.query_opt(
             "SELECT agreement FROM entries WHERE kommune = ?1 AND reference = ?2",
             &args![c.kommune.number(), c.corrects.as_str()],
             |row| Ok(row.text(ENTRIES, 0)?.to_string()),
-        )?
-        .ok_or_else(|| LedgerError::CorruptLedger {
-            position: None,
-            what: format!(
-                "the correction {} of kommune {} corrects {}, which the entries table does not hold",
-                c.reference, c.kommune, c.corrects
-            ),
-        })?;
-    conn.execute(
+        )?,
+    };
+    let agreement = read_back.ok_or_else(|| LedgerError::CorruptLedger {
+        position: None,
+        what: format!(
+            "the correction {} of kommune {} corrects {}, which the entries table does not hold",
+            c.reference, c.kommune, c.corrects
+        ),
+    })?;
+    conn.insert_later(
         "INSERT INTO entries (kommune, position, reference, kind, agreement, corrects, amount_ore, net_ore, payout)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL)",
         &[
@@ -281,17 +298,12 @@ fn close_block(conn: &Db, block_size: u64, block: u64) -> Result<(), LedgerError
             },
         )?;
     }
+    let befores = agreement_totals_before(conn, agreements.keys(), block)?;
     let block = sql::position(block)?;
     for (agreement, (kommune, change)) in &agreements {
-        let before = conn
-            .query_opt(
-                AGREEMENT_TOTALS_BEFORE,
-                &[agreement.into(), block],
-                raw_totals,
-            )?
-            .unwrap_or_default();
+        let before = befores.get(agreement).copied().unwrap_or_default();
         let next = before.plus(change);
-        conn.execute(
+        conn.insert_later(
             "INSERT INTO agreement_totals (agreement, block, kommune, withheld_ore, corrected_ore, entries, last_payout)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             &[
@@ -314,7 +326,7 @@ fn close_block(conn: &Db, block_size: u64, block: u64) -> Result<(), LedgerError
             )?
             .unwrap_or_default();
         let next = before.plus(change);
-        conn.execute(
+        conn.insert_later(
             "INSERT INTO kommune_totals (kommune, block, withheld_ore, corrected_ore, entries, last_payout)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             &[
@@ -328,6 +340,48 @@ fn close_block(conn: &Db, block_size: u64, block: u64) -> Result<(), LedgerError
         )?;
     }
     Ok(())
+}
+
+/// The totals rows of the last block before `block` of each of `agreements` that
+/// has one. SQLite looks each up in its index; PostgreSQL asks once per chunk of
+/// agreements (a block's end lists tens of thousands of them).
+fn agreement_totals_before<'a>(
+    conn: &Db,
+    agreements: impl Iterator<Item = &'a String>,
+    block: u64,
+) -> Result<HashMap<String, RawTotals>, LedgerError> {
+    let mut befores = HashMap::new();
+    let block_value = sql::position(block)?;
+    match conn {
+        Db::Sqlite(_) => {
+            for agreement in agreements {
+                if let Some(before) = conn.query_opt(
+                    AGREEMENT_TOTALS_BEFORE,
+                    &[agreement.into(), block_value],
+                    raw_totals,
+                )? {
+                    befores.insert(agreement.clone(), before);
+                }
+            }
+        }
+        Db::Postgres(session) => {
+            let agreements: Vec<&str> = agreements.map(String::as_str).collect();
+            for chunk in agreements.chunks(10_000) {
+                super::postgres::agreement_totals_before(session, chunk, block, &mut |row| {
+                    let agreement = row.text(TOTALS, 0)?.to_string();
+                    let totals = RawTotals {
+                        withheld_ore: row.int(TOTALS, 1)?,
+                        corrected_ore: row.int(TOTALS, 2)?,
+                        entries: row.int(TOTALS, 3)?,
+                        last_payout: row.opt_int(TOTALS, 4)?,
+                    };
+                    befores.insert(agreement, totals);
+                    Ok(())
+                })?;
+            }
+        }
+    }
+    Ok(befores)
 }
 
 /// One entry's effect on totals.

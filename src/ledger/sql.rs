@@ -103,6 +103,15 @@ pub(crate) enum Owned {
 }
 
 impl Owned {
+    pub fn of(value: Value<'_>) -> Owned {
+        match value {
+            Value::Int(value) => Owned::Int(value),
+            Value::Text(text) => Owned::Text(text.to_string()),
+            Value::Blob(bytes) => Owned::Blob(bytes.to_vec()),
+            Value::Null => Owned::Null,
+        }
+    }
+
     pub fn as_value(&self) -> Value<'_> {
         match self {
             Owned::Int(value) => Value::Int(*value),
@@ -332,6 +341,18 @@ impl Db {
                 })
             }
             Db::Postgres(session) => session.execute(sql, args),
+        }
+    }
+
+    /// Runs one `INSERT INTO … VALUES (…)` whose outcome the caller does not read,
+    /// possibly later: SQLite runs it now; PostgreSQL keeps it and sends the rows
+    /// of each statement together as multi-row inserts, before the next statement
+    /// of any other kind (so every read sees it) and before the commit. An error it
+    /// meets then fails that later statement, and so the transaction.
+    pub fn insert_later(&self, sql: &'static str, args: &[Value<'_>]) -> Result<(), LedgerError> {
+        match self {
+            Db::Sqlite(_) => self.execute(sql, args).map(drop),
+            Db::Postgres(session) => session.insert_later(sql, args),
         }
     }
 

@@ -19,7 +19,7 @@ use super::schema::{
 };
 use super::sql::{self, args, Db, Source};
 use super::sqlite;
-use super::view::{AgreementMemo, SqlView};
+use super::view::{self, AgreementMemo, EntryMemo, SqlView};
 use super::{LedgerError, LineError};
 use crate::domain::{decide, Command, Decision, Event, Kommune};
 
@@ -167,25 +167,26 @@ pub struct Cutoff {
 /// own last commit. Every projection change comes with an appended event, so an
 /// unchanged head means no other connection touched the projections; any other
 /// head, a rollback or a failure makes it forget everything.
+///
+/// The entries memo lasts one transaction: it is forgotten when the next begins.
 #[derive(Default)]
 struct Memo {
     /// The head after this ledger's last commit; `None` while not trusted.
     valid_at: Option<Head>,
     agreements: AgreementMemo,
+    entries: EntryMemo,
 }
 
 impl Memo {
     fn forget(&mut self) {
         self.agreements.forget();
+        self.entries.forget();
     }
 
     /// Keeps what is remembered in step with an event just appended.
     fn appended(&mut self, event: &Event) {
-        match event {
-            Event::AgreementRegistered(agreement) => self.agreements.changed(&agreement.agreement),
-            Event::AgreementEnded(end) => self.agreements.changed(&end.agreement),
-            _ => {}
-        }
+        self.agreements.appended(event);
+        self.entries.appended(event);
     }
 }
 
@@ -629,6 +630,7 @@ impl Ledger {
         if self.memo.valid_at.take() != Some(head) {
             self.memo.forget();
         }
+        self.memo.entries.forget();
         let mut appender = Appender {
             db: &self.db,
             head,
@@ -719,6 +721,12 @@ impl Ledger {
         let activity = format!("an ingest of {} line(s)", commands.len());
         self.transact(
             |appender| {
+                view::prefetch(
+                    appender.db,
+                    &commands,
+                    &appender.memo.agreements,
+                    &mut appender.memo.entries,
+                )?;
                 let mut lines = Vec::with_capacity(commands.len());
                 let mut rejected = Vec::new();
                 for (index, (line, command)) in commands.into_iter().enumerate() {
@@ -728,6 +736,7 @@ impl Ledger {
                     let view = SqlView {
                         conn: appender.db,
                         agreements: &appender.memo.agreements,
+                        entries: &appender.memo.entries,
                     };
                     match decide(&view, command)? {
                         Ok(Decision::Append(event)) => {
@@ -1085,7 +1094,9 @@ impl Appender<'_> {
             hash,
         };
         insert_event(self.db, &stored)?;
-        self.projector.apply(position, event)?;
+        let corrected_agreement = self.memo.entries.corrected_agreement(event);
+        self.projector
+            .apply_knowing(position, event, corrected_agreement.as_deref())?;
         self.memo.appended(event);
         self.head = Head {
             position,
@@ -1098,7 +1109,7 @@ impl Appender<'_> {
 
 /// Writes one stored event as it is (its position, id, time and hash).
 pub(crate) fn insert_event(db: &Db, stored: &StoredEvent) -> Result<(), LedgerError> {
-    db.execute(
+    db.insert_later(
         "INSERT INTO events (position, event_id, stream, event_type, schema_version, recorded_at_us, payload, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         &[
@@ -1111,8 +1122,7 @@ pub(crate) fn insert_event(db: &Db, stored: &StoredEvent) -> Result<(), LedgerEr
             stored.payload.as_slice().into(),
             (&stored.hash).into(),
         ],
-    )?;
-    Ok(())
+    )
 }
 
 pub(crate) fn read_head(db: &Db) -> Result<Head, LedgerError> {

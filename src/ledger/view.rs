@@ -3,56 +3,152 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use super::postgres;
 use super::projection::{KIND_CORRECTION, KIND_WITHHOLDING};
 use super::sql::{self, args, Db, Source};
 use super::{codec, LedgerError};
-use crate::domain::{AgreementRef, AgreementState, EntryState, Event, Kommune, KyRef, LedgerView};
+use crate::domain::{
+    AgreementRef, AgreementState, Command, EntryState, Event, Kommune, KyRef, LedgerView,
+};
 
 /// How many agreement states an [`AgreementMemo`] keeps before it starts afresh
 /// (a few hundred bytes each).
 const REMEMBERED_MAX: usize = 200_000;
 
-/// Agreement states the rules asked for, so that the next withholding of the same
-/// agreement does not read and decode its registration again. An entry is dropped
-/// whenever an event about that agreement is appended, and the whole memo is
-/// forgotten when the ledger cannot trust it (see `store::Memo`).
+/// Agreement states the rules asked for (or learnt there is none of), so that the
+/// next withholding of the same agreement does not read and decode its
+/// registration again. An appended event about an agreement updates what is
+/// remembered of it, and the whole memo is forgotten when the ledger cannot trust
+/// it (see `store::Memo`).
 #[derive(Default)]
-pub struct AgreementMemo(RefCell<HashMap<String, AgreementState>>);
+pub struct AgreementMemo(RefCell<HashMap<String, Option<AgreementState>>>);
 
 impl AgreementMemo {
     pub fn forget(&mut self) {
         self.0.get_mut().clear();
     }
 
-    /// Drops what is remembered of one agreement, after an event changed it.
-    pub fn changed(&mut self, agreement: &AgreementRef) {
-        self.0.get_mut().remove(agreement.as_str());
+    /// Keeps what is remembered in step with an appended registration or end.
+    pub fn appended(&mut self, event: &Event) {
+        let map = self.0.get_mut();
+        match event {
+            Event::AgreementRegistered(agreement) => {
+                let state = AgreementState {
+                    registered: agreement.clone(),
+                    ended: None,
+                };
+                map.insert(agreement.agreement.as_str().to_string(), Some(state));
+            }
+            Event::AgreementEnded(end) => {
+                if let Some(Some(state)) = map.get_mut(end.agreement.as_str()) {
+                    state.ended = Some(end.valid_to);
+                } else {
+                    map.remove(end.agreement.as_str());
+                }
+            }
+            _ => {}
+        }
     }
 
-    fn get(&self, agreement: &AgreementRef) -> Option<AgreementState> {
+    /// What is remembered: `Some(None)` when the agreement is known not to exist.
+    fn get(&self, agreement: &AgreementRef) -> Option<Option<AgreementState>> {
         self.0.borrow().get(agreement.as_str()).cloned()
     }
 
-    fn remember(&self, agreement: &AgreementRef, state: &AgreementState) {
+    fn knows(&self, agreement: &str) -> bool {
+        self.0.borrow().contains_key(agreement)
+    }
+
+    fn remember(&self, agreement: &str, state: Option<AgreementState>) {
         let mut map = self.0.borrow_mut();
         if map.len() >= REMEMBERED_MAX {
             map.clear();
         }
-        map.insert(agreement.as_str().to_string(), state.clone());
+        map.insert(agreement.to_string(), state);
     }
 }
 
+/// The entries one write transaction read or wrote, by (kommune, reference):
+/// `None` for a reference known to be free. Filled by [`prefetch`] for a batch's
+/// references and kept in step with every appended entry, so that the rules need
+/// not ask the database line by line; cleared when the transaction begins.
+#[derive(Default)]
+pub struct EntryMemo(HashMap<(u16, String), Option<EntryState>>);
+
+impl EntryMemo {
+    pub fn forget(&mut self) {
+        self.0.clear();
+    }
+
+    /// The agreement of the withholding `event` corrects, if `event` is a
+    /// correction of a withholding this memo holds.
+    pub fn corrected_agreement(&self, event: &Event) -> Option<String> {
+        let Event::WithholdingCorrected(correction) = event else {
+            return None;
+        };
+        match self
+            .0
+            .get(&key(correction.kommune, correction.corrects.as_str()))
+        {
+            Some(Some(EntryState::Withholding { withholding, .. })) => {
+                Some(withholding.agreement.as_str().to_string())
+            }
+            _ => None,
+        }
+    }
+
+    /// Keeps the memo in step with an appended withholding or correction.
+    pub fn appended(&mut self, event: &Event) {
+        match event {
+            Event::WithholdingRecorded(withholding) => {
+                let state = EntryState::Withholding {
+                    withholding: withholding.clone(),
+                    net_ore: withholding.amount.ore(),
+                };
+                self.0.insert(
+                    key(withholding.kommune, withholding.reference.as_str()),
+                    Some(state),
+                );
+            }
+            Event::WithholdingCorrected(correction) => {
+                let corrected = key(correction.kommune, correction.corrects.as_str());
+                match self.0.get_mut(&corrected) {
+                    Some(Some(EntryState::Withholding { net_ore, .. })) => {
+                        *net_ore += correction.amount.ore();
+                    }
+                    // Not a withholding this memo holds: the database answers.
+                    _ => {
+                        self.0.remove(&corrected);
+                    }
+                }
+                self.0.insert(
+                    key(correction.kommune, correction.reference.as_str()),
+                    Some(EntryState::Correction(correction.clone())),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+fn key(kommune: Kommune, reference: &str) -> (u16, String) {
+    (kommune.number(), reference.to_string())
+}
+
 /// Reads what `decide` needs. Inside a batch it sees the batch's earlier lines,
-/// because they were applied to the same (uncommitted) transaction.
+/// because they were applied to the same (uncommitted) transaction and to the
+/// memos.
 pub(crate) struct SqlView<'c> {
     pub conn: &'c Db,
     pub agreements: &'c AgreementMemo,
+    pub entries: &'c EntryMemo,
 }
 
 const AGREEMENTS: Source = Source {
     table: "agreements",
 };
 const ENTRIES: Source = Source { table: "entries" };
+const EVENTS: Source = Source { table: "events" };
 
 impl SqlView<'_> {
     fn event_at(&self, position: u64) -> Result<Event, LedgerError> {
@@ -61,19 +157,10 @@ impl SqlView<'_> {
             .query_opt(
                 "SELECT payload FROM events WHERE position = ?1",
                 &[sql::position(position)?],
-                |row| Ok(row.blob(Source { table: "events" }, 0)?.to_vec()),
+                |row| Ok(row.blob(EVENTS, 0)?.to_vec()),
             )?
-            .ok_or_else(|| self.unexpected(position, "an event"))?;
+            .ok_or_else(|| unexpected(position, "an event"))?;
         codec::decode(position, &payload)
-    }
-
-    fn unexpected(&self, position: u64, wanted: &str) -> LedgerError {
-        LedgerError::CorruptPayload {
-            position,
-            reason: format!(
-                "the projection points at this position as {wanted}, but it is not one"
-            ),
-        }
     }
 }
 
@@ -82,36 +169,24 @@ impl LedgerView for SqlView<'_> {
 
     fn agreement(&self, agreement: &AgreementRef) -> Result<Option<AgreementState>, LedgerError> {
         if let Some(state) = self.agreements.get(agreement) {
-            return Ok(Some(state));
+            return Ok(state);
         }
         let row = self.conn.query_opt(
             "SELECT position, ended FROM agreements WHERE agreement = ?1",
             &args![agreement.as_str()],
             |row| Ok((row.unsigned(AGREEMENTS, 0)?, row.opt_int(AGREEMENTS, 1)?)),
         )?;
-        let Some((position, ended)) = row else {
-            return Ok(None);
-        };
-        let Event::AgreementRegistered(registered) = self.event_at(position)? else {
-            return Err(self.unexpected(position, "an agreement"));
-        };
-        let ended = match ended {
+        let state = match row {
             None => None,
-            Some(days) => Some(
-                i32::try_from(days)
-                    .ok()
-                    .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
-                    .ok_or_else(|| LedgerError::CorruptLedger {
-                        position: Some(position),
-                        what: format!(
-                            "agreement {agreement} has the end date {days}, which is no date"
-                        ),
-                    })?,
-            ),
+            Some((position, ended)) => Some(agreement_state(
+                agreement.as_str(),
+                position,
+                ended,
+                self.event_at(position)?,
+            )?),
         };
-        let state = AgreementState { registered, ended };
-        self.agreements.remember(agreement, &state);
-        Ok(Some(state))
+        self.agreements.remember(agreement.as_str(), state.clone());
+        Ok(state)
     }
 
     fn entry(
@@ -119,6 +194,9 @@ impl LedgerView for SqlView<'_> {
         kommune: Kommune,
         reference: &KyRef,
     ) -> Result<Option<EntryState>, LedgerError> {
+        if let Some(state) = self.entries.0.get(&key(kommune, reference.as_str())) {
+            return Ok(state.clone());
+        }
         let row = self.conn.query_opt(
             "SELECT position, kind, net_ore FROM entries WHERE kommune = ?1 AND reference = ?2",
             &args![kommune.number(), reference.as_str()],
@@ -133,21 +211,168 @@ impl LedgerView for SqlView<'_> {
         let Some((position, kind, net_ore)) = row else {
             return Ok(None);
         };
-        match (kind, self.event_at(position)?) {
-            (KIND_WITHHOLDING, Event::WithholdingRecorded(withholding)) => {
-                let net_ore = net_ore.ok_or_else(|| LedgerError::CorruptLedger {
+        let stored = StoredEntry {
+            position,
+            kind,
+            net_ore,
+        };
+        stored
+            .state(kommune, reference.as_str(), self.event_at(position)?)
+            .map(Some)
+    }
+}
+
+/// An agreement's state from its projection row and its registration event.
+fn agreement_state(
+    agreement: &str,
+    position: u64,
+    ended: Option<i64>,
+    event: Event,
+) -> Result<AgreementState, LedgerError> {
+    let Event::AgreementRegistered(registered) = event else {
+        return Err(unexpected(position, "an agreement"));
+    };
+    let ended = match ended {
+        None => None,
+        Some(days) => Some(
+            i32::try_from(days)
+                .ok()
+                .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
+                .ok_or_else(|| LedgerError::CorruptLedger {
                     position: Some(position),
+                    what: format!(
+                        "agreement {agreement} has the end date {days}, which is no date"
+                    ),
+                })?,
+        ),
+    };
+    Ok(AgreementState { registered, ended })
+}
+
+/// An `entries` row: where the entry's event is, its kind and its net.
+struct StoredEntry {
+    position: u64,
+    kind: i64,
+    net_ore: Option<i64>,
+}
+
+impl StoredEntry {
+    /// The entry's state, from this row and the event at its position.
+    fn state(
+        &self,
+        kommune: Kommune,
+        reference: &str,
+        event: Event,
+    ) -> Result<EntryState, LedgerError> {
+        match (self.kind, event) {
+            (KIND_WITHHOLDING, Event::WithholdingRecorded(withholding)) => {
+                let net_ore = self.net_ore.ok_or_else(|| LedgerError::CorruptLedger {
+                    position: Some(self.position),
                     what: format!("withholding {reference} of kommune {kommune} has no net sum"),
                 })?;
-                Ok(Some(EntryState::Withholding {
+                Ok(EntryState::Withholding {
                     withholding,
                     net_ore,
-                }))
+                })
             }
             (KIND_CORRECTION, Event::WithholdingCorrected(correction)) => {
-                Ok(Some(EntryState::Correction(correction)))
+                Ok(EntryState::Correction(correction))
             }
-            _ => Err(self.unexpected(position, "an entry")),
+            _ => Err(unexpected(self.position, "an entry")),
         }
     }
 }
+
+fn unexpected(position: u64, wanted: &str) -> LedgerError {
+    LedgerError::CorruptPayload {
+        position,
+        reason: format!("the projection points at this position as {wanted}, but it is not one"),
+    }
+}
+
+/// Reads, in a few statements, what the rules will ask about a batch's lines: the
+/// entries its references name and the agreements it names that the memo does not
+/// know. PostgreSQL only: there every question costs a round trip to the server,
+/// and a read would also send the transaction's delayed inserts
+/// ([`Db::insert_later`]) one by one. SQLite answers each question from its own
+/// pages, so it is asked line by line as before.
+pub(crate) fn prefetch(
+    db: &Db,
+    commands: &[(usize, Command)],
+    agreements: &AgreementMemo,
+    entries: &mut EntryMemo,
+) -> Result<(), LedgerError> {
+    let Db::Postgres(session) = db else {
+        return Ok(());
+    };
+    let mut entry_keys: Vec<(u16, String)> = Vec::new();
+    let mut agreement_refs: Vec<String> = Vec::new();
+    let mut want_agreement = |agreement: &AgreementRef| {
+        if !agreements.knows(agreement.as_str()) {
+            agreement_refs.push(agreement.as_str().to_string());
+        }
+    };
+    for (_, command) in commands {
+        match command {
+            Command::RegisterAgreement(agreement) => want_agreement(&agreement.agreement),
+            Command::EndAgreement(end) => want_agreement(&end.agreement),
+            Command::RecordWithholding(withholding) => {
+                want_agreement(&withholding.agreement);
+                entry_keys.push(key(withholding.kommune, withholding.reference.as_str()));
+            }
+            Command::CorrectWithholding(correction) => {
+                entry_keys.push(key(correction.kommune, correction.reference.as_str()));
+                entry_keys.push(key(correction.kommune, correction.corrects.as_str()));
+            }
+        }
+    }
+    entry_keys.sort_unstable();
+    entry_keys.dedup();
+    agreement_refs.sort_unstable();
+    agreement_refs.dedup();
+    for chunk in agreement_refs.chunks(PREFETCH_CHUNK) {
+        let mut found = Vec::with_capacity(chunk.len());
+        postgres::prefetch_agreements(session, chunk, &mut |row| {
+            let agreement = row.text(AGREEMENTS, 0)?.to_string();
+            let position = row.unsigned(AGREEMENTS, 1)?;
+            let ended = row.opt_int(AGREEMENTS, 2)?;
+            let event = codec::decode(position, row.blob(EVENTS, 3)?)?;
+            found.push((agreement, position, ended, event));
+            Ok(())
+        })?;
+        for agreement in chunk {
+            agreements.remember(agreement, None);
+        }
+        for (agreement, position, ended, event) in found {
+            let state = agreement_state(&agreement, position, ended, event)?;
+            agreements.remember(&agreement, Some(state));
+        }
+    }
+    for chunk in entry_keys.chunks(PREFETCH_CHUNK) {
+        for key in chunk {
+            entries.0.insert(key.clone(), None);
+        }
+        postgres::prefetch_entries(session, chunk, &mut |row| {
+            let number = row.narrow::<u16>(ENTRIES, 0)?;
+            let kommune =
+                Kommune::from_number(number).ok_or_else(|| LedgerError::CorruptLedger {
+                    position: None,
+                    what: format!("an entry names kommune {number}, which is no kommune"),
+                })?;
+            let reference = row.text(ENTRIES, 1)?.to_string();
+            let stored = StoredEntry {
+                position: row.unsigned(ENTRIES, 2)?,
+                kind: row.int(ENTRIES, 3)?,
+                net_ore: row.opt_int(ENTRIES, 4)?,
+            };
+            let event = codec::decode(stored.position, row.blob(EVENTS, 5)?)?;
+            let state = stored.state(kommune, &reference, event)?;
+            entries.0.insert((number, reference), Some(state));
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Keys one prefetching statement asks about.
+const PREFETCH_CHUNK: usize = 10_000;
