@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{Client, Config, NoTls, Statement};
 
-use super::sql::{Owned, Row, Value};
+use super::sql::{Addition, Owned, Row, Value};
 use super::LedgerError;
 
 /// The schema on PostgreSQL: the same tables and keys as on SQLite (see
@@ -258,7 +258,16 @@ pub(crate) struct Session {
     /// Inserts not sent yet (see [`Session::insert_later`]), one group per
     /// statement in the order each first came.
     pending: RefCell<Vec<PendingInserts>>,
+    /// Additions not sent yet (see [`Session::add_later`]): per kind, the summed
+    /// delta of each key.
+    additions: RefCell<Vec<PendingAdditions>>,
     url: DatabaseUrl,
+}
+
+/// The summed deltas of one kind of addition waiting to be sent.
+struct PendingAdditions {
+    addition: &'static Addition,
+    deltas: HashMap<(i64, String), i64>,
 }
 
 /// The rows of one `INSERT … VALUES (…)` statement waiting to be sent.
@@ -278,6 +287,7 @@ impl Session {
             client: RefCell::new(url.connect()?),
             statements: RefCell::new(HashMap::new()),
             pending: RefCell::new(Vec::new()),
+            additions: RefCell::new(Vec::new()),
             url: url.clone(),
         })
     }
@@ -292,8 +302,14 @@ impl Session {
         let client = self.url.connect()?;
         *self.client.borrow_mut() = client;
         self.statements.borrow_mut().clear();
-        self.pending.borrow_mut().clear();
+        self.discard_pending();
         Ok(())
+    }
+
+    /// Forgets what waits to be sent (the transaction it belonged to is gone).
+    fn discard_pending(&self) {
+        self.pending.borrow_mut().clear();
+        self.additions.borrow_mut().clear();
     }
 
     /// Whether the connection is gone (the server ended it, or the network did).
@@ -340,9 +356,66 @@ impl Session {
         Ok(())
     }
 
-    /// Sends every pending insert: each statement's rows in multi-row inserts of
-    /// [`ROWS_PER_INSERT_MAX`] rows or fewer, in the order they came.
+    /// Keeps one addition to send with the others of its kind (see
+    /// [`Db::add_later`](super::sql::Db::add_later)).
+    pub fn add_later(
+        &self,
+        addition: &'static Addition,
+        number: i64,
+        text: &str,
+        delta: i64,
+    ) -> Result<(), LedgerError> {
+        let mut additions = self.additions.borrow_mut();
+        let at = match additions
+            .iter()
+            .position(|group| std::ptr::eq(group.addition, addition))
+        {
+            Some(at) => at,
+            None => {
+                additions.push(PendingAdditions {
+                    addition,
+                    deltas: HashMap::new(),
+                });
+                additions.len() - 1
+            }
+        };
+        let sum = additions[at]
+            .deltas
+            .entry((number, text.to_string()))
+            .or_insert(0);
+        *sum = sum
+            .checked_add(delta)
+            .ok_or_else(|| LedgerError::CorruptLedger {
+                position: None,
+                what: format!("the changes to the row ({number}, {text}) add up beyond 64 bits"),
+            })?;
+        Ok(())
+    }
+
+    /// Sends everything pending: first each insert statement's rows in multi-row
+    /// inserts of [`ROWS_PER_INSERT_MAX`] rows or fewer, in the order they came,
+    /// then each kind of addition in one statement.
     fn flush(&self, client: &mut Client) -> Result<(), LedgerError> {
+        self.flush_inserts(client)?;
+        let additions = std::mem::take(&mut *self.additions.borrow_mut());
+        for group in additions {
+            let mut numbers = Vec::with_capacity(group.deltas.len());
+            let mut texts = Vec::with_capacity(group.deltas.len());
+            let mut deltas = Vec::with_capacity(group.deltas.len());
+            for ((number, text), delta) in group.deltas {
+                numbers.push(number);
+                texts.push(text);
+                deltas.push(delta);
+            }
+            let statement = self.prepared(client, group.addition.many, || {
+                group.addition.many.to_string()
+            })?;
+            client.execute(&statement, &[&numbers, &texts, &deltas])?;
+        }
+        Ok(())
+    }
+
+    fn flush_inserts(&self, client: &mut Client) -> Result<(), LedgerError> {
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
         for group in pending {
             let template = ValuesTemplate::of(group.sql)?;
@@ -410,7 +483,7 @@ impl Session {
     /// instead of sending them.
     pub fn batch(&self, sql: &str) -> Result<(), LedgerError> {
         if sql.trim_start().starts_with("ROLLBACK") {
-            self.pending.borrow_mut().clear();
+            self.discard_pending();
             return Ok(self.client()?.batch_execute(sql)?);
         }
         Ok(self.flushed_client()?.batch_execute(sql)?)

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 
-use super::sql::{self, args, Db, Row, Source};
+use super::sql::{self, args, Addition, Db, Row, Source};
 use super::LedgerError;
 
 use crate::domain::{
@@ -241,12 +241,21 @@ fn apply_correction(
             c.amount.ore().into(),
         ],
     )?;
-    conn.execute(
-        "UPDATE entries SET net_ore = net_ore + ?3 WHERE kommune = ?1 AND reference = ?2",
-        &args![c.kommune.number(), c.corrects.as_str(), c.amount.ore()],
-    )?;
-    Ok(())
+    conn.add_later(
+        &ADD_TO_NET,
+        i64::from(c.kommune.number()),
+        c.corrects.as_str(),
+        c.amount.ore(),
+    )
 }
+
+/// A correction's change to the net of the withholding it corrects.
+static ADD_TO_NET: Addition = Addition {
+    one: "UPDATE entries SET net_ore = net_ore + ?3 WHERE kommune = ?1 AND reference = ?2",
+    many: "UPDATE entries SET net_ore = entries.net_ore + d.delta
+           FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS d (kommune, reference, delta)
+           WHERE entries.kommune = d.kommune AND entries.reference = d.reference",
+};
 
 /// An agreement's totals row of the last block before block ?2 (its totals at the
 /// end of that block).
@@ -264,8 +273,15 @@ const KOMMUNE_ENTRIES_BETWEEN: &str = "SELECT agreement, kind, amount_ore, payou
      WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3";
 
 /// A kommune's entries at positions ?2..=?3, as changes to totals.
-const KOMMUNE_CHANGES_BETWEEN: &str = "SELECT kind, amount_ore, payout FROM entries
-     WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3";
+/// A kommune's entries at positions ?2..=?3 added up as a totals row, by the
+/// database (one row comes back, not one per entry). An overflowing sum is an
+/// error on both backends, never a wrapped number.
+const KOMMUNE_SUMS_BETWEEN: &str = "SELECT
+         CAST(coalesce(sum(CASE WHEN kind = 1 THEN amount_ore ELSE 0 END), 0) AS bigint),
+         CAST(coalesce(sum(CASE WHEN kind = 1 THEN 0 ELSE amount_ore END), 0) AS bigint),
+         count(*),
+         max(payout)
+     FROM entries WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3";
 
 /// The first and last position of block `block`.
 fn block_bounds(block_size: u64, block: u64) -> (u64, u64) {
@@ -621,22 +637,19 @@ fn kommune_raw_through(
     position: u64,
 ) -> Result<RawTotals, LedgerError> {
     let at = AsOfBlock::new(block_size, position)?;
-    let mut totals = conn
+    let totals = conn
         .query_opt(
             KOMMUNE_TOTALS_BEFORE,
             &[kommune.number().into(), at.block],
             raw_totals,
         )?
         .unwrap_or_default();
-    conn.query_each(
-        KOMMUNE_CHANGES_BETWEEN,
+    let in_block = conn.query_one(
+        KOMMUNE_SUMS_BETWEEN,
         &[kommune.number().into(), at.first, at.position],
-        |row| {
-            totals.add(&entry_change(row, 0)?);
-            Ok(())
-        },
+        raw_totals,
     )?;
-    Ok(totals)
+    Ok(totals.plus(&in_block))
 }
 
 /// What one kommune's entries at positions `after + 1..=through` add up to.

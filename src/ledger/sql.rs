@@ -312,6 +312,15 @@ impl Row<'_> {
     }
 }
 
+/// One kind of [`Db::add_later`]: the statement for one row (`?1` the number key,
+/// `?2` the text key, `?3` the delta) and, for PostgreSQL, the statement for many
+/// (`$1` a `bigint[]` of number keys, `$2` a `text[]` of text keys, `$3` a
+/// `bigint[]` of deltas, each key once).
+pub(crate) struct Addition {
+    pub one: &'static str,
+    pub many: &'static str,
+}
+
 /// A connection to the ledger's database.
 pub(crate) enum Db {
     Sqlite(rusqlite::Connection),
@@ -353,6 +362,27 @@ impl Db {
         match self {
             Db::Sqlite(_) => self.execute(sql, args).map(drop),
             Db::Postgres(session) => session.insert_later(sql, args),
+        }
+    }
+
+    /// Adds `delta` to a number of the row keyed (`number`, `text`), possibly
+    /// later: SQLite runs `addition.one` now; PostgreSQL sums the deltas per key
+    /// and sends them all in one `addition.many` after the pending inserts, before
+    /// the next statement of any other kind. Additions commute, so their order
+    /// does not matter; the row must exist by then (inserted earlier in the
+    /// transaction, or before it).
+    pub fn add_later(
+        &self,
+        addition: &'static Addition,
+        number: i64,
+        text: &str,
+        delta: i64,
+    ) -> Result<(), LedgerError> {
+        match self {
+            Db::Sqlite(_) => self
+                .execute(addition.one, &[number.into(), text.into(), delta.into()])
+                .map(drop),
+            Db::Postgres(session) => session.add_later(addition, number, text, delta),
         }
     }
 
