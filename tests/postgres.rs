@@ -153,6 +153,106 @@ fn a_rejected_batch_writes_nothing_on_postgres() {
     assert_eq!((events, entries), (0, 0), "nothing of the batch is left");
 }
 
+/// A ledger on a fresh database of the tests' server, fed like a `TestLedger`.
+fn pg_test_ledger(db: &TestDatabase) -> TestLedger {
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location {
+        dir: dir.path().join("data"),
+        database: Some(sf2520::ledger::DatabaseUrl::parse(&db.url()).unwrap()),
+    };
+    let ledger = Ledger::open_at(&location, true, 4).unwrap();
+    TestLedger { dir, ledger }
+}
+
+/// On PostgreSQL the rules read a batch's references in one query up front and
+/// its writes wait to be sent together; what they see must still be exactly what
+/// SQLite's line-by-line reads see: an agreement registered earlier in the same
+/// batch, a withholding's net after corrections in the same batch and in earlier
+/// ones, a repeated line, a reference already taken. Totals blocks of 4 positions
+/// make the batches cross many block ends too.
+#[test]
+fn the_rules_see_a_batchs_own_lines_and_earlier_batches_alike_on_both_backends() {
+    let db = database();
+    let mut pg = pg_test_ledger(&db);
+    let mut lite = TestLedger::with_totals_block(4);
+    let batches = [
+        // Rejected as a whole: the second correction takes W-1's net below zero,
+        // counting the first correction of the same batch.
+        lines(&[
+            agreement("A-1", "0101", CPR, "2026-01-01"),
+            withholding("W-1", "A-1", "0101", "2026-10-01", "100.00"),
+            correction("C-1", "W-1", "0101", "-60.00"),
+            correction("C-2", "W-1", "0101", "-50.00"),
+        ]),
+        // Committed: the same without C-2, a repeated line, a second agreement and
+        // its withholding, a correction of a withholding of this batch.
+        lines(&[
+            agreement("A-1", "0101", CPR, "2026-01-01"),
+            withholding("W-1", "A-1", "0101", "2026-10-01", "100.00"),
+            correction("C-1", "W-1", "0101", "-60.00"),
+            withholding("W-1", "A-1", "0101", "2026-10-01", "100.00"),
+            agreement("A-2", "0147", CPR, "2026-01-01"),
+            withholding("W-2", "A-2", "0147", "2026-10-01", "250.00"),
+            correction("C-3", "W-2", "0147", "25.00"),
+        ]),
+        // Rejected: W-1's net is 40.00 from the earlier batch; a reference taken by
+        // a withholding cannot name a different one.
+        lines(&[
+            correction("C-4", "W-1", "0101", "-40.01"),
+            withholding("C-1", "A-1", "0101", "2026-10-01", "10.00"),
+        ]),
+        // Committed: down to exactly zero, then up again in the same batch; C-3
+        // repeated; a withholding of an agreement unknown to this batch's reads
+        // until now.
+        lines(&[
+            correction("C-5", "W-1", "0101", "-40.00"),
+            correction("C-6", "W-1", "0101", "5.00"),
+            correction("C-3", "W-2", "0147", "25.00"),
+            withholding("W-3", "A-2", "0147", "2026-10-15", "75.00"),
+        ]),
+    ];
+    for (at, batch) in batches.iter().enumerate() {
+        let on_pg = pg.ingest(batch);
+        let on_sqlite = lite.ingest(batch);
+        match (&on_pg, &on_sqlite) {
+            (Ok(pg_report), Ok(sqlite_report)) => {
+                assert_eq!(pg_report.lines, sqlite_report.lines, "batch {at}");
+                assert_eq!(pg_report.head.hash.len(), 32);
+            }
+            (Err(pg_rejected), Err(sqlite_rejected)) => {
+                assert_eq!(pg_rejected, sqlite_rejected, "batch {at}");
+            }
+            _ => panic!("batch {at}: PostgreSQL {on_pg:?}, SQLite {on_sqlite:?}"),
+        }
+    }
+    assert!(lite.ingest(&batches[0]).is_err() && lite.ingest(&batches[2]).is_err());
+    let head = pg.head();
+    assert_eq!(head, lite.head());
+    assert_eq!(
+        head, 9,
+        "two agreements, three withholdings, four corrections"
+    );
+    for agreement in ["A-1", "A-2"] {
+        assert_eq!(
+            pg.ledger.agreement_totals(agreement, head).unwrap(),
+            lite.ledger.agreement_totals(agreement, head).unwrap(),
+            "{agreement}"
+        );
+    }
+    let totals = pg.ledger.kommune_totals(head).unwrap();
+    assert_eq!(totals, lite.ledger.kommune_totals(head).unwrap());
+    let nets: Vec<i64> = totals.iter().map(|(_, totals)| totals.net_ore).collect();
+    assert_eq!(
+        nets,
+        [500, 35_000],
+        "0101: 100 - 60 - 40 + 5; 0147: 250 + 25 + 75"
+    );
+    pg.ledger
+        .verify(|_| {})
+        .unwrap()
+        .expect("the log on PostgreSQL verifies");
+}
+
 #[test]
 fn a_database_behind_the_nodes_last_head_is_refused() {
     let root = tempfile::tempdir().unwrap();

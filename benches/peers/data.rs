@@ -42,6 +42,9 @@ pub struct Workload {
     entries_total: u64,
     entries_made: u64,
     correctable: VecDeque<Correctable>,
+    /// Withholdings go to agreements of kommuner at this index in code order or
+    /// later only (see [`Workload::sparing`]).
+    first_kommune: u64,
 }
 
 impl Workload {
@@ -58,7 +61,15 @@ impl Workload {
             entries_total: entries,
             entries_made: 0,
             correctable: VecDeque::with_capacity(CORRECTABLE_MAX),
+            first_kommune: 0,
         }
+    }
+
+    /// This workload, its withholdings (and so its corrections) sparing the first
+    /// `kommuner` kommuner in code order: they stay quiet.
+    pub fn sparing(mut self, kommuner: u64) -> Workload {
+        self.first_kommune = kommuner.min(97);
+        self
     }
 
     pub fn agreement_count(&self) -> u64 {
@@ -104,7 +115,12 @@ impl Workload {
             let command = if self.rng.chance(CORRECTION_PERCENT) && !self.correctable.is_empty() {
                 self.correction()
             } else {
-                let agreement = self.rng.below(self.agreement_count());
+                let agreement = loop {
+                    let agreement = self.rng.below(self.agreement_count());
+                    if agreement % 98 >= self.first_kommune {
+                        break agreement;
+                    }
+                };
                 self.withholding(agreement, "KY")
             };
             commands.push(command);

@@ -65,6 +65,8 @@ fn main() {
         match args[2].as_str() {
             "ingest" => ours::child_ingest(&knobs, dir),
             "export" => ours::child_export(dir),
+            "quiet-big" => ours::child_quiet(&knobs, dir, knobs.entries),
+            "quiet-small" => ours::child_quiet(&knobs, dir, 0),
             // For development: build a large log with its reconstruct target.
             "big" => {
                 ours::build_big_log(dir, knobs.seed, knobs.big_events);
@@ -224,6 +226,7 @@ fn run(knobs: &Knobs) {
         "   the same records from our PostgreSQL ledger; ours on PG {:.2} s",
         export_pg.seconds
     );
+    let quiet = quiet_kommune(&server, scratch.path(), knobs);
     drop(server);
 
     let disk_seconds = disk_limit(&files, &scratch.path().join("disk"));
@@ -278,15 +281,51 @@ fn run(knobs: &Knobs) {
         (f64::NAN, f64::NAN)
     };
     println!("total {:.0} s", started.elapsed().as_secs_f64());
+    let [quiet_ratio, pg_quiet_ratio] = quiet;
     println!(
         "RESULT ingest_ratio={ingest_ratio:.2} export_ratio={export_ratio:.2} \
          pg_ingest_ratio={pg_ingest_ratio:.2} pg_export_ratio={pg_export_ratio:.2} \
+         quiet_export_ratio={quiet_ratio:.2} pg_quiet_export_ratio={pg_quiet_ratio:.2} \
          export_vs_disk={export_vs_disk:.2} reconstruct_10m_over_1m={reconstruct_ratio:.2} \
          replay_eps={replay_eps:.0} asof_ms_10m={asof_big:.4} export_rss_mb={:.1} \
          ingest_rss_mb={:.1}",
         mib(export.rss_kib),
         mib(ingest.rss_kib)
     );
+}
+
+/// W6, the quiet kommune: the export of 100 new entries of a kommune whose last
+/// file lies a whole workload of other kommuner's entries back in the log, over
+/// the same on a ledger without those entries; on SQLite and on PostgreSQL.
+fn quiet_kommune(server: &pg::PgServer, scratch: &Path, knobs: &Knobs) -> [f64; 2] {
+    let mut ratios = [0.0; 2];
+    for (at, backend) in ["SQLite", "PostgreSQL"].into_iter().enumerate() {
+        let url = |name: &str| (at == 1).then(|| server.create_database(name));
+        let (big_url, small_url) = (url("quiet_big"), url("quiet_small"));
+        let big = ours::run_child_on(
+            "quiet-big",
+            &scratch.join(format!("quiet-big-{at}")),
+            big_url.as_deref(),
+        );
+        let small = ours::run_child_on(
+            "quiet-small",
+            &scratch.join(format!("quiet-small-{at}")),
+            small_url.as_deref(),
+        );
+        ratios[at] = big.seconds / small.seconds;
+        row(
+            &format!("W6 quiet kommune, {backend}"),
+            &format!("{:.1} ms", big.seconds * 1e3),
+            &format!("{:.1} ms", small.seconds * 1e3),
+            &format!("{:.2}x", ratios[at]),
+        );
+    }
+    println!(
+        "   export of {} new entries of a kommune quiet for {} other entries (left) and on a small ledger (right)",
+        100,
+        thousands(float(knobs.entries))
+    );
+    ratios
 }
 
 /// W3 on both logs and W5 on the large one. Returns (reconstruct time at the large

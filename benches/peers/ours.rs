@@ -287,3 +287,57 @@ pub fn time_as_of(dir: &Path, seed: u64, entries: u64, lookups: usize) -> f64 {
         .collect();
     median(&mut times)
 }
+
+/// Kommuner kept quiet in the quiet-kommune case, one per timed export.
+const QUIET_KOMMUNER: u64 = 5;
+
+/// New entries of a quiet kommune per timed export.
+const QUIET_ENTRIES: u64 = 100;
+
+/// Child: the quiet-kommune case. Registers the agreements and gives each of the
+/// first [`QUIET_KOMMUNER`] kommuner a first file; then, when `bulk` is not 0,
+/// ingests and exports `bulk` entries of the other kommuner (so the quiet ones'
+/// last files lie that far back in the log); then, for each quiet kommune in
+/// turn, ingests [`QUIET_ENTRIES`] entries for it and times the batch export that
+/// follows (only that kommune has new entries). Reports the median export.
+pub fn child_quiet(knobs: &Knobs, dir: &Path, bulk: u64) {
+    let mut ledger = Ledger::open(dir).expect("open ledger");
+    let outbox = export::default_outbox(dir);
+    let export_all = |ledger: &mut Ledger| {
+        export::run_batch(ledger, &ExportRequest::default(), &outbox, &Quiet).expect("export")
+    };
+    // The same seed gives the same agreements as the bulk workload's.
+    let mut quiet = Workload::new(knobs.seed, knobs.entries);
+    for batch in quiet.agreement_batches(knobs.batch) {
+        ledger.ingest(numbered(batch)).expect("register agreements");
+    }
+    for kommune in 0..QUIET_KOMMUNER {
+        ledger
+            .ingest(numbered(quiet.kommune_batch(kommune, QUIET_ENTRIES)))
+            .expect("first entries of a quiet kommune");
+    }
+    export_all(&mut ledger);
+    let mut bulk_workload = Workload::new(knobs.seed, bulk).sparing(QUIET_KOMMUNER);
+    loop {
+        let batch = bulk_workload.next_batch(knobs.batch);
+        if batch.is_empty() {
+            break;
+        }
+        ledger.ingest(numbered(batch)).expect("bulk entries");
+    }
+    export_all(&mut ledger);
+    let mut times: Vec<f64> = (0..QUIET_KOMMUNER)
+        .map(|kommune| {
+            ledger
+                .ingest(numbered(quiet.kommune_batch(kommune, QUIET_ENTRIES)))
+                .expect("new entries of a quiet kommune");
+            let started = Instant::now();
+            let files = export_all(&mut ledger);
+            let seconds = started.elapsed().as_secs_f64();
+            assert_eq!(files.len(), 1, "only the quiet kommune has new entries");
+            assert_eq!(files[0].summary.record_count, QUIET_ENTRIES);
+            seconds
+        })
+        .collect();
+    report(median(&mut times), QUIET_ENTRIES);
+}
