@@ -855,6 +855,7 @@ fn sigkilled_exports_on_postgres_release_the_lock_and_leave_each_entry_in_one_fi
         (temporaries(&outbox) != before).then_some(())
     });
     signal(&export, "STOP");
+    let rendering = temporaries(&outbox);
     assert_eq!(
         files_recorded(&mut admin),
         files_after_3,
@@ -864,7 +865,20 @@ fn sigkilled_exports_on_postgres_release_the_lock_and_leave_each_entry_in_one_fi
     sigkill(&mut export);
     assert_lock_went_with_the_process(&mut admin, pid);
     wait_until_sessions_end(&mut admin, &node);
-    export_again(&node, &outbox);
+    assert_eq!(
+        files_recorded(&mut admin),
+        files_after_3,
+        "nothing recorded"
+    );
+    let run = export_again(&node, &outbox);
+    assert!(run.stderr.contains("quarantine"), "{}", run.stderr);
+    let quarantine = quarantined(&outbox);
+    for temporary in &rendering {
+        assert!(
+            quarantine.contains(temporary.trim_start_matches('.')),
+            "{temporary} was never recorded and belongs in quarantine: {quarantine:?}"
+        );
+    }
 
     // And once more with new entries, then everything checked through the CLI too.
     ingest_more(&node, &agreements, 5);
@@ -892,7 +906,11 @@ fn a_full_disk_on_a_postgres_node_records_nothing_and_the_next_export_completes(
     let run = node
         .run(&["export"])
         .expect_refusal("No space left on device");
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("writing the file failed"),
+        "the refusal says what failed: {}",
+        run.stderr
+    );
     assert_eq!(
         files_recorded(&mut admin),
         0,
@@ -912,8 +930,25 @@ fn a_full_disk_on_a_postgres_node_records_nothing_and_the_next_export_completes(
         })
         .unwrap_or_default();
     assert!(left.is_empty(), "files left in the outbox: {left:?}");
+    // Completely full: the same, and reading still works.
+    let rest = disk.fill(0);
+    node.run(&["export"])
+        .expect_refusal("No space left on device");
+    assert_eq!(
+        files_recorded(&mut admin),
+        0,
+        "a file was recorded without its bytes"
+    );
+    assert!(
+        temporaries(&outbox).is_empty(),
+        "{:?}",
+        temporaries(&outbox)
+    );
+    node.run(&["totals"])
+        .expect_success("totals on a full disk");
     // Space again: the next export completes.
     fs::remove_file(filler).unwrap();
+    fs::remove_file(rest).unwrap();
     ingest_more(&node, &agreements, 1);
     node.run(&["export", "--lock-wait", "0"])
         .expect_success("the export with space again");
