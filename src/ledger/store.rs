@@ -682,9 +682,11 @@ impl Ledger {
         loop {
             match self.ingest_once(commands.clone(), commit) {
                 Err(LedgerError::Postgres(error)) if self.connection_lost(&error) => {
+                    // As LedgerError, so that the log says the server's reason.
+                    let error = LedgerError::Postgres(error);
                     attempt += 1;
                     if attempt > UNKNOWN_OUTCOME_RETRIES {
-                        return Err(LedgerError::Postgres(error));
+                        return Err(error);
                     }
                     tracing::warn!(%error, attempt, "the connection to PostgreSQL was lost during an ingest; connecting again and repeating the batch (lines already written become duplicates)");
                     self.reconnect()?;
