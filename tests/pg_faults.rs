@@ -564,6 +564,12 @@ fn a_connection_ended_in_answer_to_the_commit_is_repeated_and_writes_the_batch_o
         "no warning of the repeat: {}",
         run.stderr
     );
+    assert!(
+        run.stderr
+            .contains("terminating connection due to administrator command (57P01)"),
+        "the warning gives the server's reason: {}",
+        run.stderr
+    );
     let report = ingest_report(&run);
     assert_eq!(
         (report["appended"].as_u64(), report["duplicates"].as_u64()),
