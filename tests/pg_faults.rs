@@ -3,8 +3,9 @@
 //!
 //! - a connection lost while a batch's COMMIT waits for a standby (committed
 //!   locally, outcome unknown to the client): `ingest` repeats the batch and every
-//!   line is found already written; a connection lost before the commit: the
-//!   repeat writes the batch once;
+//!   line is found already written; a connection lost before the commit (waiting
+//!   for the head row, or a COMMIT answered with FATAL before anything was
+//!   written): the repeat writes the batch once;
 //! - `export` SIGKILLed at four points (holding the export lock, waiting for the
 //!   write lock to fix its cut-off; files rendered, waiting for the write lock to
 //!   record them; recorded but unacknowledged and not yet renamed; rendering):
