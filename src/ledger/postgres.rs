@@ -312,7 +312,10 @@ impl Session {
         self.additions.borrow_mut().clear();
     }
 
-    /// Whether the connection is gone (the server ended it, or the network did).
+    /// Whether the client has seen the connection end (the server ended it, or
+    /// the network did). The client notices only once it reads the end of the
+    /// stream, which may come after the error that said so: see
+    /// [`connection_ended`].
     pub fn is_closed(&self) -> bool {
         self.client.borrow().is_closed()
     }
@@ -660,6 +663,31 @@ fn parameter_numbers(sql: &str) -> impl Iterator<Item = usize> + '_ {
             .unwrap_or(after.len());
         after[..digits].parse().ok()
     })
+}
+
+/// Whether `error` itself says that the session is over: the client saw the
+/// connection end, or the server said it is ending it: SQLSTATE class 08
+/// (connection exception), 57P01-57P03 (terminated by an administrator, the
+/// server crashing or shutting down), or any FATAL or PANIC, after which the
+/// server always closes the connection. The client's [`Session::is_closed`]
+/// alone is not enough: a FATAL in answer to a statement (say to COMMIT, from a
+/// `pg_terminate_backend`) is returned before the client has read the end of the
+/// stream that follows it.
+pub(crate) fn connection_ended(error: &postgres::Error) -> bool {
+    use postgres::error::Severity;
+    if error.is_closed() {
+        return true;
+    }
+    let Some(db) = error.as_db_error() else {
+        return false;
+    };
+    let code = db.code().code();
+    code.starts_with("08")
+        || matches!(code, "57P01" | "57P02" | "57P03")
+        || matches!(
+            db.parsed_severity(),
+            Some(Severity::Fatal | Severity::Panic)
+        )
 }
 
 /// `?n` parameters as PostgreSQL's `$n` (the shared SQL has no `?` elsewhere).

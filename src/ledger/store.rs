@@ -683,10 +683,12 @@ impl Ledger {
         let mut attempt = 0;
         loop {
             match self.ingest_once(commands.clone(), commit) {
-                Err(LedgerError::Postgres(error)) if self.connection_lost() => {
+                Err(LedgerError::Postgres(error)) if self.connection_lost(&error) => {
+                    // As LedgerError, so that the log says the server's reason.
+                    let error = LedgerError::Postgres(error);
                     attempt += 1;
                     if attempt > UNKNOWN_OUTCOME_RETRIES {
-                        return Err(LedgerError::Postgres(error));
+                        return Err(error);
                     }
                     tracing::warn!(%error, attempt, "the connection to PostgreSQL was lost during an ingest; connecting again and repeating the batch (lines already written become duplicates)");
                     self.reconnect()?;
@@ -696,11 +698,12 @@ impl Ledger {
         }
     }
 
-    /// Whether the database connection is gone (PostgreSQL only).
-    fn connection_lost(&self) -> bool {
+    /// Whether `error` came with the loss of the database connection
+    /// (PostgreSQL only): the client has seen it close, or the error says so.
+    fn connection_lost(&self, error: &::postgres::Error) -> bool {
         match &self.db {
             Db::Sqlite(_) => false,
-            Db::Postgres(session) => session.is_closed(),
+            Db::Postgres(session) => session.is_closed() || postgres::connection_ended(error),
         }
     }
 
