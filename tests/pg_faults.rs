@@ -967,3 +967,94 @@ fn a_full_disk_on_a_postgres_node_records_nothing_and_the_next_export_completes(
     node.run(&["verify"])
         .expect_success("verify, with the outbox");
 }
+
+/// A run that starts while a killed run's record is still committing on the
+/// server (its COMMIT waiting for a standby outlives its client) must wait for
+/// that commit before it reads which files are recorded: read too early, the
+/// register would not yet list the killed run's files and the new run would
+/// quarantine them, leaving recorded files missing from the outbox.
+#[test]
+fn an_export_waits_for_a_killed_runs_record_still_in_flight_and_publishes_its_files() {
+    let root = tempfile::tempdir().unwrap();
+    let db = database();
+    let node = Node {
+        dir: root.path().join("node"),
+        db: &db,
+        name: "pgf-in-flight",
+    };
+    let agreements = month_on_postgres(&node, 11);
+    let outbox = default_outbox(&node.dir);
+    let mut admin = db.client();
+    export_again(&node, &outbox);
+    let files_before = files_recorded(&mut admin);
+
+    ingest_more(&node, &agreements, 2);
+    let holder = HeadHolder::started(&db, "pgf-holder");
+    let mut export = export_waiting_at_the_cutoff(&mut admin, &node);
+    let (second, rendered) =
+        export_waiting_to_record(&mut admin, &db, &node, &mut export, holder, &outbox);
+    let gate = CommitsWait::begin();
+    second.release();
+    wait_for(
+        "the record's COMMIT to wait for the standby",
+        Some(&mut export),
+        || waiting(&mut admin, node.name, "IPC", Some("SyncRep")),
+    );
+    let pid = export.id();
+    sigkill(&mut export);
+    assert_lock_went_with_the_process(&mut admin, pid);
+
+    // The killed run's commit is still in flight: the next run takes the export
+    // lock and must wait for the head row that commit holds.
+    let quarantine_before = quarantined(&outbox);
+    let mut next = node.spawn(&["export", "--lock-wait", "0"]);
+    let next_holder = format!("sf2520 export (pid {},", next.id());
+    wait_for(
+        "the next export to hold the lock and wait for the write in flight",
+        Some(&mut next),
+        || {
+            let locked = advisory_holders(&mut admin)
+                .iter()
+                .any(|name| name.starts_with(&next_holder));
+            (locked && waiting(&mut admin, node.name, "Lock", None).is_some()).then_some(())
+        },
+    );
+    assert_eq!(
+        quarantined(&outbox),
+        quarantine_before,
+        "nothing is quarantined while the record is in flight"
+    );
+    assert!(
+        rendered.is_subset(&temporaries(&outbox)),
+        "the killed run's files wait under their temporary names"
+    );
+    assert_eq!(files_recorded(&mut admin), files_before, "not visible yet");
+
+    drop(gate);
+    let run = Run::from(wait_bounded(next)).expect_success("the export after the commit landed");
+    assert!(
+        run.stderr.contains("recorded but not yet renamed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        files_recorded(&mut admin) - files_before,
+        i64::try_from(rendered.len()).unwrap(),
+        "the killed run's record landed once"
+    );
+    assert_eq!(
+        quarantined(&outbox),
+        quarantine_before,
+        "recorded files are published, not quarantined"
+    );
+    for temporary in &rendered {
+        assert!(
+            outbox.join(official_name(temporary)).exists(),
+            "{temporary} is recorded and must be in the outbox under its official name"
+        );
+    }
+    assert!(temporaries(&outbox).is_empty());
+    assert_exactly_once(&node.open(), &outbox);
+    node.run(&["verify"])
+        .expect_success("verify, with the outbox");
+}

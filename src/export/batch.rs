@@ -383,9 +383,10 @@ fn by_index(ranges: &[(EntryRange, u64)]) -> Vec<usize> {
 
 /// The official batch export, under the data directory's export lock for its
 /// whole length:
-/// 1. claim the outbox (refused if another ledger's, or if it holds SF2520 files
+/// 1. fix the cut-off ([`Ledger::fix_cutoff`], a write: it waits for any write in
+///    flight, so the register read next is complete);
+/// 2. claim the outbox (refused if another ledger's, or if it holds SF2520 files
 ///    this ledger did not write) and finish what interrupted runs left;
-/// 2. fix the cut-off ([`Ledger::fix_cutoff`]: no wait, no lock held);
 /// 3. render the next file of each kommune with new entries (løbenummer =
 ///    previous + 1) under temporary names, fsynced;
 /// 4. read each back through the strict reader and compare it with the ledger;
@@ -403,6 +404,12 @@ pub fn run_batch(
 ) -> Result<Vec<ExportedFile>, ExportError> {
     let lock = ledger.lock_exports(request.lock_wait)?;
     let ledger_id = ledger.ledger_id()?;
+    // First: fixing the cut-off is a write, so it waits for any write still in
+    // flight, such as a killed run's record whose commit outlives its client on
+    // PostgreSQL (a COMMIT waiting for a synchronous standby). Only then does the
+    // register below list every file an earlier run recorded; read before, it
+    // could miss some, and their files would be quarantined.
+    let cutoff = ledger.fix_cutoff()?;
     let recorded: HashMap<String, [u8; 32]> = ledger
         .official_files(None)?
         .into_iter()
@@ -411,7 +418,6 @@ pub fn run_batch(
     let mut outbox = Outbox::claim(outbox_dir, ledger_id, &lock, &recorded)?;
     finish_interrupted(ledger, &mut outbox)?;
     crate::interrupt::check()?;
-    let cutoff = ledger.fix_cutoff()?;
     let planned = plan(
         ledger,
         request,

@@ -52,18 +52,16 @@ impl Ledger {
                     sql::position(after)?,
                     sql::position(range.through_position)?,
                 ],
-                |row| Ok((row.unsigned(EVENTS, 0)?, row.blob(EVENTS, 1)?.to_vec())),
+                |row| {
+                    let position = row.unsigned(EVENTS, 0)?;
+                    Ok((position, decode_payload(position, row.blob(EVENTS, 1)?)?))
+                },
             )?;
             let Some(&(last, _)) = rows.last() else {
                 return Ok(());
             };
-            let events = rows
-                .into_iter()
-                .map(|(position, payload)| Ok((position, decode_payload(position, &payload)?)))
-                .collect::<Result<Vec<_>, LedgerError>>()?;
-            let mut corrected =
-                self.corrected_withholdings(events.iter().map(|(_, event)| event))?;
-            for (position, event) in events {
+            let mut corrected = self.corrected_withholdings(rows.iter().map(|(_, event)| event))?;
+            for (position, event) in rows {
                 let withholding = corrected_in(&mut corrected, &event);
                 visit(position, event, withholding)?;
             }
@@ -101,23 +99,15 @@ impl Ledger {
                     if stream_kommune(stream.as_bytes()).is_some_and(|number| !wanted(number)) {
                         return Ok(());
                     }
-                    window.push((
-                        row.unsigned(EVENTS, 0)?,
-                        stream.to_string(),
-                        row.blob(EVENTS, 2)?.to_vec(),
-                    ));
+                    let position = row.unsigned(EVENTS, 0)?;
+                    let event = decode_payload(position, row.blob(EVENTS, 2)?)?;
+                    window.push((position, stream.to_string(), event));
                     Ok(())
                 },
             )?;
-            let events = window
-                .into_iter()
-                .map(|(position, stream, payload)| {
-                    Ok((position, stream, decode_payload(position, &payload)?))
-                })
-                .collect::<Result<Vec<_>, LedgerError>>()?;
             let mut corrected =
-                self.corrected_withholdings(events.iter().map(|(_, _, event)| event))?;
-            for (position, stream, event) in events {
+                self.corrected_withholdings(window.iter().map(|(_, _, event)| event))?;
+            for (position, stream, event) in window {
                 let withholding = corrected_in(&mut corrected, &event);
                 visit(position, &stream, event, withholding)?;
             }
