@@ -1,16 +1,20 @@
 //! Crash safety: `sf2520 ingest` is killed with SIGKILL at random moments; after
 //! each kill every batch it reported as committed is present, no batch is
-//! partially visible, and `verify` passes.
+//! partially visible, and `verify` passes. On PostgreSQL a kill leaves the
+//! killed process's transaction open on the server until the server sees the
+//! connection gone and aborts it: it must stay invisible, and hold up no later run.
 
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sf2520::demo::SplitMix64;
 use sf2520::ledger::Ledger;
+use support::backend::{sql, Store};
+use support::cli::binary;
 use support::ledger::*;
 
 const BATCHES: usize = 150;
@@ -45,11 +49,7 @@ fn run_and_kill(
     batches: &[std::path::PathBuf],
     delay: Option<Duration>,
 ) -> Vec<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sf2520"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("ingest")
-        .args(batches)
+    let mut child = binary(data_dir, ["ingest".as_ref()].into_iter().chain(batches.iter().map(|b| b.as_os_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -84,22 +84,15 @@ fn run_and_kill(
 
 /// (agreement present, number of withholdings present) of batch k.
 fn batch_state(ledger: &Ledger, k: usize) -> (bool, usize) {
-    let conn =
-        rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap();
-    let agreement: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM agreements WHERE agreement = ?1",
-            [format!("BA-{k}")],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let entries: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM entries WHERE reference LIKE ?1",
-            [format!("KY-{k}-%")],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let mut conn = sql(ledger.dir());
+    let agreement = conn.query_int(
+        "SELECT COUNT(*) FROM agreements WHERE agreement = ?1",
+        &[format!("BA-{k}").into()],
+    );
+    let entries = conn.query_int(
+        "SELECT COUNT(*) FROM entries WHERE reference LIKE ?1",
+        &[format!("KY-{k}-%").into()],
+    );
     (agreement == 1, usize::try_from(entries).unwrap())
 }
 
@@ -107,6 +100,7 @@ fn batch_state(ledger: &Ledger, k: usize) -> (bool, usize) {
 fn sigkill_never_loses_an_acknowledged_batch_nor_shows_half_of_one() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
+    let store = Store::new(&data_dir);
     let batches = write_batches(dir.path());
     let mut rng = SplitMix64::new(42);
     let mut acknowledged = std::collections::BTreeSet::new();
@@ -115,7 +109,7 @@ fn sigkill_never_loses_an_acknowledged_batch_nor_shows_half_of_one() {
         let delay = Duration::from_millis(5 + rng.below(60));
         acknowledged.extend(run_and_kill(&data_dir, &batches, Some(delay)));
         kills += 1;
-        let ledger = Ledger::open(&data_dir).unwrap();
+        let ledger = store.open();
         for (k, batch) in batches.iter().enumerate() {
             let state = batch_state(&ledger, k);
             let name = batch.display().to_string();
@@ -135,7 +129,7 @@ fn sigkill_never_loses_an_acknowledged_batch_nor_shows_half_of_one() {
         assert!(verified.is_ok(), "kill {kills}: {verified:?}");
     }
     run_and_kill(&data_dir, &batches, None);
-    let ledger = Ledger::open(&data_dir).unwrap();
+    let ledger = store.open();
     for k in 0..BATCHES {
         assert_eq!(
             batch_state(&ledger, k),
