@@ -350,7 +350,9 @@ fn from_postgres(row: &postgres::Row, index: usize) -> Value {
         Type::BOOL => row
             .get::<_, Option<bool>>(index)
             .map(|v| Value::Int(v.into())),
-        Type::TEXT | Type::VARCHAR | Type::NAME => row.get::<_, Option<String>>(index).map(Value::Text),
+        Type::TEXT | Type::VARCHAR | Type::NAME => {
+            row.get::<_, Option<String>>(index).map(Value::Text)
+        }
         Type::BYTEA => row.get::<_, Option<Vec<u8>>>(index).map(Value::Bytes),
         ref other => panic!("column {} is of type {other}", column.name()),
     };
