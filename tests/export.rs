@@ -7,7 +7,7 @@ use sf2520::export::{
     default_outbox, reconstruct, reissue, render_as_of, run_batch, ExportRequest, Quiet,
 };
 use sf2520::sf2520::TransactionCode;
-use support::backend::{open_ledger, tamper_database};
+use support::backend::open_ledger;
 use support::export::*;
 use support::ledger::*;
 

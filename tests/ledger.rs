@@ -5,7 +5,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
-use support::backend::{open_ledger, tamper_database};
+use support::backend::open_ledger;
 use support::ledger::*;
 
 const K: &str = "0751";

@@ -407,7 +407,7 @@ fn the_reference_verifier_checks_a_signed_checkpoint_made_by_the_binary() {
     .unwrap();
     let checkpoint = root.path().join("head.checkpoint");
     let run = sf2520(
-        &data_dir,
+        data_dir,
         [
             "checkpoint".as_ref(),
             "--out".as_ref(),

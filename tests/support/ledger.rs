@@ -8,6 +8,10 @@ use tempfile::TempDir;
 
 use super::backend::{sql, Sql, Store};
 
+// Tests tamper through `support::ledger` as they always did.
+#[allow(unused_imports)]
+pub use super::backend::tamper_database;
+
 /// Dropped in this order: the ledger's connection, its database, the directory.
 pub struct TestLedger {
     pub ledger: Ledger,
