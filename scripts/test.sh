@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the system packages the tests
-# need (OpenSSH's sshd for the SFTP tests), then runs every test and ends with one
-# line counting all of them.
+# need (OpenSSH's sshd for the SFTP tests, PostgreSQL's server), then runs every
+# test, then the conformance suites a second time against a real PostgreSQL
+# server (SF2520_TEST_BACKEND=postgres, see tests/support/backend.rs), and ends
+# with one line counting the tests of both runs. Fails if either run fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -x scripts/install-test-deps.sh ]; then
     scripts/install-test-deps.sh
 fi
+# The suites that run on both backends (docs/reliability.md, "The same promises
+# on PostgreSQL").
+conformance=(--test ledger --test ledger_model --test export --test crash --test verifier --test export_crash)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+echo "== the conformance suites again, on PostgreSQL (SF2520_TEST_BACKEND=postgres) =="
+SF2520_TEST_BACKEND=postgres cargo test --locked "${conformance[@]}" "$@" 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
 exit "$status"

@@ -1,16 +1,18 @@
 //! Crash safety: `sf2520 ingest` is killed with SIGKILL at random moments; after
 //! each kill every batch it reported as committed is present, no batch is
-//! partially visible, and `verify` passes.
+//! partially visible, and `verify` passes. On PostgreSQL a kill leaves the
+//! killed process's transaction open on the server until the server sees the
+//! connection gone and aborts it: it must stay invisible, and hold up no later run.
 
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::Duration;
 
 use sf2520::demo::SplitMix64;
-use sf2520::ledger::Ledger;
+use support::backend::{sql, Sql, Store};
+use support::cli::binary;
 use support::ledger::*;
 
 const BATCHES: usize = 150;
@@ -38,38 +40,66 @@ fn write_batches(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// Runs `sf2520 ingest` over every batch and kills it after `delay` (if it is
-/// still running). Returns the batch files it reported as committed.
+/// When to kill a run: `delay` after it has reported `after_reports` batches.
+#[derive(Clone, Copy)]
+struct Kill {
+    after_reports: usize,
+    delay: Duration,
+}
+
+/// Runs `sf2520 ingest` over every batch and, with a `kill`, kills it then (if it
+/// is still running). Returns the batch files it reported as committed (appended
+/// or already there), and whether the kill came before the run ended.
 fn run_and_kill(
     data_dir: &std::path::Path,
     batches: &[std::path::PathBuf],
-    delay: Option<Duration>,
-) -> Vec<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sf2520"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("ingest")
-        .args(batches)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sf2520");
-    let reported = Arc::new(Mutex::new(Vec::new()));
+    kill: Option<Kill>,
+) -> (Vec<String>, bool) {
+    let mut child = binary(
+        data_dir,
+        ["ingest".as_ref()]
+            .into_iter()
+            .chain(batches.iter().map(|b| b.as_os_str())),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start sf2520");
+    let (sink, reports) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();
-    let sink = Arc::clone(&reported);
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some((file, rest)) = line.split_once(": ") {
                 if rest.contains("event(s)") {
-                    sink.lock().unwrap().push(file.to_string());
+                    let _ = sink.send(file.to_string());
                 }
             }
         }
     });
-    match delay {
-        Some(delay) => {
-            std::thread::sleep(delay);
-            child.kill().ok(); // SIGKILL; it may already have finished
+    let mut reported = Vec::new();
+    let mut killed = false;
+    match kill {
+        Some(kill) => {
+            // Until the run has reported `after_reports` batches, or ended.
+            while reported.len() < kill.after_reports {
+                match reports.recv() {
+                    Ok(file) => reported.push(file),
+                    Err(_) => break,
+                }
+            }
+            // Polled, so that a run that ends first is not waited for any longer.
+            let from = std::time::Instant::now();
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if from.elapsed() >= kill.delay {
+                    child.kill().unwrap(); // SIGKILL
+                    killed = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         None => assert!(
             child.wait().unwrap().success(),
@@ -78,28 +108,20 @@ fn run_and_kill(
     }
     child.wait().unwrap();
     reader.join().unwrap();
-    let reported = reported.lock().unwrap().clone();
-    reported
+    reported.extend(reports.try_iter());
+    (reported, killed)
 }
 
 /// (agreement present, number of withholdings present) of batch k.
-fn batch_state(ledger: &Ledger, k: usize) -> (bool, usize) {
-    let conn =
-        rusqlite::Connection::open(ledger.dir().join(sf2520::ledger::DATABASE_FILE)).unwrap();
-    let agreement: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM agreements WHERE agreement = ?1",
-            [format!("BA-{k}")],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let entries: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM entries WHERE reference LIKE ?1",
-            [format!("KY-{k}-%")],
-            |r| r.get(0),
-        )
-        .unwrap();
+fn batch_state(conn: &mut Sql, k: usize) -> (bool, usize) {
+    let agreement = conn.query_int(
+        "SELECT COUNT(*) FROM agreements WHERE agreement = ?1",
+        &[format!("BA-{k}").into()],
+    );
+    let entries = conn.query_int(
+        "SELECT COUNT(*) FROM entries WHERE reference LIKE ?1",
+        &[format!("KY-{k}-%").into()],
+    );
     (agreement == 1, usize::try_from(entries).unwrap())
 }
 
@@ -107,17 +129,36 @@ fn batch_state(ledger: &Ledger, k: usize) -> (bool, usize) {
 fn sigkill_never_loses_an_acknowledged_batch_nor_shows_half_of_one() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
+    let store = Store::new(&data_dir);
     let batches = write_batches(dir.path());
     let mut rng = SplitMix64::new(42);
     let mut acknowledged = std::collections::BTreeSet::new();
     let mut kills = 0;
+    // Runs killed after they had acknowledged a new batch: kills among commits.
+    let mut among_commits = 0;
+    // A ledger to ingest into from the first run on.
+    drop(store.open());
     while kills < KILLS {
-        let delay = Duration::from_millis(5 + rng.below(60));
-        acknowledged.extend(run_and_kill(&data_dir, &batches, Some(delay)));
+        // Each run first passes the batches already acknowledged (duplicates now),
+        // which takes the longer the more there are, and longer on PostgreSQL (a
+        // round trip per statement). The kill comes at a random moment after the
+        // run has reported them all, among the commits of new batches (or of the
+        // batch a previous kill left committed but unacknowledged).
+        let kill = Kill {
+            after_reports: acknowledged.len(),
+            delay: Duration::from_millis(5 + rng.below(30)),
+        };
+        let before = acknowledged.len();
+        let (reported, killed) = run_and_kill(&data_dir, &batches, Some(kill));
+        acknowledged.extend(reported);
+        if killed && acknowledged.len() > before {
+            among_commits += 1;
+        }
         kills += 1;
-        let ledger = Ledger::open(&data_dir).unwrap();
+        let ledger = store.open();
+        let mut conn = sql(&data_dir);
         for (k, batch) in batches.iter().enumerate() {
-            let state = batch_state(&ledger, k);
+            let state = batch_state(&mut conn, k);
             let name = batch.display().to_string();
             assert!(
                 state == (false, 0) || state == (true, WITHHOLDINGS_PER_BATCH),
@@ -135,10 +176,11 @@ fn sigkill_never_loses_an_acknowledged_batch_nor_shows_half_of_one() {
         assert!(verified.is_ok(), "kill {kills}: {verified:?}");
     }
     run_and_kill(&data_dir, &batches, None);
-    let ledger = Ledger::open(&data_dir).unwrap();
+    let ledger = store.open();
+    let mut conn = sql(&data_dir);
     for k in 0..BATCHES {
         assert_eq!(
-            batch_state(&ledger, k),
+            batch_state(&mut conn, k),
             (true, WITHHOLDINGS_PER_BATCH),
             "batch {k} after the final run"
         );
@@ -147,8 +189,13 @@ fn sigkill_never_loses_an_acknowledged_batch_nor_shows_half_of_one() {
         ledger.head().unwrap().position,
         (BATCHES * (1 + WITHHOLDINGS_PER_BATCH)) as u64
     );
+    assert!(
+        among_commits >= KILLS / 5,
+        "only {among_commits} of {KILLS} kills came after a new batch was acknowledged"
+    );
     println!(
-        "crash test: {kills} SIGKILLs, {} batches acknowledged before the final run",
+        "crash test: {kills} SIGKILLs ({among_commits} after a new batch was acknowledged), \
+         {} batches acknowledged before the final run",
         acknowledged.len()
     );
 }

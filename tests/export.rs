@@ -7,6 +7,7 @@ use sf2520::export::{
     default_outbox, reconstruct, reissue, render_as_of, run_batch, ExportRequest, Quiet,
 };
 use sf2520::sf2520::TransactionCode;
+use support::backend::open_ledger;
 use support::export::*;
 use support::ledger::*;
 
@@ -225,7 +226,7 @@ fn a_payload_changed_in_the_database_fails_verify_and_reconstruct() {
     drop(t.ledger);
     let changed = tamper_database(&data_dir, b"KY-TAMPER-ME");
     assert!(changed > 0);
-    let ledger = sf2520::ledger::Ledger::open(&data_dir).unwrap();
+    let ledger = open_ledger(&data_dir);
     let failure = ledger.verify(|_| {}).unwrap().unwrap_err();
     assert!(failure.to_string().contains("position 2"), "{failure}");
     let kommune = sf2520::domain::Kommune::parse("0751").unwrap();

@@ -5,21 +5,19 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use sf2520::demo::{demo_month, SplitMix64};
 use sf2520::export::default_outbox;
-use sf2520::ledger::Ledger;
+use support::backend::Store;
+use support::cli::binary;
 use support::export::{assert_exactly_once, more_withholdings, registered_agreements};
 
 const KILLS: usize = 30;
 
 fn export_process(data_dir: &std::path::Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_sf2520"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("export")
+    binary(data_dir, ["export"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -32,8 +30,9 @@ fn sigkilled_exports_finish_with_every_entry_in_exactly_one_file() {
     let data_dir = dir.path().join("data");
     let month = demo_month(7);
     let agreements = registered_agreements(&month);
-    Ledger::open(&data_dir)
-        .unwrap()
+    let store = Store::new(&data_dir);
+    store
+        .open()
         .ingest(month.into_iter().enumerate().collect())
         .unwrap();
     let mut rng = SplitMix64::new(2520);
@@ -46,8 +45,8 @@ fn sigkilled_exports_finish_with_every_entry_in_exactly_one_file() {
     while kills < KILLS {
         round += 1;
         assert!(round < 200, "could not kill an export {KILLS} times");
-        Ledger::open(&data_dir)
-            .unwrap()
+        store
+            .open()
             .ingest(more_withholdings(&mut rng, &agreements, round, 30))
             .unwrap();
         let started = std::time::Instant::now();
@@ -74,7 +73,7 @@ fn sigkilled_exports_finish_with_every_entry_in_exactly_one_file() {
         export_process(&data_dir).wait().unwrap().success(),
         "the final export must succeed"
     );
-    let ledger = Ledger::open(&data_dir).unwrap();
+    let ledger = store.open();
     let files = assert_exactly_once(&ledger, &default_outbox(&data_dir));
     assert!(ledger.verify(|_| {}).unwrap().is_ok());
     println!("export crash test: {round} rounds, {kills} SIGKILLs, {files} official files checked");

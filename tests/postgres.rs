@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use sf2520::ledger::{Ledger, Location};
+use support::backend::Backend;
 use support::cli::{command, sf2520, Run};
 use support::ledger::*;
 use support::postgres::{database, TestDatabase};
@@ -153,17 +154,6 @@ fn a_rejected_batch_writes_nothing_on_postgres() {
     assert_eq!((events, entries), (0, 0), "nothing of the batch is left");
 }
 
-/// A ledger on a fresh database of the tests' server, fed like a `TestLedger`.
-fn pg_test_ledger(db: &TestDatabase) -> TestLedger {
-    let dir = tempfile::tempdir().unwrap();
-    let location = Location {
-        dir: dir.path().join("data"),
-        database: Some(sf2520::ledger::DatabaseUrl::parse(&db.url()).unwrap()),
-    };
-    let ledger = Ledger::open_at(&location, true, 4).unwrap();
-    TestLedger { dir, ledger }
-}
-
 /// On PostgreSQL the rules read a batch's references in one query up front and
 /// its writes wait to be sent together; what they see must still be exactly what
 /// SQLite's line-by-line reads see: an agreement registered earlier in the same
@@ -172,9 +162,8 @@ fn pg_test_ledger(db: &TestDatabase) -> TestLedger {
 /// make the batches cross many block ends too.
 #[test]
 fn the_rules_see_a_batchs_own_lines_and_earlier_batches_alike_on_both_backends() {
-    let db = database();
-    let mut pg = pg_test_ledger(&db);
-    let mut lite = TestLedger::with_totals_block(4);
+    let mut pg = TestLedger::on(Backend::Postgres, 4);
+    let mut lite = TestLedger::on(Backend::Sqlite, 4);
     let batches = [
         // Rejected as a whole: the second correction takes W-1's net below zero,
         // counting the first correction of the same batch.

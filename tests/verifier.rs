@@ -4,14 +4,21 @@
 //! row, swapped payloads, edited projections, an edited or missing outbox file, a
 //! truncated tail and a chain rewritten with recomputed hashes (the last two only
 //! with an expected head) — and so does `sf2520 verify`.
+//!
+//! On PostgreSQL (`SF2520_TEST_BACKEND=postgres`) the binary makes the ledger in
+//! a database. The reference verifier reads SQLite files only, so it reads the
+//! ledger's logical copy, the SQLite ledger file `sf2520 backup` writes: an
+//! untouched one must pass with the binary's head. Each tamper is then made both
+//! in a copy of the database, which `sf2520 verify` must reject, and in the
+//! logical copy, which the reference verifier must reject.
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use rusqlite::{params, Connection};
 use sf2520::ledger::{chain_hash, DATABASE_FILE};
+use support::backend::{on_postgres, sql, Sql, Store, Value};
 use support::cli::sf2520;
 use support::format::crate_path;
 use support::ledger::*;
@@ -40,9 +47,11 @@ fn python_verify(data_dir: &Path, extra: &[&str]) -> Verdict {
 }
 
 /// A ledger made by the binary: two kommuner, corrections (one in a later file),
-/// two export runs and a reissue. Returns the data directory and the final head.
-fn made_by_the_binary(root: &Path) -> (PathBuf, String) {
+/// two export runs and a reissue. Returns its store (the data directory and, on
+/// PostgreSQL, the database) and the final head.
+fn made_by_the_binary(root: &Path) -> (Store, String) {
     let data_dir = root.join("data");
+    let store = Store::new(&data_dir);
     let write = |name: &str, text: String| {
         let path = root.join(name);
         std::fs::write(&path, text).unwrap();
@@ -79,17 +88,39 @@ fn made_by_the_binary(root: &Path) -> (PathBuf, String) {
         .find_map(|line| line.strip_prefix("head: "))
         .expect("reissue prints its head")
         .to_string();
-    (data_dir, head)
+    (store, head)
 }
 
-/// A copy of the data directory (ledger and outbox) to tamper with. The data
-/// directory's head mark (`ledger.head`) is left behind: whoever tampers with the
-/// database removes it too, and what an auditor has then is the log itself and the
-/// heads anchored elsewhere.
-fn copy_of(data_dir: &Path, root: &Path, name: &str) -> PathBuf {
+/// A copy of the ledger (data directory with its outbox, and the database) to
+/// tamper with. The data directory's head mark (`ledger.head`) is left behind:
+/// whoever tampers with the database removes it too, and what an auditor has then
+/// is the log itself and the heads anchored elsewhere. On PostgreSQL the copy's
+/// data directory also gets the ledger's logical copy as its `ledger.sqlite3`, for
+/// the reference verifier (see the top of this file).
+fn copy_of(original: &Store, root: &Path, name: &str) -> Store {
     let copy = root.join(name);
-    copy_dir(data_dir, &copy);
-    copy
+    copy_dir(original.dir(), &copy);
+    let store = original.copy(&copy);
+    if on_postgres() {
+        let file = copy.join(DATABASE_FILE);
+        sf2520(original.dir(), ["backup".as_ref(), file.as_os_str()])
+            .expect_success("the logical copy (sf2520 backup)");
+    }
+    store
+}
+
+/// Makes the same edit in every copy of the ledger `copy` holds: its database,
+/// and on PostgreSQL also the logical copy the reference verifier reads (both
+/// hold the same log, so the edit must find the same there). Returns what the
+/// edit returned.
+fn tamper<T: PartialEq + std::fmt::Debug>(copy: &Store, edit: impl Fn(&mut Sql) -> T) -> T {
+    let done = edit(&mut sql(copy.dir()));
+    if on_postgres() {
+        let file = copy.dir().join(DATABASE_FILE);
+        let mut logical = Sql::Sqlite(rusqlite::Connection::open(file).unwrap());
+        assert_eq!(edit(&mut logical), done, "the logical copy differs");
+    }
+    done
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -111,17 +142,11 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn sql(data_dir: &Path) -> Connection {
-    Connection::open(data_dir.join(DATABASE_FILE)).unwrap()
-}
-
-fn position_of(conn: &Connection, where_clause: &str) -> i64 {
-    conn.query_row(
+fn position_of(conn: &mut Sql, where_clause: &str) -> i64 {
+    conn.query_int(
         &format!("SELECT position FROM events WHERE {where_clause}"),
-        [],
-        |row| row.get(0),
+        &[],
     )
-    .unwrap()
 }
 
 /// Asserts both verifiers reject `data_dir`, the Python one naming `fragment`.
@@ -146,10 +171,11 @@ fn both_reject(data_dir: &Path, extra: &[&str], fragment: &str) {
 #[test]
 fn the_reference_verifier_passes_untouched_ledgers_and_catches_every_tamper() {
     let root = tempfile::tempdir().unwrap();
-    let (data_dir, head) = made_by_the_binary(root.path());
+    let (original, head) = made_by_the_binary(root.path());
 
     // Untouched: passes, with the head, and prints the same head as the binary.
-    let verdict = python_verify(&data_dir, &["--expect-head", &head]);
+    let untouched = copy_of(&original, root.path(), "untouched");
+    let verdict = python_verify(untouched.dir(), &["--expect-head", &head]);
     assert_eq!(verdict.code, Some(0), "{}", verdict.stdout);
     assert!(
         verdict.stdout.contains("4 official file(s)"),
@@ -161,77 +187,74 @@ fn the_reference_verifier_passes_untouched_ledgers_and_catches_every_tamper() {
         "{}",
         verdict.stdout
     );
-    sf2520(&data_dir, ["verify", "--expect-head", &head]).expect_success("sf2520 verify");
+    sf2520(original.dir(), ["verify", "--expect-head", &head]).expect_success("sf2520 verify");
 
     // A payload byte: the amount of KY-2 (its last byte) changed.
-    let dir = copy_of(&data_dir, root.path(), "payload-byte");
-    let conn = sql(&dir);
-    let position = position_of(&conn, "stream = 'entry/0751/KY-2'");
-    let mut payload: Vec<u8> = conn
-        .query_row(
+    let copy = copy_of(&original, root.path(), "payload-byte");
+    let position = tamper(&copy, |conn| {
+        let position = position_of(conn, "stream = 'entry/0751/KY-2'");
+        let rows = conn.query(
             "SELECT payload FROM events WHERE position = ?1",
-            [position],
-            |row| row.get(0),
-        )
-        .unwrap();
-    let last = payload.len() - 1;
-    payload[last] ^= 0x01;
-    conn.execute(
-        "UPDATE events SET payload = ?1 WHERE position = ?2",
-        params![payload, position],
-    )
-    .unwrap();
-    drop(conn);
+            &[position.into()],
+        );
+        let mut payload = rows[0][0].bytes().to_vec();
+        let last = payload.len() - 1;
+        payload[last] ^= 0x01;
+        conn.execute(
+            "UPDATE events SET payload = ?1 WHERE position = ?2",
+            &[payload.into(), position.into()],
+        );
+        position
+    });
     both_reject(
-        &dir,
+        copy.dir(),
         &[],
         &format!("position {position}: hash chain broken"),
     );
 
     // A deleted row in the middle of the log.
-    let dir = copy_of(&data_dir, root.path(), "deleted-row");
-    let conn = sql(&dir);
-    conn.execute("DELETE FROM events WHERE position = 3", [])
-        .unwrap();
-    drop(conn);
-    both_reject(&dir, &[], "position 4: expected position 3");
+    let copy = copy_of(&original, root.path(), "deleted-row");
+    tamper(&copy, |conn| {
+        conn.execute("DELETE FROM events WHERE position = 3", &[])
+    });
+    both_reject(copy.dir(), &[], "position 4: expected position 3");
 
     // Two payloads of the same length swapped (KY-2 and KY-3 have 4-byte references).
-    let dir = copy_of(&data_dir, root.path(), "swapped");
-    let conn = sql(&dir);
-    let a = position_of(&conn, "stream = 'entry/0751/KY-2'");
-    let b = position_of(&conn, "stream = 'entry/0101/KY-3'");
-    conn.execute_batch(&format!(
-        "UPDATE events SET payload = CASE position
-             WHEN {a} THEN (SELECT payload FROM events WHERE position = {b})
-             ELSE (SELECT payload FROM events WHERE position = {a}) END
-         WHERE position IN ({a}, {b});"
-    ))
-    .unwrap();
-    drop(conn);
-    both_reject(&dir, &[], &format!("position {a}: hash chain broken"));
+    let copy = copy_of(&original, root.path(), "swapped");
+    let a = tamper(&copy, |conn| {
+        let a = position_of(conn, "stream = 'entry/0751/KY-2'");
+        let b = position_of(conn, "stream = 'entry/0101/KY-3'");
+        conn.batch(&format!(
+            "UPDATE events SET payload = CASE position
+                 WHEN {a} THEN (SELECT payload FROM events WHERE position = {b})
+                 ELSE (SELECT payload FROM events WHERE position = {a}) END
+             WHERE position IN ({a}, {b});"
+        ));
+        a
+    });
+    both_reject(copy.dir(), &[], &format!("position {a}: hash chain broken"));
 
     // An edited projection: the files table's SHA-256, and an entries amount.
-    let dir = copy_of(&data_dir, root.path(), "files-projection");
-    sql(&dir)
-        .execute(
-            "UPDATE files SET sha256 = zeroblob(32) WHERE kommune = 751 AND sequence = 2",
-            [],
+    let copy = copy_of(&original, root.path(), "files-projection");
+    tamper(&copy, |conn| {
+        conn.execute(
+            "UPDATE files SET sha256 = ?1 WHERE kommune = 751 AND sequence = 2",
+            &[Value::Bytes(vec![0; 32])],
         )
-        .unwrap();
-    both_reject(&dir, &[], "damaged projection at position");
-    let dir = copy_of(&data_dir, root.path(), "entries-projection");
-    sql(&dir)
-        .execute(
+    });
+    both_reject(copy.dir(), &[], "damaged projection at position");
+    let copy = copy_of(&original, root.path(), "entries-projection");
+    tamper(&copy, |conn| {
+        conn.execute(
             "UPDATE entries SET amount_ore = amount_ore + 1 WHERE reference = 'KY-3'",
-            [],
+            &[],
         )
-        .unwrap();
-    both_reject(&dir, &[], "entries table row differs");
+    });
+    both_reject(copy.dir(), &[], "entries table row differs");
 
     // The outbox: an edited file, then a missing one.
-    let dir = copy_of(&data_dir, root.path(), "outbox-edited");
-    let outbox = dir.join("outbox");
+    let copy = copy_of(&original, root.path(), "outbox-edited");
+    let outbox = copy.dir().join("outbox");
     let name = std::fs::read_dir(&outbox)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
@@ -240,26 +263,26 @@ fn the_reference_verifier_passes_untouched_ledgers_and_catches_every_tamper() {
     let mut bytes = std::fs::read(outbox.join(&name)).unwrap();
     bytes[300] = if bytes[300] == b'5' { b'6' } else { b'5' };
     std::fs::write(outbox.join(&name), &bytes).unwrap();
-    both_reject(&dir, &[], "was edited");
+    both_reject(copy.dir(), &[], "was edited");
     std::fs::remove_file(outbox.join(&name)).unwrap();
-    both_reject(&dir, &[], "is missing");
+    both_reject(copy.dir(), &[], "is missing");
 
     // A truncated tail: the newest event gone (FileReissued, no projection row). The
     // rest is a consistent log; only the expected head shows what happened.
-    let dir = copy_of(&data_dir, root.path(), "truncated");
-    let conn = sql(&dir);
-    let head_position: i64 = conn
-        .query_row("SELECT MAX(position) FROM events", [], |row| row.get(0))
-        .unwrap();
-    conn.execute("DELETE FROM events WHERE position = ?1", [head_position])
-        .unwrap();
-    conn.execute(
-        "DELETE FROM deliveries WHERE position = ?1",
-        [head_position],
-    )
-    .unwrap();
-    drop(conn);
-    let verdict = python_verify(&dir, &[]);
+    let copy = copy_of(&original, root.path(), "truncated");
+    let head_position = tamper(&copy, |conn| {
+        let head_position = conn.query_int("SELECT MAX(position) FROM events", &[]);
+        conn.execute(
+            "DELETE FROM events WHERE position = ?1",
+            &[head_position.into()],
+        );
+        conn.execute(
+            "DELETE FROM deliveries WHERE position = ?1",
+            &[head_position.into()],
+        );
+        head_position
+    });
+    let verdict = python_verify(copy.dir(), &[]);
     assert_eq!(
         verdict.code,
         Some(0),
@@ -267,7 +290,7 @@ fn the_reference_verifier_passes_untouched_ledgers_and_catches_every_tamper() {
         verdict.stdout
     );
     both_reject(
-        &dir,
+        copy.dir(),
         &["--expect-head", &head],
         &format!("shorter than position {head_position}"),
     );
@@ -275,57 +298,40 @@ fn the_reference_verifier_passes_untouched_ledgers_and_catches_every_tamper() {
     // A chain rewritten from an edited correction reason onwards (the reason is in
     // no file and no projection), every hash recomputed: only the expected head
     // can tell.
-    let dir = copy_of(&data_dir, root.path(), "rewritten");
-    rewrite_chain_from(&dir, "entry/0751/KO-1");
-    let verdict = python_verify(&dir, &[]);
+    let copy = copy_of(&original, root.path(), "rewritten");
+    tamper(&copy, |conn| rewrite_chain_from(conn, "entry/0751/KO-1"));
+    let verdict = python_verify(copy.dir(), &[]);
     assert_eq!(
         verdict.code,
         Some(0),
         "a recomputed chain is self-consistent: {}",
         verdict.stdout
     );
-    sf2520(&dir, ["verify"]).expect_success("self-consistent for sf2520 too");
-    both_reject(&dir, &["--expect-head", &head], "the history was rewritten");
+    sf2520(copy.dir(), ["verify"]).expect_success("self-consistent for sf2520 too");
+    both_reject(
+        copy.dir(),
+        &["--expect-head", &head],
+        "the history was rewritten",
+    );
 }
-
-/// position, event id, stream, type, schema version, recorded-at, payload.
-type StoredRow = (i64, Vec<u8>, String, String, i64, i64, Vec<u8>);
 
 /// Changes the last byte of the event of `stream` and recomputes the hash
 /// of every event from there to the head, as a forger with the database would.
-fn rewrite_chain_from(data_dir: &Path, stream: &str) {
-    let conn = sql(data_dir);
-    let start = position_of(&conn, &format!("stream = '{stream}'"));
-    let mut previous: [u8; 32] = conn
-        .query_row(
-            "SELECT hash FROM events WHERE position = ?1",
-            [start - 1],
-            |row| row.get::<_, Vec<u8>>(0),
-        )
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let rows: Vec<StoredRow> = conn
-        .prepare(
-            "SELECT position, event_id, stream, event_type, schema_version, recorded_at_us, payload
-             FROM events WHERE position >= ?1 ORDER BY position",
-        )
-        .unwrap()
-        .query_map([start], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-            ))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    for (position, event_id, stream, event_type, schema, recorded_at, mut payload) in rows {
+fn rewrite_chain_from(conn: &mut Sql, stream: &str) {
+    let start = position_of(conn, &format!("stream = '{stream}'"));
+    let rows = conn.query(
+        "SELECT hash FROM events WHERE position = ?1",
+        &[(start - 1).into()],
+    );
+    let mut previous: [u8; 32] = rows[0][0].bytes().try_into().unwrap();
+    let rows = conn.query(
+        "SELECT position, event_id, stream, event_type, schema_version, recorded_at_us, payload
+         FROM events WHERE position >= ?1 ORDER BY position",
+        &[start.into()],
+    );
+    for row in rows {
+        let position = row[0].int();
+        let mut payload = row[6].bytes().to_vec();
         if position == start {
             // A correction's payload ends with its reason: "genberegnet" becomes
             // "genberegnev", still valid text.
@@ -335,18 +341,17 @@ fn rewrite_chain_from(data_dir: &Path, stream: &str) {
         let hash = chain_hash(
             &previous,
             u64::try_from(position).unwrap(),
-            &uuid::Uuid::from_slice(&event_id).unwrap(),
-            &stream,
-            &event_type,
-            u16::try_from(schema).unwrap(),
-            recorded_at,
+            &uuid::Uuid::from_slice(row[1].bytes()).unwrap(),
+            row[2].text(),
+            row[3].text(),
+            u16::try_from(row[4].int()).unwrap(),
+            row[5].int(),
             &payload,
         );
         conn.execute(
             "UPDATE events SET payload = ?1, hash = ?2 WHERE position = ?3",
-            params![payload, &hash[..], position],
-        )
-        .unwrap();
+            &[payload.into(), hash.to_vec().into(), position.into()],
+        );
         previous = hash;
     }
 }
@@ -388,7 +393,8 @@ fn the_reference_verifier_decodes_every_documented_payload_vector_as_the_documen
 fn the_reference_verifier_checks_a_signed_checkpoint_made_by_the_binary() {
     use std::os::unix::fs::PermissionsExt;
     let root = tempfile::tempdir().unwrap();
-    let (data_dir, _) = made_by_the_binary(root.path());
+    let (original, _) = made_by_the_binary(root.path());
+    let data_dir = original.dir();
     let document =
         ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
     let key = root.path().join("audit-key.der");
@@ -401,7 +407,7 @@ fn the_reference_verifier_checks_a_signed_checkpoint_made_by_the_binary() {
     .unwrap();
     let checkpoint = root.path().join("head.checkpoint");
     let run = sf2520(
-        &data_dir,
+        data_dir,
         [
             "checkpoint".as_ref(),
             "--out".as_ref(),
@@ -427,29 +433,28 @@ fn the_reference_verifier_checks_a_signed_checkpoint_made_by_the_binary() {
             ],
         )
     };
-    let verdict = with_checkpoint(&data_dir, &checkpoint);
+    let checked = copy_of(&original, root.path(), "checked");
+    let verdict = with_checkpoint(checked.dir(), &checkpoint);
     assert_eq!(verdict.code, Some(0), "{}", verdict.stdout);
     // A checkpoint edited to vouch for another head: its signature fails (status 2).
     let text = std::fs::read_to_string(&checkpoint).unwrap();
     let forged = root.path().join("forged.checkpoint");
     std::fs::write(&forged, text.replacen("head 1", "head 2", 1)).unwrap();
     assert_ne!(std::fs::read_to_string(&forged).unwrap(), text);
-    assert_eq!(with_checkpoint(&data_dir, &forged).code, Some(2));
+    assert_eq!(with_checkpoint(checked.dir(), &forged).code, Some(2));
     // The newest event removed: the signed head is no longer in the log.
-    let dir = copy_of(&data_dir, root.path(), "truncated");
-    let conn = sql(&dir);
-    conn.execute(
-        "DELETE FROM events WHERE position = (SELECT MAX(position) FROM events)",
-        [],
-    )
-    .unwrap();
-    conn.execute(
-        "DELETE FROM deliveries WHERE position = (SELECT MAX(position) FROM deliveries)",
-        [],
-    )
-    .unwrap();
-    drop(conn);
-    let verdict = with_checkpoint(&dir, &checkpoint);
+    let copy = copy_of(&original, root.path(), "truncated");
+    tamper(&copy, |conn| {
+        conn.execute(
+            "DELETE FROM events WHERE position = (SELECT MAX(position) FROM events)",
+            &[],
+        );
+        conn.execute(
+            "DELETE FROM deliveries WHERE position = (SELECT MAX(position) FROM deliveries)",
+            &[],
+        )
+    });
+    let verdict = with_checkpoint(copy.dir(), &checkpoint);
     assert_eq!(verdict.code, Some(1), "{}", verdict.stdout);
     assert!(
         verdict.stdout.contains("shorter than position"),

@@ -89,7 +89,36 @@ where
         .current_dir(existing_ancestor(data_dir))
         .env("RUST_LOG", "trace")
         .env_remove("SF2520_DATA_DIR");
+    database(&mut command, data_dir);
     command
+}
+
+/// `sf2520 --data-dir DATA_DIR ARGS...` itself (no shell in between, so its pid is
+/// the one a test kills), with `RUST_LOG=warn`: for tests that spawn the binary
+/// and kill it.
+pub fn binary<I, S>(data_dir: &Path, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sf2520"));
+    command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("SF2520_DATA_DIR");
+    database(&mut command, data_dir);
+    command
+}
+
+/// The test backend's database of `data_dir` in `SF2520_DATABASE_URL` (none on
+/// SQLite: see `support::backend`).
+fn database(command: &mut Command, data_dir: &Path) {
+    match super::backend::database_url(data_dir) {
+        Some(url) => command.env("SF2520_DATABASE_URL", url),
+        None => command.env_remove("SF2520_DATABASE_URL"),
+    };
 }
 
 /// The nearest ancestor of `path` that exists (the data directory may not yet).

@@ -1,27 +1,46 @@
-//! A ledger in a temporary directory, fed JSON Lines the way `sf2520 ingest` is.
+//! A ledger in a temporary directory, fed JSON Lines the way `sf2520 ingest` is,
+//! on the backend `SF2520_TEST_BACKEND` names (`support::backend`).
 
 use serde_json::json;
 use sf2520::input::parse_lines;
-use sf2520::ledger::{IngestReport, Ledger, LedgerError};
+use sf2520::ledger::{IngestReport, Ledger, LedgerError, DEFAULT_TOTALS_BLOCK};
 use tempfile::TempDir;
 
+use super::backend::{sql, Sql, Store};
+
+// Tests tamper through `support::ledger` as they always did.
+#[allow(unused_imports)]
+pub use super::backend::tamper_database;
+
+/// Dropped in this order: the ledger's connection, its database, the directory.
 pub struct TestLedger {
-    pub dir: TempDir,
     pub ledger: Ledger,
+    pub store: Store,
+    pub dir: TempDir,
 }
 
 impl TestLedger {
     pub fn new() -> TestLedger {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ledger = Ledger::open(&dir.path().join("data")).expect("open ledger");
-        TestLedger { dir, ledger }
+        TestLedger::with_totals_block(DEFAULT_TOTALS_BLOCK)
     }
 
     /// A new ledger whose totals blocks are `block` positions long.
     pub fn with_totals_block(block: u64) -> TestLedger {
+        TestLedger::on(super::backend::backend(), block)
+    }
+
+    /// A new ledger on `backend`, whatever this process's is, with totals blocks
+    /// of `block` positions.
+    pub fn on(backend: super::backend::Backend, block: u64) -> TestLedger {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ledger = Ledger::open_with(&dir.path().join("data"), block).expect("open ledger");
-        TestLedger { dir, ledger }
+        let store = Store::on(&dir.path().join("data"), backend);
+        let ledger = store.open_with(block);
+        TestLedger { ledger, store, dir }
+    }
+
+    /// A direct connection to the ledger's database, past the ledger.
+    pub fn sql(&self) -> Sql {
+        sql(&self.data_dir())
     }
 
     pub fn data_dir(&self) -> std::path::PathBuf {
@@ -101,21 +120,4 @@ pub fn lines(lines: &[String]) -> String {
     let mut text = lines.join("\n");
     text.push('\n');
     text
-}
-
-/// Changes every stored copy of `needle` in the closed database file of `data_dir`
-/// (its fourth byte becomes 'X': same length, still valid text), the way someone
-/// editing the file by hand would. Returns how many copies were changed.
-pub fn tamper_database(data_dir: &std::path::Path, needle: &[u8]) -> usize {
-    let path = data_dir.join(sf2520::ledger::DATABASE_FILE);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mut changed = 0;
-    for start in 0..bytes.len().saturating_sub(needle.len()) {
-        if &bytes[start..start + needle.len()] == needle {
-            bytes[start + 3] = b'X';
-            changed += 1;
-        }
-    }
-    std::fs::write(&path, bytes).unwrap();
-    changed
 }

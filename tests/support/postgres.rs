@@ -459,6 +459,12 @@ pub fn server_version() -> String {
 /// (created from `template1`); dropped (`WITH (FORCE)`, so open connections do not
 /// keep it) when this value drops.
 pub fn database() -> TestDatabase {
+    create_database("template1")
+}
+
+/// A new database of the tests' server, a copy of `template` (`CREATE DATABASE
+/// … TEMPLATE`, which PostgreSQL refuses while anyone else is connected to it).
+fn create_database(template: &str) -> TestDatabase {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let server = shared();
     let name = format!(
@@ -466,10 +472,11 @@ pub fn database() -> TestDatabase {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
+    let create = format!("CREATE DATABASE {name} TEMPLATE {template}");
     server
         .connect("postgres")
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        .batch_execute(&create)
+        .unwrap_or_else(|e| panic!("{create}: {e}"));
     TestDatabase { name, server }
 }
 
@@ -505,6 +512,12 @@ impl TestDatabase {
             }
         }
         format!("postgresql://postgres@/{}?host={host}", self.name)
+    }
+
+    /// A new database holding a copy of this one, as it is now (nobody may be
+    /// connected to this one meanwhile); dropped with its value like any other.
+    pub fn copy(&self) -> TestDatabase {
+        create_database(&self.name)
     }
 
     /// A new connection to this database, made from [`TestDatabase::url`].
