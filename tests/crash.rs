@@ -2,7 +2,8 @@
 //! each kill every batch it reported as committed is present, no batch is
 //! partially visible, and `verify` passes. On PostgreSQL a kill leaves the
 //! killed process's transaction open on the server until the server sees the
-//! connection gone and aborts it: it must stay invisible, and hold up no later run.
+//! connection gone and aborts it: it must stay invisible, and the final run must
+//! still succeed.
 
 mod support;
 
