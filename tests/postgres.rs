@@ -242,6 +242,49 @@ fn the_rules_see_a_batchs_own_lines_and_earlier_batches_alike_on_both_backends()
         .expect("the log on PostgreSQL verifies");
 }
 
+/// A kommune's agreements come in the same order on both backends, whatever the
+/// PostgreSQL database's collation: byte order, as SQLite sorts text. In a
+/// Danish-collated database `ORDER BY` alone puts `ba0` before `BA1` and `Å1`
+/// after `Z`, and `sf2520 totals --kommune` would list them differently.
+#[test]
+fn a_kommunes_agreements_come_in_byte_order_on_a_collated_database() {
+    let mut pg = TestLedger::on_database(support::postgres::database_collated("da-DK"));
+    let mut lite = TestLedger::on(Backend::Sqlite, sf2520::ledger::DEFAULT_TOTALS_BLOCK);
+    let references = ["ba0", "BA1", "Z", "AA", "Å1", "BA-2", "BA10"];
+    let mut batch = Vec::new();
+    for (at, reference) in references.iter().enumerate() {
+        batch.push(agreement(reference, "0101", CPR, "2026-01-01"));
+        batch.push(withholding(
+            &format!("W-{at}"),
+            reference,
+            "0101",
+            "2026-10-01",
+            "100.00",
+        ));
+    }
+    let batch = lines(&batch);
+    pg.given(&batch);
+    lite.given(&batch);
+    let kommune = sf2520::domain::Kommune::parse("0101").unwrap();
+    let order = |ledger: &TestLedger| -> Vec<String> {
+        ledger
+            .ledger
+            .agreements_of_kommune(kommune, ledger.head())
+            .unwrap()
+            .into_iter()
+            .map(|(agreement, _)| agreement)
+            .collect()
+    };
+    let mut bytewise: Vec<String> = references.iter().map(|r| r.to_string()).collect();
+    bytewise.sort();
+    assert_eq!(order(&lite), bytewise);
+    assert_eq!(
+        order(&pg),
+        bytewise,
+        "the collated database's order leaked through"
+    );
+}
+
 #[test]
 fn a_database_behind_the_nodes_last_head_is_refused() {
     let root = tempfile::tempdir().unwrap();

@@ -729,11 +729,14 @@ pub(crate) fn agreements_of_kommune(
             Ok(())
         },
     )?;
-    let agreements = conn.query_vec(
-        "SELECT agreement FROM agreements WHERE kommune = ?1 ORDER BY agreement",
+    let mut agreements = conn.query_vec(
+        "SELECT agreement FROM agreements WHERE kommune = ?1",
         &args![kommune.number()],
         |row| Ok(row.text(AGREEMENTS, 0)?.to_string()),
     )?;
+    // In byte order, as SQLite sorts text; `ORDER BY` on PostgreSQL follows the
+    // database's collation (`ba0` before `BA1` in a Danish one).
+    agreements.sort_unstable();
     let mut result = Vec::new();
     for agreement in agreements {
         let totals = conn

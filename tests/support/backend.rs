@@ -67,6 +67,12 @@ impl Store {
         Store::register(dir, (backend == Backend::Postgres).then(database))
     }
 
+    /// The ledger in `dir` on the given PostgreSQL database (one made with
+    /// particular options, say a collation).
+    pub fn with_database(dir: &Path, database: TestDatabase) -> Store {
+        Store::register(dir, Some(database))
+    }
+
     /// The database for a copy of this ledger in `dir`: on SQLite the file the
     /// caller copies with the directory; on PostgreSQL a new database holding a
     /// copy of this one's (no connection to it may be open meanwhile).
@@ -125,9 +131,8 @@ impl Drop for Store {
 /// The database URL of `dir`'s ledger for the CLI's `SF2520_DATABASE_URL`:
 /// `None` on SQLite; on PostgreSQL that of its [`Store`] (panics without one).
 pub fn database_url(dir: &Path) -> Option<String> {
-    if !on_postgres() {
-        return None;
-    }
+    // A Store made for a backend of its own (`Store::on`, `Store::with_database`)
+    // counts whatever this process's backend is.
     let url = registry()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -135,6 +140,7 @@ pub fn database_url(dir: &Path) -> Option<String> {
         .cloned();
     match url {
         Some(url) => url,
+        None if !on_postgres() => None,
         None => panic!(
             "{VARIABLE}=postgres, but {} has no test database: make a support::backend::Store for it",
             dir.display()

@@ -38,6 +38,15 @@ impl TestLedger {
         TestLedger { ledger, store, dir }
     }
 
+    /// A new ledger on the PostgreSQL database `database`.
+    #[allow(dead_code)]
+    pub fn on_database(database: super::postgres::TestDatabase) -> TestLedger {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::with_database(&dir.path().join("data"), database);
+        let ledger = store.open();
+        TestLedger { ledger, store, dir }
+    }
+
     /// A direct connection to the ledger's database, past the ledger.
     pub fn sql(&self) -> Sql {
         sql(&self.data_dir())

@@ -464,6 +464,15 @@ pub fn database() -> TestDatabase {
 
 /// A new database of the tests' server, a copy of `template` (`CREATE DATABASE
 /// … TEMPLATE`, which PostgreSQL refuses while anyone else is connected to it).
+/// A fresh database as [`database`] makes, but sorting text by the ICU collation
+/// `locale` (e.g. `da-DK`) instead of the server's C order: what an operator's
+/// database may well do.
+pub fn database_collated(locale: &str) -> TestDatabase {
+    create_database(&format!(
+        "template0 LOCALE_PROVIDER icu ICU_LOCALE '{locale}' LOCALE 'C'"
+    ))
+}
+
 fn create_database(template: &str) -> TestDatabase {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let server = shared();
