@@ -72,12 +72,6 @@ pub trait Progress: Sync {
 pub struct Quiet;
 impl Progress for Quiet {}
 
-fn to_naive(time_us: i64) -> NaiveDateTime {
-    DateTime::<Utc>::from_timestamp_micros(time_us)
-        .unwrap_or_default()
-        .naive_utc()
-}
-
 /// Plans the next file of each requested kommune: entries after the kommune's last
 /// file recorded at or before `cutoff`, through `cutoff`.
 pub fn plan(
@@ -637,7 +631,7 @@ pub fn render_as_of(
         ledger,
         request,
         cutoff,
-        to_naive(time.timestamp_micros()),
+        time.naive_utc(),
         test_marker,
     )?;
     progress.planned(planned.len(), planned.iter().map(|p| p.record_count).sum());
