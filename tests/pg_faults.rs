@@ -429,30 +429,18 @@ fn a_commit_whose_outcome_is_unknown_is_repeated_and_its_lines_become_duplicates
     // PostgreSQL: "canceling the wait for synchronous replication and terminating
     // connection ... The transaction has already committed locally". The client
     // only sees its connection end: the outcome is unknown to it.
-    let terminated: bool = admin
-        .query_one("SELECT pg_terminate_backend($1)", &[&backend])
-        .unwrap()
-        .get(0);
-    assert!(terminated, "pg_terminate_backend({backend})");
+    terminate(&mut admin, backend);
     // The repeated batch must be able to commit.
     drop(gate);
 
     let run = Run::from(wait_bounded(ingest)).expect_success("the ingest whose commit was lost");
-    assert!(
-        run.stderr.contains(LOST),
-        "no warning of the repeat: {}",
-        run.stderr
+    assert_batch_once(
+        &run,
+        &mut admin,
+        &node,
+        (0, 33),
+        "the repeat finds every line of the lost commit already written",
     );
-    let report = ingest_report(&run);
-    assert_eq!(
-        (report["appended"].as_u64(), report["duplicates"].as_u64()),
-        (Some(0), Some(33)),
-        "the repeat finds every line of the lost commit already written: {report}"
-    );
-    assert_gapless(&mut admin, 33);
-    assert_eq!(count(&mut admin, "SELECT COUNT(*) FROM entries"), 30);
-    node.run(&["verify", "--no-outbox"])
-        .expect_success("verify");
 }
 
 #[test]
@@ -476,11 +464,7 @@ fn a_connection_lost_before_the_commit_is_repeated_and_writes_the_batch_once() {
         Some(&mut ingest),
         || waiting(&mut admin, node.name, "Lock", None),
     );
-    let terminated: bool = admin
-        .query_one("SELECT pg_terminate_backend($1)", &[&first])
-        .unwrap()
-        .get(0);
-    assert!(terminated, "pg_terminate_backend({first})");
+    terminate(&mut admin, first);
     // The repeat, on a new connection, waits for the same lock.
     let again = wait_for(
         "the repeated batch to wait for the write lock on a new connection",
@@ -493,21 +477,13 @@ fn a_connection_lost_before_the_commit_is_repeated_and_writes_the_batch_once() {
 
     let run =
         Run::from(wait_bounded(ingest)).expect_success("the ingest whose connection was lost");
-    assert!(
-        run.stderr.contains(LOST),
-        "no warning of the repeat: {}",
-        run.stderr
+    assert_batch_once(
+        &run,
+        &mut admin,
+        &node,
+        (33, 0),
+        "nothing was written before the loss, so the repeat writes every line",
     );
-    let report = ingest_report(&run);
-    assert_eq!(
-        (report["appended"].as_u64(), report["duplicates"].as_u64()),
-        (Some(33), Some(0)),
-        "nothing was written before the loss, so the repeat writes every line: {report}"
-    );
-    assert_gapless(&mut admin, 33);
-    assert_eq!(count(&mut admin, "SELECT COUNT(*) FROM entries"), 30);
-    node.run(&["verify", "--no-outbox"])
-        .expect_success("verify");
 }
 
 #[test]
@@ -542,11 +518,7 @@ fn a_connection_ended_in_answer_to_the_commit_is_repeated_and_writes_the_batch_o
     );
     // Terminated there, the server answers the COMMIT with FATAL 57P01 and ends
     // the connection: the transaction is rolled back.
-    let terminated: bool = admin
-        .query_one("SELECT pg_terminate_backend($1)", &[&first])
-        .unwrap()
-        .get(0);
-    assert!(terminated, "pg_terminate_backend({first})");
+    terminate(&mut admin, first);
     let again = wait_for(
         "the repeated batch's COMMIT to wait for the test's lock on a new connection",
         Some(&mut ingest),
@@ -560,11 +532,6 @@ fn a_connection_ended_in_answer_to_the_commit_is_repeated_and_writes_the_batch_o
 
     let run = Run::from(wait_bounded(ingest))
         .expect_success("the ingest whose COMMIT was answered with FATAL");
-    assert!(
-        run.stderr.contains(LOST),
-        "no warning of the repeat: {}",
-        run.stderr
-    );
     // Which of the two the client reports depends on whether it read the end of
     // the stream together with the FATAL; never a bare "db error".
     assert!(
@@ -574,14 +541,48 @@ fn a_connection_ended_in_answer_to_the_commit_is_repeated_and_writes_the_batch_o
         "the warning gives the server's reason: {}",
         run.stderr
     );
-    let report = ingest_report(&run);
+    assert_batch_once(
+        &run,
+        &mut admin,
+        &node,
+        (33, 0),
+        "the lost commit wrote nothing, so the repeat writes every line",
+    );
+}
+
+/// Ends the server process `pid`'s session, as an administrator (or a failover)
+/// would.
+fn terminate(admin: &mut Client, pid: i32) {
+    let terminated: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap()
+        .get(0);
+    assert!(terminated, "pg_terminate_backend({pid})");
+}
+
+/// What a repeated ingest of [`batch`]`(30)` must leave: a warning of the repeat,
+/// a report of (`appended`, `duplicates`) lines (`why` says which and why), its
+/// 33 lines once each in gapless positions, 30 entries, and a log that verifies.
+fn assert_batch_once(
+    run: &Run,
+    admin: &mut Client,
+    node: &Node<'_>,
+    (appended, duplicates): (u64, u64),
+    why: &str,
+) {
+    assert!(
+        run.stderr.contains(LOST),
+        "no warning of the repeat: {}",
+        run.stderr
+    );
+    let report = ingest_report(run);
     assert_eq!(
         (report["appended"].as_u64(), report["duplicates"].as_u64()),
-        (Some(33), Some(0)),
-        "the lost commit wrote nothing, so the repeat writes every line: {report}"
+        (Some(appended), Some(duplicates)),
+        "{why}: {report}"
     );
-    assert_gapless(&mut admin, 33);
-    assert_eq!(count(&mut admin, "SELECT COUNT(*) FROM entries"), 30);
+    assert_gapless(admin, 33);
+    assert_eq!(count(admin, "SELECT COUNT(*) FROM entries"), 30);
     node.run(&["verify", "--no-outbox"])
         .expect_success("verify");
 }

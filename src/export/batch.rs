@@ -627,13 +627,7 @@ pub fn render_as_of(
     let time = time.with_nanosecond(0).unwrap_or(time);
     let cutoff = ledger.resolve(crate::ledger::AsOf::Time(time))?;
     let staging = Staging::plain(dir)?;
-    let planned = plan(
-        ledger,
-        request,
-        cutoff,
-        time.naive_utc(),
-        test_marker,
-    )?;
+    let planned = plan(ledger, request, cutoff, time.naive_utc(), test_marker)?;
     progress.planned(planned.len(), planned.iter().map(|p| p.record_count).sum());
     let rendered = render_all(ledger, planned, &staging, progress)?;
     let written = publish(rendered, std::iter::repeat(None))?;
