@@ -237,11 +237,7 @@ fn utf8_char(bytes: &[u8]) -> Option<(char, usize)> {
 
 /// ISO-8859-1 bytes to text: each byte is the character of the same number.
 pub(crate) fn decode(bytes: &[u8]) -> String {
-    // Nearly every field is ASCII, whose bytes are already that text's UTF-8.
-    match std::str::from_utf8(bytes) {
-        Ok(text) if bytes.is_ascii() => text.to_string(),
-        _ => bytes.iter().copied().map(char::from).collect(),
-    }
+    bytes.iter().copied().map(char::from).collect()
 }
 
 /// A field's bytes for an error message; a CPR only masked.
