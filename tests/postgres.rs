@@ -285,6 +285,37 @@ fn a_kommunes_agreements_come_in_byte_order_on_a_collated_database() {
     );
 }
 
+/// `verify` on PostgreSQL also checks the `ledger_head` row against the log's last
+/// event: a log cut short (here, as if its last events were removed with the row
+/// left as it was) is damage, not a shorter ledger.
+#[test]
+fn verify_refuses_a_head_row_that_does_not_name_the_logs_last_event() {
+    let mut pg = TestLedger::on(Backend::Postgres, sf2520::ledger::DEFAULT_TOTALS_BLOCK);
+    pg.given(&lines(&[
+        agreement("A-1", "0101", CPR, "2026-01-01"),
+        withholding("W-1", "A-1", "0101", "2026-10-01", "100.00"),
+    ]));
+    pg.ledger
+        .verify(|_| {})
+        .unwrap()
+        .expect("an untouched ledger verifies");
+    let mut client = pg.store.database().expect("a PostgreSQL database").client();
+    client
+        .batch_execute("UPDATE ledger_head SET position = position + 1")
+        .unwrap();
+    let failure = pg
+        .ledger
+        .verify(|_| {})
+        .unwrap()
+        .expect_err("a head row past the log's end is damage");
+    assert!(
+        failure
+            .to_string()
+            .contains("does not name the log's last event (it names position 3)"),
+        "{failure}"
+    );
+}
+
 #[test]
 fn a_database_behind_the_nodes_last_head_is_refused() {
     let root = tempfile::tempdir().unwrap();

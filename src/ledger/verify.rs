@@ -161,6 +161,9 @@ impl Ledger {
         if let Some(failure) = failure {
             return Ok(Err(failure));
         }
+        if let Some(failure) = self.check_head_row(head, &previous)? {
+            return Ok(Err(failure));
+        }
         replay.batch("COMMIT")?;
         let projection_rows = match self.compare_projections(&replay, replay_path)? {
             Ok(rows) => rows,
@@ -172,6 +175,40 @@ impl Ledger {
             projection_rows,
             files,
         }))
+    }
+
+    /// On PostgreSQL, the `ledger_head` row that every write locks and moves must
+    /// name the log's last event: a log truncated or rewritten past the row would
+    /// otherwise verify as a shorter, consistent one. (SQLite has no such row.)
+    fn check_head_row(
+        &self,
+        head: u64,
+        hash: &[u8; 32],
+    ) -> Result<Option<VerifyFailure>, LedgerError> {
+        const HEAD_ROW: Source = Source {
+            table: "ledger_head",
+        };
+        let Db::Postgres(_) = self.db() else {
+            return Ok(None);
+        };
+        let row = self.db().query_opt(
+            "SELECT position, hash FROM ledger_head WHERE id = 1",
+            &[],
+            |row| Ok((row.unsigned(HEAD_ROW, 0)?, row.bytes::<32>(HEAD_ROW, 1)?)),
+        )?;
+        Ok(match row {
+            Some((position, row_hash)) if position == head && row_hash == *hash => None,
+            Some((position, _)) => Some(VerifyFailure::Log {
+                position: head,
+                what: format!(
+                    "the ledger_head row does not name the log's last event (it names position {position}): events were removed or rewritten after the last write"
+                ),
+            }),
+            None => Some(VerifyFailure::Log {
+                position: head,
+                what: "the ledger_head row is missing".into(),
+            }),
+        })
     }
 
     /// Walks the log from position 1, checking the chain and applying each event to
