@@ -630,7 +630,7 @@ impl World {
             .official_files(None)
             .unwrap()
             .into_iter()
-            .map(|f| f.file_name)
+            .map(|f| f.event.file_name)
             .collect();
         let ours = |name: &String| name == OUTBOX_MARKER || name == QUARANTINE_DIR;
         assert!(

@@ -407,7 +407,7 @@ pub fn run_batch(
     let recorded: HashMap<String, [u8; 32]> = ledger
         .official_files(None)?
         .into_iter()
-        .map(|file| (file.file_name, file.sha256))
+        .map(|file| (file.event.file_name, file.event.sha256))
         .collect();
     let mut outbox = Outbox::claim(outbox_dir, ledger_id, &lock, &recorded)?;
     finish_interrupted(ledger, &mut outbox)?;

@@ -265,7 +265,7 @@ pub(super) fn put_back(
     let recorded = ledger
         .official_files(None)?
         .into_iter()
-        .map(|file| (file.file_name, file.sha256))
+        .map(|file| (file.event.file_name, file.event.sha256))
         .collect();
     Outbox::claim(outbox, ledger_id, &lock, &recorded)?.put(name, bytes)
 }

@@ -18,26 +18,24 @@ use super::sql::{self, args, Row, Source};
 use super::{Ledger, LedgerError};
 use crate::domain::{Event, FileExported, Kommune};
 
-/// An official file: its `FileExported` event and the event's position.
+/// An official file: its `FileExported` event and the event's position. The
+/// event's fields read through it (`file.sha256`), as the file is that event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OfficialFile {
-    pub kommune: Kommune,
-    pub sequence: u32,
     /// Position of the `FileExported` event.
     pub position: u64,
-    pub file_id: [u8; 16],
-    pub file_name: String,
-    pub created_at_us: i64,
-    pub previous_cutoff_position: u64,
-    pub cutoff_position: u64,
-    pub test_marker: bool,
-    pub record_count: u64,
-    pub plus_ore: i64,
-    pub minus_ore: i64,
-    pub sha256: [u8; 32],
-    /// Set when the `files` projection disagreed with the event; the fields above
-    /// are the event's all the same.
+    pub event: FileExported,
+    /// Set when the `files` projection disagreed with the event; the event is the
+    /// log's all the same.
     pub damage: Option<ProjectionDamage>,
+}
+
+impl std::ops::Deref for OfficialFile {
+    type Target = FileExported;
+
+    fn deref(&self) -> &FileExported {
+        &self.event
+    }
 }
 
 /// How the `files` projection row of a file disagreed with its `FileExported` event.
@@ -63,19 +61,8 @@ impl OfficialFile {
     /// The register row of the `FileExported` event at `position`.
     pub fn from_event(position: u64, event: &FileExported) -> OfficialFile {
         OfficialFile {
-            kommune: event.kommune,
-            sequence: event.sequence,
             position,
-            file_id: event.file_id,
-            file_name: event.file_name.clone(),
-            created_at_us: event.created_at_us,
-            previous_cutoff_position: event.previous_cutoff_position,
-            cutoff_position: event.cutoff_position,
-            test_marker: event.test_marker,
-            record_count: event.record_count,
-            plus_ore: event.plus_ore,
-            minus_ore: event.minus_ore,
-            sha256: event.sha256,
+            event: event.clone(),
             damage: None,
         }
     }
@@ -137,13 +124,12 @@ const DELIVERIES: Source = Source {
 /// A `files` projection row, read as it stands (not yet checked against its event).
 fn from_row(row: &Row<'_>) -> Result<OfficialFile, LedgerError> {
     let number: u16 = row.narrow(FILES, 0)?;
-    Ok(OfficialFile {
+    let event = FileExported {
         kommune: Kommune::from_number(number).ok_or_else(|| LedgerError::CorruptLedger {
             position: None,
             what: format!("files column 0: {number} is no kommune number"),
         })?,
         sequence: row.narrow(FILES, 1)?,
-        position: row.unsigned(FILES, 2)?,
         file_id: row.bytes(FILES, 3)?,
         file_name: row.text(FILES, 4)?.to_string(),
         created_at_us: row.int(FILES, 5)?,
@@ -154,8 +140,8 @@ fn from_row(row: &Row<'_>) -> Result<OfficialFile, LedgerError> {
         plus_ore: row.int(FILES, 10)?,
         minus_ore: row.int(FILES, 11)?,
         sha256: row.bytes(FILES, 12)?,
-        damage: None,
-    })
+    };
+    Ok(OfficialFile::from_event(row.unsigned(FILES, 2)?, &event))
 }
 
 impl Ledger {

@@ -482,14 +482,15 @@ impl Session {
         Ok(client.execute(&statement, &params)?)
     }
 
-    /// Runs statements without parameters. A `ROLLBACK` drops the pending inserts
-    /// instead of sending them.
+    /// Runs statements without parameters, after the pending ones.
     pub fn batch(&self, sql: &str) -> Result<(), LedgerError> {
-        if sql.trim_start().starts_with("ROLLBACK") {
-            self.discard_pending();
-            return Ok(self.client()?.batch_execute(sql)?);
-        }
         Ok(self.flushed_client()?.batch_execute(sql)?)
+    }
+
+    /// Rolls the transaction back; what was waiting to be sent goes with it.
+    pub fn rollback(&self) -> Result<(), LedgerError> {
+        self.discard_pending();
+        Ok(self.client()?.batch_execute("ROLLBACK")?)
     }
 
     /// Runs a PostgreSQL-only query (with `$n` parameters, arrays among them) and

@@ -394,13 +394,22 @@ impl Db {
         }
     }
 
+    /// Rolls back the transaction this connection began (on PostgreSQL, dropping
+    /// the statements still waiting to be sent).
+    pub fn rollback(&self) -> Result<(), LedgerError> {
+        match self {
+            Db::Sqlite(conn) => Ok(conn.execute_batch("ROLLBACK")?),
+            Db::Postgres(session) => session.rollback(),
+        }
+    }
+
     /// Ends the transaction this connection began: commits when `work` succeeded,
     /// rolls back (and returns `work`'s error) when it failed.
     pub fn finish<T>(&self, work: Result<T, LedgerError>) -> Result<T, LedgerError> {
         match work {
             Ok(value) => self.batch("COMMIT").map(|()| value),
             Err(error) => {
-                if let Err(rollback) = self.batch("ROLLBACK") {
+                if let Err(rollback) = self.rollback() {
                     tracing::debug!(%rollback, "rolling back after a failure");
                 }
                 Err(error)

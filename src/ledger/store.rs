@@ -981,7 +981,7 @@ impl<'d> WriteTx<'d> {
 
     fn rollback(mut self) -> Result<(), LedgerError> {
         self.open = false;
-        self.db.batch("ROLLBACK")
+        self.db.rollback()
     }
 
     /// Commits durably; on PostgreSQL moves the head row to `head` first.
@@ -1007,7 +1007,7 @@ impl<'d> WriteTx<'d> {
 impl Drop for WriteTx<'_> {
     fn drop(&mut self) {
         if self.open {
-            if let Err(error) = self.db.batch("ROLLBACK") {
+            if let Err(error) = self.db.rollback() {
                 tracing::debug!(%error, "rolling back a failed write");
             }
         }

@@ -70,14 +70,21 @@ impl AgreementMemo {
 
 /// The entries one write transaction read or wrote, by (kommune, reference):
 /// `None` for a reference known to be free. Filled by [`prefetch`] for a batch's
-/// references and kept in step with every appended entry, so that the rules need
-/// not ask the database line by line; cleared when the transaction begins.
+/// references and then kept in step with every appended entry, so that the rules
+/// need not ask the database line by line; cleared when the transaction begins.
+/// Without a prefetch (SQLite, or a write that is no ingest) it stays empty and
+/// costs the append nothing.
 #[derive(Default)]
-pub struct EntryMemo(HashMap<(u16, String), Option<EntryState>>);
+pub struct EntryMemo {
+    states: HashMap<(u16, String), Option<EntryState>>,
+    /// Whether a prefetch filled it in this transaction.
+    active: bool,
+}
 
 impl EntryMemo {
     pub fn forget(&mut self) {
-        self.0.clear();
+        self.states.clear();
+        self.active = false;
     }
 
     /// The agreement of the withholding `event` corrects, if `event` is a
@@ -87,7 +94,7 @@ impl EntryMemo {
             return None;
         };
         match self
-            .0
+            .states
             .get(&key(correction.kommune, correction.corrects.as_str()))
         {
             Some(Some(EntryState::Withholding { withholding, .. })) => {
@@ -99,29 +106,32 @@ impl EntryMemo {
 
     /// Keeps the memo in step with an appended withholding or correction.
     pub fn appended(&mut self, event: &Event) {
+        if !self.active {
+            return;
+        }
         match event {
             Event::WithholdingRecorded(withholding) => {
                 let state = EntryState::Withholding {
                     withholding: withholding.clone(),
                     net_ore: withholding.amount.ore(),
                 };
-                self.0.insert(
+                self.states.insert(
                     key(withholding.kommune, withholding.reference.as_str()),
                     Some(state),
                 );
             }
             Event::WithholdingCorrected(correction) => {
                 let corrected = key(correction.kommune, correction.corrects.as_str());
-                match self.0.get_mut(&corrected) {
+                match self.states.get_mut(&corrected) {
                     Some(Some(EntryState::Withholding { net_ore, .. })) => {
                         *net_ore += correction.amount.ore();
                     }
                     // Not a withholding this memo holds: the database answers.
                     _ => {
-                        self.0.remove(&corrected);
+                        self.states.remove(&corrected);
                     }
                 }
-                self.0.insert(
+                self.states.insert(
                     key(correction.kommune, correction.reference.as_str()),
                     Some(EntryState::Correction(correction.clone())),
                 );
@@ -194,7 +204,7 @@ impl LedgerView for SqlView<'_> {
         kommune: Kommune,
         reference: &KyRef,
     ) -> Result<Option<EntryState>, LedgerError> {
-        if let Some(state) = self.entries.0.get(&key(kommune, reference.as_str())) {
+        if let Some(state) = self.entries.states.get(&key(kommune, reference.as_str())) {
             return Ok(state.clone());
         }
         let row = self.conn.query_opt(
@@ -305,6 +315,7 @@ pub(crate) fn prefetch(
     let Db::Postgres(session) = db else {
         return Ok(());
     };
+    entries.active = true;
     let mut entry_keys: Vec<(u16, String)> = Vec::new();
     let mut agreement_refs: Vec<String> = Vec::new();
     let mut want_agreement = |agreement: &AgreementRef| {
@@ -350,7 +361,7 @@ pub(crate) fn prefetch(
     }
     for chunk in entry_keys.chunks(PREFETCH_CHUNK) {
         for key in chunk {
-            entries.0.insert(key.clone(), None);
+            entries.states.insert(key.clone(), None);
         }
         postgres::prefetch_entries(session, chunk, &mut |row| {
             let number = row.narrow::<u16>(ENTRIES, 0)?;
@@ -367,7 +378,7 @@ pub(crate) fn prefetch(
             };
             let event = codec::decode(stored.position, row.blob(EVENTS, 5)?)?;
             let state = stored.state(kommune, &reference, event)?;
-            entries.0.insert((number, reference), Some(state));
+            entries.states.insert((number, reference), Some(state));
             Ok(())
         })?;
     }
