@@ -12,10 +12,10 @@ use sf2520::domain::{
     TechnicalReceiptReceived,
 };
 use sf2520::export::{
-    default_outbox, deliver, reissue, run_batch, DeliverRequest, DeliveryResult, DeliveryState,
-    ExportRequest, Quiet,
+    default_outbox, deliver, reissue, run_batch, DeliverRequest, DeliveryResult, ExportRequest,
+    Quiet,
 };
-use sf2520::ledger::{decode_payload, Ledger};
+use sf2520::ledger::{decode_payload, DeliveryState, Ledger};
 use sf2520::transport::SftpConfig;
 use sha2::{Digest, Sha256};
 use support::ledger::*;

@@ -199,7 +199,7 @@ fn reissue_puts_back_the_same_bytes_and_records_it() {
     assert_eq!(std::fs::read(path).unwrap(), original);
     assert_eq!(done.position, t.head());
     let state = t.ledger.delivery_state(kommune, 1).unwrap();
-    assert_eq!(state, sf2520::export::DeliveryState::Reissued);
+    assert_eq!(state, sf2520::ledger::DeliveryState::Reissued);
 }
 
 #[test]

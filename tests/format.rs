@@ -7,7 +7,7 @@ use std::io::Write;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use proptest::prelude::*;
-use sf2520::cli::format_cmds;
+use sf2520::cli::format;
 use sf2520::domain::{AgreementRef, Amount, Cpr, Kommune, KyRef, AMOUNT_ORE_MAX};
 use sf2520::sf2520::layout::{Content, Kind, RECORDS};
 use sf2520::sf2520::{
@@ -433,7 +433,7 @@ fn check_reports_valid_files_in_one_line_and_every_error_of_an_invalid_one() {
     let missing = directory.path().join("missing.txt");
 
     let mut out = Vec::new();
-    let all_valid = format_cmds::check(std::slice::from_ref(&valid), &mut out).unwrap();
+    let all_valid = format::check(std::slice::from_ref(&valid), &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(all_valid);
     assert_eq!(
@@ -445,7 +445,7 @@ fn check_reports_valid_files_in_one_line_and_every_error_of_an_invalid_one() {
     );
 
     let mut out = Vec::new();
-    let all_valid = format_cmds::check(&[valid, broken.clone(), missing], &mut out).unwrap();
+    let all_valid = format::check(&[valid, broken.clone(), missing], &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(!all_valid);
     assert!(text.contains(&format!("{}: invalid, 1 error(s)\n", broken.display())));
@@ -458,7 +458,7 @@ fn show_prints_an_aligned_table_with_masked_cpr() {
     let directory = tempfile::tempdir().unwrap();
     let path = write_temp(&directory, "file.txt", &sample_file());
     let mut out = Vec::new();
-    format_cmds::show(&path, false, &mut out).unwrap();
+    format::show(&path, false, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("010190-xxxx"));
     assert!(!text.contains("0101901234"), "full CPR on screen:\n{text}");
@@ -478,7 +478,7 @@ fn show_json_masks_the_cpr_too() {
     let directory = tempfile::tempdir().unwrap();
     let path = write_temp(&directory, "file.txt", &sample_file());
     let mut out = Vec::new();
-    format_cmds::show(&path, true, &mut out).unwrap();
+    format::show(&path, true, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(!text.contains("0101901234") && !text.contains("2512884321"));
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -492,6 +492,6 @@ fn show_json_masks_the_cpr_too() {
 fn show_refuses_an_invalid_file_with_its_errors() {
     let directory = tempfile::tempdir().unwrap();
     let path = write_temp(&directory, "empty.txt", b"");
-    let error = format_cmds::show(&path, false, &mut Vec::new()).unwrap_err();
+    let error = format::show(&path, false, &mut Vec::new()).unwrap_err();
     assert!(error.to_string().contains("line 1, column 1"), "{error}");
 }

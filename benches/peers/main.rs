@@ -17,8 +17,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sf2520::export::OfficialFile;
 use sf2520::ledger::Ledger;
+use sf2520::ledger::OfficialFile;
 
 use data::Workload;
 

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use chrono::NaiveDate;
 use postgres::Client;
 use sf2520::domain::Command;
-use sf2520::export::OfficialFile;
+use sf2520::ledger::OfficialFile;
 
 // The tests' PostgreSQL harness: its server start and stop serve here too; the rest
 // of it (the tests' one server per process, test databases) is unused here.

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use crate::domain::Kommune;
 use crate::export::{
     default_outbox, deliver, files_in_scope, pending_deliveries, DeliverRequest, DeliveryReport,
-    DeliveryResult, DeliveryState, OfficialFile,
+    DeliveryResult,
 };
-use crate::ledger::Ledger;
+use crate::ledger::{DeliveryState, Ledger, OfficialFile};
 use crate::transport::{load, SftpClient, SftpConfig};
 
 use super::exit::Exit;

@@ -6,7 +6,7 @@ mod deliver;
 mod demo;
 pub mod exit;
 mod export;
-pub mod format_cmds;
+pub mod format;
 mod inbox;
 mod ingest;
 mod init;
@@ -690,9 +690,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => deliver::run_config_check(&cli.data_dir, cli.config.as_deref(), json),
         Command::Check(args) => {
             let valid = if args.json {
-                format_cmds::check_json(&args.files, &mut std::io::stdout().lock())?
+                format::check_json(&args.files, &mut std::io::stdout().lock())?
             } else {
-                format_cmds::check(&args.files, &mut std::io::stdout().lock())?
+                format::check(&args.files, &mut std::io::stdout().lock())?
             };
             Ok(if valid {
                 ExitCode::SUCCESS
@@ -701,7 +701,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Show(args) => {
-            format_cmds::show(&args.file, args.json, &mut std::io::stdout().lock())?;
+            format::show(&args.file, args.json, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(args) => report::run(&cli.data_dir, &args),

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use crate::export::{files_in_scope, DeliverRequest, DeliveryState, OfficialFile};
-use crate::ledger::{Head, Ledger};
+use crate::export::{files_in_scope, DeliverRequest};
+use crate::ledger::{DeliveryState, Head, Ledger, OfficialFile};
 use crate::transport::load;
 
 use super::deliver::config_path;

@@ -12,11 +12,12 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use uuid::Uuid;
 
+use super::entries::{for_each_record, for_each_record_in};
 use super::outbox::{sha256_of, sync_dir, Outbox, PartialFile, StagedFile, Staging, WrittenFile};
 use super::reconstruct::reconstruct;
-use super::source::{for_each_record, for_each_record_in, EntryRange};
 use super::ExportError;
 use crate::domain::{Event, FileExported, Kommune};
+use crate::ledger::EntryRange;
 use crate::ledger::Ledger;
 use crate::sf2520::{check_file, file_name, DetailRecord, FileHeader, FileSummary, FileWriter};
 

@@ -3,23 +3,20 @@
 //! official files to Serviceplatformen (recording each step).
 
 mod batch;
-mod deliver;
+mod delivery;
+mod entries;
 mod error;
 pub mod outbox;
 mod reconstruct;
-mod source;
 
-pub use crate::ledger::{
-    file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage,
-};
 pub use batch::{
     default_outbox, plan, render_all, render_as_of, render_into, run_batch, ExportRequest,
     ExportedFile, PlannedFile, Progress, Quiet,
 };
-pub use deliver::{
+pub use delivery::{
     deliver, files_in_scope, pending_deliveries, DeliverRequest, DeliveryReport, DeliveryResult,
     PendingDelivery,
 };
+pub use entries::{for_each_record, withholding_record};
 pub use error::ExportError;
 pub use reconstruct::{plan_of, reconstruct, reissue, Reconstruction, Reissue};
-pub use source::{for_each_record, withholding_record, EntryRange};

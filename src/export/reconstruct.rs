@@ -18,8 +18,8 @@ use uuid::Uuid;
 use super::batch::{render_into, PlannedFile};
 use std::collections::HashMap;
 
+use super::entries::withholding_record;
 use super::outbox::{Outbox, WrittenFile};
-use super::source::withholding_record;
 use super::ExportError;
 use crate::domain::{Event, FileReissued, Kommune, Withholding};
 use crate::ledger::{Ledger, GENESIS_HASH};

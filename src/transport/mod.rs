@@ -3,29 +3,30 @@
 //! Stands apart from the ledger: it takes bytes, a name and a `SendersFileId`, and
 //! gives back what happened, so the exporter records the events.
 //!
-//! - [`config`]: the `[sftp]` section (server, pinned host key, timeouts, retry).
-//! - [`xml`]: the `Trigger` we write and the `TechnicalReceipt` we read.
-//! - [`sftp`]: one SSH/SFTP connection with the host key pinned.
+//! - `config`: the `[sftp]` section (server, pinned host key, timeouts, retry).
+//! - `xml`: the `Trigger` we write and the `TechnicalReceipt` we read.
+//! - `sftp`: one SSH/SFTP connection with the host key pinned.
 //! - [`keys`]: client keys; RSA signs through ring, ed25519 and ECDSA through russh.
-//! - [`deliver`]: data file, then trigger, then receipt (DESIGN §6), with retry.
-//! - [`retry`]: exponential backoff for failures a later attempt can cure.
-//! - [`error`]: [`TransportError`], and which of its variants are retryable.
+//! - `transfer`: data file, then trigger, then receipt (DESIGN §6), with retry.
+//! - `retry`: exponential backoff for failures a later attempt can cure.
+//! - `error`: [`TransportError`], and which of its variants are retryable.
 
-pub mod config;
-pub mod deliver;
-pub mod error;
+mod config;
+mod error;
 pub mod keys;
-pub mod retry;
-pub mod sftp;
-pub mod xml;
+mod retry;
+mod sftp;
+mod transfer;
+mod xml;
 
 pub use config::{load, ConfigError, PinnedHostKey, RetryConfig, RoutingConfig, SftpConfig};
-pub use deliver::{
-    await_receipt, business_receipts, deliver_all, deliver_file, run_limited, trigger_for, upload,
-    DeliveryOutcome, FoundBusinessReceipt, OutgoingFile, ReceivedReceipt, RemotePaths, Uploaded,
-};
 pub use error::TransportError;
 pub use sftp::SftpClient;
+pub use transfer::{
+    await_receipt, business_receipts, byte_count, deliver_all, deliver_file, run_limited,
+    trigger_for, upload, DeliveryOutcome, FoundBusinessReceipt, OutgoingFile, ReceivedReceipt,
+    RemotePaths, Uploaded,
+};
 pub use xml::{
     parse_in_document, parse_receipt, trigger_xml, BusinessReceipt, DynamicRouting, InDocument,
     ReceiptOutcome, TechnicalReceipt, Trigger, XmlError,

@@ -7,8 +7,9 @@ use std::path::Path;
 use sf2520::demo::SplitMix64;
 use sf2520::domain::{Agreement, Amount, Command as LedgerCommand, KyRef, Withholding};
 use sf2520::export::outbox::{OUTBOX_MARKER, QUARANTINE_DIR};
-use sf2520::export::{reconstruct, OfficialFile};
+use sf2520::export::reconstruct;
 use sf2520::ledger::Ledger;
+use sf2520::ledger::OfficialFile;
 use sf2520::sf2520::{read_file, ParsedFile};
 
 /// Reads and strictly checks one file of the outbox.

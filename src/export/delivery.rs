@@ -292,7 +292,7 @@ async fn deliver_one(
             }
         };
         let bytes = outbox_bytes(shared, file)?;
-        let size_bytes = crate::transport::deliver::byte_count(&bytes);
+        let size_bytes = crate::transport::byte_count(&bytes);
         let remote_path = if awaiting {
             RemotePaths::new(config, &file.file_name).data
         } else {

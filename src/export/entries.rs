@@ -3,7 +3,7 @@
 
 use super::ExportError;
 use crate::domain::{Event, Kommune, Withholding};
-pub use crate::ledger::EntryRange;
+use crate::ledger::EntryRange;
 use crate::ledger::Ledger;
 use crate::sf2520::{DetailRecord, TransactionCode};
 
