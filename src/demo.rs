@@ -75,7 +75,7 @@ fn kommune_month(rng: &mut SplitMix64, kommune: Kommune, commands: &mut Vec<Comm
             agreement: agreement.clone(),
             kommune,
             cpr,
-            valid_from: date(2025, 1 + u32::try_from(rng.below(12)).unwrap_or(0), 1),
+            valid_from: date(2025, 1 + u32::try_from(rng.below(12)).expect("below 12"), 1),
             valid_to: None,
         }));
         let payouts: &[(NaiveDate, NaiveDate, NaiveDate)] = if rng.chance(20) {
@@ -94,7 +94,7 @@ fn kommune_month(rng: &mut SplitMix64, kommune: Kommune, commands: &mut Vec<Comm
             ))
             .expect("demo reference is valid");
             // 300.00 to 2,499.99 kroner, as monthly child-support withholdings go.
-            let amount_ore = 30_000 + i64::try_from(rng.below(220_000)).unwrap_or(0);
+            let amount_ore = 30_000 + i64::try_from(rng.below(220_000)).expect("below 220,000");
             commands.push(Command::RecordWithholding(Withholding {
                 reference: reference.clone(),
                 agreement: agreement.clone(),
@@ -137,7 +137,7 @@ fn correction_for(rng: &mut SplitMix64, amount_ore: i64) -> Option<(i64, &'stati
         0..=5 => Some((-(amount_ore / 4), "genberegnet")),
         6..=7 => Some((-amount_ore, "tilbageført")),
         8..=9 => Some((
-            5_000 + i64::try_from(rng.below(20_000)).unwrap_or(0),
+            5_000 + i64::try_from(rng.below(20_000)).expect("below 20,000"),
             "efterregulering",
         )),
         _ => None,

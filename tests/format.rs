@@ -64,15 +64,6 @@ fn a_zero_net_carries_plus_in_the_end_record() {
     assert_eq!(&end[50..66], b"+000000000000000");
 }
 
-// ---- generated document -------------------------------------------------------------
-
-#[test]
-fn committed_format_document_is_the_generated_one() {
-    let generated = doc::format_document().unwrap();
-    assert!(generated.contains("| 67–79 | 13 | N | amount in øre (absolute) |"));
-    assert_golden(&crate_path("docs/sf2520-format.md"), generated.as_bytes());
-}
-
 // ---- round trip ---------------------------------------------------------------------
 
 fn any_kommune() -> impl Strategy<Value = Kommune> {

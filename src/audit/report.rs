@@ -415,8 +415,9 @@ fn month_chart(months: &BTreeMap<(i32, u32), MonthTotals>) -> String {
     const TOP: i128 = 30;
     const BOTTOM: i128 = 40;
     let nets: Vec<i128> = months.values().map(|m| i128::from(m.net_ore())).collect();
-    let high = nets.iter().copied().max().unwrap_or(0).max(0);
-    let low = nets.iter().copied().min().unwrap_or(0).min(0);
+    // The zero line is always in the chart, so the folds start from it.
+    let high = nets.iter().copied().fold(0, i128::max);
+    let low = nets.iter().copied().fold(0, i128::min);
     let span = (high - low).max(1);
     let plot = HEIGHT - TOP - BOTTOM;
     let y_of = |ore: i128| TOP + (high - ore) * plot / span;

@@ -69,6 +69,7 @@ pub fn render(ledger: &Ledger, snapshot: &Snapshot) -> anyhow::Result<String> {
     let _ = writeln!(
         text,
         "sf2520_last_export_timestamp_seconds {}",
+        // tidy: allow(unwrap-or): 0 is the documented "no file yet" of this gauge.
         seconds(snapshot.last_export_us().unwrap_or(0))
     );
     family(

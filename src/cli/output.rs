@@ -28,9 +28,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         .map(|(column, header)| {
             rows.iter()
                 .map(|row| row[column].chars().count())
-                .chain([header.trim_start_matches('>').chars().count()])
-                .max()
-                .unwrap_or(0)
+                .fold(header.trim_start_matches('>').chars().count(), usize::max)
         })
         .collect();
     let mut out = String::new();

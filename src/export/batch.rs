@@ -358,8 +358,7 @@ fn by_index(ranges: &[(EntryRange, u64)]) -> Vec<usize> {
     let through = ranges
         .iter()
         .map(|(range, _)| range.through_position)
-        .max()
-        .unwrap_or(0);
+        .fold(0, u64::max);
     let mut chosen = Vec::new();
     for (at, &index) in order.iter().enumerate() {
         let (range, entries) = &ranges[index];

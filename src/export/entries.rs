@@ -38,8 +38,7 @@ pub fn for_each_record_in(
     let slots = ranges
         .iter()
         .map(|range| usize::from(range.kommune.number()) + 1)
-        .max()
-        .unwrap_or(0);
+        .fold(0, usize::max);
     let mut ranges_of: Vec<Vec<usize>> = vec![Vec::new(); slots];
     for (index, range) in ranges.iter().enumerate() {
         ranges_of[usize::from(range.kommune.number())].push(index);

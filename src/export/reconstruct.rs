@@ -105,12 +105,10 @@ pub fn reconstruct(
     sequence: u32,
 ) -> Result<Reconstruction, ExportError> {
     let mut file = ledger.official_file(kommune, sequence)?;
-    let capacity =
-        usize::try_from(file.record_count.saturating_add(2).saturating_mul(130)).unwrap_or(0);
     // The indexed rendering fails outright when the index points at a non-entry
     // or misses a corrected withholding; both are damage the walk gets around.
     let plan = plan_of(&file)?;
-    let indexed = match render_into(ledger, &plan, Vec::with_capacity(capacity)) {
+    let indexed = match render_into(ledger, &plan, Vec::new()) {
         Ok((bytes, _)) => Some(bytes),
         Err(ExportError::NotAnEntry { .. } | ExportError::MissingWithholding { .. }) => None,
         Err(other) => return Err(other),

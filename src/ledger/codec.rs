@@ -105,6 +105,14 @@ impl StoredEvent {
     }
 }
 
+// Every supported target has a usize of at most 64 bits, so a length always fits.
+const _: () = assert!(usize::BITS <= u64::BITS);
+
+/// A field's length in bytes as the chain hashes it (8 bytes, big-endian).
+fn length(bytes: impl AsRef<[u8]>) -> u64 {
+    u64::try_from(bytes.as_ref().len()).expect("usize fits u64 (asserted at compile time)")
+}
+
 /// SHA-256(previous hash ‖ position ‖ event id ‖ stream ‖ type ‖ schema version ‖
 /// recorded-at ‖ payload), with lengths before variable fields so that no two
 /// different events hash the same bytes.
@@ -124,12 +132,12 @@ pub fn chain_hash(
     hasher.update(position.to_be_bytes());
     hasher.update(event_id.as_bytes());
     for text in [stream.as_bytes(), event_type.as_bytes()] {
-        hasher.update((text.len() as u64).to_be_bytes());
+        hasher.update(length(text).to_be_bytes());
         hasher.update(text);
     }
     hasher.update(schema_version.to_be_bytes());
     hasher.update(recorded_at_us.to_be_bytes());
-    hasher.update((payload.len() as u64).to_be_bytes());
+    hasher.update(length(payload).to_be_bytes());
     hasher.update(payload);
     hasher.finalize().into()
 }

@@ -625,6 +625,7 @@ impl Ledger {
             datadir::note_writer(&self.dir, activity);
         }
         let head = tx.head;
+        // tidy: allow(unwrap-or): absent until the first export fixes a cut-off, and no floor then.
         let floor_us = read_meta(&self.db, FLOOR_KEY)?.unwrap_or(0);
         // Untrusted from here until this transaction commits (see `Memo`).
         if self.memo.valid_at.take() != Some(head) {

@@ -154,21 +154,21 @@ fn worked_example() -> Result<String, WriteError> {
     Ok(text)
 }
 
+/// The last decimal digit of `value` as a character.
+fn last_digit(value: usize) -> char {
+    let digit = u32::try_from(value % 10).expect("below 10");
+    char::from_digit(digit, 10).expect("below 10 is one decimal digit")
+}
+
 /// Two lines: the tens of each position, then the units.
 fn ruler() -> String {
     let tens: String = (1..=RECORD_LEN)
         .map(|position| match position % 10 {
-            0 => {
-                char::from_digit(u32::try_from(position / 10 % 10).unwrap_or(0), 10).unwrap_or('?')
-            }
+            0 => last_digit(position / 10),
             _ => ' ',
         })
         .collect();
-    let units: String = (1..=RECORD_LEN)
-        .map(|position| {
-            char::from_digit(u32::try_from(position % 10).unwrap_or(0), 10).unwrap_or('?')
-        })
-        .collect();
+    let units: String = (1..=RECORD_LEN).map(last_digit).collect();
     format!("{tens}\n{units}\n")
 }
 

@@ -252,7 +252,7 @@ fn latin1_byte(character: char) -> Option<u8> {
 
 /// The last decimal digit of `value`, which is below 10 by construction.
 fn digit(value: u64) -> u8 {
-    u8::try_from(value % 10).unwrap_or(0)
+    u8::try_from(value % 10).expect("below 10")
 }
 
 #[cfg(test)]

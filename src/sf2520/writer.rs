@@ -167,7 +167,9 @@ impl<W: Write> FileWriter<W> {
         if ore >= 0 {
             next.plus_ore = checked_total(FieldId::PlusSum, self.summary.plus_ore, ore)?;
         } else {
-            let minus = ore.checked_neg().unwrap_or(i64::MAX);
+            let minus = ore
+                .checked_neg()
+                .expect("an Amount lies within ±AMOUNT_ORE_MAX, so it negates");
             next.minus_ore = checked_total(FieldId::MinusSum, self.summary.minus_ore, minus)?;
         }
         next.net_ore = next.plus_ore - next.minus_ore;

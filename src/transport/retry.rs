@@ -10,7 +10,8 @@ use super::error::TransportError;
 /// failure since the first, capped at `max_delay_ms`.
 pub fn backoff_delay(retry: &RetryConfig, next_attempt: u32) -> Duration {
     let doublings = next_attempt.saturating_sub(2);
-    let factor = 1u64.checked_shl(doublings).unwrap_or(u64::MAX);
+    // Saturating on purpose: past 2^63 the delay is capped at `max_delay_ms` anyway.
+    let factor = 2u64.saturating_pow(doublings);
     let delay_ms = retry
         .initial_delay_ms
         .saturating_mul(factor)
