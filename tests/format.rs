@@ -11,7 +11,7 @@ use sf2520::cli::format;
 use sf2520::domain::{AgreementRef, Amount, Cpr, Kommune, KyRef, AMOUNT_ORE_MAX};
 use sf2520::sf2520::layout::{Content, Kind, RECORDS};
 use sf2520::sf2520::{
-    doc, file_name, read_file, render_file, render_record, DetailRecord, FieldValue, FileHeader,
+    file_name, read_file, render_file, render_record, DetailRecord, FieldValue, FileHeader,
     FileWriter, TransactionCode, WriteError,
 };
 use support::{

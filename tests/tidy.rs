@@ -288,7 +288,8 @@ fn word_offsets<'a>(code: &'a str, word: &'a str) -> impl Iterator<Item = usize>
         let bytes = code.as_bytes();
         let before = offset.checked_sub(1).map(|index| bytes[index]);
         let after = bytes.get(offset + word.len()).copied();
-        let is_word = |byte: Option<u8>| byte.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let is_word =
+            |byte: Option<u8>| byte.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
         (!is_word(before) && !is_word(after)).then_some(offset)
     })
 }
@@ -437,7 +438,12 @@ fn matching_brace(code: &str, open: usize) -> Option<usize> {
 }
 
 /// `crates` used (as `name::` or `use name`) in `source`.
-fn crate_uses(source: &Source, crates: &[&'static str], rule: &'static str, allowed: &str) -> Vec<Violation> {
+fn crate_uses(
+    source: &Source,
+    crates: &[&'static str],
+    rule: &'static str,
+    allowed: &str,
+) -> Vec<Violation> {
     let code = &source.code;
     let mut out = Vec::new();
     for name in crates {
@@ -465,7 +471,12 @@ fn anyhow_outside_cli(source: &Source) -> Vec<Violation> {
     if !source.in_dir("src/") || source.path == "src/main.rs" || source.in_dir("src/cli/") {
         return Vec::new();
     }
-    crate_uses(source, &["anyhow"], "anyhow", "src/main.rs and src/cli/ (elsewhere, a closed error enum)")
+    crate_uses(
+        source,
+        &["anyhow"],
+        "anyhow",
+        "src/main.rs and src/cli/ (elsewhere, a closed error enum)",
+    )
 }
 
 fn storage_outside_ledger(source: &Source) -> Vec<Violation> {
@@ -547,8 +558,12 @@ fn the_committed_format_document_is_the_generated_one() {
         std::fs::write(&path, &generated).expect("docs/sf2520-format.md is writable");
         return;
     }
-    let committed = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("{}: {error}; run UPDATE_GOLDEN=1 cargo test --test tidy", path.display()));
+    let committed = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+        panic!(
+            "{}: {error}; run UPDATE_GOLDEN=1 cargo test --test tidy",
+            path.display()
+        )
+    });
     assert!(
         committed == generated,
         "docs/sf2520-format.md differs from what src/sf2520/layout.rs generates; review, then run UPDATE_GOLDEN=1 cargo test --test tidy"
@@ -567,7 +582,10 @@ fn rules_broken(path: &str, text: &str) -> Vec<&'static str> {
 #[test]
 fn a_file_without_a_module_doc_is_found() {
     assert_eq!(rules_broken("src/x.rs", "fn f() {}\n"), ["module-doc"]);
-    assert_eq!(rules_broken("tests/x.rs", "// a plain comment\n"), ["module-doc"]);
+    assert_eq!(
+        rules_broken("tests/x.rs", "// a plain comment\n"),
+        ["module-doc"]
+    );
     assert!(rules_broken("benches/x.rs", "//! Owns x.\n").is_empty());
 }
 
@@ -577,13 +595,17 @@ fn a_numeric_cast_is_found_unless_excepted_with_a_reason() {
     let found = check(&Source::new("src/x.rs", planted));
     assert_eq!(found.len(), 1);
     assert_eq!((found[0].rule, found[0].line), ("cast", 3));
-    assert_eq!(rules_broken("src/x.rs", "//! x\nfn f(n: i64) -> f64 { n as f64 }\n"), ["cast"]);
+    assert_eq!(
+        rules_broken("src/x.rs", "//! x\nfn f(n: i64) -> f64 { n as f64 }\n"),
+        ["cast"]
+    );
     // Quoted in a comment or a string, or a cast that is not between numbers: fine.
     let quoted = "//! x\n// n as u32\nconst S: &str = \"n as u32\";\nuse a as b;\nfn f() -> char { 'a' as char }\n";
     assert!(rules_broken("src/x.rs", quoted).is_empty());
     let excepted = "//! x\nfn f(n: u16) -> u8 {\n    // tidy: allow(cast): masked to 8 bits first\n    (n & 0xff) as u8\n}\n";
     assert!(rules_broken("src/x.rs", excepted).is_empty());
-    let without_reason = "//! x\nfn f(n: u16) -> u8 {\n    (n & 0xff) as u8 // tidy: allow(cast):\n}\n";
+    let without_reason =
+        "//! x\nfn f(n: u16) -> u8 {\n    (n & 0xff) as u8 // tidy: allow(cast):\n}\n";
     assert_eq!(rules_broken("src/x.rs", without_reason), ["cast"]);
     // Outside src/, tests may cast.
     assert!(rules_broken("tests/x.rs", "//! x\nfn f(n: u64) -> u32 { n as u32 }\n").is_empty());
@@ -601,7 +623,11 @@ fn a_silent_default_is_found() {
         "//! x\nfn f(n: Option<u64>) -> u64 { n.unwrap_or(0) }\n",
         "//! x\nfn f(n: Option<i64>) -> i64 { n.checked_neg().unwrap_or(i64::MAX) }\n",
     ] {
-        assert_eq!(rules_broken("src/x.rs", planted), ["unwrap-or"], "{planted}");
+        assert_eq!(
+            rules_broken("src/x.rs", planted),
+            ["unwrap-or"],
+            "{planted}"
+        );
     }
     let fine = "//! x\nfn f(n: Option<u64>, s: Option<&str>) -> u64 {\n    s.unwrap_or(\"?\");\n    n.unwrap_or(7)\n}\n";
     assert!(rules_broken("src/x.rs", fine).is_empty());
@@ -622,15 +648,25 @@ fn a_long_function_is_found() {
         "//! x\ntrait T {{ fn g(&self) -> Vec<u8>; }}\nfn f() -> Result<(), ()> {{\n    let _ = \"}}\";\n    // }}\n{}    Ok(())\n}}\n",
         body(FUNCTION_LINES_MAX - 5)
     );
-    assert!(rules_broken("src/x.rs", &tricky).is_empty(), "{:?}", rules_broken("src/x.rs", &tricky));
-    let excepted = format!("//! x\n// tidy: allow(long-fn): one table, read top to bottom\nfn f() {{\n{}}}\n", body(FUNCTION_LINES_MAX));
+    assert!(
+        rules_broken("src/x.rs", &tricky).is_empty(),
+        "{:?}",
+        rules_broken("src/x.rs", &tricky)
+    );
+    let excepted = format!(
+        "//! x\n// tidy: allow(long-fn): one table, read top to bottom\nfn f() {{\n{}}}\n",
+        body(FUNCTION_LINES_MAX)
+    );
     assert!(rules_broken("src/x.rs", &excepted).is_empty());
 }
 
 #[test]
 fn anyhow_outside_the_cli_is_found() {
     let planted = "//! x\nuse anyhow::Context;\nfn f() -> anyhow::Result<()> { Ok(()) }\n";
-    assert_eq!(rules_broken("src/export/x.rs", planted), ["anyhow", "anyhow"]);
+    assert_eq!(
+        rules_broken("src/export/x.rs", planted),
+        ["anyhow", "anyhow"]
+    );
     assert!(rules_broken("src/cli/x.rs", planted).is_empty());
     assert!(rules_broken("src/main.rs", planted).is_empty());
     let mentioned = "//! `anyhow` lives in cli\nconst NOTE: &str = \"anyhow::Error\";\n";
@@ -640,7 +676,10 @@ fn anyhow_outside_the_cli_is_found() {
 #[test]
 fn storage_outside_the_ledger_is_found() {
     let planted = "//! x\nuse rusqlite::Connection;\nfn f(c: &mut postgres::Client) {}\n";
-    assert_eq!(rules_broken("src/export/x.rs", planted), ["storage", "storage"]);
+    assert_eq!(
+        rules_broken("src/export/x.rs", planted),
+        ["storage", "storage"]
+    );
     assert!(rules_broken("src/ledger/x.rs", planted).is_empty());
     // Tests and benches reach the database to tamper with it or to run a peer.
     assert!(rules_broken("tests/x.rs", planted).is_empty());
@@ -655,5 +694,8 @@ fn literals_and_comments_are_blanked_without_moving_lines() {
     assert_eq!(code.len(), text.len());
     assert_eq!(code.lines().count(), text.lines().count());
     assert!(!code.contains("as u8"), "{code}");
-    assert!(code.contains("&'static str"), "a lifetime is not a literal: {code}");
+    assert!(
+        code.contains("&'static str"),
+        "a lifetime is not a literal: {code}"
+    );
 }

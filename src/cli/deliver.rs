@@ -321,6 +321,30 @@ pub fn run_deliver(
     Ok(exit.into())
 }
 
+/// Logs in and lists the remote OUT and IN directories, giving their entry counts.
+fn list_remote_dirs(sftp: &SftpConfig) -> anyhow::Result<(usize, usize)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("async runtime")?;
+    let (out_listing, in_listing) = runtime.block_on(async {
+        let client = SftpClient::connect(sftp).await?;
+        let out_listing = client.list_dir(&sftp.remote_out_dir).await;
+        let in_listing = client.list_dir(&sftp.remote_in_dir).await;
+        client.close().await;
+        Ok::<_, crate::transport::TransportError>((out_listing, in_listing))
+    })?;
+    let out_listing = out_listing?;
+    let in_listing = in_listing.with_context(|| {
+        format!(
+            "remote_in_dir {:?} cannot be listed: receipts arrive there; ask the platform \
+             operator for the right directory and set [sftp] remote_in_dir",
+            sftp.remote_in_dir
+        )
+    })?;
+    Ok((out_listing.len(), in_listing.len()))
+}
+
 pub fn run_config_check(
     data_dir: &Path,
     config: Option<&Path>,
@@ -372,39 +396,21 @@ pub fn run_config_check(
             sftp.user
         );
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("async runtime")?;
-    let (out_listing, in_listing) = runtime.block_on(async {
-        let client = SftpClient::connect(&sftp).await?;
-        let out_listing = client.list_dir(&sftp.remote_out_dir).await;
-        let in_listing = client.list_dir(&sftp.remote_in_dir).await;
-        client.close().await;
-        Ok::<_, crate::transport::TransportError>((out_listing, in_listing))
-    })?;
-    let out_listing = out_listing?;
-    let in_listing = in_listing.with_context(|| {
-        format!(
-            "remote_in_dir {:?} cannot be listed: receipts arrive there; ask the platform \
-             operator for the right directory and set [sftp] remote_in_dir",
-            sftp.remote_in_dir
-        )
-    })?;
+    let (out_listing, in_listing) = list_remote_dirs(&sftp)?;
     say(
         json!({
             "exists": true, "sftp": true, "address": sftp.address(), "user": sftp.user,
             "host_key": sftp.host_key.fingerprint().to_string(), "remote_out_dir": sftp.remote_out_dir,
-            "remote_out_entries": out_listing.len(), "remote_in_dir": sftp.remote_in_dir,
-            "remote_in_entries": in_listing.len(), "warnings": warnings,
+            "remote_out_entries": out_listing, "remote_in_dir": sftp.remote_in_dir,
+            "remote_in_entries": in_listing, "warnings": warnings,
         }),
         format!(
             "ok: host key matches the pinned {}; logged in; {} holds {} entr(y/ies); {} is readable and holds {}",
             sftp.host_key.fingerprint(),
             sftp.remote_out_dir,
-            out_listing.len(),
+            out_listing,
             sftp.remote_in_dir,
-            in_listing.len()
+            in_listing
         ),
     )?;
     Ok(ExitCode::SUCCESS)

@@ -14,7 +14,7 @@ use crate::domain::Kommune;
 use crate::export::outbox::write_bytes_atomically;
 use crate::export::{
     default_outbox, reconstruct, reissue, render_as_of, run_batch, ExportRequest, ExportedFile,
-    Progress,
+    Progress, Reconstruction,
 };
 use crate::ledger::{Head, Ledger};
 
@@ -86,36 +86,7 @@ pub fn run_export(
     } else {
         Ledger::open_existing(data_dir)?
     };
-    let bar = Bar::new();
-    let (files, what) = if let Some(time) = args.as_of {
-        let Some(out) = &args.out else {
-            bail!(
-                "--as-of writes only to a directory you name: add --out DIR (nothing is recorded)"
-            );
-        };
-        (
-            render_as_of(&ledger, &request, time, args.test, out, &bar)?,
-            format!("as of {time} into {} (nothing recorded)", out.display()),
-        )
-    } else if args.test {
-        let out = args
-            .out
-            .clone()
-            .unwrap_or_else(|| data_dir.join("test-files"));
-        let files = render_as_of(&ledger, &request, chrono::Utc::now(), true, &out, &bar)?;
-        (
-            files,
-            format!(
-                "test files (marker T) into {} (nothing recorded)",
-                out.display()
-            ),
-        )
-    } else {
-        let out = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
-        let files = run_batch(&mut ledger, &request, &out, &bar)?;
-        (files, format!("official files into {}", out.display()))
-    };
-    drop(bar);
+    let (files, what) = export_files(&mut ledger, data_dir, args, &request)?;
     let head = (args.as_of.is_none() && !args.test).then_some(ledger.head()?);
     if !args.deliver {
         print_exported(&mut io::stdout().lock(), &files, &what, head, args.json)?;
@@ -143,6 +114,46 @@ pub fn run_export(
     };
     let (_, exit) = deliver_and_report(ledger, &sftp, &request, &outbox, document)?;
     Ok(exit.into())
+}
+
+/// Writes the files the arguments ask for: as of a past time, test files, or the
+/// official batch. Gives them back with a phrase saying what and where.
+fn export_files(
+    ledger: &mut Ledger,
+    data_dir: &Path,
+    args: &ExportArgs,
+    request: &ExportRequest,
+) -> anyhow::Result<(Vec<ExportedFile>, String)> {
+    let bar = Bar::new();
+    if let Some(time) = args.as_of {
+        let Some(out) = &args.out else {
+            bail!(
+                "--as-of writes only to a directory you name: add --out DIR (nothing is recorded)"
+            );
+        };
+        let files = render_as_of(ledger, request, time, args.test, out, &bar)?;
+        return Ok((
+            files,
+            format!("as of {time} into {} (nothing recorded)", out.display()),
+        ));
+    }
+    if args.test {
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| data_dir.join("test-files"));
+        let files = render_as_of(ledger, request, chrono::Utc::now(), true, &out, &bar)?;
+        return Ok((
+            files,
+            format!(
+                "test files (marker T) into {} (nothing recorded)",
+                out.display()
+            ),
+        ));
+    }
+    let out = args.out.clone().unwrap_or_else(|| default_outbox(data_dir));
+    let files = run_batch(ledger, request, &out, &bar)?;
+    Ok((files, format!("official files into {}", out.display())))
 }
 
 /// The files an export run wrote, and the head it left (official runs), as JSON.
@@ -404,29 +415,33 @@ pub fn run_reissue(
             Ok(exit.into())
         }
         Err(mismatch) => {
-            if args.json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "refused": true, "file_name": mismatch.file.file_name,
-                        "broken_link": mismatch.broken_link,
-                        "recorded_sha256": hex(&mismatch.file.sha256), "rebuilt_sha256": hex(&mismatch.sha256),
-                    })
-                )?;
-            } else {
-                if let Some(broken) = &mismatch.broken_link {
-                    writeln!(out, "ALTERED: {broken}")?;
-                }
-                writeln!(
-                    out,
-                    "REFUSED: {} rebuilt from the log no longer matches the file that was sent (recorded {}, rebuilt {}); nothing was written. Run `sf2520 verify`.",
-                    mismatch.file.file_name,
-                    hex(&mismatch.file.sha256),
-                    hex(&mismatch.sha256)
-                )?;
-            }
+            print_refused(&mut out, &mismatch, args.json)?;
             Ok(Exit::LedgerDamaged.into())
         }
     }
+}
+
+/// A reissue refused because the file rendered from the log is not the one sent.
+fn print_refused(out: &mut dyn Write, mismatch: &Reconstruction, json: bool) -> io::Result<()> {
+    if json {
+        return writeln!(
+            out,
+            "{}",
+            json!({
+                "refused": true, "file_name": mismatch.file.file_name,
+                "broken_link": mismatch.broken_link,
+                "recorded_sha256": hex(&mismatch.file.sha256), "rebuilt_sha256": hex(&mismatch.sha256),
+            })
+        );
+    }
+    if let Some(broken) = &mismatch.broken_link {
+        writeln!(out, "ALTERED: {broken}")?;
+    }
+    writeln!(
+        out,
+        "REFUSED: {} rebuilt from the log no longer matches the file that was sent (recorded {}, rebuilt {}); nothing was written. Run `sf2520 verify`.",
+        mismatch.file.file_name,
+        hex(&mismatch.file.sha256),
+        hex(&mismatch.sha256)
+    )
 }

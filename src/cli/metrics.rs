@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::domain::Kommune;
 use crate::ledger::Ledger;
 
 use super::status::Snapshot;
@@ -31,27 +32,43 @@ fn family(text: &mut String, name: &str, help: &str) {
     let _ = writeln!(text, "# TYPE {name} gauge");
 }
 
+/// One family with a single sample.
+fn gauge(text: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    family(text, name, help);
+    let _ = writeln!(text, "{name} {value}");
+}
+
+/// One family with a sample per kommune.
+fn per_kommune<V: std::fmt::Display>(
+    text: &mut String,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (Kommune, V)>,
+) {
+    family(text, name, help);
+    for (kommune, value) in values {
+        let _ = writeln!(
+            text,
+            "{name}{{kommune=\"{}\",kommune_name=\"{}\"}} {value}",
+            kommune.code(),
+            label(kommune.name()),
+        );
+    }
+}
+
 pub fn render(ledger: &Ledger, snapshot: &Snapshot) -> anyhow::Result<String> {
     let mut text = String::new();
-    family(
+    gauge(
         &mut text,
         "sf2520_ledger_head_position",
         "Position of the last event in the log (0 when empty).",
+        snapshot.head.position,
     );
-    let _ = writeln!(
-        text,
-        "sf2520_ledger_head_position {}",
-        snapshot.head.position
-    );
-    family(
+    gauge(
         &mut text,
         "sf2520_ledger_head_timestamp_seconds",
         "When the last event was recorded (0 when the log is empty).",
-    );
-    let _ = writeln!(
-        text,
-        "sf2520_ledger_head_timestamp_seconds {}",
-        seconds(snapshot.head.recorded_at_us)
+        seconds(snapshot.head.recorded_at_us),
     );
     family(
         &mut text,
@@ -61,60 +78,40 @@ pub fn render(ledger: &Ledger, snapshot: &Snapshot) -> anyhow::Result<String> {
     for (state, count) in snapshot.counts() {
         let _ = writeln!(text, "sf2520_files{{state=\"{state}\"}} {count}");
     }
-    family(
+    gauge(
         &mut text,
         "sf2520_last_export_timestamp_seconds",
         "Creation time of the newest official file (0 when there is none).",
+        // tidy: allow(unwrap-or): 0 is this gauge's documented "no file yet".
+        seconds(snapshot.last_export_us().unwrap_or(0)),
     );
-    let _ = writeln!(
-        text,
-        "sf2520_last_export_timestamp_seconds {}",
-        // tidy: allow(unwrap-or): 0 is the documented "no file yet" of this gauge.
-        seconds(snapshot.last_export_us().unwrap_or(0))
-    );
-    family(
+    gauge(
         &mut text,
         "sf2520_oldest_pending_file_timestamp_seconds",
         "Creation time of the oldest file not yet accepted nor rejected (0 when none).",
-    );
-    let _ = writeln!(
-        text,
-        "sf2520_oldest_pending_file_timestamp_seconds {}",
         seconds(
             snapshot
                 .oldest_pending()
-                .map_or(0, |f| f.file.created_at_us)
-        )
+                .map_or(0, |f| f.file.created_at_us),
+        ),
     );
     let totals = ledger.kommune_totals(snapshot.head.position)?;
-    family(
+    per_kommune(
         &mut text,
         "sf2520_entries",
         "Withholdings and corrections recorded, per kommune.",
+        totals
+            .iter()
+            .map(|(kommune, totals)| (*kommune, totals.entries)),
     );
-    for (kommune, totals) in &totals {
-        let _ = writeln!(
-            text,
-            "sf2520_entries{{kommune=\"{}\",kommune_name=\"{}\"}} {}",
-            kommune.code(),
-            label(kommune.name()),
-            totals.entries
-        );
-    }
-    family(
+    per_kommune(
         &mut text,
         "sf2520_net_ore",
         "Net withheld (withholdings plus corrections) per kommune, in øre.",
+        totals
+            .iter()
+            .map(|(kommune, totals)| (*kommune, totals.net_ore)),
     );
-    for (kommune, totals) in &totals {
-        let _ = writeln!(
-            text,
-            "sf2520_net_ore{{kommune=\"{}\",kommune_name=\"{}\"}} {}",
-            kommune.code(),
-            label(kommune.name()),
-            totals.net_ore
-        );
-    }
     Ok(text)
 }
 

@@ -350,8 +350,26 @@ fn print_screen(
     verdict: Verdict,
     reasons: &[String],
 ) -> io::Result<()> {
-    let head = &snapshot.head;
     writeln!(out, "data directory  {}", data_dir.display())?;
+    print_head_and_files(out, snapshot)?;
+    writeln!(out, "configuration   {}", config_line(snapshot))?;
+    print_kommuner_behind(out, &snapshot.last_per_kommune())?;
+    writeln!(
+        out,
+        "check           {}{}",
+        verdict.label(),
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", reasons.join("; "))
+        }
+    )
+}
+
+/// The head, the last export, the files by state, the oldest pending file and
+/// every rejected one.
+fn print_head_and_files(out: &mut dyn Write, snapshot: &Snapshot) -> io::Result<()> {
+    let head = &snapshot.head;
     if head.position == 0 {
         writeln!(out, "ledger head     position 0 (empty log)")?;
     } else {
@@ -363,13 +381,12 @@ fn print_screen(
             &hex(&head.hash)[..16]
         )?;
     }
-    let last = snapshot.last_per_kommune();
     match snapshot.last_export_us() {
         Some(at) => writeln!(
             out,
             "last export     {} ({} kommune(r) have files)",
             time_us(at),
-            last.len()
+            snapshot.last_per_kommune().len()
         )?,
         None => writeln!(out, "last export     none yet; run `sf2520 export`")?,
     }
@@ -398,7 +415,11 @@ fn print_screen(
             file.file.sequence
         )?;
     }
-    let config = match &snapshot.config {
+    Ok(())
+}
+
+fn config_line(snapshot: &Snapshot) -> String {
+    match &snapshot.config {
         ConfigState::Absent => format!(
             "{} absent: files stay in the local outbox",
             snapshot.config_path
@@ -411,8 +432,10 @@ fn print_screen(
             format!("{}: delivery over SFTP to {address}", snapshot.config_path)
         }
         ConfigState::Invalid { message } => format!("INVALID: {message}"),
-    };
-    writeln!(out, "configuration   {config}")?;
+    }
+}
+
+fn print_kommuner_behind(out: &mut dyn Write, last: &[&FileStatus]) -> io::Result<()> {
     // The last file of each kommune whose last file is not accepted; the rest
     // are counted, so that 98 kommuner still fit one screen (--json lists all).
     let behind: Vec<&&FileStatus> = last
@@ -444,14 +467,5 @@ fn print_screen(
             last.len() - behind.len()
         )?;
     }
-    writeln!(
-        out,
-        "check           {}{}",
-        verdict.label(),
-        if reasons.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", reasons.join("; "))
-        }
-    )
+    Ok(())
 }

@@ -34,34 +34,7 @@ pub fn run(data_dir: &Path, args: &TotalsArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     if let Some(agreement) = &args.agreement {
         let agreement = AgreementRef::parse(agreement)?;
-        // An unknown agreement is an error; a registered one without entries has
-        // zero totals.
-        let kommune = ledger.agreement_kommune(agreement.as_str(), position)?;
-        let totals = ledger
-            .agreement_totals(agreement.as_str(), position)?
-            .unwrap_or_default();
-        if args.json {
-            writeln!(
-                out,
-                "{}",
-                json!({
-                    "position": position, "agreement": agreement.as_str(),
-                    "kommune": kommune.code(), "kommune_name": kommune.name(), "totals": totals,
-                })
-            )?;
-        } else {
-            writeln!(
-                out,
-                "agreement {agreement} of kommune {kommune} {} as of position {position}",
-                kommune.name()
-            )?;
-            let headers: Vec<&str> = ["agreement"].into_iter().chain(TOTALS_HEADERS).collect();
-            write!(
-                out,
-                "{}",
-                table(&headers, &[row(vec![agreement.to_string()], &totals)])
-            )?;
-        }
+        print_agreement(&mut out, &ledger, &agreement, position, args.json)?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(kommune) = &args.kommune {
@@ -101,6 +74,44 @@ pub fn run(data_dir: &Path, args: &TotalsArgs) -> anyhow::Result<ExitCode> {
         args.json,
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One agreement's totals. An unknown agreement is an error; a registered one
+/// without entries has zero totals.
+fn print_agreement(
+    out: &mut dyn Write,
+    ledger: &Ledger,
+    agreement: &AgreementRef,
+    position: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let kommune = ledger.agreement_kommune(agreement.as_str(), position)?;
+    let totals = ledger
+        .agreement_totals(agreement.as_str(), position)?
+        .unwrap_or_default();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "position": position, "agreement": agreement.as_str(),
+                "kommune": kommune.code(), "kommune_name": kommune.name(), "totals": totals,
+            })
+        )?;
+    } else {
+        writeln!(
+            out,
+            "agreement {agreement} of kommune {kommune} {} as of position {position}",
+            kommune.name()
+        )?;
+        let headers: Vec<&str> = ["agreement"].into_iter().chain(TOTALS_HEADERS).collect();
+        write!(
+            out,
+            "{}",
+            table(&headers, &[row(vec![agreement.to_string()], &totals)])
+        )?;
+    }
+    Ok(())
 }
 
 fn print_rows(

@@ -276,44 +276,55 @@ enum StepError {
     Refused(String),
 }
 
+/// Uploads the file of `item` unless an earlier run that died before recording it
+/// already did, then records `FileUploaded` either way.
+async fn upload_once(
+    config: &SftpConfig,
+    shared: &Shared,
+    item: &PendingDelivery,
+) -> Result<(), StepError> {
+    let file = &item.file;
+    let uploaded_before = match probe_earlier_upload(config, shared, file, item.senders_file_id)
+        .await?
+    {
+        Probe::Nothing => false,
+        Probe::AlreadyUploaded => {
+            tracing::warn!(file = %file.file_name, "found this delivery on the server from a run that died before recording it; not uploading again");
+            true
+        }
+    };
+    let bytes = outbox_bytes(shared, file)?;
+    let size_bytes = crate::transport::byte_count(&bytes);
+    let remote_path = if uploaded_before {
+        RemotePaths::new(config, &file.file_name).data
+    } else {
+        let outgoing = OutgoingFile {
+            name: file.file_name.clone(),
+            bytes,
+            senders_file_id: item.senders_file_id,
+        };
+        upload(config, &outgoing).await?.remote_path
+    };
+    shared.append(Event::FileUploaded(FileUploaded {
+        kommune: file.kommune,
+        sequence: file.sequence,
+        remote_path,
+        size_bytes,
+        senders_file_id: *item.senders_file_id.as_bytes(),
+        attempt: item.uploads + 1,
+    }))?;
+    Ok(())
+}
+
 async fn deliver_one(
     config: &SftpConfig,
     shared: &Shared,
     item: &PendingDelivery,
 ) -> Result<DeliveryResult, StepError> {
     let file = &item.file;
-    let mut awaiting = item.awaiting_receipt;
-    if !awaiting {
-        awaiting = match probe_earlier_upload(config, shared, file, item.senders_file_id).await? {
-            Probe::Nothing => false,
-            Probe::AlreadyUploaded => {
-                tracing::warn!(file = %file.file_name, "found this delivery on the server from a run that died before recording it; not uploading again");
-                true
-            }
-        };
-        let bytes = outbox_bytes(shared, file)?;
-        let size_bytes = crate::transport::byte_count(&bytes);
-        let remote_path = if awaiting {
-            RemotePaths::new(config, &file.file_name).data
-        } else {
-            let outgoing = OutgoingFile {
-                name: file.file_name.clone(),
-                bytes,
-                senders_file_id: item.senders_file_id,
-            };
-            upload(config, &outgoing).await?.remote_path
-        };
-        shared.append(Event::FileUploaded(FileUploaded {
-            kommune: file.kommune,
-            sequence: file.sequence,
-            remote_path,
-            size_bytes,
-            senders_file_id: *item.senders_file_id.as_bytes(),
-            attempt: item.uploads + 1,
-        }))?;
-        awaiting = true;
+    if !item.awaiting_receipt {
+        upload_once(config, shared, item).await?;
     }
-    debug_assert!(awaiting);
     let recorded = shared.recorded(file.kommune, file.sequence)?;
     let received = await_receipt(
         config,

@@ -295,71 +295,86 @@ impl Ledger {
         create: bool,
         new_totals_block: u64,
     ) -> Result<Ledger, LedgerError> {
-        let dir = &location.dir;
         match &location.database {
-            None => {
-                if !create {
-                    refuse_missing_database(dir)?;
-                }
-                ensure_private_dir(dir)?;
-                let path = dir.join(DATABASE_FILE);
-                sqlite::prepare_database_file(&path)?;
-                let conn = sqlite::open_for_writing(&path, dir, default_busy_wait())?;
-                let db = Db::Sqlite(conn);
-                let found = match &db {
-                    Db::Sqlite(conn) => sqlite::read_meta_if_any(conn)?,
-                    Db::Postgres(_) => None,
-                };
-                match found {
-                    None => initialize(&db, dir, new_totals_block)?,
-                    Some(found) if found == SCHEMA_VERSION => {}
-                    Some(found) if (1..SCHEMA_VERSION).contains(&found) => {
-                        tracing::info!(
-                            from = found,
-                            to = SCHEMA_VERSION,
-                            "rebuilding the projections of an older ledger from its log"
-                        );
-                        rebuild_projections(&db, DEFAULT_TOTALS_BLOCK)?;
-                    }
-                    Some(found) => {
-                        return Err(LedgerError::SchemaVersion {
-                            path,
-                            found,
-                            expected: SCHEMA_VERSION,
-                        })
-                    }
-                }
-                check_mark(&db, dir)?;
-                Ledger::assemble(db, &path, dir, true)
+            None => Ledger::open_sqlite_at(&location.dir, create, new_totals_block),
+            Some(url) => Ledger::open_postgres_at(&location.dir, url, create, new_totals_block),
+        }
+    }
+
+    /// [`Ledger::open_at`] for the SQLite file in `dir`; a ledger of an older
+    /// schema has its projections rebuilt from its log.
+    fn open_sqlite_at(
+        dir: &Path,
+        create: bool,
+        new_totals_block: u64,
+    ) -> Result<Ledger, LedgerError> {
+        if !create {
+            refuse_missing_database(dir)?;
+        }
+        ensure_private_dir(dir)?;
+        let path = dir.join(DATABASE_FILE);
+        sqlite::prepare_database_file(&path)?;
+        let conn = sqlite::open_for_writing(&path, dir, default_busy_wait())?;
+        let found = sqlite::read_meta_if_any(&conn)?;
+        let db = Db::Sqlite(conn);
+        match found {
+            None => initialize(&db, dir, new_totals_block)?,
+            Some(found) if found == SCHEMA_VERSION => {}
+            Some(found) if (1..SCHEMA_VERSION).contains(&found) => {
+                tracing::info!(
+                    from = found,
+                    to = SCHEMA_VERSION,
+                    "rebuilding the projections of an older ledger from its log"
+                );
+                rebuild_projections(&db, DEFAULT_TOTALS_BLOCK)?;
             }
-            Some(url) => {
-                if dir.is_dir() {
-                    datadir::check_private_dir(dir)?;
-                } else if !create {
-                    return Err(LedgerError::NoLedger { path: dir.clone() });
-                }
-                ensure_private_dir(dir)?;
-                let db = Db::Postgres(Box::new(Session::connect(url)?));
-                match postgres_schema_version(&db)? {
-                    None if create => initialize(&db, dir, new_totals_block)?,
-                    None => {
-                        return Err(LedgerError::NoLedger {
-                            path: PathBuf::from(url.describe()),
-                        })
-                    }
-                    Some(found) if found == SCHEMA_VERSION => {}
-                    Some(found) => {
-                        return Err(LedgerError::SchemaVersion {
-                            path: PathBuf::from(url.describe()),
-                            found,
-                            expected: SCHEMA_VERSION,
-                        })
-                    }
-                }
-                check_mark(&db, dir)?;
-                Ledger::assemble(db, Path::new(&url.describe()), dir, true)
+            Some(found) => {
+                return Err(LedgerError::SchemaVersion {
+                    path,
+                    found,
+                    expected: SCHEMA_VERSION,
+                })
             }
         }
+        check_mark(&db, dir)?;
+        Ledger::assemble(db, &path, dir, true)
+    }
+
+    /// [`Ledger::open_at`] for the PostgreSQL database at `url`, with this node's
+    /// data directory `dir`.
+    fn open_postgres_at(
+        dir: &Path,
+        url: &DatabaseUrl,
+        create: bool,
+        new_totals_block: u64,
+    ) -> Result<Ledger, LedgerError> {
+        if dir.is_dir() {
+            datadir::check_private_dir(dir)?;
+        } else if !create {
+            return Err(LedgerError::NoLedger {
+                path: dir.to_path_buf(),
+            });
+        }
+        ensure_private_dir(dir)?;
+        let db = Db::Postgres(Box::new(Session::connect(url)?));
+        match postgres_schema_version(&db)? {
+            None if create => initialize(&db, dir, new_totals_block)?,
+            None => {
+                return Err(LedgerError::NoLedger {
+                    path: PathBuf::from(url.describe()),
+                })
+            }
+            Some(found) if found == SCHEMA_VERSION => {}
+            Some(found) => {
+                return Err(LedgerError::SchemaVersion {
+                    path: PathBuf::from(url.describe()),
+                    found,
+                    expected: SCHEMA_VERSION,
+                })
+            }
+        }
+        check_mark(&db, dir)?;
+        Ledger::assemble(db, Path::new(&url.describe()), dir, true)
     }
 
     /// Opens the existing ledger in `dir` for reading only: nothing is created or
