@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use sf2520::transport::keys::ClientKey;
 use sf2520::transport::{
-    self, await_receipt, deliver_all, deliver_file, trigger_for, trigger_xml, upload,
-    DeliveryOutcome, OutgoingFile, RetryConfig, RoutingConfig, SftpClient, SftpConfig,
-    TransportError,
+    self, await_receipt, trigger_for, trigger_xml, upload, DeliveryOutcome, OutgoingFile,
+    RetryConfig, RoutingConfig, SftpClient, SftpConfig, TransportError,
 };
 use sha2::{Digest, Sha256};
 use support::platform::{receipt_xml, validate_against_schema, Answer, Platform};
 use support::sshd::{self, Sshd, SshdSetup};
+use support::transfer::{deliver_all, deliver_file};
 use uuid::Uuid;
 
 /// Deterministic bytes that do not repeat on a short period, so a misplaced chunk

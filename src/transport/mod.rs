@@ -23,9 +23,8 @@ pub use config::{load, ConfigError, PinnedHostKey, RetryConfig, RoutingConfig, S
 pub use error::TransportError;
 pub use sftp::SftpClient;
 pub use transfer::{
-    await_receipt, business_receipts, byte_count, deliver_all, deliver_file, run_limited,
-    trigger_for, upload, DeliveryOutcome, FoundBusinessReceipt, OutgoingFile, ReceivedReceipt,
-    RemotePaths, Uploaded,
+    await_receipt, business_receipts, byte_count, run_limited, trigger_for, upload,
+    DeliveryOutcome, FoundBusinessReceipt, OutgoingFile, ReceivedReceipt, RemotePaths, Uploaded,
 };
 pub use xml::{
     parse_in_document, parse_receipt, trigger_xml, BusinessReceipt, DynamicRouting, InDocument,

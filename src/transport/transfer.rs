@@ -3,7 +3,7 @@
 //! The steps are separate calls so the caller can record an event after each:
 //! [`upload`] puts `OUT/<name>` and, only once the server reports its full size,
 //! `OUT/<name>.trigger`; [`await_receipt`] waits for `IN/<name>.sftpreceipt`.
-//! [`deliver_file`] does both. Connection failures are retried with backoff per
+//! The exporter records an event between the two. Connection failures are retried with backoff per
 //! `[sftp.retry]`; an upload attempt always starts over and overwrites, so a crash or
 //! a dropped connection between data file and trigger leaves no trigger behind, and
 //! the next call simply uploads again.
@@ -384,16 +384,6 @@ fn outcome_of(receipt: TechnicalReceipt) -> DeliveryOutcome {
     }
 }
 
-/// Uploads the file and waits for the platform's receipt.
-pub async fn deliver_file(
-    config: &SftpConfig,
-    file: &OutgoingFile,
-) -> Result<DeliveryOutcome, TransportError> {
-    upload(config, file).await?;
-    let received = await_receipt(config, &file.name, file.senders_file_id, &HashSet::new()).await?;
-    Ok(received.outcome())
-}
-
 /// Every business receipt in `IN/` for one of `names` (data file names): a file
 /// there whose name starts with `<name>.` and which holds a `BusinessReceipt` whose
 /// `Filename` is that name. Files that are not business receipts are left alone;
@@ -447,14 +437,6 @@ async fn find_business_receipts(
         }
     }
     Ok(found)
-}
-
-/// Delivers every file, at most `concurrency` at a time; results in input order.
-pub async fn deliver_all(
-    config: &SftpConfig,
-    files: &[OutgoingFile],
-) -> Vec<Result<DeliveryOutcome, TransportError>> {
-    run_limited(config.concurrency, files, |file| deliver_file(config, file)).await
 }
 
 /// Runs `job` on every item with at most `limit` running at once, and returns the

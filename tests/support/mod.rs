@@ -14,6 +14,7 @@ pub mod platform;
 pub mod postgres;
 pub mod sshd;
 pub mod tmpfs;
+pub mod transfer;
 
 // The format tests were written against these names at the top of `support`.
 #[allow(unused_imports)]
