@@ -14,7 +14,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use sf2520::demo::{demo_month, SplitMix64};
 use sf2520::export::default_outbox;
@@ -22,15 +21,12 @@ use sf2520::export::outbox::{OUTBOX_MARKER, QUARANTINE_DIR};
 use sf2520::ledger::{Ledger, DATABASE_FILE, EXPORT_LOCK_FILE, HEAD_MARK_FILE, WRITER_NOTE_FILE};
 use support::cli::{command, sf2520, Run};
 use support::export::{assert_exactly_once, more_withholdings, registered_agreements};
+use support::process::{wait_bounded, wait_until};
 use support::tmpfs::Tmpfs;
 
 /// The exit status of a run refused because another holds what it needs.
 const EXIT_TRY_AGAIN: i32 = 5;
 const EXIT_SIGTERM: i32 = 143;
-
-/// How long a scenario waits for a condition before it fails (never reached
-/// when the code is right; a bound so that a hang is a failure, not a stuck CI).
-const PATIENCE: Duration = Duration::from_secs(120);
 
 /// A data directory with the demo month ingested (no file exported yet).
 fn month_ledger(dir: &Path, seed: u64) -> (PathBuf, Vec<sf2520::domain::Agreement>) {
@@ -64,32 +60,6 @@ fn finish(child: Child) -> (ExitStatus, Run) {
     let output: Output = wait_bounded(child);
     let status = output.status;
     (status, Run::from(output))
-}
-
-/// Waits for a child, killing it (and failing) if it runs past [`PATIENCE`].
-fn wait_bounded(mut child: Child) -> Output {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > PATIENCE {
-            child.kill().unwrap();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "sf2520 did not finish within {PATIENCE:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Polls `condition` until it holds (a condition to wait for, not a delay).
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < PATIENCE, "waited too long for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 fn signal(child: &Child, name: &str) {

@@ -23,13 +23,11 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 use sf2520::demo::{demo_month, SplitMix64};
@@ -41,11 +39,8 @@ use support::cli::Run;
 use support::export::{assert_exactly_once, more_withholdings, registered_agreements};
 use support::ledger::{agreement, lines, withholding, CPR};
 use support::postgres::{database, TestDatabase};
+use support::process::{wait_bounded, wait_for, PATIENCE};
 use support::tmpfs::Tmpfs;
-
-/// How long a test waits for a state before it fails (never reached when the
-/// code is right; a bound, so that a hang is a failure and not a stuck CI).
-const PATIENCE: Duration = Duration::from_secs(120);
 
 /// One node: a data directory, and the database URL its `sf2520` processes get
 /// (through `SF2520_DATABASE_URL`) with an `application_name` of the test's own,
@@ -91,56 +86,6 @@ impl Node<'_> {
             database: Some(DatabaseUrl::parse(&self.db.url()).unwrap()),
         };
         Ledger::open_at(&location, false, DEFAULT_TOTALS_BLOCK).unwrap()
-    }
-}
-
-/// Waits for a child, killing it (and failing) if it runs past [`PATIENCE`].
-fn wait_bounded(mut child: Child) -> Output {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > PATIENCE {
-            child.kill().unwrap();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "sf2520 did not finish within {PATIENCE:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Polls `probe` until it gives a value (a state to wait for, not a delay). If
-/// `child` ends first, fails with what it printed: the state will never come.
-fn wait_for<T>(
-    what: &str,
-    mut child: Option<&mut Child>,
-    mut probe: impl FnMut() -> Option<T>,
-) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        if let Some(child) = child.as_deref_mut() {
-            if let Some(status) = child.try_wait().unwrap() {
-                let mut out = String::new();
-                let mut err = String::new();
-                if let Some(mut stdout) = child.stdout.take() {
-                    stdout.read_to_string(&mut out).unwrap();
-                }
-                if let Some(mut stderr) = child.stderr.take() {
-                    stderr.read_to_string(&mut err).unwrap();
-                }
-                panic!("sf2520 ended ({status}) before {what}\nstdout: {out}\nstderr: {err}");
-            }
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "waited {PATIENCE:?} for {what} in vain"
-        );
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -12,6 +12,7 @@ pub mod format;
 pub mod ledger;
 pub mod platform;
 pub mod postgres;
+pub mod process;
 pub mod sshd;
 pub mod tmpfs;
 pub mod transfer;
