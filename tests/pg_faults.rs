@@ -52,7 +52,21 @@ struct Node<'d> {
     name: &'static str,
 }
 
-impl Node<'_> {
+impl<'d> Node<'d> {
+    /// A node named `name` with a ledger, and beside it a file of 30 lines
+    /// (33 events: three agreements and their withholdings) to ingest.
+    fn with_batch(root: &Path, db: &'d TestDatabase, name: &'static str) -> (Node<'d>, PathBuf) {
+        let node = Node {
+            dir: root.join("node"),
+            db,
+            name,
+        };
+        node.run(&["init"]).expect_success("init");
+        let input = root.join("batch.jsonl");
+        fs::write(&input, batch(30)).unwrap();
+        (node, input)
+    }
+
     fn url(&self) -> String {
         format!("{} application_name={}", self.db.url(), self.name)
     }
@@ -349,14 +363,7 @@ const LOST: &str = "the connection to PostgreSQL was lost during an ingest";
 fn a_commit_whose_outcome_is_unknown_is_repeated_and_its_lines_become_duplicates() {
     let root = tempfile::tempdir().unwrap();
     let db = database();
-    let node = Node {
-        dir: root.path().join("node"),
-        db: &db,
-        name: "pgf-ingest",
-    };
-    node.run(&["init"]).expect_success("init");
-    let input = root.path().join("batch.jsonl");
-    fs::write(&input, batch(30)).unwrap();
+    let (node, input) = Node::with_batch(root.path(), &db, "pgf-ingest");
     let mut admin = db.client();
 
     let gate = CommitsWait::begin();
@@ -392,14 +399,7 @@ fn a_commit_whose_outcome_is_unknown_is_repeated_and_its_lines_become_duplicates
 fn a_connection_lost_before_the_commit_is_repeated_and_writes_the_batch_once() {
     let root = tempfile::tempdir().unwrap();
     let db = database();
-    let node = Node {
-        dir: root.path().join("node"),
-        db: &db,
-        name: "pgf-ingest-early",
-    };
-    node.run(&["init"]).expect_success("init");
-    let input = root.path().join("batch.jsonl");
-    fs::write(&input, batch(30)).unwrap();
+    let (node, input) = Node::with_batch(root.path(), &db, "pgf-ingest-early");
     let mut admin = db.client();
 
     let holder = HeadHolder::started(&db, "pgf-holder");
@@ -435,14 +435,7 @@ fn a_connection_lost_before_the_commit_is_repeated_and_writes_the_batch_once() {
 fn a_connection_ended_in_answer_to_the_commit_is_repeated_and_writes_the_batch_once() {
     let root = tempfile::tempdir().unwrap();
     let db = database();
-    let node = Node {
-        dir: root.path().join("node"),
-        db: &db,
-        name: "pgf-ingest-commit",
-    };
-    node.run(&["init"]).expect_success("init");
-    let input = root.path().join("batch.jsonl");
-    fs::write(&input, batch(30)).unwrap();
+    let (node, input) = Node::with_batch(root.path(), &db, "pgf-ingest-commit");
     let mut admin = db.client();
     // A COMMIT that waits, before anything is written, for an advisory lock the
     // test holds: a deferred trigger on the head row, which every batch moves.
