@@ -10,6 +10,7 @@
 use std::process::ExitCode;
 
 use crate::export::ExportError;
+use crate::ingest::IngestError;
 use crate::ledger::{BackupError, LedgerError};
 use crate::transport::{ConfigError, TransportError};
 
@@ -137,6 +138,8 @@ pub fn classify(error: &anyhow::Error) -> Exit {
         .find_map(|cause| {
             if let Some(error) = cause.downcast_ref::<LedgerError>() {
                 ledger(error)
+            } else if let Some(error) = cause.downcast_ref::<IngestError>() {
+                ingest(error)
             } else if let Some(error) = cause.downcast_ref::<ExportError>() {
                 export(error)
             } else if let Some(error) = cause.downcast_ref::<TransportError>() {
@@ -173,8 +176,7 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
         LedgerError::BehindMark { .. }
         | LedgerError::MarkMismatch { .. }
         | LedgerError::DamagedMark { .. } => Some(Exit::LedgerDamaged),
-        LedgerError::Rejected(_)
-        | LedgerError::UnknownAgreement { .. }
+        LedgerError::UnknownAgreement { .. }
         | LedgerError::NoSuchPosition { .. }
         | LedgerError::PositionOutOfRange { .. }
         | LedgerError::NoSuchFile { .. } => Some(Exit::InputRejected),
@@ -185,6 +187,14 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
         | LedgerError::FileWithoutEvent { .. } => Some(Exit::LedgerDamaged),
         LedgerError::Concurrent { .. } => Some(Exit::ExportRunning),
         _ => None,
+    }
+}
+
+fn ingest(error: &IngestError) -> Option<Exit> {
+    match error {
+        // `#[error(transparent)]` hides the inner error from the chain.
+        IngestError::Ledger(inner) => ledger(inner),
+        IngestError::Read(_) => None,
     }
 }
 
