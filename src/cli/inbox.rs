@@ -24,7 +24,7 @@ use crate::ingest::IngestOutcome;
 use crate::ledger::{try_lock_named, HeldLock, IngestMode, Ledger, LockAttempt};
 
 use super::exit::Exit;
-use super::ingest::{check_file, os_error, outcome_json, print_outcome};
+use super::ingest::{ingest_file, os_error, outcome_json, print_outcome};
 use super::IngestArgs;
 
 /// The lock file inside the inbox.
@@ -143,7 +143,7 @@ pub fn run(ledger: &mut Ledger, dir: &Path, args: &IngestArgs) -> anyhow::Result
             .and_then(|name| name.to_str())
             .unwrap_or_default()
             .to_owned();
-        let outcome = check_file(ledger, file, IngestMode::Commit)?;
+        let outcome = ingest_file(ledger, file, IngestMode::Commit)?;
         let mut text = Vec::new();
         print_outcome(&mut text, &name, &outcome, args.verbose)?;
         let mut document = outcome_json(&name, &outcome, args.verbose);

@@ -31,7 +31,7 @@ pub fn os_error(action: &str, path: &Path, needs: &str, error: &io::Error) -> an
 
 /// Ingests one input file (or standard input for `-`) by the ingest policy; an
 /// OS error says the path and the permission it needs.
-pub fn check_file(
+pub fn ingest_file(
     ledger: &mut Ledger,
     file: &Path,
     mode: IngestMode,
@@ -57,13 +57,13 @@ pub fn run(data_dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     }
     let mut documents = Vec::new();
     let mut exit = Exit::Success;
+    let mode = if args.dry_run {
+        IngestMode::DryRun
+    } else {
+        IngestMode::Commit
+    };
     for file in &args.files {
-        let mode = if args.dry_run {
-            IngestMode::DryRun
-        } else {
-            IngestMode::Commit
-        };
-        let outcome = check_file(&mut ledger, file, mode)?;
+        let outcome = ingest_file(&mut ledger, file, mode)?;
         let name = file.display().to_string();
         if args.json {
             documents.push(outcome_json(&name, &outcome, args.verbose));
