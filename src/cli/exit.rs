@@ -269,6 +269,20 @@ mod tests {
         assert_eq!(classify(&error), Exit::Configuration);
     }
 
+    /// Regression guard: `IngestError::Ledger` is transparent, so without its own
+    /// arm a busy ledger during an ingest would exit 1 instead of 5.
+    #[test]
+    fn a_ledger_error_inside_an_ingest_error_is_found() {
+        let busy = LedgerError::Busy {
+            holder: "an ingest of 1 line(s)".into(),
+            waited_s: 60,
+        };
+        let error = anyhow::Error::from(IngestError::Ledger(busy)).context("while ingesting");
+        assert_eq!(classify(&error), Exit::ExportRunning);
+        let unreadable = IngestError::Read(std::io::Error::other("disk gone"));
+        assert_eq!(classify(&unreadable.into()), Exit::Failure);
+    }
+
     #[test]
     fn a_host_key_mismatch_after_retries_is_still_one() {
         let error = TransportError::RetriesExhausted {
