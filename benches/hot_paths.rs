@@ -14,7 +14,7 @@ use std::hint::black_box;
 use chrono::NaiveDate;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sf2520::domain::{Command, Kommune};
-use sf2520::ledger::{chain_hash, Ledger, GENESIS_HASH};
+use sf2520::ledger::{chain_hash, IngestMode, Ledger, GENESIS_HASH};
 use sf2520::sf2520::{read_file, DetailRecord, FileHeader, FileWriter};
 use uuid::Uuid;
 
@@ -99,7 +99,11 @@ fn append(c: &mut Criterion) {
     // Enough entries that criterion's iterations never run out of fresh references.
     let mut workload = Workload::new(11, 2_000_000);
     for batch in workload.agreement_batches(10_000) {
-        ledger.ingest(numbered(batch)).expect("agreements");
+        ledger
+            .ingest(numbered(batch), IngestMode::Commit)
+            .expect("agreements")
+            .accepted()
+            .expect("agreements accepted");
     }
     let mut group = c.benchmark_group("ledger");
     group.throughput(Throughput::Elements(RECORDS));
@@ -107,7 +111,13 @@ fn append(c: &mut Criterion) {
     group.bench_function("ingest 1000 entries", |b| {
         b.iter_batched(
             || numbered(workload.next_batch(1_000)),
-            |batch| ledger.ingest(batch).expect("ingest"),
+            |batch| {
+                ledger
+                    .ingest(batch, IngestMode::Commit)
+                    .expect("ingest")
+                    .accepted()
+                    .expect("ingest accepted")
+            },
             BatchSize::PerIteration,
         )
     });

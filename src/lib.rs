@@ -10,6 +10,9 @@
 //!   events and the rules that decide them. No IO.
 //! - [`export`]: the batch export job, files as of any past time, byte-identical
 //!   reconstruction, reissue, the files register, the atomic outbox.
+//! - [`ingest`]: the ingest policy: one JSON Lines input parsed, every line checked
+//!   against the rules, committed only when none failed; rejected lines are an
+//!   outcome, with their numbers and typed reasons.
 //! - [`interrupt`]: SIGINT/SIGTERM as a request to stop at the next safe point.
 //! - [`input`]: KY's JSON Lines, read with a bounded line length, parsed into commands.
 //! - [`ledger`]: the append-only event log on SQLite (hash chain, idempotent
@@ -35,6 +38,7 @@ pub mod cli;
 pub mod demo;
 pub mod domain;
 pub mod export;
+pub mod ingest;
 pub mod input;
 pub mod interrupt;
 pub mod ledger;

@@ -18,7 +18,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use sf2520::demo::{demo_month, SplitMix64};
 use sf2520::export::default_outbox;
 use sf2520::export::outbox::{OUTBOX_MARKER, QUARANTINE_DIR};
-use sf2520::ledger::{Ledger, DATABASE_FILE, EXPORT_LOCK_FILE, HEAD_MARK_FILE, WRITER_NOTE_FILE};
+use sf2520::ledger::{
+    IngestMode, Ledger, DATABASE_FILE, EXPORT_LOCK_FILE, HEAD_MARK_FILE, WRITER_NOTE_FILE,
+};
 use support::cli::{command, sf2520, Run};
 use support::export::{assert_exactly_once, more_withholdings, registered_agreements};
 use support::process::{wait_bounded, wait_until};
@@ -35,7 +37,9 @@ fn month_ledger(dir: &Path, seed: u64) -> (PathBuf, Vec<sf2520::domain::Agreemen
     let agreements = registered_agreements(&month);
     Ledger::open(&data_dir)
         .unwrap()
-        .ingest(month.into_iter().enumerate().collect())
+        .ingest(month.into_iter().enumerate().collect(), IngestMode::Commit)
+        .unwrap()
+        .accepted()
         .unwrap();
     (data_dir, agreements)
 }
@@ -44,7 +48,12 @@ fn ingest_more(data_dir: &Path, agreements: &[sf2520::domain::Agreement], round:
     let mut rng = SplitMix64::new(u64::try_from(round).unwrap());
     Ledger::open(data_dir)
         .unwrap()
-        .ingest(more_withholdings(&mut rng, agreements, round, 40))
+        .ingest(
+            more_withholdings(&mut rng, agreements, round, 40),
+            IngestMode::Commit,
+        )
+        .unwrap()
+        .accepted()
         .unwrap();
 }
 
@@ -473,12 +482,12 @@ fn sigterm_stops_ingest_export_backup_restore_and_verify_at_a_safe_point() {
     let mut ledger = Ledger::open(&data_dir).unwrap();
     for round in 0..4 {
         ledger
-            .ingest(more_withholdings(
-                &mut rng,
-                &agreements,
-                100 + round,
-                25_000,
-            ))
+            .ingest(
+                more_withholdings(&mut rng, &agreements, 100 + round, 25_000),
+                IngestMode::Commit,
+            )
+            .unwrap()
+            .accepted()
             .unwrap();
     }
     drop(ledger);
@@ -578,7 +587,12 @@ fn a_lost_wal_or_an_older_database_is_refused_before_anything_is_written() {
     let mut ledger = Ledger::open(&data_dir).unwrap();
     let mut rng = SplitMix64::new(20);
     ledger
-        .ingest(more_withholdings(&mut rng, &agreements, 5, 30))
+        .ingest(
+            more_withholdings(&mut rng, &agreements, 5, 30),
+            IngestMode::Commit,
+        )
+        .unwrap()
+        .accepted()
         .unwrap();
     let damaged = dir.path().join("damaged");
     fs::create_dir(&damaged).unwrap();
@@ -831,12 +845,12 @@ fn copies_that_sigkilled_backups_and_verifies_left_are_removed_by_the_next_run()
     let mut ledger = Ledger::open(&data_dir).unwrap();
     for round in 0..2 {
         ledger
-            .ingest(more_withholdings(
-                &mut rng,
-                &agreements,
-                200 + round,
-                25_000,
-            ))
+            .ingest(
+                more_withholdings(&mut rng, &agreements, 200 + round, 25_000),
+                IngestMode::Commit,
+            )
+            .unwrap()
+            .accepted()
             .unwrap();
     }
     drop(ledger);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use sf2520::demo::{demo_month, SplitMix64};
 use sf2520::export::default_outbox;
+use sf2520::ledger::IngestMode;
 use support::backend::Store;
 use support::cli::binary;
 use support::export::{assert_exactly_once, more_withholdings, registered_agreements};
@@ -33,7 +34,9 @@ fn sigkilled_exports_finish_with_every_entry_in_exactly_one_file() {
     let store = Store::new(&data_dir);
     store
         .open()
-        .ingest(month.into_iter().enumerate().collect())
+        .ingest(month.into_iter().enumerate().collect(), IngestMode::Commit)
+        .unwrap()
+        .accepted()
         .unwrap();
     let mut rng = SplitMix64::new(2520);
     let mut kills = 0;
@@ -47,7 +50,12 @@ fn sigkilled_exports_finish_with_every_entry_in_exactly_one_file() {
         assert!(round < 200, "could not kill an export {KILLS} times");
         store
             .open()
-            .ingest(more_withholdings(&mut rng, &agreements, round, 30))
+            .ingest(
+                more_withholdings(&mut rng, &agreements, round, 30),
+                IngestMode::Commit,
+            )
+            .unwrap()
+            .accepted()
             .unwrap();
         let started = std::time::Instant::now();
         let kill_at = Duration::from_millis(rng.below(export_ms));

@@ -5,6 +5,9 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
+use sf2520::domain::DomainError;
+use sf2520::ingest::{ingest_lines, IngestOutcome, RejectedLine};
+use sf2520::ledger::{IngestMode, LineError};
 use support::backend::open_ledger;
 use support::ledger::*;
 
@@ -310,6 +313,100 @@ fn a_batch_is_all_or_nothing_and_reports_every_bad_line() {
         .is_none());
 }
 
+// The ingest policy itself (`sf2520::ingest::ingest_lines`), typed, as the CLI
+// and `TestLedger` use it.
+
+/// Runs the policy on `jsonl` and asserts the log did not move.
+fn when_ingested_writing_nothing(
+    t: &mut TestLedger,
+    jsonl: &str,
+    mode: IngestMode,
+) -> IngestOutcome {
+    let head_before = t.ledger.head().unwrap();
+    let outcome = t.ingest_outcome(jsonl, mode);
+    assert_eq!(
+        t.ledger.head().unwrap(),
+        head_before,
+        "the log moved: {outcome:?}"
+    );
+    outcome
+}
+
+#[test]
+fn the_policy_keeps_good_lines_out_when_one_line_does_not_parse() {
+    let mut t = TestLedger::new();
+    let file = lines(&[
+        agreement("BA1", K, CPR, "2026-01-01"),
+        "{\"type\":\"agreement\",".to_string(),
+    ]);
+    let outcome = when_ingested_writing_nothing(&mut t, &file, IngestMode::Commit);
+    let IngestOutcome::Rejected { total_lines, lines } = outcome else {
+        panic!("expected a rejection, got {outcome:?}");
+    };
+    assert_eq!(total_lines, 2);
+    assert!(
+        matches!(&lines[..], [RejectedLine::Parse(error)] if error.line == 2),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn the_policy_checks_every_line_and_reports_parse_and_rule_rejections_by_line() {
+    let mut t = TestLedger::new();
+    // The refused line comes before the unparseable one: the policy collects parse
+    // errors first, so only its sort puts line 2 before line 4.
+    let file = lines(&[
+        agreement("BA1", K, CPR, "2026-01-01"),
+        withholding("KY-1", "BA404", K, "2026-10-01", "10.00"),
+        String::new(),
+        "not json".to_string(),
+    ]);
+    let outcome = when_ingested_writing_nothing(&mut t, &file, IngestMode::Commit);
+    let IngestOutcome::Rejected { total_lines, lines } = outcome else {
+        panic!("expected a rejection, got {outcome:?}");
+    };
+    assert_eq!(total_lines, 3, "a blank line is not counted");
+    assert!(
+        matches!(
+            &lines[..],
+            [
+                RejectedLine::Rule(LineError {
+                    line: 2,
+                    error: DomainError::UnknownAgreement { agreement },
+                }),
+                RejectedLine::Parse(parse),
+            ] if agreement == "BA404" && parse.line == 4
+        ),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.iter().map(RejectedLine::line).collect::<Vec<_>>(),
+        [2, 4]
+    );
+}
+
+#[test]
+fn a_dry_run_of_a_good_file_checks_it_and_commits_nothing() {
+    let mut t = TestLedger::new();
+    let file = lines(&[
+        agreement("BA1", K, CPR, "2026-01-01"),
+        withholding("KY-1", "BA1", K, "2026-10-01", "10.00"),
+    ]);
+    let outcome = when_ingested_writing_nothing(&mut t, &file, IngestMode::DryRun);
+    let IngestOutcome::Checked(checked) = outcome else {
+        panic!("expected a passed dry run, got {outcome:?}");
+    };
+    assert_eq!((checked.appended(), checked.duplicates()), (2, 0));
+    // Committed now, the same lines are new rather than duplicates: the dry run
+    // left nothing behind, not even in the write path's memos.
+    let outcome = t.ingest_outcome(&file, IngestMode::Commit);
+    let IngestOutcome::Committed(committed) = outcome else {
+        panic!("expected a commit, got {outcome:?}");
+    };
+    assert_eq!(committed.lines, checked.lines);
+    assert_eq!(t.head(), committed.head.position);
+}
+
 #[test]
 fn totals_can_be_read_as_of_any_position_and_time() {
     let mut t = given_one_withholding();
@@ -451,9 +548,11 @@ fn a_database_readable_by_others_is_refused() {
 /// Ingests through another `Ledger` on the same database, as a second process would.
 fn ingest_elsewhere(t: &TestLedger, jsonl: &str) {
     let mut other = open_ledger(&t.data_dir());
-    let parsed = sf2520::input::parse_lines(jsonl.as_bytes()).unwrap();
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    other.ingest(parsed.commands).unwrap();
+    let outcome = ingest_lines(&mut other, jsonl.as_bytes(), IngestMode::Commit).unwrap();
+    assert!(
+        matches!(outcome, IngestOutcome::Committed(_)),
+        "{outcome:?}"
+    );
 }
 
 // Regression guard for the write path's memo (agreement states and latest totals

@@ -34,7 +34,7 @@ use sf2520::demo::{demo_month, SplitMix64};
 use sf2520::domain::Agreement;
 use sf2520::export::default_outbox;
 use sf2520::export::outbox::QUARANTINE_DIR;
-use sf2520::ledger::{DatabaseUrl, Ledger, Location, DEFAULT_TOTALS_BLOCK};
+use sf2520::ledger::{DatabaseUrl, IngestMode, Ledger, Location, DEFAULT_TOTALS_BLOCK};
 use support::cli::Run;
 use support::export::{assert_exactly_once, more_withholdings, registered_agreements};
 use support::ledger::{agreement, lines, withholding, CPR};
@@ -656,7 +656,9 @@ fn month_on_postgres(node: &Node<'_>, seed: u64) -> Vec<Agreement> {
     let month = demo_month(seed);
     let agreements = registered_agreements(&month);
     node.open()
-        .ingest(month.into_iter().enumerate().collect())
+        .ingest(month.into_iter().enumerate().collect(), IngestMode::Commit)
+        .unwrap()
+        .accepted()
         .unwrap();
     agreements
 }
@@ -664,7 +666,12 @@ fn month_on_postgres(node: &Node<'_>, seed: u64) -> Vec<Agreement> {
 fn ingest_more(node: &Node<'_>, agreements: &[Agreement], round: usize) {
     let mut rng = SplitMix64::new(u64::try_from(round).unwrap());
     node.open()
-        .ingest(more_withholdings(&mut rng, agreements, round, 40))
+        .ingest(
+            more_withholdings(&mut rng, agreements, round, 40),
+            IngestMode::Commit,
+        )
+        .unwrap()
+        .accepted()
         .unwrap();
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use sf2520::demo::SplitMix64;
 use sf2520::domain::Kommune;
 use sf2520::export::{self, ExportRequest, Quiet};
-use sf2520::ledger::Ledger;
+use sf2520::ledger::{IngestMode, Ledger};
 
 use super::data::{numbered, Workload};
 use super::Knobs;
@@ -98,7 +98,11 @@ pub fn child_ingest(knobs: &Knobs, dir: &Path) {
     let mut ledger = Ledger::open(dir).expect("open ledger");
     let mut workload = Workload::new(knobs.seed, knobs.entries);
     for batch in workload.agreement_batches(knobs.batch) {
-        ledger.ingest(numbered(batch)).expect("register agreements");
+        ledger
+            .ingest(numbered(batch), IngestMode::Commit)
+            .expect("register agreements")
+            .accepted()
+            .expect("register agreements accepted");
     }
     let mut seconds = 0.0;
     let mut entries = 0;
@@ -110,7 +114,11 @@ pub fn child_ingest(knobs: &Knobs, dir: &Path) {
             break;
         }
         let started = Instant::now();
-        let report = ledger.ingest(batch).expect("ingest batch");
+        let report = ledger
+            .ingest(batch, IngestMode::Commit)
+            .expect("ingest batch")
+            .accepted()
+            .expect("ingest batch accepted");
         seconds += started.elapsed().as_secs_f64();
         entries += u64::try_from(report.appended()).unwrap_or(0);
     }
@@ -196,7 +204,11 @@ pub fn add_reconstruct_target(dir: &Path, seed: u64, entries: u64, records: u64)
     let mut appended = 0;
     while !numbered_batch.is_empty() {
         let rest = numbered_batch.split_off(numbered_batch.len().min(10_000));
-        let report = ledger.ingest(numbered_batch).expect("ingest target");
+        let report = ledger
+            .ingest(numbered_batch, IngestMode::Commit)
+            .expect("ingest target")
+            .accepted()
+            .expect("ingest target accepted");
         appended += report.appended();
         numbered_batch = rest;
     }
@@ -309,12 +321,21 @@ pub fn child_quiet(knobs: &Knobs, dir: &Path, bulk: u64) {
     // The same seed gives the same agreements as the bulk workload's.
     let mut quiet = Workload::new(knobs.seed, knobs.entries);
     for batch in quiet.agreement_batches(knobs.batch) {
-        ledger.ingest(numbered(batch)).expect("register agreements");
+        ledger
+            .ingest(numbered(batch), IngestMode::Commit)
+            .expect("register agreements")
+            .accepted()
+            .expect("register agreements accepted");
     }
     for kommune in 0..QUIET_KOMMUNER {
         ledger
-            .ingest(numbered(quiet.kommune_batch(kommune, QUIET_ENTRIES)))
-            .expect("first entries of a quiet kommune");
+            .ingest(
+                numbered(quiet.kommune_batch(kommune, QUIET_ENTRIES)),
+                IngestMode::Commit,
+            )
+            .expect("first entries of a quiet kommune")
+            .accepted()
+            .expect("first entries of a quiet kommune accepted");
     }
     export_all(&mut ledger);
     let mut bulk_workload = Workload::new(knobs.seed, bulk).sparing(QUIET_KOMMUNER);
@@ -323,14 +344,23 @@ pub fn child_quiet(knobs: &Knobs, dir: &Path, bulk: u64) {
         if batch.is_empty() {
             break;
         }
-        ledger.ingest(numbered(batch)).expect("bulk entries");
+        ledger
+            .ingest(numbered(batch), IngestMode::Commit)
+            .expect("bulk entries")
+            .accepted()
+            .expect("bulk entries accepted");
     }
     export_all(&mut ledger);
     let mut times: Vec<f64> = (0..QUIET_KOMMUNER)
         .map(|kommune| {
             ledger
-                .ingest(numbered(quiet.kommune_batch(kommune, QUIET_ENTRIES)))
-                .expect("new entries of a quiet kommune");
+                .ingest(
+                    numbered(quiet.kommune_batch(kommune, QUIET_ENTRIES)),
+                    IngestMode::Commit,
+                )
+                .expect("new entries of a quiet kommune")
+                .accepted()
+                .expect("new entries of a quiet kommune accepted");
             let started = Instant::now();
             let files = export_all(&mut ledger);
             let seconds = started.elapsed().as_secs_f64();

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::demo::demo_month;
 use crate::export::{default_outbox, run_batch, ExportRequest};
-use crate::ledger::Ledger;
+use crate::ledger::{IngestMode, Ledger};
 
 use super::export::{exported_json, print_exported, Bar};
 
@@ -33,7 +33,23 @@ pub fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
     // The demo, like `init`, may create the ledger.
     let mut ledger = Ledger::open(data_dir)?;
-    let report = ledger.ingest(commands)?;
+    let report = ledger
+        .ingest(commands, IngestMode::Commit)?
+        .accepted()
+        .map_err(|refused| {
+            anyhow::anyhow!(
+                "the rules refused {} line(s) of the demo month (seed {}): {}; this is a \
+                 bug in the demo's generator. Nothing was written",
+                refused.len(),
+                args.seed,
+                refused
+                    .iter()
+                    .take(3)
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
     let totals = ledger.kommune_totals(report.head.position)?;
     let entries: u64 = totals.iter().map(|(_, t)| t.entries).sum();
     let net: i64 = totals.iter().map(|(_, t)| t.net_ore).sum();

@@ -10,6 +10,7 @@
 use std::process::ExitCode;
 
 use crate::export::ExportError;
+use crate::ingest::IngestError;
 use crate::ledger::{BackupError, LedgerError};
 use crate::transport::{ConfigError, TransportError};
 
@@ -137,6 +138,8 @@ pub fn classify(error: &anyhow::Error) -> Exit {
         .find_map(|cause| {
             if let Some(error) = cause.downcast_ref::<LedgerError>() {
                 ledger(error)
+            } else if let Some(error) = cause.downcast_ref::<IngestError>() {
+                ingest(error)
             } else if let Some(error) = cause.downcast_ref::<ExportError>() {
                 export(error)
             } else if let Some(error) = cause.downcast_ref::<TransportError>() {
@@ -173,8 +176,7 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
         LedgerError::BehindMark { .. }
         | LedgerError::MarkMismatch { .. }
         | LedgerError::DamagedMark { .. } => Some(Exit::LedgerDamaged),
-        LedgerError::Rejected(_)
-        | LedgerError::UnknownAgreement { .. }
+        LedgerError::UnknownAgreement { .. }
         | LedgerError::NoSuchPosition { .. }
         | LedgerError::PositionOutOfRange { .. }
         | LedgerError::NoSuchFile { .. } => Some(Exit::InputRejected),
@@ -185,6 +187,14 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
         | LedgerError::FileWithoutEvent { .. } => Some(Exit::LedgerDamaged),
         LedgerError::Concurrent { .. } => Some(Exit::ExportRunning),
         _ => None,
+    }
+}
+
+fn ingest(error: &IngestError) -> Option<Exit> {
+    match error {
+        // `#[error(transparent)]` hides the inner error from the chain.
+        IngestError::Ledger(inner) => ledger(inner),
+        IngestError::Read(_) => None,
     }
 }
 
@@ -257,6 +267,20 @@ mod tests {
         })
         .context("while opening");
         assert_eq!(classify(&error), Exit::Configuration);
+    }
+
+    /// Regression guard: `IngestError::Ledger` is transparent, so without its own
+    /// arm a busy ledger during an ingest would exit 1 instead of 5.
+    #[test]
+    fn a_ledger_error_inside_an_ingest_error_is_found() {
+        let busy = LedgerError::Busy {
+            holder: "an ingest of 1 line(s)".into(),
+            waited_s: 60,
+        };
+        let error = anyhow::Error::from(IngestError::Ledger(busy)).context("while ingesting");
+        assert_eq!(classify(&error), Exit::ExportRunning);
+        let unreadable = IngestError::Read(std::io::Error::other("disk gone"));
+        assert_eq!(classify(&unreadable.into()), Exit::Failure);
     }
 
     #[test]

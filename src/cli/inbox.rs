@@ -20,10 +20,11 @@ use std::process::ExitCode;
 use anyhow::bail;
 use serde_json::json;
 
-use crate::ledger::{try_lock_named, HeldLock, Ledger, LockAttempt};
+use crate::ingest::IngestOutcome;
+use crate::ledger::{try_lock_named, HeldLock, IngestMode, Ledger, LockAttempt};
 
 use super::exit::Exit;
-use super::ingest::{check_file, os_error, outcome_json, print_outcome, FileOutcome};
+use super::ingest::{ingest_file, os_error, outcome_json, print_outcome};
 use super::IngestArgs;
 
 /// The lock file inside the inbox.
@@ -142,13 +143,17 @@ pub fn run(ledger: &mut Ledger, dir: &Path, args: &IngestArgs) -> anyhow::Result
             .and_then(|name| name.to_str())
             .unwrap_or_default()
             .to_owned();
-        let outcome = check_file(ledger, file, false)?;
+        let outcome = ingest_file(ledger, file, IngestMode::Commit)?;
         let mut text = Vec::new();
-        print_outcome(&mut text, &name, &outcome, false, args.verbose)?;
-        let mut document = outcome_json(&name, &outcome, false, args.verbose);
+        print_outcome(&mut text, &name, &outcome, args.verbose)?;
+        let mut document = outcome_json(&name, &outcome, args.verbose);
         let moved = match &outcome {
-            FileOutcome::Accepted(_) => move_into(file, &archive, &name)?,
-            FileOutcome::Rejected { .. } => {
+            IngestOutcome::Committed(_) => move_into(file, &archive, &name)?,
+            IngestOutcome::Checked(_) => anyhow::bail!(
+                "{name}: an inbox run commits, but its ingest came back as a dry run; \
+                 this is a bug in sf2520. The file was left in the inbox"
+            ),
+            IngestOutcome::Rejected { .. } => {
                 rejected_count += 1;
                 let moved = move_into(file, &rejected_dir, &name)?;
                 write_errors(&moved, &String::from_utf8_lossy(&text), &document)?;

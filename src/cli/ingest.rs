@@ -9,24 +9,14 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 
 use crate::domain::mask_in_text;
-use crate::input::{parse_lines, InputLineError};
-use crate::ledger::{IngestReport, Ledger, LedgerError, LineError, LineOutcome};
+use crate::ingest::{ingest_lines, IngestError, IngestOutcome, RejectedLine};
+use crate::ledger::{IngestMode, IngestReport, Ledger, LineOutcome};
 
 use super::exit::Exit;
 use super::IngestArgs;
 
 /// Duplicate line numbers shown without `--verbose`.
 const DUPLICATES_SHOWN: usize = 5;
-
-/// Reads one input file (or standard input for `-`); an OS error says the path
-/// and the permission it needs.
-fn read_input(file: &Path) -> anyhow::Result<crate::input::ParsedInput> {
-    if file == Path::new("-") {
-        return Ok(parse_lines(io::stdin().lock())?);
-    }
-    let handle = File::open(file).map_err(|error| os_error("open", file, "read", &error))?;
-    parse_lines(BufReader::new(handle)).map_err(|error| os_error("read", file, "read", &error))
-}
 
 /// An OS error said once, with the path and, for a permission problem, the
 /// permission the program needs there.
@@ -39,42 +29,24 @@ pub fn os_error(action: &str, path: &Path, needs: &str, error: &io::Error) -> an
     anyhow::anyhow!("cannot {action} {}: {error}{advice}", path.display())
 }
 
-/// One rejected line, from parsing or from the rules, for the report.
-pub struct Rejection {
-    pub line: usize,
-    pub reason: String,
-}
-
-/// What became of one input file.
-pub enum FileOutcome {
-    /// Every line accepted (and committed unless a dry run).
-    Accepted(IngestReport),
-    /// Lines rejected; nothing of the file was written.
-    Rejected {
-        total_lines: usize,
-        rejected: Vec<Rejection>,
-    },
-}
-
-/// Checks every line of `file` against the ledger and, unless `dry_run`,
-/// appends them all or none.
-pub fn check_file(ledger: &mut Ledger, file: &Path, dry_run: bool) -> anyhow::Result<FileOutcome> {
-    let parsed = read_input(file)?;
-    let total_lines = parsed.commands.len() + parsed.errors.len();
-    let mut rejected: Vec<Rejection> = parsed.errors.iter().map(from_input).collect();
-    // Even when some lines did not parse, the rest are checked against the ledger
-    // (and rolled back) so that one run reports every bad line.
-    let commit = !dry_run && rejected.is_empty();
-    match ledger.ingest_checked(parsed.commands, commit) {
-        Ok(report) if rejected.is_empty() => return Ok(FileOutcome::Accepted(report)),
-        Ok(_) => {}
-        Err(LedgerError::Rejected(errors)) => rejected.extend(errors.iter().map(from_rule)),
-        Err(other) => return Err(other.into()),
-    }
-    rejected.sort_by_key(|rejection| rejection.line);
-    Ok(FileOutcome::Rejected {
-        total_lines,
-        rejected,
+/// Ingests one input file (or standard input for `-`) by the ingest policy; an
+/// OS error says the path and the permission it needs.
+pub fn ingest_file(
+    ledger: &mut Ledger,
+    file: &Path,
+    mode: IngestMode,
+) -> anyhow::Result<IngestOutcome> {
+    let result = if file == Path::new("-") {
+        ingest_lines(ledger, io::stdin().lock(), mode)
+    } else {
+        let handle = File::open(file).map_err(|error| os_error("open", file, "read", &error))?;
+        ingest_lines(ledger, BufReader::new(handle), mode)
+    };
+    result.map_err(|error| match error {
+        IngestError::Read(error) if file == Path::new("-") => error.into(),
+        IngestError::Read(error) => os_error("read", file, "read", &error),
+        // The ledger's own error, so that `exit::classify` finds it.
+        IngestError::Ledger(error) => error.into(),
     })
 }
 
@@ -85,18 +57,23 @@ pub fn run(data_dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     }
     let mut documents = Vec::new();
     let mut exit = Exit::Success;
+    let mode = if args.dry_run {
+        IngestMode::DryRun
+    } else {
+        IngestMode::Commit
+    };
     for file in &args.files {
-        let outcome = check_file(&mut ledger, file, args.dry_run)?;
+        let outcome = ingest_file(&mut ledger, file, mode)?;
         let name = file.display().to_string();
         if args.json {
-            documents.push(outcome_json(&name, &outcome, args.dry_run, args.verbose));
+            documents.push(outcome_json(&name, &outcome, args.verbose));
         } else {
             let mut out = io::stdout().lock();
-            print_outcome(&mut out, &name, &outcome, args.dry_run, args.verbose)?;
+            print_outcome(&mut out, &name, &outcome, args.verbose)?;
             // Flushed per file: a caller may rely on each printed line meaning "durable".
             out.flush()?;
         }
-        if matches!(outcome, FileOutcome::Rejected { .. }) {
+        if matches!(outcome, IngestOutcome::Rejected { .. }) {
             // The first rejected file stops the run; the files before it stay committed.
             exit = Exit::InputRejected;
             break;
@@ -112,21 +89,11 @@ pub fn run(data_dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     Ok(exit.into())
 }
 
-// Reasons may quote input verbatim (a CPR sent in the kommune field, say), so
-// CPR-shaped numbers are masked before they reach the operator (ARCHITECTURE.md, invariant 6).
-
-fn from_input(error: &InputLineError) -> Rejection {
-    Rejection {
-        line: error.line,
-        reason: mask_in_text(&error.error.to_string()),
-    }
-}
-
-fn from_rule(error: &LineError) -> Rejection {
-    Rejection {
-        line: error.line,
-        reason: mask_in_text(&error.error.to_string()),
-    }
+/// Why a line was rejected, as the operator sees it. Reasons may quote input
+/// verbatim (a CPR sent in the kommune field, say), so CPR-shaped numbers are
+/// masked before they reach the operator (ARCHITECTURE.md, invariant 6).
+fn shown_reason(rejected: &RejectedLine) -> String {
+    mask_in_text(&rejected.reason().to_string())
 }
 
 fn duplicate_lines(report: &IngestReport) -> impl Iterator<Item = usize> + '_ {
@@ -138,9 +105,9 @@ fn duplicate_lines(report: &IngestReport) -> impl Iterator<Item = usize> + '_ {
 }
 
 /// One file's outcome as a JSON object.
-pub fn outcome_json(file: &str, outcome: &FileOutcome, dry_run: bool, verbose: bool) -> Value {
+pub fn outcome_json(file: &str, outcome: &IngestOutcome, verbose: bool) -> Value {
     match outcome {
-        FileOutcome::Accepted(report) => {
+        IngestOutcome::Committed(report) | IngestOutcome::Checked(report) => {
             let shown = if verbose {
                 usize::MAX
             } else {
@@ -150,7 +117,7 @@ pub fn outcome_json(file: &str, outcome: &FileOutcome, dry_run: bool, verbose: b
             json!({
                 "file": file,
                 "outcome": "accepted",
-                "dry_run": dry_run,
+                "dry_run": matches!(outcome, IngestOutcome::Checked(_)),
                 "appended": report.appended(),
                 "duplicates": report.duplicates(),
                 "duplicate_lines": duplicates,
@@ -159,13 +126,13 @@ pub fn outcome_json(file: &str, outcome: &FileOutcome, dry_run: bool, verbose: b
                 "head": crate::audit::Anchor::of(&report.head).to_string(),
             })
         }
-        FileOutcome::Rejected {
+        IngestOutcome::Rejected {
             total_lines,
-            rejected,
+            lines: rejected,
         } => {
             let lines: Vec<_> = rejected
                 .iter()
-                .map(|r| json!({"line": r.line, "reason": r.reason}))
+                .map(|line| json!({"line": line.line(), "reason": shown_reason(line)}))
                 .collect();
             json!({
                 "file": file, "outcome": "rejected", "lines": total_lines,
@@ -180,17 +147,16 @@ pub fn outcome_json(file: &str, outcome: &FileOutcome, dry_run: bool, verbose: b
 pub fn print_outcome(
     out: &mut dyn Write,
     file: &str,
-    outcome: &FileOutcome,
-    dry_run: bool,
+    outcome: &IngestOutcome,
     verbose: bool,
 ) -> io::Result<()> {
     match outcome {
-        FileOutcome::Rejected {
+        IngestOutcome::Rejected {
             total_lines,
-            rejected,
+            lines: rejected,
         } => {
-            for rejection in rejected {
-                writeln!(out, "{file}:{}: {}", rejection.line, rejection.reason)?;
+            for line in rejected {
+                writeln!(out, "{file}:{}: {}", line.line(), shown_reason(line))?;
             }
             writeln!(
                 out,
@@ -199,8 +165,12 @@ pub fn print_outcome(
                 total_lines
             )
         }
-        FileOutcome::Accepted(report) => {
-            let verb = if dry_run { "would append" } else { "appended" };
+        IngestOutcome::Committed(report) | IngestOutcome::Checked(report) => {
+            let verb = if matches!(outcome, IngestOutcome::Checked(_)) {
+                "would append"
+            } else {
+                "appended"
+            };
             if verbose {
                 for line in duplicate_lines(report) {
                     writeln!(

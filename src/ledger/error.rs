@@ -1,4 +1,6 @@
-//! LedgerError: what can go wrong opening, appending to and reading the ledger.
+//! LedgerError: what can go wrong opening, appending to and reading the ledger;
+//! LineError: an input line the rules refused, which is an outcome of an ingest
+//! (`BatchOutcome::Rejected`), not a failure of the ledger.
 
 use std::path::PathBuf;
 
@@ -6,7 +8,7 @@ use thiserror::Error;
 
 use crate::domain::DomainError;
 
-/// One rejected input line.
+/// One input line the rules refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("line {line}: {error}")]
 pub struct LineError {
@@ -58,9 +60,6 @@ pub enum LedgerError {
         found: i64,
         expected: i64,
     },
-
-    #[error("{} line(s) rejected; nothing was written", .0.len())]
-    Rejected(Vec<LineError>),
 
     #[error("event at position {position} cannot be decoded: {reason}")]
     CorruptPayload { position: u64, reason: String },

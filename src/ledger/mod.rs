@@ -39,8 +39,8 @@ pub use projection::{RangeTotals, Totals, KIND_CORRECTION, KIND_WITHHOLDING};
 pub use schema::DEFAULT_TOTALS_BLOCK;
 pub use store::Appender;
 pub use store::{
-    create_private_dir, ensure_private_dir, set_database_url, set_default_busy_wait, AsOf, Clock,
-    Cutoff, ExportLock, Head, IngestReport, Ledger, LineOutcome, Location, SystemClock,
-    DATABASE_FILE, DEFAULT_BUSY_WAIT, UNKNOWN_OUTCOME_RETRIES,
+    create_private_dir, ensure_private_dir, set_database_url, set_default_busy_wait, AsOf,
+    BatchOutcome, Clock, Cutoff, ExportLock, Head, IngestMode, IngestReport, Ledger, LineOutcome,
+    Location, SystemClock, DATABASE_FILE, DEFAULT_BUSY_WAIT, UNKNOWN_OUTCOME_RETRIES,
 };
 pub use verify::{VerifyFailure, VerifyReport};

@@ -54,12 +54,45 @@ pub enum LineOutcome {
     Duplicate,
 }
 
-/// The result of a committed (durable) ingest.
+/// What became of every line of an accepted batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngestReport {
     /// (1-based line number, outcome), in input order.
     pub lines: Vec<(usize, LineOutcome)>,
+    /// The head after the batch: committed, or in a dry run the head it would have
+    /// had (nothing was written).
     pub head: Head,
+}
+
+/// Whether an accepted batch is kept or only checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestMode {
+    /// Commit durably when every line is accepted.
+    Commit,
+    /// Check every line exactly as a commit would, then roll everything back.
+    DryRun,
+}
+
+/// What the rules made of a batch. A refusal is an answer, not a failure: the
+/// ledger works as it should, and the input is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "a batch may have been rejected"]
+pub enum BatchOutcome {
+    /// Every line accepted (and, with [`IngestMode::Commit`], durable).
+    Accepted(IngestReport),
+    /// The lines the rules refused, in input order; nothing was written.
+    Rejected(Vec<LineError>),
+}
+
+impl BatchOutcome {
+    /// The report of an accepted batch, or the refused lines as the error: for a
+    /// caller that has no use for a refusal but to fail on it.
+    pub fn accepted(self) -> Result<IngestReport, Vec<LineError>> {
+        match self {
+            BatchOutcome::Accepted(report) => Ok(report),
+            BatchOutcome::Rejected(lines) => Err(lines),
+        }
+    }
 }
 
 impl IngestReport {
@@ -623,15 +656,16 @@ impl Ledger {
         &mut self,
         work: impl FnOnce(&mut Appender<'_>) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
-        self.transact(work, true, "a write")
+        self.transact(work, |_| true, "a write")
     }
 
-    /// Like [`Ledger::write`], but rolls back when `commit` is false. `activity`
-    /// names the work for a process left waiting on it.
+    /// Like [`Ledger::write`], but rolls back unless `commit` says, of what `work`
+    /// returned, to keep it. `activity` names the work for a process left waiting
+    /// on it.
     fn transact<T>(
         &mut self,
         work: impl FnOnce(&mut Appender<'_>) -> Result<T, LedgerError>,
-        commit: bool,
+        commit: impl FnOnce(&T) -> bool,
         activity: &str,
     ) -> Result<T, LedgerError> {
         crate::interrupt::check()?;
@@ -658,7 +692,7 @@ impl Ledger {
         let result = work(&mut appender).map_err(|error| sqlite::full_while(error, &self.dir))?;
         let advanced = appender.head != head;
         let head = appender.head;
-        if !commit {
+        if !commit(&result) {
             tx.rollback()?;
             return Ok(result);
         }
@@ -677,28 +711,24 @@ impl Ledger {
     }
 
     /// Ingests a batch of commands, all or nothing. Every line is checked against
-    /// the ledger plus the batch's earlier lines; if any is rejected, every
-    /// rejected line is reported and nothing is written. Returns after the commit
-    /// is durable.
-    pub fn ingest(&mut self, commands: Vec<(usize, Command)>) -> Result<IngestReport, LedgerError> {
-        self.ingest_checked(commands, true)
-    }
-
-    /// [`Ledger::ingest`], or with `commit` false a dry run: every line is checked
-    /// exactly as in a real ingest, then everything is rolled back.
+    /// the ledger plus the batch's earlier lines; if any is refused, the outcome
+    /// lists every refused line and nothing is written. With
+    /// [`IngestMode::Commit`] an accepted batch is durable when this returns; with
+    /// [`IngestMode::DryRun`] every line is checked exactly as in a real ingest,
+    /// then everything is rolled back.
     ///
     /// On PostgreSQL a connection lost before the commit was acknowledged leaves
     /// its outcome unknown: the batch is tried again on a new connection (up to
     /// [`UNKNOWN_OUTCOME_RETRIES`] times), and the rules make every line the lost
     /// commit did write a duplicate.
-    pub fn ingest_checked(
+    pub fn ingest(
         &mut self,
         commands: Vec<(usize, Command)>,
-        commit: bool,
-    ) -> Result<IngestReport, LedgerError> {
+        mode: IngestMode,
+    ) -> Result<BatchOutcome, LedgerError> {
         let mut attempt = 0;
         loop {
-            match self.ingest_once(commands.clone(), commit) {
+            match self.ingest_once(commands.clone(), mode) {
                 Err(LedgerError::Postgres(error)) if self.connection_lost(&error) => {
                     // As LedgerError, so that the log says the server's reason.
                     let error = LedgerError::Postgres(error);
@@ -735,8 +765,8 @@ impl Ledger {
     fn ingest_once(
         &mut self,
         commands: Vec<(usize, Command)>,
-        commit: bool,
-    ) -> Result<IngestReport, LedgerError> {
+        mode: IngestMode,
+    ) -> Result<BatchOutcome, LedgerError> {
         let activity = format!("an ingest of {} line(s)", commands.len());
         self.transact(
             |appender| {
@@ -774,14 +804,15 @@ impl Ledger {
                     }
                 }
                 if !rejected.is_empty() {
-                    return Err(LedgerError::Rejected(rejected));
+                    return Ok(BatchOutcome::Rejected(rejected));
                 }
-                Ok(IngestReport {
+                Ok(BatchOutcome::Accepted(IngestReport {
                     lines,
                     head: appender.head,
-                })
+                }))
             },
-            commit,
+            // A refused line rolls back the lines before it that were appended.
+            |outcome| mode == IngestMode::Commit && matches!(outcome, BatchOutcome::Accepted(_)),
             &activity,
         )
     }

@@ -2,8 +2,8 @@
 //! on the backend `SF2520_TEST_BACKEND` names (`support::backend`).
 
 use serde_json::json;
-use sf2520::input::parse_lines;
-use sf2520::ledger::{IngestReport, Ledger, LedgerError, DEFAULT_TOTALS_BLOCK};
+use sf2520::ingest::{ingest_lines, IngestOutcome};
+use sf2520::ledger::{IngestMode, IngestReport, Ledger, DEFAULT_TOTALS_BLOCK};
 use tempfile::TempDir;
 
 use super::backend::{sql, Sql, Store};
@@ -56,25 +56,27 @@ impl TestLedger {
         self.dir.path().join("data")
     }
 
-    /// Ingests JSON Lines; `Err` lists every (line, reason) that was rejected.
+    /// Ingests JSON Lines by the ingest policy (`sf2520::ingest::ingest_lines`,
+    /// as `sf2520 ingest` does); `Err` lists every (line, reason) that was
+    /// rejected, in line order.
     pub fn ingest(&mut self, jsonl: &str) -> Result<IngestReport, Vec<(usize, String)>> {
-        let parsed = parse_lines(jsonl.as_bytes()).expect("reading from memory");
-        let mut rejected: Vec<(usize, String)> = parsed
-            .errors
-            .iter()
-            .map(|e| (e.line, e.error.to_string()))
-            .collect();
-        let commit = rejected.is_empty();
-        match self.ledger.ingest_checked(parsed.commands, commit) {
-            Ok(report) if commit => return Ok(report),
-            Ok(_) => {}
-            Err(LedgerError::Rejected(errors)) => {
-                rejected.extend(errors.iter().map(|e| (e.line, e.error.to_string())))
+        match self.ingest_outcome(jsonl, IngestMode::Commit) {
+            IngestOutcome::Committed(report) => Ok(report),
+            IngestOutcome::Rejected { lines, .. } => Err(lines
+                .iter()
+                .map(|line| (line.line(), line.reason().to_string()))
+                .collect()),
+            IngestOutcome::Checked(report) => {
+                panic!("a committing ingest came back as a dry run: {report:?}")
             }
-            Err(other) => panic!("storage failure: {other}"),
         }
-        rejected.sort();
-        Err(rejected)
+    }
+
+    /// Ingests JSON Lines by the ingest policy in `mode`; panics if the ledger
+    /// fails (reading from memory cannot).
+    pub fn ingest_outcome(&mut self, jsonl: &str, mode: IngestMode) -> IngestOutcome {
+        ingest_lines(&mut self.ledger, jsonl.as_bytes(), mode)
+            .unwrap_or_else(|error| panic!("storage failure: {error}"))
     }
 
     /// Ingests and panics with the reasons if anything was rejected.
