@@ -8,12 +8,39 @@ use serde_json::json;
 
 use crate::demo::demo_month;
 use crate::export::{default_outbox, run_batch, ExportRequest};
-use crate::ledger::{IngestMode, Ledger};
+use anyhow::Context;
+
+use crate::domain::Command;
+use crate::ledger::{IngestMode, IngestReport, Ledger};
 
 use super::export::{exported_json, print_exported, Bar};
 
 use super::output::kroner;
 use super::DemoArgs;
+
+/// Appends the demo month; a line the rules refuse is a bug in the generator.
+fn ingest_demo(
+    ledger: &mut Ledger,
+    commands: Vec<(usize, Command)>,
+    seed: u64,
+) -> anyhow::Result<IngestReport> {
+    ledger
+        .ingest(commands, IngestMode::Commit)?
+        .accepted()
+        .map_err(|refused| {
+            anyhow::anyhow!(
+                "the rules refused {} line(s) of the demo month (seed {seed}): {}; this is a \
+                 bug in the demo's generator. Nothing was written",
+                refused.len(),
+                refused
+                    .iter()
+                    .take(3)
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })
+}
 
 pub fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let commands: Vec<_> = demo_month(args.seed)
@@ -33,26 +60,13 @@ pub fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
     // The demo, like `init`, may create the ledger.
     let mut ledger = Ledger::open(data_dir)?;
-    let report = ledger
-        .ingest(commands, IngestMode::Commit)?
-        .accepted()
-        .map_err(|refused| {
-            anyhow::anyhow!(
-                "the rules refused {} line(s) of the demo month (seed {}): {}; this is a \
-                 bug in the demo's generator. Nothing was written",
-                refused.len(),
-                args.seed,
-                refused
-                    .iter()
-                    .take(3)
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })?;
+    let report = ingest_demo(&mut ledger, commands, args.seed)?;
     let totals = ledger.kommune_totals(report.head.position)?;
     let entries: u64 = totals.iter().map(|(_, t)| t.entries).sum();
-    let net: i64 = totals.iter().map(|(_, t)| t.net_ore).sum();
+    let net = totals
+        .iter()
+        .try_fold(0i64, |sum, (_, t)| sum.checked_add(t.net_ore))
+        .context("the kommuner's nets overflow i64 øre together")?;
     if !args.json {
         writeln!(
             out,
