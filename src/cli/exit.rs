@@ -181,11 +181,9 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
         | LedgerError::PositionOutOfRange { .. }
         | LedgerError::NoSuchFile { .. } => Some(Exit::InputRejected),
         LedgerError::CorruptPayload { .. }
-        | LedgerError::PositionGap { .. }
         | LedgerError::NotALedger { .. }
         | LedgerError::CorruptLedger { .. }
         | LedgerError::FileWithoutEvent { .. } => Some(Exit::LedgerDamaged),
-        LedgerError::Concurrent { .. } => Some(Exit::ExportRunning),
         _ => None,
     }
 }
@@ -258,8 +256,9 @@ mod tests {
 
     #[test]
     fn a_ledger_error_inside_an_export_error_is_found() {
-        let error = anyhow::Error::from(ExportError::Ledger(LedgerError::Concurrent {
-            what: "head".into(),
+        let error = anyhow::Error::from(ExportError::Ledger(LedgerError::Busy {
+            holder: "another export".into(),
+            waited_s: 60,
         }));
         assert_eq!(classify(&error), Exit::ExportRunning);
         let error = anyhow::Error::from(LedgerError::NoLedger {

@@ -64,9 +64,6 @@ pub enum LedgerError {
     #[error("event at position {position} cannot be decoded: {reason}")]
     CorruptPayload { position: u64, reason: String },
 
-    #[error("the log has a gap or disorder: expected position {expected}, found {found}")]
-    PositionGap { expected: u64, found: u64 },
-
     #[error("position {position} does not exist (the log ends at {head})")]
     NoSuchPosition { position: u64, head: u64 },
 
@@ -75,9 +72,6 @@ pub enum LedgerError {
          `sf2520 log` lists the agreements registered (type AgreementRegistered)"
     )]
     UnknownAgreement { agreement: String, position: u64 },
-
-    #[error("{what} changed while this run worked; another process is writing to the ledger")]
-    Concurrent { what: String },
 
     #[error(
         "{path} belongs to uid {owner}, but this process runs as uid {uid}: run sf2520 as \
