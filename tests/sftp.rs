@@ -55,14 +55,17 @@ where
 }
 
 /// Blocks until an attempt watched by `failures` has failed; panics naming `what`
-/// after [`ATTEMPT_WAIT_TIMEOUT`].
+/// after [`ATTEMPT_WAIT_TIMEOUT`], or when the watched task ended first.
 fn wait_for_a_failed_attempt(failures: &mpsc::Receiver<()>, what: &str, sshd: &Sshd) {
-    if failures.recv_timeout(ATTEMPT_WAIT_TIMEOUT).is_err() {
-        panic!(
-            "waited {ATTEMPT_WAIT_TIMEOUT:?} for {what} to fail an attempt; none did:\n{}",
-            sshd.log()
-        );
-    }
+    let why = match failures.recv_timeout(ATTEMPT_WAIT_TIMEOUT) {
+        Ok(()) => return,
+        Err(mpsc::RecvTimeoutError::Timeout) => format!("none did within {ATTEMPT_WAIT_TIMEOUT:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => "it ended without one".to_owned(),
+    };
+    panic!(
+        "waited for {what} to fail an attempt, and {why}; sshd's log:\n{}",
+        sshd.log()
+    );
 }
 
 /// Deterministic bytes that do not repeat on a short period, so a misplaced chunk
