@@ -43,8 +43,10 @@ pub enum InputError {
          CR-only line endings are not accepted"
     )]
     BareCarriageReturn { offset: usize },
-    #[error("not valid JSON: {message}")]
-    Json { message: String },
+    /// `detail` is serde_json's own message, for people; `defect` is what a
+    /// program (or a test) may rely on, whatever serde_json's wording.
+    #[error("not valid JSON: {}{detail}", defect.advice())]
+    Json { defect: JsonDefect, detail: String },
     #[error("expected a JSON object with a \"type\" field, found {found}")]
     NotAnObject { found: &'static str },
     #[error(
@@ -75,6 +77,40 @@ pub enum InputError {
     Date { field: &'static str, value: String },
     #[error("field reason: {why}")]
     Reason { why: String },
+}
+
+/// What is wrong with a line that is not JSON, by serde_json's classification of
+/// its error ([`serde_json::error::Category`]), which its API keeps stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonDefect {
+    /// The line ends before its JSON value does: an object or string cut short.
+    Truncated,
+    /// Any other syntax error: a stray or missing character, a bad escape, a
+    /// number out of range, nesting deeper than serde_json's limit.
+    Syntax,
+}
+
+impl JsonDefect {
+    fn of(error: &serde_json::Error) -> JsonDefect {
+        match error.classify() {
+            serde_json::error::Category::Eof => JsonDefect::Truncated,
+            // Reading a `Value` from a string does no IO and accepts any data, so
+            // Io and Data do not occur; were they to, the line is still not JSON.
+            serde_json::error::Category::Syntax
+            | serde_json::error::Category::Io
+            | serde_json::error::Category::Data => JsonDefect::Syntax,
+        }
+    }
+
+    /// What the message says before serde_json's detail.
+    fn advice(self) -> &'static str {
+        match self {
+            JsonDefect::Truncated => {
+                "the line ends before its JSON does (is the line cut short, or split over two?): "
+            }
+            JsonDefect::Syntax => "",
+        }
+    }
 }
 
 /// An input line that failed, with its 1-based number.
@@ -160,7 +196,8 @@ fn read_bounded_line(
 pub fn parse_line(bytes: &[u8]) -> Result<Command, InputError> {
     let text = check_bytes(bytes)?;
     let value: Value = serde_json::from_str(text).map_err(|error| InputError::Json {
-        message: error.to_string(),
+        defect: JsonDefect::of(&error),
+        detail: error.to_string(),
     })?;
     let Value::Object(object) = value else {
         return Err(InputError::NotAnObject {
@@ -450,6 +487,26 @@ mod tests {
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
         let lines: Vec<usize> = parsed.commands.iter().map(|(line, _)| *line).collect();
         assert_eq!(lines, [1, 2, 4, 5]);
+    }
+
+    #[test]
+    fn a_line_that_is_not_json_says_whether_it_was_cut_short() {
+        let defect = |line: &[u8]| match parse_line(line) {
+            Err(InputError::Json { defect, .. }) => defect,
+            other => panic!("{} gave {other:?}", String::from_utf8_lossy(line)),
+        };
+        for truncated in [&b"{"[..], b"{\"type\":", b"{\"type\":\"agree", b"[1,"] {
+            assert_eq!(defect(truncated), JsonDefect::Truncated);
+        }
+        for broken in [
+            &b"{\"type\" \"x\"}"[..],
+            b"{'type':'x'}",
+            b"{} {}",
+            b"// x",
+            b"{\"a\":1,}",
+        ] {
+            assert_eq!(defect(broken), JsonDefect::Syntax);
+        }
     }
 
     #[test]

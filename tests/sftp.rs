@@ -6,6 +6,7 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use sf2520::transport::keys::ClientKey;
@@ -17,7 +18,55 @@ use sha2::{Digest, Sha256};
 use support::platform::{receipt_xml, validate_against_schema, Answer, Platform};
 use support::sshd::{self, Sshd, SshdSetup};
 use support::transfer::{deliver_all, deliver_file};
+use tracing::instrument::WithSubscriber;
+use tracing_subscriber::layer::SubscriberExt;
 use uuid::Uuid;
+
+/// How long a test waits for a failed attempt before it fails.
+const ATTEMPT_WAIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Tells of every attempt the retry loop gives up on (its `attempt N of M failed,
+/// retrying` warning), in the futures it is attached to, so that a test can act
+/// once an attempt has failed rather than after a guessed pause.
+struct FailedAttempts(mpsc::Sender<()>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for FailedAttempts {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let metadata = event.metadata();
+        if metadata.target() == "sf2520::transport::retry"
+            && *metadata.level() == tracing::Level::WARN
+        {
+            // The receiver is gone only when the test no longer waits.
+            let _ = self.0.send(());
+        }
+    }
+}
+
+/// Runs `future` on the runtime, telling the returned receiver of each failed
+/// attempt inside it.
+fn spawn_watched<F>(future: F) -> (tokio::task::JoinHandle<F::Output>, mpsc::Receiver<()>)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (sender, failures) = mpsc::channel();
+    let subscriber = tracing_subscriber::registry().with(FailedAttempts(sender));
+    (tokio::spawn(future.with_subscriber(subscriber)), failures)
+}
+
+/// Blocks until an attempt watched by `failures` has failed; panics naming `what`
+/// after [`ATTEMPT_WAIT_TIMEOUT`], or when the watched task ended first.
+fn wait_for_a_failed_attempt(failures: &mpsc::Receiver<()>, what: &str, sshd: &Sshd) {
+    let why = match failures.recv_timeout(ATTEMPT_WAIT_TIMEOUT) {
+        Ok(()) => return,
+        Err(mpsc::RecvTimeoutError::Timeout) => format!("none did within {ATTEMPT_WAIT_TIMEOUT:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => "it ended without one".to_owned(),
+    };
+    panic!(
+        "waited for {what} to fail an attempt, and {why}; sshd's log:\n{}",
+        sshd.log()
+    );
+}
 
 /// Deterministic bytes that do not repeat on a short period, so a misplaced chunk
 /// changes the digest.
@@ -247,11 +296,11 @@ async fn a_delivery_while_sshd_is_down_succeeds_after_restart() {
     let file = outgoing("0751", 5, 10_000);
     sshd.stop();
 
-    let task = {
+    let (task, failures) = {
         let (config, file) = (config.clone(), file.clone());
-        tokio::spawn(async move { upload(&config, &file).await })
+        spawn_watched(async move { upload(&config, &file).await })
     };
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_for_a_failed_attempt(&failures, "the upload while sshd is down", &sshd);
     sshd.restart();
     let uploaded = task
         .await
@@ -290,13 +339,14 @@ async fn a_connection_dropped_while_waiting_for_the_receipt_is_reestablished() {
     let file = outgoing("0751", 9, 1_000);
     upload(&config, &file).await.unwrap();
 
-    let task = {
+    let (task, failures) = {
         let (config, file) = (config.clone(), file.clone());
-        tokio::spawn(async move { await_outcome(&config, &file.name, file.senders_file_id).await })
+        spawn_watched(async move { await_outcome(&config, &file.name, file.senders_file_id).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One login for the upload, then the watch's: the crash must find it connected.
+    sshd.wait_for_log("Accepted publickey", 2, "the receipt watch's login");
     sshd.stop();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_a_failed_attempt(&failures, "the receipt watch after the crash", &sshd);
     sshd.restart();
     let platform = Platform::start(&sshd.root(), accept_all);
     let outcome = task
@@ -309,12 +359,12 @@ async fn a_connection_dropped_while_waiting_for_the_receipt_is_reestablished() {
         "{outcome:?}"
     );
     assert_eq!(platform.seen().len(), 1);
-    // One login for the upload, one for the first watch, at least one after the crash.
-    let logins = sshd.log().matches("Accepted publickey").count();
-    assert!(
-        logins >= 3,
-        "expected a reconnection, saw {logins} logins:\n{}",
-        sshd.log()
+    // One login for the upload, one for the first watch, at least one after the
+    // crash: the receipt was written only after it.
+    sshd.wait_for_log(
+        "Accepted publickey",
+        3,
+        "the receipt watch's login after the crash",
     );
 }
 

@@ -11,6 +11,10 @@
 //! The data directory lives on a tmpfs the test mounts, so it runs as root (as CI
 //! does).
 //!
+//! It counts every fault where it injects it, and the failed runs they cause, and
+//! fails unless each kind happened: a run too short for that (`SF2520_SIM_STEPS=5`)
+//! fails rather than passing having proved nothing.
+//!
 //! CI runs two seeds of 250 steps. A longer run:
 //! `SF2520_SIM_SEEDS=1,2,3,4 SF2520_SIM_STEPS=2500 cargo test --release --test simulation -- --nocapture`
 
@@ -23,7 +27,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use sf2520::demo::{random_cpr, SplitMix64};
-use sf2520::domain::Kommune;
 use sf2520::export::outbox::{OUTBOX_MARKER, QUARANTINE_DIR};
 use sf2520::export::{default_outbox, reconstruct};
 use sf2520::ledger::DeliveryState;
@@ -36,19 +39,115 @@ use support::tmpfs::Tmpfs;
 const KOMMUNER: [&str; 6] = ["0101", "0147", "0751", "0461", "0851", "0825"];
 const AGREEMENTS_PER_KOMMUNE: usize = 4;
 
-/// The figures a run reports.
+/// The figures a run reports: each fault injected, counted where it is injected,
+/// and the failed runs the faults caused. A run whose faults did not happen
+/// proves nothing, so every one of them must be above zero (see `assert_each_happened`).
 #[derive(Default, Debug)]
 struct Figures {
     steps: u64,
+    /// `sf2520` processes SIGKILLed while still running.
     kills: u64,
-    faults: u64,
     /// Two exports started at once.
     overlaps: u64,
     /// Runs under a clock stepped away from the real one.
     clock_steps: u64,
     /// Runs on a full disk.
     disk_full: u64,
+    /// Batches with a bad line, refused.
+    invalid_batches: u64,
+    /// Acknowledged batches sent again with other content, refused as conflicts.
+    conflicting_batches: u64,
+    /// Times sshd was killed (and later restarted).
+    sshd_stops: u64,
+    /// Runs on a full disk that failed (and had to change nothing).
+    full_disk_failures: u64,
+    /// Deliveries (`deliver`, `export --deliver`, `reissue`) that failed: sshd
+    /// down or a killed run's leftovers (judged by the invariants).
+    delivery_failures: u64,
+    /// Files the platform rejected (every fifth løbenummer of Aarhus), at the end.
+    rejected_files: u64,
     invariant_checks: u64,
+}
+
+impl Figures {
+    /// Every fault injected, of whatever kind.
+    fn faults(&self) -> u64 {
+        self.kills
+            + self.clock_steps
+            + self.disk_full
+            + self.invalid_batches
+            + self.conflicting_batches
+            + self.sshd_stops
+    }
+
+    /// Runs that failed because of a fault, which the invariants then judged.
+    fn failures(&self) -> u64 {
+        self.full_disk_failures + self.delivery_failures
+    }
+
+    /// Every figure, named, in the order they are printed and checked.
+    fn named(&self) -> [(&'static str, u64); 12] {
+        [
+            ("kills", self.kills),
+            ("overlapping_exports", self.overlaps),
+            ("clock_steps", self.clock_steps),
+            ("disk_full", self.disk_full),
+            ("invalid_batches", self.invalid_batches),
+            ("conflicting_batches", self.conflicting_batches),
+            ("sshd_stops", self.sshd_stops),
+            ("full_disk_failures", self.full_disk_failures),
+            ("delivery_failures", self.delivery_failures),
+            ("rejected_files", self.rejected_files),
+            ("faults", self.faults()),
+            ("failures", self.failures()),
+        ]
+    }
+
+    fn add(&mut self, other: &Figures) {
+        self.steps += other.steps;
+        self.kills += other.kills;
+        self.overlaps += other.overlaps;
+        self.clock_steps += other.clock_steps;
+        self.disk_full += other.disk_full;
+        self.invalid_batches += other.invalid_batches;
+        self.conflicting_batches += other.conflicting_batches;
+        self.sshd_stops += other.sshd_stops;
+        self.full_disk_failures += other.full_disk_failures;
+        self.delivery_failures += other.delivery_failures;
+        self.rejected_files += other.rejected_files;
+        self.invariant_checks += other.invariant_checks;
+    }
+
+    fn summary(&self) -> String {
+        let named: Vec<String> = self
+            .named()
+            .iter()
+            .map(|(name, count)| format!("{name}={count}"))
+            .collect();
+        format!(
+            "steps={} {} invariant_checks={}",
+            self.steps,
+            named.join(" "),
+            self.invariant_checks
+        )
+    }
+
+    /// Each kind of fault, and each kind of failure it causes, happened; and the
+    /// invariants were checked after every step.
+    fn assert_each_happened(&self) {
+        for (what, count) in self.named() {
+            assert!(
+                count > 0,
+                "the simulation saw no {what}: {}",
+                self.summary()
+            );
+        }
+        assert!(
+            self.invariant_checks > self.steps,
+            "the invariants were not checked after every step: {}",
+            self.summary()
+        );
+    }
 }
 
 /// The exit status of a run refused because another export holds the lock.
@@ -191,7 +290,6 @@ impl World {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 self.figures.kills += 1;
-                self.figures.faults += 1;
                 return None;
             }
         }
@@ -286,7 +384,6 @@ impl World {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 self.figures.kills += 1;
-                self.figures.faults += 1;
                 continue;
             }
             let output = child.wait_with_output().unwrap();
@@ -305,7 +402,6 @@ impl World {
     /// The next operation under a clock up to 36 hours off, either way.
     fn with_stepped_clock(&mut self) {
         self.figures.clock_steps += 1;
-        self.figures.faults += 1;
         let hours = 1 + self.rng.below(36);
         let sign = if self.rng.chance(50) { "+" } else { "-" };
         self.clock = Some(format!("{sign}{hours}h"));
@@ -322,7 +418,6 @@ impl World {
     /// an acknowledged batch is present, no unrecorded file is published).
     fn on_a_full_disk(&mut self) {
         self.figures.disk_full += 1;
-        self.figures.faults += 1;
         let head_before = self.head();
         let leave = self.rng.below(256 * 1024);
         if self.rng.chance(50) {
@@ -336,12 +431,16 @@ impl World {
                 self.acknowledged.push(line + "\n");
                 self.acknowledged_refs.push(reference);
             } else {
+                self.figures.full_disk_failures += 1;
                 assert_eq!(self.head(), head_before, "a failed ingest changed the log");
             }
         } else {
             let filler = self.disk.fill(leave);
-            let _ = self.run_to_end(&["export"]);
+            let (ok, _) = self.run_to_end(&["export"]);
             std::fs::remove_file(filler).unwrap();
+            if !ok {
+                self.figures.full_disk_failures += 1;
+            }
         }
     }
 
@@ -377,7 +476,7 @@ impl World {
     }
 
     fn ingest_invalid(&mut self) {
-        self.figures.faults += 1;
+        self.figures.invalid_batches += 1;
         let (good, _) = self.withholding_line();
         let bad = match self.rng.below(4) {
             0 => good.replace("\"amount\":\"", "\"amount\":\"1.001"),
@@ -411,7 +510,7 @@ impl World {
                 "a re-sent batch must be all duplicates: {out}"
             );
         } else {
-            self.figures.faults += 1;
+            self.figures.conflicting_batches += 1;
             // The first amount with a 9 put in front of its digits: same reference,
             // other content.
             let conflicting = batch
@@ -442,12 +541,17 @@ impl World {
         // The outcome of a delivery that follows is judged by the invariants.
         if let Some((ok, out)) = self.run_maybe_killed(args, 40, 1_300) {
             assert!(ok || deliver, "export failed: {out}");
+            if !ok {
+                self.figures.delivery_failures += 1;
+            }
         }
     }
 
     fn deliver(&mut self) {
         // A failed delivery (sshd down, rejected receipts) is judged by the invariants.
-        let _ = self.run_maybe_killed(&["deliver"], 35, 400);
+        if let Some((false, _)) = self.run_maybe_killed(&["deliver"], 35, 400) {
+            self.figures.delivery_failures += 1;
+        }
     }
 
     fn reissue(&mut self) {
@@ -459,17 +563,20 @@ impl World {
         }
         let file = &files[usize::try_from(self.rng.below(files.len() as u64)).unwrap()];
         let (kommune, sequence) = (file.kommune.code(), file.sequence.to_string());
-        let _ = self.run_maybe_killed(
+        let reissued = self.run_maybe_killed(
             &["reissue", "--kommune", &kommune, "--seq", &sequence],
             15,
             300,
         );
+        if let Some((false, _)) = reissued {
+            self.figures.delivery_failures += 1;
+        }
     }
 
     fn toggle_sshd(&mut self) {
         if self.sshd_up {
             self.sshd.stop();
-            self.figures.faults += 1;
+            self.figures.sshd_stops += 1;
         } else {
             self.sshd.restart();
         }
@@ -617,6 +724,9 @@ impl World {
                 .unwrap()
                 .state;
             let rejected_by_design = matches!(state, DeliveryState::Rejected { .. });
+            if rejected_by_design {
+                self.figures.rejected_files += 1;
+            }
             assert!(
                 state == DeliveryState::Accepted || rejected_by_design,
                 "{} ends {state:?}",
@@ -665,31 +775,9 @@ fn the_invariants_hold_under_random_faults() {
             world.step();
         }
         world.finish();
-        let f = &world.figures;
-        println!(
-            "simulation seed {seed}: steps={} kills={} faults={} overlapping_exports={} clock_steps={} disk_full={} invariant_checks={}",
-            f.steps, f.kills, f.faults, f.overlaps, f.clock_steps, f.disk_full, f.invariant_checks
-        );
-        total.steps += f.steps;
-        total.kills += f.kills;
-        total.faults += f.faults;
-        total.overlaps += f.overlaps;
-        total.clock_steps += f.clock_steps;
-        total.disk_full += f.disk_full;
-        total.invariant_checks += f.invariant_checks;
+        println!("simulation seed {seed}: {}", world.figures.summary());
+        total.add(&world.figures);
     }
-    println!(
-        "simulation total: steps={} kills={} faults={} overlapping_exports={} clock_steps={} disk_full={} invariant_checks={}",
-        total.steps, total.kills, total.faults, total.overlaps, total.clock_steps, total.disk_full, total.invariant_checks
-    );
-    // A run whose faults did not happen proves nothing: each kind must have occurred.
-    for (what, count) in [
-        ("SIGKILLs", total.kills),
-        ("overlapping exports", total.overlaps),
-        ("clock steps", total.clock_steps),
-        ("full disks", total.disk_full),
-    ] {
-        assert!(count > 0, "the simulation injected no {what}");
-    }
-    let _ = Kommune::all();
+    println!("simulation total: {}", total.summary());
+    total.assert_each_happened();
 }

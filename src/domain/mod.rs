@@ -17,5 +17,5 @@ pub use events::{
     ReceiptErrorCode, ReceiptReceived, TechnicalReceiptReceived, Withholding,
 };
 pub use kommune::Kommune;
-pub use money::{format_kroner, Amount, AMOUNT_ORE_MAX};
+pub use money::{format_kroner, Amount, AmountOutOfRange, AMOUNT_ORE_MAX};
 pub use reference::{is_printable_latin1, AgreementRef, KyRef};

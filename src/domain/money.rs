@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use super::DomainError;
 
@@ -13,9 +14,38 @@ use super::DomainError;
 pub const AMOUNT_ORE_MAX: i64 = 9_999_999_999_999;
 
 /// A signed amount in øre (1/100 krone). Never a float.
+///
+/// Serialized as its øre, an `i64` (the log's payloads, docs/log-format.md), and
+/// deserialized through [`Amount::try_from`], so that a decoded amount is checked
+/// like any other.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(into = "i64", try_from = "i64")]
 pub struct Amount(i64);
+
+/// An amount in øre beyond [`AMOUNT_ORE_MAX`] either way, met where amounts are
+/// decoded rather than parsed (a stored payload, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error(
+    "amount {ore} øre is out of range: at most {AMOUNT_ORE_MAX} øre either way (what a \
+     detail record's 13 digits hold)"
+)]
+pub struct AmountOutOfRange {
+    pub ore: i64,
+}
+
+impl TryFrom<i64> for Amount {
+    type Error = AmountOutOfRange;
+
+    fn try_from(ore: i64) -> Result<Self, Self::Error> {
+        Amount::from_ore(ore).ok_or(AmountOutOfRange { ore })
+    }
+}
+
+impl From<Amount> for i64 {
+    fn from(amount: Amount) -> i64 {
+        amount.0
+    }
+}
 
 impl Amount {
     pub const ZERO: Amount = Amount(0);
@@ -121,6 +151,46 @@ mod tests {
             assert!(
                 Amount::parse_kroner(bad).is_err(),
                 "{bad:?} must be rejected"
+            );
+        }
+    }
+
+    /// Regression: `Amount` derived `Deserialize`, so a stored or sent amount beyond
+    /// [`AMOUNT_ORE_MAX`] was built without the check every other way applies.
+    #[test]
+    fn deserializing_applies_the_range_check() {
+        for ore in [AMOUNT_ORE_MAX + 1, -AMOUNT_ORE_MAX - 1, i64::MAX, i64::MIN] {
+            let json = ore.to_string();
+            assert!(
+                serde_json::from_str::<Amount>(&json).is_err(),
+                "JSON {json} must not be an amount"
+            );
+            let postcard = postcard::to_stdvec(&ore).unwrap();
+            assert!(
+                postcard::from_bytes::<Amount>(&postcard).is_err(),
+                "postcard {postcard:02x?} ({ore} øre) must not be an amount"
+            );
+        }
+        let error = serde_json::from_str::<Amount>("10000000000000").unwrap_err();
+        assert!(
+            error.to_string().contains("10000000000000 øre"),
+            "the error names the value: {error}"
+        );
+    }
+
+    /// The wire format is an i64 of øre, as docs/log-format.md says, in both
+    /// directions: stored payloads decode as they always did.
+    #[test]
+    fn an_amount_is_encoded_as_its_ore() {
+        for ore in [0, 1, -1, 162_300, -20_000, AMOUNT_ORE_MAX, -AMOUNT_ORE_MAX] {
+            let amount = Amount::from_ore(ore).unwrap();
+            let bytes = postcard::to_stdvec(&amount).unwrap();
+            assert_eq!(bytes, postcard::to_stdvec(&ore).unwrap(), "{ore}");
+            assert_eq!(postcard::from_bytes::<Amount>(&bytes).unwrap(), amount);
+            assert_eq!(serde_json::to_string(&amount).unwrap(), ore.to_string());
+            assert_eq!(
+                serde_json::from_str::<Amount>(&ore.to_string()).unwrap(),
+                amount
             );
         }
     }

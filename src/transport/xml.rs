@@ -31,8 +31,13 @@ pub enum XmlError {
     #[error("the receipt is not UTF-8 text (invalid byte at offset {offset})")]
     NotUtf8 { offset: usize },
 
-    #[error("the receipt is not well-formed XML: {message}")]
-    Malformed { message: String },
+    #[error("the receipt is not well-formed XML at byte {offset}: {message}")]
+    Malformed { offset: u64, message: String },
+
+    /// Well-formed XML whose elements are not shaped as `SFTPTypes.xsd` defines a
+    /// receipt (an element twice, an element where text belongs).
+    #[error("the receipt's elements are not shaped as SFTPTypes.xsd defines them: {message}")]
+    Shape { message: String },
 
     #[error(
         "the receipt's root element is <{found}>, expected <TechnicalReceipt> or <BusinessReceipt>"
@@ -266,10 +271,10 @@ pub fn parse_in_document(bytes: &[u8]) -> Result<InDocument, XmlError> {
     let text = std::str::from_utf8(bytes).map_err(|e| XmlError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
-    let malformed = |e: quick_xml::DeError| XmlError::Malformed {
+    let malformed = |e: quick_xml::DeError| XmlError::Shape {
         message: e.to_string(),
     };
-    match check_root(text)? {
+    match check_document(text)? {
         Root::Technical => {
             let document: ReceiptDocument = quick_xml::de::from_str(text).map_err(malformed)?;
             technical(document).map(InDocument::Technical)
@@ -362,9 +367,20 @@ fn receipt_error(element: ErrorMessageElement) -> Result<ReceiptErrorCode, XmlEr
         code: code.parse().map_err(|_| XmlError::BadErrorCode {
             value: code.clone(),
         })?,
-        code_description: trimmed(element.code_description).unwrap_or_default(),
-        description: trimmed(element.description).unwrap_or_default(),
+        code_description: present(
+            element.code_description,
+            "ErrorMessage/ErrorCodeDescription",
+        )?,
+        description: present(element.description, "ErrorMessage/ErrorDescription")?,
     })
+}
+
+/// Element text with surrounding whitespace removed, which the schema requires
+/// but allows to be empty.
+fn present(value: Option<String>, element: &'static str) -> Result<String, XmlError> {
+    value
+        .map(|v| v.trim().to_owned())
+        .ok_or(XmlError::Missing { element })
 }
 
 /// Element text with surrounding whitespace removed; `None` when absent or blank.
@@ -382,41 +398,156 @@ enum Root {
     Business,
 }
 
-/// The serde reader matches names without their prefixes and ignores the root's
-/// name, so the root element and its namespace are checked here first.
-fn check_root(text: &str) -> Result<Root, XmlError> {
+/// An element's namespace as the reader resolved it, owned, so that the reader
+/// can be asked for its position while it is held.
+enum ElementNamespace {
+    Unbound,
+    Bound(String),
+    Undeclared(String),
+}
+
+impl ElementNamespace {
+    fn of(resolved: ResolveResult<'_>) -> Self {
+        match resolved {
+            ResolveResult::Unbound => ElementNamespace::Unbound,
+            ResolveResult::Bound(ns) => ElementNamespace::Bound(ns.as_ref().to_owned()),
+            ResolveResult::Unknown(prefix) => ElementNamespace::Undeclared(prefix),
+        }
+    }
+}
+
+/// Reads the whole document once, before serde sees it. The serde reader stops at
+/// the root's end tag, ignores the root's name and accepts undeclared prefixes, so
+/// well-formedness (one root element, nothing but comments and white space around
+/// it, declared prefixes, known entities, attributes) is checked here, and then
+/// the root element and its namespace.
+fn check_document(text: &str) -> Result<Root, XmlError> {
     let mut reader = NsReader::from_str(text);
+    let mut scan = Scan::default();
     loop {
-        let (namespace, event) = reader
+        let offset = reader.buffer_position();
+        let malformed = |message: String| XmlError::Malformed { offset, message };
+        let read = reader
             .read_resolved_event()
-            .map_err(|e| XmlError::Malformed {
-                message: e.to_string(),
-            })?;
-        let start = match event {
-            Event::Start(start) | Event::Empty(start) => start,
-            Event::Eof => {
-                return Err(XmlError::Missing {
-                    element: "root element",
-                })
+            .map(|(namespace, event)| (ElementNamespace::of(namespace), event));
+        let (namespace, event) = read.map_err(|e| XmlError::Malformed {
+            offset: reader.error_position(),
+            message: e.to_string(),
+        })?;
+        // Only element events carry a namespace, so this is an element's prefix.
+        if let ElementNamespace::Undeclared(prefix) = &namespace {
+            return Err(malformed(format!(
+                "the namespace prefix {prefix:?} of an element is not declared"
+            )));
+        }
+        let outside_root = scan.open_elements.is_empty();
+        match event {
+            Event::Start(ref start) => scan.start(start, namespace, true).map_err(malformed)?,
+            Event::Empty(ref start) => scan.start(start, namespace, false).map_err(malformed)?,
+            // The reader has matched the end tag's name to its start tag's.
+            Event::End(_) => {
+                if scan.open_elements.pop().is_none() {
+                    return Err(malformed("an end tag without a start tag".into()));
+                }
             }
-            _ => continue,
-        };
-        let local = start.local_name().as_ref().to_owned();
-        let root = match local.as_str() {
-            "TechnicalReceipt" => Root::Technical,
-            "BusinessReceipt" => Root::Business,
-            _ => return Err(XmlError::WrongRoot { found: local }),
-        };
-        return match namespace {
-            ResolveResult::Unbound => Ok(root),
-            ResolveResult::Bound(ns) if ns.as_ref() == SFTP_NAMESPACE => Ok(root),
-            ResolveResult::Bound(ns) => Err(XmlError::WrongNamespace {
-                found: ns.as_ref().to_owned(),
-            }),
-            ResolveResult::Unknown(prefix) => Err(XmlError::Malformed {
-                message: format!("namespace prefix {prefix:?} of the root element is not declared"),
-            }),
-        };
+            Event::Text(ref text) if outside_root => {
+                if !text.bytes().all(|byte| byte.is_ascii_whitespace()) {
+                    return Err(malformed("text outside the root element".into()));
+                }
+            }
+            Event::CData(_) | Event::GeneralRef(_) if outside_root => {
+                return Err(malformed("text outside the root element".into()));
+            }
+            Event::GeneralRef(ref reference) => check_reference(reference).map_err(malformed)?,
+            Event::Eof => match scan.open_elements.last() {
+                None => return judge_root(scan.root),
+                Some(name) => {
+                    return Err(malformed(format!(
+                        "the document ends inside <{name}>: is the file cut short?"
+                    )))
+                }
+            },
+            Event::Text(_)
+            | Event::CData(_)
+            | Event::Comment(_)
+            | Event::Decl(_)
+            | Event::PI(_)
+            | Event::DocType(_) => {}
+        }
+    }
+}
+
+/// What [`check_document`] has seen so far.
+#[derive(Default)]
+struct Scan {
+    /// The root element's local name and namespace, once it has been read.
+    root: Option<(String, ElementNamespace)>,
+    /// The names of the elements open at this point, outermost first.
+    open_elements: Vec<String>,
+}
+
+impl Scan {
+    /// A start tag (`opens`) or an empty-element tag.
+    fn start(
+        &mut self,
+        start: &quick_xml::events::BytesStart<'_>,
+        namespace: ElementNamespace,
+        opens: bool,
+    ) -> Result<(), String> {
+        let name = start.name().as_ref().to_owned();
+        if let Some(error) = start.attributes().find_map(Result::err) {
+            return Err(format!("an attribute of <{name}>: {error}"));
+        }
+        if self.open_elements.is_empty() {
+            if self.root.is_some() {
+                return Err(format!(
+                    "<{name}> follows the root element; a document has one root"
+                ));
+            }
+            self.root = Some((start.local_name().as_ref().to_owned(), namespace));
+        }
+        if opens {
+            self.open_elements.push(name);
+        }
+        Ok(())
+    }
+}
+
+/// A character reference or one of XML's five predefined entities; a DTD's own
+/// entities are not read, so any other name is an error.
+fn check_reference(reference: &quick_xml::events::BytesRef<'_>) -> Result<(), String> {
+    match reference.resolve_char_ref() {
+        Err(error) => Err(format!("the character reference &{};: {error}", &**reference)),
+        Ok(Some(_)) => Ok(()),
+        Ok(None) if quick_xml::escape::resolve_xml_entity(reference).is_some() => Ok(()),
+        Ok(None) => Err(format!(
+            "unknown entity &{};: only &lt; &gt; &amp; &apos; &quot; and character references are defined",
+            &**reference
+        )),
+    }
+}
+
+/// Which receipt the (well-formed) document's root element says it is.
+fn judge_root(root: Option<(String, ElementNamespace)>) -> Result<Root, XmlError> {
+    let Some((local, namespace)) = root else {
+        return Err(XmlError::Missing {
+            element: "root element",
+        });
+    };
+    let root = match local.as_str() {
+        "TechnicalReceipt" => Root::Technical,
+        "BusinessReceipt" => Root::Business,
+        _ => return Err(XmlError::WrongRoot { found: local }),
+    };
+    match namespace {
+        ElementNamespace::Unbound => Ok(root),
+        ElementNamespace::Bound(ns) if ns == SFTP_NAMESPACE => Ok(root),
+        ElementNamespace::Bound(ns) => Err(XmlError::WrongNamespace { found: ns }),
+        // check_document refuses an undeclared prefix as it reads the element.
+        ElementNamespace::Undeclared(prefix) => Err(XmlError::Malformed {
+            offset: 0,
+            message: format!("namespace prefix {prefix:?} of the root element is not declared"),
+        }),
     }
 }
 
@@ -508,7 +639,7 @@ mod tests {
              <sp:SendersFileId>{FILE_ID}</sp:SendersFileId>\
              <sp:ErrorMessage><sp:ErrorCode>101</sp:ErrorCode><sp:ErrorCodeDescription>Size mismatch</sp:ErrorCodeDescription>\
              <sp:ErrorDescription>SizeInBytes 10, file has 9</sp:ErrorDescription></sp:ErrorMessage>\
-             <sp:ErrorMessage><sp:ErrorCode>202</sp:ErrorCode></sp:ErrorMessage></sp:TechnicalReceipt>"
+             <sp:ErrorMessage><sp:ErrorCode>202</sp:ErrorCode><sp:ErrorCodeDescription/><sp:ErrorDescription/></sp:ErrorMessage></sp:TechnicalReceipt>"
         );
         let receipt = parse_receipt(xml.as_bytes()).unwrap();
         let ReceiptOutcome::Errors(errors) = receipt.outcome else {
@@ -526,7 +657,7 @@ mod tests {
     fn error_messages_inside_receipt_are_read_too() {
         let xml = format!(
             "<TechnicalReceipt><FileTransferUUID>t-2</FileTransferUUID><SendersFileId>{FILE_ID}</SendersFileId>\
-             <Receipt><ErrorMessage><ErrorCode>7</ErrorCode></ErrorMessage></Receipt></TechnicalReceipt>"
+             <Receipt><ErrorMessage><ErrorCode>7</ErrorCode><ErrorCodeDescription>d</ErrorCodeDescription><ErrorDescription>x</ErrorDescription></ErrorMessage></Receipt></TechnicalReceipt>"
         );
         let receipt = parse_receipt(xml.as_bytes()).unwrap();
         assert!(matches!(receipt.outcome, ReceiptOutcome::Errors(ref e) if e[0].code == 7));
@@ -562,7 +693,7 @@ mod tests {
                 XmlError::UnknownMessage { message: "MAYBE".into() },
             ),
             (
-                format!("<TechnicalReceipt>{ok_body}<Receipt><Message>SUCCESS</Message></Receipt><ErrorMessage><ErrorCode>1</ErrorCode></ErrorMessage></TechnicalReceipt>").into_bytes(),
+                format!("<TechnicalReceipt>{ok_body}<Receipt><Message>SUCCESS</Message></Receipt><ErrorMessage><ErrorCode>1</ErrorCode><ErrorCodeDescription/><ErrorDescription/></ErrorMessage></TechnicalReceipt>").into_bytes(),
                 XmlError::Contradictory { count: 1 },
             ),
             (
@@ -633,24 +764,136 @@ mod tests {
         }
     }
 
+    /// Every proper prefix of a valid receipt is refused: one holding no element
+    /// yet has no root element, any other one is not well-formed XML. Never `Ok`,
+    /// never some other kind (a truncated receipt must not read as a receipt that
+    /// lacks an element).
     #[test]
-    fn truncated_or_broken_xml_is_malformed_not_a_panic() {
-        let full = success_receipt(
-            &format!("<ns2:TechnicalReceipt xmlns:ns2=\"{SFTP_NAMESPACE}\">"),
-            "</ns2:TechnicalReceipt>",
-        );
-        for cut in 0..full.len() {
-            let _ = parse_receipt(&full.as_bytes()[..cut]);
+    fn every_prefix_of_a_valid_receipt_is_refused_as_such() {
+        let error_body = "<FileTransferUUID>t-6</FileTransferUUID><ErrorMessage><ErrorCode>101</ErrorCode>\
+                          <ErrorCodeDescription>d</ErrorCodeDescription><ErrorDescription>x</ErrorDescription></ErrorMessage>";
+        let business_body = "<FileTransferUUID>t-7</FileTransferUUID><Filename>f</Filename>\
+                             <Recipient>UDK</Recipient><FileAcceptance>ACCEPTED</FileAcceptance>";
+        let documents = [
+            success_receipt(
+                &format!("<ns2:TechnicalReceipt xmlns:ns2=\"{SFTP_NAMESPACE}\">"),
+                "</ns2:TechnicalReceipt>",
+            ),
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<TechnicalReceipt>{error_body}</TechnicalReceipt>\n"),
+            format!("<BusinessReceipt xmlns=\"{SFTP_NAMESPACE}\">{business_body}</BusinessReceipt>"),
+        ];
+        for document in documents {
+            assert!(parse_in_document(document.as_bytes()).is_ok(), "{document}");
+            let root_closed = document.rfind('>').expect("a root element") + 1;
+            for cut in 0..root_closed {
+                let prefix = &document[..cut];
+                let result = parse_in_document(prefix.as_bytes());
+                let before_root = prefix
+                    .trim_start()
+                    .strip_prefix("<?xml")
+                    .map_or(prefix.trim(), |rest| {
+                        rest.split_once("?>").map_or("?", |(_, after)| after.trim())
+                    });
+                if before_root.is_empty() {
+                    assert_eq!(
+                        result,
+                        Err(XmlError::Missing {
+                            element: "root element"
+                        }),
+                        "{prefix:?}"
+                    );
+                } else {
+                    let cut_at = u64::try_from(cut).expect("a short document");
+                    assert!(
+                        matches!(result, Err(XmlError::Malformed { offset, .. }) if offset <= cut_at),
+                        "{prefix:?} gave {result:?}"
+                    );
+                }
+            }
         }
-        let broken = "<TechnicalReceipt><FileTransferUUID>t</SendersFileId></TechnicalReceipt>";
-        assert!(matches!(
-            parse_receipt(broken.as_bytes()),
-            Err(XmlError::Malformed { .. })
-        ));
-        let unbound = "<x:TechnicalReceipt></x:TechnicalReceipt>";
-        assert!(matches!(
-            parse_receipt(unbound.as_bytes()),
-            Err(XmlError::Malformed { .. })
-        ));
+    }
+
+    /// Regression: quick-xml's serde reader stops at the root's end tag, so
+    /// whatever followed it (a second receipt, a stray element, text) was accepted.
+    #[test]
+    fn anything_but_one_root_element_is_malformed() {
+        let receipt = "<TechnicalReceipt><FileTransferUUID>t</FileTransferUUID>\
+                       <Receipt><Message>SUCCESS</Message></Receipt></TechnicalReceipt>";
+        for document in [
+            format!("{receipt}<Other/>"),
+            format!("{receipt}trailing text"),
+            format!("{receipt}{receipt}"),
+            format!("garbage{receipt}"),
+            "garbage".to_owned(),
+            "<<<>>>".to_owned(),
+            receipt
+                .replace("<Receipt>", "<ns3:Receipt>")
+                .replace("</Receipt>", "</ns3:Receipt>"),
+            receipt.replace("<Message>SUCCESS", "<Message>SUC&bogus;CESS"),
+            receipt.replace("<TechnicalReceipt>", "<TechnicalReceipt a='1' a='2'>"),
+            receipt.replace("</TechnicalReceipt>", "</Other>"),
+            "<x:TechnicalReceipt></x:TechnicalReceipt>".to_owned(),
+        ] {
+            let result = parse_in_document(document.as_bytes());
+            assert!(
+                matches!(result, Err(XmlError::Malformed { .. })),
+                "{document:?} gave {result:?}"
+            );
+        }
+        assert_eq!(
+            parse_in_document(
+                format!("<!-- a comment -->\n{receipt}\n<!-- another -->\n").as_bytes()
+            )
+            .map(|_| ()),
+            Ok(()),
+            "comments and white space around the root are well-formed"
+        );
+        let twice = receipt.replace(
+            "<Receipt>",
+            "<FileTransferUUID>u</FileTransferUUID><Receipt>",
+        );
+        assert!(
+            matches!(parse_in_document(twice.as_bytes()), Err(XmlError::Shape { ref message }) if message.contains("FileTransferUUID")),
+            "{twice}"
+        );
+    }
+
+    /// Regression: a missing ErrorCodeDescription or ErrorDescription (both required
+    /// by the schema) was read as an empty string; an empty element still is one.
+    #[test]
+    fn an_error_message_needs_all_three_elements() {
+        let receipt = |inner: &str| {
+            format!("<TechnicalReceipt><FileTransferUUID>t</FileTransferUUID><ErrorMessage>{inner}</ErrorMessage></TechnicalReceipt>")
+        };
+        assert_eq!(
+            parse_receipt(
+                receipt("<ErrorCode>1</ErrorCode><ErrorDescription>x</ErrorDescription>")
+                    .as_bytes()
+            ),
+            Err(XmlError::Missing {
+                element: "ErrorMessage/ErrorCodeDescription"
+            })
+        );
+        assert_eq!(
+            parse_receipt(
+                receipt("<ErrorCode>1</ErrorCode><ErrorCodeDescription>d</ErrorCodeDescription>")
+                    .as_bytes()
+            ),
+            Err(XmlError::Missing {
+                element: "ErrorMessage/ErrorDescription"
+            })
+        );
+        let empty = parse_receipt(
+            receipt("<ErrorCode>1</ErrorCode><ErrorCodeDescription/><ErrorDescription></ErrorDescription>").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            empty.outcome,
+            ReceiptOutcome::Errors(vec![ReceiptErrorCode {
+                code: 1,
+                code_description: String::new(),
+                description: String::new(),
+            }])
+        );
     }
 }

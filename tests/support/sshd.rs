@@ -24,6 +24,9 @@ pub const SSHD: &str = "/usr/sbin/sshd";
 /// How long sshd may take to accept connections before the test gives up on it.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a test waits for an event to appear in sshd's log before it fails.
+const LOG_WAIT_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// How the server is set up: its host key type, and which public-key signature
 /// algorithms it accepts from clients.
 #[derive(Clone, Debug)]
@@ -232,6 +235,27 @@ impl Sshd {
             .and_then(|mut file| file.write_all(&public))
             .expect("authorize the new key");
         key
+    }
+
+    /// Waits until sshd has logged `needle` at least `count` times (every restart
+    /// appends to the same log) and returns the count; panics, naming `what` it
+    /// waited for and showing the log, after [`LOG_WAIT_TIMEOUT`].
+    pub fn wait_for_log(&self, needle: &str, count: usize, what: &str) -> usize {
+        let started = Instant::now();
+        loop {
+            let seen = self.log().matches(needle).count();
+            if seen >= count {
+                return seen;
+            }
+            if started.elapsed() > LOG_WAIT_TIMEOUT {
+                panic!(
+                    "waited {LOG_WAIT_TIMEOUT:?} for {what} ({count} × {needle:?} in sshd's log), \
+                     saw {seen}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Everything sshd has logged so far, for failure messages.
