@@ -8,11 +8,11 @@ use std::io::Write;
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use proptest::prelude::*;
 use sf2520::cli::format_cmds;
-use sf2520::domain::{AgreementRef, Amount, Cpr, Kommune, KyRef, AMOUNT_ORE_MAX};
+use sf2520::domain::{AgreementRef, Amount, Cpr, EntryKind, Kommune, KyRef, AMOUNT_ORE_MAX};
 use sf2520::sf2520::layout::{Content, Kind, RECORDS};
 use sf2520::sf2520::{
     doc, file_name, read_file, render_file, render_record, DetailRecord, FieldValue, FileHeader,
-    FileWriter, TransactionCode, WriteError,
+    FileWriter, WriteError,
 };
 use support::{
     assert_golden, crate_path, date, date_time, golden_cases, sample_file, sample_header,
@@ -122,11 +122,11 @@ fn any_header() -> impl Strategy<Value = FileHeader> {
         any::<bool>(),
     )
         .prop_map(
-            |(kommune, sequence, created_at, cutoff_at, test_marker)| FileHeader {
+            |(kommune, sequence, created_at, as_of, test_marker)| FileHeader {
                 kommune,
                 sequence,
                 created_at,
-                cutoff_at,
+                as_of,
                 test_marker,
             },
         )
@@ -150,10 +150,10 @@ fn any_record() -> impl Strategy<Value = DetailRecord> {
             |(cpr, agreement, (ore, corrects), dates, reference)| DetailRecord {
                 cpr,
                 agreement: AgreementRef::parse(&agreement).unwrap(),
-                transaction: if corrects.is_some() {
-                    TransactionCode::Correction
+                kind: if corrects.is_some() {
+                    EntryKind::Correction
                 } else {
-                    TransactionCode::Withholding
+                    EntryKind::Withholding
                 },
                 payout_date: dates.0,
                 period_from: dates.1,
@@ -297,8 +297,8 @@ fn given_fractional_seconds_when_writing_then_they_are_refused_not_dropped() {
     let created = date_time("2026-03-02T06:15:30") + chrono::Duration::milliseconds(1);
     let header = header_with(|h| h.created_at = created);
     expect_refusal(FileWriter::new(Vec::new(), header), "creation time");
-    let header = header_with(|h| h.cutoff_at = created);
-    expect_refusal(FileWriter::new(Vec::new(), header), "cut-off time");
+    let header = header_with(|h| h.as_of = created);
+    expect_refusal(FileWriter::new(Vec::new(), header), "as-of time");
 }
 
 #[test]

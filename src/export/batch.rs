@@ -105,14 +105,7 @@ pub fn plan(
             source,
         };
         planned.push(PlannedFile {
-            header: FileHeader {
-                kommune,
-                sequence,
-                created_at,
-                // The file holds what was recorded before its creation time.
-                cutoff_at: created_at,
-                test_marker,
-            },
+            header: FileHeader::exported(kommune, sequence, created_at, test_marker),
             file_name: file_name(kommune, created_at.date(), sequence).map_err(render_error)?,
             range,
             record_count: totals.entries,
@@ -512,8 +505,9 @@ fn read_back_all(rendered: &[RenderedFile]) -> Result<(), ExportError> {
 }
 
 /// Reads a rendered file back through the strict reader (as UDK would) and
-/// checks it against the plan, which came from the ledger's totals: kommune,
-/// løbenummer, record count and net sum, and the writer's own sums.
+/// checks it against the plan, which came from the ledger's totals: the whole
+/// start record (so both its times are the creation time, decision 0009),
+/// record count and net sum, and the writer's own sums.
 fn read_back(file: &RenderedFile) -> Result<(), ExportError> {
     let planned = &file.planned;
     let mismatch = |what: String| ExportError::ReadBack {
@@ -526,6 +520,12 @@ fn read_back(file: &RenderedFile) -> Result<(), ExportError> {
     let parsed = check_file(&bytes)
         .map_err(|errors| mismatch(format!("it fails the strict reader: {errors}")))?;
     let (header, end) = (&parsed.header, &parsed.end);
+    if *header != planned.header {
+        return Err(mismatch(format!(
+            "the start record reads {header:?}, but the plan is {:?}",
+            planned.header
+        )));
+    }
     let checks: [(&str, i128, i128); 7] = [
         (
             "kommune",
@@ -643,8 +643,7 @@ pub fn default_outbox(data_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{AgreementRef, Amount, Cpr, KyRef};
-    use crate::sf2520::TransactionCode;
+    use crate::domain::{AgreementRef, Amount, Cpr, EntryKind, KyRef};
 
     /// A file of two withholdings rendered under its temporary name, and its plan.
     fn rendered(dir: &Path, damage: impl FnOnce(&mut Vec<u8>)) -> RenderedFile {
@@ -653,18 +652,12 @@ mod tests {
             .unwrap()
             .and_hms_opt(2, 30, 0)
             .unwrap();
-        let header = FileHeader {
-            kommune,
-            sequence: 3,
-            created_at,
-            cutoff_at: created_at,
-            test_marker: false,
-        };
+        let header = FileHeader::exported(kommune, 3, created_at, false);
         let date = chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
         let record = |reference: &str, ore: i64| DetailRecord {
             cpr: Cpr::parse("0101901234").unwrap(),
             agreement: AgreementRef::parse("BA-1").unwrap(),
-            transaction: TransactionCode::Withholding,
+            kind: EntryKind::Withholding,
             payout_date: date,
             period_from: date,
             period_to: date,
@@ -725,5 +718,20 @@ mod tests {
         });
         let error = read_back(&file).unwrap_err().to_string();
         assert!(error.contains("fails the strict reader"), "{error}");
+    }
+
+    // Our files carry their creation time as their as-of time too (decision 0009);
+    // a file whose start record says otherwise is valid SF2520 but not the file
+    // the ledger planned, so it is never recorded.
+    #[test]
+    fn the_read_back_refuses_a_file_whose_as_of_time_is_not_its_creation_time() {
+        let dir = tempfile::tempdir().unwrap();
+        // Positions 37–50 of the start record: 20261201023000 becomes ...022959.
+        let file = rendered(dir.path(), |bytes| {
+            bytes[36..50].copy_from_slice(b"20261201022959");
+        });
+        let error = read_back(&file).unwrap_err().to_string();
+        assert!(error.contains("the start record reads"), "{error}");
+        assert!(error.contains("as_of: 2026-12-01T02:29:59"), "{error}");
     }
 }
