@@ -197,17 +197,29 @@ pub fn render_all(
 fn balance<T>(items: &[T], workers: usize, weight: impl Fn(&T) -> u64) -> Vec<Vec<&T>> {
     let mut by_size: Vec<&T> = items.iter().collect();
     by_size.sort_by_key(|item| std::cmp::Reverse(weight(item)));
-    let mut groups: Vec<(u64, Vec<&T>)> = (0..workers.max(1)).map(|_| (0, Vec::new())).collect();
+    /// One worker's share: its items and their summed weight.
+    struct Group<'t, T> {
+        weight: u64,
+        items: Vec<&'t T>,
+    }
+    let mut groups: Vec<Group<'_, T>> = (0..workers.max(1))
+        .map(|_| Group {
+            weight: 0,
+            items: Vec::new(),
+        })
+        .collect();
     for item in by_size {
-        if let Some(lightest) = groups.iter_mut().min_by_key(|(total, _)| *total) {
-            lightest.0 += weight(item);
-            lightest.1.push(item);
+        if let Some(lightest) = groups.iter_mut().min_by_key(|group| group.weight) {
+            // Saturating: the weight only orders the groups, and a sum of record
+            // counts beyond u64 cannot be rendered anyway.
+            lightest.weight = lightest.weight.saturating_add(weight(item));
+            lightest.items.push(item);
         }
     }
     groups
         .into_iter()
-        .map(|(_, group)| group)
-        .filter(|group| !group.is_empty())
+        .map(|group| group.items)
+        .filter(|items| !items.is_empty())
         .collect()
 }
 
@@ -345,8 +357,12 @@ const INDEX_COST_IN_POSITIONS: u64 = 8;
 /// the last); it is taken out while that saving is worth more than its entries
 /// read one by one.
 fn by_index(ranges: &[(EntryRange, u64)]) -> Vec<usize> {
+    let start = |index: usize| {
+        let (range, _) = &ranges[index];
+        range.after_position
+    };
     let mut order: Vec<usize> = (0..ranges.len()).collect();
-    order.sort_by_key(|&index| ranges[index].0.after_position);
+    order.sort_by_key(|&index| start(index));
     let through = ranges
         .iter()
         .map(|(range, _)| range.through_position)
@@ -355,9 +371,7 @@ fn by_index(ranges: &[(EntryRange, u64)]) -> Vec<usize> {
     let mut chosen = Vec::new();
     for (at, &index) in order.iter().enumerate() {
         let (range, entries) = &ranges[index];
-        let next_start = order
-            .get(at + 1)
-            .map_or(through, |&next| ranges[next].0.after_position);
+        let next_start = order.get(at + 1).map_or(through, |&next| start(next));
         let saved = next_start.saturating_sub(range.after_position);
         if entries.saturating_mul(INDEX_COST_IN_POSITIONS) < saved {
             chosen.push(index);

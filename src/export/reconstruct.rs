@@ -194,7 +194,8 @@ fn render_by_walking_the_log(
     if let Some(error) = failure {
         return Err(error);
     }
-    Ok(writer.finish().map_err(render_error)?.0)
+    let (bytes, _summary) = writer.finish().map_err(render_error)?;
+    Ok(bytes)
 }
 
 /// What a reissue did.

@@ -160,7 +160,14 @@ impl<W: Write> FileWriter<W> {
         if ore >= 0 {
             next.plus_ore = checked_total(FieldId::PlusSum, self.summary.plus_ore, ore)?;
         } else {
-            let minus = ore.checked_neg().unwrap_or(i64::MAX);
+            // An `Amount` is bounded by AMOUNT_ORE_MAX, so this cannot fail; if the
+            // bound ever widens to i64::MIN the record is refused, not saturated.
+            let minus = ore.checked_neg().ok_or(WriteError::OutOfRange {
+                record: DETAIL.record_type,
+                field: "amount",
+                value: ore.to_string(),
+                why: "its absolute value does not fit 64 bits",
+            })?;
             next.minus_ore = checked_total(FieldId::MinusSum, self.summary.minus_ore, minus)?;
         }
         next.net_ore = next.plus_ore - next.minus_ore;
