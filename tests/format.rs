@@ -486,6 +486,16 @@ fn show_json_masks_the_cpr_too() {
     assert_eq!(value["details"][2]["amount_ore"], -20_000);
     assert_eq!(value["details"][2]["corrects"], "KY-2026-000987");
     assert_eq!(value["end"]["net_ore"], 237_350);
+    // Positions 37-50 are the as-of time (decision 0009); the key it had before,
+    // `cutoff_at_utc`, stays with the same value so that old scripts go on working.
+    assert_eq!(value["header"]["as_of_utc"], "2026-03-02T06:15:00");
+    assert_eq!(
+        value["header"]["cutoff_at_utc"],
+        value["header"]["as_of_utc"]
+    );
+    assert_eq!(value["header"]["created_at_utc"], "2026-03-02T06:15:30");
+    assert_eq!(value["details"][2]["transaction"], "correction");
+    assert_eq!(value["details"][2]["transaction_code"], "02");
 }
 
 #[test]
