@@ -26,13 +26,12 @@ fn header() -> FileHeader {
     let created_at = NaiveDate::from_ymd_opt(2026, 11, 2)
         .and_then(|date| date.and_hms_opt(6, 30, 0))
         .expect("a real time");
-    FileHeader {
-        kommune: Kommune::parse("0751").expect("Aarhus"),
-        sequence: 42,
+    FileHeader::exported(
+        Kommune::parse("0751").expect("Aarhus"),
+        42,
         created_at,
-        cutoff_at: created_at,
-        test_marker: false,
-    }
+        false,
+    )
 }
 
 /// 1,000 withholdings as detail records (corrections would need their withholding).

@@ -3,10 +3,10 @@
 
 mod support;
 
+use sf2520::domain::EntryKind;
 use sf2520::export::{
     default_outbox, reconstruct, reissue, render_as_of, run_batch, ExportRequest, Quiet,
 };
-use sf2520::sf2520::TransactionCode;
 use support::backend::open_ledger;
 use support::export::*;
 use support::ledger::*;
@@ -44,7 +44,7 @@ fn corrections_after_an_export_land_in_the_next_file_with_sign_code_and_referenc
     assert_eq!(parsed.header.sequence, 2);
     let details: Vec<_> = parsed.details.iter().map(|d| &d.record).collect();
     assert_eq!(details.len(), 2);
-    assert_eq!(details[0].transaction, TransactionCode::Correction);
+    assert_eq!(details[0].kind, EntryKind::Correction);
     assert_eq!(details[0].amount.ore(), -20_000);
     assert_eq!(details[0].corrects.as_ref().unwrap().as_str(), "KY-1");
     assert_eq!(

@@ -8,11 +8,11 @@ use std::io::Write;
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use proptest::prelude::*;
 use sf2520::cli::format;
-use sf2520::domain::{AgreementRef, Amount, Cpr, Kommune, KyRef, AMOUNT_ORE_MAX};
+use sf2520::domain::{AgreementRef, Amount, Cpr, EntryKind, Kommune, KyRef, AMOUNT_ORE_MAX};
 use sf2520::sf2520::layout::{Content, Kind, RECORDS};
 use sf2520::sf2520::{
     file_name, read_file, render_file, render_record, DetailRecord, FieldValue, FileHeader,
-    FileWriter, TransactionCode, WriteError,
+    FileWriter, WriteError,
 };
 use support::{
     assert_golden, crate_path, date, date_time, golden_cases, sample_file, sample_header,
@@ -113,11 +113,11 @@ fn any_header() -> impl Strategy<Value = FileHeader> {
         any::<bool>(),
     )
         .prop_map(
-            |(kommune, sequence, created_at, cutoff_at, test_marker)| FileHeader {
+            |(kommune, sequence, created_at, as_of, test_marker)| FileHeader {
                 kommune,
                 sequence,
                 created_at,
-                cutoff_at,
+                as_of,
                 test_marker,
             },
         )
@@ -141,10 +141,10 @@ fn any_record() -> impl Strategy<Value = DetailRecord> {
             |(cpr, agreement, (ore, corrects), dates, reference)| DetailRecord {
                 cpr,
                 agreement: AgreementRef::parse(&agreement).unwrap(),
-                transaction: if corrects.is_some() {
-                    TransactionCode::Correction
+                kind: if corrects.is_some() {
+                    EntryKind::Correction
                 } else {
-                    TransactionCode::Withholding
+                    EntryKind::Withholding
                 },
                 payout_date: dates.0,
                 period_from: dates.1,
@@ -288,8 +288,8 @@ fn given_fractional_seconds_when_writing_then_they_are_refused_not_dropped() {
     let created = date_time("2026-03-02T06:15:30") + chrono::Duration::milliseconds(1);
     let header = header_with(|h| h.created_at = created);
     expect_refusal(FileWriter::new(Vec::new(), header), "creation time");
-    let header = header_with(|h| h.cutoff_at = created);
-    expect_refusal(FileWriter::new(Vec::new(), header), "cut-off time");
+    let header = header_with(|h| h.as_of = created);
+    expect_refusal(FileWriter::new(Vec::new(), header), "as-of time");
 }
 
 #[test]
@@ -477,6 +477,16 @@ fn show_json_masks_the_cpr_too() {
     assert_eq!(value["details"][2]["amount_ore"], -20_000);
     assert_eq!(value["details"][2]["corrects"], "KY-2026-000987");
     assert_eq!(value["end"]["net_ore"], 237_350);
+    // Positions 37-50 are the as-of time (decision 0009); the key it had before,
+    // `cutoff_at_utc`, stays with the same value so that old scripts go on working.
+    assert_eq!(value["header"]["as_of_utc"], "2026-03-02T06:15:00");
+    assert_eq!(
+        value["header"]["cutoff_at_utc"],
+        value["header"]["as_of_utc"]
+    );
+    assert_eq!(value["header"]["created_at_utc"], "2026-03-02T06:15:30");
+    assert_eq!(value["details"][2]["transaction"], "correction");
+    assert_eq!(value["details"][2]["transaction_code"], "02");
 }
 
 #[test]

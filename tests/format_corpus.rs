@@ -288,14 +288,14 @@ fn cases() -> Vec<Case> {
             "creation time TTMMSS (UTC)",
         ),
         case(
-            "cutoff_minute_61",
+            "as_of_minute_61",
             |f| put(f, 1, 45, b"0661"),
             K::InvalidDate {
                 found: s("20260302066100"),
                 format: "time ÅÅÅÅMMDDTTMMSS",
             },
             (1, 37),
-            "cut-off time ÅÅÅÅMMDDTTMMSS (UTC)",
+            "as-of time ÅÅÅÅMMDDTTMMSS (UTC)",
         ),
         case(
             "bad_test_marker",

@@ -513,6 +513,42 @@ fn verify_notices_a_projection_that_differs_from_the_log() {
     );
 }
 
+/// The error a read must give once KY-1's `entries.kind` says 7.
+fn assert_unknown_kind(result: Result<impl std::fmt::Debug, sf2520::ledger::LedgerError>) {
+    match result {
+        Err(sf2520::ledger::LedgerError::UnknownEntryKind { found: 7, location }) => {
+            assert!(!location.is_empty(), "the error must say where");
+        }
+        other => panic!("expected UnknownEntryKind {{ found: 7 }}, got {other:?}"),
+    }
+}
+
+// Regression: the kind was compared with `== KIND_WITHHOLDING` and anything else
+// counted as a correction, so a damaged kind turned a withholding into a
+// correction in the totals instead of being reported.
+#[test]
+fn given_a_damaged_entry_kind_when_totals_or_the_rules_read_it_then_it_is_an_error_naming_it() {
+    let mut t = given_one_withholding();
+    let changed = t
+        .sql()
+        .execute("UPDATE entries SET kind = 7 WHERE reference = 'KY-1'", &[]);
+    assert_eq!(changed, 1);
+    let head = t.head();
+    assert_unknown_kind(t.ledger.agreement_totals("BA1", head));
+    assert_unknown_kind(t.ledger.kommune_totals(head));
+    let kommune = sf2520::domain::Kommune::parse(K).unwrap();
+    assert_unknown_kind(t.ledger.kommune_range_totals(kommune, 0, head));
+    let parsed =
+        sf2520::input::parse_lines(lines(&[correction("KY-2", "KY-1", K, "-1.00")]).as_bytes())
+            .expect("reading from memory");
+    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    assert_unknown_kind(
+        t.ledger
+            .ingest(parsed.commands, sf2520::ledger::IngestMode::Commit),
+    );
+    assert_eq!(t.head(), head, "nothing was written");
+}
+
 #[test]
 fn the_data_directory_and_database_are_owner_only() {
     let t = TestLedger::new();

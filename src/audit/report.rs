@@ -221,8 +221,9 @@ fn apply(
         | Event::ReceiptReceived(_)
         | Event::TechnicalReceiptReceived(_) => return,
     };
-    if let Some(file) = files.get_mut(&delivery.0) {
-        file.delivery = delivery.1;
+    let (sequence, delivery) = delivery;
+    if let Some(file) = files.get_mut(&sequence) {
+        file.delivery = delivery;
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use crate::domain::format_kroner;
-use crate::sf2520::{read_file, ParsedDetail, ParsedFile, ReadErrors, TransactionCode};
+use crate::sf2520::{read_file, ParsedDetail, ParsedFile, ReadErrors};
 
 /// Checks each file; one line per valid file, the path and every error for an
 /// invalid one. True when all files are valid. A file that cannot be read counts as
@@ -129,12 +129,12 @@ fn write_table(file: &ParsedFile, out: &mut dyn Write) -> std::io::Result<()> {
     let header = &file.header;
     writeln!(
         out,
-        "kommune {} {}, løbenummer {:06}, created {} UTC, cut-off {} UTC{}",
+        "kommune {} {}, løbenummer {:06}, created {} UTC, as of {} UTC{}",
         header.kommune,
         header.kommune.name(),
         header.sequence,
         header.created_at,
-        header.cutoff_at,
+        header.as_of,
         if header.test_marker {
             ", TEST FILE"
         } else {
@@ -188,7 +188,7 @@ fn table_row(detail: &ParsedDetail) -> [String; 10] {
     [
         detail.line.to_string(),
         detail.record_number.to_string(),
-        format!("{:02}", record.transaction.code()),
+        format!("{:02}", record.kind.transaction_code()),
         record.cpr.masked(),
         record.agreement.to_string(),
         record.payout_date.to_string(),
@@ -205,6 +205,7 @@ fn table_row(detail: &ParsedDetail) -> [String; 10] {
 
 fn file_json(file: &ParsedFile) -> Value {
     let header = &file.header;
+    let as_of = header.as_of.format("%Y-%m-%dT%H:%M:%S").to_string();
     let end = &file.end;
     json!({
         "header": {
@@ -212,7 +213,10 @@ fn file_json(file: &ParsedFile) -> Value {
             "kommune_name": header.kommune.name(),
             "sequence": header.sequence,
             "created_at_utc": header.created_at.format("%Y-%m-%dT%H:%M:%S").to_string(),
-            "cutoff_at_utc": header.cutoff_at.format("%Y-%m-%dT%H:%M:%S").to_string(),
+            "as_of_utc": as_of,
+            // The key before decision 0009 named this time a cut-off; kept, with
+            // the same value, so that scripts reading it go on working.
+            "cutoff_at_utc": as_of,
             "test_marker": header.test_marker,
         },
         "details": file.details.iter().map(detail_json).collect::<Vec<_>>(),
@@ -228,17 +232,13 @@ fn file_json(file: &ParsedFile) -> Value {
 
 fn detail_json(detail: &ParsedDetail) -> Value {
     let record = &detail.record;
-    let transaction = match record.transaction {
-        TransactionCode::Withholding => "withholding",
-        TransactionCode::Correction => "correction",
-    };
     json!({
         "line": detail.line,
         "record_number": detail.record_number,
         "cpr_masked": record.cpr.masked(),
         "agreement": record.agreement.as_str(),
-        "transaction": transaction,
-        "transaction_code": format!("{:02}", record.transaction.code()),
+        "transaction": record.kind.word(),
+        "transaction_code": format!("{:02}", record.kind.transaction_code()),
         "payout_date": record.payout_date.to_string(),
         "period_from": record.period_from.to_string(),
         "period_to": record.period_to.to_string(),

@@ -237,7 +237,7 @@ pub fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Verdict, V
             ));
         }
     }
-    findings.sort_by_key(|finding| std::cmp::Reverse(finding.0));
+    findings.sort_by_key(|(verdict, _)| std::cmp::Reverse(*verdict));
     let verdict = findings
         .first()
         .map_or(Verdict::Ok, |(verdict, _)| *verdict);

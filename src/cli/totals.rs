@@ -4,6 +4,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::domain::{AgreementRef, Kommune};
@@ -121,7 +122,7 @@ fn print_rows(
     key: &str,
     rows: Vec<(String, Value, Totals)>,
     json: bool,
-) -> io::Result<()> {
+) -> anyhow::Result<()> {
     if json {
         let items: Vec<_> = rows
             .iter()
@@ -131,18 +132,15 @@ fn print_rows(
                 item
             })
             .collect();
-        return writeln!(out, "{}", json!({"position": position, "rows": items}));
+        writeln!(out, "{}", json!({"position": position, "rows": items}))?;
+        return Ok(());
     }
     let sum = rows
         .iter()
-        .fold(Totals::default(), |mut sum, (_, _, totals)| {
-            sum.withheld_ore += totals.withheld_ore;
-            sum.corrected_ore += totals.corrected_ore;
-            sum.net_ore += totals.net_ore;
-            sum.entries += totals.entries;
-            sum.last_payout_date = sum.last_payout_date.max(totals.last_payout_date);
-            sum
-        });
+        .try_fold(Totals::default(), |sum, (name, _, totals)| {
+            sum_of(&sum, totals)
+                .with_context(|| format!("the total of {title} overflows 64 bits at {name}"))
+        })?;
     let mut table_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|(name, _, totals)| row(vec![name.clone()], totals))
@@ -150,5 +148,19 @@ fn print_rows(
     table_rows.push(row(vec![format!("total ({} rows)", rows.len())], &sum));
     writeln!(out, "{title} as of position {position}")?;
     let headers: Vec<&str> = [key].into_iter().chain(TOTALS_HEADERS).collect();
-    write!(out, "{}", table(&headers, &table_rows))
+    write!(out, "{}", table(&headers, &table_rows))?;
+    Ok(())
+}
+
+/// `sum` and `totals` added up, or `None` if a sum does not fit (each row fits,
+/// but 98 kommuner together need not): the table's total line is then refused,
+/// never wrapped.
+fn sum_of(sum: &Totals, totals: &Totals) -> Option<Totals> {
+    Some(Totals {
+        withheld_ore: sum.withheld_ore.checked_add(totals.withheld_ore)?,
+        corrected_ore: sum.corrected_ore.checked_add(totals.corrected_ore)?,
+        net_ore: sum.net_ore.checked_add(totals.net_ore)?,
+        entries: sum.entries.checked_add(totals.entries)?,
+        last_payout_date: sum.last_payout_date.max(totals.last_payout_date),
+    })
 }

@@ -2,6 +2,7 @@
 
 mod cpr;
 mod decide;
+mod entry_kind;
 mod error;
 mod events;
 mod kommune;
@@ -10,6 +11,7 @@ mod reference;
 
 pub use cpr::{mask_in_text, mask_raw, Cpr};
 pub use decide::{decide, AgreementState, Decision, EntryState, LedgerView};
+pub use entry_kind::EntryKind;
 pub use error::DomainError;
 pub use events::{
     date_days, optional_date_days, Agreement, AgreementEnd, BusinessReceiptReceived, Command,

@@ -106,14 +106,7 @@ pub fn plan(
             source,
         };
         planned.push(PlannedFile {
-            header: FileHeader {
-                kommune,
-                sequence,
-                created_at,
-                // The file holds what was recorded before its creation time.
-                cutoff_at: created_at,
-                test_marker,
-            },
+            header: FileHeader::exported(kommune, sequence, created_at, test_marker),
             file_name: file_name(kommune, created_at.date(), sequence).map_err(render_error)?,
             range,
             record_count: totals.entries,
@@ -205,17 +198,29 @@ pub fn render_all(
 fn balance<T>(items: &[T], workers: usize, weight: impl Fn(&T) -> u64) -> Vec<Vec<&T>> {
     let mut by_size: Vec<&T> = items.iter().collect();
     by_size.sort_by_key(|item| std::cmp::Reverse(weight(item)));
-    let mut groups: Vec<(u64, Vec<&T>)> = (0..workers.max(1)).map(|_| (0, Vec::new())).collect();
+    /// One worker's share: its items and their summed weight.
+    struct Group<'t, T> {
+        weight: u64,
+        items: Vec<&'t T>,
+    }
+    let mut groups: Vec<Group<'_, T>> = (0..workers.max(1))
+        .map(|_| Group {
+            weight: 0,
+            items: Vec::new(),
+        })
+        .collect();
     for item in by_size {
-        if let Some(lightest) = groups.iter_mut().min_by_key(|(total, _)| *total) {
-            lightest.0 += weight(item);
-            lightest.1.push(item);
+        if let Some(lightest) = groups.iter_mut().min_by_key(|group| group.weight) {
+            // Saturating: the weight only orders the groups, and a sum of record
+            // counts beyond u64 cannot be rendered anyway.
+            lightest.weight = lightest.weight.saturating_add(weight(item));
+            lightest.items.push(item);
         }
     }
     groups
         .into_iter()
-        .map(|(_, group)| group)
-        .filter(|group| !group.is_empty())
+        .map(|group| group.items)
+        .filter(|items| !items.is_empty())
         .collect()
 }
 
@@ -353,8 +358,12 @@ const INDEX_COST_IN_POSITIONS: u64 = 8;
 /// the last); it is taken out while that saving is worth more than its entries
 /// read one by one.
 fn by_index(ranges: &[(EntryRange, u64)]) -> Vec<usize> {
+    let start = |index: usize| {
+        let (range, _) = &ranges[index];
+        range.after_position
+    };
     let mut order: Vec<usize> = (0..ranges.len()).collect();
-    order.sort_by_key(|&index| ranges[index].0.after_position);
+    order.sort_by_key(|&index| start(index));
     let through = ranges
         .iter()
         .map(|(range, _)| range.through_position)
@@ -362,9 +371,7 @@ fn by_index(ranges: &[(EntryRange, u64)]) -> Vec<usize> {
     let mut chosen = Vec::new();
     for (at, &index) in order.iter().enumerate() {
         let (range, entries) = &ranges[index];
-        let next_start = order
-            .get(at + 1)
-            .map_or(through, |&next| ranges[next].0.after_position);
+        let next_start = order.get(at + 1).map_or(through, |&next| start(next));
         let saved = next_start.saturating_sub(range.after_position);
         if entries.saturating_mul(INDEX_COST_IN_POSITIONS) < saved {
             chosen.push(index);
@@ -512,8 +519,9 @@ fn read_back_all(rendered: &[RenderedFile]) -> Result<(), ExportError> {
 }
 
 /// Reads a rendered file back through the strict reader (as UDK would) and
-/// checks it against the plan, which came from the ledger's totals: kommune,
-/// løbenummer, record count and net sum, and the writer's own sums.
+/// checks it against the plan, which came from the ledger's totals: the whole
+/// start record (so both its times are the creation time, decision 0009),
+/// record count and net sum, and the writer's own sums.
 fn read_back(file: &RenderedFile) -> Result<(), ExportError> {
     let planned = &file.planned;
     let mismatch = |what: String| ExportError::ReadBack {
@@ -526,6 +534,12 @@ fn read_back(file: &RenderedFile) -> Result<(), ExportError> {
     let parsed = check_file(&bytes)
         .map_err(|errors| mismatch(format!("it fails the strict reader: {errors}")))?;
     let (header, end) = (&parsed.header, &parsed.end);
+    if *header != planned.header {
+        return Err(mismatch(format!(
+            "the start record reads {header:?}, but the plan is {:?}",
+            planned.header
+        )));
+    }
     let checks: [(&str, i128, i128); 7] = [
         (
             "kommune",
@@ -643,8 +657,7 @@ pub fn default_outbox(data_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{AgreementRef, Amount, Cpr, KyRef};
-    use crate::sf2520::TransactionCode;
+    use crate::domain::{AgreementRef, Amount, Cpr, EntryKind, KyRef};
 
     /// A file of two withholdings rendered under its temporary name, and its plan.
     fn rendered(dir: &Path, damage: impl FnOnce(&mut Vec<u8>)) -> RenderedFile {
@@ -653,18 +666,12 @@ mod tests {
             .unwrap()
             .and_hms_opt(2, 30, 0)
             .unwrap();
-        let header = FileHeader {
-            kommune,
-            sequence: 3,
-            created_at,
-            cutoff_at: created_at,
-            test_marker: false,
-        };
+        let header = FileHeader::exported(kommune, 3, created_at, false);
         let date = chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
         let record = |reference: &str, ore: i64| DetailRecord {
             cpr: Cpr::parse("0101901234").unwrap(),
             agreement: AgreementRef::parse("BA-1").unwrap(),
-            transaction: TransactionCode::Withholding,
+            kind: EntryKind::Withholding,
             payout_date: date,
             period_from: date,
             period_to: date,
@@ -725,5 +732,20 @@ mod tests {
         });
         let error = read_back(&file).unwrap_err().to_string();
         assert!(error.contains("fails the strict reader"), "{error}");
+    }
+
+    // Our files carry their creation time as their as-of time too (decision 0009);
+    // a file whose start record says otherwise is valid SF2520 but not the file
+    // the ledger planned, so it is never recorded.
+    #[test]
+    fn the_read_back_refuses_a_file_whose_as_of_time_is_not_its_creation_time() {
+        let dir = tempfile::tempdir().unwrap();
+        // Positions 37–50 of the start record: 20261201023000 becomes ...022959.
+        let file = rendered(dir.path(), |bytes| {
+            bytes[36..50].copy_from_slice(b"20261201022959");
+        });
+        let error = read_back(&file).unwrap_err().to_string();
+        assert!(error.contains("the start record reads"), "{error}");
+        assert!(error.contains("as_of: 2026-12-01T02:29:59"), "{error}");
     }
 }

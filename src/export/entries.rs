@@ -2,10 +2,10 @@
 //! projections) in log order, turned into detail records.
 
 use super::ExportError;
-use crate::domain::{Event, Kommune, Withholding};
+use crate::domain::{EntryKind, Event, Kommune, Withholding};
 use crate::ledger::EntryRange;
 use crate::ledger::Ledger;
-use crate::sf2520::{DetailRecord, TransactionCode};
+use crate::sf2520::DetailRecord;
 
 /// Calls `visit` with each entry of the range as a detail record, in log order,
 /// found through the (kommune, position) index.
@@ -108,7 +108,7 @@ fn entry_record(
                 kommune: kommune.code(),
             })?;
             Ok(DetailRecord {
-                transaction: TransactionCode::Correction,
+                kind: EntryKind::Correction,
                 amount: c.amount,
                 reference: c.reference,
                 corrects: Some(c.corrects),
@@ -128,7 +128,7 @@ pub fn withholding_record(w: Withholding) -> DetailRecord {
     DetailRecord {
         cpr: w.cpr,
         agreement: w.agreement,
-        transaction: TransactionCode::Withholding,
+        kind: EntryKind::Withholding,
         payout_date: w.payout_date,
         period_from: w.period_from,
         period_to: w.period_to,

@@ -21,10 +21,10 @@ use std::collections::HashMap;
 use super::entries::withholding_record;
 use super::outbox::{Outbox, WrittenFile};
 use super::ExportError;
-use crate::domain::{Event, FileReissued, Kommune, Withholding};
+use crate::domain::{EntryKind, Event, FileReissued, Kommune, Withholding};
 use crate::ledger::{Ledger, GENESIS_HASH};
 use crate::ledger::{OfficialFile, ProjectionDamage};
-use crate::sf2520::{DetailRecord, FileHeader, FileWriter, TransactionCode};
+use crate::sf2520::{DetailRecord, FileHeader, FileWriter};
 
 /// An official file rendered again.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,13 +82,7 @@ pub fn plan_of(file: &OfficialFile) -> Result<PlannedFile, ExportError> {
             created_at_us: file.created_at_us,
         })?;
     Ok(PlannedFile {
-        header: FileHeader {
-            kommune: file.kommune,
-            sequence: file.sequence,
-            created_at,
-            cutoff_at: created_at,
-            test_marker: file.test_marker,
-        },
+        header: FileHeader::exported(file.kommune, file.sequence, created_at, file.test_marker),
         file_name: file.file_name.clone(),
         range: file.range(),
         record_count: file.record_count,
@@ -179,7 +173,7 @@ fn render_by_walking_the_log(
                     return Ok(());
                 };
                 DetailRecord {
-                    transaction: TransactionCode::Correction,
+                    kind: EntryKind::Correction,
                     amount: c.amount,
                     reference: c.reference,
                     corrects: Some(c.corrects),
@@ -198,7 +192,8 @@ fn render_by_walking_the_log(
     if let Some(error) = failure {
         return Err(error);
     }
-    Ok(writer.finish().map_err(render_error)?.0)
+    let (bytes, _summary) = writer.finish().map_err(render_error)?;
+    Ok(bytes)
 }
 
 /// What a reissue did.

@@ -157,8 +157,9 @@ impl Ledger {
                 _ => None,
             })
             .collect();
-        wanted.sort_unstable_by(|a, b| {
-            (a.0.number(), a.1.as_str()).cmp(&(b.0.number(), b.1.as_str()))
+        wanted.sort_unstable_by(|(a_kommune, a_reference), (b_kommune, b_reference)| {
+            (a_kommune.number(), a_reference.as_str())
+                .cmp(&(b_kommune.number(), b_reference.as_str()))
         });
         wanted.dedup();
         let mut found = Corrected::new();
@@ -183,10 +184,10 @@ impl Ledger {
                 if let Event::WithholdingRecorded(w) =
                     decode_payload(position, row.blob(EVENTS, 5)?)?
                 {
-                    let key = (w.kommune.number(), w.reference.as_str().to_string());
-                    let asked = (row.narrow::<u16>(EVENTS, 0)?, row.text(EVENTS, 1)?);
-                    if (key.0, key.1.as_str()) == asked {
-                        found.insert(key, w);
+                    let kommune = row.narrow::<u16>(EVENTS, 0)?;
+                    let reference = row.text(EVENTS, 1)?;
+                    if (w.kommune.number(), w.reference.as_str()) == (kommune, reference) {
+                        found.insert((kommune, reference.to_string()), w);
                     }
                 }
                 Ok(())

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-use crate::domain::DomainError;
+use crate::domain::{DomainError, EntryKind};
 
 /// One input line the rules refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -191,6 +191,33 @@ pub enum LedgerError {
 
     #[error("position {position} is beyond what a ledger can hold (at most 9223372036854775807)")]
     PositionOutOfRange { position: u64 },
+
+    /// An `entries` row whose kind is neither a withholding's nor a correction's
+    /// number: the projection is damaged, and no kind is guessed for it.
+    #[error(
+        "the ledger is damaged: the entries table holds the entry kind {found} {location}, \
+         which is neither {} (withholding) nor {} (correction). Run `sf2520 verify` to see \
+         the extent, and restore the newest good backup",
+        EntryKind::Withholding.stored(),
+        EntryKind::Correction.stored()
+    )]
+    UnknownEntryKind { found: i64, location: String },
+
+    /// A sum of totals that does not fit 64 bits. Amounts are bounded, so only a
+    /// damaged projection (or an absurd number of entries) gets here; the sum is
+    /// refused rather than wrapped into a plausible wrong number.
+    #[error(
+        "the {what} of {whose} overflows 64 bits ({sum}); no total is shown rather than a \
+         wrapped one. Run `sf2520 verify`: a projection row may be damaged"
+    )]
+    TotalsOverflow {
+        /// `agreement BA-1`, `kommune 0101`, …
+        whose: String,
+        /// The field that overflowed: `withheld sum`, `corrected sum`, `net sum`, `entry count`.
+        what: &'static str,
+        /// The exact sum, which an i64 cannot hold.
+        sum: i128,
+    },
 }
 
 /// A PostgreSQL error with the server's message, detail and hint when it sent them.

@@ -35,7 +35,7 @@ pub use error::{LedgerError, LineError};
 pub use files::{file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage};
 pub use migrate::MigrateReport;
 pub use postgres::DatabaseUrl;
-pub use projection::{RangeTotals, Totals, KIND_CORRECTION, KIND_WITHHOLDING};
+pub use projection::{RangeTotals, Totals};
 pub use schema::DEFAULT_TOTALS_BLOCK;
 pub use store::Appender;
 pub use store::{

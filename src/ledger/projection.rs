@@ -14,12 +14,8 @@ use super::sql::{self, args, Addition, Db, Row, Source};
 use super::LedgerError;
 
 use crate::domain::{
-    Agreement, AgreementEnd, Correction, Event, FileExported, Kommune, Withholding,
+    Agreement, AgreementEnd, Correction, EntryKind, Event, FileExported, Kommune, Withholding,
 };
-
-/// Kinds in the `entries` table.
-pub const KIND_WITHHOLDING: i64 = 1;
-pub const KIND_CORRECTION: i64 = 2;
 
 fn days(date: NaiveDate) -> i64 {
     i64::from(date.num_days_from_ce())
@@ -198,7 +194,7 @@ fn apply_withholding(
             w.kommune.number().into(),
             position,
             w.reference.as_str().into(),
-            KIND_WITHHOLDING.into(),
+            EntryKind::Withholding.into(),
             w.agreement.as_str().into(),
             w.amount.ore().into(),
             days(w.payout_date).into(),
@@ -235,7 +231,7 @@ fn apply_correction(
             c.kommune.number().into(),
             position,
             c.reference.as_str().into(),
-            KIND_CORRECTION.into(),
+            EntryKind::Correction.into(),
             (&agreement).into(),
             c.corrects.as_str().into(),
             c.amount.ore().into(),
@@ -268,64 +264,81 @@ const KOMMUNE_TOTALS_BEFORE: &str =
     "SELECT withheld_ore, corrected_ore, entries, last_payout FROM kommune_totals
      WHERE kommune = ?1 AND block < ?2 ORDER BY block DESC LIMIT 1";
 
-/// A kommune's entries at positions ?2..=?3 with their agreement, as changes to totals.
-const KOMMUNE_ENTRIES_BETWEEN: &str = "SELECT agreement, kind, amount_ore, payout FROM entries
+/// A kommune's entries at positions ?2..=?3 with their agreement, as changes to
+/// totals (columns from 1 as [`entry_change`] reads them).
+const KOMMUNE_ENTRIES_BETWEEN: &str =
+    "SELECT agreement, position, kind, amount_ore, payout FROM entries
      WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3";
 
-/// A kommune's entries at positions ?2..=?3, as changes to totals.
 /// A kommune's entries at positions ?2..=?3 added up as a totals row, by the
-/// database (one row comes back, not one per entry). An overflowing sum is an
-/// error on both backends, never a wrapped number.
+/// database (one row comes back, not one per entry), with ?4 the withholding's
+/// and ?5 the correction's stored kind. An overflowing sum is an error on both
+/// backends, never a wrapped number. The fifth column is the least kind that is
+/// neither (NULL when there is none), so a damaged row is an error rather than
+/// counted as a correction.
 const KOMMUNE_SUMS_BETWEEN: &str = "SELECT
-         CAST(coalesce(sum(CASE WHEN kind = 1 THEN amount_ore ELSE 0 END), 0) AS bigint),
-         CAST(coalesce(sum(CASE WHEN kind = 1 THEN 0 ELSE amount_ore END), 0) AS bigint),
+         CAST(coalesce(sum(CASE WHEN kind = ?4 THEN amount_ore ELSE 0 END), 0) AS bigint),
+         CAST(coalesce(sum(CASE WHEN kind = ?5 THEN amount_ore ELSE 0 END), 0) AS bigint),
          count(*),
-         max(payout)
+         max(payout),
+         min(CASE WHEN kind = ?4 OR kind = ?5 THEN NULL ELSE kind END)
      FROM entries WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3";
 
+/// The positions a totals block spans, both inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlockBounds {
+    first: u64,
+    last: u64,
+}
+
 /// The first and last position of block `block`.
-fn block_bounds(block_size: u64, block: u64) -> (u64, u64) {
+fn block_bounds(block_size: u64, block: u64) -> BlockBounds {
     let first = block.saturating_mul(block_size);
-    (first, first.saturating_add(block_size - 1))
+    BlockBounds {
+        first,
+        last: first.saturating_add(block_size - 1),
+    }
+}
+
+/// Whose totals a sum belongs to, for [`LedgerError::TotalsOverflow`].
+#[derive(Clone, Copy, Debug)]
+enum Whose<'a> {
+    Agreement(&'a str),
+    Kommune(Kommune),
+}
+
+impl std::fmt::Display for Whose<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Whose::Agreement(agreement) => write!(f, "agreement {agreement}"),
+            Whose::Kommune(kommune) => write!(f, "kommune {kommune}"),
+        }
+    }
+}
+
+/// One agreement's change to its totals over a block, and its kommune.
+struct AgreementChange {
+    kommune: Kommune,
+    change: RawTotals,
 }
 
 /// Writes the totals rows of block `block`, now complete: for every agreement and
 /// every kommune with entries in it, the last row before it plus those entries.
 /// The rows go in in key order, so each index page is written once per block.
 fn close_block(conn: &Db, block_size: u64, block: u64) -> Result<(), LedgerError> {
-    let (first, last) = block_bounds(block_size, block);
-    let (first, last) = (sql::position(first)?, sql::position(last)?);
-    let mut agreements: BTreeMap<String, (u16, RawTotals)> = BTreeMap::new();
-    let mut kommuner: BTreeMap<u16, RawTotals> = BTreeMap::new();
-    for kommune in Kommune::all() {
-        let number = kommune.number();
-        conn.query_each(
-            KOMMUNE_ENTRIES_BETWEEN,
-            &[number.into(), first, last],
-            |row| {
-                let entry = entry_change(row, 1)?;
-                agreements
-                    .entry(row.text(ENTRIES, 0)?.to_string())
-                    .or_insert((number, RawTotals::default()))
-                    .1
-                    .add(&entry);
-                kommuner.entry(number).or_default().add(&entry);
-                Ok(())
-            },
-        )?;
-    }
-    let befores = agreement_totals_before(conn, agreements.keys(), block)?;
+    let changes = block_changes(conn, block_bounds(block_size, block))?;
+    let befores = agreement_totals_before(conn, changes.agreements.keys(), block)?;
     let block = sql::position(block)?;
-    for (agreement, (kommune, change)) in &agreements {
+    for (agreement, AgreementChange { kommune, change }) in &changes.agreements {
         let before = befores.get(agreement).copied().unwrap_or_default();
-        let next = before.plus(change);
+        let next = before.plus(change, Whose::Agreement(agreement))?;
         conn.insert_later(
             "INSERT INTO agreement_totals (agreement, block, kommune, withheld_ore, corrected_ore, entries, last_payout)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             &[
                 agreement.into(),
                 block,
-                (*kommune).into(),
+                kommune.number().into(),
                 next.withheld_ore.into(),
                 next.corrected_ore.into(),
                 next.entries.into(),
@@ -333,20 +346,20 @@ fn close_block(conn: &Db, block_size: u64, block: u64) -> Result<(), LedgerError
             ],
         )?;
     }
-    for (kommune, change) in &kommuner {
+    for (kommune, change) in &changes.kommuner {
         let before = conn
             .query_opt(
                 KOMMUNE_TOTALS_BEFORE,
-                &[(*kommune).into(), block],
+                &[kommune.number().into(), block],
                 raw_totals,
             )?
             .unwrap_or_default();
-        let next = before.plus(change);
+        let next = before.plus(change, Whose::Kommune(*kommune))?;
         conn.insert_later(
             "INSERT INTO kommune_totals (kommune, block, withheld_ore, corrected_ore, entries, last_payout)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             &[
-                (*kommune).into(),
+                kommune.number().into(),
                 block,
                 next.withheld_ore.into(),
                 next.corrected_ore.into(),
@@ -356,6 +369,45 @@ fn close_block(conn: &Db, block_size: u64, block: u64) -> Result<(), LedgerError
         )?;
     }
     Ok(())
+}
+
+/// What the entries of one block change: per agreement and per kommune, in key order.
+struct BlockChanges {
+    agreements: BTreeMap<String, AgreementChange>,
+    kommuner: BTreeMap<Kommune, RawTotals>,
+}
+
+/// Adds up the entries at positions `bounds` per agreement and per kommune.
+fn block_changes(conn: &Db, bounds: BlockBounds) -> Result<BlockChanges, LedgerError> {
+    let (first, last) = (sql::position(bounds.first)?, sql::position(bounds.last)?);
+    let mut agreements: BTreeMap<String, AgreementChange> = BTreeMap::new();
+    let mut kommuner: BTreeMap<Kommune, RawTotals> = BTreeMap::new();
+    for kommune in Kommune::all() {
+        conn.query_each(
+            KOMMUNE_ENTRIES_BETWEEN,
+            &[kommune.number().into(), first, last],
+            |row| {
+                let entry = entry_change(row, 1)?;
+                let agreement = row.text(ENTRIES, 0)?;
+                agreements
+                    .entry(agreement.to_string())
+                    .or_insert(AgreementChange {
+                        kommune,
+                        change: RawTotals::default(),
+                    })
+                    .change
+                    .add(&entry, Whose::Agreement(agreement))?;
+                kommuner
+                    .entry(kommune)
+                    .or_default()
+                    .add(&entry, Whose::Kommune(kommune))
+            },
+        )?;
+    }
+    Ok(BlockChanges {
+        agreements,
+        kommuner,
+    })
 }
 
 /// The totals rows of the last block before `block` of each of `agreements` that
@@ -402,26 +454,31 @@ fn agreement_totals_before<'a>(
 
 /// One entry's effect on totals.
 struct EntryChange {
-    kind: i64,
+    kind: EntryKind,
     amount_ore: i64,
     /// Payout date in days since the common era; `None` for a correction.
     payout: Option<i64>,
 }
 
-/// Reads (kind, amount_ore, payout) from `row`, starting at column `from`.
+/// Reads (position, kind, amount_ore, payout) from `row`, starting at column
+/// `from`; the position only names the row if its kind is damaged.
 fn entry_change(row: &Row<'_>, from: usize) -> Result<EntryChange, LedgerError> {
+    let position = row.unsigned(ENTRIES, from)?;
     Ok(EntryChange {
-        kind: row.int(ENTRIES, from)?,
-        amount_ore: row.int(ENTRIES, from + 1)?,
-        payout: row.opt_int(ENTRIES, from + 2)?,
+        kind: row.entry_kind(ENTRIES, from + 1, || format!("at position {position}"))?,
+        amount_ore: row.int(ENTRIES, from + 2)?,
+        payout: row.opt_int(ENTRIES, from + 3)?,
     })
 }
 
 /// Totals as stored in a totals row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct RawTotals {
+    /// Sum of withholdings, øre.
     withheld_ore: i64,
+    /// Sum of corrections (signed), øre.
     corrected_ore: i64,
+    /// Number of withholdings and corrections.
     entries: i64,
     /// The latest payout date, in days since the common era.
     last_payout: Option<i64>,
@@ -429,30 +486,74 @@ struct RawTotals {
 
 impl RawTotals {
     /// Adds one entry: a withholding to the withheld sum, a correction (signed) to
-    /// the corrected sum.
-    fn add(&mut self, entry: &EntryChange) {
-        if entry.kind == KIND_WITHHOLDING {
-            self.withheld_ore += entry.amount_ore;
-        } else {
-            self.corrected_ore += entry.amount_ore;
+    /// the corrected sum. A sum that would overflow is an error naming `whose`,
+    /// and leaves these totals as they were.
+    fn add(&mut self, entry: &EntryChange, whose: Whose<'_>) -> Result<(), LedgerError> {
+        let mut next = *self;
+        match entry.kind {
+            EntryKind::Withholding => {
+                next.withheld_ore =
+                    checked_sum(whose, "withheld sum", self.withheld_ore, entry.amount_ore)?;
+            }
+            EntryKind::Correction => {
+                next.corrected_ore =
+                    checked_sum(whose, "corrected sum", self.corrected_ore, entry.amount_ore)?;
+            }
         }
-        self.entries += 1;
-        self.last_payout = latest(self.last_payout, entry.payout);
+        next.entries = checked_sum(whose, "entry count", self.entries, 1)?;
+        next.last_payout = latest(self.last_payout, entry.payout);
+        *self = next;
+        Ok(())
     }
 
-    /// These totals followed by `later`.
-    fn plus(&self, later: &RawTotals) -> RawTotals {
-        RawTotals {
-            withheld_ore: self.withheld_ore + later.withheld_ore,
-            corrected_ore: self.corrected_ore + later.corrected_ore,
-            entries: self.entries + later.entries,
+    /// These totals followed by `later`, or an error naming `whose` if a sum
+    /// overflows.
+    fn plus(&self, later: &RawTotals, whose: Whose<'_>) -> Result<RawTotals, LedgerError> {
+        Ok(RawTotals {
+            withheld_ore: checked_sum(
+                whose,
+                "withheld sum",
+                self.withheld_ore,
+                later.withheld_ore,
+            )?,
+            corrected_ore: checked_sum(
+                whose,
+                "corrected sum",
+                self.corrected_ore,
+                later.corrected_ore,
+            )?,
+            entries: checked_sum(whose, "entry count", self.entries, later.entries)?,
             last_payout: latest(self.last_payout, later.last_payout),
-        }
+        })
     }
 
-    fn net_ore(&self) -> i64 {
-        self.withheld_ore + self.corrected_ore
+    /// Withheld plus corrected, or an error naming `whose` if it overflows.
+    fn net_ore(&self, whose: Whose<'_>) -> Result<i64, LedgerError> {
+        checked_sum(whose, "net sum", self.withheld_ore, self.corrected_ore)
     }
+}
+
+/// `a + b`, or [`LedgerError::TotalsOverflow`] naming `whose` `what` overflowed.
+fn checked_sum(whose: Whose<'_>, what: &'static str, a: i64, b: i64) -> Result<i64, LedgerError> {
+    a.checked_add(b).ok_or_else(|| LedgerError::TotalsOverflow {
+        whose: whose.to_string(),
+        what,
+        sum: i128::from(a) + i128::from(b),
+    })
+}
+
+/// `a - b`, or [`LedgerError::TotalsOverflow`] naming `whose` `what` overflowed.
+fn checked_difference(
+    whose: Whose<'_>,
+    what: &'static str,
+    a: i64,
+    b: i64,
+) -> Result<i64, LedgerError> {
+    a.checked_sub(b).ok_or_else(|| LedgerError::TotalsOverflow {
+        whose: whose.to_string(),
+        what,
+        sum: i128::from(a) - i128::from(b),
+    })
 }
 
 fn latest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
@@ -469,6 +570,15 @@ fn raw_totals(row: &Row<'_>) -> Result<RawTotals, LedgerError> {
         entries: row.int(TOTALS, 2)?,
         last_payout: row.opt_int(TOTALS, 3)?,
     })
+}
+
+/// A row of [`KOMMUNE_SUMS_BETWEEN`]: the totals, after checking that no entry
+/// summed had a kind other than the two (its fifth column).
+fn summed_totals(row: &Row<'_>, kommune: Kommune) -> Result<RawTotals, LedgerError> {
+    if let Some(found) = row.opt_int(ENTRIES, 4)? {
+        sql::entry_kind(found, || format!("among kommune {kommune}'s entries"))?;
+    }
+    raw_totals(row)
 }
 
 fn apply_file(conn: &Db, position: sql::Value<'_>, file: &FileExported) -> Result<(), LedgerError> {
@@ -535,7 +645,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn from_raw(raw: RawTotals, whose: &str) -> Result<Totals, LedgerError> {
+    fn from_raw(raw: RawTotals, whose: Whose<'_>) -> Result<Totals, LedgerError> {
         let damaged = |what: String| LedgerError::CorruptLedger {
             position: None,
             what: format!("the totals of {whose}: {what}"),
@@ -550,7 +660,7 @@ impl Totals {
         Ok(Totals {
             withheld_ore: raw.withheld_ore,
             corrected_ore: raw.corrected_ore,
-            net_ore: raw.net_ore(),
+            net_ore: raw.net_ore(whose)?,
             entries: u64::try_from(raw.entries)
                 .map_err(|_| damaged(format!("{} entries", raw.entries)))?,
             last_payout_date,
@@ -571,7 +681,7 @@ impl AsOfBlock {
         let block = position / block_size.max(1);
         Ok(AsOfBlock {
             block: sql::position(block)?,
-            first: sql::position(block_bounds(block_size.max(1), block).0)?,
+            first: sql::position(block_bounds(block_size.max(1), block).first)?,
             position: sql::position(position)?,
         })
     }
@@ -613,19 +723,17 @@ pub(crate) fn agreement_totals(
             raw_totals,
         )?
         .unwrap_or_default();
+    let whose = Whose::Agreement(agreement);
     conn.query_each(
-        "SELECT kind, amount_ore, payout FROM entries
+        "SELECT position, kind, amount_ore, payout FROM entries
          WHERE kommune = ?1 AND position BETWEEN ?2 AND ?3 AND agreement = ?4",
         &[kommune.into(), at.first, at.position, agreement.into()],
-        |row| {
-            totals.add(&entry_change(row, 0)?);
-            Ok(())
-        },
+        |row| totals.add(&entry_change(row, 0)?, whose),
     )?;
     if totals.entries == 0 {
         return Ok(None);
     }
-    Totals::from_raw(totals, &format!("agreement {agreement}")).map(Some)
+    Totals::from_raw(totals, whose).map(Some)
 }
 
 /// One kommune's totals at positions `1..=position`: its totals row of the last
@@ -646,10 +754,16 @@ fn kommune_raw_through(
         .unwrap_or_default();
     let in_block = conn.query_one(
         KOMMUNE_SUMS_BETWEEN,
-        &[kommune.number().into(), at.first, at.position],
-        raw_totals,
+        &[
+            kommune.number().into(),
+            at.first,
+            at.position,
+            EntryKind::Withholding.into(),
+            EntryKind::Correction.into(),
+        ],
+        |row| summed_totals(row, kommune),
     )?;
-    Ok(totals.plus(&in_block))
+    totals.plus(&in_block, Whose::Kommune(kommune))
 }
 
 /// What one kommune's entries at positions `after + 1..=through` add up to.
@@ -673,9 +787,10 @@ pub(crate) fn kommune_range_totals(
     if through <= after {
         return Ok(RangeTotals::default());
     }
+    let whose = Whose::Kommune(kommune);
     let later = kommune_raw_through(conn, block_size, kommune, through)?;
     let earlier = kommune_raw_through(conn, block_size, kommune, after)?;
-    let entries = later.entries - earlier.entries;
+    let entries = checked_difference(whose, "entry count", later.entries, earlier.entries)?;
     Ok(RangeTotals {
         entries: u64::try_from(entries).map_err(|_| LedgerError::CorruptLedger {
             position: Some(through),
@@ -684,7 +799,12 @@ pub(crate) fn kommune_range_totals(
                 after + 1
             ),
         })?,
-        net_ore: later.net_ore() - earlier.net_ore(),
+        net_ore: checked_difference(
+            whose,
+            "net sum",
+            later.net_ore(whose)?,
+            earlier.net_ore(whose)?,
+        )?,
     })
 }
 
@@ -699,10 +819,7 @@ pub(crate) fn kommune_totals(
     for kommune in Kommune::all() {
         let totals = kommune_raw_through(conn, block_size, kommune, position)?;
         if totals.entries > 0 {
-            result.push((
-                kommune,
-                Totals::from_raw(totals, &format!("kommune {kommune}"))?,
-            ));
+            result.push((kommune, Totals::from_raw(totals, Whose::Kommune(kommune))?));
         }
     }
     Ok(result)
@@ -722,11 +839,11 @@ pub(crate) fn agreements_of_kommune(
         KOMMUNE_ENTRIES_BETWEEN,
         &[kommune.number().into(), at.first, at.position],
         |row| {
+            let agreement = row.text(ENTRIES, 0)?;
             in_block
-                .entry(row.text(ENTRIES, 0)?.to_string())
+                .entry(agreement.to_string())
                 .or_default()
-                .add(&entry_change(row, 1)?);
-            Ok(())
+                .add(&entry_change(row, 1)?, Whose::Agreement(agreement))
         },
     )?;
     let mut agreements = conn.query_vec(
@@ -746,12 +863,13 @@ pub(crate) fn agreements_of_kommune(
                 raw_totals,
             )?
             .unwrap_or_default();
+        let whose = Whose::Agreement(&agreement);
         let totals = match in_block.get(&agreement) {
-            Some(change) => totals.plus(change),
+            Some(change) => totals.plus(change, whose)?,
             None => totals,
         };
         if totals.entries > 0 {
-            let totals = Totals::from_raw(totals, &format!("agreement {agreement}"))?;
+            let totals = Totals::from_raw(totals, whose)?;
             result.push((agreement, totals));
         }
     }
@@ -767,4 +885,110 @@ fn error_detail<'e>(errors: impl Iterator<Item = (String, &'e String, &'e String
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn withholding(amount_ore: i64) -> EntryChange {
+        EntryChange {
+            kind: EntryKind::Withholding,
+            amount_ore,
+            payout: Some(739_000),
+        }
+    }
+
+    fn overflow_of(error: LedgerError) -> (String, &'static str, i128) {
+        match error {
+            LedgerError::TotalsOverflow { whose, what, sum } => (whose, what, sum),
+            other => panic!("expected TotalsOverflow, got {other:?}"),
+        }
+    }
+
+    // Regression: `add` and `plus` used `+=` and `+` on i64, which wrap in a
+    // release build, so a damaged totals row near i64::MAX read back as a large
+    // negative total instead of an error.
+    #[test]
+    fn given_a_withheld_sum_near_the_limit_when_an_entry_is_added_then_it_is_an_error_naming_the_agreement(
+    ) {
+        let mut totals = RawTotals {
+            withheld_ore: i64::MAX - 10,
+            ..RawTotals::default()
+        };
+        let before = totals;
+        let error = totals
+            .add(&withholding(11), Whose::Agreement("BA-1"))
+            .expect_err("the sum does not fit an i64");
+        let (whose, what, sum) = overflow_of(error);
+        assert_eq!(whose, "agreement BA-1");
+        assert_eq!(what, "withheld sum");
+        assert_eq!(sum, i128::from(i64::MAX) + 1);
+        assert_eq!(
+            totals, before,
+            "a refused entry leaves the totals as they were"
+        );
+        totals
+            .add(&withholding(10), Whose::Agreement("BA-1"))
+            .expect("up to the limit it fits");
+        assert_eq!(totals.withheld_ore, i64::MAX);
+    }
+
+    #[test]
+    fn given_totals_whose_sum_overflows_when_added_then_it_is_an_error_naming_the_kommune() {
+        let kommune = Kommune::parse("0101").expect("a kommune");
+        let earlier = RawTotals {
+            corrected_ore: i64::MIN + 5,
+            entries: 1,
+            ..RawTotals::default()
+        };
+        let later = RawTotals {
+            corrected_ore: -6,
+            entries: 1,
+            ..RawTotals::default()
+        };
+        let error = earlier
+            .plus(&later, Whose::Kommune(kommune))
+            .expect_err("the corrected sum does not fit an i64");
+        let (whose, what, sum) = overflow_of(error);
+        assert_eq!((whose.as_str(), what), ("kommune 0101", "corrected sum"));
+        assert_eq!(sum, i128::from(i64::MIN) - 1);
+        let fits = RawTotals {
+            corrected_ore: -5,
+            ..later
+        };
+        let total = earlier.plus(&fits, Whose::Kommune(kommune)).expect("fits");
+        assert_eq!((total.corrected_ore, total.entries), (i64::MIN, 2));
+    }
+
+    #[test]
+    fn given_a_net_sum_that_overflows_when_totals_are_read_then_it_is_an_error() {
+        let raw = RawTotals {
+            withheld_ore: i64::MAX,
+            corrected_ore: 1,
+            entries: 2,
+            last_payout: None,
+        };
+        let error = Totals::from_raw(raw, Whose::Agreement("BA-2"))
+            .expect_err("the net does not fit an i64");
+        assert_eq!(
+            overflow_of(error),
+            (
+                "agreement BA-2".to_string(),
+                "net sum",
+                i128::from(i64::MAX) + 1
+            )
+        );
+    }
+
+    #[test]
+    fn a_block_spans_its_first_to_its_last_position() {
+        assert_eq!(
+            block_bounds(100, 3),
+            BlockBounds {
+                first: 300,
+                last: 399
+            }
+        );
+    }
 }

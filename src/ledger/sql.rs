@@ -12,6 +12,7 @@
 
 use super::postgres::Session;
 use super::LedgerError;
+use crate::domain::EntryKind;
 
 /// One parameter value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +44,14 @@ impl From<u32> for Value<'_> {
 impl From<bool> for Value<'_> {
     fn from(value: bool) -> Self {
         Value::Int(i64::from(value))
+    }
+}
+
+/// An entry kind as the `entries.kind` column stores it, so that no statement
+/// spells the number out.
+impl From<EntryKind> for Value<'_> {
+    fn from(kind: EntryKind) -> Self {
+        Value::Int(kind.stored())
     }
 }
 
@@ -83,6 +92,19 @@ pub(crate) fn position(position: u64) -> Result<Value<'static>, LedgerError> {
     i64::try_from(position)
         .map(Value::Int)
         .map_err(|_| LedgerError::PositionOutOfRange { position })
+}
+
+/// The entry kind stored as `found`; any other number is
+/// [`LedgerError::UnknownEntryKind`] naming it and `location` (`at position 17`),
+/// never a kind picked for it.
+pub(crate) fn entry_kind(
+    found: i64,
+    location: impl FnOnce() -> String,
+) -> Result<EntryKind, LedgerError> {
+    EntryKind::from_stored(found).ok_or_else(|| LedgerError::UnknownEntryKind {
+        found,
+        location: location(),
+    })
 }
 
 /// The parameter list of one statement: `args![a, b, c]`.
@@ -198,6 +220,17 @@ impl Row<'_> {
                 format!("{value} is out of range for {}", std::any::type_name::<T>()),
             )
         })
+    }
+
+    /// An `entries.kind` column, checked by [`entry_kind`]: `location` says which
+    /// row it is for the error (the column's number would not help an operator).
+    pub fn entry_kind(
+        &self,
+        source: Source,
+        column: usize,
+        location: impl FnOnce() -> String,
+    ) -> Result<EntryKind, LedgerError> {
+        entry_kind(self.int(source, column)?, location)
     }
 
     /// A 0/1 flag.

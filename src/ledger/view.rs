@@ -4,11 +4,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use super::postgres;
-use super::projection::{KIND_CORRECTION, KIND_WITHHOLDING};
 use super::sql::{self, args, Db, Source};
 use super::{codec, LedgerError};
 use crate::domain::{
-    AgreementRef, AgreementState, Command, EntryState, Event, Kommune, KyRef, LedgerView,
+    AgreementRef, AgreementState, Command, EntryKind, EntryState, Event, Kommune, KyRef, LedgerView,
 };
 
 /// How many agreement states an [`AgreementMemo`] keeps before it starts afresh
@@ -211,21 +210,18 @@ impl LedgerView for SqlView<'_> {
             "SELECT position, kind, net_ore FROM entries WHERE kommune = ?1 AND reference = ?2",
             &args![kommune.number(), reference.as_str()],
             |row| {
-                Ok((
-                    row.unsigned(ENTRIES, 0)?,
-                    row.int(ENTRIES, 1)?,
-                    row.opt_int(ENTRIES, 2)?,
-                ))
+                let position = row.unsigned(ENTRIES, 0)?;
+                Ok(StoredEntry {
+                    position,
+                    kind: row.entry_kind(ENTRIES, 1, || format!("at position {position}"))?,
+                    net_ore: row.opt_int(ENTRIES, 2)?,
+                })
             },
         )?;
-        let Some((position, kind, net_ore)) = row else {
+        let Some(stored) = row else {
             return Ok(None);
         };
-        let stored = StoredEntry {
-            position,
-            kind,
-            net_ore,
-        };
+        let position = stored.position;
         stored
             .state(kommune, reference.as_str(), self.event_at(position)?)
             .map(Some)
@@ -262,7 +258,7 @@ fn agreement_state(
 /// An `entries` row: where the entry's event is, its kind and its net.
 struct StoredEntry {
     position: u64,
-    kind: i64,
+    kind: EntryKind,
     net_ore: Option<i64>,
 }
 
@@ -275,7 +271,7 @@ impl StoredEntry {
         event: Event,
     ) -> Result<EntryState, LedgerError> {
         match (self.kind, event) {
-            (KIND_WITHHOLDING, Event::WithholdingRecorded(withholding)) => {
+            (EntryKind::Withholding, Event::WithholdingRecorded(withholding)) => {
                 let net_ore = self.net_ore.ok_or_else(|| LedgerError::CorruptLedger {
                     position: Some(self.position),
                     what: format!("withholding {reference} of kommune {kommune} has no net sum"),
@@ -285,7 +281,7 @@ impl StoredEntry {
                     net_ore,
                 })
             }
-            (KIND_CORRECTION, Event::WithholdingCorrected(correction)) => {
+            (EntryKind::Correction, Event::WithholdingCorrected(correction)) => {
                 Ok(EntryState::Correction(correction))
             }
             _ => Err(unexpected(self.position, "an entry")),
@@ -371,9 +367,10 @@ pub(crate) fn prefetch(
                     what: format!("an entry names kommune {number}, which is no kommune"),
                 })?;
             let reference = row.text(ENTRIES, 1)?.to_string();
+            let position = row.unsigned(ENTRIES, 2)?;
             let stored = StoredEntry {
-                position: row.unsigned(ENTRIES, 2)?,
-                kind: row.int(ENTRIES, 3)?,
+                position,
+                kind: row.entry_kind(ENTRIES, 3, || format!("at position {position}"))?,
                 net_ore: row.opt_int(ENTRIES, 4)?,
             };
             let event = codec::decode(stored.position, row.blob(EVENTS, 5)?)?;

@@ -9,8 +9,8 @@ use chrono::{NaiveDate, NaiveDateTime};
 
 use super::error::WriteError;
 use super::layout::{Content, Field, FieldId, Kind, RecordLayout, RECORDS, RECORD_LEN};
-use super::writer::{file_name, render_file, DetailRecord, FileHeader, TransactionCode};
-use crate::domain::{AgreementRef, Amount, Cpr, Kommune, KyRef};
+use super::writer::{file_name, render_file, DetailRecord, FileHeader};
+use crate::domain::{AgreementRef, Amount, Cpr, EntryKind, Kommune, KyRef};
 
 const INTRO: &str = "\
 # The SF2520 file format
@@ -63,6 +63,10 @@ A record of the wrong length is reported once and not read field by field. Lower
 fn note(id: FieldId) -> Option<&'static str> {
     Some(match id {
         FieldId::Sequence => "file sequence number, gapless per kommune from 1",
+        FieldId::AsOf => {
+            "the catalogue's cut-off time: the file holds the entries recorded up to \
+             this moment; our exporter writes the creation time here, see decision 0009"
+        }
         FieldId::TestMarker => "`T` for a test file, blank in production",
         FieldId::RecordNumber => "from 1, in file order",
         FieldId::Cpr => "of the debtor (bidragspligtig)",
@@ -172,6 +176,12 @@ fn ruler() -> String {
     format!("{tens}\n{units}\n")
 }
 
+/// A debtor of the worked example and the agreement its entries are withheld for.
+struct Debtor {
+    cpr: &'static str,
+    agreement: &'static str,
+}
+
 fn example() -> (FileHeader, Vec<DetailRecord>) {
     // Constant, valid data: a failure here is a bug in this function, not bad input.
     let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("example date");
@@ -183,16 +193,16 @@ fn example() -> (FileHeader, Vec<DetailRecord>) {
         kommune: Kommune::parse("0751").expect("Aarhus"),
         sequence: 42,
         created_at: at(date(2026, 2, 2), 6, 0, 0),
-        cutoff_at: at(date(2026, 2, 2), 5, 59, 58),
+        as_of: at(date(2026, 2, 2), 5, 59, 58),
         test_marker: false,
     };
     let entry =
-        |debtor: (&str, &str), amount: i64, reference: &str, corrects: Option<&str>| DetailRecord {
-            cpr: Cpr::parse(debtor.0).expect("example CPR"),
-            agreement: AgreementRef::parse(debtor.1).expect("example agreement"),
-            transaction: match corrects {
-                Some(_) => TransactionCode::Correction,
-                None => TransactionCode::Withholding,
+        |debtor: &Debtor, amount: i64, reference: &str, corrects: Option<&str>| DetailRecord {
+            cpr: Cpr::parse(debtor.cpr).expect("example CPR"),
+            agreement: AgreementRef::parse(debtor.agreement).expect("example agreement"),
+            kind: match corrects {
+                Some(_) => EntryKind::Correction,
+                None => EntryKind::Withholding,
             },
             payout_date: date(2026, 2, 1),
             period_from: date(2026, 1, 1),
@@ -201,12 +211,18 @@ fn example() -> (FileHeader, Vec<DetailRecord>) {
             reference: ky(reference),
             corrects: corrects.map(ky),
         };
-    let first = ("0101901234", "BA000123456");
-    let second = ("2512884321", "BA000777001");
+    let first = Debtor {
+        cpr: "0101901234",
+        agreement: "BA000123456",
+    };
+    let second = Debtor {
+        cpr: "2512884321",
+        agreement: "BA000777001",
+    };
     let records = vec![
-        entry(first, 162_300, "KY-2026-000987", None),
-        entry(second, 95_050, "KY-Århus-000988", None),
-        entry(first, -20_000, "KY-2026-001234", Some("KY-2026-000987")),
+        entry(&first, 162_300, "KY-2026-000987", None),
+        entry(&second, 95_050, "KY-Århus-000988", None),
+        entry(&first, -20_000, "KY-2026-001234", Some("KY-2026-000987")),
     ];
     (header, records)
 }

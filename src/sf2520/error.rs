@@ -34,11 +34,11 @@ pub enum WriteError {
         why: &'static str,
     },
 
-    #[error("record {record}, field {field}: a {transaction} {why}")]
+    #[error("record {record}, field {field}: a {kind} {why}")]
     CorrectedReference {
         record: &'static str,
         field: &'static str,
-        transaction: &'static str,
+        kind: crate::domain::EntryKind,
         why: &'static str,
     },
 

@@ -44,7 +44,9 @@ pub enum FieldId {
     Sequence,
     CreatedDate,
     CreatedTime,
-    Cutoff,
+    /// Positions 37–50: the moment the file's contents are the log as of (the
+    /// catalogue's "cut-off time"; see decision 0009).
+    AsOf,
     TestMarker,
     Filler,
     RecordNumber,
@@ -167,7 +169,7 @@ pub const START: RecordLayout = RecordLayout {
         data(F::Sequence, "løbenummer", 17, 6, N),
         data(F::CreatedDate, "creation date ÅÅÅÅMMDD (UTC)", 23, 8, N),
         data(F::CreatedTime, "creation time TTMMSS (UTC)", 31, 6, N),
-        data(F::Cutoff, "cut-off time ÅÅÅÅMMDDTTMMSS (UTC)", 37, 14, N),
+        data(F::AsOf, "as-of time ÅÅÅÅMMDDTTMMSS (UTC)", 37, 14, N),
         data(F::TestMarker, "test marker", 51, 1, X),
         filler(52, 77),
     ],
@@ -320,7 +322,7 @@ mod tests {
             let field = layout.field(id).unwrap();
             (field.start, field.len)
         };
-        assert_eq!(spot(&START, FieldId::Cutoff), (37, 14));
+        assert_eq!(spot(&START, FieldId::AsOf), (37, 14));
         assert_eq!(spot(&DETAIL, FieldId::Amount), (67, 13));
         assert_eq!(spot(&DETAIL, FieldId::Corrected), (100, 20));
         assert_eq!(spot(&END, FieldId::NetSum), (52, 15));

@@ -15,6 +15,4 @@ mod writer;
 pub use error::{ReadError, ReadErrorKind, ReadErrors, WriteError};
 pub use reader::{check_file, read_file, CheckedFile, ParsedDetail, ParsedFile};
 pub use render::{render_record, FieldValue, RecordBytes};
-pub use writer::{
-    file_name, render_file, DetailRecord, FileHeader, FileSummary, FileWriter, TransactionCode,
-};
+pub use writer::{file_name, render_file, DetailRecord, FileHeader, FileSummary, FileWriter};

@@ -12,8 +12,8 @@ use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use super::error::{ErrorSink, ReadErrorKind, ReadErrors};
 use super::layout::{classify, Field, FieldId, RecordLayout, DETAIL, END, START};
 use super::lex::{check_structure, lex, Line, Lines, RawRecord};
-use super::writer::{DetailRecord, FileHeader, FileSummary, TransactionCode};
-use crate::domain::{AgreementRef, Amount, Cpr, DomainError, Kommune, KyRef};
+use super::writer::{DetailRecord, FileHeader, FileSummary};
+use crate::domain::{AgreementRef, Amount, Cpr, DomainError, EntryKind, Kommune, KyRef};
 
 /// A file that passed every check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,7 +217,7 @@ impl Reader {
         let sequence = fields.sequence();
         let created_date = fields.date(FieldId::CreatedDate);
         let created_time = fields.time(FieldId::CreatedTime);
-        let cutoff_at = fields.date_time(FieldId::Cutoff);
+        let as_of = fields.date_time(FieldId::AsOf);
         let test_marker = fields.test_marker();
         self.start_kommune = kommune;
         self.start_sequence = sequence;
@@ -225,7 +225,7 @@ impl Reader {
             kommune: kommune?,
             sequence: sequence?,
             created_at: NaiveDateTime::new(created_date?, created_time?),
-            cutoff_at: cutoff_at?,
+            as_of: as_of?,
             test_marker: test_marker?,
         })
     }
@@ -239,13 +239,13 @@ impl Reader {
         fields.same_kommune(kommune, start_kommune);
         let cpr = fields.cpr();
         let agreement = fields.agreement();
-        let transaction = fields.transaction();
+        let kind = fields.kind();
         let payout_date = fields.date(FieldId::PayoutDate);
         let period_from = fields.date(FieldId::PeriodFrom);
         let period_to = fields.date(FieldId::PeriodTo);
         let amount = fields.amount();
         let reference = fields.ky_ref(FieldId::Reference);
-        let corrects = fields.corrected(transaction);
+        let corrects = fields.corrected(kind);
         kommune?;
         Some(ParsedDetail {
             line: raw.line,
@@ -253,7 +253,7 @@ impl Reader {
             record: DetailRecord {
                 cpr: cpr?,
                 agreement: agreement?,
-                transaction: transaction?,
+                kind: kind?,
                 payout_date: payout_date?,
                 period_from: period_from?,
                 period_to: period_to?,
@@ -521,12 +521,12 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn transaction(&mut self) -> Option<TransactionCode> {
+    fn kind(&mut self) -> Option<EntryKind> {
         let (field, digits) = self.text(FieldId::TransactionCode)?;
         let code = digits
             .parse::<u8>()
             .ok()
-            .and_then(TransactionCode::from_code);
+            .and_then(EntryKind::from_transaction_code);
         if code.is_none() {
             let found = digits.to_string();
             self.report(field, ReadErrorKind::TransactionCode { found });
@@ -537,15 +537,15 @@ impl<'a> Fields<'a> {
 
     /// The corrected reference: `Some(Some(_))` for a correction, `Some(None)` for a
     /// withholding; a mismatch with the transaction code is reported here.
-    fn corrected(&mut self, transaction: Option<TransactionCode>) -> Option<Option<KyRef>> {
+    fn corrected(&mut self, kind: Option<EntryKind>) -> Option<Option<KyRef>> {
         let (field, text) = self.text(FieldId::Corrected)?;
         let blank = unpadded(text).is_empty();
-        match (transaction, blank) {
-            (Some(TransactionCode::Correction), true) => {
+        match (kind, blank) {
+            (Some(EntryKind::Correction), true) => {
                 self.report(field, ReadErrorKind::MissingCorrectedReference);
                 None
             }
-            (Some(TransactionCode::Withholding), false) => {
+            (Some(EntryKind::Withholding), false) => {
                 let found = unpadded(text).to_string();
                 let kind = ReadErrorKind::UnexpectedCorrectedReference { found };
                 self.report(field, kind);

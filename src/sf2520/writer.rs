@@ -10,9 +10,15 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use super::error::WriteError;
 use super::layout::{max_for_digits, FieldId, RecordLayout, DETAIL, END, START};
 use super::render::{render_record, FieldValue};
-use crate::domain::{AgreementRef, Amount, Cpr, Kommune, KyRef};
+use crate::domain::{AgreementRef, Amount, Cpr, EntryKind, Kommune, KyRef};
 
 /// What the start record says about the file.
+///
+/// The format has two times: when the file was made, and the moment its contents
+/// are the log as of (the catalogue calls the second "cut-off time"; in this crate
+/// a cut-off is a log position, see decision 0009). Files our exporter makes carry
+/// one time in both ([`FileHeader::exported`]); the reader accepts any pair, as
+/// the format does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileHeader {
     pub kommune: Kommune,
@@ -20,44 +26,30 @@ pub struct FileHeader {
     pub sequence: u32,
     /// Creation time, UTC, whole seconds (a fraction is an error, never dropped).
     pub created_at: NaiveDateTime,
-    /// Cut-off time, UTC, whole seconds.
-    pub cutoff_at: NaiveDateTime,
+    /// The file holds the entries recorded up to this moment (positions 37–50),
+    /// UTC, whole seconds.
+    pub as_of: NaiveDateTime,
     /// `T` in the start record: the receiver must not book the file.
     pub test_marker: bool,
 }
 
-/// The transaction code of a detail record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TransactionCode {
-    /// `01`: a tilbageholdelse.
-    Withholding,
-    /// `02`: a korrektion of an earlier withholding.
-    Correction,
-}
-
-impl TransactionCode {
-    /// The two-digit code as a number: 1 or 2.
-    pub fn code(self) -> u8 {
-        match self {
-            TransactionCode::Withholding => 1,
-            TransactionCode::Correction => 2,
-        }
-    }
-
-    /// The transaction with this code, if it is 1 or 2.
-    pub fn from_code(code: u8) -> Option<Self> {
-        match code {
-            1 => Some(TransactionCode::Withholding),
-            2 => Some(TransactionCode::Correction),
-            _ => None,
-        }
-    }
-
-    /// The glossary word, for messages.
-    pub fn word(self) -> &'static str {
-        match self {
-            TransactionCode::Withholding => "withholding",
-            TransactionCode::Correction => "correction",
+impl FileHeader {
+    /// The header of a file our exporter makes: its contents are the log as of its
+    /// creation time, so both times are `created_at` (decision 0003: a batch fixes
+    /// its cut-off position and its creation time together, so that the log as of
+    /// that time is the log up to that position).
+    pub fn exported(
+        kommune: Kommune,
+        sequence: u32,
+        created_at: NaiveDateTime,
+        test_marker: bool,
+    ) -> FileHeader {
+        FileHeader {
+            kommune,
+            sequence,
+            created_at,
+            as_of: created_at,
+            test_marker,
         }
     }
 }
@@ -68,7 +60,8 @@ impl TransactionCode {
 pub struct DetailRecord {
     pub cpr: Cpr,
     pub agreement: AgreementRef,
-    pub transaction: TransactionCode,
+    /// Written as the transaction code (`01` withholding, `02` correction).
+    pub kind: EntryKind,
     /// For a correction: the payout date of the withholding it corrects.
     pub payout_date: NaiveDate,
     pub period_from: NaiveDate,
@@ -167,9 +160,14 @@ impl<W: Write> FileWriter<W> {
         if ore >= 0 {
             next.plus_ore = checked_total(FieldId::PlusSum, self.summary.plus_ore, ore)?;
         } else {
-            let minus = ore
-                .checked_neg()
-                .expect("an Amount lies within ±AMOUNT_ORE_MAX, so it negates");
+            // An `Amount` is bounded by AMOUNT_ORE_MAX, so this cannot fail; if the
+            // bound ever widens to i64::MIN the record is refused, not saturated.
+            let minus = ore.checked_neg().ok_or(WriteError::OutOfRange {
+                record: DETAIL.record_type,
+                field: "amount",
+                value: ore.to_string(),
+                why: "its absolute value does not fit 64 bits",
+            })?;
             next.minus_ore = checked_total(FieldId::MinusSum, self.summary.minus_ore, minus)?;
         }
         next.net_ore = next.plus_ore - next.minus_ore;
@@ -213,9 +211,9 @@ fn check_sequence(layout: &RecordLayout, sequence: u32) -> Result<(), WriteError
 /// A correction names what it corrects and a withholding does not; the reader
 /// rejects anything else, so the writer refuses to produce it.
 fn check_transaction(record: &DetailRecord) -> Result<(), WriteError> {
-    let why = match (record.transaction, &record.corrects) {
-        (TransactionCode::Withholding, Some(_)) => "must leave the corrected reference blank",
-        (TransactionCode::Correction, None) => "must name the reference it corrects",
+    let why = match (record.kind, &record.corrects) {
+        (EntryKind::Withholding, Some(_)) => "must leave the corrected reference blank",
+        (EntryKind::Correction, None) => "must name the reference it corrects",
         _ => return Ok(()),
     };
     Err(WriteError::CorrectedReference {
@@ -223,7 +221,7 @@ fn check_transaction(record: &DetailRecord) -> Result<(), WriteError> {
         field: DETAIL
             .field(FieldId::Corrected)
             .map_or("corrected", |f| f.name),
-        transaction: record.transaction.word(),
+        kind: record.kind,
         why,
     })
 }
@@ -234,7 +232,7 @@ fn start_value(id: FieldId, header: &FileHeader) -> FieldValue<'static> {
         FieldId::Sequence => FieldValue::Number(u64::from(header.sequence)),
         FieldId::CreatedDate => FieldValue::Date(header.created_at.date()),
         FieldId::CreatedTime => FieldValue::Time(header.created_at.time()),
-        FieldId::Cutoff => FieldValue::DateTime(header.cutoff_at),
+        FieldId::AsOf => FieldValue::DateTime(header.as_of),
         FieldId::TestMarker => FieldValue::Text(if header.test_marker { "T" } else { "" }),
         _ => FieldValue::Table,
     }
@@ -251,7 +249,7 @@ fn detail_value(
         FieldId::Kommune => FieldValue::Number(kommune),
         FieldId::Cpr => FieldValue::Digits(record.cpr.digits()),
         FieldId::Agreement => FieldValue::Text(record.agreement.as_str()),
-        FieldId::TransactionCode => FieldValue::Number(u64::from(record.transaction.code())),
+        FieldId::TransactionCode => FieldValue::Number(u64::from(record.kind.transaction_code())),
         FieldId::PayoutDate => FieldValue::Date(record.payout_date),
         FieldId::PeriodFrom => FieldValue::Date(record.period_from),
         FieldId::PeriodTo => FieldValue::Date(record.period_to),

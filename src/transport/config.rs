@@ -672,7 +672,7 @@ mod tests {
     #[test]
     fn invalid_values_name_the_key() {
         let base = minimal(&host_line(2));
-        for (change, key) in [
+        for ((from, to), key) in [
             (("recipients = [\"UDK\"]", "recipients = []"), "recipients"),
             (("recipients = [\"UDK\"]", "recipients = [\"UDK\", \"UDK\"]"), "recipients"),
             (("host = \"sftp.example\"", "host = \"\""), "host"),
@@ -694,7 +694,7 @@ mod tests {
                 "retry.initial_delay_ms",
             ),
         ] {
-            let text = base.replace(change.0, change.1);
+            let text = base.replace(from, to);
             match parsed(&text) {
                 Err(ConfigError::Invalid { key: named, .. }) => assert_eq!(named, key, "{text}"),
                 other => panic!("expected Invalid {{ key: {key} }} for\n{text}\ngot {other:?}"),

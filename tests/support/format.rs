@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{NaiveDate, NaiveDateTime};
 use serde::Deserialize;
-use sf2520::domain::{AgreementRef, Amount, Cpr, Kommune, KyRef};
-use sf2520::sf2520::{DetailRecord, FileHeader, TransactionCode};
+use sf2520::domain::{AgreementRef, Amount, Cpr, EntryKind, Kommune, KyRef};
+use sf2520::sf2520::{DetailRecord, FileHeader};
 
 /// A path inside the crate, independent of the directory tests run in.
 pub fn crate_path(relative: &str) -> PathBuf {
@@ -52,7 +52,7 @@ pub struct GoldenHeader {
     pub kommune: String,
     pub sequence: u32,
     pub created_at: String,
-    pub cutoff_at: String,
+    pub as_of: String,
     pub test_marker: bool,
 }
 
@@ -83,7 +83,7 @@ impl GoldenInput {
             kommune: Kommune::parse(&header.kommune).unwrap(),
             sequence: header.sequence,
             created_at: date_time(&header.created_at),
-            cutoff_at: date_time(&header.cutoff_at),
+            as_of: date_time(&header.as_of),
             test_marker: header.test_marker,
         }
     }
@@ -95,15 +95,15 @@ impl GoldenInput {
 
 impl GoldenEntry {
     fn record(&self) -> DetailRecord {
-        let transaction = match self.transaction.as_str() {
-            "withholding" => TransactionCode::Withholding,
-            "correction" => TransactionCode::Correction,
+        let kind = match self.transaction.as_str() {
+            "withholding" => EntryKind::Withholding,
+            "correction" => EntryKind::Correction,
             other => panic!("transaction {other:?}: expected withholding or correction"),
         };
         DetailRecord {
             cpr: Cpr::parse(&self.cpr).unwrap(),
             agreement: AgreementRef::parse(&self.agreement).unwrap(),
-            transaction,
+            kind,
             payout_date: date(&self.payout_date),
             period_from: date(&self.period_from),
             period_to: date(&self.period_to),
@@ -149,7 +149,7 @@ pub fn sample_header() -> FileHeader {
         kommune: Kommune::parse("0751").unwrap(),
         sequence: 7,
         created_at: date_time("2026-03-02T06:15:30"),
-        cutoff_at: date_time("2026-03-02T06:15:00"),
+        as_of: date_time("2026-03-02T06:15:00"),
         test_marker: false,
     }
 }
@@ -162,10 +162,10 @@ pub fn sample_records() -> Vec<DetailRecord> {
             DetailRecord {
                 cpr: Cpr::parse(cpr).unwrap(),
                 agreement: AgreementRef::parse(agreement).unwrap(),
-                transaction: if corrects.is_some() {
-                    TransactionCode::Correction
+                kind: if corrects.is_some() {
+                    EntryKind::Correction
                 } else {
-                    TransactionCode::Withholding
+                    EntryKind::Withholding
                 },
                 payout_date: date("2026-03-01"),
                 period_from: date("2026-02-01"),
