@@ -18,14 +18,20 @@ use super::export::{exported_json, print_exported, Bar};
 use super::output::kroner;
 use super::DemoArgs;
 
-/// Appends the demo month; a line the rules refuse is a bug in the generator.
+/// Appends the demo month, its commands numbered as lines from 1; a line the
+/// rules refuse is a bug in the generator.
 fn ingest_demo(
     ledger: &mut Ledger,
-    commands: Vec<(usize, Command)>,
+    commands: Vec<Command>,
     seed: u64,
 ) -> anyhow::Result<IngestReport> {
+    let lines = commands
+        .into_iter()
+        .enumerate()
+        .map(|(index, command)| (index + 1, command))
+        .collect();
     ledger
-        .ingest(commands, IngestMode::Commit)?
+        .ingest(lines, IngestMode::Commit)?
         .accepted()
         .map_err(|refused| {
             anyhow::anyhow!(
@@ -43,11 +49,7 @@ fn ingest_demo(
 }
 
 pub fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    let commands: Vec<_> = demo_month(args.seed)
-        .into_iter()
-        .enumerate()
-        .map(|(index, command)| (index + 1, command))
-        .collect();
+    let commands = demo_month(args.seed);
     let mut out = io::stdout().lock();
     let command_count = commands.len();
     if !args.json {

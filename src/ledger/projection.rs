@@ -83,34 +83,75 @@ impl<'c> Projector<'c> {
                 apply_correction(conn, position, correction, corrected_agreement)
             }
             Event::FileExported(file) => apply_file(conn, position, file),
-            Event::FileReissued(reissue) => apply_delivery(
-                conn,
-                position,
-                (reissue.kommune, reissue.sequence),
+            Event::FileReissued(_)
+            | Event::FileUploaded(_)
+            | Event::ReceiptReceived(_)
+            | Event::TechnicalReceiptReceived(_)
+            | Event::BusinessReceiptReceived(_) => {
+                apply_delivery(conn, position, &DeliveryStep::of(event))
+            }
+        }
+    }
+}
+
+/// What a business receipt said, and who said it.
+fn business_detail(receipt: &crate::domain::BusinessReceiptReceived) -> String {
+    let by = format!("{} by {}", receipt.acceptance.as_str(), receipt.recipient);
+    match &receipt.reason {
+        Some(reason) => format!("{by}: {reason}"),
+        None => by,
+    }
+}
+
+/// One row of the `deliveries` table: a step in an official file's delivery.
+struct DeliveryStep<'e> {
+    kommune: Kommune,
+    sequence: u32,
+    /// `reissued`, `uploaded`, `receipt` or `business`.
+    kind: &'static str,
+    senders_file_id: &'e [u8; 16],
+    detail: String,
+    /// What a receipt said; `None` for the steps that are not receipts.
+    accepted: Option<bool>,
+}
+
+impl<'e> DeliveryStep<'e> {
+    /// The step a delivery event records. Only the five delivery events reach here.
+    fn of(event: &'e Event) -> DeliveryStep<'e> {
+        let step = |kommune, sequence, kind, senders_file_id, detail, accepted| DeliveryStep {
+            kommune,
+            sequence,
+            kind,
+            senders_file_id,
+            detail,
+            accepted,
+        };
+        match event {
+            Event::FileReissued(reissue) => step(
+                reissue.kommune,
+                reissue.sequence,
                 "reissued",
                 &reissue.delivery_id,
-                "",
+                String::new(),
                 None,
             ),
-            Event::FileUploaded(upload) => apply_delivery(
-                conn,
-                position,
-                (upload.kommune, upload.sequence),
+            Event::FileUploaded(upload) => step(
+                upload.kommune,
+                upload.sequence,
                 "uploaded",
                 &upload.senders_file_id,
-                &format!(
+                format!(
                     "{} ({} bytes, attempt {})",
                     upload.remote_path, upload.size_bytes, upload.attempt
                 ),
                 None,
             ),
-            Event::ReceiptReceived(receipt) => apply_delivery(
-                conn,
-                position,
-                (receipt.kommune, receipt.sequence),
+            Event::ReceiptReceived(receipt) => step(
+                receipt.kommune,
+                receipt.sequence,
                 "receipt",
                 &receipt.senders_file_id,
-                &error_detail(
+                error_detail(
                     receipt
                         .errors
                         .iter()
@@ -118,13 +159,12 @@ impl<'c> Projector<'c> {
                 ),
                 Some(receipt.accepted),
             ),
-            Event::TechnicalReceiptReceived(receipt) => apply_delivery(
-                conn,
-                position,
-                (receipt.kommune, receipt.sequence),
+            Event::TechnicalReceiptReceived(receipt) => step(
+                receipt.kommune,
+                receipt.sequence,
                 "receipt",
                 &receipt.senders_file_id,
-                &error_detail(
+                error_detail(
                     receipt
                         .errors
                         .iter()
@@ -132,25 +172,15 @@ impl<'c> Projector<'c> {
                 ),
                 Some(receipt.accepted),
             ),
-            Event::BusinessReceiptReceived(receipt) => {
-                let detail = match &receipt.reason {
-                    Some(reason) => format!(
-                        "{} by {}: {reason}",
-                        receipt.acceptance.as_str(),
-                        receipt.recipient
-                    ),
-                    None => format!("{} by {}", receipt.acceptance.as_str(), receipt.recipient),
-                };
-                apply_delivery(
-                    conn,
-                    position,
-                    (receipt.kommune, receipt.sequence),
-                    "business",
-                    &receipt.senders_file_id,
-                    &detail,
-                    Some(receipt.acceptance == crate::domain::FileAcceptance::Accepted),
-                )
-            }
+            Event::BusinessReceiptReceived(receipt) => step(
+                receipt.kommune,
+                receipt.sequence,
+                "business",
+                &receipt.senders_file_id,
+                business_detail(receipt),
+                Some(receipt.acceptance == crate::domain::FileAcceptance::Accepted),
+            ),
+            other => unreachable!("{} is not a delivery event", other.type_name()),
         }
     }
 }
@@ -608,23 +638,19 @@ fn apply_file(conn: &Db, position: sql::Value<'_>, file: &FileExported) -> Resul
 fn apply_delivery(
     conn: &Db,
     position: sql::Value<'_>,
-    (kommune, sequence): (Kommune, u32),
-    kind: &str,
-    senders_file_id: &[u8; 16],
-    detail: &str,
-    accepted: Option<bool>,
+    step: &DeliveryStep<'_>,
 ) -> Result<(), LedgerError> {
     conn.execute(
         "INSERT INTO deliveries (position, kommune, sequence, kind, senders_file_id, detail, accepted)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         &[
             position,
-            kommune.number().into(),
-            sequence.into(),
-            kind.into(),
-            senders_file_id.into(),
-            detail.into(),
-            accepted.into(),
+            step.kommune.number().into(),
+            step.sequence.into(),
+            step.kind.into(),
+            step.senders_file_id.into(),
+            step.detail.as_str().into(),
+            step.accepted.into(),
         ],
     )?;
     Ok(())

@@ -312,31 +312,7 @@ pub(crate) fn prefetch(
         return Ok(());
     };
     entries.active = true;
-    let mut entry_keys: Vec<(u16, String)> = Vec::new();
-    let mut agreement_refs: Vec<String> = Vec::new();
-    let mut want_agreement = |agreement: &AgreementRef| {
-        if !agreements.knows(agreement.as_str()) {
-            agreement_refs.push(agreement.as_str().to_string());
-        }
-    };
-    for (_, command) in commands {
-        match command {
-            Command::RegisterAgreement(agreement) => want_agreement(&agreement.agreement),
-            Command::EndAgreement(end) => want_agreement(&end.agreement),
-            Command::RecordWithholding(withholding) => {
-                want_agreement(&withholding.agreement);
-                entry_keys.push(key(withholding.kommune, withholding.reference.as_str()));
-            }
-            Command::CorrectWithholding(correction) => {
-                entry_keys.push(key(correction.kommune, correction.reference.as_str()));
-                entry_keys.push(key(correction.kommune, correction.corrects.as_str()));
-            }
-        }
-    }
-    entry_keys.sort_unstable();
-    entry_keys.dedup();
-    agreement_refs.sort_unstable();
-    agreement_refs.dedup();
+    let (entry_keys, agreement_refs) = wanted(commands, agreements);
     for chunk in agreement_refs.chunks(PREFETCH_CHUNK) {
         let mut found = Vec::with_capacity(chunk.len());
         postgres::prefetch_agreements(session, chunk, &mut |row| {
@@ -380,6 +356,41 @@ pub(crate) fn prefetch(
         })?;
     }
     Ok(())
+}
+
+/// The entry keys (kommune, reference) and the agreements the rules will ask
+/// about for `commands`, sorted and without repeats; agreements the memo already
+/// knows are left out.
+fn wanted(
+    commands: &[(usize, Command)],
+    agreements: &AgreementMemo,
+) -> (Vec<(u16, String)>, Vec<String>) {
+    let mut entry_keys: Vec<(u16, String)> = Vec::new();
+    let mut agreement_refs: Vec<String> = Vec::new();
+    let mut want_agreement = |agreement: &AgreementRef| {
+        if !agreements.knows(agreement.as_str()) {
+            agreement_refs.push(agreement.as_str().to_string());
+        }
+    };
+    for (_, command) in commands {
+        match command {
+            Command::RegisterAgreement(agreement) => want_agreement(&agreement.agreement),
+            Command::EndAgreement(end) => want_agreement(&end.agreement),
+            Command::RecordWithholding(withholding) => {
+                want_agreement(&withholding.agreement);
+                entry_keys.push(key(withholding.kommune, withholding.reference.as_str()));
+            }
+            Command::CorrectWithholding(correction) => {
+                entry_keys.push(key(correction.kommune, correction.reference.as_str()));
+                entry_keys.push(key(correction.kommune, correction.corrects.as_str()));
+            }
+        }
+    }
+    entry_keys.sort_unstable();
+    entry_keys.dedup();
+    agreement_refs.sort_unstable();
+    agreement_refs.dedup();
+    (entry_keys, agreement_refs)
 }
 
 /// Keys one prefetching statement asks about.
