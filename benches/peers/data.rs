@@ -34,7 +34,7 @@ struct Correctable {
 
 /// The generator. The same seed gives the same commands in the same order, which is
 /// how the child process (our ingest) and the parent (PostgreSQL's) see one data set.
-pub struct Workload {
+pub(crate) struct Workload {
     rng: SplitMix64,
     kommuner: Vec<Kommune>,
     /// The CPR of agreement `i`; its reference and kommune follow from `i`.
@@ -49,7 +49,7 @@ pub struct Workload {
 
 impl Workload {
     /// A workload of `entries` entries (and `entries / 20` agreements, at least 98).
-    pub fn new(seed: u64, entries: u64) -> Workload {
+    pub(crate) fn new(seed: u64, entries: u64) -> Workload {
         let mut rng = SplitMix64::new(seed);
         let kommuner: Vec<Kommune> = Kommune::all().collect();
         let agreements = (entries / ENTRIES_PER_AGREEMENT).max(98);
@@ -67,12 +67,12 @@ impl Workload {
 
     /// This workload, its withholdings (and so its corrections) sparing the first
     /// `kommuner` kommuner in code order: they stay quiet.
-    pub fn sparing(mut self, kommuner: u64) -> Workload {
+    pub(crate) fn sparing(mut self, kommuner: u64) -> Workload {
         self.first_kommune = kommuner.min(97);
         self
     }
 
-    pub fn agreement_count(&self) -> u64 {
+    pub(crate) fn agreement_count(&self) -> u64 {
         u64::try_from(self.cprs.len()).unwrap_or(u64::MAX)
     }
 
@@ -82,14 +82,14 @@ impl Workload {
     }
 
     /// The reference of agreement `index`: `BA` + kommunekode + 9 digits (15 chars).
-    pub fn agreement_ref(&self, index: u64) -> AgreementRef {
+    pub(crate) fn agreement_ref(&self, index: u64) -> AgreementRef {
         let kommune = self.kommune_of(index);
         AgreementRef::parse(&format!("BA{}{index:09}", kommune.code()))
             .expect("benchmark agreement reference is valid")
     }
 
     /// The registrations of every agreement, in batches of `batch`.
-    pub fn agreement_batches(&self, batch: usize) -> Vec<Vec<Command>> {
+    pub(crate) fn agreement_batches(&self, batch: usize) -> Vec<Vec<Command>> {
         let all: Vec<Command> = (0..self.agreement_count())
             .map(|index| {
                 Command::RegisterAgreement(Agreement {
@@ -109,7 +109,7 @@ impl Workload {
     }
 
     /// The next batch of at most `batch` entries; empty when all were made.
-    pub fn next_batch(&mut self, batch: usize) -> Vec<Command> {
+    pub(crate) fn next_batch(&mut self, batch: usize) -> Vec<Command> {
         let mut commands = Vec::with_capacity(batch);
         while commands.len() < batch && self.entries_made < self.entries_total {
             let command = if self.rng.chance(CORRECTION_PERCENT) && !self.correctable.is_empty() {
@@ -131,7 +131,7 @@ impl Workload {
 
     /// `count` withholdings for the agreements of one kommune (by its index in code
     /// order), with references of their own: one file of exactly `count` records.
-    pub fn kommune_batch(&mut self, kommune_index: u64, count: u64) -> Vec<Command> {
+    pub(crate) fn kommune_batch(&mut self, kommune_index: u64, count: u64) -> Vec<Command> {
         let of_kommune = (self.agreement_count() - kommune_index).div_ceil(98);
         (0..count)
             .map(|_| {
@@ -204,7 +204,7 @@ impl Workload {
 }
 
 /// Numbers the commands as input lines, the way `Ledger::ingest` takes them.
-pub fn numbered(commands: Vec<Command>) -> Vec<(usize, Command)> {
+pub(crate) fn numbered(commands: Vec<Command>) -> Vec<(usize, Command)> {
     commands
         .into_iter()
         .enumerate()

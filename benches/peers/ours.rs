@@ -14,7 +14,7 @@ use super::data::{numbered, Workload};
 use super::Knobs;
 
 /// Peak resident set of this process so far, in KiB (`VmHWM`).
-pub fn peak_rss_kib() -> u64 {
+pub(crate) fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -27,7 +27,7 @@ pub fn peak_rss_kib() -> u64 {
 }
 
 /// What a child process measured.
-pub struct ChildReport {
+pub(crate) struct ChildReport {
     pub seconds: f64,
     pub count: u64,
     pub rss_kib: u64,
@@ -35,13 +35,13 @@ pub struct ChildReport {
 
 /// Runs this benchmark binary again as `child <what> <dir>` and reads its report
 /// line `CHILD seconds=.. count=.. rss_kib=..`.
-pub fn run_child(what: &str, dir: &Path) -> ChildReport {
+pub(crate) fn run_child(what: &str, dir: &Path) -> ChildReport {
     run_child_on(what, dir, None)
 }
 
 /// [`run_child`] with the ledger in the PostgreSQL database at `database_url`
 /// (passed as `SF2520_DATABASE_URL`), or in SQLite when `None`.
-pub fn run_child_on(what: &str, dir: &Path, database_url: Option<&str>) -> ChildReport {
+pub(crate) fn run_child_on(what: &str, dir: &Path, database_url: Option<&str>) -> ChildReport {
     let exe = std::env::current_exe().expect("own path");
     let mut child = Process::new(exe);
     child.arg("child").arg(what).arg(dir);
@@ -84,7 +84,7 @@ const DATABASE_URL_VAR: &str = "SF2520_DATABASE_URL";
 
 /// In a child: the ledger's database is the PostgreSQL one its parent named, if
 /// any (every `Ledger::open` of the process then opens it).
-pub fn use_database_from_env() {
+pub(crate) fn use_database_from_env() {
     if let Ok(url) = std::env::var(DATABASE_URL_VAR) {
         let url = sf2520::ledger::DatabaseUrl::parse(&url)
             .unwrap_or_else(|e| panic!("{DATABASE_URL_VAR}: {e}"));
@@ -94,7 +94,7 @@ pub fn use_database_from_env() {
 
 /// Child: registers the agreements (untimed), then ingests the entries in batches,
 /// each durable before the next, through the real `Ledger::ingest`.
-pub fn child_ingest(knobs: &Knobs, dir: &Path) {
+pub(crate) fn child_ingest(knobs: &Knobs, dir: &Path) {
     let mut ledger = Ledger::open(dir).expect("open ledger");
     let mut workload = Workload::new(knobs.seed, knobs.entries);
     for batch in workload.agreement_batches(knobs.batch) {
@@ -126,7 +126,7 @@ pub fn child_ingest(knobs: &Knobs, dir: &Path) {
 }
 
 /// Child: the official batch export of everything not yet exported.
-pub fn child_export(dir: &Path) {
+pub(crate) fn child_export(dir: &Path) {
     let mut ledger = Ledger::open(dir).expect("open ledger");
     let outbox = export::default_outbox(dir);
     let started = Instant::now();
@@ -141,7 +141,7 @@ pub fn child_export(dir: &Path) {
 /// rules are skipped: the generator only makes commands that pass them), in
 /// transactions of 50,000 events of the same workload as W1's (random agreements,
 /// 5 % corrections). Returns the seconds it took.
-pub fn build_big_log(dir: &Path, seed: u64, events: u64) -> f64 {
+pub(crate) fn build_big_log(dir: &Path, seed: u64, events: u64) -> f64 {
     let started = Instant::now();
     let mut ledger = Ledger::open(dir).expect("open big ledger");
     let mut workload = Workload::new(seed, big_entries(events));
@@ -178,14 +178,14 @@ pub fn build_big_log(dir: &Path, seed: u64, events: u64) -> f64 {
 }
 
 /// The entries of a big log of `events` events: one agreement per 20 entries.
-pub fn big_entries(events: u64) -> u64 {
+pub(crate) fn big_entries(events: u64) -> u64 {
     events - (events / 21).max(98)
 }
 
 /// Ingests `records` withholdings for the first kommune and exports its next file:
 /// an official file of exactly `records` records to reconstruct. Returns its
 /// løbenummer.
-pub fn add_reconstruct_target(dir: &Path, seed: u64, entries: u64, records: u64) -> u32 {
+pub(crate) fn add_reconstruct_target(dir: &Path, seed: u64, entries: u64, records: u64) -> u32 {
     let mut ledger = Ledger::open(dir).expect("open ledger");
     let kommune = Kommune::all().next().expect("98 kommuner");
     let request = ExportRequest {
@@ -221,7 +221,7 @@ pub fn add_reconstruct_target(dir: &Path, seed: u64, entries: u64, records: u64)
 
 /// Median seconds of `runs` reconstructions of one file (each checked against the
 /// recorded SHA-256), in a freshly opened ledger, after one untimed warm-up.
-pub fn time_reconstruct(dir: &Path, sequence: u32, runs: usize) -> f64 {
+pub(crate) fn time_reconstruct(dir: &Path, sequence: u32, runs: usize) -> f64 {
     let ledger = Ledger::open(dir).expect("open ledger");
     reconstruct_once(&ledger, sequence);
     let mut times: Vec<f64> = (0..runs)
@@ -231,7 +231,7 @@ pub fn time_reconstruct(dir: &Path, sequence: u32, runs: usize) -> f64 {
 }
 
 /// Seconds to reconstruct the first kommune's løbenummer `sequence`, checked.
-pub fn reconstruct_once(ledger: &Ledger, sequence: u32) -> f64 {
+pub(crate) fn reconstruct_once(ledger: &Ledger, sequence: u32) -> f64 {
     let kommune = Kommune::all().next().expect("98 kommuner");
     let started = Instant::now();
     let rebuilt = export::reconstruct(ledger, kommune, sequence).expect("reconstruct");
@@ -242,7 +242,11 @@ pub fn reconstruct_once(ledger: &Ledger, sequence: u32) -> f64 {
 
 /// Median seconds to reconstruct a file in each of two ledgers, timed in turns so
 /// that the other tenants of a shared machine weigh on both alike.
-pub fn time_reconstruct_pair(small: (&Path, u32), big: (&Path, u32), runs: usize) -> (f64, f64) {
+pub(crate) fn time_reconstruct_pair(
+    small: (&Path, u32),
+    big: (&Path, u32),
+    runs: usize,
+) -> (f64, f64) {
     let ledgers = [
         (Ledger::open(small.0).expect("open ledger"), small.1),
         (Ledger::open(big.0).expect("open ledger"), big.1),
@@ -260,14 +264,14 @@ pub fn time_reconstruct_pair(small: (&Path, u32), big: (&Path, u32), runs: usize
     (median(small_times), median(big_times))
 }
 
-pub fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// `Ledger::verify` (hash chain walk, replay into an empty database, comparison).
 /// Returns (events, seconds).
-pub fn time_replay(dir: &Path) -> (u64, f64) {
+pub(crate) fn time_replay(dir: &Path) -> (u64, f64) {
     let ledger = Ledger::open(dir).expect("open ledger");
     let started = Instant::now();
     let report = ledger
@@ -279,7 +283,7 @@ pub fn time_replay(dir: &Path) -> (u64, f64) {
 
 /// Median latency in milliseconds of `agreement_totals(ref, position)` for random
 /// agreements at random past positions.
-pub fn time_as_of(dir: &Path, seed: u64, entries: u64, lookups: usize) -> f64 {
+pub(crate) fn time_as_of(dir: &Path, seed: u64, entries: u64, lookups: usize) -> f64 {
     let ledger = Ledger::open(dir).expect("open ledger");
     let workload = Workload::new(seed, entries);
     let head = ledger.head().expect("head").position;
@@ -312,7 +316,7 @@ const QUIET_ENTRIES: u64 = 100;
 /// last files lie that far back in the log); then, for each quiet kommune in
 /// turn, ingests [`QUIET_ENTRIES`] entries for it and times the batch export that
 /// follows (only that kommune has new entries). Reports the median export.
-pub fn child_quiet(knobs: &Knobs, dir: &Path, bulk: u64) {
+pub(crate) fn child_quiet(knobs: &Knobs, dir: &Path, bulk: u64) {
     let mut ledger = Ledger::open(dir).expect("open ledger");
     let outbox = export::default_outbox(dir);
     let export_all = |ledger: &mut Ledger| {

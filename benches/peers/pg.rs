@@ -22,7 +22,7 @@ use sf2520::ledger::OfficialFile;
 #[path = "../../tests/support/postgres.rs"]
 mod server;
 
-pub use server::Server as PgServer;
+pub(crate) use server::Server as PgServer;
 
 /// The server settings of the comparison: durable commits (fsync, synchronous
 /// commit, full page writes) with the memory and checkpoint spacing a careful
@@ -39,7 +39,7 @@ const SETTINGS: &[(&str, &str)] = &[
 ];
 
 /// A throwaway server for the run; stopped and removed when dropped.
-pub fn start() -> PgServer {
+pub(crate) fn start() -> PgServer {
     PgServer::start(&find_bin(), SETTINGS)
 }
 
@@ -172,7 +172,7 @@ SELECT count(*) FROM inserted";
 
 /// Creates the schema and registers the agreements (not timed: agreements are
 /// registered up front on both sides).
-pub fn prepare(client: &mut Client, agreement_batches: &[Vec<Command>]) {
+pub(crate) fn prepare(client: &mut Client, agreement_batches: &[Vec<Command>]) {
     client
         .batch_execute(SCHEMA)
         .expect("create the peer schema");
@@ -222,14 +222,14 @@ struct Corrections {
 }
 
 /// Prepared statements of the ingest.
-pub struct Ingest {
+pub(crate) struct Ingest {
     withholdings: postgres::Statement,
     corrections: postgres::Statement,
     next_seq: i64,
 }
 
 impl Ingest {
-    pub fn new(client: &mut Client) -> Ingest {
+    pub(crate) fn new(client: &mut Client) -> Ingest {
         Ingest {
             withholdings: client.prepare(INSERT_WITHHOLDINGS).expect("prepare"),
             corrections: client.prepare(INSERT_CORRECTIONS).expect("prepare"),
@@ -239,7 +239,7 @@ impl Ingest {
 
     /// One batch in one transaction; returns after the commit (synchronous_commit=on,
     /// so the WAL is flushed to disk first).
-    pub fn batch(&mut self, client: &mut Client, commands: &[Command]) {
+    pub(crate) fn batch(&mut self, client: &mut Client, commands: &[Command]) {
         let mut w = Withholdings::default();
         let mut c = Corrections::default();
         for command in commands {
@@ -378,7 +378,7 @@ fn copy_file(client: &mut Client, file: &OfficialFile, path: &Path) -> u64 {
 
 /// Renders every file with `workers` connections in parallel (as many as our
 /// export uses), each file fsynced like ours.
-pub fn export(server: &PgServer, files: &[OfficialFile], dir: &Path, workers: usize) {
+pub(crate) fn export(server: &PgServer, files: &[OfficialFile], dir: &Path, workers: usize) {
     fs::create_dir_all(dir).expect("peer outbox");
     let next = AtomicUsize::new(0);
     let clients: Mutex<Vec<Client>> =

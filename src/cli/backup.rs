@@ -12,7 +12,7 @@ use crate::ledger::{backup, restore};
 use super::output::hex;
 use super::{BackupArgs, RestoreArgs};
 
-pub fn run_backup(data_dir: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_backup(data_dir: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let report = backup(data_dir, &args.destination, args.force)?;
     if args.json {
         writeln!(
@@ -37,7 +37,7 @@ pub fn run_backup(data_dir: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_restore(data_dir: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_restore(data_dir: &Path, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let report = restore(data_dir, &args.source, args.force)?;
     let mut out = io::stdout().lock();
     if args.json {

@@ -20,13 +20,16 @@ use super::output::table;
 use super::DeliverArgs;
 
 /// The config file to use: the one named, or `<data-dir>/sf2520.toml`.
-pub fn config_path(data_dir: &Path, named: Option<&Path>) -> PathBuf {
+pub(super) fn config_path(data_dir: &Path, named: Option<&Path>) -> PathBuf {
     named.map_or_else(|| data_dir.join("sf2520.toml"), Path::to_path_buf)
 }
 
 /// The `[sftp]` section, if delivery goes over SFTP. A missing default config file
 /// means "local outbox only"; a missing named one is an error.
-pub fn sftp_config(data_dir: &Path, named: Option<&Path>) -> anyhow::Result<Option<SftpConfig>> {
+pub(super) fn sftp_config(
+    data_dir: &Path,
+    named: Option<&Path>,
+) -> anyhow::Result<Option<SftpConfig>> {
     let path = config_path(data_dir, named);
     if named.is_none() && !path.exists() {
         return Ok(None);
@@ -37,7 +40,7 @@ pub fn sftp_config(data_dir: &Path, named: Option<&Path>) -> anyhow::Result<Opti
 /// Official files in the scope of `request` that are not accepted, with their
 /// state: exported or reissued and not yet uploaded, uploaded and waiting for a
 /// receipt, or rejected and waiting for a reissue.
-pub fn not_accepted(
+pub(super) fn not_accepted(
     ledger: &Ledger,
     request: &DeliverRequest,
 ) -> anyhow::Result<Vec<(OfficialFile, DeliveryState)>> {
@@ -52,7 +55,7 @@ pub fn not_accepted(
 /// is accepted (a file rejected in an earlier run and not reissued keeps it
 /// non-zero night after night); a host key that is not the pinned one has its
 /// own code.
-pub fn delivery_exit(
+pub(super) fn delivery_exit(
     ledger: &Ledger,
     request: &DeliverRequest,
     reports: &[DeliveryReport],
@@ -76,13 +79,13 @@ pub fn delivery_exit(
 }
 
 /// An empty JSON document to fill when `json`, else text output.
-pub fn document(json: bool) -> Option<Value> {
+pub(super) fn document(json: bool) -> Option<Value> {
     json.then(|| json!({}))
 }
 
 /// What a run without `[sftp]` says, and its exit code: files that are not
 /// accepted mean delivery is not complete.
-pub fn not_configured(
+pub(super) fn not_configured(
     ledger: &Ledger,
     request: &DeliverRequest,
     why: &str,
@@ -129,7 +132,7 @@ fn waiting_json(file: &OfficialFile, state: &DeliveryState) -> serde_json::Value
 
 /// Delivers pending files and prints one line per file as it finishes plus a
 /// table; returns the run's exit code (see [`delivery_exit`]).
-pub fn deliver_and_report(
+pub(super) fn deliver_and_report(
     ledger: Ledger,
     config: &SftpConfig,
     request: &DeliverRequest,
@@ -298,7 +301,7 @@ fn report_json(report: &DeliveryReport) -> serde_json::Value {
     })
 }
 
-pub fn run_deliver(
+pub(super) fn run_deliver(
     data_dir: &Path,
     config: Option<&Path>,
     args: &DeliverArgs,
@@ -345,7 +348,7 @@ fn list_remote_dirs(sftp: &SftpConfig) -> anyhow::Result<(usize, usize)> {
     Ok((out_listing.len(), in_listing.len()))
 }
 
-pub fn run_config_check(
+pub(super) fn run_config_check(
     data_dir: &Path,
     config: Option<&Path>,
     json: bool,

@@ -48,7 +48,7 @@ fn ingest_demo(
         })
 }
 
-pub fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(data_dir: &Path, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let commands = demo_month(args.seed);
     let mut out = io::stdout().lock();
     let command_count = commands.len();

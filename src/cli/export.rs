@@ -26,10 +26,10 @@ use crate::export::DeliverRequest;
 
 /// A progress bar over records on a terminal; hidden otherwise (indicatif draws
 /// only to a terminal).
-pub struct Bar(ProgressBar);
+pub(super) struct Bar(ProgressBar);
 
 impl Bar {
-    pub fn new() -> Bar {
+    pub(super) fn new() -> Bar {
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(
@@ -63,7 +63,7 @@ fn kommuner(codes: &[String]) -> anyhow::Result<Vec<Kommune>> {
     codes.iter().map(|code| Ok(Kommune::parse(code)?)).collect()
 }
 
-pub fn run_export(
+pub(super) fn run_export(
     data_dir: &Path,
     config: Option<&Path>,
     args: &ExportArgs,
@@ -157,7 +157,7 @@ fn export_files(
 }
 
 /// The files an export run wrote, and the head it left (official runs), as JSON.
-pub fn exported_json(files: &[ExportedFile], head: Option<String>) -> serde_json::Value {
+pub(super) fn exported_json(files: &[ExportedFile], head: Option<String>) -> serde_json::Value {
     let items: Vec<_> = files
         .iter()
         .map(|f| {
@@ -175,7 +175,7 @@ pub fn exported_json(files: &[ExportedFile], head: Option<String>) -> serde_json
 }
 
 /// The summary table of an export run (or its JSON).
-pub fn print_exported(
+pub(super) fn print_exported(
     out: &mut dyn Write,
     files: &[ExportedFile],
     what: &str,
@@ -231,7 +231,7 @@ fn print_head(out: &mut dyn Write, head: Option<String>) -> io::Result<()> {
     }
 }
 
-pub fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_reconstruct(data_dir: &Path, args: &ReconstructArgs) -> anyhow::Result<ExitCode> {
     let ledger = Ledger::open_read_only(data_dir)?;
     let kommune = Kommune::parse(&args.file.kommune)?;
     let reconstruction = reconstruct(&ledger, kommune, args.file.seq)?;
@@ -310,7 +310,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> {
     let ledger = Ledger::open_read_only(data_dir)?;
     let kommune = args.kommune.as_deref().map(Kommune::parse).transpose()?;
     let files = ledger.official_files(kommune)?;
@@ -362,7 +362,7 @@ pub fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_reissue(
+pub(super) fn run_reissue(
     data_dir: &Path,
     config: Option<&Path>,
     args: &ReissueArgs,

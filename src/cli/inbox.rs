@@ -28,7 +28,7 @@ use super::ingest::{ingest_file, os_error, outcome_json, print_outcome};
 use super::IngestArgs;
 
 /// The lock file inside the inbox.
-pub const LOCK_FILE: &str = ".sf2520-inbox.lock";
+pub(super) const LOCK_FILE: &str = ".sf2520-inbox.lock";
 
 /// Takes the inbox's lock without waiting; a held lock is an error naming the
 /// holder as it wrote itself into the lock file.
@@ -122,7 +122,7 @@ fn write_errors(rejected: &Path, text: &str, json: &serde_json::Value) -> anyhow
     Ok(())
 }
 
-pub fn run(ledger: &mut Ledger, dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(ledger: &mut Ledger, dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     if !dir.is_dir() {
         bail!(
             "inbox {} is not a directory; create it (writable by KY's transfer, readable by sf2520)",

@@ -20,7 +20,7 @@ const DUPLICATES_SHOWN: usize = 5;
 
 /// An OS error said once, with the path and, for a permission problem, the
 /// permission the program needs there.
-pub fn os_error(action: &str, path: &Path, needs: &str, error: &io::Error) -> anyhow::Error {
+pub(super) fn os_error(action: &str, path: &Path, needs: &str, error: &io::Error) -> anyhow::Error {
     let advice = if error.kind() == io::ErrorKind::PermissionDenied {
         format!(" (sf2520 needs {needs} permission on it)")
     } else {
@@ -31,7 +31,7 @@ pub fn os_error(action: &str, path: &Path, needs: &str, error: &io::Error) -> an
 
 /// Ingests one input file (or standard input for `-`) by the ingest policy; an
 /// OS error says the path and the permission it needs.
-pub fn ingest_file(
+pub(super) fn ingest_file(
     ledger: &mut Ledger,
     file: &Path,
     mode: IngestMode,
@@ -50,7 +50,7 @@ pub fn ingest_file(
     })
 }
 
-pub fn run(data_dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(data_dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     let mut ledger = Ledger::open_existing(data_dir)?;
     if let Some(inbox) = &args.inbox {
         return super::inbox::run(&mut ledger, inbox, args);
@@ -105,7 +105,7 @@ fn duplicate_lines(report: &IngestReport) -> impl Iterator<Item = usize> + '_ {
 }
 
 /// One file's outcome as a JSON object.
-pub fn outcome_json(file: &str, outcome: &IngestOutcome, verbose: bool) -> Value {
+pub(super) fn outcome_json(file: &str, outcome: &IngestOutcome, verbose: bool) -> Value {
     match outcome {
         IngestOutcome::Committed(report) | IngestOutcome::Checked(report) => {
             let shown = if verbose {
@@ -144,7 +144,7 @@ pub fn outcome_json(file: &str, outcome: &IngestOutcome, verbose: bool) -> Value
 
 /// One file's outcome as text: every rejected line, or a summary of the
 /// duplicates (every one with `verbose`) and the appended count.
-pub fn print_outcome(
+pub(super) fn print_outcome(
     out: &mut dyn Write,
     file: &str,
     outcome: &IngestOutcome,

@@ -11,7 +11,7 @@ use crate::ledger::{Ledger, Location, DATABASE_FILE};
 
 use super::InitArgs;
 
-pub fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> {
     let location = Location::of(data_dir);
     let existed = match &location.database {
         None => data_dir.join(DATABASE_FILE).exists(),

@@ -13,7 +13,7 @@ use super::output::{hex, kroner, time_us};
 use super::LogArgs;
 
 /// The event's content for auditors: readable dates, kroner, masked CPR.
-pub fn describe(event: &Event) -> Value {
+pub(super) fn describe(event: &Event) -> Value {
     match event {
         Event::AgreementRegistered(a) => json!({
             "agreement": a.agreement.as_str(), "kommune": a.kommune.code(), "cpr": a.cpr.masked(),
@@ -125,7 +125,7 @@ fn print_event(
     Ok(())
 }
 
-pub fn run(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ExitCode> {
     let ledger = Ledger::open_read_only(data_dir)?;
     let head = ledger.head()?.position;
     let to = args.to.unwrap_or(head).min(head);

@@ -56,7 +56,7 @@ fn per_kommune<V: std::fmt::Display>(
     }
 }
 
-pub fn render(ledger: &Ledger, snapshot: &Snapshot) -> anyhow::Result<String> {
+pub(super) fn render(ledger: &Ledger, snapshot: &Snapshot) -> anyhow::Result<String> {
     let mut text = String::new();
     gauge(
         &mut text,
@@ -115,7 +115,7 @@ pub fn render(ledger: &Ledger, snapshot: &Snapshot) -> anyhow::Result<String> {
     Ok(text)
 }
 
-pub fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
+pub(super) fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let ledger = Ledger::open_existing(data_dir)?;
     let snapshot = Snapshot::read(&ledger, data_dir, None)?;
     let text = render(&ledger, &snapshot)?;

@@ -32,7 +32,7 @@ struct DatabaseSection {
 
 /// The ledger's database: the command line (or its environment variable) first,
 /// then `[database] url` in the configuration file; `None` for SQLite.
-pub fn database_url(
+pub(super) fn database_url(
     data_dir: &Path,
     config: Option<&Path>,
     given: Option<&str>,
@@ -75,7 +75,7 @@ pub fn database_url(
     }
 }
 
-pub fn run(data_dir: &Path, args: &MigrateArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(data_dir: &Path, args: &MigrateArgs) -> anyhow::Result<ExitCode> {
     let target = DatabaseUrl::parse(&args.to).context("--to")?;
     let source = match &args.from {
         Some(file) => Ledger::open_copy(file)?,

@@ -4,24 +4,24 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::format_kroner;
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// µs since the epoch as RFC 3339 UTC with microseconds.
-pub fn time_us(us: i64) -> String {
+pub(super) fn time_us(us: i64) -> String {
     DateTime::<Utc>::from_timestamp_micros(us)
         .map(|time| time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
         .unwrap_or_else(|| format!("<{us} µs>"))
 }
 
-pub fn kroner(ore: i64) -> String {
+pub(super) fn kroner(ore: i64) -> String {
     format_kroner(i128::from(ore))
 }
 
 /// Prints rows as a left/right aligned text table: columns whose header starts
 /// with '>' are right-aligned (the '>' is not printed).
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = headers
         .iter()
         .enumerate()

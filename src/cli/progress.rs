@@ -28,7 +28,7 @@ fn interval() -> anyhow::Result<Duration> {
 
 /// Runs `work` (a delivery of `pending` files), printing progress to standard
 /// error unless `quiet` (JSON output keeps standard error for logs only).
-pub fn while_delivering<T>(
+pub(super) fn while_delivering<T>(
     quiet: bool,
     pending: usize,
     config: &SftpConfig,

@@ -15,7 +15,7 @@ use crate::ledger::Ledger;
 
 use super::ReportArgs;
 
-pub fn run(data_dir: &Path, args: &ReportArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(data_dir: &Path, args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let kommune = Kommune::parse(&args.kommune)?;
     if let (Some(from), Some(to)) = (args.from, args.to) {
         if from > to {

@@ -20,19 +20,19 @@ use super::output::{hex, time_us};
 use super::StatusArgs;
 
 /// One official file and where it stands.
-pub struct FileStatus {
+pub(super) struct FileStatus {
     pub file: OfficialFile,
     pub state: DeliveryState,
 }
 
 impl FileStatus {
     /// The state's name without details: exported, uploaded, accepted, rejected, reissued.
-    pub fn state_name(&self) -> &'static str {
+    pub(super) fn state_name(&self) -> &'static str {
         state_name(&self.state)
     }
 
     /// Not accepted and not rejected: delivery still has work to do.
-    pub fn pending(&self) -> bool {
+    pub(super) fn pending(&self) -> bool {
         !matches!(
             self.state,
             DeliveryState::Accepted | DeliveryState::Rejected { .. }
@@ -43,9 +43,10 @@ impl FileStatus {
 /// Kommuner whose last file is not accepted that the screen lists by name.
 const BEHIND_SHOWN: usize = 10;
 
-pub const STATE_NAMES: [&str; 5] = ["exported", "uploaded", "accepted", "rejected", "reissued"];
+pub(super) const STATE_NAMES: [&str; 5] =
+    ["exported", "uploaded", "accepted", "rejected", "reissued"];
 
-pub fn state_name(state: &DeliveryState) -> &'static str {
+pub(super) fn state_name(state: &DeliveryState) -> &'static str {
     match state {
         DeliveryState::Exported => "exported",
         DeliveryState::Uploaded { .. } => "uploaded",
@@ -56,7 +57,7 @@ pub fn state_name(state: &DeliveryState) -> &'static str {
 }
 
 /// Whether delivery is configured, and if the configuration can be read.
-pub enum ConfigState {
+pub(super) enum ConfigState {
     /// No config file at the default place: files stay in the local outbox.
     Absent,
     /// A config file without `[sftp]`.
@@ -68,7 +69,7 @@ pub enum ConfigState {
 }
 
 /// Everything `status` and `metrics` report, read once.
-pub struct Snapshot {
+pub(super) struct Snapshot {
     pub head: Head,
     pub files: Vec<FileStatus>,
     pub config: ConfigState,
@@ -76,7 +77,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn read(
+    pub(super) fn read(
         ledger: &Ledger,
         data_dir: &Path,
         named: Option<&Path>,
@@ -112,7 +113,7 @@ impl Snapshot {
     }
 
     /// Files per state name (every state listed, zeros included).
-    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+    pub(super) fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut counts: BTreeMap<&'static str, usize> =
             STATE_NAMES.iter().map(|name| (*name, 0)).collect();
         for file in &self.files {
@@ -122,26 +123,26 @@ impl Snapshot {
     }
 
     /// The time of the newest official file (µs), if any.
-    pub fn last_export_us(&self) -> Option<i64> {
+    pub(super) fn last_export_us(&self) -> Option<i64> {
         self.files.iter().map(|f| f.file.created_at_us).max()
     }
 
     /// The oldest file still on its way (exported, uploaded or reissued).
-    pub fn oldest_pending(&self) -> Option<&FileStatus> {
+    pub(super) fn oldest_pending(&self) -> Option<&FileStatus> {
         self.files
             .iter()
             .filter(|f| f.pending())
             .min_by_key(|f| f.file.created_at_us)
     }
 
-    pub fn rejected(&self) -> impl Iterator<Item = &FileStatus> {
+    pub(super) fn rejected(&self) -> impl Iterator<Item = &FileStatus> {
         self.files
             .iter()
             .filter(|f| matches!(f.state, DeliveryState::Rejected { .. }))
     }
 
     /// The last file of each kommune that has one, by kommune.
-    pub fn last_per_kommune(&self) -> Vec<&FileStatus> {
+    pub(super) fn last_per_kommune(&self) -> Vec<&FileStatus> {
         let mut last: BTreeMap<u16, &FileStatus> = BTreeMap::new();
         for file in &self.files {
             let entry = last.entry(file.file.kommune.number()).or_insert(file);
@@ -159,7 +160,7 @@ impl Snapshot {
 
 /// The verdict of `status --check`, in the monitoring-plugin convention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verdict {
+pub(super) enum Verdict {
     Ok = 0,
     Warning = 1,
     Critical = 2,
@@ -187,7 +188,7 @@ impl Verdict {
 }
 
 /// The verdict and the reasons for it (worst first), as of `now_us`.
-pub fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Verdict, Vec<String>) {
+pub(super) fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Verdict, Vec<String>) {
     let mut findings: Vec<(Verdict, String)> = Vec::new();
     for file in snapshot.rejected() {
         findings.push((
@@ -247,7 +248,11 @@ pub fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Verdict, V
     )
 }
 
-pub fn run(data_dir: &Path, config: Option<&Path>, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(
+    data_dir: &Path,
+    config: Option<&Path>,
+    args: &StatusArgs,
+) -> anyhow::Result<ExitCode> {
     let snapshot = Ledger::open_existing(data_dir)
         .map_err(anyhow::Error::from)
         .and_then(|ledger| Snapshot::read(&ledger, data_dir, config));

@@ -29,7 +29,7 @@ fn row(label: Vec<String>, totals: &Totals) -> Vec<String> {
 
 const TOTALS_HEADERS: [&str; 5] = [">entries", ">withheld", ">corrected", ">net", "last payout"];
 
-pub fn run(data_dir: &Path, args: &TotalsArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(data_dir: &Path, args: &TotalsArgs) -> anyhow::Result<ExitCode> {
     let ledger = Ledger::open_read_only(data_dir)?;
     let position = ledger.resolve(args.at.as_of())?;
     let mut out = io::stdout().lock();

@@ -47,7 +47,7 @@ fn checks(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<AuditChecks> {
     Ok(AuditChecks { anchors, outbox })
 }
 
-pub fn run(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let checks = checks(data_dir, args)?;
     let ledger = Ledger::open_read_only(data_dir)?;
     let verification = verify(&ledger, &checks)?;
@@ -101,7 +101,7 @@ pub fn run(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `sf2520 checkpoint`: signs the current head with the `[audit] signing_key`.
-pub fn run_checkpoint(
+pub(super) fn run_checkpoint(
     data_dir: &Path,
     config: Option<&Path>,
     args: &CheckpointArgs,

@@ -48,8 +48,6 @@ impl From<Amount> for i64 {
 }
 
 impl Amount {
-    pub const ZERO: Amount = Amount(0);
-
     /// Parses kroner with at most two decimals, e.g. `"1623.00"`, `"-200"`, `"0.5"`.
     /// More decimals, exponents, signs other than a leading `-`, spaces and values
     /// beyond [`AMOUNT_ORE_MAX`] are errors; nothing is ever rounded.

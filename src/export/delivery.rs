@@ -34,7 +34,7 @@ use crate::transport::{
 };
 
 /// Where receipts are archived, inside the data directory.
-pub const RECEIPT_ARCHIVE_DIR: &str = "receipts";
+pub(super) const RECEIPT_ARCHIVE_DIR: &str = "receipts";
 
 /// Which files to deliver.
 #[derive(Clone, Debug, Default)]

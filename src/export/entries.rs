@@ -29,7 +29,7 @@ pub fn for_each_record(
 /// rendering all kommuner that way reads every page of the log once per kommune
 /// that has an entry on it (about 18 times at 98 kommuner), which dominated the
 /// batch export.
-pub fn for_each_record_in(
+pub(super) fn for_each_record_in(
     ledger: &Ledger,
     ranges: &[EntryRange],
     mut visit: impl FnMut(usize, DetailRecord) -> Result<(), ExportError>,

@@ -132,7 +132,7 @@ pub fn try_lock_named(path: &Path) -> std::io::Result<LockAttempt> {
 
 /// Takes the export lock of the data directory `dir`, waiting up to `wait` for a
 /// run that holds it; a refusal quotes the holder.
-pub fn lock_exports(dir: &Path, wait: Duration) -> Result<HeldLock, LedgerError> {
+pub(super) fn lock_exports(dir: &Path, wait: Duration) -> Result<HeldLock, LedgerError> {
     let path = dir.join(EXPORT_LOCK_FILE);
     let started = Instant::now();
     let mut reported: Option<Instant> = None;
@@ -234,13 +234,13 @@ pub fn read_mark(dir: &Path) -> Result<Option<HeadMark>, LedgerError> {
 /// under an `flock` of the directory, and is replaced by a rename of a fsynced
 /// file, so it is always whole. Called after a commit is durable; the mark can lag
 /// the database but never lead it.
-pub fn advance_mark(dir: &Path, head: &Head) -> Result<(), LedgerError> {
+pub(super) fn advance_mark(dir: &Path, head: &Head) -> Result<(), LedgerError> {
     write_mark(dir, head, false)
 }
 
 /// Records `head` as the last committed head even if the mark names a later one:
 /// a restore rolls the ledger back on purpose.
-pub fn reset_mark(dir: &Path, head: &Head) -> Result<(), LedgerError> {
+pub(super) fn reset_mark(dir: &Path, head: &Head) -> Result<(), LedgerError> {
     write_mark(dir, head, true)
 }
 
@@ -277,7 +277,7 @@ fn write_mark(dir: &Path, head: &Head, backwards: bool) -> Result<(), LedgerErro
 /// Says, in [`WRITER_NOTE_FILE`], that this process holds the database's write
 /// lock for `activity`, so that a process kept waiting can say by whom. Only a
 /// note: it is not fsynced, and a failure to write it is logged, not fatal.
-pub fn note_writer(dir: &Path, activity: &str) {
+pub(super) fn note_writer(dir: &Path, activity: &str) {
     let path = dir.join(WRITER_NOTE_FILE);
     let note = format!(
         "{activity} by `{}` (pid {} on {}) since {}",
@@ -299,7 +299,7 @@ pub fn note_writer(dir: &Path, activity: &str) {
 }
 
 /// Who holds the write lock, as its note says, and for how long.
-pub fn current_writer(dir: &Path) -> String {
+pub(super) fn current_writer(dir: &Path) -> String {
     let path = dir.join(WRITER_NOTE_FILE);
     let Ok(note) = fs::read_to_string(&path) else {
         return "another process".into();
@@ -318,7 +318,7 @@ pub fn current_writer(dir: &Path) -> String {
 /// that a process now gone left behind (killed with SIGKILL, which no handler
 /// sees): they are copies of the ledger or of its projections, with CPR numbers.
 /// A file of a process still running is left alone.
-pub fn remove_stale(dir: &Path, prefix: &str, suffix: &str) {
+pub(super) fn remove_stale(dir: &Path, prefix: &str, suffix: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };

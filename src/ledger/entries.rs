@@ -209,7 +209,7 @@ fn corrected_in(corrected: &mut Corrected, event: &Event) -> Option<Withholding>
 
 /// The kommune number in an entry's stream `entry/<kommune>/<reference>`, read
 /// from the bytes (no UTF-8 check: only four ASCII digits matter).
-pub fn stream_kommune(stream: &[u8]) -> Option<u16> {
+pub(super) fn stream_kommune(stream: &[u8]) -> Option<u16> {
     let digits = stream.strip_prefix(b"entry/")?.get(..4)?;
     digits.iter().try_fold(0u16, |number, &byte| {
         byte.is_ascii_digit()

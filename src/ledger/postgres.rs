@@ -282,7 +282,7 @@ struct PendingInserts {
 const ROWS_PER_INSERT_MAX: usize = 512;
 
 impl Session {
-    pub fn connect(url: &DatabaseUrl) -> Result<Session, LedgerError> {
+    pub(crate) fn connect(url: &DatabaseUrl) -> Result<Session, LedgerError> {
         Ok(Session {
             client: RefCell::new(url.connect()?),
             statements: RefCell::new(HashMap::new()),
@@ -292,13 +292,13 @@ impl Session {
         })
     }
 
-    pub fn url(&self) -> &DatabaseUrl {
+    pub(crate) fn url(&self) -> &DatabaseUrl {
         &self.url
     }
 
     /// Connects again after the connection was lost (prepared statements are per
     /// connection, so they go too).
-    pub fn reconnect(&self) -> Result<(), LedgerError> {
+    pub(crate) fn reconnect(&self) -> Result<(), LedgerError> {
         let client = self.url.connect()?;
         *self.client.borrow_mut() = client;
         self.statements.borrow_mut().clear();
@@ -316,7 +316,7 @@ impl Session {
     /// the network did). The client notices only once it reads the end of the
     /// stream, which may come after the error that said so: see
     /// [`connection_ended`].
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.client.borrow().is_closed()
     }
 
@@ -343,7 +343,11 @@ impl Session {
 
     /// Keeps one row of an `INSERT … VALUES (…)` to send with the others of the
     /// same statement (see [`Db::insert_later`](super::sql::Db::insert_later)).
-    pub fn insert_later(&self, sql: &'static str, args: &[Value<'_>]) -> Result<(), LedgerError> {
+    pub(crate) fn insert_later(
+        &self,
+        sql: &'static str,
+        args: &[Value<'_>],
+    ) -> Result<(), LedgerError> {
         let row: Vec<Owned> = args.iter().copied().map(Owned::of).collect();
         let mut pending = self.pending.borrow_mut();
         match pending
@@ -361,7 +365,7 @@ impl Session {
 
     /// Keeps one addition to send with the others of its kind (see
     /// [`Db::add_later`](super::sql::Db::add_later)).
-    pub fn add_later(
+    pub(crate) fn add_later(
         &self,
         addition: &'static Addition,
         number: i64,
@@ -472,7 +476,7 @@ impl Session {
             })
     }
 
-    pub fn execute(&self, sql: &str, args: &[Value<'_>]) -> Result<u64, LedgerError> {
+    pub(crate) fn execute(&self, sql: &str, args: &[Value<'_>]) -> Result<u64, LedgerError> {
         let mut client = self.flushed_client()?;
         let statement = self.statement(&mut client, sql)?;
         let params: Vec<&(dyn ToSql + Sync)> = args
@@ -483,12 +487,12 @@ impl Session {
     }
 
     /// Runs statements without parameters, after the pending ones.
-    pub fn batch(&self, sql: &str) -> Result<(), LedgerError> {
+    pub(crate) fn batch(&self, sql: &str) -> Result<(), LedgerError> {
         Ok(self.flushed_client()?.batch_execute(sql)?)
     }
 
     /// Rolls the transaction back; what was waiting to be sent goes with it.
-    pub fn rollback(&self) -> Result<(), LedgerError> {
+    pub(crate) fn rollback(&self) -> Result<(), LedgerError> {
         self.discard_pending();
         Ok(self.client()?.batch_execute("ROLLBACK")?)
     }
@@ -511,7 +515,7 @@ impl Session {
         Ok(())
     }
 
-    pub fn query_each(
+    pub(crate) fn query_each(
         &self,
         sql: &str,
         args: &[Value<'_>],

@@ -46,7 +46,7 @@ pub(crate) struct Projector<'c> {
 impl<'c> Projector<'c> {
     /// A projector writing through `conn`, for a ledger whose totals blocks are
     /// `block` positions long.
-    pub fn new(conn: &'c Db, block: u64) -> Projector<'c> {
+    pub(super) fn new(conn: &'c Db, block: u64) -> Projector<'c> {
         Projector {
             conn,
             block: block.max(1),
@@ -55,14 +55,14 @@ impl<'c> Projector<'c> {
 
     /// Applies one event at `position` to the projection tables. The first event of
     /// a block first completes the block before it (see [`close_block`]).
-    pub fn apply(&mut self, position: u64, event: &Event) -> Result<(), LedgerError> {
+    pub(super) fn apply(&mut self, position: u64, event: &Event) -> Result<(), LedgerError> {
         self.apply_knowing(position, event, None)
     }
 
     /// [`Projector::apply`], told the agreement of the withholding a correction
     /// corrects when the caller knows it (the write path's memo does), which saves
     /// reading it back.
-    pub fn apply_knowing(
+    pub(super) fn apply_knowing(
         &mut self,
         position: u64,
         event: &Event,

@@ -7,7 +7,7 @@
 /// 1: one totals row per entry, an index on `events.recorded_at_us`.
 /// 2: one totals row per agreement (and kommune) per block of positions
 ///    ([`DEFAULT_TOTALS_BLOCK`]); entries keyed by (kommune, position); no time index.
-pub const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// Positions per totals block in a new ledger (stored in `meta` as `totals_block`,
 /// fixed for the ledger's life). A total as of a position reads one row per block
@@ -16,7 +16,7 @@ pub const SCHEMA_VERSION: i64 = 2;
 pub const DEFAULT_TOTALS_BLOCK: u64 = 262_144;
 
 /// The event log. `position` is the rowid: gapless from 1, enforced on append.
-pub const LOG_TABLES: &str = "
+pub(super) const LOG_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS events (
 /// in key order, when the block is complete, rather than one row per entry into
 /// an index ordered by agreement; that row per entry dirtied a page for nearly
 /// every entry of a batch, and was half of what ingest cost.
-pub const PROJECTION_TABLES: &str = "
+pub(super) const PROJECTION_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS agreements (
     agreement  TEXT PRIMARY KEY,
     position   INTEGER NOT NULL,
@@ -114,7 +114,7 @@ CREATE INDEX IF NOT EXISTS deliveries_by_file ON deliveries (kommune, sequence, 
 ";
 
 /// The projection tables with their ordering keys, for comparison after a replay.
-pub const PROJECTION_ORDER: &[(&str, &str)] = &[
+pub(super) const PROJECTION_ORDER: &[(&str, &str)] = &[
     ("agreements", "agreement"),
     ("entries", "kommune, position"),
     ("agreement_totals", "agreement, block"),

@@ -125,7 +125,7 @@ pub(crate) enum Owned {
 }
 
 impl Owned {
-    pub fn of(value: Value<'_>) -> Owned {
+    pub(crate) fn of(value: Value<'_>) -> Owned {
         match value {
             Value::Int(value) => Owned::Int(value),
             Value::Text(text) => Owned::Text(text.to_string()),
@@ -134,7 +134,7 @@ impl Owned {
         }
     }
 
-    pub fn as_value(&self) -> Value<'_> {
+    pub(crate) fn as_value(&self) -> Value<'_> {
         match self {
             Owned::Int(value) => Value::Int(*value),
             Owned::Text(text) => Value::Text(text),
@@ -165,7 +165,11 @@ impl Row<'_> {
     }
 
     /// An integer column that may be NULL.
-    pub fn opt_int(&self, source: Source, column: usize) -> Result<Option<i64>, LedgerError> {
+    pub(crate) fn opt_int(
+        &self,
+        source: Source,
+        column: usize,
+    ) -> Result<Option<i64>, LedgerError> {
         match self {
             Row::Sqlite(row) => match row.get_ref(column)? {
                 rusqlite::types::ValueRef::Null => Ok(None),
@@ -198,20 +202,24 @@ impl Row<'_> {
     }
 
     /// An integer column that must not be NULL.
-    pub fn int(&self, source: Source, column: usize) -> Result<i64, LedgerError> {
+    pub(crate) fn int(&self, source: Source, column: usize) -> Result<i64, LedgerError> {
         self.opt_int(source, column)?
             .ok_or_else(|| self.damaged(source, column, "NULL where a number belongs"))
     }
 
     /// A non-negative integer (a position, a count).
-    pub fn unsigned(&self, source: Source, column: usize) -> Result<u64, LedgerError> {
+    pub(crate) fn unsigned(&self, source: Source, column: usize) -> Result<u64, LedgerError> {
         let value = self.int(source, column)?;
         u64::try_from(value)
             .map_err(|_| self.damaged(source, column, format!("{value} is negative")))
     }
 
     /// An integer of a narrower type (a kommune number, a løbenummer).
-    pub fn narrow<T: TryFrom<i64>>(&self, source: Source, column: usize) -> Result<T, LedgerError> {
+    pub(crate) fn narrow<T: TryFrom<i64>>(
+        &self,
+        source: Source,
+        column: usize,
+    ) -> Result<T, LedgerError> {
         let value = self.int(source, column)?;
         T::try_from(value).map_err(|_| {
             self.damaged(
@@ -224,7 +232,7 @@ impl Row<'_> {
 
     /// An `entries.kind` column, checked by [`entry_kind`]: `location` says which
     /// row it is for the error (the column's number would not help an operator).
-    pub fn entry_kind(
+    pub(crate) fn entry_kind(
         &self,
         source: Source,
         column: usize,
@@ -234,7 +242,7 @@ impl Row<'_> {
     }
 
     /// A 0/1 flag.
-    pub fn flag(&self, source: Source, column: usize) -> Result<bool, LedgerError> {
+    pub(crate) fn flag(&self, source: Source, column: usize) -> Result<bool, LedgerError> {
         match self.int(source, column)? {
             0 => Ok(false),
             1 => Ok(true),
@@ -243,7 +251,11 @@ impl Row<'_> {
     }
 
     /// A 0/1 flag that may be NULL.
-    pub fn opt_flag(&self, source: Source, column: usize) -> Result<Option<bool>, LedgerError> {
+    pub(crate) fn opt_flag(
+        &self,
+        source: Source,
+        column: usize,
+    ) -> Result<Option<bool>, LedgerError> {
         match self.opt_int(source, column)? {
             None => Ok(None),
             Some(0) => Ok(Some(false)),
@@ -253,7 +265,11 @@ impl Row<'_> {
     }
 
     /// A text column that may be NULL, borrowed from the row.
-    pub fn opt_text(&self, source: Source, column: usize) -> Result<Option<&str>, LedgerError> {
+    pub(crate) fn opt_text(
+        &self,
+        source: Source,
+        column: usize,
+    ) -> Result<Option<&str>, LedgerError> {
         match self {
             Row::Sqlite(row) => match row.get_ref(column)? {
                 rusqlite::types::ValueRef::Null => Ok(None),
@@ -271,13 +287,13 @@ impl Row<'_> {
     }
 
     /// A text column that must not be NULL.
-    pub fn text(&self, source: Source, column: usize) -> Result<&str, LedgerError> {
+    pub(crate) fn text(&self, source: Source, column: usize) -> Result<&str, LedgerError> {
         self.opt_text(source, column)?
             .ok_or_else(|| self.damaged(source, column, "NULL where text belongs"))
     }
 
     /// A bytes column, borrowed from the row.
-    pub fn blob(&self, source: Source, column: usize) -> Result<&[u8], LedgerError> {
+    pub(crate) fn blob(&self, source: Source, column: usize) -> Result<&[u8], LedgerError> {
         match self {
             Row::Sqlite(row) => match row.get_ref(column)? {
                 rusqlite::types::ValueRef::Blob(bytes) => Ok(bytes),
@@ -292,7 +308,7 @@ impl Row<'_> {
     }
 
     /// Every column of the row as it is stored.
-    pub fn owned_values(&self, source: Source) -> Result<Vec<Owned>, LedgerError> {
+    pub(crate) fn owned_values(&self, source: Source) -> Result<Vec<Owned>, LedgerError> {
         match self {
             Row::Sqlite(row) => (0..row.as_ref().column_count())
                 .map(|column| {
@@ -329,7 +345,7 @@ impl Row<'_> {
     }
 
     /// A bytes column of exactly `N` bytes (an id, a hash).
-    pub fn bytes<const N: usize>(
+    pub(crate) fn bytes<const N: usize>(
         &self,
         source: Source,
         column: usize,
@@ -362,7 +378,7 @@ pub(crate) enum Db {
 
 impl Db {
     /// Which backend this is, for messages.
-    pub fn backend(&self) -> &'static str {
+    pub(crate) fn backend(&self) -> &'static str {
         match self {
             Db::Sqlite(_) => "SQLite",
             Db::Postgres(_) => "PostgreSQL",
@@ -370,7 +386,7 @@ impl Db {
     }
 
     /// Runs one statement; returns the number of rows it changed.
-    pub fn execute(&self, sql: &str, args: &[Value<'_>]) -> Result<u64, LedgerError> {
+    pub(crate) fn execute(&self, sql: &str, args: &[Value<'_>]) -> Result<u64, LedgerError> {
         match self {
             Db::Sqlite(conn) => {
                 let changed = conn
@@ -391,7 +407,11 @@ impl Db {
     /// of each statement together as multi-row inserts, before the next statement
     /// of any other kind (so every read sees it) and before the commit. An error it
     /// meets then fails that later statement, and so the transaction.
-    pub fn insert_later(&self, sql: &'static str, args: &[Value<'_>]) -> Result<(), LedgerError> {
+    pub(crate) fn insert_later(
+        &self,
+        sql: &'static str,
+        args: &[Value<'_>],
+    ) -> Result<(), LedgerError> {
         match self {
             Db::Sqlite(_) => self.execute(sql, args).map(drop),
             Db::Postgres(session) => session.insert_later(sql, args),
@@ -404,7 +424,7 @@ impl Db {
     /// the next statement of any other kind. Additions commute, so their order
     /// does not matter; the row must exist by then (inserted earlier in the
     /// transaction, or before it).
-    pub fn add_later(
+    pub(crate) fn add_later(
         &self,
         addition: &'static Addition,
         number: i64,
@@ -420,7 +440,7 @@ impl Db {
     }
 
     /// Runs statements without parameters (schema, transaction control).
-    pub fn batch(&self, sql: &str) -> Result<(), LedgerError> {
+    pub(crate) fn batch(&self, sql: &str) -> Result<(), LedgerError> {
         match self {
             Db::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
             Db::Postgres(session) => session.batch(sql),
@@ -429,7 +449,7 @@ impl Db {
 
     /// Rolls back the transaction this connection began (on PostgreSQL, dropping
     /// the statements still waiting to be sent).
-    pub fn rollback(&self) -> Result<(), LedgerError> {
+    pub(crate) fn rollback(&self) -> Result<(), LedgerError> {
         match self {
             Db::Sqlite(conn) => Ok(conn.execute_batch("ROLLBACK")?),
             Db::Postgres(session) => session.rollback(),
@@ -438,7 +458,7 @@ impl Db {
 
     /// Ends the transaction this connection began: commits when `work` succeeded,
     /// rolls back (and returns `work`'s error) when it failed.
-    pub fn finish<T>(&self, work: Result<T, LedgerError>) -> Result<T, LedgerError> {
+    pub(crate) fn finish<T>(&self, work: Result<T, LedgerError>) -> Result<T, LedgerError> {
         match work {
             Ok(value) => self.batch("COMMIT").map(|()| value),
             Err(error) => {
@@ -452,7 +472,7 @@ impl Db {
 
     /// Calls `visit` with each row of a query, in the query's order. `visit` must
     /// not use this connection (PostgreSQL streams the rows over it).
-    pub fn query_each(
+    pub(crate) fn query_each(
         &self,
         sql: &str,
         args: &[Value<'_>],
@@ -472,7 +492,7 @@ impl Db {
     }
 
     /// The rows of a query, each mapped by `map`.
-    pub fn query_vec<T>(
+    pub(crate) fn query_vec<T>(
         &self,
         sql: &str,
         args: &[Value<'_>],
@@ -487,7 +507,7 @@ impl Db {
     }
 
     /// The first row of a query, mapped by `map`; `None` if it has none.
-    pub fn query_opt<T>(
+    pub(crate) fn query_opt<T>(
         &self,
         sql: &str,
         args: &[Value<'_>],
@@ -505,7 +525,7 @@ impl Db {
     }
 
     /// The one row a query must return.
-    pub fn query_one<T>(
+    pub(crate) fn query_one<T>(
         &self,
         sql: &str,
         args: &[Value<'_>],

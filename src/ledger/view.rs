@@ -20,15 +20,15 @@ const REMEMBERED_MAX: usize = 200_000;
 /// remembered of it, and the whole memo is forgotten when the ledger cannot trust
 /// it (see `store::Memo`).
 #[derive(Default)]
-pub struct AgreementMemo(RefCell<HashMap<String, Option<AgreementState>>>);
+pub(super) struct AgreementMemo(RefCell<HashMap<String, Option<AgreementState>>>);
 
 impl AgreementMemo {
-    pub fn forget(&mut self) {
+    pub(super) fn forget(&mut self) {
         self.0.get_mut().clear();
     }
 
     /// Keeps what is remembered in step with an appended registration or end.
-    pub fn appended(&mut self, event: &Event) {
+    pub(super) fn appended(&mut self, event: &Event) {
         let map = self.0.get_mut();
         match event {
             Event::AgreementRegistered(agreement) => {
@@ -74,21 +74,21 @@ impl AgreementMemo {
 /// Without a prefetch (SQLite, or a write that is no ingest) it stays empty and
 /// costs the append nothing.
 #[derive(Default)]
-pub struct EntryMemo {
+pub(super) struct EntryMemo {
     states: HashMap<(u16, String), Option<EntryState>>,
     /// Whether a prefetch filled it in this transaction.
     active: bool,
 }
 
 impl EntryMemo {
-    pub fn forget(&mut self) {
+    pub(super) fn forget(&mut self) {
         self.states.clear();
         self.active = false;
     }
 
     /// The agreement of the withholding `event` corrects, if `event` is a
     /// correction of a withholding this memo holds.
-    pub fn corrected_agreement(&self, event: &Event) -> Option<String> {
+    pub(super) fn corrected_agreement(&self, event: &Event) -> Option<String> {
         let Event::WithholdingCorrected(correction) = event else {
             return None;
         };
@@ -104,7 +104,7 @@ impl EntryMemo {
     }
 
     /// Keeps the memo in step with an appended withholding or correction.
-    pub fn appended(&mut self, event: &Event) {
+    pub(super) fn appended(&mut self, event: &Event) {
         if !self.active {
             return;
         }

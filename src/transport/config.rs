@@ -18,7 +18,7 @@ use super::keys::ClientKey;
 
 /// The most characters KOMBIT's `SFTPTypes.xsd` allows in `Sender`, `Recipients`
 /// (`SFTPUserType`) and `FileName`.
-pub const SCHEMA_MAX_CHARS: usize = 255;
+pub(super) const SCHEMA_MAX_CHARS: usize = 255;
 
 /// Why the configuration was refused. Messages name the file or the `[sftp]` key and what to do.
 #[derive(Debug, Error)]

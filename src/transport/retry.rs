@@ -8,7 +8,7 @@ use super::error::TransportError;
 
 /// The pause before attempt `next_attempt` (2, 3, …): `initial_delay_ms` doubled per
 /// failure since the first, capped at `max_delay_ms`.
-pub fn backoff_delay(retry: &RetryConfig, next_attempt: u32) -> Duration {
+pub(super) fn backoff_delay(retry: &RetryConfig, next_attempt: u32) -> Duration {
     let doublings = next_attempt.saturating_sub(2);
     // Saturating on purpose: past 2^63 the delay is capped at `max_delay_ms` anyway.
     let factor = 2u64.saturating_pow(doublings);
@@ -22,7 +22,7 @@ pub fn backoff_delay(retry: &RetryConfig, next_attempt: u32) -> Duration {
 /// Runs `attempt(n)` for n = 1, 2, … until it succeeds, fails with an error that is
 /// not [retryable](TransportError::is_retryable), or `max_attempts` is used up.
 /// Returns the value and the number of the attempt that produced it.
-pub async fn with_retry<T, F, Fut>(
+pub(super) async fn with_retry<T, F, Fut>(
     retry: &RetryConfig,
     what: &str,
     mut attempt: F,

@@ -17,10 +17,10 @@ use uuid::Uuid;
 use crate::domain::{FileAcceptance, ReceiptErrorCode};
 
 /// The namespace of both documents.
-pub const SFTP_NAMESPACE: &str = "http://serviceplatformen.dk/xml/wsdl/soap11/SFTP/1/types";
+pub(super) const SFTP_NAMESPACE: &str = "http://serviceplatformen.dk/xml/wsdl/soap11/SFTP/1/types";
 
 /// The `Message` of a receipt that accepts the file.
-pub const SUCCESS: &str = "SUCCESS";
+pub(super) const SUCCESS: &str = "SUCCESS";
 
 /// Why a trigger could not be written or a receipt could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

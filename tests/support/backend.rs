@@ -19,16 +19,16 @@ use sf2520::ledger::{DatabaseUrl, Ledger, Location, DATABASE_FILE, DEFAULT_TOTAL
 use super::postgres::{database, TestDatabase};
 
 /// The environment variable that picks the backend.
-pub const VARIABLE: &str = "SF2520_TEST_BACKEND";
+pub(crate) const VARIABLE: &str = "SF2520_TEST_BACKEND";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
 /// The backend of this test process, from [`VARIABLE`]; any other value panics.
-pub fn backend() -> Backend {
+pub(crate) fn backend() -> Backend {
     static CHOSEN: OnceLock<Backend> = OnceLock::new();
     *CHOSEN.get_or_init(|| match std::env::var(VARIABLE) {
         Err(std::env::VarError::NotPresent) => Backend::Sqlite,
@@ -38,7 +38,7 @@ pub fn backend() -> Backend {
     })
 }
 
-pub fn on_postgres() -> bool {
+pub(crate) fn on_postgres() -> bool {
     backend() == Backend::Postgres
 }
 
@@ -49,7 +49,7 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Option<String>>> {
 }
 
 /// The database of one data directory for as long as this value lives.
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
     database: Option<TestDatabase>,
 }
@@ -57,26 +57,26 @@ pub struct Store {
 impl Store {
     /// The database for the ledger in `dir` (which need not exist yet): on
     /// PostgreSQL a new, empty database.
-    pub fn new(dir: &Path) -> Store {
+    pub(crate) fn new(dir: &Path) -> Store {
         Store::on(dir, backend())
     }
 
     /// [`Store::new`] on `backend`, whatever this process's is (for tests that
     /// compare the two).
-    pub fn on(dir: &Path, backend: Backend) -> Store {
+    pub(crate) fn on(dir: &Path, backend: Backend) -> Store {
         Store::register(dir, (backend == Backend::Postgres).then(database))
     }
 
     /// The ledger in `dir` on the given PostgreSQL database (one made with
     /// particular options, say a collation).
-    pub fn with_database(dir: &Path, database: TestDatabase) -> Store {
+    pub(crate) fn with_database(dir: &Path, database: TestDatabase) -> Store {
         Store::register(dir, Some(database))
     }
 
     /// The database for a copy of this ledger in `dir`: on SQLite the file the
     /// caller copies with the directory; on PostgreSQL a new database holding a
     /// copy of this one's (no connection to it may be open meanwhile).
-    pub fn copy(&self, dir: &Path) -> Store {
+    pub(crate) fn copy(&self, dir: &Path) -> Store {
         Store::register(dir, self.database.as_ref().map(TestDatabase::copy))
     }
 
@@ -97,23 +97,23 @@ impl Store {
         }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The PostgreSQL database (`None` on SQLite).
-    pub fn database(&self) -> Option<&TestDatabase> {
+    pub(crate) fn database(&self) -> Option<&TestDatabase> {
         self.database.as_ref()
     }
 
     /// Opens (creating if needed) the ledger, as `Ledger::open` does.
-    pub fn open(&self) -> Ledger {
+    pub(crate) fn open(&self) -> Ledger {
         self.open_with(DEFAULT_TOTALS_BLOCK)
     }
 
     /// Opens (creating if needed) the ledger; a new one gets totals blocks of
     /// `block` positions, as with `Ledger::open_with`.
-    pub fn open_with(&self, block: u64) -> Ledger {
+    pub(crate) fn open_with(&self, block: u64) -> Ledger {
         Ledger::open_at(&location(&self.dir), true, block)
             .unwrap_or_else(|e| panic!("open the ledger of {}: {e}", self.dir.display()))
     }
@@ -130,7 +130,7 @@ impl Drop for Store {
 
 /// The database URL of `dir`'s ledger for the CLI's `SF2520_DATABASE_URL`:
 /// `None` on SQLite; on PostgreSQL that of its [`Store`] (panics without one).
-pub fn database_url(dir: &Path) -> Option<String> {
+pub(crate) fn database_url(dir: &Path) -> Option<String> {
     // A Store made for a backend of its own (`Store::on`, `Store::with_database`)
     // counts whatever this process's backend is.
     let url = registry()
@@ -149,7 +149,7 @@ pub fn database_url(dir: &Path) -> Option<String> {
 }
 
 /// Where `dir`'s ledger lives on this backend.
-pub fn location(dir: &Path) -> Location {
+pub(crate) fn location(dir: &Path) -> Location {
     Location {
         dir: dir.to_path_buf(),
         database: database_url(dir)
@@ -159,14 +159,14 @@ pub fn location(dir: &Path) -> Location {
 
 /// Opens (creating if needed) the ledger of `dir`: `Ledger::open(dir)` on this
 /// backend.
-pub fn open_ledger(dir: &Path) -> Ledger {
+pub(crate) fn open_ledger(dir: &Path) -> Ledger {
     Ledger::open_at(&location(dir), true, DEFAULT_TOTALS_BLOCK)
         .unwrap_or_else(|e| panic!("open the ledger of {}: {e}", dir.display()))
 }
 
 /// A value for or from [`Sql`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Value {
+pub(crate) enum Value {
     Int(i64),
     Text(String),
     Bytes(Vec<u8>),
@@ -204,21 +204,21 @@ impl From<Vec<u8>> for Value {
 }
 
 impl Value {
-    pub fn int(&self) -> i64 {
+    pub(crate) fn int(&self) -> i64 {
         match self {
             Value::Int(value) => *value,
             other => panic!("not an integer: {other:?}"),
         }
     }
 
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         match self {
             Value::Text(value) => value,
             other => panic!("not text: {other:?}"),
         }
     }
 
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Value::Bytes(value) => value,
             other => panic!("not bytes: {other:?}"),
@@ -229,13 +229,13 @@ impl Value {
 /// A direct connection to a ledger's database, past the ledger, as someone
 /// editing it by hand would have: SQL with `?1`-style parameters (sent to
 /// PostgreSQL as `$1`), in the dialect both backends share.
-pub enum Sql {
+pub(crate) enum Sql {
     Sqlite(rusqlite::Connection),
     Postgres(postgres::Client),
 }
 
 /// The direct connection to `dir`'s database on this backend.
-pub fn sql(dir: &Path) -> Sql {
+pub(crate) fn sql(dir: &Path) -> Sql {
     match database_url(dir) {
         None => Sql::Sqlite(
             rusqlite::Connection::open(dir.join(DATABASE_FILE))
@@ -250,7 +250,7 @@ pub fn sql(dir: &Path) -> Sql {
 
 impl Sql {
     /// Runs statements without parameters.
-    pub fn batch(&mut self, statements: &str) {
+    pub(crate) fn batch(&mut self, statements: &str) {
         match self {
             Sql::Sqlite(conn) => conn.execute_batch(statements).map_err(|e| e.to_string()),
             Sql::Postgres(client) => client.batch_execute(statements).map_err(|e| e.to_string()),
@@ -259,7 +259,7 @@ impl Sql {
     }
 
     /// Runs one statement; the number of rows it changed.
-    pub fn execute(&mut self, statement: &str, params: &[Value]) -> u64 {
+    pub(crate) fn execute(&mut self, statement: &str, params: &[Value]) -> u64 {
         match self {
             Sql::Sqlite(conn) => {
                 let params: Vec<rusqlite::types::Value> = params.iter().map(to_sqlite).collect();
@@ -281,7 +281,7 @@ impl Sql {
     }
 
     /// Every row of a query, each as its columns' values.
-    pub fn query(&mut self, statement: &str, params: &[Value]) -> Vec<Vec<Value>> {
+    pub(crate) fn query(&mut self, statement: &str, params: &[Value]) -> Vec<Vec<Value>> {
         match self {
             Sql::Sqlite(conn) => {
                 let params: Vec<rusqlite::types::Value> = params.iter().map(to_sqlite).collect();
@@ -326,7 +326,7 @@ impl Sql {
     }
 
     /// The one integer a query returns.
-    pub fn query_int(&mut self, statement: &str, params: &[Value]) -> i64 {
+    pub(crate) fn query_int(&mut self, statement: &str, params: &[Value]) -> i64 {
         let rows = self.query(statement, params);
         assert_eq!(rows.len(), 1, "{statement}: {rows:?}");
         rows[0][0].int()
@@ -391,7 +391,7 @@ fn dollar_parameters(statement: &str) -> String {
 /// database file is edited byte by byte (the ledger must be closed, so that its
 /// WAL is in the file); on PostgreSQL every text and bytea value of every table
 /// that holds `needle` is rewritten.
-pub fn tamper_database(dir: &Path, needle: &[u8]) -> usize {
+pub(crate) fn tamper_database(dir: &Path, needle: &[u8]) -> usize {
     assert!(needle.len() >= 4, "the needle's fourth byte is changed");
     let mut tampered = needle.to_vec();
     tampered[3] = b'X';

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// What one run printed and how it ended.
-pub struct Run {
+pub(crate) struct Run {
     pub success: bool,
     /// The exit code (`None` when a signal ended the run).
     pub code: Option<i32>,
@@ -17,7 +17,7 @@ pub struct Run {
 
 impl Run {
     /// Panics with everything printed unless the run succeeded.
-    pub fn expect_success(self, what: &str) -> Run {
+    pub(crate) fn expect_success(self, what: &str) -> Run {
         assert!(
             self.success,
             "{what} failed\nstdout: {}\nstderr: {}",
@@ -27,7 +27,7 @@ impl Run {
     }
 
     /// Panics unless the run failed with `fragment` in its output.
-    pub fn expect_refusal(self, fragment: &str) -> Run {
+    pub(crate) fn expect_refusal(self, fragment: &str) -> Run {
         assert!(
             !self.success,
             "expected a refusal with {fragment:?}; stdout: {}",
@@ -46,7 +46,7 @@ impl Run {
 
 impl Run {
     /// Panics unless the run ended with exit code `code`.
-    pub fn expect_code(self, code: i32, what: &str) -> Run {
+    pub(crate) fn expect_code(self, code: i32, what: &str) -> Run {
         assert_eq!(
             self.code,
             Some(code),
@@ -73,7 +73,7 @@ impl From<Output> for Run {
 /// `sf2520 --data-dir DATA_DIR ARGS...` under `umask 000` with `RUST_LOG=trace`,
 /// run in `DATA_DIR`'s nearest existing ancestor (so files written to the current directory land in
 /// the test's temporary directory).
-pub fn command<I, S>(data_dir: &Path, args: I) -> Command
+pub(crate) fn command<I, S>(data_dir: &Path, args: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -96,7 +96,7 @@ where
 /// `sf2520 --data-dir DATA_DIR ARGS...` itself (no shell in between, so its pid is
 /// the one a test kills), with `RUST_LOG=warn`: for tests that spawn the binary
 /// and kill it.
-pub fn binary<I, S>(data_dir: &Path, args: I) -> Command
+pub(crate) fn binary<I, S>(data_dir: &Path, args: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -130,7 +130,7 @@ fn existing_ancestor(path: &Path) -> &Path {
 }
 
 /// Runs `sf2520` (see [`command`]) to completion.
-pub fn sf2520<I, S>(data_dir: &Path, args: I) -> Run
+pub(crate) fn sf2520<I, S>(data_dir: &Path, args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -139,7 +139,7 @@ where
 }
 
 /// The permission bits of a file or directory.
-pub fn mode(path: &Path) -> u32 {
+pub(crate) fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()))

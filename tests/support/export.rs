@@ -13,7 +13,7 @@ use sf2520::ledger::OfficialFile;
 use sf2520::sf2520::{read_file, ParsedFile};
 
 /// Reads and strictly checks one file of the outbox.
-pub fn read_checked(path: &Path) -> ParsedFile {
+pub(crate) fn read_checked(path: &Path) -> ParsedFile {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     read_file(&bytes).unwrap_or_else(|errors| panic!("{} fails check: {errors:?}", path.display()))
 }
@@ -21,7 +21,7 @@ pub fn read_checked(path: &Path) -> ParsedFile {
 /// The official files grouped by kommune, after checking that each kommune's
 /// løbenumre run 1..n without gaps and that each file's entry range starts where the
 /// previous one ended.
-pub fn assert_files_follow_on(ledger: &Ledger) -> BTreeMap<u16, Vec<OfficialFile>> {
+pub(crate) fn assert_files_follow_on(ledger: &Ledger) -> BTreeMap<u16, Vec<OfficialFile>> {
     let mut by_kommune: BTreeMap<u16, Vec<OfficialFile>> = BTreeMap::new();
     for file in ledger.official_files(None).unwrap() {
         by_kommune
@@ -52,7 +52,7 @@ pub fn assert_files_follow_on(ledger: &Ledger) -> BTreeMap<u16, Vec<OfficialFile
 /// from each other, every official file in the outbox passing `check` and
 /// `reconstruct`, no unrecorded SF2520 file left in the outbox, and every entry of
 /// the ledger in exactly one file. Returns the number of files.
-pub fn assert_exactly_once(ledger: &Ledger, outbox: &Path) -> usize {
+pub(crate) fn assert_exactly_once(ledger: &Ledger, outbox: &Path) -> usize {
     let by_kommune = assert_files_follow_on(ledger);
     let files: Vec<&OfficialFile> = by_kommune.values().flatten().collect();
     let mut seen: BTreeMap<(u16, String), usize> = BTreeMap::new();
@@ -108,7 +108,7 @@ pub fn assert_exactly_once(ledger: &Ledger, outbox: &Path) -> usize {
 }
 
 /// The agreements a sequence of commands registers.
-pub fn registered_agreements(commands: &[LedgerCommand]) -> Vec<Agreement> {
+pub(crate) fn registered_agreements(commands: &[LedgerCommand]) -> Vec<Agreement> {
     commands
         .iter()
         .filter_map(|c| match c {
@@ -119,7 +119,7 @@ pub fn registered_agreements(commands: &[LedgerCommand]) -> Vec<Agreement> {
 }
 
 /// `count` new withholdings (references `KY-R{round}-{i}`) for random agreements.
-pub fn more_withholdings(
+pub(crate) fn more_withholdings(
     rng: &mut SplitMix64,
     agreements: &[Agreement],
     round: usize,

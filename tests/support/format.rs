@@ -8,18 +8,18 @@ use sf2520::domain::{AgreementRef, Amount, Cpr, EntryKind, Kommune, KyRef};
 use sf2520::sf2520::{DetailRecord, FileHeader};
 
 /// A path inside the crate, independent of the directory tests run in.
-pub fn crate_path(relative: &str) -> PathBuf {
+pub(crate) fn crate_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
 /// True when golden files are to be rewritten rather than compared.
-pub fn updating_golden() -> bool {
+pub(crate) fn updating_golden() -> bool {
     std::env::var_os("UPDATE_GOLDEN").is_some_and(|value| value == "1")
 }
 
 /// Compares `actual` with the committed file at `path`, or rewrites it under
 /// `UPDATE_GOLDEN=1`.
-pub fn assert_golden(path: &Path, actual: &[u8]) {
+pub(crate) fn assert_golden(path: &Path, actual: &[u8]) {
     if updating_golden() {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).unwrap();
@@ -40,7 +40,7 @@ pub fn assert_golden(path: &Path, actual: &[u8]) {
 /// (documented in data/golden/README.md).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GoldenInput {
+pub(crate) struct GoldenInput {
     pub description: String,
     pub header: GoldenHeader,
     pub entries: Vec<GoldenEntry>,
@@ -48,7 +48,7 @@ pub struct GoldenInput {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GoldenHeader {
+pub(crate) struct GoldenHeader {
     pub kommune: String,
     pub sequence: u32,
     pub created_at: String,
@@ -58,7 +58,7 @@ pub struct GoldenHeader {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GoldenEntry {
+pub(crate) struct GoldenEntry {
     pub transaction: String,
     pub cpr: String,
     pub agreement: String,
@@ -72,12 +72,12 @@ pub struct GoldenEntry {
 }
 
 impl GoldenInput {
-    pub fn load(path: &Path) -> GoldenInput {
+    pub(crate) fn load(path: &Path) -> GoldenInput {
         let text = std::fs::read_to_string(path).unwrap();
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
-    pub fn header(&self) -> FileHeader {
+    pub(crate) fn header(&self) -> FileHeader {
         let header = &self.header;
         FileHeader {
             kommune: Kommune::parse(&header.kommune).unwrap(),
@@ -88,7 +88,7 @@ impl GoldenInput {
         }
     }
 
-    pub fn records(&self) -> Vec<DetailRecord> {
+    pub(crate) fn records(&self) -> Vec<DetailRecord> {
         self.entries.iter().map(GoldenEntry::record).collect()
     }
 }
@@ -117,17 +117,17 @@ impl GoldenEntry {
     }
 }
 
-pub fn date(raw: &str) -> NaiveDate {
+pub(crate) fn date(raw: &str) -> NaiveDate {
     NaiveDate::parse_from_str(raw, "%Y-%m-%d").unwrap_or_else(|e| panic!("{raw:?}: {e}"))
 }
 
-pub fn date_time(raw: &str) -> NaiveDateTime {
+pub(crate) fn date_time(raw: &str) -> NaiveDateTime {
     NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
         .unwrap_or_else(|e| panic!("{raw:?}: {e}"))
 }
 
 /// The golden cases: `(name, input path, expected .txt path)`, sorted by name.
-pub fn golden_cases() -> Vec<(String, PathBuf, PathBuf)> {
+pub(crate) fn golden_cases() -> Vec<(String, PathBuf, PathBuf)> {
     let directory = crate_path("data/golden");
     let mut cases: Vec<_> = std::fs::read_dir(&directory)
         .unwrap()
@@ -144,7 +144,7 @@ pub fn golden_cases() -> Vec<(String, PathBuf, PathBuf)> {
 }
 
 /// The header of the sample file: Aarhus, file 7, a production file.
-pub fn sample_header() -> FileHeader {
+pub(crate) fn sample_header() -> FileHeader {
     FileHeader {
         kommune: Kommune::parse("0751").unwrap(),
         sequence: 7,
@@ -156,7 +156,7 @@ pub fn sample_header() -> FileHeader {
 
 /// The sample file's entries: two withholdings and a correction of the first
 /// (lines 2, 3 and 4 of the file).
-pub fn sample_records() -> Vec<DetailRecord> {
+pub(crate) fn sample_records() -> Vec<DetailRecord> {
     let entry =
         |cpr: &str, agreement: &str, amount: &str, reference: &str, corrects: Option<&str>| {
             DetailRecord {
@@ -201,7 +201,7 @@ pub fn sample_records() -> Vec<DetailRecord> {
 }
 
 /// The sample file's bytes: 5 records of 130 bytes.
-pub fn sample_file() -> Vec<u8> {
+pub(crate) fn sample_file() -> Vec<u8> {
     sf2520::sf2520::render_file(sample_header(), sample_records())
         .unwrap()
         .0
@@ -209,14 +209,14 @@ pub fn sample_file() -> Vec<u8> {
 
 /// Xorshift64*: a tiny deterministic generator, so that a failing fuzz case can be
 /// replayed from its seed.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed.max(1))
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -226,12 +226,12 @@ impl Rng {
     }
 
     /// A number below `bound` (which must be positive).
-    pub fn below(&mut self, bound: usize) -> usize {
+    pub(crate) fn below(&mut self, bound: usize) -> usize {
         let bound = u64::try_from(bound).unwrap();
         usize::try_from(self.next_u64() % bound).unwrap()
     }
 
-    pub fn byte(&mut self) -> u8 {
+    pub(crate) fn byte(&mut self) -> u8 {
         self.next_u64().to_le_bytes()[0]
     }
 }

@@ -10,28 +10,28 @@ use super::backend::{sql, Sql, Store};
 
 // Tests tamper through `support::ledger` as they always did.
 #[allow(unused_imports)]
-pub use super::backend::tamper_database;
+pub(crate) use super::backend::tamper_database;
 
 /// Dropped in this order: the ledger's connection, its database, the directory.
-pub struct TestLedger {
+pub(crate) struct TestLedger {
     pub ledger: Ledger,
     pub store: Store,
     pub dir: TempDir,
 }
 
 impl TestLedger {
-    pub fn new() -> TestLedger {
+    pub(crate) fn new() -> TestLedger {
         TestLedger::with_totals_block(DEFAULT_TOTALS_BLOCK)
     }
 
     /// A new ledger whose totals blocks are `block` positions long.
-    pub fn with_totals_block(block: u64) -> TestLedger {
+    pub(crate) fn with_totals_block(block: u64) -> TestLedger {
         TestLedger::on(super::backend::backend(), block)
     }
 
     /// A new ledger on `backend`, whatever this process's is, with totals blocks
     /// of `block` positions.
-    pub fn on(backend: super::backend::Backend, block: u64) -> TestLedger {
+    pub(crate) fn on(backend: super::backend::Backend, block: u64) -> TestLedger {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::on(&dir.path().join("data"), backend);
         let ledger = store.open_with(block);
@@ -40,7 +40,7 @@ impl TestLedger {
 
     /// A new ledger on the PostgreSQL database `database`.
     #[allow(dead_code)]
-    pub fn on_database(database: super::postgres::TestDatabase) -> TestLedger {
+    pub(crate) fn on_database(database: super::postgres::TestDatabase) -> TestLedger {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::with_database(&dir.path().join("data"), database);
         let ledger = store.open();
@@ -48,18 +48,18 @@ impl TestLedger {
     }
 
     /// A direct connection to the ledger's database, past the ledger.
-    pub fn sql(&self) -> Sql {
+    pub(crate) fn sql(&self) -> Sql {
         sql(&self.data_dir())
     }
 
-    pub fn data_dir(&self) -> std::path::PathBuf {
+    pub(crate) fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
     }
 
     /// Ingests JSON Lines by the ingest policy (`sf2520::ingest::ingest_lines`,
     /// as `sf2520 ingest` does); `Err` lists every (line, reason) that was
     /// rejected, in line order.
-    pub fn ingest(&mut self, jsonl: &str) -> Result<IngestReport, Vec<(usize, String)>> {
+    pub(crate) fn ingest(&mut self, jsonl: &str) -> Result<IngestReport, Vec<(usize, String)>> {
         match self.ingest_outcome(jsonl, IngestMode::Commit) {
             IngestOutcome::Committed(report) => Ok(report),
             IngestOutcome::Rejected { lines, .. } => Err(lines
@@ -74,36 +74,36 @@ impl TestLedger {
 
     /// Ingests JSON Lines by the ingest policy in `mode`; panics if the ledger
     /// fails (reading from memory cannot).
-    pub fn ingest_outcome(&mut self, jsonl: &str, mode: IngestMode) -> IngestOutcome {
+    pub(crate) fn ingest_outcome(&mut self, jsonl: &str, mode: IngestMode) -> IngestOutcome {
         ingest_lines(&mut self.ledger, jsonl.as_bytes(), mode)
             .unwrap_or_else(|error| panic!("storage failure: {error}"))
     }
 
     /// Ingests and panics with the reasons if anything was rejected.
-    pub fn given(&mut self, jsonl: &str) -> IngestReport {
+    pub(crate) fn given(&mut self, jsonl: &str) -> IngestReport {
         self.ingest(jsonl)
             .unwrap_or_else(|errors| panic!("setup rejected: {errors:?}"))
     }
 
-    pub fn head(&self) -> u64 {
+    pub(crate) fn head(&self) -> u64 {
         self.ledger.head().expect("head").position
     }
 }
 
-pub const CPR: &str = "0101901234";
+pub(crate) const CPR: &str = "0101901234";
 
-pub fn agreement(agreement: &str, kommune: &str, cpr: &str, valid_from: &str) -> String {
+pub(crate) fn agreement(agreement: &str, kommune: &str, cpr: &str, valid_from: &str) -> String {
     json!({"type": "agreement", "agreement": agreement, "kommune": kommune, "cpr": cpr, "valid_from": valid_from})
         .to_string()
 }
 
-pub fn agreement_ended(agreement: &str, kommune: &str, valid_to: &str) -> String {
+pub(crate) fn agreement_ended(agreement: &str, kommune: &str, valid_to: &str) -> String {
     json!({"type": "agreement_ended", "agreement": agreement, "kommune": kommune, "valid_to": valid_to})
         .to_string()
 }
 
 /// A withholding for the September period, paid out on `payout_date`.
-pub fn withholding(
+pub(crate) fn withholding(
     reference: &str,
     agreement: &str,
     kommune: &str,
@@ -118,7 +118,7 @@ pub fn withholding(
     .to_string()
 }
 
-pub fn correction(reference: &str, corrects: &str, kommune: &str, amount: &str) -> String {
+pub(crate) fn correction(reference: &str, corrects: &str, kommune: &str, amount: &str) -> String {
     json!({
         "type": "correction", "reference": reference, "corrects": corrects, "kommune": kommune,
         "amount": amount, "reason": "genberegnet",
@@ -127,7 +127,7 @@ pub fn correction(reference: &str, corrects: &str, kommune: &str, amount: &str) 
 }
 
 /// Joins lines into a JSON Lines document.
-pub fn lines(lines: &[String]) -> String {
+pub(crate) fn lines(lines: &[String]) -> String {
     let mut text = lines.join("\n");
     text.push('\n');
     text

@@ -5,18 +5,18 @@
 // Each test binary compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
 
-pub mod backend;
-pub mod cli;
-pub mod export;
-pub mod format;
-pub mod ledger;
-pub mod platform;
-pub mod postgres;
-pub mod process;
-pub mod sshd;
-pub mod tmpfs;
-pub mod transfer;
+pub(crate) mod backend;
+pub(crate) mod cli;
+pub(crate) mod export;
+pub(crate) mod format;
+pub(crate) mod ledger;
+pub(crate) mod platform;
+pub(crate) mod postgres;
+pub(crate) mod process;
+pub(crate) mod sshd;
+pub(crate) mod tmpfs;
+pub(crate) mod transfer;
 
 // The format tests were written against these names at the top of `support`.
 #[allow(unused_imports)]
-pub use format::*;
+pub(crate) use format::*;

@@ -21,11 +21,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-pub const NAMESPACE: &str = "http://serviceplatformen.dk/xml/wsdl/soap11/SFTP/1/types";
+pub(crate) const NAMESPACE: &str = "http://serviceplatformen.dk/xml/wsdl/soap11/SFTP/1/types";
 
 /// How the stand-in answers a complete, valid delivery.
 #[derive(Clone, Debug)]
-pub enum Answer {
+pub(crate) enum Answer {
     Success,
     Reject {
         code: i32,
@@ -44,7 +44,7 @@ pub enum Answer {
 
 /// What the stand-in saw when a trigger appeared.
 #[derive(Clone, Debug)]
-pub struct TriggerSeen {
+pub(crate) struct TriggerSeen {
     pub name: String,
     /// `FileName` in the trigger.
     pub file_name: String,
@@ -64,12 +64,12 @@ pub struct TriggerSeen {
 }
 
 /// KOMBIT's SFTP schema, as kept in this repository.
-pub fn kombit_schema() -> PathBuf {
+pub(crate) fn kombit_schema() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kombit/SFTPTypes.xsd")
 }
 
 /// Validates `xml` against KOMBIT's `SFTPTypes.xsd` with `xmllint --schema`.
-pub fn validate_against_schema(xml: &str, scratch: &Path) -> Result<(), String> {
+pub(crate) fn validate_against_schema(xml: &str, scratch: &Path) -> Result<(), String> {
     let path = scratch.join(format!("trigger-{}.xml", uuid::Uuid::new_v4()));
     fs::write(&path, xml).expect("write trigger for xmllint");
     let output = Command::new("xmllint")
@@ -89,12 +89,12 @@ pub fn validate_against_schema(xml: &str, scratch: &Path) -> Result<(), String> 
 
 impl TriggerSeen {
     /// The data file was there, whole, when the trigger appeared.
-    pub fn data_was_complete(&self) -> bool {
+    pub(crate) fn data_was_complete(&self) -> bool {
         self.data_size_at_trigger.is_some() && self.data_size_at_trigger == self.declared_size
     }
 }
 
-pub struct Platform {
+pub(crate) struct Platform {
     root: PathBuf,
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<TriggerSeen>>>,
@@ -103,7 +103,7 @@ pub struct Platform {
 
 impl Platform {
     /// Starts watching `<root>/OUT`; `answer` decides the receipt per data file name.
-    pub fn start(root: &Path, answer: impl Fn(&str) -> Answer + Send + 'static) -> Platform {
+    pub(crate) fn start(root: &Path, answer: impl Fn(&str) -> Answer + Send + 'static) -> Platform {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
         let watcher = Watcher {
@@ -129,12 +129,12 @@ impl Platform {
     }
 
     /// Every trigger seen so far, in the order seen.
-    pub fn seen(&self) -> Vec<TriggerSeen> {
+    pub(crate) fn seen(&self) -> Vec<TriggerSeen> {
         self.log.lock().expect("platform log").clone()
     }
 
     /// The bytes the platform picked up for `name`.
-    pub fn picked_up(&self, name: &str) -> Option<Vec<u8>> {
+    pub(crate) fn picked_up(&self, name: &str) -> Option<Vec<u8>> {
         fs::read(self.root.join("picked-up").join(name)).ok()
     }
 }
@@ -280,7 +280,11 @@ impl Watcher {
 }
 
 /// A `TechnicalReceipt` as the platform would write it.
-pub fn receipt_xml(file_transfer_uuid: &str, senders_file_id: &str, answer: &Answer) -> String {
+pub(crate) fn receipt_xml(
+    file_transfer_uuid: &str,
+    senders_file_id: &str,
+    answer: &Answer,
+) -> String {
     let error = |code: i32, code_description: &str, description: &str| {
         format!(
             "<ErrorMessage><ErrorCode>{code}</ErrorCode>\
@@ -320,7 +324,7 @@ pub fn receipt_xml(file_transfer_uuid: &str, senders_file_id: &str, answer: &Ans
 }
 
 /// A `BusinessReceipt` as the platform would write it.
-pub fn business_receipt_xml(
+pub(crate) fn business_receipt_xml(
     file_transfer_uuid: &str,
     file_name: &str,
     recipient: &str,

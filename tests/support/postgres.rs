@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use postgres::{Client, NoTls};
 
 /// Every server directory is `<temp dir>/sf2520-pg-<random>`.
-pub const DIR_PREFIX: &str = "sf2520-pg-";
+pub(crate) const DIR_PREFIX: &str = "sf2520-pg-";
 
 /// In a server directory: who started the server, `<pid> <start time>` (the start
 /// time, from /proc, tells a live owner from a later process with the same pid).
@@ -42,7 +42,7 @@ const TEST_SETTINGS: &[(&str, &str)] = &[("fsync", "on"), ("synchronous_commit",
 
 /// The newest installed server's `bin` directory: the highest
 /// `/usr/lib/postgresql/<version>/bin` holding `initdb`.
-pub fn installed_bin() -> Option<PathBuf> {
+pub(crate) fn installed_bin() -> Option<PathBuf> {
     let mut versions: Vec<(Vec<u32>, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -63,7 +63,7 @@ pub fn installed_bin() -> Option<PathBuf> {
 }
 
 /// A PostgreSQL server that runs until [`Server::stop`] or drop.
-pub struct Server {
+pub(crate) struct Server {
     /// Holds `data/`, the socket, `server.log` and the owner file.
     root: PathBuf,
     bin: PathBuf,
@@ -78,7 +78,7 @@ impl Server {
     /// initdb and start, with `settings` added to postgresql.conf (e.g.
     /// `("shared_buffers", "512MB")`); returns once the server accepts connections.
     /// Removes stale servers' directories first (see [`remove_stale_servers`]).
-    pub fn start(bin: &Path, settings: &[(&str, &str)]) -> Server {
+    pub(crate) fn start(bin: &Path, settings: &[(&str, &str)]) -> Server {
         remove_stale_servers(&std::env::temp_dir());
         let root = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
@@ -130,12 +130,12 @@ impl Server {
     }
 
     /// The directory of the server's unix socket (libpq's `host`).
-    pub fn socket_dir(&self) -> &Path {
+    pub(crate) fn socket_dir(&self) -> &Path {
         &self.root
     }
 
     /// A connection to `dbname` as the superuser `postgres`.
-    pub fn connect(&self, dbname: &str) -> Client {
+    pub(crate) fn connect(&self, dbname: &str) -> Client {
         self.try_connect(dbname).unwrap_or_else(|e| {
             panic!(
                 "connect to PostgreSQL in {} (database {dbname}): {e}\nserver log:\n{}",
@@ -155,7 +155,7 @@ impl Server {
 
     /// Creates the empty database `name` and returns its libpq `key=value` URL
     /// (`host=<socket dir> user=postgres dbname=<name>`).
-    pub fn create_database(&self, name: &str) -> String {
+    pub(crate) fn create_database(&self, name: &str) -> String {
         self.connect("postgres")
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
@@ -166,7 +166,7 @@ impl Server {
     }
 
     /// `SHOW server_version`, e.g. `15.14 (Debian 15.14-0+deb12u1)`.
-    pub fn version(&self) -> String {
+    pub(crate) fn version(&self) -> String {
         self.connect("postgres")
             .query_one("SHOW server_version", &[])
             .map(|row| row.get(0))
@@ -175,7 +175,7 @@ impl Server {
 
     /// Stops the server at once (its data is thrown away, so there is nothing to
     /// checkpoint) and removes its directory. Never panics: it runs at exit.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         if self.data_dir().join("postmaster.pid").exists() {
             let _ = self.run(self.stop_argv());
         }
@@ -308,7 +308,7 @@ impl Drop for Server {
 /// those whose owner process is gone (its postmaster, if still running, is shut
 /// down first), and those without an owner file whose postmaster.pid names a
 /// process that is not their postmaster. Directories we may not read are left.
-pub fn remove_stale_servers(base: &Path) {
+pub(crate) fn remove_stale_servers(base: &Path) {
     let Ok(entries) = fs::read_dir(base) else {
         return;
     };
@@ -446,19 +446,19 @@ extern "C" fn stop_at_exit() {
 }
 
 /// The directory of the tests' server's unix socket (starts the server if needed).
-pub fn socket_dir() -> PathBuf {
+pub(crate) fn socket_dir() -> PathBuf {
     shared().socket_dir().to_path_buf()
 }
 
 /// The tests' server's `SHOW server_version` (starts the server if needed).
-pub fn server_version() -> String {
+pub(crate) fn server_version() -> String {
     shared().version()
 }
 
 /// A fresh, empty database on the tests' server, named `t_<pid>_<counter>`
 /// (created from `template1`); dropped (`WITH (FORCE)`, so open connections do not
 /// keep it) when this value drops.
-pub fn database() -> TestDatabase {
+pub(crate) fn database() -> TestDatabase {
     create_database("template1")
 }
 
@@ -467,7 +467,7 @@ pub fn database() -> TestDatabase {
 /// A fresh database as [`database`] makes, but sorting text by the ICU collation
 /// `locale` (e.g. `da-DK`) instead of the server's C order: what an operator's
 /// database may well do.
-pub fn database_collated(locale: &str) -> TestDatabase {
+pub(crate) fn database_collated(locale: &str) -> TestDatabase {
     create_database(&format!(
         "template0 LOCALE_PROVIDER icu ICU_LOCALE '{locale}' LOCALE 'C'"
     ))
@@ -490,18 +490,18 @@ fn create_database(template: &str) -> TestDatabase {
 }
 
 /// One database of the tests' server; see [`database`].
-pub struct TestDatabase {
+pub(crate) struct TestDatabase {
     name: String,
     server: &'static Server,
 }
 
 impl TestDatabase {
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// libpq's key=value form: `host=<socket dir> user=postgres dbname=<name>`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!(
             "host={} user=postgres dbname={}",
             conninfo_value(path_str(self.server.socket_dir())),
@@ -510,7 +510,7 @@ impl TestDatabase {
     }
 
     /// The URI form: `postgresql://postgres@/<name>?host=<percent-encoded socket dir>`.
-    pub fn uri(&self) -> String {
+    pub(crate) fn uri(&self) -> String {
         let dir = path_str(self.server.socket_dir());
         let mut host = String::new();
         for byte in dir.bytes() {
@@ -525,12 +525,12 @@ impl TestDatabase {
 
     /// A new database holding a copy of this one, as it is now (nobody may be
     /// connected to this one meanwhile); dropped with its value like any other.
-    pub fn copy(&self) -> TestDatabase {
+    pub(crate) fn copy(&self) -> TestDatabase {
         create_database(&self.name)
     }
 
     /// A new connection to this database, made from [`TestDatabase::url`].
-    pub fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::connect(&self.url(), NoTls).unwrap_or_else(|e| {
             panic!(
                 "connect to {}: {e}\nserver log:\n{}",

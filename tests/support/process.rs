@@ -7,10 +7,10 @@ use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 /// How long a test waits for a child or a state before it fails, naming what.
-pub const PATIENCE: Duration = Duration::from_secs(120);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 
 /// Waits for a child, killing it (and failing) if it runs past [`PATIENCE`].
-pub fn wait_bounded(mut child: Child) -> Output {
+pub(crate) fn wait_bounded(mut child: Child) -> Output {
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > PATIENCE {
@@ -27,7 +27,7 @@ pub fn wait_bounded(mut child: Child) -> Output {
 }
 
 /// Polls `condition` until it holds, failing after [`PATIENCE`].
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();
     while !condition() {
         assert!(started.elapsed() < PATIENCE, "waited too long for {what}");
@@ -37,7 +37,7 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 
 /// Polls `probe` until it gives a value. If `child` ends first, fails with what it
 /// printed: the state will never come.
-pub fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     what: &str,
     mut child: Option<&mut Child>,
     mut probe: impl FnMut() -> Option<T>,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use sf2520::transport::{RetryConfig, SftpConfig};
 use tempfile::TempDir;
 
-pub const SSHD: &str = "/usr/sbin/sshd";
+pub(crate) const SSHD: &str = "/usr/sbin/sshd";
 
 /// How long sshd may take to accept connections before the test gives up on it.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,7 +30,7 @@ const LOG_WAIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How the server is set up: its host key type, and which public-key signature
 /// algorithms it accepts from clients.
 #[derive(Clone, Debug)]
-pub struct SshdSetup {
+pub(crate) struct SshdSetup {
     /// `ssh-keygen` arguments for the host key, e.g. `["-t", "rsa", "-b", "3072"]`.
     pub host_key: Vec<String>,
     /// `PubkeyAcceptedAlgorithms`, when it should be narrower than sshd's default.
@@ -46,7 +46,7 @@ impl Default for SshdSetup {
     }
 }
 
-pub struct Sshd {
+pub(crate) struct Sshd {
     setup: SshdSetup,
     dir: TempDir,
     port: u16,
@@ -56,12 +56,12 @@ pub struct Sshd {
 
 impl Sshd {
     /// Generates keys and config, starts sshd on a free port and waits until it listens.
-    pub fn start() -> Sshd {
+    pub(crate) fn start() -> Sshd {
         Sshd::start_with(SshdSetup::default())
     }
 
     /// Like [`Sshd::start`], with the given host key type and accepted algorithms.
-    pub fn start_with(setup: SshdSetup) -> Sshd {
+    pub(crate) fn start_with(setup: SshdSetup) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: run scripts/install-test-deps.sh"
@@ -120,7 +120,7 @@ impl Sshd {
     }
 
     /// Starts sshd (again) on the same port; a running one is stopped first.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.stop();
         ensure_privilege_separation_dir();
         let log = OpenOptions::new()
@@ -168,7 +168,7 @@ impl Sshd {
 
     /// Kills sshd and its per-connection processes, as a crash would: open
     /// connections drop, and the port refuses new ones until [`Sshd::restart`].
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -184,48 +184,48 @@ impl Sshd {
         let _ = child.wait();
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
-    pub fn user(&self) -> &str {
+    pub(crate) fn user(&self) -> &str {
         &self.user
     }
 
     /// The SFTP login directory; `OUT/` and `IN/` are in it.
-    pub fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
 
-    pub fn out_dir(&self) -> PathBuf {
+    pub(crate) fn out_dir(&self) -> PathBuf {
         self.root().join("OUT")
     }
 
-    pub fn in_dir(&self) -> PathBuf {
+    pub(crate) fn in_dir(&self) -> PathBuf {
         self.root().join("IN")
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn client_key(&self) -> PathBuf {
+    pub(crate) fn client_key(&self) -> PathBuf {
         self.dir.path().join("client_ed25519")
     }
 
     /// The host's public key as an OpenSSH line: `ssh-ed25519 AAAA... comment`.
-    pub fn host_key_line(&self) -> String {
+    pub(crate) fn host_key_line(&self) -> String {
         read_trimmed(&self.dir.path().join("host_key.pub"))
     }
 
     /// The host key's `SHA256:` fingerprint, as `ssh-keygen -l` prints it.
-    pub fn host_key_fingerprint(&self) -> String {
+    pub(crate) fn host_key_fingerprint(&self) -> String {
         fingerprint(&self.dir.path().join("host_key.pub"))
     }
 
     /// Generates a client key with `ssh-keygen` and these arguments (`-t rsa -b 4096
     /// -m PEM`, ...), authorizes its public key, and returns the private key's path.
-    pub fn add_client_key(&self, name: &str, args: &[&str]) -> PathBuf {
+    pub(crate) fn add_client_key(&self, name: &str, args: &[&str]) -> PathBuf {
         use std::io::Write;
         let key = generate_key_with(self.dir.path(), name, args);
         let public = fs::read(key.with_extension("pub")).expect("read the new public key");
@@ -240,7 +240,7 @@ impl Sshd {
     /// Waits until sshd has logged `needle` at least `count` times (every restart
     /// appends to the same log) and returns the count; panics, naming `what` it
     /// waited for and showing the log, after [`LOG_WAIT_TIMEOUT`].
-    pub fn wait_for_log(&self, needle: &str, count: usize, what: &str) -> usize {
+    pub(crate) fn wait_for_log(&self, needle: &str, count: usize, what: &str) -> usize {
         let started = Instant::now();
         loop {
             let seen = self.log().matches(needle).count();
@@ -259,12 +259,12 @@ impl Sshd {
     }
 
     /// Everything sshd has logged so far, for failure messages.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no sshd log: {e})"))
     }
 
     /// A config that names no running server, for tests that only render triggers.
-    pub fn placeholder_config() -> SftpConfig {
+    pub(crate) fn placeholder_config() -> SftpConfig {
         SftpConfig {
             host: "127.0.0.1".into(),
             port: 22,
@@ -287,7 +287,7 @@ impl Sshd {
     }
 
     /// A config for this server with short timeouts, so tests stay fast.
-    pub fn config(&self) -> SftpConfig {
+    pub(crate) fn config(&self) -> SftpConfig {
         SftpConfig {
             host: "127.0.0.1".into(),
             port: self.port,
@@ -313,7 +313,7 @@ impl Sshd {
 
     /// Writes an owner-only `sf2520.toml` for this server into `dir` (receipts
     /// polled every 50 ms); `extra` lines are added to the `[sftp]` section.
-    pub fn write_sf2520_config(&self, dir: &Path, extra: &str) -> PathBuf {
+    pub(crate) fn write_sf2520_config(&self, dir: &Path, extra: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let path = dir.join("sf2520.toml");
         let text = format!(
@@ -346,13 +346,13 @@ impl Drop for Sshd {
 }
 
 /// Creates an unencrypted ed25519 key pair `<dir>/<name>` and `<name>.pub`.
-pub fn generate_key(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn generate_key(dir: &Path, name: &str) -> PathBuf {
     generate_key_with(dir, name, &["-t", "ed25519"])
 }
 
 /// Creates an unencrypted key pair `<dir>/<name>` and `<name>.pub` with these
 /// `ssh-keygen` arguments for type, size and format.
-pub fn generate_key_with(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+pub(crate) fn generate_key_with(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let path = dir.join(name);
     let output = Command::new("ssh-keygen")
         .args(["-q", "-N", "", "-C", name])
@@ -373,7 +373,7 @@ pub fn generate_key_with(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
 
 /// `SHA256:...` of a public key file, computed by ssh-keygen rather than by the code
 /// under test.
-pub fn fingerprint(public_key: &Path) -> String {
+pub(crate) fn fingerprint(public_key: &Path) -> String {
     let output = Command::new("ssh-keygen")
         .args(["-l", "-E", "sha256", "-f"])
         .arg(public_key)

@@ -5,14 +5,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub struct Tmpfs {
+pub(crate) struct Tmpfs {
     path: PathBuf,
     fillers: std::cell::Cell<u32>,
 }
 
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (as `mount -o size=` takes it) at `path`, `0700`.
-    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+    pub(crate) fn mount(path: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).unwrap();
         let status = Command::new("mount")
             .args([
@@ -35,12 +35,12 @@ impl Tmpfs {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Free bytes on the file system, as `df` says.
-    pub fn free_bytes(&self) -> u64 {
+    pub(crate) fn free_bytes(&self) -> u64 {
         let output = Command::new("df")
             .args(["--output=avail", "-B1"])
             .arg(&self.path)
@@ -55,7 +55,7 @@ impl Tmpfs {
 
     /// Fills the file system to `leave` free bytes (or as near as its pages
     /// allow) with a new file, returned so the caller can remove it.
-    pub fn fill(&self, leave: u64) -> PathBuf {
+    pub(crate) fn fill(&self, leave: u64) -> PathBuf {
         self.fillers.set(self.fillers.get() + 1);
         let filler = self.path.join(format!("filler-{}", self.fillers.get()));
         let mut file = std::fs::File::create(&filler).unwrap();

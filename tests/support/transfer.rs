@@ -9,7 +9,7 @@ use sf2520::transport::{
 };
 
 /// Uploads the file and waits for the platform's receipt.
-pub async fn deliver_file(
+pub(crate) async fn deliver_file(
     config: &SftpConfig,
     file: &OutgoingFile,
 ) -> Result<DeliveryOutcome, TransportError> {
@@ -19,7 +19,7 @@ pub async fn deliver_file(
 }
 
 /// Delivers every file, at most `concurrency` at a time; results in input order.
-pub async fn deliver_all(
+pub(crate) async fn deliver_all(
     config: &SftpConfig,
     files: &[OutgoingFile],
 ) -> Vec<Result<DeliveryOutcome, TransportError>> {
