@@ -197,22 +197,22 @@ fn apply(
             *count += 1;
             (upload.sequence, Delivery::Uploaded { attempt: *count })
         }
-        Event::ReceiptReceived(receipt) if receipt.kommune == kommune => {
-            let errors = receipt
-                .errors
-                .iter()
-                .map(|e| format!("{} {}: {}", e.code, e.code_description, e.description));
-            let delivery = receipt_delivery(receipt.accepted, receipt.file_transfer_uuid, errors);
-            (receipt.sequence, delivery)
-        }
-        Event::TechnicalReceiptReceived(receipt) if receipt.kommune == kommune => {
-            let errors = receipt
-                .errors
-                .iter()
-                .map(|e| format!("{} {}: {}", e.code, e.code_description, e.description));
-            let delivery = receipt_delivery(receipt.accepted, receipt.file_transfer_uuid, errors);
-            (receipt.sequence, delivery)
-        }
+        Event::ReceiptReceived(receipt) if receipt.kommune == kommune => (
+            receipt.sequence,
+            receipt_delivery(
+                receipt.accepted,
+                receipt.file_transfer_uuid,
+                &receipt.errors,
+            ),
+        ),
+        Event::TechnicalReceiptReceived(receipt) if receipt.kommune == kommune => (
+            receipt.sequence,
+            receipt_delivery(
+                receipt.accepted,
+                receipt.file_transfer_uuid,
+                &receipt.errors,
+            ),
+        ),
         // A business receipt tells what the recipient did with a file the platform
         // accepted; the file's delivery state stays the technical receipt's.
         Event::BusinessReceiptReceived(_) => return,
@@ -231,14 +231,15 @@ fn apply(
 fn receipt_delivery(
     accepted: bool,
     file_transfer_uuid: String,
-    errors: impl Iterator<Item = String>,
+    errors: &[impl std::fmt::Display],
 ) -> Delivery {
     if accepted {
         Delivery::Accepted { file_transfer_uuid }
     } else {
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
         Delivery::Rejected {
             file_transfer_uuid,
-            errors: errors.collect::<Vec<_>>().join("; "),
+            errors: errors.join("; "),
         }
     }
 }

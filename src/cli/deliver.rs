@@ -239,10 +239,7 @@ fn outcome(result: &DeliveryResult) -> String {
             format!("accepted (FileTransferUUID {file_transfer_uuid})")
         }
         DeliveryResult::Rejected { errors } => {
-            let errors: Vec<String> = errors
-                .iter()
-                .map(|e| format!("{} {}: {}", e.code, e.code_description, e.description))
-                .collect();
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
             format!(
                 "REJECTED: {}; fix the cause, then `sf2520 reissue`",
                 errors.join("; ")

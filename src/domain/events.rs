@@ -118,6 +118,17 @@ pub struct ReceiptError {
     pub description: String,
 }
 
+/// `<code> <code description>: <description>`, as operators and the report show it.
+impl std::fmt::Display for ReceiptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.code, self.code_description, self.description
+        )
+    }
+}
+
 /// Serviceplatformen's `TechnicalReceipt` for an upload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiptReceived {
@@ -136,6 +147,17 @@ pub struct ReceiptErrorCode {
     pub code: i32,
     pub code_description: String,
     pub description: String,
+}
+
+/// `<code> <code description>: <description>`, as operators and the report show it.
+impl std::fmt::Display for ReceiptErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.code, self.code_description, self.description
+        )
+    }
 }
 
 /// A technical receipt as the platform wrote it, matched to its delivery by name and,

@@ -151,12 +151,7 @@ impl<'e> DeliveryStep<'e> {
                 receipt.sequence,
                 "receipt",
                 &receipt.senders_file_id,
-                error_detail(
-                    receipt
-                        .errors
-                        .iter()
-                        .map(|e| (e.code.to_string(), &e.code_description, &e.description)),
-                ),
+                error_detail(&receipt.errors),
                 Some(receipt.accepted),
             ),
             Event::TechnicalReceiptReceived(receipt) => step(
@@ -164,12 +159,7 @@ impl<'e> DeliveryStep<'e> {
                 receipt.sequence,
                 "receipt",
                 &receipt.senders_file_id,
-                error_detail(
-                    receipt
-                        .errors
-                        .iter()
-                        .map(|e| (e.code.to_string(), &e.code_description, &e.description)),
-                ),
+                error_detail(&receipt.errors),
                 Some(receipt.accepted),
             ),
             Event::BusinessReceiptReceived(receipt) => step(
@@ -903,12 +893,11 @@ pub(crate) fn agreements_of_kommune(
 }
 
 /// A receipt's error messages as the `deliveries` row's detail: "CODE DESCRIPTION:
-/// TEXT", joined by "; " (empty for an accepted receipt).
-fn error_detail<'e>(errors: impl Iterator<Item = (String, &'e String, &'e String)>) -> String {
+/// TEXT" (their `Display`), joined by "; " (empty for an accepted receipt).
+fn error_detail(errors: &[impl std::fmt::Display]) -> String {
     errors
-        .map(|(code, code_description, description)| {
-            format!("{code} {code_description}: {description}")
-        })
+        .iter()
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
 }
