@@ -190,6 +190,7 @@ fn a_value_one_too_long_fails_for_every_field_of_every_record() {
             let too_long_text = "x".repeat(target.len + 1);
             // Only N fields need the number; X fields are too wide for a u64.
             let digits = u32::try_from(target.len).unwrap();
+            // tidy: allow(unwrap-or): an X field wider than 19 digits is not filled with a number.
             let too_long_number = 10u64.checked_pow(digits).unwrap_or(u64::MAX);
             let result = render_record(layout, |id| {
                 let field = layout.fields.iter().find(|f| f.id == id).unwrap();

@@ -342,8 +342,8 @@ fn months_report() -> Report {
             MonthTotals {
                 files: 1,
                 records: 3,
-                plus_ore: plus,
-                minus_ore: minus,
+                plus_ore: i128::from(plus),
+                minus_ore: i128::from(minus),
             },
         );
         files.push(ReportFile {

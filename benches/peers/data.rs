@@ -73,11 +73,11 @@ impl Workload {
     }
 
     pub(crate) fn agreement_count(&self) -> u64 {
-        u64::try_from(self.cprs.len()).unwrap_or(u64::MAX)
+        u64::try_from(self.cprs.len()).expect("fits the target type")
     }
 
     fn kommune_of(&self, agreement: u64) -> Kommune {
-        let index = usize::try_from(agreement % 98).unwrap_or(0);
+        let index = usize::try_from(agreement % 98).expect("fits the target type");
         self.kommuner[index]
     }
 
@@ -105,7 +105,7 @@ impl Workload {
     }
 
     fn cpr(&self, agreement: u64) -> Cpr {
-        self.cprs[usize::try_from(agreement).unwrap_or(0)]
+        self.cprs[usize::try_from(agreement).expect("fits the target type")]
     }
 
     /// The next batch of at most `batch` entries; empty when all were made.
@@ -154,7 +154,8 @@ impl Workload {
             (date(2026, 10, 15), date(2026, 10, 1), date(2026, 10, 14))
         };
         // 300.00 to 2,499.99 kroner, as monthly child-support withholdings go.
-        let amount_ore = 30_000 + i64::try_from(self.rng.below(220_000)).unwrap_or(0);
+        let amount_ore =
+            30_000 + i64::try_from(self.rng.below(220_000)).expect("fits the target type");
         if self.correctable.len() == CORRECTABLE_MAX {
             self.correctable.pop_front();
         }
@@ -177,8 +178,8 @@ impl Workload {
 
     /// A reduction, reversal or increase of a random correctable withholding.
     fn correction(&mut self) -> Command {
-        let length = u64::try_from(self.correctable.len()).unwrap_or(1);
-        let index = usize::try_from(self.rng.below(length)).unwrap_or(0);
+        let length = u64::try_from(self.correctable.len()).expect("fits the target type");
+        let index = usize::try_from(self.rng.below(length)).expect("fits the target type");
         let target = self
             .correctable
             .swap_remove_back(index)
@@ -187,7 +188,7 @@ impl Workload {
             0..=5 => (-(target.amount_ore / 4), "genberegnet"),
             6..=7 => (-target.amount_ore, "tilbageført"),
             _ => (
-                5_000 + i64::try_from(self.rng.below(20_000)).unwrap_or(0),
+                5_000 + i64::try_from(self.rng.below(20_000)).expect("fits the target type"),
                 "efterregulering",
             ),
         };

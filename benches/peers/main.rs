@@ -47,7 +47,8 @@ impl Knobs {
         Knobs {
             entries: knob("SF2520_BENCH_ENTRIES", 1_000_000),
             big_events: knob("SF2520_BENCH_BIG_EVENTS", 10_000_000),
-            batch: usize::try_from(knob("SF2520_BENCH_BATCH", 10_000)).unwrap_or(10_000),
+            batch: usize::try_from(knob("SF2520_BENCH_BATCH", 10_000))
+                .expect("fits the target type"),
             file_records: knob("SF2520_BENCH_FILE_RECORDS", 10_000),
             seed: knob("SF2520_BENCH_SEED", 2520),
             dir: std::env::var_os("SF2520_BENCH_DIR")
@@ -102,8 +103,8 @@ fn row(workload: &str, ours: &str, peer: &str, ratio: &str) {
 /// `n` as a float, exactly for every `n` below 2^53 (counts here stay far below),
 /// built from two exact 32-bit halves rather than a lossy `as`.
 fn float(n: u64) -> f64 {
-    let high = u32::try_from(n >> 32).unwrap_or(u32::MAX);
-    let low = u32::try_from(n & 0xFFFF_FFFF).unwrap_or(u32::MAX);
+    let high = u32::try_from(n >> 32).expect("fits the target type");
+    let low = u32::try_from(n & 0xFFFF_FFFF).expect("fits the target type");
     f64::from(high) * 4_294_967_296.0 + f64::from(low)
 }
 
@@ -386,7 +387,7 @@ fn pg_ingest(server: &pg::PgServer, knobs: &Knobs) -> f64 {
         let started = Instant::now();
         ingest.batch(&mut client, &batch);
         seconds += started.elapsed().as_secs_f64();
-        entries += u64::try_from(batch.len()).unwrap_or(0);
+        entries += u64::try_from(batch.len()).expect("fits the target type");
     }
     // Untimed: the work PostgreSQL would otherwise do in the background after a
     // million inserts (autovacuum, analyze, the checkpoint), done now so that it
@@ -457,9 +458,11 @@ fn disk_limit(files: &[OfficialFile], dir: &Path) -> f64 {
         let mut left = (file.record_count + 2) * 130;
         let mut out = File::create(dir.join(&file.file_name)).expect("create");
         while left > 0 {
-            let take = usize::try_from(left).unwrap_or(usize::MAX).min(chunk.len());
+            let take = usize::try_from(left)
+                .expect("fits the target type")
+                .min(chunk.len());
             out.write_all(&chunk[..take]).expect("write");
-            left -= u64::try_from(take).unwrap_or(0);
+            left -= u64::try_from(take).expect("fits the target type");
         }
         out.sync_all().expect("fsync");
     }

@@ -23,7 +23,7 @@ pub(crate) fn peak_rss_kib() -> u64 {
                 .find_map(|line| line.strip_prefix("VmHWM:"))
                 .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         })
-        .unwrap_or(0)
+        .expect("Linux's /proc/self/status has a VmHWM line in kB")
 }
 
 /// What a child process measured.
@@ -120,7 +120,7 @@ pub(crate) fn child_ingest(knobs: &Knobs, dir: &Path) {
             .accepted()
             .expect("ingest batch accepted");
         seconds += started.elapsed().as_secs_f64();
-        entries += u64::try_from(report.appended()).unwrap_or(0);
+        entries += u64::try_from(report.appended()).expect("fits the target type");
     }
     report(seconds, entries);
 }

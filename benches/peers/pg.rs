@@ -369,7 +369,7 @@ fn copy_file(client: &mut Client, file: &OfficialFile, path: &Path) -> u64 {
             rest = &rest[newline + 1..];
         }
         writer.write_all(rest).expect("write");
-        bytes += u64::try_from(read).unwrap_or(0);
+        bytes += u64::try_from(read).expect("fits the target type");
     }
     let out = writer.into_inner().expect("flush peer file");
     out.sync_all().expect("fsync peer file");

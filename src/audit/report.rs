@@ -71,13 +71,22 @@ pub struct ReportFile {
 pub struct MonthTotals {
     pub files: u64,
     pub records: u64,
-    pub plus_ore: i64,
-    pub minus_ore: i64,
+    /// Sums of the files' end records, in i128: no number of i64 sums overflows it.
+    pub plus_ore: i128,
+    pub minus_ore: i128,
 }
 
 impl MonthTotals {
-    pub fn net_ore(&self) -> i64 {
+    pub fn net_ore(&self) -> i128 {
         self.plus_ore - self.minus_ore
+    }
+
+    /// Counts one more file and adds its end record's sums.
+    fn add(&mut self, file: &FileExported) {
+        self.files += 1;
+        self.records += file.record_count;
+        self.plus_ore += i128::from(file.plus_ore);
+        self.minus_ore += i128::from(file.minus_ore);
     }
 }
 
@@ -141,10 +150,7 @@ pub fn build(
             continue;
         };
         let month = months.entry((date.year(), date.month())).or_default();
-        month.files += 1;
-        month.records += file.file.record_count;
-        month.plus_ore += file.file.plus_ore;
-        month.minus_ore += file.file.minus_ore;
+        month.add(&file.file);
     }
     Ok(Report {
         kommune,
@@ -260,8 +266,8 @@ fn escape(text: &str) -> String {
     out
 }
 
-fn kroner(ore: i64) -> String {
-    format_kroner(i128::from(ore))
+fn kroner(ore: impl Into<i128>) -> String {
+    format_kroner(ore.into())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -356,10 +362,7 @@ fn write_files(page: &mut String, report: &Report) {
     let mut total = MonthTotals::default();
     for entry in &report.files {
         let file = &entry.file;
-        total.files += 1;
-        total.records += file.record_count;
-        total.plus_ore += file.plus_ore;
-        total.minus_ore += file.minus_ore;
+        total.add(file);
         let _ = writeln!(
             page,
             "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"hash\">{}</td><td>{}</td><td>{}</td></tr>",
@@ -416,7 +419,7 @@ fn month_chart(months: &BTreeMap<(i32, u32), MonthTotals>) -> String {
     const HEIGHT: i128 = 260;
     const TOP: i128 = 30;
     const BOTTOM: i128 = 40;
-    let nets: Vec<i128> = months.values().map(|m| i128::from(m.net_ore())).collect();
+    let nets: Vec<i128> = months.values().map(MonthTotals::net_ore).collect();
     // The zero line is always in the chart, so the folds start from it.
     let high = nets.iter().copied().fold(0, i128::max);
     let low = nets.iter().copied().fold(0, i128::min);
@@ -434,7 +437,7 @@ fn month_chart(months: &BTreeMap<(i32, u32), MonthTotals>) -> String {
         let index = i128::try_from(index).expect("a month index fits i128");
         let x = 20 + index * slot + (slot - bar) / 2;
         let net = totals.net_ore();
-        let y = y_of(i128::from(net));
+        let y = y_of(net);
         let (top, height) = if y < zero {
             (y, zero - y)
         } else {

@@ -138,11 +138,11 @@ pub(super) fn run(ledger: &mut Ledger, dir: &Path, args: &IngestArgs) -> anyhow:
     let mut rejected_count = 0usize;
     let files = waiting_files(dir)?;
     for file in &files {
+        // `waiting_files` lists only files whose names are UTF-8 and end `.jsonl`.
         let name = file
             .file_name()
-            .and_then(|name| name.to_str())
-            .unwrap_or_default()
-            .to_owned();
+            .map(|name| name.to_string_lossy().into_owned())
+            .expect("waiting_files lists named files");
         let outcome = ingest_file(ledger, file, IngestMode::Commit)?;
         let mut text = Vec::new();
         print_outcome(&mut text, &name, &outcome, args.verbose)?;

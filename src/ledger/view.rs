@@ -123,7 +123,10 @@ impl EntryMemo {
                 let corrected = key(correction.kommune, correction.corrects.as_str());
                 match self.states.get_mut(&corrected) {
                     Some(Some(EntryState::Withholding { net_ore, .. })) => {
-                        *net_ore += correction.amount.ore();
+                        // The rules accepted this correction only if the sum fits.
+                        *net_ore = net_ore
+                            .checked_add(correction.amount.ore())
+                            .expect("decide refuses a correction whose new net overflows");
                     }
                     // Not a withholding this memo holds: the database answers.
                     _ => {

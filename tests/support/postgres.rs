@@ -53,6 +53,7 @@ pub(crate) fn installed_bin() -> Option<PathBuf> {
                 .file_name()
                 .to_string_lossy()
                 .split('.')
+                // tidy: allow(unwrap-or): a part that is no number sorts first, never chosen.
                 .map(|part| part.parse().unwrap_or(0))
                 .collect();
             (version, entry.path().join("bin"))
