@@ -158,4 +158,50 @@ mod tests {
         assert_eq!(encode(&event), owned);
         assert!(matches!(decode(1, &owned), Ok(decoded) if decoded == event));
     }
+
+    /// postcard's varint of an i64 (zigzag, then 7 bits a byte, low first).
+    fn varint(value: i64) -> Vec<u8> {
+        let mut zigzag = (value << 1) ^ (value >> 63);
+        let mut out = Vec::new();
+        loop {
+            let low = u8::try_from(zigzag & 0x7f).expect("seven bits");
+            zigzag >>= 7;
+            if zigzag == 0 {
+                out.push(low);
+                return out;
+            }
+            out.push(low | 0x80);
+        }
+    }
+
+    // Regression: `Amount` derived `Deserialize`, so a stored payload could carry an
+    // amount beyond AMOUNT_ORE_MAX that no constructor would build.
+    #[test]
+    fn a_stored_amount_beyond_the_limit_is_a_corrupt_payload_at_its_position() {
+        use crate::domain::{Amount, Cpr, KyRef, Withholding, AMOUNT_ORE_MAX};
+        let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 10, d).unwrap();
+        let at_limit = Event::WithholdingRecorded(Withholding {
+            reference: KyRef::parse("KY-1").unwrap(),
+            agreement: AgreementRef::parse("BA1").unwrap(),
+            kommune: Kommune::parse("0101").unwrap(),
+            cpr: Cpr::parse("0101901234").unwrap(),
+            payout_date: day(1),
+            period_from: day(1),
+            period_to: day(30),
+            amount: Amount::from_ore(AMOUNT_ORE_MAX).unwrap(),
+        });
+        let mut payload = encode(&at_limit);
+        assert!(decode(7, &payload).is_ok(), "the limit itself is an amount");
+        // The amount is the payload's last field.
+        let limit = varint(AMOUNT_ORE_MAX);
+        assert!(payload.ends_with(&limit));
+        payload.truncate(payload.len() - limit.len());
+        payload.extend(varint(AMOUNT_ORE_MAX + 1));
+        match decode(7, &payload) {
+            // postcard reports a refusal by the type's own constructor only as a
+            // "Serde Deserialization Error": the position says where to look.
+            Err(LedgerError::CorruptPayload { position: 7, .. }) => {}
+            other => panic!("expected CorruptPayload at 7, got {other:?}"),
+        }
+    }
 }
