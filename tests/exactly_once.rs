@@ -23,7 +23,7 @@ use sf2520::ledger::{
 };
 use support::cli::{command, sf2520, Run};
 use support::export::{assert_exactly_once, more_withholdings, registered_agreements};
-use support::process::{wait_bounded, wait_until};
+use support::process::{signal, wait_bounded, wait_until};
 use support::tmpfs::Tmpfs;
 
 /// The exit status of a run refused because another holds what it needs.
@@ -69,15 +69,6 @@ fn finish(child: Child) -> (ExitStatus, Run) {
     let output: Output = wait_bounded(child);
     let status = output.status;
     (status, Run::from(output))
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} failed");
 }
 
 /// Every name in a directory with the SHA-256 of its bytes (directories as

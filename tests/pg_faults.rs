@@ -37,9 +37,9 @@ use sf2520::export::outbox::QUARANTINE_DIR;
 use sf2520::ledger::{DatabaseUrl, IngestMode, Ledger, Location, DEFAULT_TOTALS_BLOCK};
 use support::cli::Run;
 use support::export::{assert_exactly_once, more_withholdings, registered_agreements};
-use support::ledger::{agreement, lines, withholding, CPR};
+use support::ledger::three_kommune_batch;
 use support::postgres::{database, TestDatabase};
-use support::process::{wait_bounded, wait_for, PATIENCE};
+use support::process::{signal, wait_bounded, wait_for, PATIENCE};
 use support::tmpfs::Tmpfs;
 
 /// One node: a data directory, and the database URL its `sf2520` processes get
@@ -53,17 +53,17 @@ struct Node<'d> {
 }
 
 impl<'d> Node<'d> {
+    fn at(dir: PathBuf, db: &'d TestDatabase, name: &'static str) -> Node<'d> {
+        Node { dir, db, name }
+    }
+
     /// A node named `name` with a ledger, and beside it a file of 30 lines
     /// (33 events: three agreements and their withholdings) to ingest.
     fn with_batch(root: &Path, db: &'d TestDatabase, name: &'static str) -> (Node<'d>, PathBuf) {
-        let node = Node {
-            dir: root.join("node"),
-            db,
-            name,
-        };
+        let node = Node::at(root.join("node"), db, name);
         node.run(&["init"]).expect_success("init");
         let input = root.join("batch.jsonl");
-        fs::write(&input, batch(30)).unwrap();
+        fs::write(&input, three_kommune_batch(0, 30)).unwrap();
         (node, input)
     }
 
@@ -106,15 +106,6 @@ impl<'d> Node<'d> {
 fn sigkill(child: &mut Child) {
     child.kill().expect("SIGKILL");
     child.wait().expect("reap the killed process");
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} failed");
 }
 
 /// A connection to `db` whose session shows `application_name` = `name`.
@@ -327,27 +318,6 @@ impl Drop for CommitsWait {
             }
         }
     }
-}
-
-/// A batch of three agreements (in three kommuner) and `count` withholdings.
-fn batch(count: usize) -> String {
-    let kommuner = ["0101", "0147", "0751"];
-    let mut out: Vec<String> = kommuner
-        .iter()
-        .enumerate()
-        .map(|(at, kommune)| agreement(&format!("A-{at}"), kommune, CPR, "2026-01-01"))
-        .collect();
-    for n in 0..count {
-        let at = n % kommuner.len();
-        out.push(withholding(
-            &format!("W-{n}"),
-            &format!("A-{at}"),
-            kommuner[at],
-            "2026-10-01",
-            "12.34",
-        ));
-    }
-    lines(&out)
 }
 
 /// The ingest report's JSON for its one file.
@@ -690,11 +660,7 @@ fn export_again(node: &Node<'_>, outbox: &Path) -> Run {
 fn sigkilled_exports_on_postgres_release_the_lock_and_leave_each_entry_in_one_file() {
     let root = tempfile::tempdir().unwrap();
     let db = database();
-    let node = Node {
-        dir: root.path().join("node"),
-        db: &db,
-        name: "pgf-export",
-    };
+    let node = Node::at(root.path().join("node"), &db, "pgf-export");
     let agreements = month_on_postgres(&node, 7);
     let outbox = default_outbox(&node.dir);
     let mut admin = db.client();
@@ -849,11 +815,7 @@ fn a_full_disk_on_a_postgres_node_records_nothing_and_the_next_export_completes(
     // The node's whole data directory, outbox included, on a small file system.
     let disk = Tmpfs::mount(&root.path().join("disk"), "8m");
     let db = database();
-    let node = Node {
-        dir: disk.path().join("node"),
-        db: &db,
-        name: "pgf-full",
-    };
+    let node = Node::at(disk.path().join("node"), &db, "pgf-full");
     let agreements = month_on_postgres(&node, 9);
     let outbox = default_outbox(&node.dir);
     let mut admin = db.client();
@@ -923,11 +885,7 @@ fn a_full_disk_on_a_postgres_node_records_nothing_and_the_next_export_completes(
 fn an_export_waits_for_a_killed_runs_record_still_in_flight_and_publishes_its_files() {
     let root = tempfile::tempdir().unwrap();
     let db = database();
-    let node = Node {
-        dir: root.path().join("node"),
-        db: &db,
-        name: "pgf-in-flight",
-    };
+    let node = Node::at(root.path().join("node"), &db, "pgf-in-flight");
     let agreements = month_on_postgres(&node, 11);
     let outbox = default_outbox(&node.dir);
     let mut admin = db.client();

@@ -348,26 +348,6 @@ fn a_database_behind_the_nodes_last_head_is_refused() {
     assert_eq!(count, 1, "nothing was written");
 }
 
-/// A batch of `count` withholdings (W-<from>..) on agreements of three kommuner.
-fn withholdings(from: usize, count: usize) -> String {
-    let kommuner = ["0101", "0147", "0751"];
-    let mut out = Vec::new();
-    for (at, kommune) in kommuner.iter().enumerate() {
-        out.push(agreement(&format!("A-{at}"), kommune, CPR, "2026-01-01"));
-    }
-    for n in from..from + count {
-        let at = n % kommuner.len();
-        out.push(withholding(
-            &format!("W-{n}"),
-            &format!("A-{at}"),
-            kommuner[at],
-            "2026-10-01",
-            "12.34",
-        ));
-    }
-    lines(&out)
-}
-
 #[test]
 fn three_nodes_on_one_database_leave_gapless_positions_and_each_entry_in_one_file() {
     let root = tempfile::tempdir().unwrap();
@@ -383,7 +363,7 @@ fn three_nodes_on_one_database_leave_gapless_positions_and_each_entry_in_one_fil
     let batches: Vec<_> = (0..3)
         .map(|n| {
             let path = root.path().join(format!("batch{n}.jsonl"));
-            std::fs::write(&path, withholdings(n * 300, 600)).unwrap();
+            std::fs::write(&path, three_kommune_batch(n * 300, 600)).unwrap();
             path
         })
         .collect();
@@ -433,7 +413,7 @@ fn three_nodes_on_one_database_leave_gapless_positions_and_each_entry_in_one_fil
         run.expect_success("a concurrent export");
     }
     let more = root.path().join("more.jsonl");
-    std::fs::write(&more, withholdings(1200, 30)).unwrap();
+    std::fs::write(&more, three_kommune_batch(1200, 30)).unwrap();
     on_pg(&nodes[2], &db, &["ingest", more.to_str().unwrap()]).expect_success("more");
     on_pg(&nodes[2], &db, &["export"]).expect_success("a later export");
     on_pg(&nodes[0], &db, &["verify", "--no-outbox"]).expect_success("verify");

@@ -14,7 +14,8 @@ use super::sql::{self, args, Addition, Db, Row, Source};
 use super::LedgerError;
 
 use crate::domain::{
-    Agreement, AgreementEnd, Correction, EntryKind, Event, FileExported, Kommune, Withholding,
+    Agreement, AgreementEnd, BusinessReceiptReceived, Correction, EntryKind, Event, FileExported,
+    FileReissued, FileUploaded, Kommune, Withholding,
 };
 
 fn days(date: NaiveDate) -> i64 {
@@ -83,19 +84,41 @@ impl<'c> Projector<'c> {
                 apply_correction(conn, position, correction, corrected_agreement)
             }
             Event::FileExported(file) => apply_file(conn, position, file),
-            Event::FileReissued(_)
-            | Event::FileUploaded(_)
-            | Event::ReceiptReceived(_)
-            | Event::TechnicalReceiptReceived(_)
-            | Event::BusinessReceiptReceived(_) => {
-                apply_delivery(conn, position, &DeliveryStep::of(event))
+            Event::FileReissued(reissue) => {
+                apply_delivery(conn, position, &DeliveryStep::reissued(reissue))
+            }
+            Event::FileUploaded(upload) => {
+                apply_delivery(conn, position, &DeliveryStep::uploaded(upload))
+            }
+            Event::ReceiptReceived(r) => {
+                let detail = error_detail(&r.errors);
+                let step = DeliveryStep::receipt(
+                    (r.kommune, r.sequence),
+                    &r.senders_file_id,
+                    detail,
+                    r.accepted,
+                );
+                apply_delivery(conn, position, &step)
+            }
+            Event::TechnicalReceiptReceived(r) => {
+                let detail = error_detail(&r.errors);
+                let step = DeliveryStep::receipt(
+                    (r.kommune, r.sequence),
+                    &r.senders_file_id,
+                    detail,
+                    r.accepted,
+                );
+                apply_delivery(conn, position, &step)
+            }
+            Event::BusinessReceiptReceived(receipt) => {
+                apply_delivery(conn, position, &DeliveryStep::business(receipt))
             }
         }
     }
 }
 
 /// What a business receipt said, and who said it.
-fn business_detail(receipt: &crate::domain::BusinessReceiptReceived) -> String {
+fn business_detail(receipt: &BusinessReceiptReceived) -> String {
     let by = format!("{} by {}", receipt.acceptance.as_str(), receipt.recipient);
     match &receipt.reason {
         Some(reason) => format!("{by}: {reason}"),
@@ -116,61 +139,57 @@ struct DeliveryStep<'e> {
 }
 
 impl<'e> DeliveryStep<'e> {
-    /// The step a delivery event records. Only the five delivery events reach here.
-    fn of(event: &'e Event) -> DeliveryStep<'e> {
-        let step = |kommune, sequence, kind, senders_file_id, detail, accepted| DeliveryStep {
+    fn reissued(reissue: &'e FileReissued) -> DeliveryStep<'e> {
+        DeliveryStep {
+            kommune: reissue.kommune,
+            sequence: reissue.sequence,
+            kind: "reissued",
+            senders_file_id: &reissue.delivery_id,
+            detail: String::new(),
+            accepted: None,
+        }
+    }
+
+    fn uploaded(upload: &'e FileUploaded) -> DeliveryStep<'e> {
+        DeliveryStep {
+            kommune: upload.kommune,
+            sequence: upload.sequence,
+            kind: "uploaded",
+            senders_file_id: &upload.senders_file_id,
+            detail: format!(
+                "{} ({} bytes, attempt {})",
+                upload.remote_path, upload.size_bytes, upload.attempt
+            ),
+            accepted: None,
+        }
+    }
+
+    /// A technical receipt's step, old event or new, given its errors as detail
+    /// and what it said.
+    fn receipt(
+        (kommune, sequence): (Kommune, u32),
+        senders_file_id: &'e [u8; 16],
+        detail: String,
+        accepted: bool,
+    ) -> DeliveryStep<'e> {
+        DeliveryStep {
             kommune,
             sequence,
-            kind,
+            kind: "receipt",
             senders_file_id,
             detail,
-            accepted,
-        };
-        match event {
-            Event::FileReissued(reissue) => step(
-                reissue.kommune,
-                reissue.sequence,
-                "reissued",
-                &reissue.delivery_id,
-                String::new(),
-                None,
-            ),
-            Event::FileUploaded(upload) => step(
-                upload.kommune,
-                upload.sequence,
-                "uploaded",
-                &upload.senders_file_id,
-                format!(
-                    "{} ({} bytes, attempt {})",
-                    upload.remote_path, upload.size_bytes, upload.attempt
-                ),
-                None,
-            ),
-            Event::ReceiptReceived(receipt) => step(
-                receipt.kommune,
-                receipt.sequence,
-                "receipt",
-                &receipt.senders_file_id,
-                error_detail(&receipt.errors),
-                Some(receipt.accepted),
-            ),
-            Event::TechnicalReceiptReceived(receipt) => step(
-                receipt.kommune,
-                receipt.sequence,
-                "receipt",
-                &receipt.senders_file_id,
-                error_detail(&receipt.errors),
-                Some(receipt.accepted),
-            ),
-            Event::BusinessReceiptReceived(receipt) => step(
-                receipt.kommune,
-                receipt.sequence,
-                "business",
-                &receipt.senders_file_id,
-                business_detail(receipt),
-                Some(receipt.acceptance == crate::domain::FileAcceptance::Accepted),
-            ),
-            other => unreachable!("{} is not a delivery event", other.type_name()),
+            accepted: Some(accepted),
+        }
+    }
+
+    fn business(receipt: &'e BusinessReceiptReceived) -> DeliveryStep<'e> {
+        DeliveryStep {
+            kommune: receipt.kommune,
+            sequence: receipt.sequence,
+            kind: "business",
+            senders_file_id: &receipt.senders_file_id,
+            detail: business_detail(receipt),
+            accepted: Some(receipt.acceptance == crate::domain::FileAcceptance::Accepted),
         }
     }
 }

@@ -127,6 +127,29 @@ pub(crate) fn correction(reference: &str, corrects: &str, kommune: &str, amount:
 }
 
 /// Joins lines into a JSON Lines document.
+/// Three agreements `A-0`..`A-2` in kommuner 0101, 0147 and 0751, then `count`
+/// withholdings `W-<from>`.. of 12.34 spread over them in turn. A batch repeated
+/// with the same `from` is all duplicates.
+pub(crate) fn three_kommune_batch(from: usize, count: usize) -> String {
+    let kommuner = ["0101", "0147", "0751"];
+    let mut out: Vec<String> = kommuner
+        .iter()
+        .enumerate()
+        .map(|(at, kommune)| agreement(&format!("A-{at}"), kommune, CPR, "2026-01-01"))
+        .collect();
+    for n in from..from + count {
+        let at = n % kommuner.len();
+        out.push(withholding(
+            &format!("W-{n}"),
+            &format!("A-{at}"),
+            kommuner[at],
+            "2026-10-01",
+            "12.34",
+        ));
+    }
+    lines(&out)
+}
+
 pub(crate) fn lines(lines: &[String]) -> String {
     let mut text = lines.join("\n");
     text.push('\n');

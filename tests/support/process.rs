@@ -3,7 +3,7 @@
 //! stands in for one).
 
 use std::io::Read;
-use std::process::{Child, Output};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 /// How long a test waits for a child or a state before it fails, naming what.
@@ -66,4 +66,14 @@ pub(crate) fn wait_for<T>(
         );
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Sends signal `name` (`STOP`, `CONT`, `TERM`, …) to `child` with kill(1).
+pub(crate) fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
 }
