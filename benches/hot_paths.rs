@@ -41,7 +41,7 @@ fn details() -> Vec<DetailRecord> {
     while records.len() < 1_000 {
         for command in workload.next_batch(100) {
             if let Command::RecordWithholding(w) = command {
-                records.push(sf2520::export::withholding_record(w));
+                records.push(sf2520::export::withholding_record(0, w).expect("a plain CPR"));
             }
         }
     }

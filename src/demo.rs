@@ -74,7 +74,7 @@ fn kommune_month(rng: &mut SplitMix64, kommune: Kommune, commands: &mut Vec<Comm
         commands.push(Command::RegisterAgreement(Agreement {
             agreement: agreement.clone(),
             kommune,
-            cpr,
+            cpr: cpr.into(),
             valid_from: date(2025, 1 + u32::try_from(rng.below(12)).expect("below 12"), 1),
             valid_to: None,
         }));
@@ -99,7 +99,7 @@ fn kommune_month(rng: &mut SplitMix64, kommune: Kommune, commands: &mut Vec<Comm
                 reference: reference.clone(),
                 agreement: agreement.clone(),
                 kommune,
-                cpr,
+                cpr: cpr.into(),
                 payout_date,
                 period_from,
                 period_to,

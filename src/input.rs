@@ -419,7 +419,7 @@ fn agreement(mut fields: Fields) -> Result<Command, InputError> {
     Ok(Command::RegisterAgreement(Agreement {
         agreement: fields.parsed("agreement", AgreementRef::parse)?,
         kommune: fields.parsed("kommune", Kommune::parse)?,
-        cpr: fields.parsed("cpr", Cpr::parse)?,
+        cpr: fields.parsed("cpr", Cpr::parse)?.into(),
         valid_from: fields.date("valid_from")?,
         valid_to: fields
             .optional("valid_to")?
@@ -441,7 +441,7 @@ fn withholding(mut fields: Fields) -> Result<Command, InputError> {
         reference: fields.parsed("reference", KyRef::parse)?,
         agreement: fields.parsed("agreement", AgreementRef::parse)?,
         kommune: fields.parsed("kommune", Kommune::parse)?,
-        cpr: fields.parsed("cpr", Cpr::parse)?,
+        cpr: fields.parsed("cpr", Cpr::parse)?.into(),
         payout_date: fields.date("payout_date")?,
         period_from: fields.date("period_from")?,
         period_to: fields.date("period_to")?,

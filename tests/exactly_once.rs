@@ -105,7 +105,7 @@ fn withholding_line(
 ) -> String {
     serde_json::json!({
         "type": "withholding", "reference": reference, "agreement": agreement.agreement.to_string(),
-        "kommune": agreement.kommune.code(), "cpr": agreement.cpr.digits(), "payout_date": "2026-10-20",
+        "kommune": agreement.kommune.code(), "cpr": agreement.cpr.plain().expect("a plain CPR").digits(), "payout_date": "2026-10-20",
         "period_from": "2026-10-01", "period_to": "2026-10-19", "amount": amount,
     })
     .to_string()

@@ -12,7 +12,8 @@ mod support;
 use chrono::NaiveDate;
 use sf2520::domain::{
     Agreement, AgreementEnd, AgreementRef, Amount, BusinessReceiptReceived, Correction, Cpr, Event,
-    FileAcceptance, FileExported, FileReissued, FileUploaded, Kommune, KyRef, ReceiptError,
+    FileAcceptance, FileExported, FileReissued, FileUploaded, Kommune, KyRef, PersonalDataErased,
+    ReceiptError,
     ReceiptErrorCode, ReceiptReceived, TechnicalReceiptReceived, Withholding,
 };
 use sf2520::ledger::{chain_hash, decode_payload, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
@@ -47,6 +48,7 @@ fn variant_index(event: &Event) -> u32 {
         Event::ReceiptReceived(_) => 7,
         Event::TechnicalReceiptReceived(_) => 8,
         Event::BusinessReceiptReceived(_) => 9,
+        Event::PersonalDataErased(_) => 10,
     }
 }
 
@@ -58,7 +60,7 @@ fn samples() -> Vec<Event> {
         Event::AgreementRegistered(Agreement {
             agreement: AgreementRef::parse("BA000123456").unwrap(),
             kommune: kommune("0751"),
-            cpr,
+            cpr: cpr.into(),
             valid_from: date("2026-01-01"),
             valid_to: None,
         }),
@@ -71,7 +73,7 @@ fn samples() -> Vec<Event> {
             reference: KyRef::parse("KY-Århus-1").unwrap(),
             agreement: AgreementRef::parse("BA000123456").unwrap(),
             kommune: kommune("0751"),
-            cpr,
+            cpr: cpr.into(),
             payout_date: date("2026-10-01"),
             period_from: date("2026-09-01"),
             period_to: date("2026-09-30"),
@@ -160,6 +162,11 @@ fn samples() -> Vec<Event> {
             reason: Some("Ukendt aftale".into()),
             receipt_sha256: Sha256::digest(b"the business receipt's bytes").into(),
             archive_name: "SF2520_0751_20261101_000001.txt.0a0b0c0d0e0f4011.businessreceipt".into(),
+        }),
+        Event::PersonalDataErased(PersonalDataErased {
+            agreements: vec![AgreementRef::parse("BA000123456").unwrap()],
+            as_of: date("2032-01-01"),
+            retention_years: 5,
         }),
     ]
 }

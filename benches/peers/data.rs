@@ -95,7 +95,7 @@ impl Workload {
                 Command::RegisterAgreement(Agreement {
                     agreement: self.agreement_ref(index),
                     kommune: self.kommune_of(index),
-                    cpr: self.cpr(index),
+                    cpr: self.cpr(index).into(),
                     valid_from: date(2025, 1, 1),
                     valid_to: None,
                 })
@@ -168,7 +168,7 @@ impl Workload {
             reference,
             agreement: self.agreement_ref(agreement),
             kommune,
-            cpr: self.cpr(agreement),
+            cpr: self.cpr(agreement).into(),
             payout_date,
             period_from,
             period_to,

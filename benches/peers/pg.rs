@@ -188,7 +188,7 @@ pub(crate) fn prepare(client: &mut Client, agreement_batches: &[Vec<Command>]) {
             };
             refs.push(a.agreement.as_str().to_string());
             kommuner.push(i32::from(a.kommune.number()));
-            cprs.push(a.cpr.digits().to_string());
+            cprs.push(a.cpr.plain().expect("generated plain").digits().to_string());
             from.push(a.valid_from);
         }
         let mut tx = client.transaction().expect("begin");
@@ -251,7 +251,7 @@ impl Ingest {
                     w.kommune.push(i32::from(x.kommune.number()));
                     w.reference.push(x.reference.as_str().to_string());
                     w.agreement.push(x.agreement.as_str().to_string());
-                    w.cpr.push(x.cpr.digits().to_string());
+                    w.cpr.push(x.cpr.plain().expect("generated plain").digits().to_string());
                     w.payout_date.push(x.payout_date);
                     w.period_from.push(x.period_from);
                     w.period_to.push(x.period_to);

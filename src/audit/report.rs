@@ -181,7 +181,8 @@ fn apply(
         Event::AgreementRegistered(_)
         | Event::AgreementEnded(_)
         | Event::WithholdingRecorded(_)
-        | Event::WithholdingCorrected(_) => return,
+        | Event::WithholdingCorrected(_)
+        | Event::PersonalDataErased(_) => return,
         Event::FileExported(file) => {
             if file.kommune == kommune {
                 files.insert(

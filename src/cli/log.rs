@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 
 use crate::domain::Event;
-use crate::ledger::{Ledger, StoredEvent};
+use crate::ledger::{Ledger, LedgerError, StoredEvent};
 
 use super::output::{hex, kroner, time_us};
 use super::LogArgs;
@@ -73,16 +73,36 @@ pub(super) fn describe(event: &Event) -> Value {
             "acceptance": r.acceptance.as_str(), "reason": r.reason,
             "receipt_sha256": hex(&r.receipt_sha256), "archive_name": r.archive_name,
         }),
+        Event::PersonalDataErased(e) => json!({
+            "agreements": e.agreements.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+            "as_of": e.as_of.to_string(), "retention_years": e.retention_years,
+        }),
+    }
+}
+
+/// The event at `stored` with its CPR opened (shown masked); an erased one is
+/// shown as erased, with the date.
+fn readable(ledger: &Ledger, stored: &StoredEvent) -> anyhow::Result<Value> {
+    let mut event = stored.event()?;
+    match ledger.open_personal_data(&mut event) {
+        Ok(()) => Ok(describe(&event)),
+        Err(LedgerError::PersonalDataErased { erased_on, .. }) => {
+            let mut content = describe(&event);
+            content["cpr"] = json!(format!("erased under retention on {erased_on}"));
+            Ok(content)
+        }
+        Err(error) => Err(error.into()),
     }
 }
 
 fn print_event(
     out: &mut dyn Write,
+    ledger: &Ledger,
     stored: &StoredEvent,
     json: bool,
     raw: bool,
 ) -> anyhow::Result<()> {
-    let content = describe(&stored.event()?);
+    let content = readable(ledger, stored)?;
     if json {
         let mut line = json!({
             "position": stored.position, "event_id": stored.event_id.to_string(),
@@ -133,7 +153,7 @@ pub(super) fn run(data_dir: &Path, args: &LogArgs) -> anyhow::Result<ExitCode> {
     let mut failure = None;
     ledger.for_each_event(args.from.max(1), to, |stored| {
         if failure.is_none() {
-            if let Err(error) = print_event(&mut out, &stored, args.json, args.raw) {
+            if let Err(error) = print_event(&mut out, &ledger, &stored, args.json, args.raw) {
                 failure = Some(error);
             }
         }

@@ -8,14 +8,15 @@
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::{AgreementRef, Amount, Cpr, Kommune, KyRef};
+use super::{AgreementRef, Amount, Kommune, KyRef, PersonalCpr};
 
 /// A betalingsadministrationsaftale as KY learned it from SF2530.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agreement {
     pub agreement: AgreementRef,
     pub kommune: Kommune,
-    pub cpr: Cpr,
+    /// The debtor; sealed under the agreement's data key in storage.
+    pub cpr: PersonalCpr,
     #[serde(with = "date_days")]
     pub valid_from: NaiveDate,
     #[serde(with = "optional_date_days")]
@@ -37,7 +38,8 @@ pub struct Withholding {
     pub reference: KyRef,
     pub agreement: AgreementRef,
     pub kommune: Kommune,
-    pub cpr: Cpr,
+    /// The debtor, the agreement's; sealed under the agreement's data key in storage.
+    pub cpr: PersonalCpr,
     #[serde(with = "date_days")]
     pub payout_date: NaiveDate,
     #[serde(with = "date_days")]
@@ -217,6 +219,41 @@ pub struct BusinessReceiptReceived {
     pub archive_name: String,
 }
 
+/// `sf2520 retention --apply`: the data keys of these agreements were destroyed,
+/// so the CPRs sealed under them can never be read again. Names agreements by
+/// reference, never a CPR.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalDataErased {
+    /// In the order they were erased (by reference).
+    pub agreements: Vec<AgreementRef>,
+    /// The date the retention rule was applied as of.
+    #[serde(with = "date_days")]
+    pub as_of: NaiveDate,
+    /// Full financial years an agreement's last entry had to lie behind `as_of`.
+    pub retention_years: u32,
+}
+
+impl Event {
+    /// The agreement whose data key seals this event's CPR, and the CPR, for the
+    /// events that carry one.
+    pub fn personal_cpr(&self) -> Option<(&AgreementRef, &PersonalCpr)> {
+        match self {
+            Event::AgreementRegistered(a) => Some((&a.agreement, &a.cpr)),
+            Event::WithholdingRecorded(w) => Some((&w.agreement, &w.cpr)),
+            _ => None,
+        }
+    }
+
+    /// [`Event::personal_cpr`], to be replaced (sealed or opened).
+    pub fn personal_cpr_mut(&mut self) -> Option<(&AgreementRef, &mut PersonalCpr)> {
+        match self {
+            Event::AgreementRegistered(a) => Some((&a.agreement, &mut a.cpr)),
+            Event::WithholdingRecorded(w) => Some((&w.agreement, &mut w.cpr)),
+            _ => None,
+        }
+    }
+}
+
 /// Everything the log records. Variants are only ever added at the end, never
 /// reordered: postcard encodes the variant by its index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +268,7 @@ pub enum Event {
     ReceiptReceived(ReceiptReceived),
     TechnicalReceiptReceived(TechnicalReceiptReceived),
     BusinessReceiptReceived(BusinessReceiptReceived),
+    PersonalDataErased(PersonalDataErased),
 }
 
 impl Event {
@@ -247,6 +285,7 @@ impl Event {
             Event::ReceiptReceived(_) => "ReceiptReceived",
             Event::TechnicalReceiptReceived(_) => "TechnicalReceiptReceived",
             Event::BusinessReceiptReceived(_) => "BusinessReceiptReceived",
+            Event::PersonalDataErased(_) => "PersonalDataErased",
         }
     }
 
@@ -263,6 +302,7 @@ impl Event {
             Event::ReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
             Event::TechnicalReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
             Event::BusinessReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
+            Event::PersonalDataErased(_) => "retention".to_string(),
         }
     }
 }

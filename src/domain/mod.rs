@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod kommune;
 mod money;
+mod personal;
 mod reference;
 
 pub use cpr::{mask_in_text, mask_raw, Cpr};
@@ -16,8 +17,9 @@ pub use error::DomainError;
 pub use events::{
     date_days, optional_date_days, Agreement, AgreementEnd, BusinessReceiptReceived, Command,
     Correction, Event, FileAcceptance, FileExported, FileReissued, FileUploaded, ReceiptError,
-    ReceiptErrorCode, ReceiptReceived, TechnicalReceiptReceived, Withholding,
+    PersonalDataErased, ReceiptErrorCode, ReceiptReceived, TechnicalReceiptReceived, Withholding,
 };
 pub use kommune::Kommune;
+pub use personal::{PersonalCpr, SealedCpr, SEALED_CPR_LEN};
 pub use money::{format_kroner, Amount, AmountOutOfRange, AMOUNT_ORE_MAX};
 pub use reference::{is_printable_latin1, AgreementRef, KyRef};

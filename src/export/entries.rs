@@ -15,7 +15,7 @@ pub fn for_each_record(
     mut visit: impl FnMut(DetailRecord) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
     ledger.for_each_entry(range, |position, event, corrected| {
-        visit(entry_record(range.kommune, position, event, corrected)?)
+        visit(entry_record(ledger, range.kommune, position, event, corrected)?)
     })
 }
 
@@ -81,7 +81,7 @@ pub(super) fn for_each_record_in(
             let Some(first) = wanted.next() else {
                 return Ok(());
             };
-            let record = entry_record(kommune, position, event, corrected)?;
+            let record = entry_record(ledger, kommune, position, event, corrected)?;
             // More than one range of a kommune only if the caller asked for it twice.
             for index in wanted {
                 visit(index, record.clone())?;
@@ -91,16 +91,18 @@ pub(super) fn for_each_record_in(
     )
 }
 
-/// An entry event as its detail record; a correction takes the CPR, agreement and
-/// dates of the withholding it corrects (`corrected`, as the ledger found it).
+/// An entry event as its detail record, its CPR opened; a correction takes the
+/// CPR, agreement and dates of the withholding it corrects (`corrected`, as the
+/// ledger found it).
 fn entry_record(
+    ledger: &Ledger,
     kommune: Kommune,
     position: u64,
     event: Event,
     corrected: Option<Withholding>,
 ) -> Result<DetailRecord, ExportError> {
     match event {
-        Event::WithholdingRecorded(w) => Ok(withholding_record(w)),
+        Event::WithholdingRecorded(w) => withholding_record(position, opened(ledger, w)?),
         Event::WithholdingCorrected(c) => {
             let original = corrected.ok_or_else(|| ExportError::MissingWithholding {
                 position,
@@ -112,7 +114,7 @@ fn entry_record(
                 amount: c.amount,
                 reference: c.reference,
                 corrects: Some(c.corrects),
-                ..withholding_record(original)
+                ..withholding_record(position, opened(ledger, original)?)?
             })
         }
         other => Err(ExportError::NotAnEntry {
@@ -123,10 +125,22 @@ fn entry_record(
     }
 }
 
-/// A withholding as its own detail record (code 01).
-pub fn withholding_record(w: Withholding) -> DetailRecord {
-    DetailRecord {
-        cpr: w.cpr,
+/// Withholding `w` with its CPR opened.
+pub(super) fn opened(ledger: &Ledger, w: Withholding) -> Result<Withholding, ExportError> {
+    let mut event = Event::WithholdingRecorded(w);
+    ledger.open_personal_data(&mut event)?;
+    match event {
+        Event::WithholdingRecorded(w) => Ok(w),
+        _ => unreachable!("opening keeps the event's kind"),
+    }
+}
+
+/// A withholding as its own detail record (code 01); its CPR must have been
+/// opened (the entry at `position` is named if it was not).
+pub fn withholding_record(position: u64, w: Withholding) -> Result<DetailRecord, ExportError> {
+    let cpr = *w.cpr.plain().ok_or(ExportError::SealedCpr { position })?;
+    Ok(DetailRecord {
+        cpr,
         agreement: w.agreement,
         kind: EntryKind::Withholding,
         payout_date: w.payout_date,
@@ -135,5 +149,5 @@ pub fn withholding_record(w: Withholding) -> DetailRecord {
         amount: w.amount,
         reference: w.reference,
         corrects: None,
-    }
+    })
 }

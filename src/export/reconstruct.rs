@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::batch::{render_into, PlannedFile};
 use std::collections::HashMap;
 
-use super::entries::withholding_record;
+use super::entries::{opened, withholding_record};
 use super::outbox::{Outbox, WrittenFile};
 use super::ExportError;
 use crate::domain::{EntryKind, Event, FileReissued, Kommune, Withholding};
@@ -158,12 +158,16 @@ fn render_by_walking_the_log(
             return Ok(());
         }
         let position = stored.position;
+        let in_file = position > range.after_position;
         let record = match stored.event()? {
             Event::WithholdingRecorded(w) if w.kommune == range.kommune => {
                 withholdings.insert(w.reference.as_str().to_string(), w.clone());
-                withholding_record(w)
+                if !in_file {
+                    return Ok(());
+                }
+                opened_record(ledger, position, w)
             }
-            Event::WithholdingCorrected(c) if c.kommune == range.kommune => {
+            Event::WithholdingCorrected(c) if c.kommune == range.kommune && in_file => {
                 let Some(original) = withholdings.get(c.corrects.as_str()).cloned() else {
                     failure = Some(ExportError::MissingWithholding {
                         position,
@@ -172,20 +176,23 @@ fn render_by_walking_the_log(
                     });
                     return Ok(());
                 };
-                DetailRecord {
+                opened_record(ledger, position, original).map(|record| DetailRecord {
                     kind: EntryKind::Correction,
                     amount: c.amount,
                     reference: c.reference,
                     corrects: Some(c.corrects),
-                    ..withholding_record(original)
-                }
+                    ..record
+                })
             }
             _ => return Ok(()),
         };
-        if position > range.after_position {
-            if let Err(error) = writer.write_detail(&record) {
-                failure = Some(render_error(error));
+        match record {
+            Ok(record) => {
+                if let Err(error) = writer.write_detail(&record) {
+                    failure = Some(render_error(error));
+                }
             }
+            Err(error) => failure = Some(error),
         }
         Ok(())
     })?;
@@ -194,6 +201,15 @@ fn render_by_walking_the_log(
     }
     let (bytes, _summary) = writer.finish().map_err(render_error)?;
     Ok(bytes)
+}
+
+/// The detail record of withholding `w` (at `position`), its CPR opened.
+fn opened_record(
+    ledger: &Ledger,
+    position: u64,
+    w: Withholding,
+) -> Result<DetailRecord, ExportError> {
+    withholding_record(position, opened(ledger, w)?)
 }
 
 /// What a reissue did.

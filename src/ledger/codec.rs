@@ -9,13 +9,37 @@ use crate::domain::Event;
 
 /// The payload envelope. A new schema adds a variant (and an upcast in [`decode`]);
 /// stored bytes of older variants are never rewritten.
+///
+/// V2 has V1's fields; it says that the event's CPR is sealed under its
+/// agreement's data key (`keys`), where V1 holds the ten digits. Events without a
+/// CPR are V1 in every ledger.
 #[derive(Serialize, Deserialize)]
 enum Envelope {
     V1(Event),
+    V2(Event),
 }
 
-/// The schema version of events written today.
+/// The schema version of events without personal data (and of every event of a
+/// ledger written before sealing).
 pub const CURRENT_SCHEMA_VERSION: u16 = 1;
+
+/// The schema version of an event whose CPR is sealed (envelope V2).
+pub const SEALED_SCHEMA_VERSION: u16 = 2;
+
+/// The schema version `encode` writes `event` under.
+pub(super) fn schema_version(event: &Event) -> u16 {
+    if sealed(event) {
+        SEALED_SCHEMA_VERSION
+    } else {
+        CURRENT_SCHEMA_VERSION
+    }
+}
+
+fn sealed(event: &Event) -> bool {
+    event
+        .personal_cpr()
+        .is_some_and(|(_, cpr)| cpr.is_sealed())
+}
 
 /// The hash that precedes position 1.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
@@ -26,20 +50,33 @@ pub const GENESIS_HASH: [u8; 32] = [0; 32];
 #[derive(Serialize)]
 enum EnvelopeRef<'a> {
     V1(&'a Event),
+    V2(&'a Event),
 }
 
+/// The stored payload of `event`: V2 if its CPR is sealed, else V1.
 pub fn encode(event: &Event) -> Vec<u8> {
+    let envelope = if sealed(event) {
+        EnvelopeRef::V2(event)
+    } else {
+        EnvelopeRef::V1(event)
+    };
     // Encoding into a Vec cannot fail for these types: every field is a plain value.
-    postcard::to_stdvec(&EnvelopeRef::V1(event)).expect("postcard encodes events")
+    postcard::to_stdvec(&envelope).expect("postcard encodes events")
 }
 
+/// The event in a stored payload, its CPR (if any) as stored: sealed in V2,
+/// plain in V1; any other mix is a damaged payload.
 pub fn decode(position: u64, payload: &[u8]) -> Result<Event, LedgerError> {
+    let corrupt = |reason: String| LedgerError::CorruptPayload { position, reason };
     match postcard::from_bytes::<Envelope>(payload) {
-        Ok(Envelope::V1(event)) => Ok(event),
-        Err(error) => Err(LedgerError::CorruptPayload {
-            position,
-            reason: error.to_string(),
-        }),
+        Ok(Envelope::V1(event)) if sealed(&event) => Err(corrupt(
+            "a V1 payload holds a sealed CPR (only V2 may)".into(),
+        )),
+        Ok(Envelope::V2(event)) if event.personal_cpr().is_none() || !sealed(&event) => Err(
+            corrupt("a V2 payload must hold a sealed CPR, and this one holds none".into()),
+        ),
+        Ok(Envelope::V1(event) | Envelope::V2(event)) => Ok(event),
+        Err(error) => Err(corrupt(error.to_string())),
     }
 }
 
@@ -100,8 +137,21 @@ impl StoredEvent {
         )
     }
 
+    /// The event, its CPR as stored; a payload whose envelope disagrees with
+    /// the stored schema version is damaged.
     pub fn event(&self) -> Result<Event, LedgerError> {
-        decode(self.position, &self.payload)
+        let event = decode(self.position, &self.payload)?;
+        if schema_version(&event) != self.schema_version {
+            return Err(LedgerError::CorruptPayload {
+                position: self.position,
+                reason: format!(
+                    "the schema version is {}, but the payload is of version {}",
+                    self.schema_version,
+                    schema_version(&event)
+                ),
+            });
+        }
+        Ok(event)
     }
 }
 
@@ -184,7 +234,7 @@ mod tests {
             reference: KyRef::parse("KY-1").unwrap(),
             agreement: AgreementRef::parse("BA1").unwrap(),
             kommune: Kommune::parse("0101").unwrap(),
-            cpr: Cpr::parse("0101901234").unwrap(),
+            cpr: Cpr::parse("0101901234").unwrap().into(),
             payout_date: day(1),
             period_from: day(1),
             period_to: day(30),

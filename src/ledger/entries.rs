@@ -61,6 +61,7 @@ impl Ledger {
                 return Ok(());
             };
             let mut corrected = self.corrected_withholdings(rows.iter().map(|(_, event)| event))?;
+            self.prefetch_data_keys(rows.iter().map(|(_, event)| event), &corrected)?;
             for (position, event) in rows {
                 let withholding = corrected_in(&mut corrected, &event);
                 visit(position, event, withholding)?;
@@ -107,6 +108,7 @@ impl Ledger {
             )?;
             let mut corrected =
                 self.corrected_withholdings(window.iter().map(|(_, _, event)| event))?;
+            self.prefetch_data_keys(window.iter().map(|(_, _, event)| event), &corrected)?;
             for (position, stream, event) in window {
                 let withholding = corrected_in(&mut corrected, &event);
                 visit(position, &stream, event, withholding)?;
@@ -194,6 +196,28 @@ impl Ledger {
             })?;
         }
         Ok(found)
+    }
+}
+
+impl Ledger {
+    /// Reads the data keys of the agreements whose CPRs `events` and `corrected`
+    /// carry in one query (PostgreSQL), so that opening each CPR the visitor needs
+    /// costs no round trip. Opening is the visitor's: an entry outside every
+    /// range it renders is never opened, so an erased agreement's old entries do
+    /// not stop a later file.
+    fn prefetch_data_keys<'e>(
+        &self,
+        events: impl Iterator<Item = &'e Event>,
+        corrected: &Corrected,
+    ) -> Result<(), LedgerError> {
+        let Some(keys) = self.keyring() else {
+            return Ok(());
+        };
+        let agreements = events
+            .filter_map(Event::personal_cpr)
+            .map(|(agreement, _)| agreement.as_str())
+            .chain(corrected.values().map(|w| w.agreement.as_str()));
+        keys.prefetch(self.db(), agreements)
     }
 }
 

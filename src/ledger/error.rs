@@ -218,6 +218,67 @@ pub enum LedgerError {
         /// The exact sum, which an i64 cannot hold.
         sum: i128,
     },
+
+    /// The ledger seals CPRs under keys wrapped by a key file, and that file is
+    /// not where the configuration says.
+    #[error(
+        "the ledger's key file {} does not exist. It holds the key that seals every CPR in \
+         the ledger and is kept apart from the database: restore it from where it was backed \
+         up, or name it with --key-file, SF2520_KEY_FILE or [privacy] key_file \
+         (docs/operations.md, \"The key file\"). Nothing was read or written",
+        .path.display()
+    )]
+    KeyFileMissing { path: PathBuf },
+
+    #[error(
+        "{} is not a usable sf2520 key file: {why}. Name the ledger's key file with \
+         --key-file, SF2520_KEY_FILE or [privacy] key_file. Nothing was read or written",
+        .path.display()
+    )]
+    KeyFileInvalid { path: PathBuf, why: String },
+
+    #[error("cannot {action} the key file {}: {source}", .path.display())]
+    KeyFileIo {
+        path: PathBuf,
+        action: &'static str,
+        source: std::io::Error,
+    },
+
+    /// A well-formed key file of another ledger (or a new one made by mistake).
+    #[error(
+        "the key file {} is not the key file of the ledger at {ledger} (the ledger was sealed \
+         under the key file with id {expected:016x}, this one has id {found:016x}). Name the \
+         ledger's own key file with --key-file, SF2520_KEY_FILE or [privacy] key_file. \
+         Nothing was read or written",
+        .path.display()
+    )]
+    KeyFileMismatch {
+        path: PathBuf,
+        ledger: String,
+        expected: u64,
+        found: u64,
+    },
+
+    /// A data key that cannot be used: the row or a sealed value was altered.
+    /// No CPR is guessed and none is written into a file.
+    #[error(
+        "the personal data of agreement {agreement} cannot be read: {why}. Run `sf2520 \
+         verify`, and restore the newest good backup if the ledger was altered"
+    )]
+    DataKeyDamaged { agreement: String, why: String },
+
+    /// The agreement's data key was destroyed under retention.
+    #[error(
+        "the personal data of agreement {agreement} was erased under retention on {erased_on} \
+         (event at position {position}, `sf2520 retention --apply`): its CPR can no longer be \
+         read, so nothing that needs it (a file holding its entries, a check of its CPR) can be \
+         made. Totals, the files register and the hash chain are unaffected"
+    )]
+    PersonalDataErased {
+        agreement: String,
+        erased_on: String,
+        position: u64,
+    },
 }
 
 /// A PostgreSQL error with the server's message, detail and hint when it sent them.

@@ -11,6 +11,7 @@ use super::codec::StoredEvent;
 use super::postgres::{DatabaseUrl, Session};
 use super::projection::Projector;
 use super::sql::{self, Db};
+use super::keys::KEY_ID_META;
 use super::store::{
     initialize, insert_event, postgres_schema_version, read_head, read_meta, write_meta, Head,
     FLOOR_KEY, LEDGER_ID_KEY,
@@ -43,8 +44,14 @@ impl Ledger {
         let target = Db::Postgres(Box::new(Session::connect(url)?));
         refuse_non_empty(&target, url)?;
         let head = self.head()?;
-        initialize(&target, self.dir(), self.totals_block())?;
+        initialize(
+            &target,
+            self.dir(),
+            self.totals_block(),
+            read_meta(self.db(), KEY_ID_META)?,
+        )?;
         carry_meta(self, &target)?;
+        copy_subject_keys(self, &target)?;
         copy_events(self, &target, head.position, &mut progress)?;
         target.execute(
             "UPDATE ledger_head SET position = ?1, hash = ?2, recorded_at_us = ?3 WHERE id = 1",
@@ -85,8 +92,14 @@ pub(crate) fn logical_copy(source: &Ledger, target: &Path) -> Result<(), LedgerE
     let db = Db::Sqlite(conn);
     let dir = target.parent().unwrap_or(Path::new("."));
     let head = source.head()?;
-    initialize(&db, dir, source.totals_block())?;
+    initialize(
+        &db,
+        dir,
+        source.totals_block(),
+        read_meta(source.db(), KEY_ID_META)?,
+    )?;
     carry_meta(source, &db)?;
+    copy_subject_keys(source, &db)?;
     copy_events(source, &db, head.position, &mut |_| {})?;
     if read_head(&db)? != head {
         return Err(LedgerError::CorruptLedger {
@@ -106,6 +119,34 @@ fn carry_meta(source: &Ledger, target: &Db) -> Result<(), LedgerError> {
         }
     }
     Ok(())
+}
+
+/// Copies the wrapped data keys (and erasures) of a ledger that seals personal
+/// data as they are: they open under the same key file, which the copy shares.
+fn copy_subject_keys(source: &Ledger, target: &Db) -> Result<(), LedgerError> {
+    if read_meta(source.db(), KEY_ID_META)?.is_none() {
+        return Ok(());
+    }
+    const KEYS: sql::Source = sql::Source {
+        table: "subject_keys",
+    };
+    let rows = source.db().query_vec(
+        "SELECT agreement, wrapped, erased_at_us, erased_position FROM subject_keys ORDER BY agreement",
+        &[],
+        |row| row.owned_values(KEYS),
+    )?;
+    target.batch("BEGIN")?;
+    let copied = (|| {
+        for row in &rows {
+            let values: Vec<sql::Value<'_>> = row.iter().map(sql::Owned::as_value).collect();
+            target.insert_later(
+                "INSERT INTO subject_keys (agreement, wrapped, erased_at_us, erased_position) VALUES (?1, ?2, ?3, ?4)",
+                &values,
+            )?;
+        }
+        Ok::<_, LedgerError>(())
+    })();
+    target.finish(copied)
 }
 
 /// Copies events 1..=`through` in transactions of [`COPY_WINDOW`], applying each

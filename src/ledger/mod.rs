@@ -11,6 +11,7 @@ mod datadir;
 mod entries;
 mod error;
 mod files;
+mod keys;
 mod migrate;
 mod postgres;
 mod projection;
@@ -24,7 +25,7 @@ mod view;
 pub use backup::{backup, restore, BackupError, RestoreReport};
 pub use codec::{
     chain_hash, decode as decode_payload, encode as encode_payload, StoredEvent,
-    CURRENT_SCHEMA_VERSION, GENESIS_HASH,
+    CURRENT_SCHEMA_VERSION, GENESIS_HASH, SEALED_SCHEMA_VERSION,
 };
 pub use datadir::{
     check_private_dir, read_mark, try_lock_named, HeadMark, HeldLock, LockAttempt,
@@ -33,6 +34,7 @@ pub use datadir::{
 pub use entries::EntryRange;
 pub use error::{LedgerError, LineError};
 pub use files::{file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage};
+pub use keys::{key_file_path, set_key_file, KeyFile, KEY_FILE};
 pub use migrate::MigrateReport;
 pub use postgres::DatabaseUrl;
 pub use projection::{RangeTotals, Totals};

@@ -46,6 +46,17 @@ CREATE TABLE IF NOT EXISTS events (
 );
 ";
 
+/// Each agreement's data key, wrapped under the key file (`keys`); not part of
+/// the log and not a projection: a replay cannot make it, and erasure destroys it.
+pub(crate) const KEYS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS subject_keys (
+    agreement       text PRIMARY KEY,
+    wrapped         bytea,
+    erased_at_us    bigint,
+    erased_position bigint
+);
+";
+
 /// The projection tables on PostgreSQL.
 pub(crate) const PROJECTION_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS agreements (
@@ -545,6 +556,22 @@ pub(crate) fn prefetch_agreements(
          FROM unnest($1::text[]) AS wanted (agreement)
          JOIN agreements a ON a.agreement = wanted.agreement
          JOIN events e ON e.position = a.position",
+        &[&agreements],
+        visit,
+    )
+}
+
+/// The `subject_keys` rows of `agreements`: (agreement, wrapped, erased_at_us,
+/// erased_position) per row found.
+pub(crate) fn prefetch_subject_keys(
+    session: &Session,
+    agreements: &[String],
+    visit: &mut dyn FnMut(&Row<'_>) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    session.query_arrays(
+        "SELECT k.agreement, k.wrapped, k.erased_at_us, k.erased_position
+         FROM unnest($1::text[]) AS wanted (agreement)
+         JOIN subject_keys k ON k.agreement = wanted.agreement",
         &[&agreements],
         visit,
     )

@@ -113,6 +113,9 @@ impl<'c> Projector<'c> {
             Event::BusinessReceiptReceived(receipt) => {
                 apply_delivery(conn, position, &DeliveryStep::business(receipt))
             }
+            // Erasure destroys keys, never projections: totals and the files
+            // register stay as they were.
+            Event::PersonalDataErased(_) => Ok(()),
         }
     }
 }

@@ -33,6 +33,19 @@ CREATE TABLE IF NOT EXISTS events (
 );
 ";
 
+/// Each agreement's data key, wrapped under the key file (`keys`); not part of
+/// the log and not a projection: a replay cannot make it, and erasure destroys it
+/// (the row keeps only when and in which event). Created only in a ledger that
+/// seals personal data.
+pub(super) const KEYS_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS subject_keys (
+    agreement       TEXT PRIMARY KEY,
+    wrapped         BLOB,
+    erased_at_us    INTEGER,
+    erased_position INTEGER
+) WITHOUT ROWID;
+";
+
 /// Projections: derived from the log, rebuilt by replay, compared by `verify`.
 ///
 /// `entries` is keyed by (kommune, position), the order a file lists them in, with

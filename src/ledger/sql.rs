@@ -292,6 +292,26 @@ impl Row<'_> {
             .ok_or_else(|| self.damaged(source, column, "NULL where text belongs"))
     }
 
+    /// A bytes column that may be NULL, borrowed from the row.
+    pub(crate) fn opt_blob(
+        &self,
+        source: Source,
+        column: usize,
+    ) -> Result<Option<&[u8]>, LedgerError> {
+        match self {
+            Row::Sqlite(row) => match row.get_ref(column)? {
+                rusqlite::types::ValueRef::Null => Ok(None),
+                rusqlite::types::ValueRef::Blob(bytes) => Ok(Some(bytes)),
+                other => Err(self.damaged(
+                    source,
+                    column,
+                    format!("{} where bytes belong", other.data_type()),
+                )),
+            },
+            Row::Postgres(row) => Ok(row.try_get::<_, Option<&[u8]>>(column)?),
+        }
+    }
+
     /// A bytes column, borrowed from the row.
     pub(crate) fn blob(&self, source: Source, column: usize) -> Result<&[u8], LedgerError> {
         match self {

@@ -10,12 +10,14 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 use uuid::Uuid;
 
-use super::codec::{self, StoredEvent, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
+use super::codec::{self, StoredEvent, GENESIS_HASH};
+use super::keys::{self, KeyFile, Keyring, KEY_ID_META};
 use super::datadir::{self, HeldLock};
 use super::postgres::{self, DatabaseUrl, Session};
 use super::projection::{self, Projector, RangeTotals, Totals};
 use super::schema::{
-    DEFAULT_TOTALS_BLOCK, LOG_TABLES, PROJECTION_ORDER, PROJECTION_TABLES, SCHEMA_VERSION,
+    DEFAULT_TOTALS_BLOCK, KEYS_TABLES, LOG_TABLES, PROJECTION_ORDER, PROJECTION_TABLES,
+    SCHEMA_VERSION,
 };
 use super::sql::{self, args, Db, Source};
 use super::sqlite;
@@ -119,6 +121,10 @@ pub struct Ledger {
     busy_wait: Duration,
     /// Whether commits move the data directory's head mark (not for a copy).
     marks_head: bool,
+    /// The key file and data keys of a ledger that seals personal data; `None`
+    /// for a ledger written before sealing (plain CPRs) and for a copy opened
+    /// only to be checked.
+    keys: Option<std::sync::Arc<Keyring>>,
 }
 
 /// How long a write waits for another process's write transaction by default.
@@ -351,7 +357,7 @@ impl Ledger {
         let found = sqlite::read_meta_if_any(&conn)?;
         let db = Db::Sqlite(conn);
         match found {
-            None => initialize(&db, dir, new_totals_block)?,
+            None => initialize(&db, dir, new_totals_block, Some(new_key_file(dir)?.id()))?,
             Some(found) if found == SCHEMA_VERSION => {}
             Some(found) if (1..SCHEMA_VERSION).contains(&found) => {
                 tracing::info!(
@@ -370,7 +376,7 @@ impl Ledger {
             }
         }
         check_mark(&db, dir)?;
-        Ledger::assemble(db, &path, dir, true)
+        Ledger::assemble(db, &path, dir, true, true)
     }
 
     /// [`Ledger::open_at`] for the PostgreSQL database at `url`, with this node's
@@ -391,7 +397,9 @@ impl Ledger {
         ensure_private_dir(dir)?;
         let db = Db::Postgres(Box::new(Session::connect(url)?));
         match postgres_schema_version(&db)? {
-            None if create => initialize(&db, dir, new_totals_block)?,
+            None if create => {
+                initialize(&db, dir, new_totals_block, Some(new_key_file(dir)?.id()))?;
+            }
             None => {
                 return Err(LedgerError::NoLedger {
                     path: PathBuf::from(url.describe()),
@@ -407,7 +415,7 @@ impl Ledger {
             }
         }
         check_mark(&db, dir)?;
-        Ledger::assemble(db, Path::new(&url.describe()), dir, true)
+        Ledger::assemble(db, Path::new(&url.describe()), dir, true, true)
     }
 
     /// Opens the existing ledger in `dir` for reading only: nothing is created or
@@ -450,7 +458,7 @@ impl Ledger {
             }
         }
         check_mark(&db, dir)?;
-        Ledger::assemble(db, &path, dir, false)
+        Ledger::assemble(db, &path, dir, false, true)
     }
 
     /// A second connection to the same ledger, for reading on another thread (the
@@ -477,13 +485,27 @@ impl Ledger {
             totals_block: self.totals_block,
             busy_wait: self.busy_wait,
             marks_head: false,
+            keys: self.keys.clone(),
         })
     }
 
     /// A ledger over an open, checked connection to the database at `path`, whose
     /// scratch files go into `dir`; `marks_head` for the data directory's own.
-    fn assemble(db: Db, path: &Path, dir: &Path, marks_head: bool) -> Result<Ledger, LedgerError> {
+    /// `with_keys`: load the key file of a ledger that seals personal data (every
+    /// ledger but a copy opened only to be checked).
+    fn assemble(
+        db: Db,
+        path: &Path,
+        dir: &Path,
+        marks_head: bool,
+        with_keys: bool,
+    ) -> Result<Ledger, LedgerError> {
         let totals_block = read_totals_block(&db, path)?;
+        let keys = if with_keys {
+            keyring(&db, dir, path)?
+        } else {
+            None
+        };
         Ok(Ledger {
             db,
             dir: dir.to_path_buf(),
@@ -492,7 +514,29 @@ impl Ledger {
             totals_block,
             busy_wait: default_busy_wait(),
             marks_head,
+            keys,
         })
+    }
+
+    /// Whether this ledger seals personal data (its `meta` names a key file).
+    pub fn seals_personal_data(&self) -> Result<bool, LedgerError> {
+        Ok(read_meta(&self.db, KEY_ID_META)?.is_some())
+    }
+
+    /// The key file this ledger was opened with, if it seals personal data.
+    pub fn key_file(&self) -> Option<&Path> {
+        self.keys.as_deref().map(|keys| keys.file().path())
+    }
+
+    /// The keys of a ledger that seals personal data, for the storage layer.
+    pub(crate) fn keyring(&self) -> Option<&Keyring> {
+        self.keys.as_deref()
+    }
+
+    /// Opens the CPR `event` carries (if it is sealed) with its agreement's data
+    /// key. An erased subject is [`LedgerError::PersonalDataErased`].
+    pub fn open_personal_data(&self, event: &mut Event) -> Result<(), LedgerError> {
+        open_event(&self.db, self.keys.as_deref(), event)
     }
 
     /// Takes the ledger's time from `clock` from now on (tests: a fixed or
@@ -611,7 +655,7 @@ impl Ledger {
             });
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        Ledger::assemble(db, path, dir, false)
+        Ledger::assemble(db, path, dir, false, false)
     }
 
     pub fn dir(&self) -> &Path {
@@ -683,6 +727,7 @@ impl Ledger {
         self.memo.entries.forget();
         let mut appender = Appender {
             db: &self.db,
+            keys: self.keys.as_deref(),
             head,
             floor_us,
             now: self.clock.now(),
@@ -772,6 +817,7 @@ impl Ledger {
             |appender| {
                 view::prefetch(
                     appender.db,
+                    appender.keys,
                     &commands,
                     &appender.memo.agreements,
                     &mut appender.memo.entries,
@@ -784,6 +830,7 @@ impl Ledger {
                     }
                     let view = SqlView {
                         conn: appender.db,
+                        keys: appender.keys,
                         agreements: &appender.memo.agreements,
                         entries: &appender.memo.entries,
                     };
@@ -1079,6 +1126,9 @@ impl Head {
 /// Appends events inside a [`Ledger::write`] transaction.
 pub struct Appender<'t> {
     db: &'t Db,
+    /// Seals each event's CPR before it is stored (`None`: a ledger written
+    /// before sealing, which stays plain until it is sealed as a whole).
+    keys: Option<&'t Keyring>,
     head: Head,
     /// No event is stamped earlier than this (`meta.recorded_at_floor_us`, set by
     /// [`Ledger::fix_cutoff`]); µs since the Unix epoch.
@@ -1122,14 +1172,14 @@ impl Appender<'_> {
         let event_id = Uuid::new_v4();
         let stream = event.stream();
         let event_type = event.type_name();
-        let payload = codec::encode(event);
+        let (payload, schema_version) = self.stored_form(event)?;
         let hash = codec::chain_hash(
             &self.head.hash,
             position,
             &event_id,
             &stream,
             event_type,
-            CURRENT_SCHEMA_VERSION,
+            schema_version,
             recorded_at_us,
             &payload,
         );
@@ -1138,7 +1188,7 @@ impl Appender<'_> {
             event_id,
             stream,
             event_type: event_type.to_string(),
-            schema_version: CURRENT_SCHEMA_VERSION,
+            schema_version,
             recorded_at_us,
             payload,
             hash,
@@ -1155,6 +1205,91 @@ impl Appender<'_> {
         };
         Ok(position)
     }
+}
+
+impl Appender<'_> {
+    /// The payload and schema version `event` is stored as: with its CPR sealed
+    /// when this ledger seals personal data.
+    fn stored_form(&self, event: &Event) -> Result<(Vec<u8>, u16), LedgerError> {
+        let plain_cpr = event
+            .personal_cpr()
+            .is_some_and(|(_, cpr)| !cpr.is_sealed());
+        match self.keys {
+            Some(keys) if plain_cpr => {
+                let mut sealed = event.clone();
+                keys.seal(self.db, &mut sealed)?;
+                Ok((codec::encode(&sealed), codec::schema_version(&sealed)))
+            }
+            _ => Ok((codec::encode(event), codec::schema_version(event))),
+        }
+    }
+
+    /// Destroys the data keys of `agreements` in this transaction (retention).
+    pub(crate) fn erase_data_keys(
+        &mut self,
+        agreements: &[crate::domain::AgreementRef],
+        erased_position: u64,
+    ) -> Result<(), LedgerError> {
+        let keys = self.keys.ok_or_else(|| LedgerError::NotALedger {
+            path: PathBuf::from("(this ledger)"),
+            why: "it holds plain CPRs, which retention cannot erase by key; seal it first \
+                  (docs/operations.md, \"Sealing an older ledger\")"
+                .into(),
+        })?;
+        keys.erase(self.db, agreements, self.head.recorded_at_us, erased_position)
+    }
+}
+
+/// Opens the CPR of `event` if it is sealed; a sealed CPR in a ledger opened
+/// without its keys (a copy being checked) is an error saying so.
+pub(crate) fn open_event(
+    db: &Db,
+    keys: Option<&Keyring>,
+    event: &mut Event,
+) -> Result<(), LedgerError> {
+    match keys {
+        Some(keys) => keys.open(db, event),
+        None if event.personal_cpr().is_some_and(|(_, cpr)| cpr.is_sealed()) => {
+            Err(LedgerError::NotALedger {
+                path: PathBuf::from("(a copy)"),
+                why: "its CPRs are sealed and it was opened without its key file; open it as \
+                      a data directory's ledger"
+                    .into(),
+            })
+        }
+        None => Ok(()),
+    }
+}
+
+/// The key file of a new ledger: the configured one if it exists already (an
+/// operator may provision it first, e.g. through systemd's `LoadCredential=`),
+/// else a new one.
+fn new_key_file(dir: &Path) -> Result<KeyFile, LedgerError> {
+    let path = keys::key_file_path(dir);
+    match KeyFile::load(&path) {
+        Err(LedgerError::KeyFileMissing { .. }) => KeyFile::create(&path),
+        other => other,
+    }
+}
+
+/// The keys of the ledger in `db` (at `path`, for messages) with data directory
+/// `dir`: `None` if it stores plain CPRs, else its key file, which must be the one
+/// whose identity `meta` holds.
+fn keyring(db: &Db, dir: &Path, path: &Path) -> Result<Option<std::sync::Arc<Keyring>>, LedgerError> {
+    let Some(expected) = read_meta(db, KEY_ID_META)? else {
+        return Ok(None);
+    };
+    let key_path = keys::key_file_path(dir);
+    let file = KeyFile::load(&key_path)?;
+    if file.id() != expected {
+        return Err(LedgerError::KeyFileMismatch {
+            path: key_path,
+            ledger: path.display().to_string(),
+            expected: u64::from_ne_bytes(expected.to_ne_bytes()),
+            found: u64::from_ne_bytes(file.id().to_ne_bytes()),
+        });
+    }
+    Ok(Some(std::sync::Arc::new(Keyring::new(file))))
 }
 
 /// Writes one stored event as it is (its position, id, time and hash).
@@ -1325,7 +1460,12 @@ pub(crate) fn postgres_schema_version(db: &Db) -> Result<Option<i64>, LedgerErro
 
 /// Creates the tables of a new ledger in one write transaction; a process that
 /// lost the race to create them finds them made and leaves them be.
-pub(crate) fn initialize(db: &Db, dir: &Path, totals_block: u64) -> Result<(), LedgerError> {
+pub(crate) fn initialize(
+    db: &Db,
+    dir: &Path,
+    totals_block: u64,
+    key_file_id: Option<i64>,
+) -> Result<(), LedgerError> {
     let block =
         i64::try_from(totals_block.max(1)).map_err(|_| LedgerError::PositionOutOfRange {
             position: totals_block,
@@ -1364,6 +1504,13 @@ pub(crate) fn initialize(db: &Db, dir: &Path, totals_block: u64) -> Result<(), L
                 LEDGER_ID_KEY,
                 i64::from_ne_bytes(new_ledger_id().to_ne_bytes()),
             )?;
+            if let Some(id) = key_file_id {
+                db.batch(match db {
+                    Db::Sqlite(_) => KEYS_TABLES,
+                    Db::Postgres(_) => postgres::KEYS_SCHEMA,
+                })?;
+                write_meta(db, KEY_ID_META, id)?;
+            }
         }
         Ok(())
     })();
@@ -1408,6 +1555,14 @@ fn from_micros(time_us: i64) -> Result<DateTime<Utc>, LedgerError> {
     DateTime::<Utc>::from_timestamp_micros(time_us).ok_or(LedgerError::Clock {
         what: "the head's recorded-at",
     })
+}
+
+/// The UTC date of a time in µs since the Unix epoch, for messages.
+pub(crate) fn date_text(time_us: i64) -> String {
+    from_micros(time_us).map_or_else(
+        |_| format!("{time_us} µs"),
+        |time| time.date_naive().to_string(),
+    )
 }
 
 fn time_text(time_us: i64) -> String {

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use super::postgres;
 use super::sql::{self, args, Db, Source};
+use super::keys::Keyring;
+use super::store::open_event;
 use super::{codec, LedgerError};
 use crate::domain::{
     AgreementRef, AgreementState, Command, EntryKind, EntryState, Event, Kommune, KyRef, LedgerView,
@@ -152,6 +154,8 @@ fn key(kommune: Kommune, reference: &str) -> (u16, String) {
 /// memos.
 pub(crate) struct SqlView<'c> {
     pub conn: &'c Db,
+    /// Opens the CPRs the rules compare (`None`: a ledger of plain CPRs).
+    pub keys: Option<&'c Keyring>,
     pub agreements: &'c AgreementMemo,
     pub entries: &'c EntryMemo,
 }
@@ -172,7 +176,9 @@ impl SqlView<'_> {
                 |row| Ok(row.blob(EVENTS, 0)?.to_vec()),
             )?
             .ok_or_else(|| unexpected(position, "an event"))?;
-        codec::decode(position, &payload)
+        let mut event = codec::decode(position, &payload)?;
+        open_event(self.conn, self.keys, &mut event)?;
+        Ok(event)
     }
 }
 
@@ -307,6 +313,7 @@ fn unexpected(position: u64, wanted: &str) -> LedgerError {
 /// pages, so it is asked line by line as before.
 pub(crate) fn prefetch(
     db: &Db,
+    keys: Option<&Keyring>,
     commands: &[(usize, Command)],
     agreements: &AgreementMemo,
     entries: &mut EntryMemo,
@@ -316,6 +323,9 @@ pub(crate) fn prefetch(
     };
     entries.active = true;
     let (entry_keys, agreement_refs) = wanted(commands, agreements);
+    if let Some(keys) = keys {
+        keys.prefetch(db, agreement_refs.iter().map(String::as_str))?;
+    }
     for chunk in agreement_refs.chunks(PREFETCH_CHUNK) {
         let mut found = Vec::with_capacity(chunk.len());
         postgres::prefetch_agreements(session, chunk, &mut |row| {
@@ -329,7 +339,8 @@ pub(crate) fn prefetch(
         for agreement in chunk {
             agreements.remember(agreement, None);
         }
-        for (agreement, position, ended, event) in found {
+        for (agreement, position, ended, mut event) in found {
+            open_event(db, keys, &mut event)?;
             let state = agreement_state(&agreement, position, ended, event)?;
             agreements.remember(&agreement, Some(state));
         }
@@ -338,6 +349,7 @@ pub(crate) fn prefetch(
         for key in chunk {
             entries.states.insert(key.clone(), None);
         }
+        let mut found = Vec::new();
         postgres::prefetch_entries(session, chunk, &mut |row| {
             let number = row.narrow::<u16>(ENTRIES, 0)?;
             let kommune =
@@ -353,10 +365,18 @@ pub(crate) fn prefetch(
                 net_ore: row.opt_int(ENTRIES, 4)?,
             };
             let event = codec::decode(stored.position, row.blob(EVENTS, 5)?)?;
-            let state = stored.state(kommune, &reference, event)?;
-            entries.states.insert((number, reference), Some(state));
+            found.push((number, kommune, reference, stored, event));
             Ok(())
         })?;
+        if let Some(keys) = keys {
+            let agreements = found.iter().filter_map(|(.., event)| event.personal_cpr());
+            keys.prefetch(db, agreements.map(|(agreement, _)| agreement.as_str()))?;
+        }
+        for (number, kommune, reference, stored, mut event) in found {
+            open_event(db, keys, &mut event)?;
+            let state = stored.state(kommune, &reference, event)?;
+            entries.states.insert((number, reference), Some(state));
+        }
     }
     Ok(())
 }

@@ -1,0 +1,602 @@
+//! Personal data at rest (crypto-shredding, decision 0010): the key file that is
+//! never in the database, one data key per agreement wrapped under it in the
+//! `subject_keys` table, and the sealing and opening of the CPRs in event payloads.
+//!
+//! The key file holds 32 random bytes. From them HKDF-SHA256 derives the
+//! key-encryption key (ChaCha20-Poly1305) that wraps every data key, a lookup key
+//! for keyed hashes of CPRs, and the key file's identity, which the ledger keeps in
+//! `meta` so that a wrong key file is refused before anything is read or written.
+//! Destroying an agreement's wrapped data key (`sf2520 retention --apply`) makes
+//! every CPR sealed under it unreadable for good, while the hash chain, which
+//! covers the sealed bytes, stays intact.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use ring::hkdf;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::postgres;
+use super::sql::{args, Db, Source};
+use super::LedgerError;
+use crate::domain::{AgreementRef, Cpr, Event, PersonalCpr, SealedCpr, SEALED_CPR_LEN};
+
+/// The key file's name in the data directory when the configuration names none.
+pub const KEY_FILE: &str = "ledger.kek";
+
+/// The key file's one line: this prefix, then 64 hex digits.
+const KEY_FILE_PREFIX: &str = "sf2520-kek-v1:";
+
+/// The HKDF salt and the labels of what is derived from the key file's secret.
+const HKDF_SALT: &[u8] = b"sf2520 key file v1";
+const LABEL_WRAP: &[u8] = b"sf2520 wrap data keys v1";
+const LABEL_LOOKUP: &[u8] = b"sf2520 cpr lookup v1";
+const LABEL_ID: &[u8] = b"sf2520 key file id v1";
+
+/// What the associated data of a wrapped data key and of a sealed CPR start with;
+/// the agreement reference follows, so a sealed value moved to another agreement
+/// does not open.
+const AAD_DATA_KEY: &[u8] = b"sf2520 data key v1\0";
+const AAD_CPR: &[u8] = b"sf2520 cpr v1\0";
+
+/// Bytes of a wrapped data key: nonce, 32 sealed bytes, tag.
+pub(crate) const WRAPPED_KEY_LEN: usize = NONCE_LEN + 32 + 16;
+
+/// `meta` key of the key file's identity; a ledger without it stores plain CPRs
+/// (written before sealing existed, docs/operations.md "Sealing an older ledger").
+pub(crate) const KEY_ID_META: &str = "key_file_id";
+
+/// Data keys remembered per process before the memory starts afresh.
+const REMEMBERED_MAX: usize = 200_000;
+
+/// The key file named by the configuration (`--key-file`, `SF2520_KEY_FILE`,
+/// `[privacy] key_file`); `None`: [`KEY_FILE`] in each data directory.
+static KEY_FILE_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Makes this process's ledgers use the key file at `path` (`None`: the default
+/// in each data directory).
+pub fn set_key_file(path: Option<PathBuf>) {
+    *KEY_FILE_PATH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = path;
+}
+
+/// The key file a ledger in `dir` uses.
+pub fn key_file_path(dir: &Path) -> PathBuf {
+    KEY_FILE_PATH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+        .unwrap_or_else(|| dir.join(KEY_FILE))
+}
+
+/// The keys derived from a key file.
+pub struct KeyFile {
+    path: PathBuf,
+    wrap: LessSafeKey,
+    lookup: ring::hmac::Key,
+    id: i64,
+}
+
+/// A 32-byte output of HKDF.
+struct Okm32;
+
+impl hkdf::KeyType for Okm32 {
+    fn len(&self) -> usize {
+        32
+    }
+}
+
+fn derive(prk: &hkdf::Prk, label: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    prk.expand(&[label], Okm32)
+        .and_then(|okm| okm.fill(&mut out))
+        .expect("HKDF-SHA256 gives 32 bytes");
+    out
+}
+
+fn io_error(path: &Path, action: &'static str, source: std::io::Error) -> LedgerError {
+    LedgerError::KeyFileIo {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+impl KeyFile {
+    fn from_secret(path: &Path, secret: &[u8; 32]) -> KeyFile {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(secret);
+        let wrap = UnboundKey::new(&CHACHA20_POLY1305, &derive(&prk, LABEL_WRAP))
+            .expect("32 bytes make a ChaCha20-Poly1305 key");
+        let id_bytes = derive(&prk, LABEL_ID);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&id_bytes[..8]);
+        KeyFile {
+            path: path.to_path_buf(),
+            wrap: LessSafeKey::new(wrap),
+            lookup: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(&prk, LABEL_LOOKUP)),
+            id: i64::from_be_bytes(id),
+        }
+    }
+
+    /// Creates a new key file at `path`, owner-only, never over an existing file or
+    /// through a symbolic link.
+    pub fn create(path: &Path) -> Result<KeyFile, LedgerError> {
+        let mut secret = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut secret)
+            .map_err(|_| LedgerError::KeyFileInvalid {
+                path: path.to_path_buf(),
+                why: "the system's random number generator failed".into(),
+            })?;
+        let mut text = String::from(KEY_FILE_PREFIX);
+        for byte in secret {
+            text.push_str(&format!("{byte:02x}"));
+        }
+        text.push('\n');
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|source| io_error(path, "create", source))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|source| io_error(path, "write", source))?;
+        if let Some(parent) = path.parent() {
+            if let Ok(dir) = fs::File::open(parent) {
+                // The file's name is durable with its directory; a failure only
+                // risks the name, which `load` would then report missing.
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(KeyFile::from_secret(path, &secret))
+    }
+
+    /// Reads the key file at `path`: it must be the running user's, owner-only, a
+    /// regular file (not followed through a link) and well formed.
+    pub fn load(path: &Path) -> Result<KeyFile, LedgerError> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => LedgerError::KeyFileMissing {
+                    path: path.to_path_buf(),
+                },
+                _ if source.raw_os_error() == Some(libc::ELOOP) => LedgerError::KeyFileInvalid {
+                    path: path.to_path_buf(),
+                    why: "it is a symbolic link; name the file itself".into(),
+                },
+                _ => io_error(path, "open", source),
+            })?;
+        let metadata = file
+            .metadata()
+            .map_err(|source| io_error(path, "inspect", source))?;
+        if !metadata.is_file() {
+            return Err(LedgerError::KeyFileInvalid {
+                path: path.to_path_buf(),
+                why: "it is not a regular file".into(),
+            });
+        }
+        if metadata.mode() & 0o077 != 0 {
+            return Err(LedgerError::InsecurePermissions {
+                path: path.to_path_buf(),
+                mode: metadata.mode() & 0o7777,
+                directory: false,
+            });
+        }
+        let mut text = String::new();
+        // A key file is one short line; read a little more to notice a longer one.
+        Read::by_ref(&mut file)
+            .take(256)
+            .read_to_string(&mut text)
+            .map_err(|source| io_error(path, "read", source))?;
+        let secret = parse_secret(&text).map_err(|why| LedgerError::KeyFileInvalid {
+            path: path.to_path_buf(),
+            why: why.into(),
+        })?;
+        Ok(KeyFile::from_secret(path, &secret))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The identity the ledger keeps in `meta` (no secret: a one-way derivation).
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// A keyed hash of a CPR (HMAC-SHA256 under the lookup key), for finding a
+    /// person in a projection without storing the number. Never put into the log:
+    /// it would outlive an erasure as a pseudonym.
+    pub fn lookup_hash(&self, cpr: &Cpr) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.lookup, cpr.digits().as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+}
+
+fn parse_secret(text: &str) -> Result<[u8; 32], &'static str> {
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    let hex = line
+        .strip_prefix(KEY_FILE_PREFIX)
+        .ok_or("it does not start with `sf2520-kek-v1:`; it is not an sf2520 key file")?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("it does not hold exactly 64 hexadecimal digits after `sf2520-kek-v1:`");
+    }
+    let mut secret = [0u8; 32];
+    for (index, byte) in secret.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * index..2 * index + 2], 16)
+            .map_err(|_| "a hexadecimal digit is not one")?;
+    }
+    Ok(secret)
+}
+
+/// A nonce: 12 random bytes from the thread-local CSPRNG behind `Uuid::new_v4`
+/// (seeded by the OS; a system call per CPR sealed would cost more than the
+/// sealing). Each data key seals a few hundred values in its life, so 90 random
+/// bits make a repeat practically impossible.
+fn fresh_nonce() -> [u8; NONCE_LEN] {
+    let random = uuid::Uuid::new_v4();
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&random.as_bytes()[..NONCE_LEN]);
+    nonce
+}
+
+fn aad(prefix: &[u8], agreement: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(prefix.len() + agreement.len());
+    aad.extend_from_slice(prefix);
+    aad.extend_from_slice(agreement.as_bytes());
+    aad
+}
+
+/// Seals `plain` (the in-place buffer) under `key`; returns nonce ‖ ciphertext ‖ tag.
+fn seal_bytes(key: &LessSafeKey, aad_bytes: &[u8], plain: &[u8]) -> Vec<u8> {
+    let nonce = fresh_nonce();
+    let mut buffer = plain.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad_bytes),
+        &mut buffer,
+    )
+    .expect("ChaCha20-Poly1305 seals short values");
+    let mut out = Vec::with_capacity(NONCE_LEN + buffer.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&buffer);
+    out
+}
+
+/// Opens nonce ‖ ciphertext ‖ tag under `key`; `None` if it does not authenticate.
+fn open_bytes(key: &LessSafeKey, aad_bytes: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    let (nonce, rest) = sealed.split_at_checked(NONCE_LEN)?;
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut buffer = rest.to_vec();
+    let plain = key
+        .open_in_place(nonce, Aad::from(aad_bytes), &mut buffer)
+        .ok()?;
+    Some(plain.to_vec())
+}
+
+/// An agreement's data key, as the ledger knows it.
+#[derive(Clone)]
+enum DataKey {
+    Live(std::sync::Arc<LessSafeKey>),
+    /// Destroyed by `retention --apply` at this time (µs) in the event at `position`.
+    Erased { at_us: i64, position: u64 },
+}
+
+/// The key file of a ledger with sealed personal data, and the data keys this
+/// process has unwrapped.
+pub(crate) struct Keyring {
+    file: KeyFile,
+    known: Mutex<HashMap<String, DataKey>>,
+}
+
+const SUBJECT_KEYS: Source = Source {
+    table: "subject_keys",
+};
+
+impl Keyring {
+    pub(crate) fn new(file: KeyFile) -> Keyring {
+        Keyring {
+            file,
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn file(&self) -> &KeyFile {
+        &self.file
+    }
+
+    fn remembered(&self, agreement: &str) -> Option<DataKey> {
+        self.known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(agreement)
+            .cloned()
+    }
+
+    fn remember(&self, agreement: &str, key: DataKey) {
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if known.len() >= REMEMBERED_MAX {
+            known.clear();
+        }
+        known.insert(agreement.to_string(), key);
+    }
+
+    /// Forgets every data key (after an erasure, or when another process may have
+    /// erased some).
+    pub(crate) fn forget(&self) {
+        self.known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
+    /// Unwraps a `subject_keys` row: the wrapped key, or its erasure.
+    fn unwrap_row(
+        &self,
+        agreement: &str,
+        wrapped: Option<&[u8]>,
+        erased_at_us: Option<i64>,
+        erased_position: Option<i64>,
+    ) -> Result<DataKey, LedgerError> {
+        let damaged = |why: &str| LedgerError::DataKeyDamaged {
+            agreement: agreement.to_string(),
+            why: why.to_string(),
+        };
+        match (wrapped, erased_at_us, erased_position) {
+            (Some(wrapped), None, None) => {
+                let raw = open_bytes(&self.file.wrap, &aad(AAD_DATA_KEY, agreement), wrapped)
+                    .ok_or_else(|| {
+                        damaged(
+                            "its wrapped data key does not open under the key file (the row \
+                             was altered or copied from another agreement)",
+                        )
+                    })?;
+                let key = UnboundKey::new(&CHACHA20_POLY1305, &raw)
+                    .map_err(|_| damaged("its data key is not 32 bytes"))?;
+                Ok(DataKey::Live(std::sync::Arc::new(LessSafeKey::new(key))))
+            }
+            (None, Some(at_us), Some(position)) => Ok(DataKey::Erased {
+                at_us,
+                position: u64::try_from(position)
+                    .map_err(|_| damaged("its erasure position is negative"))?,
+            }),
+            _ => Err(damaged(
+                "its row holds neither a wrapped key nor a complete erasure",
+            )),
+        }
+    }
+
+    /// The data key of `agreement`, read (and unwrapped) once per process.
+    fn data_key(&self, db: &Db, agreement: &str) -> Result<Option<DataKey>, LedgerError> {
+        if let Some(key) = self.remembered(agreement) {
+            return Ok(Some(key));
+        }
+        let row = db.query_opt(
+            "SELECT wrapped, erased_at_us, erased_position FROM subject_keys WHERE agreement = ?1",
+            &args![agreement],
+            |row| {
+                Ok((
+                    row.opt_blob(SUBJECT_KEYS, 0)?.map(<[u8]>::to_vec),
+                    row.opt_int(SUBJECT_KEYS, 1)?,
+                    row.opt_int(SUBJECT_KEYS, 2)?,
+                ))
+            },
+        )?;
+        let Some((wrapped, at_us, position)) = row else {
+            return Ok(None);
+        };
+        let key = self.unwrap_row(agreement, wrapped.as_deref(), at_us, position)?;
+        self.remember(agreement, key.clone());
+        Ok(Some(key))
+    }
+
+    /// Reads the data keys of `agreements` this process does not know yet in one
+    /// query on PostgreSQL (where each lookup is a round trip); SQLite answers each
+    /// lookup from its own pages, so it is asked as the keys are needed.
+    pub(crate) fn prefetch<'a>(
+        &self,
+        db: &Db,
+        agreements: impl Iterator<Item = &'a str>,
+    ) -> Result<(), LedgerError> {
+        let Db::Postgres(session) = db else {
+            return Ok(());
+        };
+        let mut wanted: Vec<String> = agreements
+            .filter(|agreement| self.remembered(agreement).is_none())
+            .map(str::to_string)
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for chunk in wanted.chunks(10_000) {
+            postgres::prefetch_subject_keys(session, chunk, &mut |row| {
+                let agreement = row.text(SUBJECT_KEYS, 0)?;
+                let key = self.unwrap_row(
+                    agreement,
+                    row.opt_blob(SUBJECT_KEYS, 1)?,
+                    row.opt_int(SUBJECT_KEYS, 2)?,
+                    row.opt_int(SUBJECT_KEYS, 3)?,
+                )?;
+                self.remember(agreement, key);
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A new data key for `agreement`, wrapped and stored in this transaction.
+    fn create_data_key(&self, db: &Db, agreement: &str) -> Result<DataKey, LedgerError> {
+        let mut raw = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut raw)
+            .map_err(|_| LedgerError::KeyFileInvalid {
+                path: self.file.path.clone(),
+                why: "the system's random number generator failed".into(),
+            })?;
+        let wrapped = seal_bytes(&self.file.wrap, &aad(AAD_DATA_KEY, agreement), &raw);
+        db.insert_later(
+            "INSERT INTO subject_keys (agreement, wrapped, erased_at_us, erased_position) VALUES (?1, ?2, NULL, NULL)",
+            &args![agreement, wrapped.as_slice()],
+        )?;
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &raw).expect("32 bytes make a key");
+        let key = DataKey::Live(std::sync::Arc::new(LessSafeKey::new(key)));
+        self.remember(agreement, key.clone());
+        Ok(key)
+    }
+
+    /// Replaces the plain CPR of `event` (if it carries one) by its sealed form
+    /// under the agreement's data key, creating the key for a new agreement.
+    pub(crate) fn seal(&self, db: &Db, event: &mut Event) -> Result<(), LedgerError> {
+        let registers = matches!(event, Event::AgreementRegistered(_));
+        let Some((agreement, cpr)) = event.personal_cpr_mut() else {
+            return Ok(());
+        };
+        let PersonalCpr::Plain(plain) = *cpr else {
+            return Ok(());
+        };
+        let key = match self.data_key(db, agreement.as_str())? {
+            Some(key) => key,
+            None if registers => self.create_data_key(db, agreement.as_str())?,
+            None => return Err(missing_key(agreement)),
+        };
+        let key = live(agreement, key)?;
+        let sealed = seal_bytes(
+            &key,
+            &aad(AAD_CPR, agreement.as_str()),
+            plain.digits().as_bytes(),
+        );
+        let bytes = <[u8; SEALED_CPR_LEN]>::try_from(sealed.as_slice())
+            .expect("a sealed CPR is nonce, ten bytes and tag");
+        *cpr = PersonalCpr::Sealed(SealedCpr::from_bytes(bytes));
+        Ok(())
+    }
+
+    /// Replaces the sealed CPR of `event` (if it carries one) by the number.
+    pub(crate) fn open(&self, db: &Db, event: &mut Event) -> Result<(), LedgerError> {
+        let Some((agreement, cpr)) = event.personal_cpr_mut() else {
+            return Ok(());
+        };
+        let PersonalCpr::Sealed(sealed) = *cpr else {
+            return Ok(());
+        };
+        let key = self
+            .data_key(db, agreement.as_str())?
+            .ok_or_else(|| missing_key(agreement))?;
+        let key = live(agreement, key)?;
+        let digits = open_bytes(&key, &aad(AAD_CPR, agreement.as_str()), sealed.as_bytes())
+            .ok_or_else(|| LedgerError::DataKeyDamaged {
+                agreement: agreement.to_string(),
+                why: "a CPR sealed under its data key does not open (the payload or the key \
+                      was altered)"
+                    .into(),
+            })?;
+        let text = std::str::from_utf8(&digits).ok();
+        let number = text
+            .and_then(|text| Cpr::parse(text).ok())
+            .ok_or_else(|| LedgerError::DataKeyDamaged {
+                agreement: agreement.to_string(),
+                why: "a sealed CPR opens to something that is no CPR".into(),
+            })?;
+        *cpr = PersonalCpr::Plain(number);
+        Ok(())
+    }
+
+    /// Destroys the data key of each of `agreements` in this transaction: the
+    /// wrapped key is overwritten by nothing and the erasure recorded.
+    pub(crate) fn erase(
+        &self,
+        db: &Db,
+        agreements: &[AgreementRef],
+        at_us: i64,
+        position: u64,
+    ) -> Result<(), LedgerError> {
+        let position = super::sql::position(position)?;
+        for agreement in agreements {
+            db.execute(
+                "UPDATE subject_keys SET wrapped = NULL, erased_at_us = ?2, erased_position = ?3 WHERE agreement = ?1",
+                &[agreement.as_str().into(), at_us.into(), position.clone()],
+            )?;
+        }
+        self.forget();
+        Ok(())
+    }
+}
+
+fn missing_key(agreement: &AgreementRef) -> LedgerError {
+    LedgerError::DataKeyDamaged {
+        agreement: agreement.to_string(),
+        why: "it has no data key in subject_keys, but the log holds a CPR sealed under one".into(),
+    }
+}
+
+fn live(agreement: &AgreementRef, key: DataKey) -> Result<std::sync::Arc<LessSafeKey>, LedgerError> {
+    match key {
+        DataKey::Live(key) => Ok(key),
+        DataKey::Erased { at_us, position } => Err(LedgerError::PersonalDataErased {
+            agreement: agreement.to_string(),
+            erased_on: super::store::date_text(at_us),
+            position,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_round_trips_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let created = KeyFile::create(&path).unwrap();
+        let loaded = KeyFile::load(&path).unwrap();
+        assert_eq!(created.id(), loaded.id());
+        assert!(matches!(
+            KeyFile::create(&path),
+            Err(LedgerError::KeyFileIo { .. })
+        ));
+        fs::write(dir.path().join("bad"), "sf2520-kek-v1:1234\n").unwrap();
+        fs::set_permissions(
+            dir.path().join("bad"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        assert!(matches!(
+            KeyFile::load(&dir.path().join("bad")),
+            Err(LedgerError::KeyFileInvalid { .. })
+        ));
+        assert!(matches!(
+            KeyFile::load(&dir.path().join("none")),
+            Err(LedgerError::KeyFileMissing { .. })
+        ));
+    }
+
+    #[test]
+    fn a_value_sealed_for_one_agreement_does_not_open_for_another() {
+        let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[9; 32]).unwrap());
+        let sealed = seal_bytes(&key, &aad(AAD_CPR, "A-1"), b"0101901234");
+        assert_eq!(sealed.len(), SEALED_CPR_LEN);
+        assert_eq!(
+            open_bytes(&key, &aad(AAD_CPR, "A-1"), &sealed).as_deref(),
+            Some(&b"0101901234"[..])
+        );
+        assert!(open_bytes(&key, &aad(AAD_CPR, "A-2"), &sealed).is_none());
+        let mut flipped = sealed.clone();
+        flipped[14] ^= 1;
+        assert!(open_bytes(&key, &aad(AAD_CPR, "A-1"), &flipped).is_none());
+    }
+}
