@@ -12,9 +12,8 @@ mod support;
 use chrono::NaiveDate;
 use sf2520::domain::{
     Agreement, AgreementEnd, AgreementRef, Amount, BusinessReceiptReceived, Correction, Cpr, Event,
-    FileAcceptance, FileExported, FileReissued, FileUploaded, Kommune, KyRef, PersonalDataErased,
-    ReceiptError,
-    ReceiptErrorCode, ReceiptReceived, TechnicalReceiptReceived, Withholding,
+    FileAcceptance, FileExported, FileReissued, FileUploaded, Kommune, KyRef, RetentionApplied, FileRef,
+    ReceiptError, ReceiptErrorCode, ReceiptReceived, TechnicalReceiptReceived, Withholding,
 };
 use sf2520::ledger::{chain_hash, decode_payload, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
 use sha2::{Digest, Sha256};
@@ -48,7 +47,7 @@ fn variant_index(event: &Event) -> u32 {
         Event::ReceiptReceived(_) => 7,
         Event::TechnicalReceiptReceived(_) => 8,
         Event::BusinessReceiptReceived(_) => 9,
-        Event::PersonalDataErased(_) => 10,
+        Event::RetentionApplied(_) => 10,
     }
 }
 
@@ -163,8 +162,12 @@ fn samples() -> Vec<Event> {
             receipt_sha256: Sha256::digest(b"the business receipt's bytes").into(),
             archive_name: "SF2520_0751_20261101_000001.txt.0a0b0c0d0e0f4011.businessreceipt".into(),
         }),
-        Event::PersonalDataErased(PersonalDataErased {
+        Event::RetentionApplied(RetentionApplied {
             agreements: vec![AgreementRef::parse("BA000123456").unwrap()],
+            files: vec![FileRef {
+                kommune: kommune("0751"),
+                sequence: 1,
+            }],
             as_of: date("2032-01-01"),
             retention_years: 5,
         }),

@@ -23,8 +23,12 @@ fn known_cprs() -> HashSet<String> {
     let mut cprs: HashSet<String> = demo_month(DEMO_SEED)
         .iter()
         .filter_map(|command| match command {
-            Command::RegisterAgreement(agreement) => Some(agreement.cpr.digits().to_string()),
-            Command::RecordWithholding(withholding) => Some(withholding.cpr.digits().to_string()),
+            Command::RegisterAgreement(agreement) => {
+                Some(agreement.cpr.plain().expect("plain").digits().to_string())
+            }
+            Command::RecordWithholding(withholding) => {
+                Some(withholding.cpr.plain().expect("plain").digits().to_string())
+            }
             _ => None,
         })
         .collect();

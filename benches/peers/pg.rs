@@ -251,7 +251,8 @@ impl Ingest {
                     w.kommune.push(i32::from(x.kommune.number()));
                     w.reference.push(x.reference.as_str().to_string());
                     w.agreement.push(x.agreement.as_str().to_string());
-                    w.cpr.push(x.cpr.plain().expect("generated plain").digits().to_string());
+                    w.cpr
+                        .push(x.cpr.plain().expect("generated plain").digits().to_string());
                     w.payout_date.push(x.payout_date);
                     w.period_from.push(x.period_from);
                     w.period_to.push(x.period_to);

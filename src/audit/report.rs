@@ -182,7 +182,7 @@ fn apply(
         | Event::AgreementEnded(_)
         | Event::WithholdingRecorded(_)
         | Event::WithholdingCorrected(_)
-        | Event::PersonalDataErased(_) => return,
+        | Event::RetentionApplied(_) => return,
         Event::FileExported(file) => {
             if file.kommune == kommune {
                 files.insert(

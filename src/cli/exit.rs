@@ -40,6 +40,9 @@ pub enum Exit {
     DeliveryIncomplete,
     /// The SFTP server's host key is not the pinned one.
     HostKeyMismatch,
+    /// What was asked needs a CPR that was erased under retention (`reconstruct`,
+    /// `reissue`, `export --as-of` of a file that held an erased agreement).
+    PersonalDataErased,
     /// Stopped by SIGINT (Ctrl-C) at a safe point, having cleaned up.
     Interrupted,
     /// Stopped by SIGTERM at a safe point, having cleaned up.
@@ -47,7 +50,7 @@ pub enum Exit {
 }
 
 /// The contract: every exit code, its number and what it means.
-pub const TABLE: [(Exit, u8, &str); 11] = [
+pub const TABLE: [(Exit, u8, &str); 12] = [
     (Exit::Success, 0, "success"),
     (Exit::Failure, 1, "general failure (see the message)"),
     (
@@ -86,6 +89,11 @@ pub const TABLE: [(Exit, u8, &str); 11] = [
         "the SFTP host key is not the pinned one",
     ),
     (
+        Exit::PersonalDataErased,
+        9,
+        "needs personal data erased under retention (sf2520 retention)",
+    ),
+    (
         Exit::Interrupted,
         130,
         "stopped by SIGINT (Ctrl-C) at a safe point; nothing half-done kept",
@@ -110,6 +118,7 @@ Exit codes:
     6  configuration error (no ledger, bad config file)
     7  delivery not complete (pending receipt, rejected, or not configured)
     8  the SFTP host key is not the pinned one
+    9  needs personal data erased under retention (sf2520 retention)
   130  stopped by SIGINT (Ctrl-C) at a safe point; nothing half-done kept
   143  stopped by SIGTERM at a safe point; nothing half-done kept
 `status --check` uses the monitoring-plugin codes instead: 0 OK, 1 WARNING,
@@ -167,7 +176,12 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
         | LedgerError::NotADirectory { .. }
         | LedgerError::BadDatabaseUrl { .. }
         | LedgerError::Connect { .. }
-        | LedgerError::TargetNotEmpty { .. } => Some(Exit::Configuration),
+        | LedgerError::TargetNotEmpty { .. }
+        | LedgerError::KeyFileMissing { .. }
+        | LedgerError::KeyFileInvalid { .. }
+        | LedgerError::KeyFileIo { .. }
+        | LedgerError::KeyFileMismatch { .. } => Some(Exit::Configuration),
+        LedgerError::PersonalDataErased { .. } => Some(Exit::PersonalDataErased),
         LedgerError::Interrupted(stop) => Some(match stop.signal {
             crate::interrupt::StopSignal::Interrupt => Exit::Interrupted,
             crate::interrupt::StopSignal::Terminate => Exit::Terminated,
@@ -183,7 +197,8 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
         LedgerError::CorruptPayload { .. }
         | LedgerError::NotALedger { .. }
         | LedgerError::CorruptLedger { .. }
-        | LedgerError::FileWithoutEvent { .. } => Some(Exit::LedgerDamaged),
+        | LedgerError::FileWithoutEvent { .. }
+        | LedgerError::DataKeyDamaged { .. } => Some(Exit::LedgerDamaged),
         _ => None,
     }
 }

@@ -73,8 +73,9 @@ pub(super) fn describe(event: &Event) -> Value {
             "acceptance": r.acceptance.as_str(), "reason": r.reason,
             "receipt_sha256": hex(&r.receipt_sha256), "archive_name": r.archive_name,
         }),
-        Event::PersonalDataErased(e) => json!({
+        Event::RetentionApplied(e) => json!({
             "agreements": e.agreements.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+            "files": e.files.iter().map(|f| format!("{}/{:06}", f.kommune, f.sequence)).collect::<Vec<_>>(),
             "as_of": e.as_of.to_string(), "retention_years": e.retention_years,
         }),
     }

@@ -16,6 +16,7 @@ mod metrics;
 mod migrate;
 mod output;
 mod progress;
+mod privacy;
 mod report;
 mod status;
 mod totals;
@@ -85,6 +86,14 @@ pub struct Cli {
     /// stay in the local outbox).
     #[arg(long, global = true, env = "SF2520_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+
+    /// The key file that seals every CPR in the ledger (created by `init`; default
+    /// <data-dir>/ledger.kek, or `[privacy] key_file` in the configuration file).
+    /// Keep it apart from the ledger and its backups, and back it up apart: without
+    /// it no CPR can be read. In production hand it to the service with systemd's
+    /// LoadCredential= and SF2520_KEY_FILE=%d/ledger.kek (docs/operations.md).
+    #[arg(long, global = true, env = "SF2520_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
 
     /// Log format on standard error: `text` (coloured only on a terminal and
     /// never with NO_COLOR) or `json` (one object per line, for journald or ELK).
@@ -271,6 +280,24 @@ pub enum Command {
     /// the data directory's ledger, or --from FILE (a backup). Stop ingest and
     /// export first; afterwards run every node with --database-url URL.
     Migrate(MigrateArgs),
+    /// Erase personal data whose retention has ended (crypto-shredding); a dry run
+    /// unless --apply.
+    ///
+    /// An agreement's CPR is erased once the agreement has ended and the last
+    /// financial year in which anything happened to it (registration, end, any
+    /// entry's payout date or recording) ended more than [retention] years (default
+    /// 5, the bookkeeping period) before --as-of (default today). Erasing destroys
+    /// the agreement's data key, so every CPR sealed under it becomes unreadable
+    /// for good, and records a RetentionApplied event naming the agreements by
+    /// reference. Official files holding an erased agreement's entries, and files
+    /// whose own financial year is past retention, leave the outbox with their
+    /// archived receipts; the files register keeps their names, SHA-256, counts
+    /// and sums, and totals and the hash chain are unchanged. Test files,
+    /// quarantined files and (with [retention] inbox) KY's archived and rejected
+    /// batches go after [retention] scratch_days (default 90), or at once when
+    /// they hold an erased CPR. Without --apply it lists all of this and changes
+    /// nothing.
+    Retention(RetentionArgs),
     /// Replace the ledger with the backup SRC, after verifying SRC.
     ///
     /// A damaged SRC is refused, naming the first bad position. Without --force, a
@@ -365,6 +392,21 @@ pub struct BackupArgs {
     #[arg(long)]
     pub force: bool,
     /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RetentionArgs {
+    /// Apply the rule as of this date (YYYY-MM-DD; default today, UTC). A date
+    /// after today is refused with --apply.
+    #[arg(long, value_name = "DATE")]
+    pub as_of: Option<chrono::NaiveDate>,
+    /// Erase: destroy the data keys and remove the files listed. Without it,
+    /// nothing is changed.
+    #[arg(long)]
+    pub apply: bool,
+    /// Print the plan (and what was done) as one JSON document.
     #[arg(long)]
     pub json: bool,
 }
@@ -670,6 +712,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.database_url.as_deref(),
     )?;
     crate::ledger::set_database_url(database);
+    crate::ledger::set_key_file(privacy::key_file(
+        &cli.data_dir,
+        cli.config.as_deref(),
+        cli.key_file.as_deref(),
+    )?);
     tracing::debug!(data_dir = %cli.data_dir.display(), command = ?cli.command, "starting");
     match cli.command {
         Command::Init(args) => init::run(&cli.data_dir, &args),
@@ -711,6 +758,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => backup::run_backup(&cli.data_dir, &args),
         Command::Restore(args) => backup::run_restore(&cli.data_dir, &args),
         Command::Migrate(args) => migrate::run(&cli.data_dir, &args),
+        Command::Retention(args) => {
+            privacy::run_retention(&cli.data_dir, cli.config.as_deref(), &args)
+        }
     }
 }
 

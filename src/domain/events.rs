@@ -219,17 +219,29 @@ pub struct BusinessReceiptReceived {
     pub archive_name: String,
 }
 
-/// `sf2520 retention --apply`: the data keys of these agreements were destroyed,
-/// so the CPRs sealed under them can never be read again. Names agreements by
-/// reference, never a CPR.
+/// A file whose outbox copy `sf2520 retention --apply` removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    pub kommune: Kommune,
+    pub sequence: u32,
+}
+
+/// `sf2520 retention --apply`: the data keys of `agreements` were destroyed, so
+/// the CPRs sealed under them can never be read again, and the outbox copies of
+/// `files` (each holding an erased agreement's entries, or past its own
+/// retention) were removed; the files register keeps their names, hashes, counts
+/// and sums. Names agreements by reference, never a CPR.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PersonalDataErased {
-    /// In the order they were erased (by reference).
+pub struct RetentionApplied {
+    /// In reference order.
     pub agreements: Vec<AgreementRef>,
+    /// In (kommune, løbenummer) order.
+    pub files: Vec<FileRef>,
     /// The date the retention rule was applied as of.
     #[serde(with = "date_days")]
     pub as_of: NaiveDate,
-    /// Full financial years an agreement's last entry had to lie behind `as_of`.
+    /// Full financial years that had to lie between an agreement's (or a file's)
+    /// last financial year and `as_of`.
     pub retention_years: u32,
 }
 
@@ -268,7 +280,7 @@ pub enum Event {
     ReceiptReceived(ReceiptReceived),
     TechnicalReceiptReceived(TechnicalReceiptReceived),
     BusinessReceiptReceived(BusinessReceiptReceived),
-    PersonalDataErased(PersonalDataErased),
+    RetentionApplied(RetentionApplied),
 }
 
 impl Event {
@@ -285,7 +297,7 @@ impl Event {
             Event::ReceiptReceived(_) => "ReceiptReceived",
             Event::TechnicalReceiptReceived(_) => "TechnicalReceiptReceived",
             Event::BusinessReceiptReceived(_) => "BusinessReceiptReceived",
-            Event::PersonalDataErased(_) => "PersonalDataErased",
+            Event::RetentionApplied(_) => "RetentionApplied",
         }
     }
 
@@ -302,7 +314,7 @@ impl Event {
             Event::ReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
             Event::TechnicalReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
             Event::BusinessReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
-            Event::PersonalDataErased(_) => "retention".to_string(),
+            Event::RetentionApplied(_) => "retention".to_string(),
         }
     }
 }

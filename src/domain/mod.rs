@@ -16,10 +16,11 @@ pub use entry_kind::EntryKind;
 pub use error::DomainError;
 pub use events::{
     date_days, optional_date_days, Agreement, AgreementEnd, BusinessReceiptReceived, Command,
-    Correction, Event, FileAcceptance, FileExported, FileReissued, FileUploaded, ReceiptError,
-    PersonalDataErased, ReceiptErrorCode, ReceiptReceived, TechnicalReceiptReceived, Withholding,
+    Correction, Event, FileAcceptance, FileRef, FileExported, FileReissued, FileUploaded,
+    ReceiptError, ReceiptErrorCode, ReceiptReceived, RetentionApplied, TechnicalReceiptReceived,
+    Withholding,
 };
 pub use kommune::Kommune;
-pub use personal::{PersonalCpr, SealedCpr, SEALED_CPR_LEN};
 pub use money::{format_kroner, Amount, AmountOutOfRange, AMOUNT_ORE_MAX};
+pub use personal::{PersonalCpr, SealedCpr, SEALED_CPR_LEN};
 pub use reference::{is_printable_latin1, AgreementRef, KyRef};

@@ -15,7 +15,13 @@ pub fn for_each_record(
     mut visit: impl FnMut(DetailRecord) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
     ledger.for_each_entry(range, |position, event, corrected| {
-        visit(entry_record(ledger, range.kommune, position, event, corrected)?)
+        visit(entry_record(
+            ledger,
+            range.kommune,
+            position,
+            event,
+            corrected,
+        )?)
     })
 }
 

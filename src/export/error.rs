@@ -52,7 +52,9 @@ pub enum ExportError {
 
     /// An entry whose CPR is still sealed when it is rendered: the ledger opens
     /// every CPR it hands the exporter, so this is a bug, never a file.
-    #[error("the entry at position {position} reached the file with its CPR sealed; no file was made")]
+    #[error(
+        "the entry at position {position} reached the file with its CPR sealed; no file was made"
+    )]
     SealedCpr { position: u64 },
 
     #[error("another export recorded kommune {kommune} løbenummer {sequence} while this run worked; run export again")]

@@ -36,9 +36,7 @@ pub(super) fn schema_version(event: &Event) -> u16 {
 }
 
 fn sealed(event: &Event) -> bool {
-    event
-        .personal_cpr()
-        .is_some_and(|(_, cpr)| cpr.is_sealed())
+    event.personal_cpr().is_some_and(|(_, cpr)| cpr.is_sealed())
 }
 
 /// The hash that precedes position 1.

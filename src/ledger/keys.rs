@@ -291,7 +291,10 @@ fn open_bytes(key: &LessSafeKey, aad_bytes: &[u8], sealed: &[u8]) -> Option<Vec<
 enum DataKey {
     Live(std::sync::Arc<LessSafeKey>),
     /// Destroyed by `retention --apply` at this time (µs) in the event at `position`.
-    Erased { at_us: i64, position: u64 },
+    Erased {
+        at_us: i64,
+        position: u64,
+    },
 }
 
 /// The key file of a ledger with sealed personal data, and the data keys this
@@ -358,7 +361,7 @@ impl Keyring {
             why: why.to_string(),
         };
         match (wrapped, erased_at_us, erased_position) {
-            (Some(wrapped), None, None) => {
+            (Some(wrapped), None, None) if wrapped.len() == WRAPPED_KEY_LEN => {
                 let raw = open_bytes(&self.file.wrap, &aad(AAD_DATA_KEY, agreement), wrapped)
                     .ok_or_else(|| {
                         damaged(
@@ -505,12 +508,12 @@ impl Keyring {
                     .into(),
             })?;
         let text = std::str::from_utf8(&digits).ok();
-        let number = text
-            .and_then(|text| Cpr::parse(text).ok())
-            .ok_or_else(|| LedgerError::DataKeyDamaged {
+        let number = text.and_then(|text| Cpr::parse(text).ok()).ok_or_else(|| {
+            LedgerError::DataKeyDamaged {
                 agreement: agreement.to_string(),
                 why: "a sealed CPR opens to something that is no CPR".into(),
-            })?;
+            }
+        })?;
         *cpr = PersonalCpr::Plain(number);
         Ok(())
     }
@@ -543,7 +546,10 @@ fn missing_key(agreement: &AgreementRef) -> LedgerError {
     }
 }
 
-fn live(agreement: &AgreementRef, key: DataKey) -> Result<std::sync::Arc<LessSafeKey>, LedgerError> {
+fn live(
+    agreement: &AgreementRef,
+    key: DataKey,
+) -> Result<std::sync::Arc<LessSafeKey>, LedgerError> {
     match key {
         DataKey::Live(key) => Ok(key),
         DataKey::Erased { at_us, position } => Err(LedgerError::PersonalDataErased {

@@ -8,10 +8,10 @@
 use std::path::Path;
 
 use super::codec::StoredEvent;
+use super::keys::KEY_ID_META;
 use super::postgres::{DatabaseUrl, Session};
 use super::projection::Projector;
 use super::sql::{self, Db};
-use super::keys::KEY_ID_META;
 use super::store::{
     initialize, insert_event, postgres_schema_version, read_head, read_meta, write_meta, Head,
     FLOOR_KEY, LEDGER_ID_KEY,

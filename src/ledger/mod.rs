@@ -15,6 +15,7 @@ mod keys;
 mod migrate;
 mod postgres;
 mod projection;
+mod retention;
 mod schema;
 mod sql;
 mod sqlite;
@@ -38,6 +39,7 @@ pub use keys::{key_file_path, set_key_file, KeyFile, KEY_FILE};
 pub use migrate::MigrateReport;
 pub use postgres::DatabaseUrl;
 pub use projection::{RangeTotals, Totals};
+pub use retention::{ErasableAgreement, FileExpiry, RetentionPlan, RetentionRule};
 pub use schema::DEFAULT_TOTALS_BLOCK;
 pub use store::Appender;
 pub use store::{

@@ -22,7 +22,7 @@ fn days(date: NaiveDate) -> i64 {
     i64::from(date.num_days_from_ce())
 }
 
-fn date_from_days(days: i64) -> Option<NaiveDate> {
+pub(super) fn date_from_days(days: i64) -> Option<NaiveDate> {
     i32::try_from(days)
         .ok()
         .and_then(NaiveDate::from_num_days_from_ce_opt)
@@ -115,7 +115,7 @@ impl<'c> Projector<'c> {
             }
             // Erasure destroys keys, never projections: totals and the files
             // register stay as they were.
-            Event::PersonalDataErased(_) => Ok(()),
+            Event::RetentionApplied(_) => Ok(()),
         }
     }
 }

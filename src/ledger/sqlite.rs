@@ -72,6 +72,27 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // end of each kommune's entries) is copied into the database once, not each
     // time. Every commit still fsyncs the WAL.
     conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
+    // Deleted and overwritten content is zeroed, in pages and the freelist alike,
+    // so that a destroyed data key (retention) leaves no stale copy in the file.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    Ok(())
+}
+
+/// Copies the whole WAL into the database and truncates it to nothing, so that
+/// no page image written before (a destroyed data key among them) stays in it.
+/// A reader that keeps the WAL in use is waited for (the busy timeout), then
+/// reported.
+pub(crate) fn checkpoint_truncate(conn: &Connection) -> Result<(), LedgerError> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+    if busy != 0 {
+        return Err(LedgerError::Busy {
+            holder: "a reader of the ledger kept the WAL in use, so the old pages of the \
+                     destroyed keys are still in ledger.sqlite3-wal; run `sf2520 retention \
+                     --apply` again when nothing else reads the ledger"
+                .into(),
+            waited_s: 0,
+        });
+    }
     Ok(())
 }
 

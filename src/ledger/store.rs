@@ -11,8 +11,8 @@ use chrono::{DateTime, Timelike, Utc};
 use uuid::Uuid;
 
 use super::codec::{self, StoredEvent, GENESIS_HASH};
-use super::keys::{self, KeyFile, Keyring, KEY_ID_META};
 use super::datadir::{self, HeldLock};
+use super::keys::{self, KeyFile, Keyring, KEY_ID_META};
 use super::postgres::{self, DatabaseUrl, Session};
 use super::projection::{self, Projector, RangeTotals, Totals};
 use super::schema::{
@@ -1236,7 +1236,12 @@ impl Appender<'_> {
                   (docs/operations.md, \"Sealing an older ledger\")"
                 .into(),
         })?;
-        keys.erase(self.db, agreements, self.head.recorded_at_us, erased_position)
+        keys.erase(
+            self.db,
+            agreements,
+            self.head.recorded_at_us,
+            erased_position,
+        )
     }
 }
 
@@ -1275,7 +1280,11 @@ fn new_key_file(dir: &Path) -> Result<KeyFile, LedgerError> {
 /// The keys of the ledger in `db` (at `path`, for messages) with data directory
 /// `dir`: `None` if it stores plain CPRs, else its key file, which must be the one
 /// whose identity `meta` holds.
-fn keyring(db: &Db, dir: &Path, path: &Path) -> Result<Option<std::sync::Arc<Keyring>>, LedgerError> {
+fn keyring(
+    db: &Db,
+    dir: &Path,
+    path: &Path,
+) -> Result<Option<std::sync::Arc<Keyring>>, LedgerError> {
     let Some(expected) = read_meta(db, KEY_ID_META)? else {
         return Ok(None);
     };

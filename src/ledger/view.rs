@@ -3,9 +3,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use super::keys::Keyring;
 use super::postgres;
 use super::sql::{self, args, Db, Source};
-use super::keys::Keyring;
 use super::store::open_event;
 use super::{codec, LedgerError};
 use crate::domain::{
