@@ -249,7 +249,21 @@ pub fn verify(ledger: &Ledger, checks: &AuditChecks) -> Result<Verification, Led
         }
     }
     let (outbox_problems, outbox_checked) = match (&verified, &checks.outbox) {
-        (Ok(report), Some(outbox)) => (check_outbox(outbox, &report.files), Some(outbox.clone())),
+        (Ok(report), Some(outbox)) => {
+            // A copy retention removed is gone on purpose, not missing.
+            let kept: Vec<(u64, FileExported)> = report
+                .files
+                .iter()
+                .filter(|(_, file)| {
+                    !report
+                        .retired
+                        .iter()
+                        .any(|r| (r.kommune, r.sequence) == (file.kommune, file.sequence))
+                })
+                .cloned()
+                .collect();
+            (check_outbox(outbox, &kept), Some(outbox.clone()))
+        }
         _ => (Vec::new(), None),
     };
     Ok(Verification {

@@ -20,6 +20,7 @@ pub(super) fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> 
     };
     let ledger = Ledger::open(data_dir)?;
     let head = ledger.head()?.position;
+    let key_file = ledger.key_file().map(|path| path.display().to_string());
     let mut out = io::stdout().lock();
     if args.json {
         writeln!(
@@ -29,6 +30,7 @@ pub(super) fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> 
                 "data_dir": data_dir.display().to_string(),
                 "created": !existed,
                 "head_position": head,
+                "key_file": key_file,
             })
         )?;
     } else if existed {
@@ -55,6 +57,15 @@ pub(super) fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> 
              `sf2520 ingest FILE`",
             data_dir.display(),
             data_dir.display()
+        )?;
+    }
+    if let (Some(key_file), false, false) = (&key_file, existed, args.json) {
+        writeln!(
+            out,
+            "init: every CPR is sealed under keys that the key file {key_file} (0600) wraps. \
+             Back it up now, apart from the ledger and its backups: without it no CPR can be \
+             read and no file made again. In production hand it to the service with systemd's \
+             LoadCredential= (docs/operations.md, \"The key file\")"
         )?;
     }
     Ok(ExitCode::SUCCESS)

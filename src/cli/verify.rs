@@ -47,6 +47,29 @@ fn checks(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<AuditChecks> {
     Ok(AuditChecks { anchors, outbox })
 }
 
+/// What `verify` says of the ledger's personal data: files retention removed
+/// (not missing), and a warning while events hold plain CPRs.
+fn print_privacy(out: &mut dyn Write, report: &crate::ledger::VerifyReport) -> io::Result<()> {
+    if !report.retired.is_empty() {
+        writeln!(
+            out,
+            "ok: {} official file(s) left the outbox under retention (RetentionApplied); the \
+             register keeps their SHA-256",
+            report.retired.len()
+        )?;
+    }
+    if report.plain_cprs > 0 {
+        writeln!(
+            out,
+            "warning: {} event(s) hold a CPR in plain: this ledger was written before CPRs were \
+             sealed. Seal it with `sf2520 seal --to DIR` (docs/operations.md, \"Sealing an older \
+             ledger\")",
+            report.plain_cprs
+        )?;
+    }
+    Ok(())
+}
+
 pub(super) fn run(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let checks = checks(data_dir, args)?;
     let ledger = Ledger::open_read_only(data_dir)?;
@@ -62,6 +85,8 @@ pub(super) fn run(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode
                 "anchors_checked": checks.anchors.len(),
                 "outbox": verification.outbox_checked.as_ref().map(|dir| dir.display().to_string()),
                 "problems": verification.problems(),
+                "plain_cpr_events": verification.ledger.as_ref().map_or(0, |r| r.plain_cprs),
+                "files_removed_under_retention": verification.ledger.as_ref().map_or(0, |r| r.retired.len()),
             })
         )?;
     } else if verification.passed() {
@@ -88,6 +113,7 @@ pub(super) fn run(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode
             )?,
             None => writeln!(out, "outbox: not checked (no outbox directory)")?,
         }
+        print_privacy(&mut out, report)?;
     } else {
         for problem in verification.problems() {
             writeln!(out, "DAMAGED: {problem}")?;

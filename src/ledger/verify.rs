@@ -11,7 +11,7 @@ use super::schema::{PROJECTION_ORDER, PROJECTION_TABLES};
 use super::sql::{self, Db, Source, Value};
 use super::store::create_private_file;
 use super::{Ledger, LedgerError};
-use crate::domain::{Event, FileExported};
+use crate::domain::{Event, FileExported, FileRef};
 
 /// The walk along the hash chain: what the next event must follow.
 struct ChainWalk {
@@ -21,6 +21,10 @@ struct ChainWalk {
     failure: Option<VerifyFailure>,
     /// Every `FileExported` event met so far, with its position.
     files: Vec<(u64, FileExported)>,
+    /// Files whose outbox copies `retention --apply` removed.
+    retired: Vec<FileRef>,
+    /// Events that hold a CPR in plain (a ledger written before sealing).
+    plain_cprs: u64,
 }
 
 impl Default for ChainWalk {
@@ -31,11 +35,25 @@ impl Default for ChainWalk {
             expected_position: 1,
             failure: None,
             files: Vec::new(),
+            retired: Vec::new(),
+            plain_cprs: 0,
         }
     }
 }
 
 impl ChainWalk {
+    /// Remembers what the audit needs of a verified event.
+    fn note(&mut self, position: u64, event: Event) {
+        if event.personal_cpr().is_some_and(|(_, cpr)| !cpr.is_sealed()) {
+            self.plain_cprs += 1;
+        }
+        match event {
+            Event::FileExported(file) => self.files.push((position, file)),
+            Event::RetentionApplied(retention) => self.retired.extend(retention.files),
+            _ => {}
+        }
+    }
+
     fn fail(&mut self, position: u64, what: String) {
         self.failure
             .get_or_insert(VerifyFailure::Log { position, what });
@@ -83,6 +101,12 @@ pub struct VerifyReport {
     pub projection_rows: u64,
     /// Every official file's `FileExported` event, with its position, in log order.
     pub files: Vec<(u64, FileExported)>,
+    /// Official files whose outbox copies `retention --apply` removed (recorded by
+    /// `RetentionApplied`): not missing, gone on purpose.
+    pub retired: Vec<FileRef>,
+    /// Events that hold a CPR in plain: a ledger written before sealing (0 in a
+    /// sealed one). `verify` warns while there are any.
+    pub plain_cprs: u64,
 }
 
 /// Where and how the ledger failed verification.
@@ -156,6 +180,8 @@ impl Ledger {
             failure,
             previous,
             files,
+            retired,
+            plain_cprs,
             ..
         } = chain;
         if let Some(failure) = failure {
@@ -174,6 +200,8 @@ impl Ledger {
             head_hash: previous,
             projection_rows,
             files,
+            retired,
+            plain_cprs,
         }))
     }
 
@@ -254,9 +282,7 @@ impl Ledger {
                 }
                 if let Some(event) = chain.check(&stored) {
                     projector.apply(stored.position, &event)?;
-                    if let Event::FileExported(file) = event {
-                        chain.files.push((stored.position, file));
-                    }
+                    chain.note(stored.position, event);
                 }
                 progress(stored.position);
                 if chain.failure.is_some() {
