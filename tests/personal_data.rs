@@ -1,0 +1,381 @@
+//! Personal data at rest and its erasure (decision 0010), through the real binary:
+//! no ingested CPR is found in any byte of the ledger's files (database, WAL,
+//! shared memory, a backup, PostgreSQL's data directory, `migrate`'s copy) while
+//! the SF2520 files still hold them; `retention` lists without changing anything,
+//! and with `--apply` leaves no trace of an erased agreement's CPR under the data
+//! directory (outbox, receipts, test files included) nor of its data key in the
+//! database, while `verify`, totals and the files register stay as they were and
+//! rebuilding a file that held it exits 9; a key file that is missing, wrong or
+//! readable by others, and a damaged data key, are refused by name.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+use support::cli::{sf2520, Run};
+
+/// The debtor whose agreement ends in 2019 and is erased.
+const OLD_CPR: &str = "0304751234";
+/// A debtor whose agreement runs on.
+const LIVE_CPR: &str = "1207884321";
+/// A debtor whose only file is from 2019 (past retention by its own year), whose
+/// agreement also runs on.
+const QUIET_CPR: &str = "2802925678";
+
+fn agreement(reference: &str, kommune: &str, cpr: &str, from: &str) -> String {
+    json!({"type": "agreement", "agreement": reference, "kommune": kommune, "cpr": cpr, "valid_from": from})
+        .to_string()
+}
+
+fn withholding(reference: &str, agreement: &str, kommune: &str, cpr: &str, payout: &str) -> String {
+    json!({
+        "type": "withholding", "reference": reference, "agreement": agreement, "kommune": kommune,
+        "cpr": cpr, "payout_date": payout, "period_from": "2019-01-01", "period_to": "2019-01-31",
+        "amount": "812.50",
+    })
+    .to_string()
+}
+
+/// `sf2520 ARGS` with the clock standing at `time` (faketime), as a night of the past.
+fn at(dir: &Path, time: &str, args: &[&str]) -> Run {
+    Command::new("faketime")
+        .arg("-f")
+        .arg(time)
+        .arg(env!("CARGO_BIN_EXE_sf2520"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("SF2520_DATABASE_URL")
+        .output()
+        .expect("faketime (installed by scripts/test.sh)")
+        .into()
+}
+
+/// A ledger with a history: BA-OLD (0101) from 2018 to 2019, a withholding of it
+/// exported in 2019 and a late one recorded on 2020-12-30 but exported on
+/// 2021-01-02 beside BA-LIVE's first; BA-QUIET (0147) exported once in 2019; and
+/// BA-LIVE's withholding of today, still waiting in the outbox.
+struct History {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+impl History {
+    fn new() -> History {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let dir = root.join("data");
+        let history = History {
+            _tmp: tmp,
+            root,
+            dir,
+        };
+        history.night(
+            "2019-03-01 02:00:00",
+            &[
+                agreement("BA-OLD", "0101", OLD_CPR, "2018-01-01"),
+                agreement("BA-QUIET", "0147", QUIET_CPR, "2018-01-01"),
+                withholding("W-OLD-1", "BA-OLD", "0101", OLD_CPR, "2019-02-01"),
+                withholding("W-QUIET-1", "BA-QUIET", "0147", QUIET_CPR, "2019-02-01"),
+            ],
+        );
+        history.night(
+            "2019-06-01 02:00:00",
+            &[json!({"type": "agreement_ended", "agreement": "BA-OLD", "kommune": "0101", "valid_to": "2019-12-31"}).to_string()],
+        );
+        history.ingest_at(
+            "2020-12-30 02:00:00",
+            &[withholding("W-OLD-2", "BA-OLD", "0101", OLD_CPR, "2019-12-01")],
+        );
+        history.night(
+            "2021-01-02 02:00:00",
+            &[
+                agreement("BA-LIVE", "0101", LIVE_CPR, "2020-06-01"),
+                withholding("W-LIVE-1", "BA-LIVE", "0101", LIVE_CPR, "2020-12-15"),
+            ],
+        );
+        history.ingest_at(
+            "2026-11-02 02:00:00",
+            &[withholding("W-LIVE-2", "BA-LIVE", "0101", LIVE_CPR, "2026-11-01")],
+        );
+        history
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        sf2520(&self.dir, args)
+    }
+
+    fn ingest_at(&self, time: &str, lines: &[String]) {
+        let batch = self.root.join("batch.jsonl");
+        fs::write(&batch, lines.join("\n") + "\n").unwrap();
+        if !self.dir.join("ledger.sqlite3").exists() {
+            at(&self.dir, time, &["init"]).expect_success("init");
+        }
+        at(&self.dir, time, &["ingest", batch.to_str().unwrap()]).expect_success("ingest");
+    }
+
+    /// Ingest at `time`, then the batch export a few minutes later.
+    fn night(&self, time: &str, lines: &[String]) {
+        self.ingest_at(time, lines);
+        let later = time.replace("02:00:00", "02:30:00");
+        at(&self.dir, &later, &["export"]).expect_success("export");
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let run = self.run(args).expect_success(&args.join(" "));
+        serde_json::from_str(&run.stdout).unwrap()
+    }
+}
+
+/// Every file under `dir`, with its bytes.
+fn all_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut found = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                pending.push(path);
+            } else if meta.is_file() {
+                found.insert(path.clone(), fs::read(&path).unwrap());
+            }
+        }
+    }
+    found
+}
+
+fn holds(bytes: &[u8], needle: &[u8]) -> bool {
+    bytes.windows(needle.len()).any(|window| window == needle)
+}
+
+/// The files under `dir` that hold `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    all_files(dir)
+        .into_iter()
+        .filter(|(_, bytes)| holds(bytes, needle))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+fn is_sf2520_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.starts_with("SF2520_") && name.ends_with(".txt"))
+}
+
+/// The wrapped data key of `agreement`, read straight from the database file.
+fn wrapped_key(dir: &Path, agreement: &str) -> Option<Vec<u8>> {
+    let conn = rusqlite::Connection::open(dir.join("ledger.sqlite3")).unwrap();
+    conn.query_row(
+        "SELECT wrapped FROM subject_keys WHERE agreement = ?1",
+        [agreement],
+        |row| row.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn no_cpr_is_readable_at_rest_but_every_file_holds_its_own() {
+    let history = History::new();
+    let backup = history.root.join("backup.sqlite3");
+    history
+        .run(&["backup", backup.to_str().unwrap()])
+        .expect_success("backup");
+    for cpr in [OLD_CPR, LIVE_CPR, QUIET_CPR] {
+        let outside_files: Vec<PathBuf> = files_holding(&history.dir, cpr.as_bytes())
+            .into_iter()
+            .filter(|path| !is_sf2520_file(path))
+            .collect();
+        assert!(outside_files.is_empty(), "{cpr} found at rest in {outside_files:?}");
+        assert!(!holds(&fs::read(&backup).unwrap(), cpr.as_bytes()), "{cpr} in the backup");
+        let in_files: Vec<PathBuf> = files_holding(&history.dir.join("outbox"), cpr.as_bytes());
+        assert!(!in_files.is_empty(), "{cpr} is in no SF2520 file");
+    }
+    // The WAL and the shared memory exist and were searched.
+    let names: Vec<String> = all_files(&history.dir)
+        .keys()
+        .filter_map(|p| p.file_name()?.to_str().map(String::from))
+        .collect();
+    assert!(names.iter().any(|n| n == "ledger.kek"), "{names:?}");
+    assert!(names.iter().any(|n| n == "ledger.sqlite3"), "{names:?}");
+    // The log shows each CPR masked, opened with its key.
+    let log = history.run(&["log", "--json"]).expect_success("log");
+    assert!(log.stdout.contains("030475-xxxx"), "{}", log.stdout);
+    assert!(!log.stdout.contains(OLD_CPR));
+    let verify = history.run(&["verify"]).expect_success("verify");
+    assert!(!verify.stdout.contains("plain"), "{}", verify.stdout);
+}
+
+/// Everything `retention` promises to leave as it was.
+fn unchanged_state(history: &History) -> (Value, Value, Value) {
+    let mut files = history.json(&["files", "--json"]);
+    // The register as it is, without what delivery adds later.
+    for file in files["files"].as_array_mut().unwrap() {
+        file.as_object_mut().unwrap().retain(|key, _| {
+            ["kommune", "sequence", "file_name", "sha256", "records", "plus", "minus", "net"]
+                .contains(&key.as_str())
+        });
+    }
+    // Totals as of the head, less the head's position (the erasure is an event).
+    let totals = |args: &[&str]| {
+        let mut totals = history.json(args);
+        totals.as_object_mut().unwrap().remove("position");
+        totals
+    };
+    (
+        files,
+        totals(&["totals", "--json"]),
+        totals(&["totals", "--agreement", "BA-OLD", "--json"]),
+    )
+}
+
+#[test]
+fn retention_erases_an_ended_agreement_and_the_files_that_hold_it_and_nothing_else() {
+    let history = History::new();
+    // A test file of today's pending entry (BA-LIVE), and a stray copy holding the
+    // old debtor's CPR where scratch files live.
+    history.run(&["export", "--test"]).expect_success("export --test");
+    fs::write(
+        history.dir.join("test-files").join("stray.txt"),
+        format!("a copy of {OLD_CPR} somebody left here\n"),
+    )
+    .unwrap();
+    let before = unchanged_state(&history);
+    let old_key = wrapped_key(&history.dir, "BA-OLD").expect("BA-OLD has a data key");
+    let head_before = history.json(&["verify", "--json"])["head"].clone();
+
+    // The dry run names what would go and changes nothing.
+    let plan = history.json(&["retention", "--json"]);
+    let agreements: Vec<&str> = plan["agreements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agreement"].as_str().unwrap())
+        .collect();
+    assert_eq!(agreements, ["BA-OLD"], "{plan:#}");
+    let files: BTreeMap<String, String> = plan["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["file_name"].as_str().unwrap().to_string(), f["why"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(files.len(), 3, "{plan:#}");
+    let why = |prefix: &str, sequence: &str| {
+        files
+            .iter()
+            .find(|(name, _)| name.starts_with(prefix) && name.ends_with(&format!("{sequence}.txt")))
+            .map(|(_, why)| why.clone())
+            .unwrap_or_default()
+    };
+    assert!(why("SF2520_0101", "000001").contains("erased agreement(s) BA-OLD"), "{plan:#}");
+    assert!(why("SF2520_0101", "000002").contains("erased agreement(s) BA-OLD"), "{plan:#}");
+    assert!(why("SF2520_0147", "000001").contains("financial year"), "{plan:#}");
+    assert_eq!(plan["applied"], false);
+    assert_eq!(wrapped_key(&history.dir, "BA-OLD").as_ref(), Some(&old_key));
+    assert_eq!(history.json(&["verify", "--json"])["head"], head_before, "the dry run wrote");
+    assert!(!files_holding(&history.dir, OLD_CPR.as_bytes()).is_empty());
+
+    let applied = history.run(&["retention", "--apply"]).expect_success("retention --apply");
+    assert!(applied.stdout.contains("RetentionApplied at position"), "{}", applied.stdout);
+
+    // No trace of the erased debtor's CPR, nor of its data key, under the data directory.
+    assert_eq!(files_holding(&history.dir, OLD_CPR.as_bytes()), Vec::<PathBuf>::new());
+    assert_eq!(files_holding(&history.dir, &old_key), Vec::<PathBuf>::new());
+    assert_eq!(wrapped_key(&history.dir, "BA-OLD"), None);
+    // The test file of the live debtor's pending entry stays.
+    assert!(!files_holding(&history.dir.join("test-files"), LIVE_CPR.as_bytes()).is_empty());
+
+    // Chain, totals and register intact; the removed copies are not "missing".
+    let verify = history.run(&["verify"]).expect_success("verify after retention");
+    assert!(verify.stdout.contains("3 official file(s) left the outbox under retention"), "{}", verify.stdout);
+    assert_eq!(unchanged_state(&history), before);
+
+    // A file that held the erased debtor cannot be made again, and says why.
+    let out = history.root.join("rebuilt.txt");
+    history
+        .run(&["reconstruct", "--kommune", "0101", "--seq", "2", "--out", out.to_str().unwrap()])
+        .expect_code(9, "reconstruct of a file holding an erased agreement")
+        .expect_refusal("BA-OLD was erased under retention on");
+    assert!(!out.exists());
+    history
+        .run(&["reissue", "--kommune", "0101", "--seq", "1"])
+        .expect_code(9, "reissue of a file holding an erased agreement");
+    // One that did not still rebuilds byte for byte.
+    history
+        .run(&["reconstruct", "--kommune", "0147", "--seq", "1"])
+        .expect_success("reconstruct of a file past retention without erased agreements");
+    let log = history.run(&["log"]).expect_success("log");
+    assert!(log.stdout.contains("erased under retention on"), "{}", log.stdout);
+
+    // Tomorrow's export goes on (BA-LIVE's pending withholding), and a second
+    // retention finds nothing more.
+    history.run(&["export"]).expect_success("export after retention");
+    assert!(!files_holding(&history.dir.join("outbox"), LIVE_CPR.as_bytes()).is_empty());
+    let again = history.json(&["retention", "--json"]);
+    assert_eq!(again["agreements"].as_array().unwrap().len(), 0, "{again:#}");
+}
+
+#[test]
+fn a_missing_wrong_or_open_key_file_is_refused_by_name_and_changes_nothing() {
+    let history = History::new();
+    let key = history.dir.join("ledger.kek");
+    let saved = history.root.join("saved.kek");
+    fs::rename(&key, &saved).unwrap();
+    for args in [&["totals"][..], &["export"], &["ingest", "/dev/null"]] {
+        history
+            .run(args)
+            .expect_code(6, "without the key file")
+            .expect_refusal("ledger.kek does not exist");
+    }
+    // Another ledger's key file.
+    let other = history.root.join("other");
+    sf2520(&other, ["init"]).expect_success("init of another ledger");
+    history
+        .run(&["--key-file", other.join("ledger.kek").to_str().unwrap(), "export"])
+        .expect_code(6, "another ledger's key file")
+        .expect_refusal("is not the key file of the ledger");
+    // The right one, readable by others.
+    fs::rename(&saved, &key).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    history
+        .run(&["export"])
+        .expect_code(6, "a key file open to others")
+        .expect_refusal("ledger.kek is open to group or others");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    history.run(&["verify"]).expect_success("verify with the key file back");
+}
+
+#[test]
+fn a_damaged_data_key_names_its_agreement_and_writes_no_file() {
+    let history = History::new();
+    let conn = rusqlite::Connection::open(history.dir.join("ledger.sqlite3")).unwrap();
+    let mut wrapped: Vec<u8> = conn
+        .query_row("SELECT wrapped FROM subject_keys WHERE agreement = 'BA-LIVE'", [], |row| row.get(0))
+        .unwrap();
+    wrapped[20] ^= 0x01;
+    conn.execute(
+        "UPDATE subject_keys SET wrapped = ?1 WHERE agreement = 'BA-LIVE'",
+        [&wrapped],
+    )
+    .unwrap();
+    drop(conn);
+    let out = history.root.join("rebuilt.txt");
+    history
+        .run(&["reconstruct", "--kommune", "0101", "--seq", "2", "--out", out.to_str().unwrap()])
+        .expect_code(4, "a damaged data key")
+        .expect_refusal("the personal data of agreement BA-LIVE cannot be read");
+    assert!(!out.exists());
+    let outbox_before = all_files(&history.dir.join("outbox"));
+    history
+        .run(&["export"])
+        .expect_code(4, "export of an entry under a damaged key");
+    assert_eq!(all_files(&history.dir.join("outbox")).len(), outbox_before.len());
+}
