@@ -12,8 +12,9 @@ mod support;
 use chrono::NaiveDate;
 use sf2520::domain::{
     Agreement, AgreementEnd, AgreementRef, Amount, BusinessReceiptReceived, Correction, Cpr, Event,
-    FileAcceptance, FileExported, FileReissued, FileUploaded, Kommune, KyRef, RetentionApplied, FileRef,
-    ReceiptError, ReceiptErrorCode, ReceiptReceived, TechnicalReceiptReceived, Withholding,
+    FileAcceptance, FileExported, FileRef, FileReissued, FileUploaded, Kommune, KyRef, PersonalCpr,
+    ReceiptError, ReceiptErrorCode, ReceiptReceived, RetentionApplied, SealedCpr,
+    TechnicalReceiptReceived, Withholding,
 };
 use sf2520::ledger::{chain_hash, decode_payload, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
 use sha2::{Digest, Sha256};
@@ -221,6 +222,102 @@ fn hash_input(previous: &[u8; 32], position: u64, event: &Event, payload: &[u8])
     input
 }
 
+/// The sealing example's inputs: the key file's secret, the agreement's data key,
+/// and the nonces, each a run of consecutive bytes.
+fn run_of<const N: usize>(first: u8) -> [u8; N] {
+    std::array::from_fn(|index| first + u8::try_from(index).unwrap())
+}
+
+/// 32 bytes of HKDF-SHA256 (salt `sf2520 key file v1`) of `secret` for `label`,
+/// from the document's recipe with ring's primitives (not through `ledger::keys`).
+fn derived(secret: &[u8; 32], label: &[u8]) -> [u8; 32] {
+    struct Len32;
+    impl ring::hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"sf2520 key file v1").extract(secret);
+    let mut out = [0u8; 32];
+    prk.expand(&[label], Len32).unwrap().fill(&mut out).unwrap();
+    out
+}
+
+/// nonce ‖ ChaCha20-Poly1305(key, nonce, aad, plain) ‖ tag.
+fn sealed(key: &[u8; 32], nonce: [u8; 12], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).unwrap());
+    let mut buffer = plain.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buffer,
+    )
+    .unwrap();
+    [nonce.as_slice(), &buffer].concat()
+}
+
+fn associated(prefix: &str, agreement: &str) -> Vec<u8> {
+    [prefix.as_bytes(), b"\0", agreement.as_bytes()].concat()
+}
+
+/// The example's sealed CPRs: of the `AgreementRegistered` and of the
+/// `WithholdingRecorded` sample.
+fn sealed_samples() -> (String, Vec<u8>, Vec<Event>) {
+    let secret: [u8; 32] = run_of(0x00);
+    let data_key: [u8; 32] = run_of(0x20);
+    let kek = derived(&secret, b"sf2520 wrap data keys v1");
+    let id = derived(&secret, b"sf2520 key file id v1");
+    let wrapped = sealed(
+        &kek,
+        run_of(0x40),
+        &associated("sf2520 data key v1", "BA000123456"),
+        &data_key,
+    );
+    let aad = associated("sf2520 cpr v1", "BA000123456");
+    let mut events = Vec::new();
+    for (sample, nonce) in [(0, 0x50), (2, 0x60)] {
+        let mut event = samples()[sample].clone();
+        let seal = sealed(&data_key, run_of(nonce), &aad, b"0101901234");
+        let seal = SealedCpr::from_bytes(seal.try_into().unwrap());
+        match &mut event {
+            Event::AgreementRegistered(a) => a.cpr = PersonalCpr::Sealed(seal),
+            Event::WithholdingRecorded(w) => w.cpr = PersonalCpr::Sealed(seal),
+            _ => unreachable!("the samples with a CPR"),
+        }
+        events.push(event);
+    }
+    let key_file = format!("sf2520-kek-v1:{}", hex(&secret));
+    let id = i64::from_be_bytes(id[..8].try_into().unwrap());
+    (format!("{key_file}\nkey_file_id {id}"), wrapped, events)
+}
+
+/// The sealing section of the vectors.
+fn sealed_vectors() -> String {
+    let (key_file, wrapped, events) = sealed_samples();
+    let mut out = String::from("### Sealed vectors\n\n");
+    out.push_str(
+        "A key file of the secret 00 01 … 1f and its `meta.key_file_id`; agreement \
+         `BA000123456`'s data key 20 21 … 3f wrapped with the nonce 40 41 … 4b (its \
+         `subject_keys.wrapped`); the CPR `0101901234` sealed under that data key with the \
+         nonce 50 51 … 5b in the `AgreementRegistered` and 60 61 … 6b in the \
+         `WithholdingRecorded` sample, each as its V2 payload (schema version 2).\n\n",
+    );
+    out.push_str(&format!(
+        "```text\n{key_file}\n```\n\nwrapped\n\n```text\n{}\n```\n\n",
+        hex_lines(&wrapped)
+    ));
+    for event in events {
+        let payload = sf2520::ledger::encode_payload(&event);
+        out.push_str(&format!(
+            "#### {} (V2)\n\n```text\n{}\n```\n\n",
+            event.type_name(),
+            hex_lines(&payload)
+        ));
+    }
+    out
+}
+
 /// The generated section of the document.
 fn vectors() -> String {
     let mut out = String::new();
@@ -240,6 +337,7 @@ fn vectors() -> String {
             hex_lines(&payload)
         ));
     }
+    out.push_str(&sealed_vectors());
     out.push_str("### Chain vectors\n\n");
     out.push_str(
         "The payloads above as the events at positions 1 to 8 of a ledger, with event id \
@@ -297,6 +395,26 @@ fn every_event_variant_has_a_vector_in_variant_order() {
         truncated, unknown,
         "variant {next} exists but has no sample in samples() and no vector in {DOC}"
     );
+}
+
+#[test]
+fn a_sealed_payload_is_envelope_v2_and_decodes_back_sealed() {
+    let (_, _, events) = sealed_samples();
+    for event in &events {
+        let payload = sf2520::ledger::encode_payload(event);
+        assert_eq!(payload[0], 1, "envelope V2");
+        let back = decode_payload(1, &payload).unwrap();
+        assert_eq!(&back, event);
+        assert!(back.personal_cpr().unwrap().1.is_sealed());
+        // The same bytes under envelope V1 are damage: V1 holds the digits.
+        let mut as_v1 = payload.clone();
+        as_v1[0] = 0;
+        assert!(decode_payload(1, &as_v1).is_err());
+    }
+    // A V2 envelope around a plain CPR is damage too.
+    let mut plain = sf2520::ledger::encode_payload(&samples()[0]);
+    plain[0] = 1;
+    assert!(decode_payload(1, &plain).is_err());
 }
 
 #[test]

@@ -92,7 +92,13 @@ impl History {
         );
         history.ingest_at(
             "2020-12-30 02:00:00",
-            &[withholding("W-OLD-2", "BA-OLD", "0101", OLD_CPR, "2019-12-01")],
+            &[withholding(
+                "W-OLD-2",
+                "BA-OLD",
+                "0101",
+                OLD_CPR,
+                "2019-12-01",
+            )],
         );
         history.night(
             "2021-01-02 02:00:00",
@@ -103,7 +109,13 @@ impl History {
         );
         history.ingest_at(
             "2026-11-02 02:00:00",
-            &[withholding("W-LIVE-2", "BA-LIVE", "0101", LIVE_CPR, "2026-11-01")],
+            &[withholding(
+                "W-LIVE-2",
+                "BA-LIVE",
+                "0101",
+                LIVE_CPR,
+                "2026-11-01",
+            )],
         );
         history
     }
@@ -194,8 +206,14 @@ fn no_cpr_is_readable_at_rest_but_every_file_holds_its_own() {
             .into_iter()
             .filter(|path| !is_sf2520_file(path))
             .collect();
-        assert!(outside_files.is_empty(), "{cpr} found at rest in {outside_files:?}");
-        assert!(!holds(&fs::read(&backup).unwrap(), cpr.as_bytes()), "{cpr} in the backup");
+        assert!(
+            outside_files.is_empty(),
+            "{cpr} found at rest in {outside_files:?}"
+        );
+        assert!(
+            !holds(&fs::read(&backup).unwrap(), cpr.as_bytes()),
+            "{cpr} in the backup"
+        );
         let in_files: Vec<PathBuf> = files_holding(&history.dir.join("outbox"), cpr.as_bytes());
         assert!(!in_files.is_empty(), "{cpr} is in no SF2520 file");
     }
@@ -220,8 +238,17 @@ fn unchanged_state(history: &History) -> (Value, Value, Value) {
     // The register as it is, without what delivery adds later.
     for file in files["files"].as_array_mut().unwrap() {
         file.as_object_mut().unwrap().retain(|key, _| {
-            ["kommune", "sequence", "file_name", "sha256", "records", "plus", "minus", "net"]
-                .contains(&key.as_str())
+            [
+                "kommune",
+                "sequence",
+                "file_name",
+                "sha256",
+                "records",
+                "plus",
+                "minus",
+                "net",
+            ]
+            .contains(&key.as_str())
         });
     }
     // Totals as of the head, less the head's position (the erasure is an event).
@@ -242,7 +269,9 @@ fn retention_erases_an_ended_agreement_and_the_files_that_hold_it_and_nothing_el
     let history = History::new();
     // A test file of today's pending entry (BA-LIVE), and a stray copy holding the
     // old debtor's CPR where scratch files live.
-    history.run(&["export", "--test"]).expect_success("export --test");
+    history
+        .run(&["export", "--test"])
+        .expect_success("export --test");
     fs::write(
         history.dir.join("test-files").join("stray.txt"),
         format!("a copy of {OLD_CPR} somebody left here\n"),
@@ -265,43 +294,88 @@ fn retention_erases_an_ended_agreement_and_the_files_that_hold_it_and_nothing_el
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["file_name"].as_str().unwrap().to_string(), f["why"].as_str().unwrap().to_string()))
+        .map(|f| {
+            (
+                f["file_name"].as_str().unwrap().to_string(),
+                f["why"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(files.len(), 3, "{plan:#}");
     let why = |prefix: &str, sequence: &str| {
         files
             .iter()
-            .find(|(name, _)| name.starts_with(prefix) && name.ends_with(&format!("{sequence}.txt")))
+            .find(|(name, _)| {
+                name.starts_with(prefix) && name.ends_with(&format!("{sequence}.txt"))
+            })
             .map(|(_, why)| why.clone())
             .unwrap_or_default()
     };
-    assert!(why("SF2520_0101", "000001").contains("erased agreement(s) BA-OLD"), "{plan:#}");
-    assert!(why("SF2520_0101", "000002").contains("erased agreement(s) BA-OLD"), "{plan:#}");
-    assert!(why("SF2520_0147", "000001").contains("financial year"), "{plan:#}");
+    assert!(
+        why("SF2520_0101", "000001").contains("erased agreement(s) BA-OLD"),
+        "{plan:#}"
+    );
+    assert!(
+        why("SF2520_0101", "000002").contains("erased agreement(s) BA-OLD"),
+        "{plan:#}"
+    );
+    assert!(
+        why("SF2520_0147", "000001").contains("financial year"),
+        "{plan:#}"
+    );
     assert_eq!(plan["applied"], false);
     assert_eq!(wrapped_key(&history.dir, "BA-OLD").as_ref(), Some(&old_key));
-    assert_eq!(history.json(&["verify", "--json"])["head"], head_before, "the dry run wrote");
+    assert_eq!(
+        history.json(&["verify", "--json"])["head"],
+        head_before,
+        "the dry run wrote"
+    );
     assert!(!files_holding(&history.dir, OLD_CPR.as_bytes()).is_empty());
 
-    let applied = history.run(&["retention", "--apply"]).expect_success("retention --apply");
-    assert!(applied.stdout.contains("RetentionApplied at position"), "{}", applied.stdout);
+    let applied = history
+        .run(&["retention", "--apply"])
+        .expect_success("retention --apply");
+    assert!(
+        applied.stdout.contains("RetentionApplied at position"),
+        "{}",
+        applied.stdout
+    );
 
     // No trace of the erased debtor's CPR, nor of its data key, under the data directory.
-    assert_eq!(files_holding(&history.dir, OLD_CPR.as_bytes()), Vec::<PathBuf>::new());
+    assert_eq!(
+        files_holding(&history.dir, OLD_CPR.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
     assert_eq!(files_holding(&history.dir, &old_key), Vec::<PathBuf>::new());
     assert_eq!(wrapped_key(&history.dir, "BA-OLD"), None);
     // The test file of the live debtor's pending entry stays.
     assert!(!files_holding(&history.dir.join("test-files"), LIVE_CPR.as_bytes()).is_empty());
 
     // Chain, totals and register intact; the removed copies are not "missing".
-    let verify = history.run(&["verify"]).expect_success("verify after retention");
-    assert!(verify.stdout.contains("3 official file(s) left the outbox under retention"), "{}", verify.stdout);
+    let verify = history
+        .run(&["verify"])
+        .expect_success("verify after retention");
+    assert!(
+        verify
+            .stdout
+            .contains("3 official file(s) left the outbox under retention"),
+        "{}",
+        verify.stdout
+    );
     assert_eq!(unchanged_state(&history), before);
 
     // A file that held the erased debtor cannot be made again, and says why.
     let out = history.root.join("rebuilt.txt");
     history
-        .run(&["reconstruct", "--kommune", "0101", "--seq", "2", "--out", out.to_str().unwrap()])
+        .run(&[
+            "reconstruct",
+            "--kommune",
+            "0101",
+            "--seq",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .expect_code(9, "reconstruct of a file holding an erased agreement")
         .expect_refusal("BA-OLD was erased under retention on");
     assert!(!out.exists());
@@ -313,14 +387,24 @@ fn retention_erases_an_ended_agreement_and_the_files_that_hold_it_and_nothing_el
         .run(&["reconstruct", "--kommune", "0147", "--seq", "1"])
         .expect_success("reconstruct of a file past retention without erased agreements");
     let log = history.run(&["log"]).expect_success("log");
-    assert!(log.stdout.contains("erased under retention on"), "{}", log.stdout);
+    assert!(
+        log.stdout.contains("erased under retention on"),
+        "{}",
+        log.stdout
+    );
 
     // Tomorrow's export goes on (BA-LIVE's pending withholding), and a second
     // retention finds nothing more.
-    history.run(&["export"]).expect_success("export after retention");
+    history
+        .run(&["export"])
+        .expect_success("export after retention");
     assert!(!files_holding(&history.dir.join("outbox"), LIVE_CPR.as_bytes()).is_empty());
     let again = history.json(&["retention", "--json"]);
-    assert_eq!(again["agreements"].as_array().unwrap().len(), 0, "{again:#}");
+    assert_eq!(
+        again["agreements"].as_array().unwrap().len(),
+        0,
+        "{again:#}"
+    );
 }
 
 #[test]
@@ -339,7 +423,11 @@ fn a_missing_wrong_or_open_key_file_is_refused_by_name_and_changes_nothing() {
     let other = history.root.join("other");
     sf2520(&other, ["init"]).expect_success("init of another ledger");
     history
-        .run(&["--key-file", other.join("ledger.kek").to_str().unwrap(), "export"])
+        .run(&[
+            "--key-file",
+            other.join("ledger.kek").to_str().unwrap(),
+            "export",
+        ])
         .expect_code(6, "another ledger's key file")
         .expect_refusal("is not the key file of the ledger");
     // The right one, readable by others.
@@ -350,7 +438,9 @@ fn a_missing_wrong_or_open_key_file_is_refused_by_name_and_changes_nothing() {
         .expect_code(6, "a key file open to others")
         .expect_refusal("ledger.kek is open to group or others");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-    history.run(&["verify"]).expect_success("verify with the key file back");
+    history
+        .run(&["verify"])
+        .expect_success("verify with the key file back");
 }
 
 #[test]
@@ -358,7 +448,11 @@ fn a_damaged_data_key_names_its_agreement_and_writes_no_file() {
     let history = History::new();
     let conn = rusqlite::Connection::open(history.dir.join("ledger.sqlite3")).unwrap();
     let mut wrapped: Vec<u8> = conn
-        .query_row("SELECT wrapped FROM subject_keys WHERE agreement = 'BA-LIVE'", [], |row| row.get(0))
+        .query_row(
+            "SELECT wrapped FROM subject_keys WHERE agreement = 'BA-LIVE'",
+            [],
+            |row| row.get(0),
+        )
         .unwrap();
     wrapped[20] ^= 0x01;
     conn.execute(
@@ -369,7 +463,15 @@ fn a_damaged_data_key_names_its_agreement_and_writes_no_file() {
     drop(conn);
     let out = history.root.join("rebuilt.txt");
     history
-        .run(&["reconstruct", "--kommune", "0101", "--seq", "2", "--out", out.to_str().unwrap()])
+        .run(&[
+            "reconstruct",
+            "--kommune",
+            "0101",
+            "--seq",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .expect_code(4, "a damaged data key")
         .expect_refusal("the personal data of agreement BA-LIVE cannot be read");
     assert!(!out.exists());
@@ -377,5 +479,8 @@ fn a_damaged_data_key_names_its_agreement_and_writes_no_file() {
     history
         .run(&["export"])
         .expect_code(4, "export of an entry under a damaged key");
-    assert_eq!(all_files(&history.dir.join("outbox")).len(), outbox_before.len());
+    assert_eq!(
+        all_files(&history.dir.join("outbox")).len(),
+        outbox_before.len()
+    );
 }

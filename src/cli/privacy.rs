@@ -117,7 +117,10 @@ pub(super) fn run_retention(
     config: Option<&Path>,
     args: &RetentionArgs,
 ) -> anyhow::Result<ExitCode> {
-    let settings = read_config(data_dir, config)?.0.retention.unwrap_or_default();
+    let settings = read_config(data_dir, config)?
+        .0
+        .retention
+        .unwrap_or_default();
     let today = chrono::Utc::now().date_naive();
     let as_of = args.as_of.unwrap_or(today);
     if args.apply && as_of > today {
@@ -150,7 +153,11 @@ pub(super) fn run_retention(
     let mut applied = None;
     if args.apply {
         remove_all(&removals)?;
-        let agreements: Vec<_> = plan.agreements.iter().map(|a| a.agreement.clone()).collect();
+        let agreements: Vec<_> = plan
+            .agreements
+            .iter()
+            .map(|a| a.agreement.clone())
+            .collect();
         let files: Vec<FileRef> = removals.outbox.iter().map(|(file, _)| *file).collect();
         applied = Some(ledger.apply_retention(rule, &agreements, &files)?);
         tracing::info!(
@@ -199,7 +206,12 @@ fn find_removals(
     }
     let cprs: HashSet<[u8; 10]> = plan.agreements.iter().map(|a| digits(&a.cpr)).collect();
     let days = u64::from(settings.scratch_days);
-    let as_of = plan.rule.as_of.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+    let as_of = plan
+        .rule
+        .as_of
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
     let seconds = u64::try_from(as_of.timestamp()).context("--as-of lies before 1970")?;
     let as_of = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
     let cutoff = as_of
@@ -263,7 +275,8 @@ fn scratch_reason(
     cutoff: SystemTime,
     cprs: &HashSet<[u8; 10]>,
 ) -> anyhow::Result<Option<&'static str>> {
-    let meta = fs::symlink_metadata(path).with_context(|| format!("cannot inspect {}", path.display()))?;
+    let meta =
+        fs::symlink_metadata(path).with_context(|| format!("cannot inspect {}", path.display()))?;
     if meta.modified().is_ok_and(|modified| modified < cutoff) {
         return Ok(Some("older than [retention] scratch_days"));
     }
@@ -275,7 +288,8 @@ fn scratch_reason(
 
 /// Whether the file holds any of `cprs` as ten consecutive bytes, read in blocks.
 fn holds_any(path: &Path, cprs: &HashSet<[u8; 10]>) -> anyhow::Result<bool> {
-    let mut file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut file =
+        fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut buffer = vec![0u8; 1 << 20];
     let mut carried = 0;
     loop {
@@ -313,7 +327,10 @@ fn remove_all(removals: &Removals) -> anyhow::Result<()> {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => {
                 return Err(error).with_context(|| {
-                    format!("cannot remove {}; nothing was erased in the ledger", path.display())
+                    format!(
+                        "cannot remove {}; nothing was erased in the ledger",
+                        path.display()
+                    )
                 })
             }
         }
@@ -334,7 +351,11 @@ fn expiry_text(expiry: &FileExpiry) -> String {
         FileExpiry::OwnRetention => "its financial year is past retention".to_string(),
         FileExpiry::HoldsErased(agreements) => format!(
             "holds entries of erased agreement(s) {}",
-            agreements.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+            agreements
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -372,24 +393,48 @@ fn print_plan(
     removals: &Removals,
     applied: Option<u64>,
 ) -> io::Result<()> {
-    let verb = if applied.is_some() { "erased" } else { "would be erased" };
+    let verb = if applied.is_some() {
+        "erased"
+    } else {
+        "would be erased"
+    };
     writeln!(
         out,
         "retention as of {}: personal data kept {} full financial year(s) after the last one",
         plan.rule.as_of, plan.rule.years
     )?;
-    writeln!(out, "agreements whose personal data {verb}: {}", plan.agreements.len())?;
+    writeln!(
+        out,
+        "agreements whose personal data {verb}: {}",
+        plan.agreements.len()
+    )?;
     for a in &plan.agreements {
-        writeln!(out, "  {} (kommune {}, last financial year {})", a.agreement, a.kommune, a.last_year)?;
+        writeln!(
+            out,
+            "  {} (kommune {}, last financial year {})",
+            a.agreement, a.kommune, a.last_year
+        )?;
     }
     writeln!(out, "official files past retention: {}", plan.files.len())?;
     for (file, expiry) in &plan.files {
         writeln!(out, "  {}: {}", file.file_name, expiry_text(expiry))?;
     }
-    let removed = if applied.is_some() { "removed" } else { "to remove" };
+    let removed = if applied.is_some() {
+        "removed"
+    } else {
+        "to remove"
+    };
     writeln!(out, "outbox copies {removed}: {}", removals.outbox.len())?;
-    writeln!(out, "archived receipts {removed}: {}", removals.receipts.len())?;
-    writeln!(out, "test, quarantined and inbox files {removed}: {}", removals.scratch.len())?;
+    writeln!(
+        out,
+        "archived receipts {removed}: {}",
+        removals.receipts.len()
+    )?;
+    writeln!(
+        out,
+        "test, quarantined and inbox files {removed}: {}",
+        removals.scratch.len()
+    )?;
     for (path, why) in &removals.scratch {
         writeln!(out, "  {} ({why})", path.display())?;
     }
@@ -399,6 +444,9 @@ fn print_plan(
             "recorded as RetentionApplied at position {position}; the files register, totals and \
              the hash chain are unchanged"
         ),
-        None => writeln!(out, "dry run: nothing was changed; run with --apply to erase"),
+        None => writeln!(
+            out,
+            "dry run: nothing was changed; run with --apply to erase"
+        ),
     }
 }

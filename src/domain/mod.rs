@@ -16,7 +16,7 @@ pub use entry_kind::EntryKind;
 pub use error::DomainError;
 pub use events::{
     date_days, optional_date_days, Agreement, AgreementEnd, BusinessReceiptReceived, Command,
-    Correction, Event, FileAcceptance, FileRef, FileExported, FileReissued, FileUploaded,
+    Correction, Event, FileAcceptance, FileExported, FileRef, FileReissued, FileUploaded,
     ReceiptError, ReceiptErrorCode, ReceiptReceived, RetentionApplied, TechnicalReceiptReceived,
     Withholding,
 };

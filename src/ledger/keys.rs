@@ -259,9 +259,12 @@ fn aad(prefix: &[u8], agreement: &str) -> Vec<u8> {
     aad
 }
 
-/// Seals `plain` (the in-place buffer) under `key`; returns nonce ‖ ciphertext ‖ tag.
+/// Seals `plain` under `key` with a fresh nonce; returns nonce ‖ ciphertext ‖ tag.
 fn seal_bytes(key: &LessSafeKey, aad_bytes: &[u8], plain: &[u8]) -> Vec<u8> {
-    let nonce = fresh_nonce();
+    seal_with(key, fresh_nonce(), aad_bytes, plain)
+}
+
+fn seal_with(key: &LessSafeKey, nonce: [u8; NONCE_LEN], aad_bytes: &[u8], plain: &[u8]) -> Vec<u8> {
     let mut buffer = plain.to_vec();
     key.seal_in_place_append_tag(
         Nonce::assume_unique_for_key(nonce),
@@ -589,6 +592,59 @@ mod tests {
             KeyFile::load(&dir.path().join("none")),
             Err(LedgerError::KeyFileMissing { .. })
         ));
+    }
+
+    /// The key file, wrapping and sealing of docs/log-format.md ("Sealed vectors",
+    /// generated there from the recipe by tests/log_format.rs) are this code's.
+    #[test]
+    fn the_documents_sealed_vectors_are_what_this_code_makes() {
+        let doc = include_str!("../../docs/log-format.md");
+        let run = |first: u8| -> Vec<u8> { (first..first + 32).collect() };
+        let hex_lines = |bytes: &[u8]| {
+            bytes
+                .chunks(16)
+                .map(|chunk| {
+                    chunk
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let secret: [u8; 32] = run(0).try_into().unwrap();
+        let file = KeyFile::from_secret(Path::new("doc"), &secret);
+        assert!(doc.contains(&format!("key_file_id {}", file.id())));
+        let nonce = |first: u8| -> [u8; NONCE_LEN] { run(first)[..NONCE_LEN].try_into().unwrap() };
+        let wrapped = seal_with(
+            &file.wrap,
+            nonce(0x40),
+            &aad(AAD_DATA_KEY, "BA000123456"),
+            &run(0x20),
+        );
+        assert!(
+            doc.contains(&hex_lines(&wrapped)),
+            "the wrapped key differs from the document's"
+        );
+        let keyring = Keyring::new(file);
+        let DataKey::Live(data_key) = keyring
+            .unwrap_row("BA000123456", Some(&wrapped), None, None)
+            .unwrap()
+        else {
+            panic!("a live key")
+        };
+        let sealed = seal_with(
+            &data_key,
+            nonce(0x50),
+            &aad(AAD_CPR, "BA000123456"),
+            b"0101901234",
+        );
+        // In the AgreementRegistered payload the sealed CPR follows its length 0x26.
+        let mut in_payload = vec![0x26];
+        in_payload.extend(&sealed);
+        let payload_hex = doc.replace('\n', " ");
+        assert!(payload_hex.contains(&hex_lines(&in_payload).replace('\n', " ")));
     }
 
     #[test]

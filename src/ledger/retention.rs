@@ -97,12 +97,13 @@ impl Ledger {
             if !rule.expired(last_year) {
                 continue;
             }
-            let agreement = AgreementRef::parse(&agreement).map_err(|_| {
-                LedgerError::CorruptLedger {
+            let agreement =
+                AgreementRef::parse(&agreement).map_err(|_| LedgerError::CorruptLedger {
                     position: None,
-                    what: format!("the agreements table names {agreement:?}, which is no reference"),
-                }
-            })?;
+                    what: format!(
+                        "the agreements table names {agreement:?}, which is no reference"
+                    ),
+                })?;
             let cpr = self.agreement_cpr(&agreement)?;
             agreements.push(ErasableAgreement {
                 agreement,
@@ -216,7 +217,8 @@ impl Ledger {
             let holds: Vec<AgreementRef> = positions
                 .get(&file.kommune.number())
                 .map(|entries| {
-                    let from = entries.partition_point(|(p, _)| *p <= file.previous_cutoff_position);
+                    let from =
+                        entries.partition_point(|(p, _)| *p <= file.previous_cutoff_position);
                     let to = entries.partition_point(|(p, _)| *p <= file.cutoff_position);
                     let mut held: Vec<AgreementRef> =
                         entries[from..to].iter().map(|(_, a)| a.clone()).collect();

@@ -44,7 +44,10 @@ impl Default for ChainWalk {
 impl ChainWalk {
     /// Remembers what the audit needs of a verified event.
     fn note(&mut self, position: u64, event: Event) {
-        if event.personal_cpr().is_some_and(|(_, cpr)| !cpr.is_sealed()) {
+        if event
+            .personal_cpr()
+            .is_some_and(|(_, cpr)| !cpr.is_sealed())
+        {
             self.plain_cprs += 1;
         }
         match event {
