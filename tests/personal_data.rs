@@ -146,6 +146,15 @@ impl History {
     }
 }
 
+/// `tools/audit/verify_ledger.py DIR` (it finds the key file beside the ledger).
+fn reference_verifier(dir: &Path) -> std::process::Output {
+    Command::new("python3")
+        .arg(support::format::crate_path("tools/audit/verify_ledger.py"))
+        .arg(dir)
+        .output()
+        .expect("python3 (installed by scripts/test.sh)")
+}
+
 /// Every file under `dir`, with its bytes.
 fn all_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut found = BTreeMap::new();
