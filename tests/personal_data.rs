@@ -18,6 +18,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 use support::cli::{sf2520, Run};
+use support::postgres::TestDatabase;
 
 /// The debtor whose agreement ends in 2019 and is erased.
 const OLD_CPR: &str = "0304751234";
@@ -41,17 +42,23 @@ fn withholding(reference: &str, agreement: &str, kommune: &str, cpr: &str, payou
     .to_string()
 }
 
-/// `sf2520 ARGS` with the clock standing at `time` (faketime), as a night of the past.
-fn at(dir: &Path, time: &str, args: &[&str]) -> Run {
-    Command::new("faketime")
+/// `sf2520 ARGS` with the clock standing at `time` (faketime), as a night of the
+/// past; on the PostgreSQL database `url` if given.
+fn at(dir: &Path, url: Option<&str>, time: &str, args: &[&str]) -> Run {
+    let mut command = Command::new("faketime");
+    command
         .arg("-f")
         .arg(time)
         .arg(env!("CARGO_BIN_EXE_sf2520"))
         .arg("--data-dir")
         .arg(dir)
         .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("SF2520_DATABASE_URL")
+        .env("RUST_LOG", "warn");
+    match url {
+        Some(url) => command.env("SF2520_DATABASE_URL", url),
+        None => command.env_remove("SF2520_DATABASE_URL"),
+    };
+    command
         .output()
         .expect("faketime (installed by scripts/test.sh)")
         .into()
@@ -65,10 +72,16 @@ struct History {
     _tmp: tempfile::TempDir,
     root: PathBuf,
     dir: PathBuf,
+    /// The PostgreSQL database, when the ledger is there.
+    url: Option<String>,
 }
 
 impl History {
     fn new() -> History {
+        History::on(None)
+    }
+
+    fn on(url: Option<String>) -> History {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let dir = root.join("data");
@@ -76,6 +89,7 @@ impl History {
             _tmp: tmp,
             root,
             dir,
+            url,
         };
         history.night(
             "2019-03-01 02:00:00",
@@ -121,23 +135,29 @@ impl History {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        sf2520(&self.dir, args)
+        let mut all: Vec<String> = Vec::new();
+        if let Some(url) = &self.url {
+            all.extend(["--database-url".to_string(), url.clone()]);
+        }
+        all.extend(args.iter().map(|arg| arg.to_string()));
+        sf2520(&self.dir, all)
     }
 
     fn ingest_at(&self, time: &str, lines: &[String]) {
         let batch = self.root.join("batch.jsonl");
         fs::write(&batch, lines.join("\n") + "\n").unwrap();
-        if !self.dir.join("ledger.sqlite3").exists() {
-            at(&self.dir, time, &["init"]).expect_success("init");
+        let url = self.url.as_deref();
+        if !self.dir.join("ledger.kek").exists() {
+            at(&self.dir, url, time, &["init"]).expect_success("init");
         }
-        at(&self.dir, time, &["ingest", batch.to_str().unwrap()]).expect_success("ingest");
+        at(&self.dir, url, time, &["ingest", batch.to_str().unwrap()]).expect_success("ingest");
     }
 
     /// Ingest at `time`, then the batch export a few minutes later.
     fn night(&self, time: &str, lines: &[String]) {
         self.ingest_at(time, lines);
         let later = time.replace("02:00:00", "02:30:00");
-        at(&self.dir, &later, &["export"]).expect_success("export");
+        at(&self.dir, self.url.as_deref(), &later, &["export"]).expect_success("export");
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -492,4 +512,106 @@ fn a_damaged_data_key_names_its_agreement_and_writes_no_file() {
         all_files(&history.dir.join("outbox")).len(),
         outbox_before.len()
     );
+}
+
+/// The files of PostgreSQL's data directory under `subdir` that hold `needle`,
+/// after a checkpoint has written every page there.
+fn server_files_holding(db: &TestDatabase, subdir: &str, needle: &[u8]) -> Vec<PathBuf> {
+    db.client().batch_execute("CHECKPOINT").unwrap();
+    files_holding(&support::postgres::data_directory().join(subdir), needle)
+}
+
+#[test]
+fn on_postgresql_no_cpr_is_in_the_servers_files_nor_in_a_migrated_or_backed_up_copy() {
+    let db = support::postgres::database();
+    let history = History::on(Some(db.url()));
+    let backup = history.root.join("logical.sqlite3");
+    history
+        .run(&["backup", backup.to_str().unwrap()])
+        .expect_success("logical backup of a PostgreSQL ledger");
+    // An embedded ledger migrated into a second database.
+    let embedded = History::new();
+    let target = support::postgres::database();
+    let migrated =
+        sf2520(&embedded.dir, ["migrate", "--to", &target.url()]).expect_success("migrate");
+    for cpr in [OLD_CPR, LIVE_CPR, QUIET_CPR] {
+        assert_eq!(
+            server_files_holding(&db, "", cpr.as_bytes()),
+            Vec::<PathBuf>::new(),
+            "{cpr}"
+        );
+        assert!(
+            !holds(&fs::read(&backup).unwrap(), cpr.as_bytes()),
+            "{cpr} in the backup"
+        );
+        assert!(!migrated.stdout.contains(cpr) && !migrated.stderr.contains(cpr));
+        let outside: Vec<PathBuf> = files_holding(&history.dir, cpr.as_bytes())
+            .into_iter()
+            .filter(|path| !is_sf2520_file(path))
+            .collect();
+        assert!(outside.is_empty(), "{cpr} at rest in {outside:?}");
+    }
+    // The migrated ledger opens with the embedded one's key file, and rebuilds a file.
+    let on_target = |args: &[&str]| {
+        let mut all = vec!["--database-url".to_string(), target.url()];
+        all.extend(args.iter().map(|arg| arg.to_string()));
+        sf2520(&embedded.dir, all)
+    };
+    on_target(&["reconstruct", "--kommune", "0101", "--seq", "2"])
+        .expect_success("reconstruct on the copy");
+    // The logical backup restores into a new data directory with the key file.
+    let restored = history.root.join("restored");
+    fs::create_dir(&restored).unwrap();
+    fs::set_permissions(&restored, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::copy(history.dir.join("ledger.kek"), restored.join("ledger.kek")).unwrap();
+    sf2520(&restored, ["restore", backup.to_str().unwrap()]).expect_success("restore");
+    sf2520(
+        &restored,
+        ["reconstruct", "--kommune", "0101", "--seq", "2"],
+    )
+    .expect_success("reconstruct after restore");
+}
+
+#[test]
+fn on_postgresql_retention_erases_the_key_from_the_tables_and_the_cpr_from_the_data_directory() {
+    let db = support::postgres::database();
+    let history = History::on(Some(db.url()));
+    let old_key: Vec<u8> = db
+        .client()
+        .query_one(
+            "SELECT wrapped FROM subject_keys WHERE agreement = 'BA-OLD'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let before = unchanged_state(&history);
+    history
+        .run(&["retention", "--apply"])
+        .expect_success("retention --apply");
+    assert_eq!(
+        files_holding(&history.dir, OLD_CPR.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+    // The table files hold no copy of the destroyed key (VACUUM FULL rewrote them);
+    // the WAL does until the server recycles it (docs/operations.md, Retention).
+    assert_eq!(
+        server_files_holding(&db, "base", &old_key),
+        Vec::<PathBuf>::new()
+    );
+    let erased: Option<Vec<u8>> = db
+        .client()
+        .query_one(
+            "SELECT wrapped FROM subject_keys WHERE agreement = 'BA-OLD'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(erased, None);
+    history
+        .run(&["verify", "--no-outbox"])
+        .expect_success("verify after retention");
+    assert_eq!(unchanged_state(&history), before);
+    history
+        .run(&["reconstruct", "--kommune", "0101", "--seq", "1"])
+        .expect_code(9, "reconstruct of a file holding an erased agreement");
 }

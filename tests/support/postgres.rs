@@ -451,6 +451,12 @@ pub(crate) fn socket_dir() -> PathBuf {
     shared().socket_dir().to_path_buf()
 }
 
+/// The tests' server's data directory (starts the server if needed): for tests
+/// that search the server's files byte for byte.
+pub(crate) fn data_directory() -> PathBuf {
+    shared().data_dir()
+}
+
 /// The tests' server's `SHOW server_version` (starts the server if needed).
 pub(crate) fn server_version() -> String {
     shared().version()
