@@ -615,3 +615,165 @@ fn on_postgresql_retention_erases_the_key_from_the_tables_and_the_cpr_from_the_d
         .run(&["reconstruct", "--kommune", "0101", "--seq", "1"])
         .expect_code(9, "reconstruct of a file holding an erased agreement");
 }
+
+/// Turns the sealed ledger in `dir` into what a version before sealing wrote:
+/// every CPR in plain (envelope V1, schema version 1), the chain computed anew, no
+/// data keys, no key file, no head mark (it named the sealed chain's head).
+fn as_written_before_sealing(dir: &Path) {
+    use sf2520::domain::{Cpr, Event, PersonalCpr};
+    let cpr_of = |agreement: &str| match agreement {
+        "BA-OLD" => OLD_CPR,
+        "BA-LIVE" => LIVE_CPR,
+        _ => QUIET_CPR,
+    };
+    let mut conn = rusqlite::Connection::open(dir.join("ledger.sqlite3")).unwrap();
+    let tx = conn.transaction().unwrap();
+    let rows: Vec<(i64, Vec<u8>, String, String, i64, Vec<u8>)> = tx
+        .prepare("SELECT position, event_id, stream, event_type, recorded_at_us, payload FROM events ORDER BY position")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut previous = sf2520::ledger::GENESIS_HASH;
+    for (position, id, stream, event_type, recorded_at_us, payload) in rows {
+        let position = u64::try_from(position).unwrap();
+        let mut event = sf2520::ledger::decode_payload(position, &payload).unwrap();
+        let agreement = event
+            .personal_cpr()
+            .map(|(agreement, _)| agreement.to_string());
+        if let Some(agreement) = agreement {
+            let plain = PersonalCpr::Plain(Cpr::parse(cpr_of(&agreement)).unwrap());
+            match &mut event {
+                Event::AgreementRegistered(a) => a.cpr = plain,
+                Event::WithholdingRecorded(w) => w.cpr = plain,
+                _ => unreachable!(),
+            }
+        }
+        let payload = sf2520::ledger::encode_payload(&event);
+        let id = uuid::Uuid::from_slice(&id).unwrap();
+        let hash = sf2520::ledger::chain_hash(
+            &previous,
+            position,
+            &id,
+            &stream,
+            &event_type,
+            1,
+            recorded_at_us,
+            &payload,
+        );
+        tx.execute(
+            "UPDATE events SET payload = ?1, schema_version = 1, hash = ?2 WHERE position = ?3",
+            rusqlite::params![payload, hash.to_vec(), i64::try_from(position).unwrap()],
+        )
+        .unwrap();
+        previous = hash;
+    }
+    tx.execute_batch("DROP TABLE subject_keys; DELETE FROM meta WHERE key = 'key_file_id';")
+        .unwrap();
+    tx.commit().unwrap();
+    drop(conn);
+    fs::remove_file(dir.join("ledger.kek")).unwrap();
+    fs::remove_file(dir.join("ledger.head")).unwrap();
+}
+
+#[test]
+fn an_older_ledger_keeps_working_and_seal_copies_it_with_every_cpr_sealed() {
+    let history = History::new();
+    history.run(&["export"]).expect_success("export");
+    as_written_before_sealing(&history.dir);
+    let register = unchanged_state(&history).0;
+    let plain_found = files_holding(&history.dir, OLD_CPR.as_bytes())
+        .into_iter()
+        .any(|path| path.ends_with("ledger.sqlite3"));
+    assert!(plain_found, "the older ledger holds its CPRs in plain");
+
+    // It keeps working: it verifies (with a warning), its files rebuild byte for
+    // byte, the auditors' verifier rebuilds them, retention says it cannot erase.
+    let verify = history
+        .run(&["verify"])
+        .expect_success("verify of an older ledger");
+    assert!(
+        verify.stdout.contains("event(s) hold a CPR in plain"),
+        "{}",
+        verify.stdout
+    );
+    for (kommune, seq) in [("0101", "1"), ("0101", "3"), ("0147", "1")] {
+        history
+            .run(&["reconstruct", "--kommune", kommune, "--seq", seq])
+            .expect_success("reconstruct of an older ledger's file");
+    }
+    let audit = reference_verifier(&history.dir);
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
+    assert!(!String::from_utf8_lossy(&audit.stdout).contains("note:"));
+    history
+        .run(&["retention", "--apply"])
+        .expect_refusal("holds plain CPRs");
+
+    // The sealed copy: same positions, same files, no CPR at rest, linked by its head.
+    let old_head = history.json(&["verify", "--json"])["head"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sealed_dir = history.root.join("sealed");
+    let sealed = sf2520(
+        &history.dir,
+        ["seal", "--to", sealed_dir.to_str().unwrap(), "--json"],
+    )
+    .expect_success("seal");
+    let report: Value = serde_json::from_str(&sealed.stdout).unwrap();
+    assert_eq!(report["source_head"], old_head.as_str());
+    assert_eq!(report["sealed_events"], 8, "{report:#}");
+    for moved in ["outbox", "receipts", "test-files"] {
+        if history.dir.join(moved).exists() {
+            fs::rename(history.dir.join(moved), sealed_dir.join(moved)).unwrap();
+        }
+    }
+    let copy = |args: &[&str]| sf2520(&sealed_dir, args);
+    let verify = copy(&["verify"]).expect_success("verify of the sealed copy");
+    assert!(!verify.stdout.contains("plain"), "{}", verify.stdout);
+    let mut after: Value = serde_json::from_str(&copy(&["files", "--json"]).stdout).unwrap();
+    for file in after["files"].as_array_mut().unwrap() {
+        file.as_object_mut().unwrap().retain(|key, _| {
+            [
+                "kommune",
+                "sequence",
+                "file_name",
+                "sha256",
+                "records",
+                "plus",
+                "minus",
+                "net",
+            ]
+            .contains(&key.as_str())
+        });
+    }
+    assert_eq!(after, register);
+    for (kommune, seq) in [("0101", "1"), ("0101", "3"), ("0147", "1")] {
+        copy(&["reconstruct", "--kommune", kommune, "--seq", seq])
+            .expect_success("reconstruct of the copy");
+    }
+    for cpr in [OLD_CPR, LIVE_CPR, QUIET_CPR] {
+        let outside: Vec<PathBuf> = files_holding(&sealed_dir, cpr.as_bytes())
+            .into_iter()
+            .filter(|path| !is_sf2520_file(path))
+            .collect();
+        assert!(
+            outside.is_empty(),
+            "{cpr} at rest in the sealed copy: {outside:?}"
+        );
+    }
+    let log = copy(&["log", "--json"]).expect_success("log");
+    assert!(
+        log.stdout
+            .contains(&format!("\"source_head\":\"{old_head}\"")),
+        "{}",
+        log.stdout
+    );
+    // And the copy can now erase.
+    copy(&["retention"]).expect_success("retention dry run on the copy");
+}

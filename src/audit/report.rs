@@ -182,7 +182,8 @@ fn apply(
         | Event::AgreementEnded(_)
         | Event::WithholdingRecorded(_)
         | Event::WithholdingCorrected(_)
-        | Event::RetentionApplied(_) => return,
+        | Event::RetentionApplied(_)
+        | Event::LedgerSealed(_) => return,
         Event::FileExported(file) => {
             if file.kommune == kommune {
                 files.insert(

@@ -78,6 +78,10 @@ pub(super) fn describe(event: &Event) -> Value {
             "files": e.files.iter().map(|f| format!("{}/{:06}", f.kommune, f.sequence)).collect::<Vec<_>>(),
             "as_of": e.as_of.to_string(), "retention_years": e.retention_years,
         }),
+        Event::LedgerSealed(e) => json!({
+            "source_head": format!("{}:{}", e.source_head_position, hex(&e.source_head_hash)),
+            "sealed_events": e.sealed_events,
+        }),
     }
 }
 

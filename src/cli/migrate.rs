@@ -14,7 +14,7 @@ use crate::ledger::{DatabaseUrl, Ledger, LedgerError, Location};
 
 use super::deliver::config_path;
 use super::output::hex;
-use super::MigrateArgs;
+use super::{MigrateArgs, SealArgs};
 
 /// The parts of the configuration file this module reads.
 #[derive(Deserialize)]
@@ -118,6 +118,84 @@ pub(super) fn run(data_dir: &Path, args: &MigrateArgs) -> anyhow::Result<ExitCod
             report.head.position,
             hex(&report.head.hash)
         )?;
+        if let Some(key_file) = source.key_file() {
+            writeln!(
+                out,
+                "migrate: the copy's CPRs are sealed under the same key file {}: give every \
+                 node a copy of it (kept apart from the database and its backups)",
+                key_file.display()
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sf2520 seal --to DIR`: a copy of a ledger written before sealing, every CPR
+/// sealed, in a new data directory.
+pub(super) fn run_seal(data_dir: &Path, args: &SealArgs) -> anyhow::Result<ExitCode> {
+    let source = Ledger::open_existing(data_dir)?;
+    if source.seals_personal_data()? {
+        anyhow::bail!(
+            "the ledger at {} already seals every CPR; there is nothing to seal",
+            data_dir.display()
+        );
+    }
+    if args.to.join(crate::ledger::DATABASE_FILE).exists() {
+        return Err(LedgerError::TargetNotEmpty {
+            target: args.to.display().to_string(),
+            what: "it already holds a ledger".into(),
+        }
+        .into());
+    }
+    // Nothing may export while the log is copied (ingest: stop it first).
+    let _exports = source.lock_exports(std::time::Duration::ZERO)?;
+    let mut target = Ledger::open_at(&Location::embedded(&args.to), true, source.totals_block())?;
+    let events = source.head()?.position;
+    let bar = indicatif::ProgressBar::new(events);
+    if args.json || !io::IsTerminal::is_terminal(&io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let report = source.seal_into(&mut target, |position| bar.set_position(position))?;
+    bar.finish_and_clear();
+    print_sealed(&report, &args.to, target.key_file(), args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_sealed(
+    report: &crate::ledger::SealReport,
+    to: &Path,
+    key_file: Option<&Path>,
+    json: bool,
+) -> io::Result<()> {
+    let key_file = key_file.map(|path| path.display().to_string());
+    let mut out = io::stdout().lock();
+    let head = format!("{}:{}", report.head.position, hex(&report.head.hash));
+    let source_head = format!(
+        "{}:{}",
+        report.source_head.position,
+        hex(&report.source_head.hash)
+    );
+    if json {
+        return writeln!(
+            out,
+            "{}",
+            json!({
+                "target": to.display().to_string(), "source_head": source_head,
+                "sealed_events": report.sealed_events, "head": head, "key_file": key_file,
+            })
+        );
+    }
+    writeln!(
+        out,
+        "seal: {} event(s) copied into {} at the same positions, {} CPR(s) sealed; its \
+         LedgerSealed event names the old head {source_head}\nhead: {head}\nseal: the key file \
+         is {}; back it up apart from the ledger. Then move the outbox, receipts and \
+         configuration to the new data directory, run `sf2520 verify` there, and destroy the \
+         old ledger and its backups, which hold the CPRs in plain (docs/operations.md, \
+         \"Sealing an older ledger\")",
+        report.source_head.position,
+        to.display(),
+        report.sealed_events,
+        key_file.unwrap_or_default()
+    )
 }

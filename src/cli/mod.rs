@@ -298,6 +298,17 @@ pub enum Command {
     /// they hold an erased CPR. Without --apply it lists all of this and changes
     /// nothing.
     Retention(RetentionArgs),
+    /// Copy a ledger written before CPRs were sealed into a new data directory,
+    /// every CPR sealed.
+    ///
+    /// Every event keeps its position, id, stream, type and time; its CPR is
+    /// sealed under a new data key of its agreement (wrapped by the new data
+    /// directory's key file), so its hash changes and the chain is computed anew;
+    /// files rebuild byte for byte. A last event, LedgerSealed, names the old
+    /// ledger's head (POS:HASH), which links the two chains for an auditor. Stop
+    /// ingest and export first; afterwards move the outbox, receipts and
+    /// configuration over and destroy the old ledger and its backups.
+    Seal(SealArgs),
     /// Replace the ledger with the backup SRC, after verifying SRC.
     ///
     /// A damaged SRC is refused, naming the first bad position. Without --force, a
@@ -391,6 +402,16 @@ pub struct BackupArgs {
     /// Replace DEST if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SealArgs {
+    /// The new data directory (empty or absent) for the sealed copy.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -758,6 +779,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => backup::run_backup(&cli.data_dir, &args),
         Command::Restore(args) => backup::run_restore(&cli.data_dir, &args),
         Command::Migrate(args) => migrate::run(&cli.data_dir, &args),
+        Command::Seal(args) => migrate::run_seal(&cli.data_dir, &args),
         Command::Retention(args) => {
             privacy::run_retention(&cli.data_dir, cli.config.as_deref(), &args)
         }

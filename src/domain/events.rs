@@ -266,6 +266,19 @@ impl Event {
     }
 }
 
+/// `sf2520 seal`: this ledger is a copy of a ledger written before CPRs were
+/// sealed, every event at the same position with its CPR sealed (so its hash is
+/// new); this event, after the last copied one, names the old ledger's head so
+/// that an auditor can link the two.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerSealed {
+    /// The old ledger's head: its position (the events copied) and hash.
+    pub source_head_position: u64,
+    pub source_head_hash: [u8; 32],
+    /// Events whose CPR was sealed in the copy.
+    pub sealed_events: u64,
+}
+
 /// Everything the log records. Variants are only ever added at the end, never
 /// reordered: postcard encodes the variant by its index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,6 +294,7 @@ pub enum Event {
     TechnicalReceiptReceived(TechnicalReceiptReceived),
     BusinessReceiptReceived(BusinessReceiptReceived),
     RetentionApplied(RetentionApplied),
+    LedgerSealed(LedgerSealed),
 }
 
 impl Event {
@@ -298,6 +312,7 @@ impl Event {
             Event::TechnicalReceiptReceived(_) => "TechnicalReceiptReceived",
             Event::BusinessReceiptReceived(_) => "BusinessReceiptReceived",
             Event::RetentionApplied(_) => "RetentionApplied",
+            Event::LedgerSealed(_) => "LedgerSealed",
         }
     }
 
@@ -315,6 +330,7 @@ impl Event {
             Event::TechnicalReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
             Event::BusinessReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
             Event::RetentionApplied(_) => "retention".to_string(),
+            Event::LedgerSealed(_) => "ledger".to_string(),
         }
     }
 }

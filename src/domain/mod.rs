@@ -17,8 +17,8 @@ pub use error::DomainError;
 pub use events::{
     date_days, optional_date_days, Agreement, AgreementEnd, BusinessReceiptReceived, Command,
     Correction, Event, FileAcceptance, FileExported, FileRef, FileReissued, FileUploaded,
-    ReceiptError, ReceiptErrorCode, ReceiptReceived, RetentionApplied, TechnicalReceiptReceived,
-    Withholding,
+    LedgerSealed, ReceiptError, ReceiptErrorCode, ReceiptReceived, RetentionApplied,
+    TechnicalReceiptReceived, Withholding,
 };
 pub use kommune::Kommune;
 pub use money::{format_kroner, Amount, AmountOutOfRange, AMOUNT_ORE_MAX};

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::codec::StoredEvent;
+use super::codec::{self, chain_hash, encode, StoredEvent, GENESIS_HASH};
 use super::keys::KEY_ID_META;
 use super::postgres::{DatabaseUrl, Session};
 use super::projection::Projector;
@@ -17,6 +17,7 @@ use super::store::{
     FLOOR_KEY, LEDGER_ID_KEY,
 };
 use super::{Ledger, LedgerError};
+use crate::domain::{Event, LedgerSealed};
 
 /// Events copied per transaction.
 const COPY_WINDOW: u64 = 8_192;
@@ -183,6 +184,115 @@ fn copy_events(
         after = last;
     }
     Ok(())
+}
+
+/// What `sf2520 seal` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealReport {
+    /// The old ledger's head, which the copy's `LedgerSealed` event names.
+    pub source_head: Head,
+    /// Events whose CPR the copy seals.
+    pub sealed_events: u64,
+    /// The copy's head (its `LedgerSealed` event).
+    pub head: Head,
+}
+
+impl Ledger {
+    /// Copies this ledger, written before CPRs were sealed, into `target` (a new,
+    /// empty ledger that seals them): every event at the same position, with the
+    /// same id, stream, type and time, its CPR sealed and its hash chained anew,
+    /// the projections built by the one projector; then one `LedgerSealed` event
+    /// naming this ledger's head. Positions, and so every file's entry range and
+    /// bytes, stay as they were.
+    pub fn seal_into(
+        &self,
+        target: &mut Ledger,
+        mut progress: impl FnMut(u64),
+    ) -> Result<SealReport, LedgerError> {
+        if target.head()?.position != 0 {
+            return Err(LedgerError::TargetNotEmpty {
+                target: target.dir().display().to_string(),
+                what: "it already holds events".into(),
+            });
+        }
+        let keys = target.keyring().ok_or_else(|| LedgerError::NotALedger {
+            path: target.dir().to_path_buf(),
+            why: "the copy must be a new ledger that seals CPRs".into(),
+        })?;
+        let source_head = self.head()?;
+        carry_meta(self, target.db())?;
+        let mut projector = Projector::new(target.db(), target.totals_block());
+        let mut previous = GENESIS_HASH;
+        let mut sealed_events = 0;
+        let mut after = 0;
+        while after < source_head.position {
+            crate::interrupt::check()?;
+            let last = after.saturating_add(COPY_WINDOW).min(source_head.position);
+            let events = self.db().query_vec(
+                &format!(
+                    "SELECT {} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position",
+                    StoredEvent::COLUMNS
+                ),
+                &[sql::position(after)?, sql::position(last)?],
+                StoredEvent::from_row,
+            )?;
+            let db = target.db();
+            db.batch("BEGIN")?;
+            let copied = (|| {
+                for stored in events {
+                    let mut event = stored.event()?;
+                    if event.personal_cpr().is_some() {
+                        keys.seal(db, &mut event)?;
+                        sealed_events += 1;
+                    }
+                    let resealed = resealed(stored, &event, &previous);
+                    previous = resealed.hash;
+                    insert_event(db, &resealed)?;
+                    projector.apply(resealed.position, &event)?;
+                }
+                Ok::<_, LedgerError>(())
+            })();
+            db.finish(copied)?;
+            progress(last);
+            after = last;
+        }
+        let head = target.write(|appender| {
+            appender.append(&Event::LedgerSealed(LedgerSealed {
+                source_head_position: source_head.position,
+                source_head_hash: source_head.hash,
+                sealed_events,
+            }))?;
+            Ok(appender.head())
+        })?;
+        Ok(SealReport {
+            source_head,
+            sealed_events,
+            head,
+        })
+    }
+}
+
+/// `stored` with the payload of `event` (its CPR sealed, or as it was) and the
+/// hash chained after `previous`.
+fn resealed(stored: StoredEvent, event: &Event, previous: &[u8; 32]) -> StoredEvent {
+    let payload = encode(event);
+    let schema_version = codec::schema_version(event);
+    let hash = chain_hash(
+        previous,
+        stored.position,
+        &stored.event_id,
+        &stored.stream,
+        &stored.event_type,
+        schema_version,
+        stored.recorded_at_us,
+        &payload,
+    );
+    StoredEvent {
+        payload,
+        schema_version,
+        hash,
+        ..stored
+    }
 }
 
 /// Refuses a target database that already holds tables of a ledger.

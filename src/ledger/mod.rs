@@ -36,7 +36,7 @@ pub use entries::EntryRange;
 pub use error::{LedgerError, LineError};
 pub use files::{file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage};
 pub use keys::{key_file_path, set_key_file, KeyFile, KEY_FILE};
-pub use migrate::MigrateReport;
+pub use migrate::{MigrateReport, SealReport};
 pub use postgres::DatabaseUrl;
 pub use projection::{RangeTotals, Totals};
 pub use retention::{ErasableAgreement, FileExpiry, RetentionPlan, RetentionRule};
