@@ -14,6 +14,8 @@ use super::{BackupArgs, RestoreArgs};
 
 pub(super) fn run_backup(data_dir: &Path, args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let report = backup(data_dir, &args.destination, args.force)?;
+    let key_file = crate::ledger::key_file_path(data_dir);
+    let key_file = key_file.exists().then(|| key_file.display().to_string());
     if args.json {
         writeln!(
             io::stdout().lock(),
@@ -21,6 +23,7 @@ pub(super) fn run_backup(data_dir: &Path, args: &BackupArgs) -> anyhow::Result<E
             json!({
                 "destination": args.destination.display().to_string(), "events": report.events,
                 "head_hash": hex(&report.head_hash), "projection_rows": report.projection_rows,
+                "key_file": key_file,
             })
         )?;
         return Ok(ExitCode::SUCCESS);
@@ -34,6 +37,14 @@ pub(super) fn run_backup(data_dir: &Path, args: &BackupArgs) -> anyhow::Result<E
         args.destination.display(),
         report.projection_rows
     )?;
+    if let Some(key_file) = key_file {
+        writeln!(
+            io::stdout().lock(),
+            "backup: its CPRs are sealed under data keys that only the key file {key_file} \
+             opens, and the backup does not hold it: keep a copy of the key file, apart from \
+             the backups (a restore on a new machine needs both)"
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
