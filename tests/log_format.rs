@@ -12,9 +12,9 @@ mod support;
 use chrono::NaiveDate;
 use sf2520::domain::{
     Agreement, AgreementEnd, AgreementRef, Amount, BusinessReceiptReceived, Correction, Cpr, Event,
-    FileAcceptance, FileExported, FileRef, FileReissued, FileUploaded, Kommune, KyRef, PersonalCpr,
-    ReceiptError, ReceiptErrorCode, ReceiptReceived, RetentionApplied, SealedCpr,
-    TechnicalReceiptReceived, Withholding,
+    FileAcceptance, FileExported, FileRef, FileReissued, FileUploaded, Kommune, KyRef,
+    LedgerSealed, PersonalCpr, ReceiptError, ReceiptErrorCode, ReceiptReceived, RetentionApplied,
+    SealedCpr, TechnicalReceiptReceived, Withholding,
 };
 use sf2520::ledger::{chain_hash, decode_payload, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
 use sha2::{Digest, Sha256};
@@ -49,6 +49,7 @@ fn variant_index(event: &Event) -> u32 {
         Event::TechnicalReceiptReceived(_) => 8,
         Event::BusinessReceiptReceived(_) => 9,
         Event::RetentionApplied(_) => 10,
+        Event::LedgerSealed(_) => 11,
     }
 }
 
@@ -171,6 +172,11 @@ fn samples() -> Vec<Event> {
             }],
             as_of: date("2032-01-01"),
             retention_years: 5,
+        }),
+        Event::LedgerSealed(LedgerSealed {
+            source_head_position: 10,
+            source_head_hash: Sha256::digest(b"the old ledger's head").into(),
+            sealed_events: 2,
         }),
     ]
 }
@@ -339,13 +345,14 @@ fn vectors() -> String {
     }
     out.push_str(&sealed_vectors());
     out.push_str("### Chain vectors\n\n");
-    out.push_str(
-        "The payloads above as the events at positions 1 to 8 of a ledger, with event id \
-         `00000000-0000-4000-8000-00000000000N` at position N and recorded-at \
-         1793491200000000 + 1000·N µs, schema version 1. For each: the hash input in hex \
-         (the previous hash, then the fields as the recipe lists them), and its SHA-256, \
-         which is the event's `hash`.\n\n",
-    );
+    out.push_str(&format!(
+        "The payloads of the variant vectors above as the events at positions 1 to {} of a \
+         ledger, with event id `00000000-0000-4000-8000-00000000000N` at position N (N in \
+         hex) and recorded-at 1793491200000000 + 1000·N µs, schema version 1. For each: the \
+         hash input in hex (the previous hash, then the fields as the recipe lists them), and \
+         its SHA-256, which is the event's `hash`.\n\n",
+        samples().len()
+    ));
     let mut previous = GENESIS_HASH;
     for (index, event) in samples().iter().enumerate() {
         let position = u64::try_from(index + 1).unwrap();

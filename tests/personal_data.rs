@@ -628,7 +628,8 @@ fn as_written_before_sealing(dir: &Path) {
     };
     let mut conn = rusqlite::Connection::open(dir.join("ledger.sqlite3")).unwrap();
     let tx = conn.transaction().unwrap();
-    let rows: Vec<(i64, Vec<u8>, String, String, i64, Vec<u8>)> = tx
+    type Row = (i64, Vec<u8>, String, String, i64, Vec<u8>);
+    let rows: Vec<Row> = tx
         .prepare("SELECT position, event_id, stream, event_type, recorded_at_us, payload FROM events ORDER BY position")
         .unwrap()
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?)))

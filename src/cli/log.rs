@@ -73,6 +73,13 @@ pub(super) fn describe(event: &Event) -> Value {
             "acceptance": r.acceptance.as_str(), "reason": r.reason,
             "receipt_sha256": hex(&r.receipt_sha256), "archive_name": r.archive_name,
         }),
+        Event::RetentionApplied(_) | Event::LedgerSealed(_) => describe_privacy(event),
+    }
+}
+
+/// The events about the ledger's personal data as a whole.
+fn describe_privacy(event: &Event) -> Value {
+    match event {
         Event::RetentionApplied(e) => json!({
             "agreements": e.agreements.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
             "files": e.files.iter().map(|f| format!("{}/{:06}", f.kommune, f.sequence)).collect::<Vec<_>>(),
@@ -82,6 +89,7 @@ pub(super) fn describe(event: &Event) -> Value {
             "source_head": format!("{}:{}", e.source_head_position, hex(&e.source_head_hash)),
             "sealed_events": e.sealed_events,
         }),
+        _ => Value::Null,
     }
 }
 

@@ -534,7 +534,7 @@ impl Keyring {
         for agreement in agreements {
             db.execute(
                 "UPDATE subject_keys SET wrapped = NULL, erased_at_us = ?2, erased_position = ?3 WHERE agreement = ?1",
-                &[agreement.as_str().into(), at_us.into(), position.clone()],
+                &[agreement.as_str().into(), at_us.into(), position],
             )?;
         }
         self.forget();

@@ -50,6 +50,7 @@ EVENT_TYPES = [
     "TechnicalReceiptReceived",
     "BusinessReceiptReceived",
     "RetentionApplied",
+    "LedgerSealed",
 ]
 
 # BusinessReceiptReceived's acceptance, by its index.
@@ -239,6 +240,9 @@ def decode_with_envelope(payload):
         event["files"] = [dict(kommune=kommune(r), sequence=r.u32()) for _ in range(r.u64())]
         event["as_of"] = r.date()
         event["retention_years"] = r.u32()
+    elif name == "LedgerSealed":
+        event = dict(source_head_position=r.u64(), source_head_hash=r.raw(32),
+                     sealed_events=r.u64())
     else:  # BusinessReceiptReceived
         event = dict(kommune=kommune(r), sequence=r.u32(), senders_file_id=r.raw(16),
                      file_transfer_uuid=r.string(), recipient=r.string())
@@ -261,6 +265,8 @@ def decode_with_envelope(payload):
 def stream_of(name, event):
     if name == "RetentionApplied":
         return "retention"
+    if name == "LedgerSealed":
+        return "ledger"
     if name.startswith("Agreement"):
         return "agreement/%s" % event["agreement"]
     if name.startswith("Withholding"):
