@@ -747,3 +747,46 @@ async fn an_rsa_host_key_is_pinned() {
         "{refused:?}"
     );
 }
+
+/// Regression: pinning the RSA (or ECDSA) line `ssh-keyscan` prints for a server
+/// that also has an ed25519 key gave a false alarm ("server offered SHA256:…"):
+/// the client asked for russh's default host-key algorithms, ed25519 first. Each
+/// of the three keys of one server is pinned in turn, by its line and by its
+/// fingerprint; a key of another server is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_key_of_a_server_with_rsa_ecdsa_and_ed25519_can_be_pinned() {
+    let sshd = Sshd::start_with(SshdSetup {
+        host_key: args("-t ed25519"),
+        more_host_keys: vec![args("-t rsa -b 3072"), args("-t ecdsa -b 256")],
+        ..SshdSetup::default()
+    });
+    let lines = sshd.host_key_lines();
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|line| line.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(types, ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"]);
+    let mut config = sshd.config();
+    let scratch = tempfile::tempdir().unwrap();
+    for (index, line) in lines.iter().enumerate() {
+        let public = scratch.path().join(format!("key{index}.pub"));
+        fs::write(&public, format!("{line}\n")).unwrap();
+        for pin in [line.clone(), sshd::fingerprint(&public)] {
+            config.host_key = pin.parse().unwrap();
+            let client = SftpClient::connect(&config)
+                .await
+                .unwrap_or_else(|e| panic!("pinned {pin}: {e}\n{}", sshd.log()));
+            client.close().await;
+        }
+    }
+    let other = Sshd::start_with(SshdSetup {
+        host_key: args("-t rsa -b 3072"),
+        ..SshdSetup::default()
+    });
+    config.host_key = other.host_key_line().parse().unwrap();
+    let refused = SftpClient::connect(&config).await.err();
+    assert!(
+        matches!(&refused, Some(TransportError::HostKeyMismatch { .. })),
+        "{refused:?}"
+    );
+}
