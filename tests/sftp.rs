@@ -228,7 +228,13 @@ async fn a_wrong_pinned_host_key_is_refused_before_any_upload() {
             expected: e,
             ..
         } => {
-            assert_eq!((o, e), (&offered, &expected));
+            assert_eq!(
+                (o, e),
+                (
+                    &format!("{offered} (ssh-ed25519)"),
+                    &format!("{expected} (ssh-ed25519)")
+                )
+            );
         }
         other => panic!("expected HostKeyMismatch, got {other:?}"),
     }
@@ -517,7 +523,25 @@ async fn sftp_client_operations_work_on_the_server() {
         .mode();
     assert_eq!(mode & 0o077, 0, "uploaded file has mode {mode:o}");
     assert_eq!(client.size("OUT/a.txt").await.unwrap(), 5);
-    assert_eq!(client.read("OUT/a.txt").await.unwrap(), b"hello");
+    assert_eq!(client.read_at_most("OUT/a.txt", 5).await.unwrap(), b"hello");
+    let over = client.read_at_most("OUT/a.txt", 4).await.unwrap_err();
+    assert!(
+        matches!(over, TransportError::TooLarge { size_bytes: Some(5), limit_bytes: 4, .. }),
+        "{over:?}"
+    );
+    // A 4 GiB receipt (sparse: no disk) is refused by its size, never read.
+    let huge = fs::File::create(sshd.in_dir().join("huge.sftpreceipt")).unwrap();
+    huge.set_len(4 << 30).unwrap();
+    let refused = client
+        .read_at_most("IN/huge.sftpreceipt", transport::RECEIPT_BYTES_MAX)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, TransportError::TooLarge { size_bytes: Some(size), .. } if size == 4 << 30),
+        "{refused:?}"
+    );
+    assert!(!refused.is_retryable());
+    fs::remove_file(sshd.in_dir().join("huge.sftpreceipt")).unwrap();
     client.rename("OUT/a.txt", "OUT/b.txt").await.unwrap();
     assert!(!client.exists("OUT/a.txt").await.unwrap());
     assert!(client.exists("OUT/b.txt").await.unwrap());
@@ -743,7 +767,9 @@ async fn an_rsa_host_key_is_pinned() {
     config.host_key = other.host_key_line().parse().unwrap();
     let refused = SftpClient::connect(&config).await.err();
     assert!(
-        matches!(&refused, Some(TransportError::HostKeyMismatch { offered, .. }) if *offered == sshd.host_key_fingerprint()),
+        matches!(&refused, Some(TransportError::HostKeyMismatch { offered, .. })
+            if offered.starts_with(&format!("{} (ssh-rsa)", sshd.host_key_fingerprint()))
+                && offered.ends_with("and no ssh-ed25519 key")),
         "{refused:?}"
     );
 }
