@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::domain::Event;
 use crate::ledger::{Ledger, StoredEvent};
 
-use super::output::{hex, kroner, time_us};
+use super::output::{for_terminal, hex, kroner, time_us};
 use super::LogArgs;
 
 /// The event's content for auditors: readable dates, kroner, masked CPR.
@@ -108,7 +108,8 @@ fn print_event(
             .flatten()
             .filter(|(_, value)| !value.is_null())
             .map(|(key, value)| match value {
-                Value::String(text) => format!("{key}={text}"),
+                // Receipts and reasons are text from outside.
+                Value::String(text) => format!("{key}={}", for_terminal(text)),
                 other => format!("{key}={other}"),
             })
             .collect();

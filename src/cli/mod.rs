@@ -649,6 +649,8 @@ pub fn error_text(error: &anyhow::Error) -> String {
         }
         text.push_str(&part);
     }
+    // Causes may quote a server's message, a receipt or a file name.
+    let mut text = output::for_terminal(&text);
     if denied && !text.contains("permission on") {
         // Which permission: reading a file needs read on it; creating or renaming
         // one needs write on its directory; every directory on the way needs x.
@@ -668,7 +670,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         &cli.data_dir,
         cli.config.as_deref(),
         cli.database_url.as_deref(),
-    )?;
+    );
+    let database = match database {
+        Ok(database) => database,
+        Err(error) => return status::unknown_if_checking(&cli.command, &cli.data_dir, error),
+    };
     crate::ledger::set_database_url(database);
     tracing::debug!(data_dir = %cli.data_dir.display(), command = ?cli.command, "starting");
     match cli.command {
