@@ -108,9 +108,10 @@ fn print_event(
             .flatten()
             .filter(|(_, value)| !value.is_null())
             .map(|(key, value)| match value {
-                // Receipts and reasons are text from outside.
+                // Receipts and reasons are text from outside; JSON leaves the
+                // C1 controls in a receipt's errors as they came.
                 Value::String(text) => format!("{key}={}", for_terminal(text)),
-                other => format!("{key}={other}"),
+                other => format!("{key}={}", for_terminal(&other.to_string())),
             })
             .collect();
         writeln!(
