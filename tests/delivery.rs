@@ -785,3 +785,63 @@ fn c1_controls_in_a_recorded_receipt_are_printed_escaped() {
     }
     assert_eq!(site.archived().len(), 1);
 }
+
+/// Runs `command` to its end (bounded by `support::process::PATIENCE`) and
+/// returns its exit code and its peak resident memory in KiB, from `wait4`'s
+/// resource usage of that one child.
+fn run_measuring_peak_memory(mut command: Command) -> (Option<i32>, i64) {
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let started = std::time::Instant::now();
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `status` and `usage` are valid for writes; `pid` is our child.
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        assert_eq!(reaped, 0, "wait4 failed");
+        assert!(
+            started.elapsed() < support::process::PATIENCE,
+            "sf2520 did not finish within {:?}",
+            support::process::PATIENCE
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss)
+}
+
+/// A 300 MiB receipt in IN/ (the issue measured 2.5 GB of memory, 600 MB more
+/// ledger and 300 MB in `receipts/`): `export --deliver` refuses it by its size,
+/// stays under 100 MB of memory, and neither the ledger nor `receipts/` grows.
+#[test]
+fn a_receipt_of_300_mib_is_refused_with_memory_bounded() {
+    let site = HostileSite::new(|_| Answer::Oversized {
+        size_bytes: 300 << 20,
+    });
+    let mut command = support::cli::command(
+        &site.data_dir(),
+        ["--config", site.config.to_str().unwrap(), "export", "--deliver"],
+    );
+    command.env("RUST_LOG", "warn");
+    let (code, peak_kib) = run_measuring_peak_memory(command);
+    assert_eq!(code, Some(7), "the delivery is not complete");
+    assert!(peak_kib < 100 * 1024, "peak resident memory {peak_kib} KiB");
+    assert!(site.archived().is_empty(), "{:?}", site.archived());
+    let ledger_bytes = std::fs::metadata(site.data_dir().join("ledger.sqlite3"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        + std::fs::metadata(site.data_dir().join("ledger.sqlite3-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    assert!(ledger_bytes < 10 << 20, "the ledger holds {ledger_bytes} bytes");
+    let files = site.run(&["files"]).expect_success("files");
+    assert!(files.stdout.contains("uploaded"), "{}", files.stdout);
+}
