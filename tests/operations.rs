@@ -926,7 +926,11 @@ fn status_check_on_a_data_directory_it_cannot_read_is_unknown() {
     let site = Site::new();
     site.given_one_entry();
     let run = as_nobody(&site, &["status", "--check"]).expect_code(3, "unreadable data directory");
-    assert!(run.stdout.starts_with("SF2520 UNKNOWN - "), "{}", run.stdout);
+    assert!(
+        run.stdout.starts_with("SF2520 UNKNOWN - "),
+        "{}",
+        run.stdout
+    );
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
 }
 
@@ -951,7 +955,8 @@ fn ingest_and_export_on_a_read_only_data_directory_name_it_and_say_what_to_do() 
     for args in [vec!["ingest", input.as_str()], vec!["export"]] {
         let run = as_nobody(&site, &args).expect_code(6, "a read-only data directory");
         assert!(
-            run.stderr.contains(&format!("{} is read-only", data.display()))
+            run.stderr
+                .contains(&format!("{} is read-only", data.display()))
                 && run.stderr.contains("chmod 700"),
             "{args:?}: {}",
             run.stderr
@@ -970,9 +975,20 @@ fn config_check_refuses_a_data_directory_as_every_other_command_does() {
     site.given_one_entry();
     fs::set_permissions(site.data(), fs::Permissions::from_mode(0o755)).unwrap();
     let status = as_nobody(&site, &["status"]).expect_code(6, "status as another user");
-    assert!(status.stderr.contains("belongs to uid 0"), "{}", status.stderr);
-    let check = as_nobody(&site, &["config", "check"]).expect_code(6, "config check as another user");
-    assert!(check.stderr.contains("belongs to uid 0"), "{}", check.stderr);
-    let own = site.run(&["config", "check"]).expect_code(6, "config check on a 0755 directory");
+    assert!(
+        status.stderr.contains("belongs to uid 0"),
+        "{}",
+        status.stderr
+    );
+    let check =
+        as_nobody(&site, &["config", "check"]).expect_code(6, "config check as another user");
+    assert!(
+        check.stderr.contains("belongs to uid 0"),
+        "{}",
+        check.stderr
+    );
+    let own = site
+        .run(&["config", "check"])
+        .expect_code(6, "config check on a 0755 directory");
     assert!(own.stderr.contains("chmod 700"), "{}", own.stderr);
 }

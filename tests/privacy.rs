@@ -391,13 +391,19 @@ fn a_cpr_in_other_scripts_digits_is_masked_too() {
             withholding("KY-3", "BA-2", &devanagari, "2026-10-01", "1.00"),
         ]),
     );
-    for args in [vec!["ingest", bad.as_str()], vec!["ingest", "--json", bad.as_str()]] {
+    for args in [
+        vec!["ingest", bad.as_str()],
+        vec!["ingest", "--json", bad.as_str()],
+    ] {
         let run = s.refused(&args);
         let printed = format!("{}{}", run.stdout, run.stderr);
         for number in [&arabic_indic, &full_width, &devanagari] {
             assert!(!printed.contains(number.as_str()), "{number} in {printed}");
             let head: String = number.chars().take(6).collect();
-            assert!(printed.contains(&format!("{head}-xxxx")), "{head}: {printed}");
+            assert!(
+                printed.contains(&format!("{head}-xxxx")),
+                "{head}: {printed}"
+            );
         }
     }
 }

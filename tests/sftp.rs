@@ -526,7 +526,14 @@ async fn sftp_client_operations_work_on_the_server() {
     assert_eq!(client.read_at_most("OUT/a.txt", 5).await.unwrap(), b"hello");
     let over = client.read_at_most("OUT/a.txt", 4).await.unwrap_err();
     assert!(
-        matches!(over, TransportError::TooLarge { size_bytes: Some(5), limit_bytes: 4, .. }),
+        matches!(
+            over,
+            TransportError::TooLarge {
+                size_bytes: Some(5),
+                limit_bytes: 4,
+                ..
+            }
+        ),
         "{over:?}"
     );
     // A 4 GiB receipt (sparse: no disk) is refused by its size, never read.

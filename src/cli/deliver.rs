@@ -353,19 +353,23 @@ fn list_remote_dirs(sftp: &SftpConfig) -> anyhow::Result<(usize, usize)> {
     Ok((out_listing.len(), in_listing.len()))
 }
 
+/// The config file `config check` checks, once the data directory passes as it
+/// does for every other command (this user's, not open to others); one not made
+/// yet is fine: the configuration may be checked before `sf2520 init`.
+fn config_to_check(data_dir: &Path, config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match std::fs::metadata(data_dir) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        _ => crate::ledger::check_private_dir(data_dir)?,
+    }
+    Ok(config_path(data_dir, config))
+}
+
 pub(super) fn run_config_check(
     data_dir: &Path,
     config: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    // The data directory is refused as every other command refuses it (another
-    // user's, or open to others); one not made yet is fine: the configuration
-    // may be checked before `sf2520 init`.
-    match std::fs::metadata(data_dir) {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        _ => crate::ledger::check_private_dir(data_dir)?,
-    }
-    let path = config_path(data_dir, config);
+    let path = config_to_check(data_dir, config)?;
     let shown = path.display().to_string();
     // One line of text, or one JSON document, per outcome.
     let say = |fields: Value, text: String| -> io::Result<()> {

@@ -510,10 +510,7 @@ impl PinnedHostKey {
     pub fn host_key_algorithms(&self) -> Vec<Vec<Algorithm>> {
         match &self.algorithm {
             Some(algorithm) => vec![signature_algorithms(algorithm)],
-            None => HOST_KEY_FAMILIES
-                .iter()
-                .map(signature_algorithms)
-                .collect(),
+            None => HOST_KEY_FAMILIES.iter().map(signature_algorithms).collect(),
         }
     }
 

@@ -510,9 +510,7 @@ pub fn plain_file_name(name: &str) -> Option<&'static str> {
 
 /// The plain file names of a listing, sorted, and the others with the reason
 /// each was refused (`.` and `..` are left out silently: every listing has them).
-fn plain_names(
-    listed: impl Iterator<Item = String>,
-) -> (Vec<String>, Vec<(String, &'static str)>) {
+fn plain_names(listed: impl Iterator<Item = String>) -> (Vec<String>, Vec<(String, &'static str)>) {
     let mut names = Vec::new();
     let mut refused = Vec::new();
     for name in listed {
@@ -577,7 +575,10 @@ mod tests {
         let refused: Vec<&str> = refused.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(
             refused,
-            ["SF2520_0751_20260201_000001.txt./../x", "x\u{1b}]0;pwned\u{7}"]
+            [
+                "SF2520_0751_20260201_000001.txt./../x",
+                "x\u{1b}]0;pwned\u{7}"
+            ]
         );
     }
 }

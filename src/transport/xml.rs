@@ -922,7 +922,13 @@ mod tests {
             let shown = result.unwrap_err().to_string();
             assert!(!shown.contains('\u{1b}'), "{shown:?}");
         }
-        for allowed in ["tab\there", "line\nbreak\r", "c1 \u{9b}31m", "&#155;", "&#9;æøå"] {
+        for allowed in [
+            "tab\there",
+            "line\nbreak\r",
+            "c1 \u{9b}31m",
+            "&#155;",
+            "&#9;æøå",
+        ] {
             assert!(
                 parse_receipt(receipt(allowed).as_bytes()).is_ok(),
                 "{allowed:?}"

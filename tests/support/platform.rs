@@ -42,7 +42,9 @@ pub(crate) enum Answer {
     Silent,
     /// A receipt of this many bytes (sparse: it takes no disk), as whoever
     /// controls `IN/` could write one.
-    Oversized { size_bytes: u64 },
+    Oversized {
+        size_bytes: u64,
+    },
 }
 
 /// What the stand-in saw when a trigger appeared.
