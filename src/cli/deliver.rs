@@ -114,9 +114,9 @@ pub(super) fn not_configured(
             "deliver: {why}; {} official file(s) not accepted{}",
             waiting.len(),
             if waiting.is_empty() {
-                ""
+                String::new()
             } else {
-                " (exit code 7: delivery not complete)"
+                format!(" ({})", exit.explained())
             }
         )?;
     }
