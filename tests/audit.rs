@@ -491,7 +491,19 @@ fn a_signed_checkpoint_vouches_for_a_head_that_a_rolled_back_ledger_no_longer_ho
         "--out".as_ref(),
         checkpoint.as_os_str(),
     ];
-    sf2520(&data_dir, checkpoint_args).expect_refusal("chmod 600");
+    // Regression: a signing key others can read exited 1; the table says 6.
+    sf2520(&data_dir, checkpoint_args)
+        .expect_refusal("chmod 600")
+        .expect_code(6, "a signing key readable by others");
+    std::fs::write(data_dir.join("sf2520.toml"), "[audit]\n").unwrap();
+    sf2520(&data_dir, checkpoint_args)
+        .expect_refusal("has no [audit] signing_key")
+        .expect_code(6, "no signing key configured");
+    std::fs::write(
+        data_dir.join("sf2520.toml"),
+        "[audit]\nsigning_key = \"audit-key.der\"\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let run = sf2520(&data_dir, checkpoint_args).expect_success("checkpoint");
     let public_key = run

@@ -626,3 +626,242 @@ fn config_check_warns_about_sender_and_checks_remote_in_dir() {
         "{err}"
     );
 }
+
+/// A data directory with one withholding of kommune 0751, a real sshd with the
+/// platform stand-in answering `answer`, and the command line against them.
+struct HostileSite {
+    dir: tempfile::TempDir,
+    sshd: Sshd,
+    _platform: Platform,
+    config: std::path::PathBuf,
+}
+
+impl HostileSite {
+    fn new(answer: impl Fn(&str) -> Answer + Send + 'static) -> HostileSite {
+        let dir = tempfile::tempdir().unwrap();
+        let sshd = Sshd::start();
+        let platform = Platform::start(&sshd.root(), answer);
+        let config = sshd.write_sf2520_config(dir.path(), "receipt_timeout_secs = 5\n");
+        let site = HostileSite {
+            dir,
+            sshd,
+            _platform: platform,
+            config,
+        };
+        site.run(&["init"]).expect_success("init");
+        let input = site.dir.path().join("input.jsonl");
+        std::fs::write(
+            &input,
+            lines(&[
+                agreement("BA1", "0751", CPR, "2026-01-01"),
+                withholding("KY-1", "BA1", "0751", "2026-10-01", "5.00"),
+            ]),
+        )
+        .unwrap();
+        site.run(&["ingest", input.to_str().unwrap()])
+            .expect_success("ingest");
+        site
+    }
+
+    fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, args: &[&str]) -> support::cli::Run {
+        let mut all = vec!["--config", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        support::cli::sf2520(&self.data_dir(), all)
+    }
+
+    /// The names in `<data-dir>/receipts/` (none when it does not exist).
+    fn archived(&self) -> Vec<String> {
+        std::fs::read_dir(self.data_dir().join("receipts"))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Raw terminal controls in what a run printed: ESC (which starts ANSI
+/// sequences) and the C1 controls (CSI U+009B among them).
+fn terminal_controls(run: &support::cli::Run) -> Vec<char> {
+    run.stdout
+        .chars()
+        .chain(run.stderr.chars())
+        .filter(|c| *c == '\u{1b}' || ('\u{80}'..='\u{9f}').contains(c))
+        .collect()
+}
+
+/// Regression: a TechnicalReceipt whose ErrorDescription was 100,000 characters
+/// made `export --deliver` panic ("Formatting argument out of range", exit 101)
+/// after recording it, and `files` panicked on every later run. A receipt larger
+/// than the limit (64 KiB, docs/operations.md) is refused without being read
+/// whole: not recorded, not archived, left in IN/ and reported with the limit.
+#[test]
+fn a_receipt_over_the_size_limit_is_refused_and_nothing_panics() {
+    let site = HostileSite::new(|_| Answer::Reject {
+        code: 4711,
+        code_description: "Ukendt modtager".into(),
+        description: "x".repeat(100_000),
+    });
+    let run = site
+        .run(&["export", "--deliver"])
+        .expect_code(7, "export --deliver with an oversized receipt");
+    assert!(
+        run.stdout.contains("larger than") && run.stdout.contains("65536 bytes"),
+        "{}",
+        run.stdout
+    );
+    assert!(site.archived().is_empty(), "{:?}", site.archived());
+    let files = site.run(&["files"]).expect_success("files");
+    assert!(files.stdout.contains("uploaded"), "{}", files.stdout);
+    let left: Vec<_> = std::fs::read_dir(site.sshd.in_dir()).unwrap().collect();
+    assert_eq!(left.len(), 1, "the receipt stays in IN/ for the operator");
+    site.run(&["deliver"])
+        .expect_code(7, "deliver reports it again");
+}
+
+/// Regression: ESC in a receipt's text, raw or as `&#27;`, reached the terminal
+/// from `export --deliver`, `files` and `status`. XML 1.0 forbids the character,
+/// so the receipt is refused as not well-formed, and nothing raw is printed.
+#[test]
+fn a_receipt_with_escape_characters_is_refused_as_not_well_formed() {
+    for description in ["red \u{1b}[31m text", "clear &#27;[2J screen"] {
+        let site = HostileSite::new(move |_| Answer::Reject {
+            code: 4711,
+            code_description: "Ukendt modtager".into(),
+            description: description.into(),
+        });
+        let run = site
+            .run(&["export", "--deliver"])
+            .expect_code(7, "export --deliver with ESC in the receipt");
+        assert!(run.stdout.contains("not well-formed"), "{}", run.stdout);
+        for run in [
+            run,
+            site.run(&["files"]).expect_success("files"),
+            site.run(&["status"]).expect_success("status"),
+            site.run(&["deliver"]).expect_code(7, "deliver"),
+        ] {
+            assert!(
+                terminal_controls(&run).is_empty(),
+                "{description:?}: {}{}",
+                run.stdout,
+                run.stderr
+            );
+        }
+        assert!(site.archived().is_empty(), "{:?}", site.archived());
+    }
+}
+
+/// Regression: C1 controls (CSI, U+009B, is one; XML 1.0 allows them) in a
+/// receipt reached the terminal raw. The receipt is recorded as it came, and
+/// every command prints the text escaped (`\u{9b}`).
+#[test]
+fn c1_controls_in_a_recorded_receipt_are_printed_escaped() {
+    let site = HostileSite::new(|_| Answer::Reject {
+        code: 4711,
+        code_description: "Ukendt\u{9b}2J modtager".into(),
+        description: "findes &#155;31m ikke".into(),
+    });
+    let mut runs = vec![site
+        .run(&["export", "--deliver"])
+        .expect_code(7, "export --deliver")];
+    runs.push(site.run(&["files"]).expect_success("files"));
+    runs.push(site.run(&["status"]).expect_success("status"));
+    runs.push(
+        site.run(&["status", "--check"])
+            .expect_code(2, "status --check"),
+    );
+    runs.push(site.run(&["deliver"]).expect_code(7, "deliver"));
+    runs.push(site.run(&["log"]).expect_success("log"));
+    for run in &runs {
+        assert!(
+            terminal_controls(run).is_empty(),
+            "{}{}",
+            run.stdout,
+            run.stderr
+        );
+        assert!(run.stdout.contains("\\u{9b}"), "{}", run.stdout);
+    }
+    assert_eq!(site.archived().len(), 1);
+}
+
+/// Runs `command` to its end (bounded by `support::process::PATIENCE`) and
+/// returns its exit code and its peak resident memory in KiB, from `wait4`'s
+/// resource usage of that one child.
+// The child is reaped by `wait4`, which `Child::wait` cannot replace: only it
+// gives the child's own resource usage.
+#[allow(clippy::zombie_processes)]
+fn run_measuring_peak_memory(mut command: Command) -> (Option<i32>, i64) {
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let started = std::time::Instant::now();
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `status` and `usage` are valid for writes; `pid` is our child.
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        assert_eq!(reaped, 0, "wait4 failed");
+        assert!(
+            started.elapsed() < support::process::PATIENCE,
+            "sf2520 did not finish within {:?}",
+            support::process::PATIENCE
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss)
+}
+
+/// A 300 MiB receipt in IN/ (the issue measured 2.5 GB of memory, 600 MB more
+/// ledger and 300 MB in `receipts/`): `export --deliver` refuses it by its size,
+/// stays under 100 MB of memory, and neither the ledger nor `receipts/` grows.
+#[test]
+fn a_receipt_of_300_mib_is_refused_with_memory_bounded() {
+    let site = HostileSite::new(|_| Answer::Oversized {
+        size_bytes: 300 << 20,
+    });
+    let mut command = support::cli::command(
+        &site.data_dir(),
+        [
+            "--config",
+            site.config.to_str().unwrap(),
+            "export",
+            "--deliver",
+        ],
+    );
+    command.env("RUST_LOG", "warn");
+    let (code, peak_kib) = run_measuring_peak_memory(command);
+    assert_eq!(code, Some(7), "the delivery is not complete");
+    assert!(peak_kib < 100 * 1024, "peak resident memory {peak_kib} KiB");
+    assert!(site.archived().is_empty(), "{:?}", site.archived());
+    let ledger_bytes = size_if_any(&site.data_dir().join("ledger.sqlite3"))
+        + size_if_any(&site.data_dir().join("ledger.sqlite3-wal"));
+    assert!(
+        ledger_bytes < 10 << 20,
+        "the ledger holds {ledger_bytes} bytes"
+    );
+    let files = site.run(&["files"]).expect_success("files");
+    assert!(files.stdout.contains("uploaded"), "{}", files.stdout);
+}
+
+/// The size of the file at `path`, or 0 when there is none (a WAL checkpointed
+/// away, a ledger kept in PostgreSQL).
+fn size_if_any(path: &std::path::Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(metadata) => metadata.len(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(error) => panic!("{}: {error}", path.display()),
+    }
+}

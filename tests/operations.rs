@@ -295,6 +295,24 @@ fn a_host_key_that_is_not_the_pinned_one_has_its_own_code() {
         .run(&["--config", config.to_str().unwrap(), "export", "--deliver"])
         .expect_code(8, "host key mismatch");
     assert!(run.stdout.contains("not the pinned one"), "{}", run.stdout);
+    // Regression: the last line said "(exit code 7: delivery not complete)".
+    let deliver = site
+        .run(&["--config", config.to_str().unwrap(), "deliver"])
+        .expect_code(8, "deliver against an impostor");
+    for run in [&run, &deliver] {
+        let last = run.stdout.lines().last().unwrap_or_default();
+        let summary = run
+            .stdout
+            .lines()
+            .find(|line| line.contains("official file(s) not accepted"))
+            .unwrap_or_default();
+        assert!(
+            summary.contains("(exit code 8: the SFTP host key is not the pinned one)")
+                && !run.stdout.contains("exit code 7"),
+            "{last}\n{}",
+            run.stdout
+        );
+    }
     site.run(&["--config", config.to_str().unwrap(), "config", "check"])
         .expect_code(8, "config check against an impostor");
 }
@@ -866,4 +884,111 @@ fn every_reporting_command_prints_one_json_document() {
             .expect_success("demo --json")
             .stdout,
     );
+}
+
+// ---- Another user, and a directory it may not write ----------------------
+
+/// Runs a copy of the binary (that user may not reach `target/`) as `nobody`
+/// (uid 65534) on the site's data directory. The suite runs as root, as CI does.
+fn as_nobody(site: &Site, args: &[&str]) -> Run {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "running a command as another user needs root (scripts/test.sh runs as root)"
+    );
+    let binary = site.root().join("sf2520-for-nobody");
+    if !binary.exists() {
+        fs::copy(env!("CARGO_BIN_EXE_sf2520"), &binary).unwrap();
+        fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(site.root(), fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&binary)
+        .arg("--data-dir")
+        .arg(site.data())
+        .args(args)
+        .current_dir(site.root())
+        .env_remove("SF2520_DATA_DIR")
+        .env_remove("SF2520_DATABASE_URL")
+        .output()
+        .unwrap();
+    Run::from(output)
+}
+
+/// Regression: `status --check` on a data directory it could not read exited 1
+/// with a plain error ("cannot read the configuration file …"); a monitor
+/// expects its one `SF2520 UNKNOWN - …` line and exit code 3.
+#[test]
+fn status_check_on_a_data_directory_it_cannot_read_is_unknown() {
+    let site = Site::new();
+    site.given_one_entry();
+    let run = as_nobody(&site, &["status", "--check"]).expect_code(3, "unreadable data directory");
+    assert!(
+        run.stdout.starts_with("SF2520 UNKNOWN - "),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+}
+
+/// Regression: `ingest` and `export` on a read-only data directory said only
+/// "unable to open database file: Error code 14" (or SQLITE_READONLY_DIRECTORY).
+#[test]
+fn ingest_and_export_on_a_read_only_data_directory_name_it_and_say_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    site.given_one_entry();
+    let input = site.write(
+        "more.jsonl",
+        &lines(&[withholding("KY-2", "BA1", "0751", "2026-10-02", "1.00")]),
+    );
+    fs::set_permissions(&input, fs::Permissions::from_mode(0o644)).unwrap();
+    let data = site.data();
+    for entry in fs::read_dir(&data).unwrap() {
+        std::os::unix::fs::chown(entry.unwrap().path(), Some(65534), Some(65534)).unwrap();
+    }
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o500)).unwrap();
+    for args in [vec!["ingest", input.as_str()], vec!["export"]] {
+        let run = as_nobody(&site, &args).expect_code(6, "a read-only data directory");
+        assert!(
+            run.stderr
+                .contains(&format!("{} is read-only", data.display()))
+                && run.stderr.contains("chmod 700"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("Error code"), "{}", run.stderr);
+    }
+    as_nobody(&site, &["files"]).expect_success("reading still works");
+}
+
+/// Regression: `config check` as another user on a 0755 data directory it does
+/// not own exited 0, while every other command refused it.
+#[test]
+fn config_check_refuses_a_data_directory_as_every_other_command_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    site.given_one_entry();
+    fs::set_permissions(site.data(), fs::Permissions::from_mode(0o755)).unwrap();
+    let status = as_nobody(&site, &["status"]).expect_code(6, "status as another user");
+    assert!(
+        status.stderr.contains("belongs to uid 0"),
+        "{}",
+        status.stderr
+    );
+    let check =
+        as_nobody(&site, &["config", "check"]).expect_code(6, "config check as another user");
+    assert!(
+        check.stderr.contains("belongs to uid 0"),
+        "{}",
+        check.stderr
+    );
+    let own = site
+        .run(&["config", "check"])
+        .expect_code(6, "config check on a 0755 directory");
+    assert!(own.stderr.contains("chmod 700"), "{}", own.stderr);
 }

@@ -367,6 +367,51 @@ fn refusals_that_quote_input_mask_the_cpr() {
     );
 }
 
+/// Regression: a CPR written in Arabic-Indic or full-width digits in `kommune`
+/// or `reference` was echoed in full; any run of ten Unicode decimal digits is
+/// masked, as ASCII ones are.
+#[test]
+fn a_cpr_in_other_scripts_digits_is_masked_too() {
+    let mut s = Session::new();
+    s.ok(&["init"]);
+    let in_script = |zero: char| -> String {
+        OTHER_CPR
+            .chars()
+            .map(|digit| {
+                let value = digit.to_digit(10).unwrap();
+                char::from_u32(u32::from(zero) + value).unwrap()
+            })
+            .collect()
+    };
+    let arabic_indic = in_script('\u{660}');
+    let full_width = in_script('\u{ff10}');
+    let devanagari = in_script('\u{966}');
+    let bad = s.write(
+        "scripts.jsonl",
+        &lines(&[
+            agreement("BA-1", &arabic_indic, CPR, "2026-01-01"),
+            agreement("BA-2", "0751", CPR, "2026-01-01"),
+            withholding(&full_width, "BA-2", "0751", "2026-10-01", "1.00"),
+            withholding("KY-3", "BA-2", &devanagari, "2026-10-01", "1.00"),
+        ]),
+    );
+    for args in [
+        vec!["ingest", bad.as_str()],
+        vec!["ingest", "--json", bad.as_str()],
+    ] {
+        let run = s.refused(&args);
+        let printed = format!("{}{}", run.stdout, run.stderr);
+        for number in [&arabic_indic, &full_width, &devanagari] {
+            assert!(!printed.contains(number.as_str()), "{number} in {printed}");
+            let head: String = number.chars().take(6).collect();
+            assert!(
+                printed.contains(&format!("{head}-xxxx")),
+                "{head}: {printed}"
+            );
+        }
+    }
+}
+
 // The transport config through the public API: secrets and where they go must not
 // be readable by others.
 

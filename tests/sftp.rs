@@ -228,7 +228,13 @@ async fn a_wrong_pinned_host_key_is_refused_before_any_upload() {
             expected: e,
             ..
         } => {
-            assert_eq!((o, e), (&offered, &expected));
+            assert_eq!(
+                (o, e),
+                (
+                    &format!("{offered} (ssh-ed25519)"),
+                    &format!("{expected} (ssh-ed25519)")
+                )
+            );
         }
         other => panic!("expected HostKeyMismatch, got {other:?}"),
     }
@@ -517,7 +523,32 @@ async fn sftp_client_operations_work_on_the_server() {
         .mode();
     assert_eq!(mode & 0o077, 0, "uploaded file has mode {mode:o}");
     assert_eq!(client.size("OUT/a.txt").await.unwrap(), 5);
-    assert_eq!(client.read("OUT/a.txt").await.unwrap(), b"hello");
+    assert_eq!(client.read_at_most("OUT/a.txt", 5).await.unwrap(), b"hello");
+    let over = client.read_at_most("OUT/a.txt", 4).await.unwrap_err();
+    assert!(
+        matches!(
+            over,
+            TransportError::TooLarge {
+                size_bytes: Some(5),
+                limit_bytes: 4,
+                ..
+            }
+        ),
+        "{over:?}"
+    );
+    // A 4 GiB receipt (sparse: no disk) is refused by its size, never read.
+    let huge = fs::File::create(sshd.in_dir().join("huge.sftpreceipt")).unwrap();
+    huge.set_len(4 << 30).unwrap();
+    let refused = client
+        .read_at_most("IN/huge.sftpreceipt", transport::RECEIPT_BYTES_MAX)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, TransportError::TooLarge { size_bytes: Some(size), .. } if size == 4 << 30),
+        "{refused:?}"
+    );
+    assert!(!refused.is_retryable());
+    fs::remove_file(sshd.in_dir().join("huge.sftpreceipt")).unwrap();
     client.rename("OUT/a.txt", "OUT/b.txt").await.unwrap();
     assert!(!client.exists("OUT/a.txt").await.unwrap());
     assert!(client.exists("OUT/b.txt").await.unwrap());
@@ -743,7 +774,52 @@ async fn an_rsa_host_key_is_pinned() {
     config.host_key = other.host_key_line().parse().unwrap();
     let refused = SftpClient::connect(&config).await.err();
     assert!(
-        matches!(&refused, Some(TransportError::HostKeyMismatch { offered, .. }) if *offered == sshd.host_key_fingerprint()),
+        matches!(&refused, Some(TransportError::HostKeyMismatch { offered, .. })
+            if offered.starts_with(&format!("{} (ssh-rsa)", sshd.host_key_fingerprint()))
+                && offered.ends_with("and no ssh-ed25519 key")),
+        "{refused:?}"
+    );
+}
+
+/// Regression: pinning the RSA (or ECDSA) line `ssh-keyscan` prints for a server
+/// that also has an ed25519 key gave a false alarm ("server offered SHA256:…"):
+/// the client asked for russh's default host-key algorithms, ed25519 first. Each
+/// of the three keys of one server is pinned in turn, by its line and by its
+/// fingerprint; a key of another server is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_key_of_a_server_with_rsa_ecdsa_and_ed25519_can_be_pinned() {
+    let sshd = Sshd::start_with(SshdSetup {
+        host_key: args("-t ed25519"),
+        more_host_keys: vec![args("-t rsa -b 3072"), args("-t ecdsa -b 256")],
+        ..SshdSetup::default()
+    });
+    let lines = sshd.host_key_lines();
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|line| line.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(types, ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"]);
+    let mut config = sshd.config();
+    let scratch = tempfile::tempdir().unwrap();
+    for (index, line) in lines.iter().enumerate() {
+        let public = scratch.path().join(format!("key{index}.pub"));
+        fs::write(&public, format!("{line}\n")).unwrap();
+        for pin in [line.clone(), sshd::fingerprint(&public)] {
+            config.host_key = pin.parse().unwrap();
+            let client = SftpClient::connect(&config)
+                .await
+                .unwrap_or_else(|e| panic!("pinned {pin}: {e}\n{}", sshd.log()));
+            client.close().await;
+        }
+    }
+    let other = Sshd::start_with(SshdSetup {
+        host_key: args("-t rsa -b 3072"),
+        ..SshdSetup::default()
+    });
+    config.host_key = other.host_key_line().parse().unwrap();
+    let refused = SftpClient::connect(&config).await.err();
+    assert!(
+        matches!(&refused, Some(TransportError::HostKeyMismatch { .. })),
         "{refused:?}"
     );
 }

@@ -16,7 +16,7 @@ use crate::ledger::{DeliveryState, Ledger, OfficialFile};
 use crate::transport::{load, SftpClient, SftpConfig};
 
 use super::exit::Exit;
-use super::output::table;
+use super::output::{for_terminal, table};
 use super::DeliverArgs;
 
 /// The config file to use: the one named, or `<data-dir>/sf2520.toml`.
@@ -114,9 +114,9 @@ pub(super) fn not_configured(
             "deliver: {why}; {} official file(s) not accepted{}",
             waiting.len(),
             if waiting.is_empty() {
-                ""
+                String::new()
             } else {
-                " (exit code 7: delivery not complete)"
+                format!(" ({})", exit.explained())
             }
         )?;
     }
@@ -189,17 +189,18 @@ pub(super) fn deliver_and_report(
             reports.len()
         )?;
     }
-    print_waiting(&mut out, &waiting, reports.is_empty())?;
+    print_waiting(&mut out, &waiting, reports.is_empty(), exit)?;
     writeln!(out, "head: {head}")?;
     Ok((ledger, exit))
 }
 
 /// The files still not accepted after a run: rejected ones first-class, since
-/// only an operator's reissue moves them.
+/// only an operator's reissue moves them; the last line names the run's `exit`.
 fn print_waiting(
     out: &mut dyn Write,
     waiting: &[(OfficialFile, DeliveryState)],
     nothing_sent: bool,
+    exit: Exit,
 ) -> io::Result<()> {
     if waiting.is_empty() {
         return writeln!(
@@ -223,17 +224,24 @@ fn print_waiting(
             file.file_name,
             file.kommune,
             file.sequence,
-            state.label()
+            for_terminal(&state.label())
         )?;
     }
     writeln!(
         out,
-        "deliver: {} official file(s) not accepted (exit code 7: delivery not complete)",
-        waiting.len()
+        "deliver: {} official file(s) not accepted ({})",
+        waiting.len(),
+        exit.explained()
     )
 }
 
+/// What became of one file, ready for the terminal: receipts and server
+/// messages are text from outside.
 fn outcome(result: &DeliveryResult) -> String {
+    for_terminal(&outcome_text(result))
+}
+
+fn outcome_text(result: &DeliveryResult) -> String {
     match result {
         DeliveryResult::Accepted { file_transfer_uuid } => {
             format!("accepted (FileTransferUUID {file_transfer_uuid})")
@@ -345,12 +353,23 @@ fn list_remote_dirs(sftp: &SftpConfig) -> anyhow::Result<(usize, usize)> {
     Ok((out_listing.len(), in_listing.len()))
 }
 
+/// The config file `config check` checks, once the data directory passes as it
+/// does for every other command (this user's, not open to others); one not made
+/// yet is fine: the configuration may be checked before `sf2520 init`.
+fn config_to_check(data_dir: &Path, config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match std::fs::metadata(data_dir) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        _ => crate::ledger::check_private_dir(data_dir)?,
+    }
+    Ok(config_path(data_dir, config))
+}
+
 pub(super) fn run_config_check(
     data_dir: &Path,
     config: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let path = config_path(data_dir, config);
+    let path = config_to_check(data_dir, config)?;
     let shown = path.display().to_string();
     // One line of text, or one JSON document, per outcome.
     let say = |fields: Value, text: String| -> io::Result<()> {

@@ -9,6 +9,7 @@
 
 use std::process::ExitCode;
 
+use crate::audit::checkpoint::CheckpointError;
 use crate::export::ExportError;
 use crate::ingest::IngestError;
 use crate::ledger::{BackupError, LedgerError};
@@ -131,6 +132,15 @@ impl Exit {
             .find(|(exit, _, _)| *exit == self)
             .map_or(1, |(_, code, _)| *code)
     }
+
+    /// `exit code N: meaning`, as the table says, for a run's last line.
+    pub fn explained(self) -> String {
+        let meaning = TABLE
+            .iter()
+            .find(|(exit, _, _)| *exit == self)
+            .map_or("general failure", |(_, _, meaning)| *meaning);
+        format!("exit code {}: {meaning}", self.code())
+    }
 }
 
 impl From<Exit> for ExitCode {
@@ -155,6 +165,8 @@ pub fn classify(error: &anyhow::Error) -> Exit {
                 transport(error)
             } else if let Some(error) = cause.downcast_ref::<BackupError>() {
                 backup(error)
+            } else if let Some(error) = cause.downcast_ref::<CheckpointError>() {
+                checkpoint(error)
             } else if cause.downcast_ref::<ConfigError>().is_some() {
                 Some(Exit::Configuration)
             } else if cause.downcast_ref::<crate::domain::DomainError>().is_some()
@@ -174,6 +186,7 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
         | LedgerError::InsecurePermissions { .. }
         | LedgerError::NotOwner { .. }
         | LedgerError::NotADirectory { .. }
+        | LedgerError::ReadOnlyDirectory { .. }
         | LedgerError::BadDatabaseUrl { .. }
         | LedgerError::Connect { .. }
         | LedgerError::TargetNotEmpty { .. }
@@ -233,6 +246,18 @@ fn backup(error: &BackupError) -> Option<Exit> {
         | BackupError::CopyCorrupt { .. }
         | BackupError::BackupDamaged { .. } => Some(Exit::LedgerDamaged),
         BackupError::Ledger(inner) => ledger(inner),
+        _ => None,
+    }
+}
+
+/// The signing key and the `[audit]` section are configuration; a checkpoint
+/// that does not verify is not (its own message says what it means).
+fn checkpoint(error: &CheckpointError) -> Option<Exit> {
+    match error {
+        CheckpointError::TooOpen { .. }
+        | CheckpointError::BadKey { .. }
+        | CheckpointError::Config { .. } => Some(Exit::Configuration),
+        CheckpointError::Read { what, .. } if *what != "checkpoint" => Some(Exit::Configuration),
         _ => None,
     }
 }

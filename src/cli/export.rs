@@ -20,7 +20,7 @@ use crate::ledger::{Head, Ledger};
 
 use super::deliver::{deliver_and_report, not_configured, sftp_config};
 use super::exit::Exit;
-use super::output::{hex, kroner, table, time_us};
+use super::output::{for_terminal, hex, kroner, table, time_us};
 use super::{ExportArgs, FilesArgs, ReconstructArgs, ReissueArgs};
 use crate::export::DeliverRequest;
 
@@ -336,7 +336,7 @@ pub(super) fn run_files(data_dir: &Path, args: &FilesArgs) -> anyhow::Result<Exi
                 file.record_count.to_string(),
                 kroner(file.net_ore()),
                 hex(&file.sha256)[..16].to_string(),
-                state.label(),
+                for_terminal(&state.label()),
             ]);
         }
     }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::domain::Event;
 use crate::ledger::{Ledger, LedgerError, StoredEvent};
 
-use super::output::{hex, kroner, time_us};
+use super::output::{for_terminal, hex, kroner, time_us};
 use super::LogArgs;
 
 /// The event's content for auditors: readable dates, kroner, masked CPR.
@@ -141,8 +141,10 @@ fn print_event(
             .flatten()
             .filter(|(_, value)| !value.is_null())
             .map(|(key, value)| match value {
-                Value::String(text) => format!("{key}={text}"),
-                other => format!("{key}={other}"),
+                // Receipts and reasons are text from outside; JSON leaves the
+                // C1 controls in a receipt's errors as they came.
+                Value::String(text) => format!("{key}={}", for_terminal(text)),
+                other => format!("{key}={}", for_terminal(&other.to_string())),
             })
             .collect();
         writeln!(

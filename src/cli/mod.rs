@@ -712,6 +712,8 @@ pub fn error_text(error: &anyhow::Error) -> String {
         }
         text.push_str(&part);
     }
+    // Causes may quote a server's message, a receipt or a file name.
+    let mut text = output::for_terminal(&text);
     if denied && !text.contains("permission on") {
         // Which permission: reading a file needs read on it; creating or renaming
         // one needs write on its directory; every directory on the way needs x.
@@ -731,7 +733,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         &cli.data_dir,
         cli.config.as_deref(),
         cli.database_url.as_deref(),
-    )?;
+    );
+    let database = match database {
+        Ok(database) => database,
+        Err(error) => return status::unknown_if_checking(&cli.command, &cli.data_dir, error),
+    };
     crate::ledger::set_database_url(database);
     crate::ledger::set_key_file(privacy::key_file(
         &cli.data_dir,

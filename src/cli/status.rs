@@ -16,7 +16,7 @@ use crate::ledger::{DeliveryState, Head, Ledger, OfficialFile};
 use crate::transport::load;
 
 use super::deliver::config_path;
-use super::output::{hex, time_us};
+use super::output::{for_terminal, hex, time_us};
 use super::StatusArgs;
 
 /// One official file and where it stands.
@@ -196,11 +196,12 @@ pub(super) fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Ver
             format!(
                 "{} rejected ({}) and not reissued",
                 file.file.file_name,
-                file.state.label()
+                for_terminal(&file.state.label())
             ),
         ));
     }
     if let ConfigState::Invalid { message } = &snapshot.config {
+        let message = for_terminal(message);
         findings.push((Verdict::Critical, format!("configuration: {message}")));
     }
     let hours = |limit: u32| i64::from(limit) * 3_600_000_000;
@@ -214,7 +215,7 @@ pub(super) fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Ver
             "{} file(s) not yet accepted; the oldest, {}, is {} ({age_hours} h old)",
             pending.len(),
             oldest.file.file_name,
-            oldest.state.label()
+            for_terminal(&oldest.state.label())
         );
         if age_us >= hours(args.critical_hours) {
             findings.push((
@@ -248,6 +249,35 @@ pub(super) fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Ver
     )
 }
 
+/// For `status --check`, a run that cannot read what it reports on (the data
+/// directory, the configuration, the ledger) prints its one UNKNOWN line and
+/// exits 3, as a monitor expects; any other command fails with `error`.
+pub(super) fn unknown_if_checking(
+    command: &super::Command,
+    data_dir: &Path,
+    error: anyhow::Error,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        super::Command::Status(args) if args.check => Ok(unknown(data_dir, &error)),
+        _ => Err(error),
+    }
+}
+
+/// Prints `SF2520 UNKNOWN - …` for `error`; when the data directory itself is
+/// not this user's to read (another owner, open to others), that is said first,
+/// since it is the cause of whatever else failed.
+fn unknown(data_dir: &Path, error: &anyhow::Error) -> ExitCode {
+    let cause = match crate::ledger::check_private_dir(data_dir) {
+        Err(refusal) if data_dir.is_dir() => super::error_text(&refusal.into()),
+        _ => super::error_text(error),
+    };
+    println!(
+        "SF2520 UNKNOWN - cannot read the ledger: {}",
+        crate::domain::mask_in_text(&cause)
+    );
+    Verdict::Unknown.exit_code()
+}
+
 pub(super) fn run(
     data_dir: &Path,
     config: Option<&Path>,
@@ -258,13 +288,7 @@ pub(super) fn run(
         .and_then(|ledger| Snapshot::read(&ledger, data_dir, config));
     let snapshot = match snapshot {
         Ok(snapshot) => snapshot,
-        Err(error) if args.check => {
-            println!(
-                "SF2520 UNKNOWN - cannot read the ledger: {}",
-                crate::domain::mask_in_text(&super::error_text(&error))
-            );
-            return Ok(Verdict::Unknown.exit_code());
-        }
+        Err(error) if args.check => return Ok(unknown(data_dir, &error)),
         Err(error) => return Err(error),
     };
     let now_us = chrono::Utc::now().timestamp_micros();
@@ -407,7 +431,7 @@ fn print_head_and_files(out: &mut dyn Write, snapshot: &Snapshot) -> io::Result<
             "oldest pending  {} (created {}): {}",
             oldest.file.file_name,
             time_us(oldest.file.created_at_us),
-            oldest.state.label()
+            for_terminal(&oldest.state.label())
         )?;
     }
     for file in snapshot.rejected() {
@@ -415,7 +439,7 @@ fn print_head_and_files(out: &mut dyn Write, snapshot: &Snapshot) -> io::Result<
             out,
             "REJECTED        {}: {}; fix the cause, then `sf2520 reissue --kommune {} --seq {}`",
             file.file.file_name,
-            file.state.label(),
+            for_terminal(&file.state.label()),
             file.file.kommune,
             file.file.sequence
         )?;
@@ -436,7 +460,7 @@ fn config_line(snapshot: &Snapshot) -> String {
         ConfigState::Sftp { address } => {
             format!("{}: delivery over SFTP to {address}", snapshot.config_path)
         }
-        ConfigState::Invalid { message } => format!("INVALID: {message}"),
+        ConfigState::Invalid { message } => format!("INVALID: {}", for_terminal(message)),
     }
 }
 
@@ -455,7 +479,7 @@ fn print_kommuner_behind(out: &mut dyn Write, last: &[&FileStatus]) -> io::Resul
             file.file.kommune.name(),
             file.file.sequence,
             time_us(file.file.created_at_us),
-            file.state.label()
+            for_terminal(&file.state.label())
         )?;
     }
     if behind.len() > BEHIND_SHOWN {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use serde_json::json;
 
-use crate::audit::checkpoint::{parse_public_key, verify_checkpoint};
+use crate::audit::checkpoint::{parse_public_key, verify_checkpoint, CheckpointError};
 use crate::audit::{read_anchors, verify, Anchor, AuditChecks};
 use crate::export::default_outbox;
 use crate::ledger::Ledger;
@@ -135,10 +135,13 @@ pub(super) fn run_checkpoint(
     let path = super::deliver::config_path(data_dir, config);
     let audit = load_config(&path)?;
     let Some(key_path) = audit.signing_key else {
-        bail!(
-            "{} has no [audit] signing_key: add `signing_key = \"PATH\"` naming an ed25519 key in PKCS#8 DER (`openssl genpkey -algorithm ed25519 -outform DER -out PATH`)",
-            path.display()
-        );
+        return Err(CheckpointError::Config {
+            path,
+            message: "has no [audit] signing_key: add `signing_key = \"PATH\"` naming an ed25519 \
+                      key in PKCS#8 DER (`openssl genpkey -algorithm ed25519 -outform DER -out PATH`)"
+                .into(),
+        }
+        .into());
     };
     let key = load_key(&key_path)?;
     let ledger = Ledger::open_read_only(data_dir)?;

@@ -33,20 +33,27 @@ pub fn mask_raw(raw: &str) -> String {
 /// operator messages at the program's edge, because some carry input verbatim (a
 /// CPR sent in the kommune field, a date field, a JSON type error) and no single
 /// error type can know that its text holds a CPR.
+///
+/// A digit is any numeric character, not only ASCII: a CPR typed in
+/// Arabic-Indic (`١٠١٠٩٠١٢٣٤`), full-width or Devanagari digits is masked too
+/// (its first six characters are kept, as for ASCII).
 pub fn mask_in_text(text: &str) -> String {
-    let bytes = text.as_bytes();
+    if text.chars().filter(|c| c.is_numeric()).take(10).count() < 10 {
+        return text.to_owned();
+    }
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let byte_at = |index: usize| chars.get(index).map_or(text.len(), |(at, _)| *at);
     let mut masked = String::with_capacity(text.len());
     let mut copied = 0;
     let mut index = 0;
-    while index < bytes.len() {
-        let starts_token = index == 0 || !bytes[index - 1].is_ascii_alphanumeric();
-        match cpr_shape_at(bytes, index).filter(|_| starts_token) {
+    while index < chars.len() {
+        let starts_token = index == 0 || !continues_token(chars[index - 1].1);
+        match cpr_shape_at(&chars, index).filter(|_| starts_token) {
             Some(length) => {
-                masked.push_str(&text[copied..index]);
-                masked.push_str(&text[index..index + 6]);
+                masked.push_str(&text[copied..byte_at(index + 6)]);
                 masked.push_str("-xxxx");
                 index += length;
-                copied = index;
+                copied = byte_at(index);
             }
             None => index += 1,
         }
@@ -55,27 +62,33 @@ pub fn mask_in_text(text: &str) -> String {
     masked
 }
 
-/// The length of a CPR-shaped token starting at `start` (10 or 11 bytes), if the
-/// byte after it does not continue a word.
-fn cpr_shape_at(bytes: &[u8], start: usize) -> Option<usize> {
+/// A character that makes a digit run part of a longer word or number: an
+/// ASCII letter or any digit (a letter such as `æ` does not).
+fn continues_token(character: char) -> bool {
+    character.is_ascii_alphanumeric() || character.is_numeric()
+}
+
+/// The length in characters of a CPR-shaped token starting at `start` (10 or
+/// 11), if the character after it does not continue a word.
+fn cpr_shape_at(chars: &[(usize, char)], start: usize) -> Option<usize> {
     let digits = |from: usize, count: usize| {
-        bytes
+        chars
             .get(from..from + count)
-            .is_some_and(|run| run.iter().all(u8::is_ascii_digit))
+            .is_some_and(|run| run.iter().all(|(_, c)| c.is_numeric()))
     };
     if !digits(start, 6) {
         return None;
     }
     let length = if digits(start + 6, 4) {
         10
-    } else if bytes.get(start + 6) == Some(&b'-') && digits(start + 7, 4) {
+    } else if chars.get(start + 6).map(|(_, c)| *c) == Some('-') && digits(start + 7, 4) {
         11
     } else {
         return None;
     };
-    let ends_token = bytes
+    let ends_token = chars
         .get(start + length)
-        .is_none_or(|byte| !byte.is_ascii_alphanumeric());
+        .is_none_or(|(_, c)| !continues_token(*c));
     ends_token.then_some(length)
 }
 
@@ -242,6 +255,21 @@ mod tests {
             assert_eq!(mask_in_text(kept), kept);
         }
         assert_eq!(mask_in_text("æ1010901234ø"), "æ101090-xxxxø");
+    }
+
+    /// Regression: a CPR in Arabic-Indic or full-width digits was echoed in full.
+    #[test]
+    fn cpr_shaped_numbers_in_any_script_are_masked() {
+        assert_eq!(
+            mask_in_text("kommune \"١٠١٠٩٠١٢٣٤\" is not one of the 98"),
+            "kommune \"١٠١٠٩٠-xxxx\" is not one of the 98"
+        );
+        assert_eq!(mask_in_text("１０１０９０１２３４"), "１０１０９０-xxxx");
+        assert_eq!(mask_in_text("१०१०९०-१२३४."), "१०१०९०-xxxx.");
+        assert_eq!(mask_in_text("mixed 10109０１２３４"), "mixed 10109０-xxxx");
+        for kept in ["١٠١٠٩٠١٢٣٤٥", "1١٠١٠٩٠١٢٣٤", "١٠١٠٩٠١٢٣"] {
+            assert_eq!(mask_in_text(kept), kept);
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::ledger::{DeliveryState, DeliveryStatus, OfficialFile};
 use crate::transport::{
     await_receipt, business_receipts, parse_in_document, run_limited, upload, DeliveryOutcome,
     FoundBusinessReceipt, InDocument, OutgoingFile, RemotePaths, SftpClient, SftpConfig,
-    TransportError,
+    TransportError, RECEIPT_BYTES_MAX,
 };
 
 /// Where receipts are archived, inside the data directory.
@@ -477,7 +477,9 @@ async fn probe_earlier_upload(
             return Ok(Probe::AlreadyUploaded);
         }
         if client.exists(&paths.trigger).await? {
-            let trigger = client.read(&paths.trigger).await?;
+            let trigger = client
+                .read_at_most(&paths.trigger, RECEIPT_BYTES_MAX)
+                .await?;
             if String::from_utf8_lossy(&trigger).contains(&id.to_string()) {
                 return Ok(Probe::AlreadyUploaded);
             }
@@ -503,7 +505,7 @@ async fn our_receipt(
     if !client.exists(path).await? {
         return Ok(false);
     }
-    let bytes = client.read(path).await?;
+    let bytes = client.read_at_most(path, RECEIPT_BYTES_MAX).await?;
     if recorded.contains(&<[u8; 32]>::from(Sha256::digest(&bytes))) {
         return Ok(false);
     }

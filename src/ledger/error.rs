@@ -40,6 +40,17 @@ pub enum LedgerError {
         source: rusqlite::Error,
     },
 
+    /// A command that writes was run on a data directory this user may not
+    /// write (mode 0500, another user's group, a read-only mount).
+    #[error(
+        "{path} is read-only for this user, and this command writes the ledger there \
+         (SQLite keeps its journal beside the database): make it writable by its owner \
+         (`chmod 700 {path}`) or remount it read-write; commands that only read (status, \
+         files, totals, log, verify) work on it as it is",
+        path = .path.display()
+    )]
+    ReadOnlyDirectory { path: PathBuf },
+
     #[error(
         "{path} is open to group or others (mode {mode:o}), and it holds full CPR numbers; \
          run `chmod {} {path}`",

@@ -28,9 +28,16 @@ pub(crate) fn open_for_writing(
     dir: &Path,
     wait: Duration,
 ) -> Result<Connection, LedgerError> {
-    let open_error = |source| LedgerError::Open {
-        path: path.to_path_buf(),
-        source,
+    let open_error = |source: rusqlite::Error| {
+        if is_cant_open(&source) && !writable(dir) {
+            return LedgerError::ReadOnlyDirectory {
+                path: dir.to_path_buf(),
+            };
+        }
+        LedgerError::Open {
+            path: path.to_path_buf(),
+            source,
+        }
     };
     let conn = Connection::open(path).map_err(open_error)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -41,6 +48,19 @@ pub(crate) fn open_for_writing(
         }
     })?;
     Ok(conn)
+}
+
+/// Whether this process may create files in `dir` (its effective ids, a
+/// read-only mount included), so that SQLite's "unable to open database file"
+/// can be told apart from a directory that is read-only for us.
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return true;
+    };
+    // SAFETY: `path` is a NUL-terminated string that outlives the call;
+    // faccessat only reads it.
+    unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
 }
 
 /// Opens a copy of a ledger (a backup, a file about to be restored) read-only.

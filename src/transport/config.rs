@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use russh::keys::ssh_key::Fingerprint;
-use russh::keys::{Algorithm, HashAlg, PublicKey};
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PublicKey};
 use serde::Deserialize;
 use thiserror::Error;
 use uuid::Uuid;
@@ -465,17 +465,53 @@ fn check_private_key(path: &Path) -> Result<(), ConfigError> {
 }
 
 /// The server's host key we trust: its SHA-256 fingerprint, taken either from a
-/// `SHA256:...` fingerprint or from an OpenSSH public-key or known_hosts line.
+/// `SHA256:...` fingerprint or from an OpenSSH public-key or known_hosts line
+/// (which also says the key's algorithm).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct PinnedHostKey {
     fingerprint: Fingerprint,
+    /// The key's algorithm, when the pin is a key line; a fingerprint does not say.
+    algorithm: Option<Algorithm>,
 }
+
+/// Host-key algorithms one at a time, for a pin by fingerprint: a server offers
+/// one host key per handshake, the first of the client's list it has.
+const HOST_KEY_FAMILIES: [Algorithm; 5] = [
+    Algorithm::Ed25519,
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP256,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP384,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP521,
+    },
+    Algorithm::Rsa { hash: None },
+];
 
 impl PinnedHostKey {
     /// The expected `SHA256:` fingerprint.
     pub fn fingerprint(&self) -> &Fingerprint {
         &self.fingerprint
+    }
+
+    /// The pinned key's algorithm (`ssh-rsa`, `ssh-ed25519`, …), when known.
+    pub fn algorithm(&self) -> Option<&Algorithm> {
+        self.algorithm.as_ref()
+    }
+
+    /// The host-key algorithm lists to offer the server, one handshake each, in
+    /// order. A key-line pin gives one list: exactly its own algorithm (an RSA
+    /// key's SHA-2 signatures, never SHA-1), so a server that also has keys of
+    /// other types shows the pinned one. A fingerprint pin does not say which
+    /// algorithm, so each is asked for in turn, ed25519 first.
+    pub fn host_key_algorithms(&self) -> Vec<Vec<Algorithm>> {
+        match &self.algorithm {
+            Some(algorithm) => vec![signature_algorithms(algorithm)],
+            None => HOST_KEY_FAMILIES.iter().map(signature_algorithms).collect(),
+        }
     }
 
     /// Whether the server's offered key is the pinned one.
@@ -487,7 +523,10 @@ impl PinnedHostKey {
         // OpenSSH prints fingerprints without base64 padding; accept it pasted either way.
         let fingerprint = Fingerprint::from_str(text.trim_end_matches('='))
             .map_err(|e| format!("{text:?} is not a valid SHA256: fingerprint ({e})"))?;
-        Ok(PinnedHostKey { fingerprint })
+        Ok(PinnedHostKey {
+            fingerprint,
+            algorithm: None,
+        })
     }
 
     /// Accepts `ssh-ed25519 AAAA... [comment]` and known_hosts lines that put host
@@ -513,7 +552,24 @@ impl PinnedHostKey {
             .map_err(|e| format!("cannot parse the public key in {text:?}: {e}"))?;
         Ok(PinnedHostKey {
             fingerprint: key.fingerprint(HashAlg::Sha256),
+            algorithm: Some(key.algorithm()),
         })
+    }
+}
+
+/// The signature algorithms a host key of `algorithm` signs with: an RSA key
+/// with rsa-sha2-512 or rsa-sha2-256 (OpenSSH's order), any other key with its own.
+fn signature_algorithms(algorithm: &Algorithm) -> Vec<Algorithm> {
+    match algorithm {
+        Algorithm::Rsa { .. } => vec![
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
+        ],
+        other => vec![other.clone()],
     }
 }
 
@@ -633,8 +689,14 @@ mod tests {
         let from_line: PinnedHostKey = line.parse().unwrap();
         let from_known_hosts: PinnedHostKey = format!("[127.0.0.1]:2222 {line}").parse().unwrap();
         let from_fingerprint: PinnedHostKey = fingerprint.parse().unwrap();
-        assert_eq!(from_line, from_fingerprint);
-        assert_eq!(from_known_hosts, from_fingerprint);
+        assert_eq!(from_line.fingerprint(), from_fingerprint.fingerprint());
+        assert_eq!(from_known_hosts, from_line);
+        // A key line says the key's algorithm, and the client asks for exactly
+        // it; a fingerprint does not, and every algorithm is asked for in turn.
+        assert_eq!(from_line.algorithm(), Some(&Algorithm::Ed25519));
+        assert_eq!(from_line.host_key_algorithms(), [[Algorithm::Ed25519]]);
+        assert_eq!(from_fingerprint.algorithm(), None);
+        assert_eq!(from_fingerprint.host_key_algorithms().len(), 5);
         assert_eq!(from_line.to_string(), fingerprint);
         assert!(from_line.matches(test_key(2).public_key()));
         assert!(!from_line.matches(test_key(3).public_key()));

@@ -84,6 +84,21 @@ pub enum TransportError {
     #[error("cannot read the receipt {path:?}: {source}")]
     MalformedReceipt { path: String, source: XmlError },
 
+    /// A file on the server (a receipt, a trigger) larger than what such a file
+    /// may hold ([`super::RECEIPT_BYTES_MAX`]); it was not read whole.
+    #[error(
+        "{path:?} on the server {}larger than the {limit_bytes} bytes a receipt may have \
+         (docs/operations.md, \"Receipts\"); it was not read whole, recorded or archived, and \
+         stays where it is: ask the platform's operator what it is, and have it removed there",
+        size_note(*.size_bytes)
+    )]
+    TooLarge {
+        path: String,
+        /// The size the server reported, if it reported one.
+        size_bytes: Option<u64>,
+        limit_bytes: u64,
+    },
+
     #[error(
         "no receipt for {expected_senders_file_id} at {path:?} within {waited_secs} s \
          (receipt_timeout_secs){}",
@@ -105,6 +120,13 @@ pub enum TransportError {
 
     #[error("delivery task for {name:?} stopped unexpectedly: {message}")]
     TaskFailed { name: String, message: String },
+}
+
+fn size_note(size_bytes: Option<u64>) -> String {
+    match size_bytes {
+        Some(size) => format!("holds {size} bytes, "),
+        None => "is ".to_owned(),
+    }
 }
 
 fn stale_note(stale: &Option<String>) -> String {
@@ -146,6 +168,7 @@ impl TransportError {
             | TransportError::InvalidFileName { .. }
             | TransportError::Trigger { .. }
             | TransportError::MalformedReceipt { .. }
+            | TransportError::TooLarge { .. }
             | TransportError::ReceiptTimeout { .. }
             | TransportError::RetriesExhausted { .. }
             | TransportError::TaskFailed { .. } => false,

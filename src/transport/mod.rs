@@ -21,10 +21,11 @@ mod xml;
 
 pub use config::{load, ConfigError, PinnedHostKey, RetryConfig, RoutingConfig, SftpConfig};
 pub use error::TransportError;
-pub use sftp::SftpClient;
+pub use sftp::{plain_file_name, SftpClient};
 pub use transfer::{
     await_receipt, business_receipts, byte_count, run_limited, trigger_for, upload,
     DeliveryOutcome, FoundBusinessReceipt, OutgoingFile, ReceivedReceipt, RemotePaths, Uploaded,
+    RECEIPT_BYTES_MAX,
 };
 pub use xml::{
     parse_in_document, parse_receipt, trigger_xml, BusinessReceipt, DynamicRouting, InDocument,

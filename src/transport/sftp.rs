@@ -5,17 +5,18 @@
 //! ends the handshake before we authenticate or send a byte of data. Paths are
 //! relative to the login directory (where `OUT/` and `IN/` live).
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::Disconnect;
+use russh::{Disconnect, Preferred};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::config::{PinnedHostKey, SftpConfig};
 use super::error::TransportError;
@@ -69,7 +70,11 @@ impl client::Handler for PinnedKeyCheck {
             Ok(true)
         } else {
             Err(HandshakeError::HostKeyMismatch {
-                offered: offered.fingerprint(HashAlg::Sha256).to_string(),
+                offered: format!(
+                    "{} ({})",
+                    offered.fingerprint(HashAlg::Sha256),
+                    offered.algorithm()
+                ),
             })
         }
     }
@@ -91,17 +96,7 @@ impl SftpClient {
 
     async fn open(config: &SftpConfig, key: ClientKey) -> Result<SftpClient, TransportError> {
         let address = config.address();
-        let ssh_config = Arc::new(client::Config {
-            keepalive_interval: Some(KEEPALIVE_INTERVAL),
-            keepalive_max: KEEPALIVE_MAX,
-            ..client::Config::default()
-        });
-        let check = PinnedKeyCheck {
-            expected: config.host_key.clone(),
-        };
-        let mut handle = client::connect(ssh_config, (config.host.as_str(), config.port), check)
-            .await
-            .map_err(|e| handshake_error(config, e))?;
+        let mut handle = handshake(config).await?;
         let auth = authenticate(&mut handle, config, key).await?;
         if !auth.success() {
             return Err(TransportError::AuthRejected {
@@ -158,11 +153,44 @@ impl SftpClient {
         })
     }
 
-    pub async fn read(&self, path: &str) -> Result<Vec<u8>, TransportError> {
-        self.sftp
-            .read(path)
+    /// The bytes of the file at `path`, if it holds at most `limit_bytes`; a
+    /// larger one is [`TransportError::TooLarge`] and is never read whole: the
+    /// size the server reports for the open file is checked first, and the read
+    /// stops one byte past the limit whatever that size said (a file still
+    /// growing, a server that does not report sizes).
+    pub async fn read_at_most(
+        &self,
+        path: &str,
+        limit_bytes: u64,
+    ) -> Result<Vec<u8>, TransportError> {
+        let too_large = |size_bytes| TransportError::TooLarge {
+            path: path.to_owned(),
+            size_bytes,
+            limit_bytes,
+        };
+        let mut file = self
+            .sftp
+            .open(path)
             .await
-            .map_err(|e| sftp_error("read", path, e))
+            .map_err(|e| sftp_error("read", path, e))?;
+        let reported = file
+            .metadata()
+            .await
+            .map_err(|e| sftp_error("stat", path, e))?
+            .size;
+        if let Some(size) = reported.filter(|size| *size > limit_bytes) {
+            return Err(too_large(Some(size)));
+        }
+        let mut bytes = Vec::new();
+        (&mut file)
+            .take(limit_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| io_error("read", path, e))?;
+        if super::transfer::byte_count(&bytes) > limit_bytes {
+            return Err(too_large(None));
+        }
+        Ok(bytes)
     }
 
     pub async fn exists(&self, path: &str) -> Result<bool, TransportError> {
@@ -188,15 +216,24 @@ impl SftpClient {
             .map_err(|e| sftp_error("rename", &format!("{from} -> {to}"), e))
     }
 
-    /// The names in directory `path`, without `.` and `..`, sorted.
+    /// The plain file names in directory `path` (see [`plain_file_name`]),
+    /// sorted. Any other name the server lists (`../x`, `a/b`, a control
+    /// character) is left out with a warning naming it: it is never opened or
+    /// removed. An OpenSSH server cannot list such names; another server can.
     pub async fn list_dir(&self, path: &str) -> Result<Vec<String>, TransportError> {
         let entries = self
             .sftp
             .read_dir(path)
             .await
             .map_err(|e| sftp_error("list", path, e))?;
-        let mut names: Vec<String> = entries.map(|entry| entry.file_name()).collect();
-        names.sort();
+        let (names, refused) = plain_names(entries.map(|entry| entry.file_name()));
+        for (name, why) in refused {
+            tracing::warn!(
+                directory = %path,
+                name = ?name,
+                "the server lists a name that is not a plain file name ({why}); left alone"
+            );
+        }
         Ok(names)
     }
 
@@ -208,6 +245,79 @@ impl SftpClient {
             .handle
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
+    }
+}
+
+/// Connects and checks the server's host key against the pin. The client asks
+/// for the pinned key's algorithm only (a server offers one host key, the first
+/// of the client's list that it has), so pinning the RSA key of a server that
+/// also has an ed25519 key works; a pin by fingerprint does not say which
+/// algorithm, so each is asked for in turn until the server shows the pinned key
+/// ([`PinnedHostKey::host_key_algorithms`]).
+async fn handshake(config: &SftpConfig) -> Result<Handle<PinnedKeyCheck>, TransportError> {
+    let mut offered = Vec::new();
+    for algorithms in config.host_key.host_key_algorithms() {
+        match try_handshake(config, algorithms).await? {
+            Attempt::Pinned(handle) => return Ok(handle),
+            Attempt::Offered(key) => offered.push(key),
+            Attempt::NoSuchKey => {}
+        }
+    }
+    let mut offered = offered.join(" and ");
+    if offered.is_empty() {
+        // The server has no key of the pinned type: name the key it does show,
+        // for the operator to compare with the one the platform announced.
+        let any_key = Preferred::default().key.into_owned();
+        offered = match try_handshake(config, any_key).await? {
+            Attempt::Pinned(handle) => return Ok(handle),
+            Attempt::Offered(key) => key,
+            Attempt::NoSuchKey => "no host key this client knows".to_owned(),
+        };
+        if let Some(algorithm) = config.host_key.algorithm() {
+            offered.push_str(&format!(" and no {algorithm} key"));
+        }
+    }
+    Err(handshake_error(
+        config,
+        HandshakeError::HostKeyMismatch { offered },
+    ))
+}
+
+/// How one handshake that asked for some host-key algorithms ended.
+enum Attempt {
+    /// The server showed the pinned key: the session, ready to log in.
+    Pinned(Handle<PinnedKeyCheck>),
+    /// The server showed another key: its fingerprint and type.
+    Offered(String),
+    /// The server has no host key of the algorithms asked for.
+    NoSuchKey,
+}
+
+async fn try_handshake(
+    config: &SftpConfig,
+    algorithms: Vec<russh::keys::Algorithm>,
+) -> Result<Attempt, TransportError> {
+    let ssh_config = Arc::new(client::Config {
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_max: KEEPALIVE_MAX,
+        preferred: Preferred {
+            key: Cow::Owned(algorithms),
+            ..Preferred::default()
+        },
+        ..client::Config::default()
+    });
+    let check = PinnedKeyCheck {
+        expected: config.host_key.clone(),
+    };
+    let address = (config.host.as_str(), config.port);
+    match client::connect(ssh_config, address, check).await {
+        Ok(handle) => Ok(Attempt::Pinned(handle)),
+        Err(HandshakeError::HostKeyMismatch { offered }) => Ok(Attempt::Offered(offered)),
+        Err(HandshakeError::Ssh(russh::Error::NoCommonAlgo {
+            kind: russh::AlgorithmKind::Key,
+            ..
+        })) => Ok(Attempt::NoSuchKey),
+        Err(error) => Err(handshake_error(config, error)),
     }
 }
 
@@ -320,7 +430,10 @@ fn handshake_error(config: &SftpConfig, error: HandshakeError) -> TransportError
         HandshakeError::HostKeyMismatch { offered } => TransportError::HostKeyMismatch {
             address: config.address(),
             offered,
-            expected: config.host_key.to_string(),
+            expected: match config.host_key.algorithm() {
+                Some(algorithm) => format!("{} ({algorithm})", config.host_key),
+                None => config.host_key.to_string(),
+            },
         },
         HandshakeError::Ssh(russh::Error::IO(source)) => TransportError::Connect {
             address: config.address(),
@@ -373,5 +486,99 @@ fn io_error(operation: &'static str, path: &str, error: std::io::Error) -> Trans
         operation,
         path: path.to_owned(),
         message: error.to_string(),
+    }
+}
+
+/// Why `name`, as a server listed it, is not a plain file name in its directory,
+/// or `None` when it is: not empty, not `.` or `..`, no `/` or `\\`, no NUL or
+/// other control character, at most 255 bytes.
+pub fn plain_file_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name == "." || name == ".." {
+        Some("it names a directory, not a file in it")
+    } else if name.contains(['/', '\\']) {
+        Some("it holds a path separator")
+    } else if name.chars().any(char::is_control) {
+        Some("it holds a control character")
+    } else if name.len() > 255 {
+        Some("it is longer than 255 bytes")
+    } else {
+        None
+    }
+}
+
+/// The plain file names of a listing, sorted, and the others with the reason
+/// each was refused (`.` and `..` are left out silently: every listing has them).
+fn plain_names(listed: impl Iterator<Item = String>) -> (Vec<String>, Vec<(String, &'static str)>) {
+    let mut names = Vec::new();
+    let mut refused = Vec::new();
+    for name in listed {
+        match plain_file_name(&name) {
+            None => names.push(name),
+            Some(_) if name == "." || name == ".." => {}
+            Some(why) => refused.push((name, why)),
+        }
+    }
+    names.sort();
+    (names, refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_file_names_pass() {
+        for plain in [
+            "SF2520_0751_20260201_000001.txt.sftpreceipt",
+            ".SF2520_0751_20260201_000001.txt.sftpreceipt.partial",
+            "kvittering æøå.xml",
+            "..hidden",
+        ] {
+            assert_eq!(plain_file_name(plain), None, "{plain:?}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "SF2520_0751_20260201_000001.txt./../../etc/passwd",
+            "a/b",
+            "/abs",
+            "a\\b",
+            "nul\0byte",
+            "esc\u{1b}[2J",
+            "line\nbreak",
+            "c1\u{9b}",
+        ] {
+            assert!(plain_file_name(bad).is_some(), "{bad:?} passed");
+        }
+        assert!(plain_file_name(&"x".repeat(256)).is_some());
+    }
+
+    /// Regression: names in the server's `IN/` listing holding `/..` were opened
+    /// and removed on the server.
+    #[test]
+    fn a_listing_keeps_the_plain_names_and_reports_the_others() {
+        let listed = [
+            "b.sftpreceipt",
+            ".",
+            "SF2520_0751_20260201_000001.txt./../x",
+            "..",
+            "a.sftpreceipt",
+            "x\u{1b}]0;pwned\u{7}",
+        ]
+        .map(str::to_owned);
+        let (names, refused) = plain_names(listed.into_iter());
+        assert_eq!(names, ["a.sftpreceipt", "b.sftpreceipt"]);
+        let refused: Vec<&str> = refused.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            refused,
+            [
+                "SF2520_0751_20260201_000001.txt./../x",
+                "x\u{1b}]0;pwned\u{7}"
+            ]
+        );
     }
 }

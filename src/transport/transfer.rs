@@ -27,6 +27,12 @@ use super::xml::{
 use crate::domain::ReceiptErrorCode;
 use sha2::{Digest, Sha256};
 
+/// The most bytes a receipt (or a trigger read back) may hold: 64 KiB. KOMBIT's
+/// `SFTPTypes.xsd` documents are a few hundred bytes to a few KiB; a larger one
+/// is refused before it is read whole, so memory, the ledger and `receipts/`
+/// stay bounded whatever the server's `IN/` holds (docs/operations.md, "Receipts").
+pub const RECEIPT_BYTES_MAX: u64 = 64 * 1024;
+
 /// A file to hand to the platform.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutgoingFile {
@@ -314,7 +320,7 @@ impl<'a> ReceiptWatch<'a> {
         if !client.exists(self.path).await? {
             return Ok(None);
         }
-        let bytes = client.read(self.path).await?;
+        let bytes = client.read_at_most(self.path, RECEIPT_BYTES_MAX).await?;
         let sha256: [u8; 32] = Sha256::digest(&bytes).into();
         if self.recorded.contains(&sha256) {
             return Ok(None);
@@ -417,7 +423,15 @@ async fn find_business_receipts(
             continue;
         };
         let path = format!("{inbox}/{entry}");
-        let bytes = client.read(&path).await?;
+        let bytes = match client.read_at_most(&path, RECEIPT_BYTES_MAX).await {
+            Ok(bytes) => bytes,
+            Err(error @ TransportError::TooLarge { .. }) => {
+                // Not ours to judge further; the technical receipts still count.
+                tracing::warn!(%error, "left a file in IN/ unread");
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         match parse_in_document(&bytes) {
             Ok(InDocument::Business(receipt)) if receipt.file_name == *name => {
                 let sha256 = Sha256::digest(&bytes).into();

@@ -274,6 +274,7 @@ pub fn parse_in_document(bytes: &[u8]) -> Result<InDocument, XmlError> {
     let malformed = |e: quick_xml::DeError| XmlError::Shape {
         message: e.to_string(),
     };
+    check_characters(text)?;
     match check_document(text)? {
         Root::Technical => {
             let document: ReceiptDocument = quick_xml::de::from_str(text).map_err(malformed)?;
@@ -513,11 +514,44 @@ impl Scan {
     }
 }
 
+/// XML 1.0's `Char` production (§2.2): tab, line feed, carriage return and the
+/// rest of Unicode but the C0 controls, the surrogates, U+FFFE and U+FFFF. ESC
+/// (U+001B), which starts terminal sequences, is not a character of XML 1.0,
+/// neither raw nor as `&#27;`. (The C1 controls are: XML 1.0 only discourages
+/// them, so a receipt holding one is read, and printed escaped.)
+fn is_xml_char(character: char) -> bool {
+    matches!(
+        character,
+        '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..
+    )
+}
+
+/// Refuses a document holding a character XML 1.0 does not allow; quick-xml
+/// reads them as text.
+fn check_characters(text: &str) -> Result<(), XmlError> {
+    match text.char_indices().find(|(_, c)| !is_xml_char(*c)) {
+        None => Ok(()),
+        Some((offset, character)) => Err(XmlError::Malformed {
+            offset: super::transfer::byte_count(&text.as_bytes()[..offset]),
+            message: format!(
+                "U+{:04X} is not a character XML 1.0 allows",
+                u32::from(character)
+            ),
+        }),
+    }
+}
+
 /// A character reference or one of XML's five predefined entities; a DTD's own
 /// entities are not read, so any other name is an error.
 fn check_reference(reference: &quick_xml::events::BytesRef<'_>) -> Result<(), String> {
     match reference.resolve_char_ref() {
         Err(error) => Err(format!("the character reference &{};: {error}", &**reference)),
+        Ok(Some(character)) if !is_xml_char(character) => Err(format!(
+            "the character reference &{}; stands for U+{:04X}, which is not a character \
+             XML 1.0 allows",
+            &**reference,
+            u32::from(character)
+        )),
         Ok(Some(_)) => Ok(()),
         Ok(None) if quick_xml::escape::resolve_xml_entity(reference).is_some() => Ok(()),
         Ok(None) => Err(format!(
@@ -855,6 +889,55 @@ mod tests {
         assert!(
             matches!(parse_in_document(twice.as_bytes()), Err(XmlError::Shape { ref message }) if message.contains("FileTransferUUID")),
             "{twice}"
+        );
+    }
+
+    /// Regression: ESC in a receipt's text, raw or as `&#27;`, was read and
+    /// reached the terminal. XML 1.0 forbids it (and every C0 control but tab,
+    /// line feed and carriage return); the C1 controls it allows.
+    #[test]
+    fn characters_xml_forbids_are_refused_raw_and_as_references() {
+        let receipt = |description: &str| {
+            format!(
+                "<TechnicalReceipt><FileTransferUUID>t</FileTransferUUID><ErrorMessage><ErrorCode>1</ErrorCode>\
+                 <ErrorCodeDescription>d</ErrorCodeDescription><ErrorDescription>{description}</ErrorDescription>\
+                 </ErrorMessage></TechnicalReceipt>"
+            )
+        };
+        for bad in [
+            "a\u{1b}[31mred",
+            "a&#27;[2J",
+            "a&#x1B;[2J",
+            "bell\u{7}",
+            "&#x8;",
+            "nul&#0;",
+            "\u{ffff}",
+            "&#xFFFE;",
+        ] {
+            let result = parse_receipt(receipt(bad).as_bytes());
+            assert!(
+                matches!(&result, Err(XmlError::Malformed { message, .. }) if message.contains("XML")),
+                "{bad:?} gave {result:?}"
+            );
+            let shown = result.unwrap_err().to_string();
+            assert!(!shown.contains('\u{1b}'), "{shown:?}");
+        }
+        for allowed in [
+            "tab\there",
+            "line\nbreak\r",
+            "c1 \u{9b}31m",
+            "&#155;",
+            "&#9;æøå",
+        ] {
+            assert!(
+                parse_receipt(receipt(allowed).as_bytes()).is_ok(),
+                "{allowed:?}"
+            );
+        }
+        let offset = receipt("x\u{1b}").find('\u{1b}').unwrap();
+        assert!(
+            matches!(parse_receipt(receipt("x\u{1b}").as_bytes()), Err(XmlError::Malformed { offset: at, .. }) if at == u64::try_from(offset).unwrap()),
+            "the error names the byte"
         );
     }
 

@@ -40,6 +40,11 @@ pub(crate) enum Answer {
     },
     /// Pick the files up but never write a receipt.
     Silent,
+    /// A receipt of this many bytes (sparse: it takes no disk), as whoever
+    /// controls `IN/` could write one.
+    Oversized {
+        size_bytes: u64,
+    },
 }
 
 /// What the stand-in saw when a trigger appeared.
@@ -217,7 +222,9 @@ impl Watcher {
         };
         let answer = self.verdict(&seen);
         self.pick_up(name, data.as_deref());
-        if !matches!(answer, Answer::Silent) {
+        if let Answer::Oversized { size_bytes } = answer {
+            self.write_sparse_receipt(name, size_bytes);
+        } else if !matches!(answer, Answer::Silent) {
             let transfer = uuid::Uuid::new_v4().to_string();
             self.write_receipt(
                 name,
@@ -270,6 +277,14 @@ impl Watcher {
         let _ = fs::remove_file(out.join(format!("{name}.trigger")));
     }
 
+    fn write_sparse_receipt(&self, name: &str, size_bytes: u64) {
+        let inbox = self.root.join("IN");
+        let partial = inbox.join(format!(".{name}.sftpreceipt.partial"));
+        let file = fs::File::create(&partial).expect("create oversized receipt");
+        file.set_len(size_bytes).expect("size oversized receipt");
+        fs::rename(&partial, inbox.join(format!("{name}.sftpreceipt"))).expect("publish receipt");
+    }
+
     /// Written to a temporary name and renamed, so a client never reads half a receipt.
     fn write_receipt(&self, name: &str, xml: &str) {
         let inbox = self.root.join("IN");
@@ -294,7 +309,7 @@ pub(crate) fn receipt_xml(
     };
     let id = format!("<SendersFileId>{senders_file_id}</SendersFileId>");
     let (id, verdict) = match answer {
-        Answer::Success | Answer::Silent => (
+        Answer::Success | Answer::Silent | Answer::Oversized { .. } => (
             id,
             "<Receipt><Message>SUCCESS</Message></Receipt>".to_owned(),
         ),

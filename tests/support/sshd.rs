@@ -33,6 +33,9 @@ const LOG_WAIT_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) struct SshdSetup {
     /// `ssh-keygen` arguments for the host key, e.g. `["-t", "rsa", "-b", "3072"]`.
     pub host_key: Vec<String>,
+    /// `ssh-keygen` arguments for more host keys the server also has (as an
+    /// OpenSSH server has RSA, ECDSA and ed25519 keys), listed after `host_key`.
+    pub more_host_keys: Vec<Vec<String>>,
     /// `PubkeyAcceptedAlgorithms`, when it should be narrower than sshd's default.
     pub pubkey_accepted_algorithms: Option<String>,
 }
@@ -41,6 +44,7 @@ impl Default for SshdSetup {
     fn default() -> Self {
         SshdSetup {
             host_key: vec!["-t".into(), "ed25519".into()],
+            more_host_keys: Vec::new(),
             pubkey_accepted_algorithms: None,
         }
     }
@@ -73,6 +77,10 @@ impl Sshd {
         }
         let host_args: Vec<&str> = setup.host_key.iter().map(String::as_str).collect();
         generate_key_with(dir.path(), "host_key", &host_args);
+        for (index, args) in setup.more_host_keys.iter().enumerate() {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            generate_key_with(dir.path(), &format!("host_key_{}", index + 2), &args);
+        }
         let client_key = generate_key(dir.path(), "client_ed25519");
         fs::copy(
             client_key.with_extension("pub"),
@@ -93,10 +101,13 @@ impl Sshd {
 
     fn write_config(&self) {
         let dir = self.dir.path().display();
+        let more_host_keys: String = (2..self.setup.more_host_keys.len() + 2)
+            .map(|number| format!("HostKey {dir}/host_key_{number}\n"))
+            .collect();
         let config = format!(
             "ListenAddress 127.0.0.1\n\
              Port {port}\n\
-             HostKey {dir}/host_key\n\
+             HostKey {dir}/host_key\n{more_host_keys}\
              PidFile {dir}/sshd.pid\n\
              AuthorizedKeysFile {dir}/authorized_keys\n\
              StrictModes no\n\
@@ -216,6 +227,16 @@ impl Sshd {
     /// The host's public key as an OpenSSH line: `ssh-ed25519 AAAA... comment`.
     pub(crate) fn host_key_line(&self) -> String {
         read_trimmed(&self.dir.path().join("host_key.pub"))
+    }
+
+    /// Every host key's OpenSSH line, `host_key` first, then `more_host_keys` in order.
+    pub(crate) fn host_key_lines(&self) -> Vec<String> {
+        let mut lines = vec![self.host_key_line()];
+        for number in 2..self.setup.more_host_keys.len() + 2 {
+            let path = self.dir.path().join(format!("host_key_{number}.pub"));
+            lines.push(read_trimmed(&path));
+        }
+        lines
     }
 
     /// The host key's `SHA256:` fingerprint, as `ssh-keygen -l` prints it.
