@@ -125,7 +125,8 @@ fn print_event(
         });
         if raw {
             // The stored bytes, for checking against docs/log-format.md. The raw
-            // payload holds the full CPR, as the database does.
+            // payload holds each CPR as the database does (sealed, or in plain in
+            // a ledger written before sealing).
             line["raw"] = json!({
                 "event_id": hex(stored.event_id.as_bytes()),
                 "recorded_at_us": stored.recorded_at_us,

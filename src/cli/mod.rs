@@ -677,7 +677,8 @@ pub struct LogArgs {
     pub json: bool,
     /// With --json: add "raw", the stored event id, recorded-at, payload and hash
     /// in hex (docs/log-format.md says what each byte means). The payload holds
-    /// full CPR numbers, as the database does: treat the output like the ledger.
+    /// each CPR as the database does: sealed (a ledger written before sealing: in
+    /// plain, so treat its output like the ledger).
     #[arg(long, requires = "json")]
     pub raw: bool,
 }

@@ -3,9 +3,12 @@
 //! `subject_keys` table, and the sealing and opening of the CPRs in event payloads.
 //!
 //! The key file holds 32 random bytes. From them HKDF-SHA256 derives the
-//! key-encryption key (ChaCha20-Poly1305) that wraps every data key, a lookup key
-//! for keyed hashes of CPRs, and the key file's identity, which the ledger keeps in
-//! `meta` so that a wrong key file is refused before anything is read or written.
+//! key-encryption key (ChaCha20-Poly1305) that wraps every data key, and the key
+//! file's identity, which the ledger keeps in `meta` so that a wrong key file is
+//! refused before anything is read or written. Nothing looks a person up by CPR;
+//! should something need to, it would use a keyed hash under a key derived here
+//! with a label of its own, kept in a projection that retention deletes, never in
+//! the log (decision 0010).
 //! Destroying an agreement's wrapped data key (`sf2520 retention --apply`) makes
 //! every CPR sealed under it unreadable for good, while the hash chain, which
 //! covers the sealed bytes, stays intact.
@@ -35,7 +38,6 @@ const KEY_FILE_PREFIX: &str = "sf2520-kek-v1:";
 /// The HKDF salt and the labels of what is derived from the key file's secret.
 const HKDF_SALT: &[u8] = b"sf2520 key file v1";
 const LABEL_WRAP: &[u8] = b"sf2520 wrap data keys v1";
-const LABEL_LOOKUP: &[u8] = b"sf2520 cpr lookup v1";
 const LABEL_ID: &[u8] = b"sf2520 key file id v1";
 
 /// What the associated data of a wrapped data key and of a sealed CPR start with;
@@ -79,7 +81,6 @@ pub fn key_file_path(dir: &Path) -> PathBuf {
 pub struct KeyFile {
     path: PathBuf,
     wrap: LessSafeKey,
-    lookup: ring::hmac::Key,
     id: i64,
 }
 
@@ -119,7 +120,6 @@ impl KeyFile {
         KeyFile {
             path: path.to_path_buf(),
             wrap: LessSafeKey::new(wrap),
-            lookup: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derive(&prk, LABEL_LOOKUP)),
             id: i64::from_be_bytes(id),
         }
     }
@@ -213,16 +213,7 @@ impl KeyFile {
     pub fn id(&self) -> i64 {
         self.id
     }
-
-    /// A keyed hash of a CPR (HMAC-SHA256 under the lookup key), for finding a
-    /// person in a projection without storing the number. Never put into the log:
-    /// it would outlive an erasure as a pseudonym.
-    pub fn lookup_hash(&self, cpr: &Cpr) -> [u8; 32] {
-        let tag = ring::hmac::sign(&self.lookup, cpr.digits().as_bytes());
-        let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
-        out
-    }
+}
 }
 
 fn parse_secret(text: &str) -> Result<[u8; 32], &'static str> {
