@@ -383,6 +383,38 @@ fn backup_refuses_to_overwrite_an_existing_file_unless_forced() {
     assert_eq!(mode(&destination), 0o600);
 }
 
+/// The pid of a process that has ended (a child that ran `true`), as a killed
+/// run's pid would be.
+fn a_dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// Regression: a backup killed with SIGKILL left `.NAME.<pid>.partial-journal`
+/// (SQLite's rollback journal of the staged copy: pages of the ledger, with CPR
+/// numbers) that no later run removed; only the `.partial` was removed.
+#[test]
+fn a_backup_removes_the_staged_copy_and_its_journal_that_a_killed_run_left() {
+    let t = given_a_ledger_with(1);
+    let data_dir = t.data_dir();
+    let dir = t.dir.path().join("backups");
+    std::fs::create_dir(&dir).unwrap();
+    let pid = a_dead_pid();
+    let partial = dir.join(format!(".ledger.sqlite3.{pid}.partial"));
+    let journal = dir.join(format!(".ledger.sqlite3.{pid}.partial-journal"));
+    std::fs::write(&partial, "pages of the ledger").unwrap();
+    std::fs::write(&journal, "pages of the ledger").unwrap();
+    // Another backup's files, and a file of another name, are not this run's to remove.
+    let other = dir.join(format!(".other.sqlite3.{pid}.partial-journal"));
+    std::fs::write(&other, "not ours").unwrap();
+    when_backed_up(&data_dir, &dir.join("ledger.sqlite3"));
+    assert!(!partial.exists(), "the killed run's copy is left");
+    assert!(!journal.exists(), "the killed run's journal is left");
+    assert!(other.exists(), "another backup's leftover was removed");
+}
+
 #[test]
 fn backup_refuses_to_write_over_the_ledger_itself_even_when_forced() {
     let t = given_a_ledger_with(1);

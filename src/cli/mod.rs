@@ -661,8 +661,39 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
+impl Command {
+    /// The subcommand's name as typed (`export`, `ingest`, …): what lock holders
+    /// and writer notes say, never the command line's other words.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Init(_) => "init",
+            Command::Ingest(_) => "ingest",
+            Command::Totals(_) => "totals",
+            Command::Log(_) => "log",
+            Command::Verify(_) => "verify",
+            Command::Demo(_) => "demo",
+            Command::Export(_) => "export",
+            Command::Reconstruct(_) => "reconstruct",
+            Command::Files(_) => "files",
+            Command::Reissue(_) => "reissue",
+            Command::Deliver(_) => "deliver",
+            Command::Status(_) => "status",
+            Command::Metrics => "metrics",
+            Command::Config { .. } => "config check",
+            Command::Check(_) => "check",
+            Command::Show(_) => "show",
+            Command::Checkpoint(_) => "checkpoint",
+            Command::Report(_) => "report",
+            Command::Backup(_) => "backup",
+            Command::Migrate(_) => "migrate",
+            Command::Restore(_) => "restore",
+        }
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    crate::ledger::name_command(cli.command.name());
     crate::ledger::set_default_busy_wait(std::time::Duration::from_secs(cli.busy_timeout));
     let database = migrate::database_url(
         &cli.data_dir,
