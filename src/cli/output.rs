@@ -54,3 +54,38 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// Text from outside (a file name in KY's inbox, a path) ready for a terminal:
+/// control characters (C0, DEL, C1) and the invisible bidirectional controls are
+/// written as Rust escapes (`\u{1b}`, `\n`), so that no escape sequence reaches
+/// the terminal and no newline starts a line the program did not write. A
+/// backslash is doubled, so an escape in the output always means one was there.
+pub(super) fn printable(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c == '\\' {
+            shown.push_str("\\\\");
+        } else if c.is_control() || bidi {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn outside_text_is_printable() {
+        assert_eq!(printable("2026-10-01.jsonl"), "2026-10-01.jsonl");
+        assert_eq!(printable("æøå Ω.jsonl"), "æøå Ω.jsonl");
+        assert_eq!(
+            printable("a\u{1b}[31m\nFORGED\u{9b}\u{202e}\\"),
+            "a\\u{1b}[31m\\nFORGED\\u{9b}\\u{202e}\\\\"
+        );
+    }
+}

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::ExportError;
-use crate::ledger::{create_private_dir, ensure_private_dir, ExportLock};
+use crate::ledger::{create_private_dir, ensure_private_dir, nofollow, ExportLock};
 
 /// The marker that claims an outbox for one ledger.
 pub const OUTBOX_MARKER: &str = ".sf2520-outbox";
@@ -80,9 +80,11 @@ pub struct Staging {
 
 impl Staging {
     /// Staging in a directory that is not an outbox (`--as-of`, `--test`, a
-    /// reconstructed file): created owner-only if missing.
+    /// reconstructed file, the receipts' archive): created owner-only if missing.
+    /// A directory that is a symbolic link is refused, never written through.
     pub fn plain(dir: &Path) -> Result<Staging, ExportError> {
         create_private_dir(dir)?;
+        nofollow::not_a_link(dir).map_err(ExportError::io("cannot write into", dir))?;
         Ok(Staging {
             dir: dir.to_path_buf(),
             tag: format!("p{}-{}", std::process::id(), short_id()),
@@ -395,7 +397,7 @@ impl<'l> Outbox<'l> {
     /// log line: it was never official, and it holds CPR numbers.
     pub fn quarantine(&self, temporary: &Path) -> Result<PathBuf, ExportError> {
         let folder = self.dir().join(QUARANTINE_DIR);
-        create_private_dir(&folder)?;
+        nofollow::private_dir(&folder).map_err(ExportError::io("cannot use", &folder))?;
         let name = temporary
             .file_name()
             .map(|name| name.to_string_lossy().trim_start_matches('.').to_string())

@@ -300,8 +300,8 @@ pub(super) fn note_writer(dir: &Path, activity: &str) {
         host_name(),
         now_text()
     );
-    let written = nofollow::create_or_truncate(&path)
-        .and_then(|mut file| file.write_all(note.as_bytes()));
+    let written =
+        nofollow::create_or_truncate(&path).and_then(|mut file| file.write_all(note.as_bytes()));
     if let Err(error) = written {
         tracing::warn!(path = %path.display(), %error, "could not write the writer note");
     }

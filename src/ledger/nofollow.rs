@@ -13,18 +13,37 @@
 use std::ffi::{CString, OsStr};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, ErrorKind};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-/// The error for a symbolic link found where sf2520 expected its own file or
+/// A symbolic link found where sf2520 expected its own file or directory.
+#[derive(Debug)]
+struct LinkRefused;
+
+impl std::fmt::Display for LinkRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "it is a symbolic link, which sf2520 never follows (a link there could make it \
+             write or move files elsewhere); remove the link and run again",
+        )
+    }
+}
+
+impl std::error::Error for LinkRefused {}
+
+/// The error for a symbolic link where sf2520 expected its own file or
 /// directory (callers add the path).
 fn link_refused() -> io::Error {
-    io::Error::other(
-        "it is a symbolic link, which sf2520 never follows (a link there could make it \
-         write or move files elsewhere); remove the link and run again",
-    )
+    io::Error::other(LinkRefused)
+}
+
+/// Whether `error` is this module's refusal of a symbolic link.
+pub fn is_link_refusal(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<LinkRefused>())
 }
 
 /// Whether `error` is what `O_NOFOLLOW` returns for a link (`ELOOP`).
@@ -82,14 +101,20 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
         Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
         Err(error) => return Err(error),
     }
-    let metadata = fs::symlink_metadata(path)?;
-    if metadata.file_type().is_symlink() {
-        return Err(link_refused());
-    }
-    if !metadata.is_dir() {
+    not_a_link(path)?;
+    if !fs::symlink_metadata(path)?.is_dir() {
         return Err(io::Error::other(
             "it is not a directory; move it away and run again",
         ));
+    }
+    Ok(())
+}
+
+/// Refuses `path` if it is a symbolic link (an existing directory or file of
+/// sf2520's own that someone replaced with one).
+pub fn not_a_link(path: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(link_refused());
     }
     Ok(())
 }
@@ -98,6 +123,29 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
 /// a link at its last component.
 pub fn open_dir(path: &Path) -> io::Result<File> {
     open_flags(path, OpenOptions::new().read(true), libc::O_DIRECTORY)
+}
+
+/// Creates (or truncates) the file `name` in the directory `dir` (opened with
+/// [`open_dir`]), `0600`, without following a link: the file lands in the
+/// directory that was opened, even if its path now names something else.
+pub fn create_in(dir: &File, name: &OsStr) -> io::Result<File> {
+    let name = c_name(name)?;
+    let mode: libc::c_uint = 0o600;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `dir` is an open directory borrowed for the call and `name` a
+    // NUL-terminated C string that outlives it; the mode is passed as the
+    // variadic argument open(2) expects with O_CREAT.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) };
+    if fd < 0 {
+        let error = io::Error::last_os_error();
+        return Err(if is_link_error(&error) {
+            link_refused()
+        } else {
+            error
+        });
+    }
+    // SAFETY: `fd` was just returned by openat and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 fn c_name(name: &OsStr) -> io::Result<CString> {
@@ -153,7 +201,10 @@ mod tests {
         symlink(&target, &link).unwrap();
         let error = create_or_truncate(&link).unwrap_err();
         assert!(error.to_string().contains("symbolic link"), "{error}");
-        assert_eq!(create_new(&link).unwrap_err().kind(), ErrorKind::AlreadyExists);
+        assert_eq!(
+            create_new(&link).unwrap_err().kind(),
+            ErrorKind::AlreadyExists
+        );
         assert_eq!(fs::read(&target).unwrap(), b"precious");
         let linked_dir = dir.path().join("linked-dir");
         symlink(dir.path(), &linked_dir).unwrap();
