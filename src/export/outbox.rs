@@ -512,6 +512,23 @@ pub fn sha256_of(path: &Path) -> Result<[u8; 32], ExportError> {
 mod tests {
     use super::*;
 
+    /// Regression: `receipts/` (and any plain staging directory: `test-files/`,
+    /// `--as-of --out`) planted as a link made files with CPRs land elsewhere.
+    #[test]
+    fn a_staging_directory_that_is_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let receipts = dir.path().join("receipts");
+        std::os::unix::fs::symlink(&elsewhere, &receipts).unwrap();
+        let error = write_bytes_atomically(&receipts, "r.xml", b"<receipt/>").unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+        let real = dir.path().join("real");
+        write_bytes_atomically(&real, "r.xml", b"<receipt/>").unwrap();
+        assert_eq!(fs::read(real.join("r.xml")).unwrap(), b"<receipt/>");
+    }
+
     #[test]
     fn names_are_told_apart_by_whose_they_are() {
         let recorded: HashMap<String, [u8; 32]> =
