@@ -126,6 +126,7 @@ impl PartialFile {
                 dir: staging.dir.clone(),
                 name: name.to_string(),
                 temporary: Some(temporary),
+                keep: false,
             },
             writer: HashingWriter::new(BufWriter::with_capacity(buffer_bytes, file)),
         })
@@ -156,11 +157,15 @@ impl PartialFile {
     }
 }
 
-/// A temporary file that is removed when dropped, unless it was published.
+/// A temporary file that is removed when dropped, unless it was published or
+/// is kept for the next run ([`StagedFile::keep_for_next_run`]).
 struct Staged {
     dir: PathBuf,
     name: String,
     temporary: Option<PathBuf>,
+    /// Left in place when dropped: the file may be recorded, and only its
+    /// temporary file tells the next run that it was never published.
+    keep: bool,
 }
 
 impl Staged {
@@ -173,6 +178,9 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         if let Some(path) = self.temporary.take() {
             if let Err(error) = fs::remove_file(&path) {
                 if error.kind() != ErrorKind::NotFound {
@@ -194,6 +202,14 @@ impl StagedFile {
     /// The temporary file, for reading it back before it is recorded.
     pub fn temporary(&self) -> &Path {
         self.staged.temporary()
+    }
+
+    /// Whether the temporary file stays in place if this is dropped
+    /// unpublished: once a file may be recorded, its temporary file is how the
+    /// next run knows it was never published (decision 0007), so it must not be
+    /// removed.
+    pub fn keep_when_dropped(&mut self, keep: bool) {
+        self.staged.keep = keep;
     }
 
     /// Renames the file to its name. Durable once the directory is fsynced
