@@ -6,9 +6,8 @@
 //! are finished (recorded ones) or moved to a quarantine folder (the rest).
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -115,11 +114,7 @@ impl PartialFile {
     /// Creates the temporary file of `name` (`0600`), buffered by `buffer_bytes`.
     pub fn create(staging: &Staging, name: &str, buffer_bytes: usize) -> Result<Self, ExportError> {
         let temporary = staging.temporary(name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temporary)
+        let file = nofollow::create_new(&temporary)
             .map_err(ExportError::io("cannot create", &temporary))?;
         Ok(PartialFile {
             staged: Staged {
@@ -448,11 +443,7 @@ fn read_claim(marker: &Path) -> Result<Option<String>, ExportError> {
 /// Writes the claim; if another ledger claimed the outbox in the meantime, its
 /// claim stands and this one is refused.
 fn write_claim(dir: &Path, marker: &Path, ours: &str) -> Result<(), ExportError> {
-    let created = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(marker);
+    let created = nofollow::create_new(marker);
     match created {
         Ok(mut file) => {
             file.write_all(format!("sf2520 outbox of ledger {ours}\n").as_bytes())
