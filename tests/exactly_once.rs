@@ -298,7 +298,8 @@ fn leftovers_of_interrupted_runs_are_published_or_quarantined() {
         run.stderr
     );
     assert!(
-        run.stderr.contains("its temporary file was damaged; rendered it again"),
+        run.stderr
+            .contains("its temporary file was damaged; rendered it again"),
         "{}",
         run.stderr
     );
@@ -361,9 +362,16 @@ fn files_taken_from_the_outbox_after_publishing_are_never_put_back() {
 
     let ledger = Ledger::open(&data_dir).unwrap();
     let files = ledger.official_files(None).unwrap();
-    assert_eq!(appearances.len(), files.len(), "every recorded file was shipped");
+    assert_eq!(
+        appearances.len(),
+        files.len(),
+        "every recorded file was shipped"
+    );
     let twice: Vec<_> = appearances.iter().filter(|(_, &n)| n != 1).collect();
-    assert!(twice.is_empty(), "files in the outbox more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "files in the outbox more than once: {twice:?}"
+    );
     // What was shipped is every file once, with its recorded bytes.
     assert_exactly_once(&ledger, &shipped);
 
@@ -379,8 +387,11 @@ fn files_taken_from_the_outbox_after_publishing_are_never_put_back() {
     );
     // `reissue` puts one back on purpose, byte for byte.
     let (kommune, sequence) = (last.kommune.code(), last.sequence.to_string());
-    sf2520(&data_dir, ["reissue", "--kommune", &kommune, "--seq", &sequence])
-        .expect_success("reissue");
+    sf2520(
+        &data_dir,
+        ["reissue", "--kommune", &kommune, "--seq", &sequence],
+    )
+    .expect_success("reissue");
     assert_eq!(
         fs::read(outbox.join(&last.file_name)).unwrap(),
         fs::read(shipped.join(&last.file_name)).unwrap()

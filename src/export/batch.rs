@@ -508,7 +508,12 @@ fn recorded_ids(
     let register: HashMap<String, ([u8; 32], [u8; 16])> = ledger
         .official_files(None)?
         .into_iter()
-        .map(|file| (file.event.file_name, (file.event.sha256, file.event.file_id)))
+        .map(|file| {
+            (
+                file.event.file_name,
+                (file.event.sha256, file.event.file_id),
+            )
+        })
         .collect();
     let found: Vec<Uuid> = rendered
         .iter()
