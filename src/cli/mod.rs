@@ -166,7 +166,9 @@ pub enum Command {
     /// this ledger did not write is refused and left alone. Killed at any moment,
     /// just run it again: recorded files are finished, unrecorded ones set aside in
     /// the outbox's .quarantine folder and rendered afresh; no løbenummer is
-    /// skipped or reused. SIGTERM or Ctrl-C stops it cleanly (exit 143 or 130).
+    /// skipped or reused. A file that left the outbox after it was published (a
+    /// transfer agent took it) is not put back: `reissue` does that on purpose.
+    /// SIGTERM or Ctrl-C stops it cleanly (exit 143 or 130).
     ///
     /// With --as-of TIME it instead renders what a run at TIME would have produced
     /// (byte for byte for an official file created at TIME) into --out DIR and
@@ -531,9 +533,13 @@ pub struct IngestArgs {
     pub files: Vec<PathBuf>,
     /// Ingest every complete `*.jsonl` file in DIR, in name order: each accepted
     /// file moves to DIR/archive/, each rejected one to DIR/rejected/ with
-    /// NAME.errors.txt and NAME.errors.json beside it. Writers must write
+    /// NAME.errors.txt and NAME.errors.json beside it. Writers should write
     /// `.NAME.jsonl.tmp` (hidden, ignored) and rename it to `NAME.jsonl` when
-    /// complete. One run at a time (a lock file in DIR names the holder).
+    /// complete; a file written in place is taken only when it ends with a
+    /// newline and is unchanged from the read to the move (one without its final
+    /// newline waits for the next run; after an hour it is rejected). Links,
+    /// FIFOs and directories named *.jsonl are never opened: they are moved to
+    /// DIR/rejected/. One run at a time (a lock file in DIR names the holder).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["files", "dry_run"])]
     pub inbox: Option<PathBuf>,
     /// Check every line against the ledger but write nothing.
