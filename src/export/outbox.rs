@@ -519,6 +519,28 @@ pub fn sha256_of(path: &Path) -> Result<[u8; 32], ExportError> {
 mod tests {
     use super::*;
 
+    /// A staged file is removed when dropped unpublished, unless it may be
+    /// recorded: then its temporary file is what tells the next run to publish it.
+    #[test]
+    fn a_staged_file_kept_for_the_next_run_outlives_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::plain(dir.path()).unwrap();
+        let staged = |name: &str| {
+            let mut file = PartialFile::create(&staging, name, 64).unwrap();
+            file.writer().write_all(b"bytes").unwrap();
+            file.finish().unwrap()
+        };
+        let dropped = staged("a.txt");
+        let dropped_path = dropped.temporary().to_path_buf();
+        drop(dropped);
+        assert!(!dropped_path.exists());
+        let mut kept = staged("b.txt");
+        kept.keep_when_dropped(true);
+        let kept_path = kept.temporary().to_path_buf();
+        drop(kept);
+        assert_eq!(fs::read(&kept_path).unwrap(), b"bytes");
+    }
+
     /// Regression: `receipts/` (and any plain staging directory: `test-files/`,
     /// `--as-of --out`) planted as a link made files with CPRs land elsewhere.
     #[test]
