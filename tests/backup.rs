@@ -103,6 +103,7 @@ fn backups_taken_during_a_running_ingest_are_whole_batches_and_restore_to_a_veri
     for (index, backup) in taken.iter().enumerate() {
         assert_eq!(mode(backup), 0o600, "{}", backup.display());
         let restored = t.dir.path().join(format!("restored-{index}"));
+        support::ledger::share_key_file(&data_dir, &restored);
         sf2520(&restored, ["restore", path_arg(backup)]).expect_success("restore");
         assert_verifies(&restored);
         let head = head_of(&restored);
@@ -383,6 +384,38 @@ fn backup_refuses_to_overwrite_an_existing_file_unless_forced() {
     assert_eq!(mode(&destination), 0o600);
 }
 
+/// The pid of a process that has ended (a child that ran `true`), as a killed
+/// run's pid would be.
+fn a_dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// Regression: a backup killed with SIGKILL left `.NAME.<pid>.partial-journal`
+/// (SQLite's rollback journal of the staged copy: pages of the ledger, with CPR
+/// numbers) that no later run removed; only the `.partial` was removed.
+#[test]
+fn a_backup_removes_the_staged_copy_and_its_journal_that_a_killed_run_left() {
+    let t = given_a_ledger_with(1);
+    let data_dir = t.data_dir();
+    let dir = t.dir.path().join("backups");
+    std::fs::create_dir(&dir).unwrap();
+    let pid = a_dead_pid();
+    let partial = dir.join(format!(".ledger.sqlite3.{pid}.partial"));
+    let journal = dir.join(format!(".ledger.sqlite3.{pid}.partial-journal"));
+    std::fs::write(&partial, "pages of the ledger").unwrap();
+    std::fs::write(&journal, "pages of the ledger").unwrap();
+    // Another backup's files, and a file of another name, are not this run's to remove.
+    let other = dir.join(format!(".other.sqlite3.{pid}.partial-journal"));
+    std::fs::write(&other, "not ours").unwrap();
+    when_backed_up(&data_dir, &dir.join("ledger.sqlite3"));
+    assert!(!partial.exists(), "the killed run's copy is left");
+    assert!(!journal.exists(), "the killed run's journal is left");
+    assert!(other.exists(), "another backup's leftover was removed");
+}
+
 #[test]
 fn backup_refuses_to_write_over_the_ledger_itself_even_when_forced() {
     let t = given_a_ledger_with(1);
@@ -421,7 +454,16 @@ fn backups_and_restored_ledgers_are_owner_only_even_under_umask_000() {
     );
     let restored = t.dir.path().join("fresh/data");
     let fresh = t.dir.path().join("fresh");
-    sf2520(&restored, ["restore", path_arg(&backup)]).expect_success("restore");
+    // The key file is kept apart from the backups: named, not copied, so that every
+    // directory here is one the restore made.
+    let key_file = t.data_dir().join(sf2520::ledger::KEY_FILE);
+    let key_file = key_file.to_str().unwrap();
+    sf2520(
+        &restored,
+        ["--key-file", key_file, "restore", path_arg(&backup)],
+    )
+    .expect_success("restore");
+    support::ledger::share_key_file(&t.data_dir(), &restored);
     assert_eq!(mode(&fresh), 0o700, "every directory it creates");
     assert_eq!(mode(&restored), 0o700);
     assert_eq!(mode(&restored.join("ledger.sqlite3")), 0o600);

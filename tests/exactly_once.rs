@@ -274,16 +274,20 @@ fn leftovers_of_interrupted_runs_are_published_or_quarantined() {
         .unwrap()
         .official_files(None)
         .unwrap();
-    let (recorded, missing) = (&files[0].file_name, &files[1].file_name);
+    let (recorded, damaged) = (&files[0].file_name, &files[1].file_name);
     let recorded_bytes = fs::read(outbox.join(recorded)).unwrap();
+    let damaged_bytes = fs::read(outbox.join(damaged)).unwrap();
     // Killed between recording and renaming: the recorded bytes under a temporary name.
     fs::rename(
         outbox.join(recorded),
         outbox.join(format!(".{recorded}.{ledger_id}-deadbeef0001.partial")),
     )
     .unwrap();
-    // Removed by hand: the log renders it again.
-    fs::remove_file(outbox.join(missing)).unwrap();
+    // Killed between recording and renaming, its temporary file damaged since:
+    // the log renders it again, and the damaged copy goes to quarantine.
+    let damaged_temporary = format!(".{damaged}.{ledger_id}-deadbeef0003.partial");
+    fs::remove_file(outbox.join(damaged)).unwrap();
+    fs::write(outbox.join(&damaged_temporary), b"half a file").unwrap();
     // Killed while rendering a file never recorded: goes to quarantine.
     let unrecorded = format!(".SF2520_0101_20991231_000009.txt.{ledger_id}-deadbeef0002.partial");
     fs::write(outbox.join(&unrecorded), b"half a file").unwrap();
@@ -294,18 +298,104 @@ fn leftovers_of_interrupted_runs_are_published_or_quarantined() {
         run.stderr
     );
     assert!(
-        run.stderr.contains("was missing from the outbox"),
+        run.stderr
+            .contains("its temporary file was damaged; rendered it again"),
         "{}",
         run.stderr
     );
     assert!(run.stderr.contains("quarantine"), "{}", run.stderr);
     assert_eq!(fs::read(outbox.join(recorded)).unwrap(), recorded_bytes);
+    assert_eq!(fs::read(outbox.join(damaged)).unwrap(), damaged_bytes);
     let quarantined = outbox
         .join(QUARANTINE_DIR)
         .join(unrecorded.trim_start_matches('.'));
     assert_eq!(fs::read(quarantined).unwrap(), b"half a file");
     assert_eq!(support::cli::mode(&outbox.join(QUARANTINE_DIR)), 0o700);
     check_exactly_once(&data_dir, &outbox);
+}
+
+/// The official files in `dir` (SF2520 names, not temporary ones).
+fn official_names(dir: &Path) -> Vec<String> {
+    snapshot(dir)
+        .into_keys()
+        .filter(|name| name.starts_with("SF2520_"))
+        .collect()
+}
+
+/// Regression: a file that left the outbox after it was published (a transfer
+/// agent picking files up, an operator archiving last month) was rendered again
+/// into the outbox by every later export, with a WARN each, for the agent to
+/// ship a second time; and `export --out NEWDIR` with nothing new filled NEWDIR
+/// with every file the ledger ever recorded. Over a week of nights with a mover
+/// that takes every file away after each export, each file appears in the outbox
+/// exactly once and is never rendered again; a missing one is `verify`'s and
+/// `status`'s finding, and `reissue` puts it back on purpose.
+#[test]
+fn files_taken_from_the_outbox_after_publishing_are_never_put_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data_dir, agreements) = month_ledger(dir.path(), 21);
+    let outbox = default_outbox(&data_dir);
+    let shipped = dir.path().join("shipped");
+    fs::create_dir(&shipped).unwrap();
+    let mut appearances: BTreeMap<String, usize> = BTreeMap::new();
+    for night in 1..=7 {
+        if night > 1 {
+            ingest_more(&data_dir, &agreements, 100 + night);
+        }
+        let run = sf2520(&data_dir, ["export"]).expect_success("the night's export");
+        assert!(!run.stderr.contains("rendered it again"), "{}", run.stderr);
+        let names = official_names(&outbox);
+        assert!(!names.is_empty(), "night {night} exported nothing");
+        // The mover: every file to the transfer agent's side.
+        for name in names {
+            *appearances.entry(name.clone()).or_default() += 1;
+            fs::rename(outbox.join(&name), shipped.join(&name)).unwrap();
+        }
+    }
+    // A night with nothing new, into the outbox and into a new directory: nothing.
+    sf2520(&data_dir, ["export"]).expect_success("an export with nothing new");
+    assert_eq!(official_names(&outbox), Vec::<String>::new());
+    let fresh = dir.path().join("fresh-outbox");
+    sf2520(&data_dir, ["export", "--out", fresh.to_str().unwrap()])
+        .expect_success("an export into a new directory with nothing new");
+    assert_eq!(official_names(&fresh), Vec::<String>::new());
+
+    let ledger = Ledger::open(&data_dir).unwrap();
+    let files = ledger.official_files(None).unwrap();
+    assert_eq!(
+        appearances.len(),
+        files.len(),
+        "every recorded file was shipped"
+    );
+    let twice: Vec<_> = appearances.iter().filter(|(_, &n)| n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "files in the outbox more than once: {twice:?}"
+    );
+    // What was shipped is every file once, with its recorded bytes.
+    assert_exactly_once(&ledger, &shipped);
+
+    // A published file missing from the outbox is a finding, named.
+    let last = files.iter().max_by_key(|file| file.position).unwrap();
+    let verify = sf2520(&data_dir, ["verify"]).expect_refusal("is missing");
+    assert!(verify.stdout.contains(&last.file_name) || verify.stderr.contains(&last.file_name));
+    let status = sf2520(&data_dir, ["status"]).expect_success("status");
+    assert!(
+        status.stdout.contains("left the outbox") && status.stdout.contains(&last.file_name),
+        "{}",
+        status.stdout
+    );
+    // `reissue` puts one back on purpose, byte for byte.
+    let (kommune, sequence) = (last.kommune.code(), last.sequence.to_string());
+    sf2520(
+        &data_dir,
+        ["reissue", "--kommune", &kommune, "--seq", &sequence],
+    )
+    .expect_success("reissue");
+    assert_eq!(
+        fs::read(outbox.join(&last.file_name)).unwrap(),
+        fs::read(shipped.join(&last.file_name)).unwrap()
+    );
 }
 
 fn faketime(data_dir: &Path, offset: &str, args: &[&str]) -> Run {
@@ -615,6 +705,7 @@ fn a_lost_wal_or_an_older_database_is_refused_before_anything_is_written() {
     // A restore of a backup records the rollback on purpose.
     let backup = dir.path().join("backup.sqlite3");
     sf2520(&data_dir, ["backup", backup.to_str().unwrap()]).expect_success("backup");
+    support::ledger::share_key_file(&data_dir, &damaged);
     sf2520(&damaged, ["restore", "--force", backup.to_str().unwrap()]).expect_success("restore");
     sf2520(&damaged, ["verify"]).expect_success("verify after the restore");
 }

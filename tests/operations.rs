@@ -647,6 +647,225 @@ fn a_second_inbox_run_is_refused_and_names_the_holder() {
     assert!(inbox.join("archive/a.jsonl").is_file());
 }
 
+/// An inbox in `site` with `a.jsonl` (one agreement) waiting, and the inbox's path
+/// as an argument.
+fn inbox_with_one_file(site: &Site) -> (PathBuf, String) {
+    site.run(&["init"]).expect_success("init");
+    let inbox = site.root().join("inbox");
+    fs::create_dir(&inbox).unwrap();
+    fs::write(
+        inbox.join("a.jsonl"),
+        lines(&[agreement("BA1", "0751", CPR, "2026-01-01")]),
+    )
+    .unwrap();
+    let arg = inbox.to_str().unwrap().to_string();
+    (inbox, arg)
+}
+
+fn entries_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Regression: `.sf2520-inbox.lock` planted as a symbolic link made sf2520
+/// overwrite the file it pointed to with its holder note (anyone who can write
+/// the inbox could overwrite any file the service user can write).
+#[test]
+fn a_lock_planted_as_a_link_is_refused_and_its_target_kept() {
+    let site = Site::new();
+    let (inbox, arg) = inbox_with_one_file(&site);
+    let precious = site.root().join("precious.conf");
+    fs::write(&precious, "keep me").unwrap();
+    std::os::unix::fs::symlink(&precious, inbox.join(".sf2520-inbox.lock")).unwrap();
+    let run = site
+        .run(&["ingest", "--inbox", &arg])
+        .expect_refusal("symbolic link");
+    assert!(run.stderr.contains(".sf2520-inbox.lock"), "{}", run.stderr);
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "keep me");
+    assert!(inbox.join("a.jsonl").is_file(), "nothing was taken");
+}
+
+/// Regression: `archive/` and `rejected/` planted as links to directories
+/// elsewhere were followed: KY's batches (full CPRs) landed in 0755 directories
+/// of the attacker's choosing.
+#[test]
+fn archive_and_rejected_planted_as_links_are_refused_and_nothing_is_moved() {
+    for planted in ["archive", "rejected"] {
+        let site = Site::new();
+        let (inbox, arg) = inbox_with_one_file(&site);
+        let elsewhere = site.root().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, inbox.join(planted)).unwrap();
+        let run = site
+            .run(&["ingest", "--inbox", &arg])
+            .expect_refusal("symbolic link");
+        assert!(run.stderr.contains(planted), "{}", run.stderr);
+        assert!(
+            entries_in(&elsewhere).is_empty(),
+            "{planted}: written through the link"
+        );
+        assert!(
+            inbox.join("a.jsonl").is_file(),
+            "{planted}: the file was moved"
+        );
+        assert_eq!(
+            json(&site.run(&["totals", "--json"]).stdout)["rows"]
+                .as_array()
+                .map(Vec::len),
+            Some(0),
+            "{planted}: nothing is ingested from an inbox that is refused"
+        );
+    }
+}
+
+/// Regression: file names were printed raw, so an ESC sequence reached the
+/// terminal and a newline in a name forged an output line.
+#[test]
+fn inbox_file_names_are_escaped_when_printed() {
+    let site = Site::new();
+    let (inbox, arg) = inbox_with_one_file(&site);
+    let forged = "b\u{1b}[31mred\nFORGED: 0 files rejected.jsonl";
+    fs::write(
+        inbox.join(forged),
+        lines(&[withholding("KY-1", "NOPE", "0751", "2026-10-01", "1.00")]),
+    )
+    .unwrap();
+    let run = site
+        .run(&["ingest", "--inbox", &arg])
+        .expect_code(3, "a rejected file");
+    for text in [&run.stdout, &run.stderr] {
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(
+            !text.lines().any(|line| line.starts_with("FORGED")),
+            "{text}"
+        );
+    }
+    assert!(
+        run.stdout.contains(r"b\u{1b}[31mred\nFORGED"),
+        "{}",
+        run.stdout
+    );
+    let errors = fs::read_dir(inbox.join("rejected"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.to_string_lossy().ends_with(".errors.txt"))
+        .expect("the rejected file's errors");
+    let errors = fs::read_to_string(errors).unwrap();
+    assert!(!errors.contains('\u{1b}'), "{errors}");
+}
+
+/// Regression: a file still being written in place was ingested up to where it
+/// was, then archived whole: the lines written after the read never reached the
+/// ledger, and nothing said so. A file without its final newline is incomplete:
+/// left in the inbox while it may still be written, and reported (exit 3, moved
+/// to `rejected/`) once it has stayed incomplete for an hour.
+#[test]
+fn an_incomplete_inbox_file_is_left_for_the_next_run_and_reported_when_it_stays() {
+    let site = Site::new();
+    let (inbox, arg) = inbox_with_one_file(&site);
+    let partial = inbox.join("b.jsonl");
+    let whole = lines(&[
+        withholding("KY-1", "BA1", "0751", "2026-10-01", "1.00"),
+        withholding("KY-2", "BA1", "0751", "2026-10-02", "2.00"),
+    ]);
+    // The writer has written the first line and half of the second.
+    let cut = whole.find('\n').unwrap() + 10;
+    fs::write(&partial, &whole[..cut]).unwrap();
+    let run = site
+        .run(&["ingest", "--inbox", &arg])
+        .expect_success("an inbox with a file still being written");
+    assert!(run.stdout.contains("b.jsonl: incomplete"), "{}", run.stdout);
+    assert!(
+        partial.is_file(),
+        "the incomplete file stays for the next run"
+    );
+    assert!(inbox.join("archive/a.jsonl").is_file());
+    assert_eq!(
+        json(&site.run(&["totals", "--json"]).stdout)["rows"]
+            .as_array()
+            .map(Vec::len),
+        Some(0),
+        "nothing of the incomplete file was ingested"
+    );
+    // The writer finishes in place: the next run takes the whole file.
+    fs::write(&partial, &whole).unwrap();
+    site.run(&["ingest", "--inbox", &arg])
+        .expect_success("the next run");
+    assert!(inbox.join("archive/b.jsonl").is_file());
+    assert_eq!(
+        json(&site.run(&["totals", "--json"]).stdout)["rows"][0]["totals"]["entries"],
+        2
+    );
+    // A writer that died half-way: after an hour unchanged, reported and set aside.
+    let stuck = inbox.join("c.jsonl");
+    fs::write(&stuck, "{\"type\": \"withholding\", \"refer").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    fs::File::options()
+        .write(true)
+        .open(&stuck)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let run = site
+        .run(&["ingest", "--inbox", &arg])
+        .expect_code(3, "a file that stays incomplete");
+    assert!(run.stdout.contains("c.jsonl: incomplete"), "{}", run.stdout);
+    assert!(inbox.join("rejected/c.jsonl").is_file());
+    let errors = fs::read_to_string(inbox.join("rejected/c.jsonl.errors.txt")).unwrap();
+    assert!(errors.contains("does not end with a newline"), "{errors}");
+}
+
+/// Regression: symbolic links, FIFOs and directories named `*.jsonl` were skipped
+/// silently with exit 0. They are set aside in `rejected/` (moved, never opened:
+/// a FIFO must not block the run) and reported.
+#[test]
+fn links_fifos_and_directories_named_jsonl_are_reported_and_never_opened() {
+    let site = Site::new();
+    let (inbox, arg) = inbox_with_one_file(&site);
+    let elsewhere = site.root().join("elsewhere.jsonl");
+    fs::write(
+        &elsewhere,
+        lines(&[agreement("BA9", "0751", CPR, "2026-01-01")]),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&elsewhere, inbox.join("link.jsonl")).unwrap();
+    fs::create_dir(inbox.join("dir.jsonl")).unwrap();
+    let fifo = std::ffi::CString::new(inbox.join("fifo.jsonl").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let run = site
+        .run(&["ingest", "--inbox", &arg])
+        .expect_code(3, "an inbox with entries that are not files");
+    for (name, kind) in [
+        ("link.jsonl", "symbolic link"),
+        ("dir.jsonl", "directory"),
+        ("fifo.jsonl", "FIFO"),
+    ] {
+        assert!(
+            run.stdout
+                .lines()
+                .any(|line| line.contains(name) && line.contains(kind)),
+            "{name}: {}",
+            run.stdout
+        );
+        assert!(
+            fs::symlink_metadata(inbox.join("rejected").join(name)).is_ok(),
+            "{name} is set aside"
+        );
+    }
+    assert!(inbox.join("archive/a.jsonl").is_file());
+    assert!(elsewhere.is_file(), "the link's target stays where it was");
+    site.run(&["totals", "--agreement", "BA9"])
+        .expect_code(3, "BA9 was never ingested (it is only behind the link)");
+}
+
 // ---- 6. Friendlier edges ----------------------------------------------------
 
 /// Regression: re-ingesting a 60,000-line file printed 60,000 "duplicate" lines.
@@ -991,4 +1210,106 @@ fn config_check_refuses_a_data_directory_as_every_other_command_does() {
         .run(&["config", "check"])
         .expect_code(6, "config check on a 0755 directory");
     assert!(own.stderr.contains("chmod 700"), "{}", own.stderr);
+}
+
+// ---- 7. The data directory: planted links, and what it records ------------
+
+/// An official export of one entry made, and a planted link: `name` in the data
+/// directory pointing at `target`.
+fn plant(site: &Site, name: &str, target: &Path) {
+    std::os::unix::fs::symlink(target, site.data().join(name)).unwrap();
+}
+
+/// Regression: `export.lock` and `ledger.writer` planted as links made sf2520
+/// overwrite the files they pointed to.
+#[test]
+fn lock_and_writer_note_planted_as_links_are_never_written_through() {
+    let site = Site::new();
+    site.given_one_entry();
+    let precious = site.root().join("precious.conf");
+    fs::write(&precious, "keep me").unwrap();
+    fs::remove_file(site.data().join("ledger.writer")).ok();
+    plant(&site, "export.lock", &precious);
+    plant(&site, "ledger.writer", &precious);
+    let run = site.run(&["export"]).expect_refusal("symbolic link");
+    assert!(run.stderr.contains("export.lock"), "{}", run.stderr);
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "keep me");
+    // The writer note is only a note: a write goes on without it, and says so.
+    let input = site.write(
+        "more.jsonl",
+        &lines(&[withholding("KY-2", "BA1", "0751", "2026-10-02", "1.00")]),
+    );
+    let run = site.run(&["ingest", &input]).expect_success("ingest");
+    assert!(
+        run.stderr.contains("could not write the writer note"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fs::read_to_string(&precious).unwrap(), "keep me");
+}
+
+/// Regression: `outbox/.quarantine` planted as a link moved a killed run's
+/// leftover (with CPRs) into a 0755 directory elsewhere, and `test-files/` as a
+/// link made `export --test` write its files there.
+#[test]
+fn quarantine_and_test_files_planted_as_links_are_refused() {
+    let site = Site::new();
+    site.given_one_entry();
+    site.run(&["export"]).expect_success("the first export");
+    let outbox = site.data().join("outbox");
+    let marker = fs::read_to_string(outbox.join(".sf2520-outbox")).unwrap();
+    let ledger_id = marker.trim().rsplit(' ').next().unwrap().to_string();
+    let leftover = format!(".SF2520_0751_20991231_000009.txt.{ledger_id}-deadbeef0002.partial");
+    fs::write(outbox.join(&leftover), "half a file with CPRs").unwrap();
+    let elsewhere = site.root().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, outbox.join(".quarantine")).unwrap();
+    let run = site.run(&["export"]).expect_refusal("symbolic link");
+    assert!(run.stderr.contains(".quarantine"), "{}", run.stderr);
+    assert!(entries_in(&elsewhere).is_empty(), "moved through the link");
+    assert!(outbox.join(&leftover).is_file(), "the leftover stays");
+
+    plant(&site, "test-files", &elsewhere);
+    let run = site
+        .run(&["export", "--test"])
+        .expect_refusal("symbolic link");
+    assert!(run.stderr.contains("test-files"), "{}", run.stderr);
+    assert!(
+        entries_in(&elsewhere).is_empty(),
+        "written through the link"
+    );
+}
+
+/// Regression: `ledger.writer` and the export lock recorded the command line's
+/// words: `--log-format json` named the command "json", and a libpq `key=value`
+/// database URL (or any value without a '/') was written out whole, password
+/// included. They name the subcommand only.
+#[test]
+fn lock_holders_and_writer_notes_name_the_subcommand_and_no_argument() {
+    let site = Site::new();
+    site.run(&["init"]).expect_success("init");
+    // A value without a '/': the name of a config file in the current directory.
+    fs::write(site.root().join("password=hunter2"), "").unwrap();
+    let input = site.write(
+        "first.jsonl",
+        &lines(&[
+            agreement("BA1", "0751", CPR, "2026-01-01"),
+            withholding("KY-1", "BA1", "0751", "2026-10-01", "100.00"),
+        ]),
+    );
+    let global = ["--log-format", "json", "--config", "password=hunter2"];
+    let ingest: Vec<&str> = global.iter().copied().chain(["ingest", &input]).collect();
+    site.run(&ingest).expect_success("ingest");
+    let note = fs::read_to_string(site.data().join("ledger.writer")).unwrap();
+    assert!(note.contains("by `sf2520 ingest` (pid"), "{note}");
+    let export: Vec<&str> = global.iter().copied().chain(["export"]).collect();
+    site.run(&export).expect_success("export");
+    let holder = fs::read_to_string(site.data().join("export.lock")).unwrap();
+    assert!(holder.ends_with(": sf2520 export"), "{holder}");
+    for text in [note, holder] {
+        assert!(
+            !text.contains("hunter2") && !text.contains("json"),
+            "{text}"
+        );
+    }
 }

@@ -357,6 +357,7 @@ fn three_nodes_on_one_database_leave_gapless_positions_and_each_entry_in_one_fil
         .collect();
     on_pg(&nodes[0], &db, &["init"]).expect_success("init");
     for node in &nodes[1..] {
+        support::ledger::share_key_file(&nodes[0], node);
         on_pg(node, &db, &["init"]).expect_success("init on another node");
     }
     // Overlapping batches: node 1 W-0..600, node 2 W-300..900, node 3 W-600..1200.

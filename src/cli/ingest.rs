@@ -13,20 +13,24 @@ use crate::ingest::{ingest_lines, IngestError, IngestOutcome, RejectedLine};
 use crate::ledger::{IngestMode, IngestReport, Ledger, LineOutcome};
 
 use super::exit::Exit;
+use super::output::for_terminal as printable;
 use super::IngestArgs;
 
 /// Duplicate line numbers shown without `--verbose`.
 const DUPLICATES_SHOWN: usize = 5;
 
-/// An OS error said once, with the path and, for a permission problem, the
-/// permission the program needs there.
+/// An OS error said once, with the path (escaped: it may hold a name from
+/// outside) and, for a permission problem, the permission the program needs there.
 pub(super) fn os_error(action: &str, path: &Path, needs: &str, error: &io::Error) -> anyhow::Error {
     let advice = if error.kind() == io::ErrorKind::PermissionDenied {
         format!(" (sf2520 needs {needs} permission on it)")
     } else {
         String::new()
     };
-    anyhow::anyhow!("cannot {action} {}: {error}{advice}", path.display())
+    anyhow::anyhow!(
+        "cannot {action} {}: {error}{advice}",
+        printable(&path.display().to_string())
+    )
 }
 
 /// Ingests one input file (or standard input for `-`) by the ingest policy; an
@@ -42,12 +46,18 @@ pub(super) fn ingest_file(
         let handle = File::open(file).map_err(|error| os_error("open", file, "read", &error))?;
         ingest_lines(ledger, BufReader::new(handle), mode)
     };
-    result.map_err(|error| match error {
+    result.map_err(|error| ingest_error(file, error))
+}
+
+/// An ingest's error as the operator sees it: a read error names the file and
+/// the permission needed.
+pub(super) fn ingest_error(file: &Path, error: IngestError) -> anyhow::Error {
+    match error {
         IngestError::Read(error) if file == Path::new("-") => error.into(),
         IngestError::Read(error) => os_error("read", file, "read", &error),
         // The ledger's own error, so that `exit::classify` finds it.
         IngestError::Ledger(error) => error.into(),
-    })
+    }
 }
 
 pub(super) fn run(data_dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode> {
@@ -150,6 +160,8 @@ pub(super) fn print_outcome(
     outcome: &IngestOutcome,
     verbose: bool,
 ) -> io::Result<()> {
+    // A name from outside (KY's inbox): escaped, so it cannot forge a line.
+    let file = &printable(file);
     match outcome {
         IngestOutcome::Rejected {
             total_lines,

@@ -175,7 +175,9 @@ pub enum Command {
     /// this ledger did not write is refused and left alone. Killed at any moment,
     /// just run it again: recorded files are finished, unrecorded ones set aside in
     /// the outbox's .quarantine folder and rendered afresh; no løbenummer is
-    /// skipped or reused. SIGTERM or Ctrl-C stops it cleanly (exit 143 or 130).
+    /// skipped or reused. A file that left the outbox after it was published (a
+    /// transfer agent took it) is not put back: `reissue` does that on purpose.
+    /// SIGTERM or Ctrl-C stops it cleanly (exit 143 or 130).
     ///
     /// With --as-of TIME it instead renders what a run at TIME would have produced
     /// (byte for byte for an official file created at TIME) into --out DIR and
@@ -594,9 +596,13 @@ pub struct IngestArgs {
     pub files: Vec<PathBuf>,
     /// Ingest every complete `*.jsonl` file in DIR, in name order: each accepted
     /// file moves to DIR/archive/, each rejected one to DIR/rejected/ with
-    /// NAME.errors.txt and NAME.errors.json beside it. Writers must write
+    /// NAME.errors.txt and NAME.errors.json beside it. Writers should write
     /// `.NAME.jsonl.tmp` (hidden, ignored) and rename it to `NAME.jsonl` when
-    /// complete. One run at a time (a lock file in DIR names the holder).
+    /// complete; a file written in place is taken only when it ends with a
+    /// newline and is unchanged from the read to the move (one without its final
+    /// newline waits for the next run; after an hour it is rejected). Links,
+    /// FIFOs and directories named *.jsonl are never opened: they are moved to
+    /// DIR/rejected/. One run at a time (a lock file in DIR names the holder).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["files", "dry_run"])]
     pub inbox: Option<PathBuf>,
     /// Check every line against the ledger but write nothing.
@@ -727,8 +733,41 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
+impl Command {
+    /// The subcommand's name as typed (`export`, `ingest`, …): what lock holders
+    /// and writer notes say, never the command line's other words.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Init(_) => "init",
+            Command::Ingest(_) => "ingest",
+            Command::Totals(_) => "totals",
+            Command::Log(_) => "log",
+            Command::Verify(_) => "verify",
+            Command::Demo(_) => "demo",
+            Command::Export(_) => "export",
+            Command::Reconstruct(_) => "reconstruct",
+            Command::Files(_) => "files",
+            Command::Reissue(_) => "reissue",
+            Command::Deliver(_) => "deliver",
+            Command::Status(_) => "status",
+            Command::Metrics => "metrics",
+            Command::Config { .. } => "config check",
+            Command::Check(_) => "check",
+            Command::Show(_) => "show",
+            Command::Checkpoint(_) => "checkpoint",
+            Command::Report(_) => "report",
+            Command::Backup(_) => "backup",
+            Command::Migrate(_) => "migrate",
+            Command::Restore(_) => "restore",
+            Command::Retention(_) => "retention",
+            Command::Seal(_) => "seal",
+        }
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    crate::ledger::name_command(cli.command.name());
     crate::ledger::set_default_busy_wait(std::time::Duration::from_secs(cli.busy_timeout));
     let database = migrate::database_url(
         &cli.data_dir,
@@ -740,11 +779,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Err(error) => return status::unknown_if_checking(&cli.command, &cli.data_dir, error),
     };
     crate::ledger::set_database_url(database);
-    crate::ledger::set_key_file(privacy::key_file(
+    match privacy::key_file(
         &cli.data_dir,
         cli.config.as_deref(),
         cli.key_file.as_deref(),
-    )?);
+    ) {
+        Ok(key_file) => crate::ledger::set_key_file(key_file),
+        Err(error) => return status::unknown_if_checking(&cli.command, &cli.data_dir, error),
+    }
     tracing::debug!(data_dir = %cli.data_dir.display(), command = ?cli.command, "starting");
     match cli.command {
         Command::Init(args) => init::run(&cli.data_dir, &args),

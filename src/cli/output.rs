@@ -141,4 +141,15 @@ mod tests {
         let escaped = for_terminal("\u{1b}\u{9b}\u{0}\u{2066}\u{feff}");
         assert!(!escaped.chars().any(needs_escape), "{escaped:?}");
     }
+
+    /// KY's file names in the inbox go through the same function (issue 23, item 8).
+    #[test]
+    fn an_inbox_file_name_is_printable() {
+        assert_eq!(for_terminal("2026-10-01.jsonl"), "2026-10-01.jsonl");
+        assert_eq!(for_terminal("æøå Ω.jsonl"), "æøå Ω.jsonl");
+        assert_eq!(
+            for_terminal("a\u{1b}[31m\nFORGED\u{9b}\u{202e}"),
+            "a\\u{1b}[31m\\nFORGED\\u{9b}\\u{202e}"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use crate::export::{files_in_scope, DeliverRequest};
+use crate::export::{default_outbox, files_in_scope, DeliverRequest};
 use crate::ledger::{DeliveryState, Head, Ledger, OfficialFile};
 use crate::transport::load;
 
@@ -74,6 +74,33 @@ pub(super) struct Snapshot {
     pub files: Vec<FileStatus>,
     pub config: ConfigState,
     pub config_path: String,
+    /// Files not yet accepted that were published into `<data-dir>/outbox` and
+    /// are no longer there, newest first (decision 0007: never put back by an
+    /// export). Empty when that outbox does not exist.
+    pub left_outbox: Vec<OfficialFile>,
+}
+
+/// Missing-file names the check line quotes.
+const LEFT_OUTBOX_SHOWN: usize = 5;
+
+/// The pending files among `files` that are missing from `outbox`, newest first.
+fn left_outbox(files: &[FileStatus], outbox: &Path) -> Vec<OfficialFile> {
+    if !outbox.is_dir() {
+        return Vec::new();
+    }
+    let mut missing: Vec<OfficialFile> = files
+        .iter()
+        .filter(|file| file.pending())
+        .filter(|file| {
+            matches!(
+                std::fs::symlink_metadata(outbox.join(&file.file.file_name)),
+                Err(error) if error.kind() == io::ErrorKind::NotFound
+            )
+        })
+        .map(|file| file.file.clone())
+        .collect();
+    missing.sort_by_key(|file| std::cmp::Reverse(file.position));
+    missing
 }
 
 impl Snapshot {
@@ -83,13 +110,14 @@ impl Snapshot {
         named: Option<&Path>,
     ) -> anyhow::Result<Snapshot> {
         let head = ledger.head()?;
-        let files = files_in_scope(ledger, &DeliverRequest::default())?
+        let files: Vec<FileStatus> = files_in_scope(ledger, &DeliverRequest::default())?
             .into_iter()
             .map(|(file, status)| FileStatus {
                 file,
                 state: status.state,
             })
             .collect();
+        let left_outbox = left_outbox(&files, &default_outbox(data_dir));
         let path = config_path(data_dir, named);
         let config = if named.is_none() && !path.exists() {
             ConfigState::Absent
@@ -109,6 +137,7 @@ impl Snapshot {
             files,
             config,
             config_path: path.display().to_string(),
+            left_outbox,
         })
     }
 
@@ -228,16 +257,19 @@ pub(super) fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Ver
                 format!("{what}, over {} h", args.warn_hours),
             ));
         }
-        if !snapshot.delivery_configured() {
+        let waiting = pending.len().saturating_sub(snapshot.left_outbox.len());
+        if !snapshot.delivery_configured() && waiting > 0 {
             findings.push((
                 Verdict::Warning,
                 format!(
-                    "{} file(s) wait in the outbox and delivery is not configured ({})",
-                    pending.len(),
+                    "{waiting} file(s) wait in the outbox and delivery is not configured ({})",
                     snapshot.config_path
                 ),
             ));
         }
+    }
+    if let Some(finding) = left_outbox_finding(&snapshot.left_outbox) {
+        findings.push((Verdict::Warning, finding));
     }
     findings.sort_by_key(|(verdict, _)| std::cmp::Reverse(*verdict));
     let verdict = findings
@@ -276,6 +308,31 @@ fn unknown(data_dir: &Path, error: &anyhow::Error) -> ExitCode {
         crate::domain::mask_in_text(&cause)
     );
     Verdict::Unknown.exit_code()
+}
+
+/// Pending files that left the outbox after they were published, named.
+fn left_outbox_finding(missing: &[OfficialFile]) -> Option<String> {
+    let newest = missing.first()?;
+    let names: Vec<&str> = missing
+        .iter()
+        .take(LEFT_OUTBOX_SHOWN)
+        .map(|file| file.file_name.as_str())
+        .collect();
+    let more = missing.len().saturating_sub(LEFT_OUTBOX_SHOWN);
+    Some(format!(
+        "{} file(s) not yet accepted have left the outbox since they were published (taken \
+         by a transfer agent, or moved; an export does not put them back): {}{}; \
+         `sf2520 reissue --kommune {} --seq {}` puts one back to be delivered again",
+        missing.len(),
+        names.join(", "),
+        if more > 0 {
+            format!(" and {more} more (`sf2520 status --json` lists each)")
+        } else {
+            String::new()
+        },
+        newest.kommune,
+        newest.sequence
+    ))
 }
 
 pub(super) fn run(
@@ -366,6 +423,7 @@ fn status_json(
         "files_by_state": snapshot.counts(),
         "oldest_pending": snapshot.oldest_pending().map(file_json),
         "rejected": snapshot.rejected().map(file_json).collect::<Vec<_>>(),
+        "left_outbox": snapshot.left_outbox.iter().map(|file| file.file_name.as_str()).collect::<Vec<_>>(),
         "last_file_per_kommune": snapshot.last_per_kommune().into_iter().map(file_json).collect::<Vec<_>>(),
         "config": config_json(snapshot),
         "check": {"verdict": verdict.label(), "reasons": reasons},

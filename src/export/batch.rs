@@ -13,11 +13,13 @@ use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use uuid::Uuid;
 
 use super::entries::{for_each_record, for_each_record_in};
-use super::outbox::{sha256_of, sync_dir, Outbox, PartialFile, StagedFile, Staging, WrittenFile};
+use super::outbox::{
+    sha256_of, sync_dir, Leftover, Outbox, PartialFile, StagedFile, Staging, WrittenFile,
+};
 use super::reconstruct::reconstruct;
 use super::ExportError;
 use crate::domain::{Event, FileExported, Kommune};
-use crate::ledger::{EntryRange, Ledger};
+use crate::ledger::{EntryRange, Ledger, OfficialFile};
 use crate::sf2520::{check_file, file_name, DetailRecord, FileHeader, FileSummary, FileWriter};
 
 /// What to export.
@@ -426,13 +428,13 @@ pub fn run_batch(
         false,
     )?;
     progress.planned(planned.len(), planned.iter().map(|p| p.record_count).sum());
-    let rendered = render_all(ledger, planned, outbox.staging(), progress)?;
+    let mut rendered = render_all(ledger, planned, outbox.staging(), progress)?;
     crate::interrupt::check()?;
     read_back_all(&rendered)?;
     crate::interrupt::check()?;
-    let file_ids = record(ledger, &rendered, cutoff.position)?;
+    let file_ids = record_settled(ledger, &mut rendered, cutoff.position)?;
     // Recorded: from here on the run finishes, whatever signal arrives; a kill
-    // leaves temporary files that the next run publishes.
+    // or a failed rename leaves temporary files that the next run publishes.
     let exported = publish(rendered, file_ids.into_iter().map(Some))?;
     sync_dir(outbox.dir())?;
     Ok(exported)
@@ -457,46 +459,132 @@ fn publish(
         .collect()
 }
 
-/// Finishes what this ledger's interrupted runs left in the outbox: a recorded
-/// file missing under its official name is published from its temporary file
-/// when that holds the recorded bytes (a run killed between recording and
-/// renaming), or else rendered again from the log and checked against its event;
-/// every other leftover was never recorded, and goes to quarantine.
-fn finish_interrupted(ledger: &Ledger, outbox: &mut Outbox<'_>) -> Result<(), ExportError> {
-    let mut leftovers = outbox.take_leftovers();
-    for file in ledger.official_files(None)? {
-        if outbox.dir().join(&file.file_name).exists() {
-            continue;
-        }
-        let mut published = false;
-        for leftover in &leftovers {
-            if leftover.name == file.file_name && sha256_of(&leftover.path)? == file.sha256 {
-                outbox.publish_leftover(&leftover.path, &leftover.name)?;
-                tracing::warn!(file = %leftover.name, "published an official file that an interrupted run had recorded but not yet renamed");
-                published = true;
-                break;
-            }
-        }
-        if !published {
-            let rebuilt = reconstruct(ledger, file.kommune, file.sequence)?;
-            if !rebuilt.matches() {
-                return Err(ExportError::ReadBack {
-                    kommune: file.kommune.code(),
-                    sequence: file.sequence,
-                    what: "missing from the outbox, and the log no longer renders its recorded SHA-256; run `sf2520 verify`".into(),
-                });
-            }
-            outbox.put(&file.file_name, &rebuilt.bytes)?;
-            tracing::warn!(file = %file.file_name, "an official file was missing from the outbox; rendered it again from the log (the same SHA-256 as recorded)");
-        }
-        leftovers.retain(|leftover| leftover.path.exists());
+/// Records the rendered files ([`record`]), and settles a record that failed by
+/// asking the register whether it was written: not written, the temporary files
+/// are removed as the error returns; written after all (a commit whose answer
+/// was lost with the connection), the run goes on to publish them; unknown (the
+/// register cannot be read either), the temporary files are kept, and the next
+/// run publishes or quarantines them by what the register says then. A recorded
+/// file's temporary file is never removed unpublished: it is how the next run
+/// tells a file still to publish from one published and since taken away.
+fn record_settled(
+    ledger: &mut Ledger,
+    rendered: &mut [RenderedFile],
+    cutoff: u64,
+) -> Result<Vec<Uuid>, ExportError> {
+    for file in rendered.iter_mut() {
+        file.staged.keep_when_dropped(true);
     }
+    let error = match record(ledger, rendered, cutoff) {
+        Ok(ids) => return Ok(ids),
+        Err(error) => error,
+    };
+    match recorded_ids(ledger, rendered) {
+        Ok(Some(ids)) if ids.is_empty() => {
+            for file in rendered.iter_mut() {
+                file.staged.keep_when_dropped(false);
+            }
+            Err(error)
+        }
+        Ok(Some(ids)) => {
+            tracing::warn!(%error, "recording the files reported an error, but the register holds them: publishing them");
+            Ok(ids)
+        }
+        unknown => {
+            let check = unknown.err().map(|check| check.to_string());
+            tracing::warn!(%error, ?check, "recording the files failed and the register cannot tell whether the record was written; their temporary files stay for the next export to publish (if recorded) or quarantine");
+            Err(error)
+        }
+    }
+}
+
+/// The ids of the rendered files if the register holds every one of them (by
+/// name and SHA-256), an empty list if it holds none, and `None` if it holds
+/// some but not all (which one transaction cannot leave: the outcome is unknown).
+fn recorded_ids(
+    ledger: &Ledger,
+    rendered: &[RenderedFile],
+) -> Result<Option<Vec<Uuid>>, ExportError> {
+    let register: HashMap<String, ([u8; 32], [u8; 16])> = ledger
+        .official_files(None)?
+        .into_iter()
+        .map(|file| {
+            (
+                file.event.file_name,
+                (file.event.sha256, file.event.file_id),
+            )
+        })
+        .collect();
+    let found: Vec<Uuid> = rendered
+        .iter()
+        .filter_map(|file| match register.get(&file.planned.file_name) {
+            Some((sha256, id)) if *sha256 == file.staged.sha256 => Some(Uuid::from_bytes(*id)),
+            _ => None,
+        })
+        .collect();
+    Ok((found.is_empty() || found.len() == rendered.len()).then_some(found))
+}
+
+/// Finishes what this ledger's interrupted runs left in the outbox. Only a
+/// run's own temporary files say what is unfinished: a recorded file whose
+/// temporary file is still there was never published, and is published from it
+/// when it holds the recorded bytes (a run killed between recording and
+/// renaming), or else rendered again from the log and checked against its event;
+/// a leftover never recorded goes to quarantine. A recorded file with no
+/// temporary file was published, and if it is not in the outbox it was taken
+/// away after (a transfer agent, an operator archiving): it is not put back
+/// (`verify --outbox` and `status` name it; `reissue` puts it back on purpose).
+fn finish_interrupted(ledger: &Ledger, outbox: &mut Outbox<'_>) -> Result<(), ExportError> {
+    let leftovers = outbox.take_leftovers();
+    if leftovers.is_empty() {
+        return Ok(());
+    }
+    let recorded: HashMap<String, OfficialFile> = ledger
+        .official_files(None)?
+        .into_iter()
+        .map(|file| (file.file_name.clone(), file))
+        .collect();
     for leftover in leftovers {
-        if leftover.path.exists() {
-            outbox.quarantine(&leftover.path)?;
+        let unpublished = recorded
+            .get(&leftover.name)
+            .filter(|file| !outbox.dir().join(&file.file_name).exists());
+        match unpublished {
+            Some(file) => finish_recorded(ledger, outbox, &leftover, file)?,
+            None => {
+                outbox.quarantine(&leftover.path)?;
+            }
         }
     }
     sync_dir(outbox.dir())
+}
+
+/// Publishes a recorded file that an interrupted run left under its temporary
+/// name: from that file if it holds the recorded bytes, else rendered again from
+/// the log and checked against its event (the damaged temporary file goes to
+/// quarantine).
+fn finish_recorded(
+    ledger: &Ledger,
+    outbox: &Outbox<'_>,
+    leftover: &Leftover,
+    file: &OfficialFile,
+) -> Result<(), ExportError> {
+    if sha256_of(&leftover.path)? == file.sha256 {
+        outbox.publish_leftover(&leftover.path, &leftover.name)?;
+        tracing::warn!(file = %leftover.name, "published an official file that an interrupted run had recorded but not yet renamed");
+        return Ok(());
+    }
+    let rebuilt = reconstruct(ledger, file.kommune, file.sequence)?;
+    if !rebuilt.matches() {
+        return Err(ExportError::ReadBack {
+            kommune: file.kommune.code(),
+            sequence: file.sequence,
+            what: "recorded but never published, its temporary file damaged, and the log no longer renders its recorded SHA-256; run `sf2520 verify`".into(),
+        });
+    }
+    outbox.put(&file.file_name, &rebuilt.bytes)?;
+    tracing::warn!(file = %file.file_name, "an interrupted run recorded this file but its temporary file was damaged; rendered it again from the log (the same SHA-256 as recorded) and published it");
+    outbox.quarantine(&leftover.path)?;
+    Ok(())
 }
 
 /// Reads every rendered file back ([`read_back`]) on all cores, the files

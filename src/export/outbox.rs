@@ -6,16 +6,15 @@
 //! are finished (recorded ones) or moved to a quarantine folder (the rest).
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::ExportError;
-use crate::ledger::{create_private_dir, ensure_private_dir, ExportLock};
+use crate::ledger::{create_private_dir, ensure_private_dir, nofollow, ExportLock};
 
 /// The marker that claims an outbox for one ledger.
 pub const OUTBOX_MARKER: &str = ".sf2520-outbox";
@@ -80,9 +79,11 @@ pub struct Staging {
 
 impl Staging {
     /// Staging in a directory that is not an outbox (`--as-of`, `--test`, a
-    /// reconstructed file): created owner-only if missing.
+    /// reconstructed file, the receipts' archive): created owner-only if missing.
+    /// A directory that is a symbolic link is refused, never written through.
     pub fn plain(dir: &Path) -> Result<Staging, ExportError> {
         create_private_dir(dir)?;
+        nofollow::not_a_link(dir).map_err(ExportError::io("cannot write into", dir))?;
         Ok(Staging {
             dir: dir.to_path_buf(),
             tag: format!("p{}-{}", std::process::id(), short_id()),
@@ -113,17 +114,14 @@ impl PartialFile {
     /// Creates the temporary file of `name` (`0600`), buffered by `buffer_bytes`.
     pub fn create(staging: &Staging, name: &str, buffer_bytes: usize) -> Result<Self, ExportError> {
         let temporary = staging.temporary(name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temporary)
+        let file = nofollow::create_new(&temporary)
             .map_err(ExportError::io("cannot create", &temporary))?;
         Ok(PartialFile {
             staged: Staged {
                 dir: staging.dir.clone(),
                 name: name.to_string(),
                 temporary: Some(temporary),
+                keep: false,
             },
             writer: HashingWriter::new(BufWriter::with_capacity(buffer_bytes, file)),
         })
@@ -154,11 +152,15 @@ impl PartialFile {
     }
 }
 
-/// A temporary file that is removed when dropped, unless it was published.
+/// A temporary file that is removed when dropped, unless it was published or
+/// is kept for the next run ([`StagedFile::keep_for_next_run`]).
 struct Staged {
     dir: PathBuf,
     name: String,
     temporary: Option<PathBuf>,
+    /// Left in place when dropped: the file may be recorded, and only its
+    /// temporary file tells the next run that it was never published.
+    keep: bool,
 }
 
 impl Staged {
@@ -171,6 +173,9 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         if let Some(path) = self.temporary.take() {
             if let Err(error) = fs::remove_file(&path) {
                 if error.kind() != ErrorKind::NotFound {
@@ -192,6 +197,14 @@ impl StagedFile {
     /// The temporary file, for reading it back before it is recorded.
     pub fn temporary(&self) -> &Path {
         self.staged.temporary()
+    }
+
+    /// Whether the temporary file stays in place if this is dropped
+    /// unpublished: once a file may be recorded, its temporary file is how the
+    /// next run knows it was never published (decision 0007), so it must not be
+    /// removed.
+    pub fn keep_when_dropped(&mut self, keep: bool) {
+        self.staged.keep = keep;
     }
 
     /// Renames the file to its name. Durable once the directory is fsynced
@@ -395,7 +408,7 @@ impl<'l> Outbox<'l> {
     /// log line: it was never official, and it holds CPR numbers.
     pub fn quarantine(&self, temporary: &Path) -> Result<PathBuf, ExportError> {
         let folder = self.dir().join(QUARANTINE_DIR);
-        create_private_dir(&folder)?;
+        nofollow::private_dir(&folder).map_err(ExportError::io("cannot use", &folder))?;
         let name = temporary
             .file_name()
             .map(|name| name.to_string_lossy().trim_start_matches('.').to_string())
@@ -430,11 +443,7 @@ fn read_claim(marker: &Path) -> Result<Option<String>, ExportError> {
 /// Writes the claim; if another ledger claimed the outbox in the meantime, its
 /// claim stands and this one is refused.
 fn write_claim(dir: &Path, marker: &Path, ours: &str) -> Result<(), ExportError> {
-    let created = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(marker);
+    let created = nofollow::create_new(marker);
     match created {
         Ok(mut file) => {
             file.write_all(format!("sf2520 outbox of ledger {ours}\n").as_bytes())
@@ -509,6 +518,45 @@ pub fn sha256_of(path: &Path) -> Result<[u8; 32], ExportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A staged file is removed when dropped unpublished, unless it may be
+    /// recorded: then its temporary file is what tells the next run to publish it.
+    #[test]
+    fn a_staged_file_kept_for_the_next_run_outlives_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::plain(dir.path()).unwrap();
+        let staged = |name: &str| {
+            let mut file = PartialFile::create(&staging, name, 64).unwrap();
+            file.writer().write_all(b"bytes").unwrap();
+            file.finish().unwrap()
+        };
+        let dropped = staged("a.txt");
+        let dropped_path = dropped.temporary().to_path_buf();
+        drop(dropped);
+        assert!(!dropped_path.exists());
+        let mut kept = staged("b.txt");
+        kept.keep_when_dropped(true);
+        let kept_path = kept.temporary().to_path_buf();
+        drop(kept);
+        assert_eq!(fs::read(&kept_path).unwrap(), b"bytes");
+    }
+
+    /// Regression: `receipts/` (and any plain staging directory: `test-files/`,
+    /// `--as-of --out`) planted as a link made files with CPRs land elsewhere.
+    #[test]
+    fn a_staging_directory_that_is_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let receipts = dir.path().join("receipts");
+        std::os::unix::fs::symlink(&elsewhere, &receipts).unwrap();
+        let error = write_bytes_atomically(&receipts, "r.xml", b"<receipt/>").unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+        let real = dir.path().join("real");
+        write_bytes_atomically(&real, "r.xml", b"<receipt/>").unwrap();
+        assert_eq!(fs::read(real.join("r.xml")).unwrap(), b"<receipt/>");
+    }
 
     #[test]
     fn names_are_told_apart_by_whose_they_are() {

@@ -390,6 +390,9 @@ pub fn restore(data_dir: &Path, source: &Path, force: bool) -> Result<RestoreRep
     let restored = stage_and_verify(source, staged.path())?;
     let database = data_dir.join(DATABASE_FILE);
     let staged_copy = Ledger::open_copy(staged.path())?;
+    // A backup whose CPRs are sealed is put in place only where its key file is:
+    // without it, the restored ledger could not be opened.
+    super::store::keyring(staged_copy.db(), data_dir, source)?;
     let current = inspect_current(data_dir, &database, &staged_copy)?;
     drop(staged_copy);
     let discarded_events = refuse_losses(&current, &database, &restored, force)?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::nofollow;
 use super::store::Head;
 use super::LedgerError;
 
@@ -98,16 +99,24 @@ pub enum LockAttempt {
     },
 }
 
-/// Tries once to lock `path` (created `0600` if missing). Taken, the file is
-/// rewritten to name this process: pid, host, start time and command.
+/// Tries once to lock `path` (created `0600` if missing; a symbolic link there
+/// is refused, never written through). Taken, the file is rewritten to name
+/// this process: pid, host, start time and command.
 pub fn try_lock_named(path: &Path) -> std::io::Result<LockAttempt> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = nofollow::open(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+    )?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(
+            "it is not a regular file; move it away and run again",
+        ));
+    }
     match file.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
@@ -166,15 +175,25 @@ fn read_holder(file: &mut File) -> String {
     }
 }
 
-/// The subcommand this process runs, for lock holders and writer notes (paths
-/// and values left out: they may be long, and a value may be personal).
+/// The subcommand this process runs, as the command line's parser named it
+/// ([`name_command`]); never a word of argv, which holds paths, values and, in a
+/// libpq `key=value` database URL, a password.
+static COMMAND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Names the subcommand this process runs (`export`, `ingest`, …) for lock
+/// holders and writer notes. Set once, by the command line; a library user that
+/// never sets it is named `sf2520`.
+pub fn name_command(subcommand: &'static str) {
+    // A second call (tests running several commands in one process) keeps the first.
+    let _ = COMMAND.set(subcommand);
+}
+
+/// `sf2520 SUBCOMMAND`, for lock holders and writer notes.
 fn command_line() -> String {
-    let words: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|word| !word.starts_with('-') && !word.contains('/'))
-        .take(2)
-        .collect();
-    format!("sf2520 {}", words.join(" ")).trim_end().to_string()
+    match COMMAND.get() {
+        Some(subcommand) => format!("sf2520 {subcommand}"),
+        None => "sf2520".into(),
+    }
 }
 
 /// The last head this data directory committed, as written to [`HEAD_MARK_FILE`].
@@ -256,12 +275,7 @@ fn write_mark(dir: &Path, head: &Head, backwards: bool) -> Result<(), LedgerErro
     }
     let path = dir.join(HEAD_MARK_FILE);
     let staged = dir.join(format!(".{HEAD_MARK_FILE}.{}", std::process::id()));
-    let written = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&staged)
+    let written = nofollow::create_or_truncate(&staged)
         .and_then(|mut file| {
             file.write_all(format_mark(head).as_bytes())?;
             file.sync_all()
@@ -286,24 +300,22 @@ pub(super) fn note_writer(dir: &Path, activity: &str) {
         host_name(),
         now_text()
     );
-    let written = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut file| file.write_all(note.as_bytes()));
+    let written =
+        nofollow::create_or_truncate(&path).and_then(|mut file| file.write_all(note.as_bytes()));
     if let Err(error) = written {
-        tracing::debug!(path = %path.display(), %error, "could not write the writer note");
+        tracing::warn!(path = %path.display(), %error, "could not write the writer note");
     }
 }
 
 /// Who holds the write lock, as its note says, and for how long.
 pub(super) fn current_writer(dir: &Path) -> String {
     let path = dir.join(WRITER_NOTE_FILE);
-    let Ok(note) = fs::read_to_string(&path) else {
+    let mut note = String::new();
+    let read = nofollow::open(&path, OpenOptions::new().read(true))
+        .and_then(|file| file.take(4096).read_to_string(&mut note));
+    if read.is_err() {
         return "another process".into();
-    };
+    }
     let held = note
         .rsplit_once(" since ")
         .and_then(|(_, since)| DateTime::parse_from_rfc3339(since.trim()).ok())
@@ -314,21 +326,33 @@ pub(super) fn current_writer(dir: &Path) -> String {
     }
 }
 
-/// Removes the scratch and staging files named `{prefix}{pid}{suffix}` in `dir`
-/// that a process now gone left behind (killed with SIGKILL, which no handler
-/// sees): they are copies of the ledger or of its projections, with CPR numbers.
-/// A file of a process still running is left alone.
+/// What SQLite keeps beside a database file `NAME` while it writes it: the
+/// rollback journal, the WAL and its shared-memory index (pages of the ledger).
+const SQLITE_SIDE_FILES: [&str; 4] = ["", "-journal", "-wal", "-shm"];
+
+/// The pid in `name` if it is `{prefix}{pid}{suffix}`, or that followed by one of
+/// SQLite's side-file suffixes (`-journal`, `-wal`, `-shm`).
+fn stale_pid(name: &str, prefix: &str, suffix: &str) -> Option<u32> {
+    let rest = name.strip_prefix(prefix)?;
+    SQLITE_SIDE_FILES.iter().find_map(|side| {
+        rest.strip_suffix(side)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .and_then(|pid| pid.parse::<u32>().ok())
+    })
+}
+
+/// Removes the scratch and staging files named `{prefix}{pid}{suffix}` in `dir`,
+/// and SQLite's journal, WAL and shared memory beside them, that a process now
+/// gone left behind (killed with SIGKILL, which no handler sees): they are copies
+/// of the ledger or of its projections, with CPR numbers. A file of a process
+/// still running is left alone.
 pub(super) fn remove_stale(dir: &Path, prefix: &str, suffix: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_suffix(suffix))
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
+        let Some(pid) = stale_pid(&name, prefix, suffix) else {
             continue;
         };
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
@@ -348,6 +372,21 @@ pub(super) fn remove_stale(dir: &Path, prefix: &str, suffix: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stale_copy_and_its_sqlite_side_files_are_told_by_their_pid() {
+        for (name, pid) in [
+            (".b.sqlite3.42.partial", Some(42)),
+            (".b.sqlite3.42.partial-journal", Some(42)),
+            (".b.sqlite3.42.partial-wal", Some(42)),
+            (".b.sqlite3.42.partial-shm", Some(42)),
+            (".b.sqlite3.42.partial-other", None),
+            (".b.sqlite3.x42.partial", None),
+            (".c.sqlite3.42.partial-journal", None),
+        ] {
+            assert_eq!(stale_pid(name, ".b.sqlite3.", ".partial"), pid, "{name}");
+        }
+    }
 
     #[test]
     fn a_mark_reads_back_and_a_damaged_one_is_refused() {

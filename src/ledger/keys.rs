@@ -125,7 +125,10 @@ impl KeyFile {
     }
 
     /// Creates a new key file at `path`, owner-only, never over an existing file or
-    /// through a symbolic link.
+    /// through a symbolic link. The file is written whole under a name of its own
+    /// and then linked to `path`, so that a process that finds `path` finds it
+    /// complete; when two create one at once, the second gets
+    /// [`LedgerError::KeyFileIo`] with `AlreadyExists` (see [`KeyFile::load_or_create`]).
     pub fn create(path: &Path) -> Result<KeyFile, LedgerError> {
         let mut secret = [0u8; 32];
         SystemRandom::new()
@@ -139,16 +142,19 @@ impl KeyFile {
             text.push_str(&format!("{byte:02x}"));
         }
         text.push('\n');
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|source| io_error(path, "create", source))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|source| io_error(path, "write", source))?;
+        let staged = path.with_file_name(format!(
+            ".{}.{}.partial",
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or(KEY_FILE),
+            std::process::id()
+        ));
+        let written = write_staged(&staged, text.as_bytes()).and_then(|()| {
+            fs::hard_link(&staged, path).map_err(|source| io_error(path, "create", source))
+        });
+        // The staged name goes whatever happened; `path` is the file from here on.
+        let _ = fs::remove_file(&staged);
+        written?;
         if let Some(parent) = path.parent() {
             if let Ok(dir) = fs::File::open(parent) {
                 // The file's name is durable with its directory; a failure only
@@ -157,6 +163,22 @@ impl KeyFile {
             }
         }
         Ok(KeyFile::from_secret(path, &secret))
+    }
+
+    /// The key file at `path`, created if there is none: a new ledger's. Two
+    /// processes creating a ledger at once end up with the same file.
+    pub fn load_or_create(path: &Path) -> Result<KeyFile, LedgerError> {
+        match KeyFile::load(path) {
+            Err(LedgerError::KeyFileMissing { .. }) => match KeyFile::create(path) {
+                Err(LedgerError::KeyFileIo { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    KeyFile::load(path)
+                }
+                other => other,
+            },
+            other => other,
+        }
     }
 
     /// Reads the key file at `path`: it must be the running user's, owner-only, a
@@ -214,6 +236,20 @@ impl KeyFile {
         self.id
     }
 }
+
+/// Writes `bytes` to the new file `staged` (owner-only, not through a link) and
+/// makes them durable.
+fn write_staged(staged: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(staged)
+        .map_err(|source| io_error(staged, "create", source))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| io_error(staged, "write", source))
 }
 
 fn parse_secret(text: &str) -> Result<[u8; 32], &'static str> {
@@ -569,6 +605,9 @@ mod tests {
             KeyFile::create(&path),
             Err(LedgerError::KeyFileIo { .. })
         ));
+        // A second creator finds the first's file whole, and no staged file stays.
+        assert_eq!(KeyFile::load_or_create(&path).unwrap().id(), created.id());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         fs::write(dir.path().join("bad"), "sf2520-kek-v1:1234\n").unwrap();
         fs::set_permissions(
             dir.path().join("bad"),

@@ -13,6 +13,7 @@ mod error;
 mod files;
 mod keys;
 mod migrate;
+pub mod nofollow;
 mod postgres;
 mod projection;
 mod retention;
@@ -29,7 +30,7 @@ pub use codec::{
     CURRENT_SCHEMA_VERSION, GENESIS_HASH, SEALED_SCHEMA_VERSION,
 };
 pub use datadir::{
-    check_private_dir, read_mark, try_lock_named, HeadMark, HeldLock, LockAttempt,
+    check_private_dir, name_command, read_mark, try_lock_named, HeadMark, HeldLock, LockAttempt,
     EXPORT_LOCK_FILE, HEAD_MARK_FILE, WRITER_NOTE_FILE,
 };
 pub use entries::EntryRange;

@@ -1270,17 +1270,13 @@ pub(crate) fn open_event(
 /// operator may provision it first, e.g. through systemd's `LoadCredential=`),
 /// else a new one.
 fn new_key_file(dir: &Path) -> Result<KeyFile, LedgerError> {
-    let path = keys::key_file_path(dir);
-    match KeyFile::load(&path) {
-        Err(LedgerError::KeyFileMissing { .. }) => KeyFile::create(&path),
-        other => other,
-    }
+    KeyFile::load_or_create(&keys::key_file_path(dir))
 }
 
 /// The keys of the ledger in `db` (at `path`, for messages) with data directory
 /// `dir`: `None` if it stores plain CPRs, else its key file, which must be the one
 /// whose identity `meta` holds.
-fn keyring(
+pub(super) fn keyring(
     db: &Db,
     dir: &Path,
     path: &Path,

@@ -155,3 +155,19 @@ pub(crate) fn lines(lines: &[String]) -> String {
     text.push('\n');
     text
 }
+
+/// Gives the data directory `to` (made owner-only if missing) a copy of the key
+/// file of the ledger in `from`, as an operator does for a restore on a new
+/// machine or a second node of a PostgreSQL ledger (docs/operations.md, "The key
+/// file").
+pub(crate) fn share_key_file(from: &std::path::Path, to: &std::path::Path) {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(to)
+        .unwrap();
+    let target = to.join(sf2520::ledger::KEY_FILE);
+    std::fs::copy(from.join(sf2520::ledger::KEY_FILE), &target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
