@@ -172,7 +172,7 @@ pub(super) fn run_retention(
     if args.json {
         writeln!(out, "{}", plan_json(&plan, &removals, applied))?;
     } else {
-        print_plan(&mut out, &plan, &removals, applied)?;
+        print_plan(&mut out, &plan, &removals, applied, args.apply)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -392,6 +392,7 @@ fn print_plan(
     plan: &RetentionPlan,
     removals: &Removals,
     applied: Option<u64>,
+    apply: bool,
 ) -> io::Result<()> {
     let verb = if applied.is_some() {
         "erased"
@@ -444,6 +445,7 @@ fn print_plan(
             "recorded as RetentionApplied at position {position}; the files register, totals and \
              the hash chain are unchanged"
         ),
+        None if apply => writeln!(out, "nothing new to erase in the ledger; no event recorded"),
         None => writeln!(
             out,
             "dry run: nothing was changed; run with --apply to erase"

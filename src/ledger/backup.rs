@@ -390,9 +390,6 @@ pub fn restore(data_dir: &Path, source: &Path, force: bool) -> Result<RestoreRep
     let restored = stage_and_verify(source, staged.path())?;
     let database = data_dir.join(DATABASE_FILE);
     let staged_copy = Ledger::open_copy(staged.path())?;
-    // A backup whose CPRs are sealed is put in place only where its key file is:
-    // without it, the restored ledger could not be opened.
-    super::store::keyring(staged_copy.db(), data_dir, source)?;
     let current = inspect_current(data_dir, &database, &staged_copy)?;
     drop(staged_copy);
     let discarded_events = refuse_losses(&current, &database, &restored, force)?;
@@ -403,7 +400,12 @@ pub fn restore(data_dir: &Path, source: &Path, force: bool) -> Result<RestoreRep
     // The rollback is on purpose: the data directory's mark of its last committed
     // head is set to the restored head first (a mark that lags is safe; one ahead
     // of the database would refuse it), then the copy is put in place.
-    let restored_head = Ledger::open_copy(staged.path())?.head()?;
+    let restored_copy = Ledger::open_copy(staged.path())?;
+    // A backup whose CPRs are sealed is put in place only where its key file is:
+    // without it, the restored ledger could not be opened.
+    super::store::keyring(restored_copy.db(), data_dir, source)?;
+    let restored_head = restored_copy.head()?;
+    drop(restored_copy);
     super::datadir::reset_mark(data_dir, &restored_head)?;
     let kept_aside = install(current, staged, &database, discarded_events > 0)?;
     let reopened = Ledger::open(data_dir)?.head()?;

@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS events (
 
 /// Each agreement's data key, wrapped under the key file (`keys`); not part of
 /// the log and not a projection: a replay cannot make it, and erasure destroys it.
+/// `ANALYZE` (autovacuum's too) would copy sample values of `wrapped` into
+/// `pg_statistic`, where an erased key would outlive its row: its statistics are
+/// never collected.
 pub(crate) const KEYS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS subject_keys (
     agreement       text PRIMARY KEY,
@@ -55,6 +58,7 @@ CREATE TABLE IF NOT EXISTS subject_keys (
     erased_at_us    bigint,
     erased_position bigint
 );
+ALTER TABLE subject_keys ALTER COLUMN wrapped SET STATISTICS 0;
 ";
 
 /// The projection tables on PostgreSQL.

@@ -290,15 +290,54 @@ impl Ledger {
         if let Some(keys) = self.keyring() {
             keys.forget();
         }
-        wipe_erased(self.db())?;
+        self.wipe_erased_keys()?;
         Ok(position)
+    }
+
+    /// Removes what the database keeps of data keys destroyed earlier (a run of
+    /// `retention --apply` that found nothing new to erase finishes an earlier one).
+    pub fn wipe_erased_keys(&self) -> Result<(), LedgerError> {
+        wipe_erased(self.db(), self.busy_wait())
     }
 }
 
-/// Removes the database's own leftovers of destroyed keys.
-fn wipe_erased(db: &Db) -> Result<(), LedgerError> {
-    match db {
-        Db::Sqlite(conn) => super::sqlite::checkpoint_truncate(conn),
-        Db::Postgres(_) => db.batch("VACUUM FULL subject_keys"),
+const XACT: Source = Source {
+    table: "pg_current_snapshot()",
+};
+
+/// Removes the database's own leftovers of destroyed keys: on SQLite the WAL's
+/// old pages; on PostgreSQL the old row versions, by rewriting the table. `VACUUM
+/// FULL` keeps a version that a transaction still running might see, so it waits
+/// first (at most `wait`) until every transaction that began before the erasure
+/// committed has ended.
+fn wipe_erased(db: &Db, wait: std::time::Duration) -> Result<(), LedgerError> {
+    if let Db::Sqlite(conn) = db {
+        return super::sqlite::checkpoint_truncate(conn);
     }
+    let after: i64 = db.query_one("SELECT pg_current_xact_id()::text::bigint", &[], |row| {
+        row.int(XACT, 0)
+    })?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let oldest: i64 = db.query_one(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+            &[],
+            |row| row.int(XACT, 0),
+        )?;
+        if oldest > after {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(LedgerError::Busy {
+                holder: "a transaction that began before the erasure is still running, so \
+                         the destroyed keys' old row versions could not be removed yet; run \
+                         `sf2520 retention --apply` again (it finds nothing new to erase and \
+                         removes them)"
+                    .into(),
+                waited_s: wait.as_secs(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    db.batch("VACUUM FULL subject_keys")
 }

@@ -547,6 +547,11 @@ impl Ledger {
 
     /// How long a write waits, in all, for another process's write transaction
     /// before it fails with [`LedgerError::Busy`] naming the holder.
+    /// How long a write waits for another process (see [`Ledger::set_busy_wait`]).
+    pub(crate) fn busy_wait(&self) -> Duration {
+        self.busy_wait
+    }
+
     pub fn set_busy_wait(&mut self, wait: Duration) {
         self.busy_wait = wait;
     }
