@@ -286,6 +286,115 @@ fn aad(prefix: &[u8], agreement: &str) -> Vec<u8> {
     aad
 }
 
+/// The associated data of a sealed CPR, built on the stack: the export opens one
+/// per record. An agreement reference is at most 15 characters of ISO-8859-1, so
+/// 30 bytes of UTF-8; a longer one (never valid) is refused by `None`.
+fn cpr_aad(agreement: &str) -> Option<([u8; 64], usize)> {
+    let mut buffer = [0u8; 64];
+    let end = AAD_CPR.len() + agreement.len();
+    buffer
+        .get_mut(AAD_CPR.len()..end)?
+        .copy_from_slice(agreement.as_bytes());
+    buffer[..AAD_CPR.len()].copy_from_slice(AAD_CPR);
+    Some((buffer, end))
+}
+
+/// The ChaCha20-Poly1305 key of 32 raw bytes (a copy, no key schedule: cheap).
+fn chacha_key(raw: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, raw).expect("32 bytes make a key"))
+}
+
+/// Seals the ten digits of a CPR under `key`: nonce ‖ ciphertext ‖ tag.
+fn seal_cpr(key: &LessSafeKey, agreement: &str, digits: &[u8; 10]) -> Option<[u8; SEALED_CPR_LEN]> {
+    let (aad_buffer, aad_len) = cpr_aad(agreement)?;
+    let nonce = fresh_nonce();
+    let mut sealed = [0u8; SEALED_CPR_LEN];
+    sealed[..NONCE_LEN].copy_from_slice(&nonce);
+    sealed[NONCE_LEN..NONCE_LEN + 10].copy_from_slice(digits);
+    let (body, tag_out) = sealed[NONCE_LEN..].split_at_mut(10);
+    let tag = key
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&aad_buffer[..aad_len]),
+            body,
+        )
+        .ok()?;
+    tag_out.copy_from_slice(tag.as_ref());
+    Some(sealed)
+}
+
+/// Opens a sealed CPR under `key` to its ten digits; `None` if it does not
+/// authenticate.
+fn open_cpr(key: &LessSafeKey, agreement: &str, sealed: &[u8; SEALED_CPR_LEN]) -> Option<[u8; 10]> {
+    let (aad_buffer, aad_len) = cpr_aad(agreement)?;
+    let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).ok()?;
+    let mut buffer = [0u8; SEALED_CPR_LEN - NONCE_LEN];
+    buffer.copy_from_slice(&sealed[NONCE_LEN..]);
+    let plain = key
+        .open_in_place(nonce, Aad::from(&aad_buffer[..aad_len]), &mut buffer)
+        .ok()?;
+    <[u8; 10]>::try_from(&*plain).ok()
+}
+
+/// FNV-1a: the remembered data keys are looked up once per record exported, by
+/// agreement references from our own ledger, where SipHash's protection against
+/// chosen keys buys nothing and costs a tenth of the export.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+type Remembered = HashMap<InlineRef, Known, std::hash::BuildHasherDefault<Fnv>>;
+
+/// An agreement reference held in the map's own slot (at most 15 characters of
+/// ISO-8859-1, so at most 30 bytes of UTF-8): a lookup per exported record then
+/// touches one place in memory, not a slot and a string elsewhere.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct InlineRef {
+    len: u8,
+    bytes: [u8; 31],
+}
+
+impl InlineRef {
+    /// `None` for a reference too long to be one (never remembered, so read each
+    /// time: correct, only slower).
+    fn of(agreement: &str) -> Option<InlineRef> {
+        let len = u8::try_from(agreement.len())
+            .ok()
+            .filter(|len| *len <= 31)?;
+        let mut bytes = [0u8; 31];
+        bytes[..agreement.len()].copy_from_slice(agreement.as_bytes());
+        Some(InlineRef { len, bytes })
+    }
+}
+
+/// What this process knows of an agreement: its data key and the sealed form of
+/// its CPR last sealed or opened. Every CPR of an agreement is the same number
+/// (the rules see to it), so a withholding is sealed to the very bytes its
+/// agreement's registration holds when those are known, and opening those bytes
+/// again costs a comparison, not a decryption.
+#[derive(Clone, Copy)]
+struct Known {
+    key: DataKey,
+    last: Option<([u8; SEALED_CPR_LEN], Cpr)>,
+}
+
 /// Seals `plain` under `key` with a fresh nonce; returns nonce ‖ ciphertext ‖ tag.
 fn seal_bytes(key: &LessSafeKey, aad_bytes: &[u8], plain: &[u8]) -> Vec<u8> {
     seal_with(key, fresh_nonce(), aad_bytes, plain)
@@ -316,10 +425,13 @@ fn open_bytes(key: &LessSafeKey, aad_bytes: &[u8], sealed: &[u8]) -> Option<Vec<
     Some(plain.to_vec())
 }
 
-/// An agreement's data key, as the ledger knows it.
-#[derive(Clone)]
+/// An agreement's data key, as the ledger knows it: the 32 raw bytes (a
+/// `LessSafeKey` is sized for every algorithm ring has, some 500 bytes, which a
+/// cache of every agreement's key cannot afford; making one from the bytes is a
+/// copy).
+#[derive(Clone, Copy)]
 enum DataKey {
-    Live(std::sync::Arc<LessSafeKey>),
+    Live([u8; 32]),
     /// Destroyed by `retention --apply` at this time (µs) in the event at `position`.
     Erased {
         at_us: i64,
@@ -331,7 +443,7 @@ enum DataKey {
 /// process has unwrapped.
 pub(crate) struct Keyring {
     file: KeyFile,
-    known: Mutex<HashMap<String, DataKey>>,
+    known: Mutex<Remembered>,
 }
 
 const SUBJECT_KEYS: Source = Source {
@@ -342,7 +454,7 @@ impl Keyring {
     pub(crate) fn new(file: KeyFile) -> Keyring {
         Keyring {
             file,
-            known: Mutex::new(HashMap::new()),
+            known: Mutex::new(Remembered::default()),
         }
     }
 
@@ -350,12 +462,12 @@ impl Keyring {
         &self.file
     }
 
-    fn remembered(&self, agreement: &str) -> Option<DataKey> {
+    fn remembered(&self, agreement: &str) -> Option<Known> {
         self.known
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(agreement)
-            .cloned()
+            .get(&InlineRef::of(agreement)?)
+            .copied()
     }
 
     fn remember(&self, agreement: &str, key: DataKey) {
@@ -366,7 +478,20 @@ impl Keyring {
         if known.len() >= REMEMBERED_MAX {
             known.clear();
         }
-        known.insert(agreement.to_string(), key);
+        if let Some(reference) = InlineRef::of(agreement) {
+            known.insert(reference, Known { key, last: None });
+        }
+    }
+
+    /// Remembers that `sealed` is `cpr` sealed under `agreement`'s data key.
+    fn remember_sealed(&self, agreement: &str, sealed: [u8; SEALED_CPR_LEN], cpr: Cpr) {
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(entry) = InlineRef::of(agreement).and_then(|r| known.get_mut(&r)) {
+            entry.last = Some((sealed, cpr));
+        }
     }
 
     /// Forgets every data key (after an erasure, or when another process may have
@@ -399,9 +524,9 @@ impl Keyring {
                              was altered or copied from another agreement)",
                         )
                     })?;
-                let key = UnboundKey::new(&CHACHA20_POLY1305, &raw)
+                let raw = <[u8; 32]>::try_from(raw.as_slice())
                     .map_err(|_| damaged("its data key is not 32 bytes"))?;
-                Ok(DataKey::Live(std::sync::Arc::new(LessSafeKey::new(key))))
+                Ok(DataKey::Live(raw))
             }
             (None, Some(at_us), Some(position)) => Ok(DataKey::Erased {
                 at_us,
@@ -415,9 +540,9 @@ impl Keyring {
     }
 
     /// The data key of `agreement`, read (and unwrapped) once per process.
-    fn data_key(&self, db: &Db, agreement: &str) -> Result<Option<DataKey>, LedgerError> {
-        if let Some(key) = self.remembered(agreement) {
-            return Ok(Some(key));
+    fn data_key(&self, db: &Db, agreement: &str) -> Result<Option<Known>, LedgerError> {
+        if let Some(known) = self.remembered(agreement) {
+            return Ok(Some(known));
         }
         let row = db.query_opt(
             "SELECT wrapped, erased_at_us, erased_position FROM subject_keys WHERE agreement = ?1",
@@ -434,8 +559,8 @@ impl Keyring {
             return Ok(None);
         };
         let key = self.unwrap_row(agreement, wrapped.as_deref(), at_us, position)?;
-        self.remember(agreement, key.clone());
-        Ok(Some(key))
+        self.remember(agreement, key);
+        Ok(Some(Known { key, last: None }))
     }
 
     /// Reads the data keys of `agreements` this process does not know yet in one
@@ -472,7 +597,7 @@ impl Keyring {
     }
 
     /// A new data key for `agreement`, wrapped and stored in this transaction.
-    fn create_data_key(&self, db: &Db, agreement: &str) -> Result<DataKey, LedgerError> {
+    fn create_data_key(&self, db: &Db, agreement: &str) -> Result<Known, LedgerError> {
         let mut raw = [0u8; 32];
         SystemRandom::new()
             .fill(&mut raw)
@@ -485,10 +610,9 @@ impl Keyring {
             "INSERT INTO subject_keys (agreement, wrapped, erased_at_us, erased_position) VALUES (?1, ?2, NULL, NULL)",
             &args![agreement, wrapped.as_slice()],
         )?;
-        let key = UnboundKey::new(&CHACHA20_POLY1305, &raw).expect("32 bytes make a key");
-        let key = DataKey::Live(std::sync::Arc::new(LessSafeKey::new(key)));
-        self.remember(agreement, key.clone());
-        Ok(key)
+        let key = DataKey::Live(raw);
+        self.remember(agreement, key);
+        Ok(Known { key, last: None })
     }
 
     /// Replaces the plain CPR of `event` (if it carries one) by its sealed form
@@ -501,20 +625,27 @@ impl Keyring {
         let PersonalCpr::Plain(plain) = *cpr else {
             return Ok(());
         };
-        let key = match self.data_key(db, agreement.as_str())? {
-            Some(key) => key,
+        let known = match self.data_key(db, agreement.as_str())? {
+            Some(known) => known,
             None if registers => self.create_data_key(db, agreement.as_str())?,
             None => return Err(missing_key(agreement)),
         };
-        let key = live(agreement, key)?;
-        let sealed = seal_bytes(
-            &key,
-            &aad(AAD_CPR, agreement.as_str()),
-            plain.digits().as_bytes(),
-        );
-        let bytes = <[u8; SEALED_CPR_LEN]>::try_from(sealed.as_slice())
-            .expect("a sealed CPR is nonce, ten bytes and tag");
-        *cpr = PersonalCpr::Sealed(SealedCpr::from_bytes(bytes));
+        let raw = live(agreement, known.key)?;
+        if let Some((sealed, _)) = known.last.filter(|(_, number)| *number == plain) {
+            // The bytes this agreement's CPR was sealed to already.
+            *cpr = PersonalCpr::Sealed(SealedCpr::from_bytes(sealed));
+            return Ok(());
+        }
+        let key = chacha_key(&raw);
+        let digits = <[u8; 10]>::try_from(plain.digits().as_bytes()).expect("a CPR is ten digits");
+        let sealed = seal_cpr(&key, agreement.as_str(), &digits).ok_or_else(|| {
+            LedgerError::DataKeyDamaged {
+                agreement: agreement.to_string(),
+                why: "its reference is too long to seal a CPR for".into(),
+            }
+        })?;
+        self.remember_sealed(agreement.as_str(), sealed, plain);
+        *cpr = PersonalCpr::Sealed(SealedCpr::from_bytes(sealed));
         Ok(())
     }
 
@@ -526,17 +657,23 @@ impl Keyring {
         let PersonalCpr::Sealed(sealed) = *cpr else {
             return Ok(());
         };
-        let key = self
+        let known = self
             .data_key(db, agreement.as_str())?
             .ok_or_else(|| missing_key(agreement))?;
-        let key = live(agreement, key)?;
-        let digits = open_bytes(&key, &aad(AAD_CPR, agreement.as_str()), sealed.as_bytes())
-            .ok_or_else(|| LedgerError::DataKeyDamaged {
+        let raw = live(agreement, known.key)?;
+        if let Some((_, number)) = known.last.filter(|(bytes, _)| bytes == sealed.as_bytes()) {
+            *cpr = PersonalCpr::Plain(number);
+            return Ok(());
+        }
+        let key = chacha_key(&raw);
+        let digits = open_cpr(&key, agreement.as_str(), sealed.as_bytes()).ok_or_else(|| {
+            LedgerError::DataKeyDamaged {
                 agreement: agreement.to_string(),
                 why: "a CPR sealed under its data key does not open (the payload or the key \
                       was altered)"
                     .into(),
-            })?;
+            }
+        })?;
         let text = std::str::from_utf8(&digits).ok();
         let number = text.and_then(|text| Cpr::parse(text).ok()).ok_or_else(|| {
             LedgerError::DataKeyDamaged {
@@ -544,6 +681,7 @@ impl Keyring {
                 why: "a sealed CPR opens to something that is no CPR".into(),
             }
         })?;
+        self.remember_sealed(agreement.as_str(), *sealed.as_bytes(), number);
         *cpr = PersonalCpr::Plain(number);
         Ok(())
     }
@@ -576,10 +714,7 @@ fn missing_key(agreement: &AgreementRef) -> LedgerError {
     }
 }
 
-fn live(
-    agreement: &AgreementRef,
-    key: DataKey,
-) -> Result<std::sync::Arc<LessSafeKey>, LedgerError> {
+fn live(agreement: &AgreementRef, key: DataKey) -> Result<[u8; 32], LedgerError> {
     match key {
         DataKey::Live(key) => Ok(key),
         DataKey::Erased { at_us, position } => Err(LedgerError::PersonalDataErased {
@@ -664,6 +799,7 @@ mod tests {
         else {
             panic!("a live key")
         };
+        let data_key = chacha_key(&data_key);
         let sealed = seal_with(
             &data_key,
             nonce(0x50),
@@ -673,6 +809,12 @@ mod tests {
         // In the AgreementRegistered payload the sealed CPR follows its length 0x26.
         let mut in_payload = vec![0x26];
         in_payload.extend(&sealed);
+        let sealed_array: [u8; SEALED_CPR_LEN] = sealed.as_slice().try_into().unwrap();
+        assert_eq!(
+            open_cpr(&data_key, "BA000123456", &sealed_array),
+            Some(*b"0101901234")
+        );
+        assert_eq!(open_cpr(&data_key, "BA000123457", &sealed_array), None);
         let payload_hex = doc.replace('\n', " ");
         assert!(payload_hex.contains(&hex_lines(&in_payload).replace('\n', " ")));
     }
