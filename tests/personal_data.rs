@@ -160,6 +160,20 @@ impl History {
         at(&self.dir, self.url.as_deref(), &later, &["export"]).expect_success("export");
     }
 
+    /// `reconstruct --kommune KOMMUNE --seq SEQ --out OUT`.
+    fn reconstruct_into(&self, kommune: &str, seq: &str, out: &Path) -> Run {
+        let out = out.to_str().unwrap();
+        self.run(&[
+            "reconstruct",
+            "--kommune",
+            kommune,
+            "--seq",
+            seq,
+            "--out",
+            out,
+        ])
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let run = self.run(args).expect_success(&args.join(" "));
         serde_json::from_str(&run.stdout).unwrap()
@@ -177,16 +191,31 @@ fn reference_verifier(dir: &Path) -> std::process::Output {
 
 /// Every file under `dir`, with its bytes.
 fn all_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    // A running PostgreSQL server removes files (temporary statistics, recycled
+    // WAL) while they are listed: one gone by the time it is read is skipped.
+    let gone = |error: &std::io::Error| error.kind() == std::io::ErrorKind::NotFound;
     let mut found = BTreeMap::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
+        let entries = match fs::read_dir(&dir) {
+            Err(error) if gone(&error) => continue,
+            entries => entries.unwrap(),
+        };
+        for entry in entries {
             let path = entry.unwrap().path();
-            let meta = fs::symlink_metadata(&path).unwrap();
+            let meta = match fs::symlink_metadata(&path) {
+                Err(error) if gone(&error) => continue,
+                meta => meta.unwrap(),
+            };
             if meta.is_dir() {
                 pending.push(path);
             } else if meta.is_file() {
-                found.insert(path.clone(), fs::read(&path).unwrap());
+                match fs::read(&path) {
+                    Err(error) if gone(&error) => {}
+                    bytes => {
+                        found.insert(path.clone(), bytes.unwrap());
+                    }
+                }
             }
         }
     }
@@ -261,25 +290,29 @@ fn no_cpr_is_readable_at_rest_but_every_file_holds_its_own() {
     assert!(!verify.stdout.contains("plain"), "{}", verify.stdout);
 }
 
+/// The files register of `files --json` as it is, without what delivery adds later.
+fn register(mut files: Value) -> Value {
+    const KEPT: [&str; 8] = [
+        "kommune",
+        "sequence",
+        "file_name",
+        "sha256",
+        "records",
+        "plus",
+        "minus",
+        "net",
+    ];
+    for file in files["files"].as_array_mut().unwrap() {
+        file.as_object_mut()
+            .unwrap()
+            .retain(|key, _| KEPT.contains(&key.as_str()));
+    }
+    files
+}
+
 /// Everything `retention` promises to leave as it was.
 fn unchanged_state(history: &History) -> (Value, Value, Value) {
-    let mut files = history.json(&["files", "--json"]);
-    // The register as it is, without what delivery adds later.
-    for file in files["files"].as_array_mut().unwrap() {
-        file.as_object_mut().unwrap().retain(|key, _| {
-            [
-                "kommune",
-                "sequence",
-                "file_name",
-                "sha256",
-                "records",
-                "plus",
-                "minus",
-                "net",
-            ]
-            .contains(&key.as_str())
-        });
-    }
+    let files = register(history.json(&["files", "--json"]));
     // Totals as of the head, less the head's position (the erasure is an event).
     let totals = |args: &[&str]| {
         let mut totals = history.json(args);
@@ -396,15 +429,7 @@ fn retention_erases_an_ended_agreement_and_the_files_that_hold_it_and_nothing_el
     // A file that held the erased debtor cannot be made again, and says why.
     let out = history.root.join("rebuilt.txt");
     history
-        .run(&[
-            "reconstruct",
-            "--kommune",
-            "0101",
-            "--seq",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .reconstruct_into("0101", "2", &out)
         .expect_code(9, "reconstruct of a file holding an erased agreement")
         .expect_refusal("BA-OLD was erased under retention on");
     assert!(!out.exists());
@@ -492,15 +517,7 @@ fn a_damaged_data_key_names_its_agreement_and_writes_no_file() {
     drop(conn);
     let out = history.root.join("rebuilt.txt");
     history
-        .run(&[
-            "reconstruct",
-            "--kommune",
-            "0101",
-            "--seq",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .reconstruct_into("0101", "2", &out)
         .expect_code(4, "a damaged data key")
         .expect_refusal("the personal data of agreement BA-LIVE cannot be read");
     assert!(!out.exists());
@@ -534,6 +551,8 @@ fn on_postgresql_no_cpr_is_in_the_servers_files_nor_in_a_migrated_or_backed_up_c
     let target = support::postgres::database();
     let migrated =
         sf2520(&embedded.dir, ["migrate", "--to", &target.url()]).expect_success("migrate");
+    // The search sees what the server wrote: the agreement references are there.
+    assert!(!server_files_holding(&db, "base", b"BA-QUIET").is_empty());
     for cpr in [OLD_CPR, LIVE_CPR, QUIET_CPR] {
         assert_eq!(
             server_files_holding(&db, "", cpr.as_bytes()),
@@ -572,19 +591,25 @@ fn on_postgresql_no_cpr_is_in_the_servers_files_nor_in_a_migrated_or_backed_up_c
     .expect_success("reconstruct after restore");
 }
 
+/// The wrapped data key of `agreement` in the PostgreSQL ledger.
+fn wrapped_on(db: &TestDatabase, agreement: &str) -> Option<Vec<u8>> {
+    db.client()
+        .query_one(
+            "SELECT wrapped FROM subject_keys WHERE agreement = $1",
+            &[&agreement],
+        )
+        .unwrap()
+        .get(0)
+}
+
 #[test]
 fn on_postgresql_retention_erases_the_key_from_the_tables_and_the_cpr_from_the_data_directory() {
     let db = support::postgres::database();
     let history = History::on(Some(db.url()));
-    let old_key: Vec<u8> = db
-        .client()
-        .query_one(
-            "SELECT wrapped FROM subject_keys WHERE agreement = 'BA-OLD'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let old_key = wrapped_on(&db, "BA-OLD").expect("BA-OLD has a data key");
     let before = unchanged_state(&history);
+    // The search sees the table files: the key is there before.
+    assert!(!server_files_holding(&db, "base", &old_key).is_empty());
     history
         .run(&["retention", "--apply"])
         .expect_success("retention --apply");
@@ -598,15 +623,7 @@ fn on_postgresql_retention_erases_the_key_from_the_tables_and_the_cpr_from_the_d
         server_files_holding(&db, "base", &old_key),
         Vec::<PathBuf>::new()
     );
-    let erased: Option<Vec<u8>> = db
-        .client()
-        .query_one(
-            "SELECT wrapped FROM subject_keys WHERE agreement = 'BA-OLD'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(erased, None);
+    assert_eq!(wrapped_on(&db, "BA-OLD"), None);
     history
         .run(&["verify", "--no-outbox"])
         .expect_success("verify after retention");
@@ -683,7 +700,7 @@ fn an_older_ledger_keeps_working_and_seal_copies_it_with_every_cpr_sealed() {
     let history = History::new();
     history.run(&["export"]).expect_success("export");
     as_written_before_sealing(&history.dir);
-    let register = unchanged_state(&history).0;
+    let register_before = unchanged_state(&history).0;
     let plain_found = files_holding(&history.dir, OLD_CPR.as_bytes())
         .into_iter()
         .any(|path| path.ends_with("ledger.sqlite3"));
@@ -737,23 +754,8 @@ fn an_older_ledger_keeps_working_and_seal_copies_it_with_every_cpr_sealed() {
     let copy = |args: &[&str]| sf2520(&sealed_dir, args);
     let verify = copy(&["verify"]).expect_success("verify of the sealed copy");
     assert!(!verify.stdout.contains("plain"), "{}", verify.stdout);
-    let mut after: Value = serde_json::from_str(&copy(&["files", "--json"]).stdout).unwrap();
-    for file in after["files"].as_array_mut().unwrap() {
-        file.as_object_mut().unwrap().retain(|key, _| {
-            [
-                "kommune",
-                "sequence",
-                "file_name",
-                "sha256",
-                "records",
-                "plus",
-                "minus",
-                "net",
-            ]
-            .contains(&key.as_str())
-        });
-    }
-    assert_eq!(after, register);
+    let after = register(serde_json::from_str(&copy(&["files", "--json"]).stdout).unwrap());
+    assert_eq!(after, register_before);
     for (kommune, seq) in [("0101", "1"), ("0101", "3"), ("0147", "1")] {
         copy(&["reconstruct", "--kommune", kommune, "--seq", seq])
             .expect_success("reconstruct of the copy");

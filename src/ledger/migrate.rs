@@ -163,14 +163,7 @@ fn copy_events(
     while after < through {
         crate::interrupt::check()?;
         let last = after.saturating_add(COPY_WINDOW).min(through);
-        let events = source.db().query_vec(
-            &format!(
-                "SELECT {} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position",
-                StoredEvent::COLUMNS
-            ),
-            &[sql::position(after)?, sql::position(last)?],
-            StoredEvent::from_row,
-        )?;
+        let events = window(source, after, last)?;
         target.batch("BEGIN")?;
         let copied = (|| {
             for stored in &events {
@@ -228,14 +221,7 @@ impl Ledger {
         while after < source_head.position {
             crate::interrupt::check()?;
             let last = after.saturating_add(COPY_WINDOW).min(source_head.position);
-            let events = self.db().query_vec(
-                &format!(
-                    "SELECT {} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position",
-                    StoredEvent::COLUMNS
-                ),
-                &[sql::position(after)?, sql::position(last)?],
-                StoredEvent::from_row,
-            )?;
+            let events = window(self, after, last)?;
             let db = target.db();
             db.batch("BEGIN")?;
             let copied = (|| {
@@ -293,6 +279,18 @@ fn resealed(stored: StoredEvent, event: &Event, previous: &[u8; 32]) -> StoredEv
         hash,
         ..stored
     }
+}
+
+/// The stored events of `source` at positions in `(after, last]`, in order.
+fn window(source: &Ledger, after: u64, last: u64) -> Result<Vec<StoredEvent>, LedgerError> {
+    source.db().query_vec(
+        &format!(
+            "SELECT {} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position",
+            StoredEvent::COLUMNS
+        ),
+        &[sql::position(after)?, sql::position(last)?],
+        StoredEvent::from_row,
+    )
 }
 
 /// Refuses a target database that already holds tables of a ledger.
