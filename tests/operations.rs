@@ -615,14 +615,7 @@ fn the_inbox_archives_accepted_files_and_rejects_bad_ones_with_their_errors() {
 #[test]
 fn a_second_inbox_run_is_refused_and_names_the_holder() {
     let site = Site::new();
-    site.run(&["init"]).expect_success("init");
-    let inbox = site.root().join("inbox");
-    fs::create_dir(&inbox).unwrap();
-    fs::write(
-        inbox.join("a.jsonl"),
-        lines(&[agreement("BA1", "0751", CPR, "2026-01-01")]),
-    )
-    .unwrap();
+    let (inbox, _) = inbox_with_one_file(&site);
     // This test holds the lock the way a running `ingest --inbox` does.
     let lock = fs::OpenOptions::new()
         .create(true)
