@@ -321,6 +321,74 @@ fn export_deliver_and_config_check_through_the_command_line() {
     assert!(!ok, "a config readable by others is refused");
 }
 
+/// `deliver --kommune` and `reissue` speak of what was asked: the kommune or the
+/// file is accepted, while another kommune's file still only uploaded is named as
+/// outside what was asked and never claimed accepted.
+#[test]
+fn deliver_for_one_kommune_and_reissue_claim_only_what_was_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let input = dir.path().join("input.jsonl");
+    std::fs::write(
+        &input,
+        lines(&[
+            agreement("BA1", "0751", CPR, "2026-01-01"),
+            withholding("KY-1", "BA1", "0751", "2026-10-01", "5.00"),
+            agreement("BA2", "0101", CPR, "2026-01-01"),
+            withholding("KY-2", "BA2", "0101", "2026-10-01", "7.00"),
+        ]),
+    )
+    .unwrap();
+    let sshd = Sshd::start();
+    let _platform = Platform::start(&sshd.root(), |name| {
+        if name.contains("_0101_") {
+            Answer::Silent
+        } else {
+            Answer::Success
+        }
+    });
+    let config = sshd.write_sf2520_config(dir.path(), "receipt_timeout_secs = 1\n");
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_sf2520"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    assert_eq!(run(&["init"]).0, Some(0));
+    assert_eq!(run(&["ingest", input.to_str().unwrap()]).0, Some(0));
+    let (code, out) = run(&["export", "--deliver"]);
+    assert_eq!(code, Some(7), "0101's file waits for its receipt: {out}");
+    let (code, out) = run(&["deliver", "--kommune", "0751"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("every official file is accepted"), "{out}");
+    assert!(
+        out.contains("every official file of kommune 0751 Aarhus is accepted; 1 other official file(s) not accepted"),
+        "{out}"
+    );
+    let (code, out) = run(&["reissue", "--kommune", "0751", "--seq", "1"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("every official file is accepted"), "{out}");
+    assert!(out.contains("deliver: 1 of 1 file(s) accepted"), "{out}");
+    assert!(
+        out.contains("kommune 0751 Aarhus løbenummer 1 is accepted; 1 other official file(s)"),
+        "{out}"
+    );
+    let (code, out) = run(&["deliver", "--kommune", "0101"]);
+    assert_eq!(code, Some(7), "{out}");
+    assert!(
+        out.contains("deliver: 1 official file(s) not accepted"),
+        "{out}"
+    );
+}
+
 /// Every event of the test ledger, decoded.
 fn events(t: &TestLedger) -> Vec<Event> {
     let mut events = Vec::new();

@@ -162,55 +162,116 @@ pub(super) fn deliver_and_report(
         writeln!(out, "{document}")?;
         return Ok((ledger, exit));
     }
-    if !reports.is_empty() {
-        let rows: Vec<Vec<String>> = reports
-            .iter()
-            .map(|r| {
-                vec![
-                    format!("{} {}", r.kommune, r.kommune.name()),
-                    r.sequence.to_string(),
-                    r.file_name.clone(),
-                    outcome(&r.result),
-                ]
-            })
-            .collect();
-        write!(
-            out,
-            "{}",
-            table(&["kommune", ">løbenummer", "file", "outcome"], &rows)
-        )?;
-        let accepted = reports
-            .iter()
-            .filter(|r| matches!(r.result, DeliveryResult::Accepted { .. }))
-            .count();
-        writeln!(
-            out,
-            "deliver: {accepted} of {} file(s) accepted",
-            reports.len()
-        )?;
-    }
-    print_waiting(&mut out, &waiting, reports.is_empty(), exit)?;
+    print_reports(&mut out, &reports)?;
+    let others = not_accepted(&ledger, &DeliverRequest::default())?.len() - waiting.len();
+    let asked = Asked {
+        request,
+        others,
+        nothing_sent: reports.is_empty(),
+    };
+    print_waiting(&mut out, &waiting, &asked, exit)?;
     writeln!(out, "head: {head}")?;
     Ok((ledger, exit))
 }
 
+/// The table of what this run did, and its summary: files delivered and how many
+/// of them were accepted, and business receipts recorded for files accepted before.
+fn print_reports(out: &mut dyn Write, reports: &[DeliveryReport]) -> io::Result<()> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{} {}", r.kommune, r.kommune.name()),
+                r.sequence.to_string(),
+                r.file_name.clone(),
+                outcome(&r.result),
+            ]
+        })
+        .collect();
+    write!(
+        out,
+        "{}",
+        table(&["kommune", ">løbenummer", "file", "outcome"], &rows)
+    )?;
+    let business = reports
+        .iter()
+        .filter(|r| matches!(r.result, DeliveryResult::Business { .. }))
+        .count();
+    let delivered = reports.len() - business;
+    let accepted = reports
+        .iter()
+        .filter(|r| matches!(r.result, DeliveryResult::Accepted { .. }))
+        .count();
+    let mut parts = Vec::new();
+    if delivered > 0 {
+        parts.push(format!("{accepted} of {delivered} file(s) accepted"));
+    }
+    if business > 0 {
+        parts.push(format!("{business} business receipt(s) recorded"));
+    }
+    writeln!(out, "deliver: {}", parts.join("; "))
+}
+
+/// What a run was asked to cover, for its last line: the files in its scope, and
+/// how many official files outside it are not accepted (they do not change the
+/// exit code, but a summary must not claim them).
+struct Asked<'a> {
+    request: &'a DeliverRequest,
+    others: usize,
+    nothing_sent: bool,
+}
+
+impl Asked<'_> {
+    /// "every official file is accepted", narrowed to the kommune or file asked for.
+    fn all_accepted(&self) -> String {
+        let kommune = |k: &Kommune| format!("kommune {k} {}", k.name());
+        match (&self.request.kommune, self.request.sequence) {
+            (None, None) => "every official file is accepted".to_owned(),
+            (Some(k), None) => format!("every official file of {} is accepted", kommune(k)),
+            (Some(k), Some(sequence)) => {
+                format!("{} løbenummer {sequence} is accepted", kommune(k))
+            }
+            (None, Some(sequence)) => {
+                format!("every official file with løbenummer {sequence} is accepted")
+            }
+        }
+    }
+
+    /// The note on files outside the scope that are not accepted, if any.
+    fn others_note(&self) -> String {
+        if self.others == 0 {
+            return String::new();
+        }
+        format!(
+            "; {} other official file(s) not accepted (outside what was asked; see `sf2520 files`)",
+            self.others
+        )
+    }
+}
+
 /// The files still not accepted after a run: rejected ones first-class, since
-/// only an operator's reissue moves them; the last line names the run's `exit`.
+/// only an operator's reissue moves them; the last line names the run's `exit`
+/// and speaks only of what the run was asked to cover.
 fn print_waiting(
     out: &mut dyn Write,
     waiting: &[(OfficialFile, DeliveryState)],
-    nothing_sent: bool,
+    asked: &Asked,
     exit: Exit,
 ) -> io::Result<()> {
     if waiting.is_empty() {
         return writeln!(
             out,
-            "deliver: {}every official file is accepted",
-            if nothing_sent {
+            "deliver: {}{}{}",
+            if asked.nothing_sent {
                 "nothing to deliver; "
             } else {
                 ""
-            }
+            },
+            asked.all_accepted(),
+            asked.others_note()
         );
     }
     for (file, state) in waiting {
@@ -229,9 +290,10 @@ fn print_waiting(
     }
     writeln!(
         out,
-        "deliver: {} official file(s) not accepted ({})",
+        "deliver: {} official file(s) not accepted ({}){}",
         waiting.len(),
-        exit.explained()
+        exit.explained(),
+        asked.others_note()
     )
 }
 
