@@ -1306,3 +1306,46 @@ fn lock_holders_and_writer_notes_name_the_subcommand_and_no_argument() {
         );
     }
 }
+
+/// Regression: `ingest --dry-run` printed `head: POSITION:HASH`, a head that never
+/// exists, where auditors collect `^head:` lines; in `--json` it was `"head"`.
+#[test]
+fn a_dry_run_prints_a_would_be_head_that_cannot_be_taken_for_a_real_one() {
+    let site = Site::new();
+    site.given_one_entry();
+    let input = site.write(
+        "second.jsonl",
+        &lines(&[withholding("KY-2", "BA1", "0751", "2026-10-01", "5.00")]),
+    );
+    let run = site
+        .run(&["ingest", "--dry-run", &input])
+        .expect_success("dry run");
+    assert!(
+        !run.stdout.lines().any(|line| line.starts_with("head:")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|line| line.starts_with("would-be head: 3:")
+                && line.ends_with("(dry run: not in the log)")),
+        "{}",
+        run.stdout
+    );
+    let run = site
+        .run(&["ingest", "--dry-run", "--json", &input])
+        .expect_success("dry run --json");
+    let file = &json(&run.stdout)["files"][0];
+    assert!(file.get("head").is_none(), "{file}");
+    assert!(file.get("head_position").is_none(), "{file}");
+    assert_eq!(file["would_be_head_position"], 3, "{file}");
+    assert!(file["would_be_head"].as_str().unwrap().starts_with("3:"));
+    // The real run still prints `head:`, for the journal.
+    let run = site.run(&["ingest", &input]).expect_success("ingest");
+    assert!(
+        run.stdout.lines().any(|line| line.starts_with("head: 3:")),
+        "{}",
+        run.stdout
+    );
+}

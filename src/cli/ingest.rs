@@ -124,17 +124,26 @@ pub(super) fn outcome_json(file: &str, outcome: &IngestOutcome, verbose: bool) -
                 DUPLICATES_SHOWN
             };
             let duplicates: Vec<usize> = duplicate_lines(report).take(shown).collect();
-            json!({
+            let dry_run = matches!(outcome, IngestOutcome::Checked(_));
+            let mut document = json!({
                 "file": file,
                 "outcome": "accepted",
-                "dry_run": matches!(outcome, IngestOutcome::Checked(_)),
+                "dry_run": dry_run,
                 "appended": report.appended(),
                 "duplicates": report.duplicates(),
                 "duplicate_lines": duplicates,
                 "duplicate_lines_complete": duplicates.len() == report.duplicates(),
-                "head_position": report.head.position,
-                "head": crate::audit::Anchor::of(&report.head).to_string(),
-            })
+            });
+            // A dry run's head never exists: under its own keys, so that nothing
+            // collecting `head` can take it for one the log holds.
+            let (position, head) = if dry_run {
+                ("would_be_head_position", "would_be_head")
+            } else {
+                ("head_position", "head")
+            };
+            document[position] = json!(report.head.position);
+            document[head] = json!(crate::audit::Anchor::of(&report.head).to_string());
+            document
         }
         IngestOutcome::Rejected {
             total_lines,
@@ -178,11 +187,6 @@ pub(super) fn print_outcome(
             )
         }
         IngestOutcome::Committed(report) | IngestOutcome::Checked(report) => {
-            let verb = if matches!(outcome, IngestOutcome::Checked(_)) {
-                "would append"
-            } else {
-                "appended"
-            };
             if verbose {
                 for line in duplicate_lines(report) {
                     writeln!(
@@ -208,14 +212,41 @@ pub(super) fn print_outcome(
                     }
                 )?;
             }
-            writeln!(
+            print_head(
                 out,
-                "{file}: {verb} {} event(s); {} duplicate(s); log head is position {}",
-                report.appended(),
-                report.duplicates(),
-                report.head.position
-            )?;
-            writeln!(out, "head: {}", crate::audit::Anchor::of(&report.head))
+                file,
+                matches!(outcome, IngestOutcome::Checked(_)),
+                report,
+            )
         }
     }
+}
+
+/// The appended count and the head a run leaves; a dry run's head is the one the
+/// log would have, never printed as `head:` (auditors collect `^head:` lines).
+fn print_head(
+    out: &mut dyn Write,
+    file: &str,
+    dry_run: bool,
+    report: &IngestReport,
+) -> io::Result<()> {
+    let anchor = crate::audit::Anchor::of(&report.head);
+    if dry_run {
+        writeln!(
+            out,
+            "{file}: would append {} event(s); {} duplicate(s); nothing was written; the log head would be position {}",
+            report.appended(),
+            report.duplicates(),
+            report.head.position
+        )?;
+        return writeln!(out, "would-be head: {anchor} (dry run: not in the log)");
+    }
+    writeln!(
+        out,
+        "{file}: appended {} event(s); {} duplicate(s); log head is position {}",
+        report.appended(),
+        report.duplicates(),
+        report.head.position
+    )?;
+    writeln!(out, "head: {anchor}")
 }
