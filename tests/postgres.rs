@@ -348,6 +348,66 @@ fn a_database_behind_the_nodes_last_head_is_refused() {
     assert_eq!(count, 1, "nothing was written");
 }
 
+/// Regression: `init` on a new node of a PostgreSQL ledger that held events said
+/// "created an empty ledger" (or "a ledger already exists … nothing changed"): it
+/// joined the existing ledger, at its head.
+#[test]
+fn init_on_a_new_node_says_it_joined_the_existing_ledger_at_its_head() {
+    let root = tempfile::tempdir().unwrap();
+    let (first, second, third) = (
+        root.path().join("node1"),
+        root.path().join("node2"),
+        root.path().join("node3"),
+    );
+    let db = database();
+    let run = on_pg(&first, &db, &["init"]).expect_success("init");
+    assert!(
+        run.stdout.contains("created an empty ledger"),
+        "{}",
+        run.stdout
+    );
+    let batch = root.path().join("batch.jsonl");
+    std::fs::write(
+        &batch,
+        lines(&[
+            agreement("A-1", "0101", CPR, "2026-01-01"),
+            withholding("W-1", "A-1", "0101", "2026-10-01", "100.00"),
+        ]),
+    )
+    .unwrap();
+    on_pg(&first, &db, &["ingest", batch.to_str().unwrap()]).expect_success("ingest");
+    support::ledger::share_key_file(&first, &second);
+    let run = on_pg(&second, &db, &["init"]).expect_success("init on a new node");
+    assert!(
+        run.stdout.contains("init: joined the existing ledger")
+            && run.stdout.contains("at head 2 (2 event(s))"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("created"), "{}", run.stdout);
+    assert!(!run.stdout.contains("already exists"), "{}", run.stdout);
+    support::ledger::share_key_file(&first, &third);
+    let run = on_pg(&third, &db, &["init", "--json"]).expect_success("init --json");
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(
+        (
+            &report["joined"],
+            &report["created"],
+            &report["head_position"]
+        ),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(false),
+            &serde_json::json!(2)
+        ),
+        "{report}"
+    );
+    // The node that made the ledger and committed to it joins nothing.
+    let run = on_pg(&first, &db, &["init", "--json"]).expect_success("init again");
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(report["joined"], false, "{report}");
+}
+
 #[test]
 fn three_nodes_on_one_database_leave_gapless_positions_and_each_entry_in_one_file() {
     let root = tempfile::tempdir().unwrap();

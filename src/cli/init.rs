@@ -7,9 +7,19 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::ledger::{Ledger, Location, DATABASE_FILE};
+use crate::ledger::{Ledger, Location, DATABASE_FILE, HEAD_MARK_FILE};
 
 use super::InitArgs;
+
+/// What `init` found and did.
+enum Found {
+    /// Nothing was there: a new, empty ledger.
+    Created,
+    /// A new node of a PostgreSQL ledger that already held one: it joined it.
+    Joined,
+    /// This data directory's ledger already existed.
+    Existed,
+}
 
 pub(super) fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> {
     let location = Location::of(data_dir);
@@ -17,6 +27,14 @@ pub(super) fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> 
         None => data_dir.join(DATABASE_FILE).exists(),
         // Whatever stops the open here, the open below reports.
         Some(_) => Ledger::open_existing(data_dir).is_ok(),
+    };
+    // A node that never committed has no head mark: on a database that already
+    // held the ledger, this `init` joins it rather than creating anything.
+    let new_node = !data_dir.join(HEAD_MARK_FILE).exists();
+    let found = match (existed, location.database.is_some() && new_node) {
+        (false, _) => Found::Created,
+        (true, true) => Found::Joined,
+        (true, false) => Found::Existed,
     };
     let ledger = Ledger::open(data_dir)?;
     let head = ledger.head()?.position;
@@ -28,38 +46,16 @@ pub(super) fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> 
             "{}",
             json!({
                 "data_dir": data_dir.display().to_string(),
-                "created": !existed,
+                "created": matches!(found, Found::Created),
+                "joined": matches!(found, Found::Joined),
                 "head_position": head,
                 "key_file": key_file,
             })
         )?;
-    } else if existed {
-        writeln!(
-            out,
-            "init: a ledger already exists at {} ({head} event(s)); nothing changed",
-            data_dir.display()
-        )?;
-    } else if let Some(url) = &location.database {
-        writeln!(
-            out,
-            "init: created an empty ledger in the PostgreSQL database {}, with this node's data \
-             directory at {} (0700). Next: put the [sftp] configuration in {}/sf2520.toml (or \
-             --config), then `sf2520 ingest FILE`",
-            url.describe(),
-            data_dir.display(),
-            data_dir.display()
-        )?;
-    } else {
-        writeln!(
-            out,
-            "init: created an empty ledger at {} (directory 0700, database 0600). \
-             Next: put the [sftp] configuration in {}/sf2520.toml (or --config), then \
-             `sf2520 ingest FILE`",
-            data_dir.display(),
-            data_dir.display()
-        )?;
+        return Ok(ExitCode::SUCCESS);
     }
-    if let (Some(key_file), false, false) = (&key_file, existed, args.json) {
+    print_text(&mut out, data_dir, &location, &found, head)?;
+    if let (Some(key_file), Found::Created) = (&key_file, &found) {
         writeln!(
             out,
             "init: every CPR is sealed under keys that the key file {key_file} (0600) wraps. \
@@ -69,4 +65,41 @@ pub(super) fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> 
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one line saying what `init` found and did, and what to do next.
+fn print_text(
+    out: &mut dyn Write,
+    data_dir: &Path,
+    location: &Location,
+    found: &Found,
+    head: u64,
+) -> io::Result<()> {
+    let dir = data_dir.display();
+    match (found, &location.database) {
+        (Found::Existed, _) => writeln!(
+            out,
+            "init: a ledger already exists at {dir} ({head} event(s)); nothing changed"
+        ),
+        (Found::Joined, Some(url)) => writeln!(
+            out,
+            "init: joined the existing ledger in the PostgreSQL database {} at head {head} \
+             ({head} event(s)); this node's data directory is {dir} (0700); nothing in the \
+             ledger changed",
+            url.describe()
+        ),
+        (_, Some(url)) => writeln!(
+            out,
+            "init: created an empty ledger in the PostgreSQL database {}, with this node's data \
+             directory at {dir} (0700). Next: put the [sftp] configuration in {dir}/sf2520.toml \
+             (or --config), then `sf2520 ingest FILE`",
+            url.describe()
+        ),
+        (_, None) => writeln!(
+            out,
+            "init: created an empty ledger at {dir} (directory 0700, database 0600). \
+             Next: put the [sftp] configuration in {dir}/sf2520.toml (or --config), then \
+             `sf2520 ingest FILE`"
+        ),
+    }
 }
