@@ -1349,3 +1349,33 @@ fn a_dry_run_prints_a_would_be_head_that_cannot_be_taken_for_a_real_one() {
         run.stdout
     );
 }
+
+/// Regression: `init` told the package's postinst to put the configuration in
+/// `/var/lib/sf2520/sf2520.toml` while the units read `/etc/sf2520/sf2520.toml`: it
+/// names the configuration the commands actually read (SF2520_CONFIG or
+/// `--config`, else `<data-dir>/sf2520.toml`).
+#[test]
+fn init_names_the_configuration_path_the_commands_read() {
+    let site = Site::new();
+    let named = site.root().join("etc").join("sf2520.toml");
+    let run: Run = command(&site.data(), ["init"])
+        .env("SF2520_CONFIG", &named)
+        .output()
+        .unwrap()
+        .into();
+    let run = run.expect_success("init with SF2520_CONFIG");
+    let expected = format!("put the [sftp] configuration in {}, then", named.display());
+    assert!(run.stdout.contains(&expected), "{}", run.stdout);
+    let other = site.root().join("other");
+    let run = sf2520(&other, ["init", "--json"]).expect_success("init --json");
+    assert_eq!(
+        json(&run.stdout)["config"],
+        other.join("sf2520.toml").display().to_string()
+    );
+    let third = site.root().join("third");
+    let named = site.root().join("third.toml");
+    let run = sf2520(&third, ["--config", named.to_str().unwrap(), "init"])
+        .expect_success("init --config");
+    let expected = format!("put the [sftp] configuration in {}, then", named.display());
+    assert!(run.stdout.contains(&expected), "{}", run.stdout);
+}

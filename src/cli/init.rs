@@ -21,8 +21,15 @@ enum Found {
     Existed,
 }
 
-pub(super) fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(
+    data_dir: &Path,
+    config: Option<&Path>,
+    args: &InitArgs,
+) -> anyhow::Result<ExitCode> {
     let location = Location::of(data_dir);
+    // The configuration this and every later command reads: `--config` or
+    // SF2520_CONFIG (the package's units set it), else `<data-dir>/sf2520.toml`.
+    let config = super::deliver::config_path(data_dir, config);
     let existed = match &location.database {
         None => data_dir.join(DATABASE_FILE).exists(),
         // Whatever stops the open here, the open below reports.
@@ -50,11 +57,12 @@ pub(super) fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> 
                 "joined": matches!(found, Found::Joined),
                 "head_position": head,
                 "key_file": key_file,
+                "config": config.display().to_string(),
             })
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    print_text(&mut out, data_dir, &location, &found, head)?;
+    print_text(&mut out, data_dir, &config, &location, &found, head)?;
     if let (Some(key_file), Found::Created) = (&key_file, &found) {
         writeln!(
             out,
@@ -71,11 +79,13 @@ pub(super) fn run(data_dir: &Path, args: &InitArgs) -> anyhow::Result<ExitCode> 
 fn print_text(
     out: &mut dyn Write,
     data_dir: &Path,
+    config: &Path,
     location: &Location,
     found: &Found,
     head: u64,
 ) -> io::Result<()> {
     let dir = data_dir.display();
+    let config = config.display();
     match (found, &location.database) {
         (Found::Existed, _) => writeln!(
             out,
@@ -91,15 +101,14 @@ fn print_text(
         (_, Some(url)) => writeln!(
             out,
             "init: created an empty ledger in the PostgreSQL database {}, with this node's data \
-             directory at {dir} (0700). Next: put the [sftp] configuration in {dir}/sf2520.toml \
-             (or --config), then `sf2520 ingest FILE`",
+             directory at {dir} (0700). Next: put the [sftp] configuration in {config}, then \
+             `sf2520 ingest FILE`",
             url.describe()
         ),
         (_, None) => writeln!(
             out,
             "init: created an empty ledger at {dir} (directory 0700, database 0600). \
-             Next: put the [sftp] configuration in {dir}/sf2520.toml (or --config), then \
-             `sf2520 ingest FILE`"
+             Next: put the [sftp] configuration in {config}, then `sf2520 ingest FILE`"
         ),
     }
 }

@@ -789,7 +789,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     tracing::debug!(data_dir = %cli.data_dir.display(), command = ?cli.command, "starting");
     match cli.command {
-        Command::Init(args) => init::run(&cli.data_dir, &args),
+        Command::Init(args) => init::run(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Status(args) => status::run(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Metrics => metrics::run(&cli.data_dir),
         Command::Ingest(args) => ingest::run(&cli.data_dir, &args),
