@@ -496,3 +496,92 @@ pub(super) fn run_config_check(
     )?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::FileAcceptance;
+
+    fn report(kommune: &str, result: DeliveryResult) -> DeliveryReport {
+        DeliveryReport {
+            kommune: Kommune::parse(kommune).expect("a kommune"),
+            sequence: 1,
+            file_name: format!("SF2520_{kommune}_20261201_000001.txt"),
+            senders_file_id: uuid::Uuid::nil(),
+            result,
+        }
+    }
+
+    fn printed(reports: &[DeliveryReport]) -> String {
+        let mut out = Vec::new();
+        print_reports(&mut out, reports).expect("written to memory");
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    /// A business receipt for a file accepted earlier is not a delivery that
+    /// failed: the issue saw "0 of 1 file(s) accepted" above "every official file
+    /// is accepted".
+    #[test]
+    fn business_receipts_are_counted_apart_from_deliveries() {
+        let business = report(
+            "0751",
+            DeliveryResult::Business {
+                acceptance: FileAcceptance::Accepted,
+                recipient: "UDK-DEBITOR".into(),
+                reason: None,
+            },
+        );
+        let out = printed(std::slice::from_ref(&business));
+        assert!(
+            out.contains("deliver: 1 business receipt(s) recorded\n"),
+            "{out}"
+        );
+        assert!(!out.contains("file(s) accepted"), "{out}");
+        let accepted = report(
+            "0101",
+            DeliveryResult::Accepted {
+                file_transfer_uuid: "t-1".into(),
+            },
+        );
+        let out = printed(&[accepted, business]);
+        assert!(
+            out.contains("deliver: 1 of 1 file(s) accepted; 1 business receipt(s) recorded\n"),
+            "{out}"
+        );
+        assert_eq!(printed(&[]), "");
+    }
+
+    #[test]
+    fn the_last_line_names_what_was_asked() {
+        let kommune = Kommune::parse("0751").expect("a kommune");
+        let line = |request: &DeliverRequest, others: usize| {
+            let asked = Asked {
+                request,
+                others,
+                nothing_sent: false,
+            };
+            format!("{}{}", asked.all_accepted(), asked.others_note())
+        };
+        assert_eq!(
+            line(&DeliverRequest::default(), 0),
+            "every official file is accepted"
+        );
+        let one_kommune = DeliverRequest {
+            kommune: Some(kommune),
+            sequence: None,
+        };
+        assert_eq!(
+            line(&one_kommune, 2),
+            "every official file of kommune 0751 Aarhus is accepted; 2 other official \
+             file(s) not accepted (outside what was asked; see `sf2520 files`)"
+        );
+        let one_file = DeliverRequest {
+            kommune: Some(kommune),
+            sequence: Some(3),
+        };
+        assert_eq!(
+            line(&one_file, 0),
+            "kommune 0751 Aarhus løbenummer 3 is accepted"
+        );
+    }
+}
