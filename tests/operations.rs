@@ -1306,3 +1306,113 @@ fn lock_holders_and_writer_notes_name_the_subcommand_and_no_argument() {
         );
     }
 }
+
+/// Regression: after `ingest --inbox` set a file aside in `rejected/` (exit 3),
+/// `status --check` said OK and `metrics` had no inbox series.
+#[test]
+fn a_rejected_inbox_file_is_a_warning_and_a_metric() {
+    let site = Site::new();
+    let (inbox, arg) = inbox_with_one_file(&site);
+    fs::write(
+        inbox.join("b.jsonl"),
+        lines(&[withholding("KY-2", "NOPE", "0751", "2026-10-02", "5.00")]),
+    )
+    .unwrap();
+    site.run(&["ingest", "--inbox", &arg])
+        .expect_code(3, "an inbox with a rejected file");
+    let check = site
+        .run(&["status", "--check", "--inbox", &arg])
+        .expect_code(1, "status --check with a rejected inbox file");
+    assert!(
+        check
+            .stdout
+            .starts_with("SF2520 WARNING - 1 inbox file(s) rejected in "),
+        "{}",
+        check.stdout
+    );
+    // Without --inbox, the configuration's `[retention] inbox` names it.
+    site.write(
+        "data/sf2520.toml",
+        &format!("[retention]\ninbox = {:?}\n", inbox.to_str().unwrap()),
+    );
+    let check = site
+        .run(&["status", "--check"])
+        .expect_code(1, "status --check, the inbox from the configuration");
+    assert!(
+        check.stdout.contains("1 inbox file(s) rejected"),
+        "{}",
+        check.stdout
+    );
+    let status = json(
+        &site
+            .run(&["status", "--json"])
+            .expect_success("status")
+            .stdout,
+    );
+    assert_eq!(status["inbox"]["rejected"], 1);
+    assert_eq!(status["inbox"]["waiting"], 0);
+    // A file waiting since long ago (the inbox unit is not running).
+    let waiting = inbox.join("c.jsonl");
+    fs::write(
+        &waiting,
+        lines(&[agreement("BA2", "0751", CPR, "2026-01-01")]),
+    )
+    .unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 3600);
+    fs::File::options()
+        .write(true)
+        .open(&waiting)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let metrics = site.run(&["metrics"]).expect_success("metrics").stdout;
+    for name in [
+        "sf2520_inbox_rejected_files",
+        "sf2520_inbox_waiting_files",
+        "sf2520_inbox_oldest_waiting_seconds",
+    ] {
+        assert_eq!(
+            metrics.matches(&format!("# HELP {name} ")).count(),
+            1,
+            "{metrics}"
+        );
+        assert_eq!(
+            metrics.matches(&format!("# TYPE {name} gauge\n")).count(),
+            1,
+            "{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("\nsf2520_inbox_rejected_files 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nsf2520_inbox_waiting_files 1\n"),
+        "{metrics}"
+    );
+    let age: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("sf2520_inbox_oldest_waiting_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((30.0 * 3600.0..31.0 * 3600.0).contains(&age), "{age}");
+    let check = site
+        .run(&["status", "--check"])
+        .expect_code(1, "a file waiting for 30 h");
+    assert!(
+        check.stdout.contains("1 inbox file(s) waiting in ") && check.stdout.contains("for 30 h"),
+        "{}",
+        check.stdout
+    );
+    // Once the rejected file is dealt with and the waiting one taken: OK.
+    for name in ["b.jsonl", "b.jsonl.errors.txt", "b.jsonl.errors.json"] {
+        fs::remove_file(inbox.join("rejected").join(name)).unwrap();
+    }
+    site.run(&["ingest", "--inbox", &arg])
+        .expect_success("the waiting file");
+    let check = site
+        .run(&["status", "--check"])
+        .expect_code(0, "a clean inbox");
+    assert!(check.stdout.starts_with("SF2520 OK - "), "{}", check.stdout);
+}
