@@ -1416,3 +1416,60 @@ fn a_rejected_inbox_file_is_a_warning_and_a_metric() {
         .expect_code(0, "a clean inbox");
     assert!(check.stdout.starts_with("SF2520 OK - "), "{}", check.stdout);
 }
+
+/// Regression: one flipped byte made `verify` exit 4 while `status --check` said
+/// OK. `verify` records its outcome in `verify.last`; a damaged one is CRITICAL
+/// until a later verify finds the ledger intact.
+#[test]
+fn a_damaged_verify_makes_status_check_critical_until_a_good_one() {
+    let site = Site::new();
+    site.given_one_entry();
+    site.run(&["status", "--check"])
+        .expect_code(0, "no verify ran yet");
+    let database = site.data().join(sf2520::ledger::DATABASE_FILE);
+    let intact = fs::read(&database).unwrap();
+    assert!(tamper_database(&site.data(), b"KY-1") > 0);
+    let damaged = site
+        .run(&["verify"])
+        .expect_code(4, "verify of a tampered ledger");
+    assert!(damaged.stdout.contains("DAMAGED"), "{}", damaged.stdout);
+    let record = site.data().join("verify.last");
+    assert_eq!(mode(&record) & 0o777, 0o600);
+    let check = site
+        .run(&["status", "--check"])
+        .expect_code(2, "status --check after a damaged verify");
+    assert!(
+        check.stdout.starts_with("SF2520 CRITICAL - verify at ")
+            && check.stdout.contains("found the ledger DAMAGED"),
+        "{}",
+        check.stdout
+    );
+    let metrics = site.run(&["metrics"]).expect_success("metrics").stdout;
+    assert!(metrics.contains("\nsf2520_last_verify_ok 0\n"), "{metrics}");
+    fs::write(&database, intact).unwrap();
+    site.run(&["verify"])
+        .expect_success("verify of the repaired ledger");
+    let check = site
+        .run(&["status", "--check"])
+        .expect_code(0, "status --check after a good verify");
+    assert!(check.stdout.starts_with("SF2520 OK - "), "{}", check.stdout);
+    let status = json(
+        &site
+            .run(&["status", "--json"])
+            .expect_success("status")
+            .stdout,
+    );
+    assert_eq!(status["last_verify"]["ok"], true);
+    // The record is never written through a link planted in its place.
+    let target = site.root().join("elsewhere");
+    fs::write(&target, "kept").unwrap();
+    fs::remove_file(&record).unwrap();
+    std::os::unix::fs::symlink(&target, &record).unwrap();
+    site.run(&["verify"])
+        .expect_success("verify with a planted link");
+    assert_eq!(fs::read_to_string(&target).unwrap(), "kept");
+    assert!(!fs::symlink_metadata(&record)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}

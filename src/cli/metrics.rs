@@ -160,6 +160,20 @@ pub(super) fn run(
     let snapshot = Snapshot::read(&ledger, data_dir, config, args.inbox.as_deref())?;
     let mut text = render(&ledger, &snapshot)?;
     render_inbox(&mut text, &snapshot, chrono::Utc::now().timestamp_micros());
+    if let Some(Ok(record)) = &snapshot.last_verify {
+        gauge(
+            &mut text,
+            "sf2520_last_verify_timestamp_seconds",
+            "When `sf2520 verify` last ran on this data directory.",
+            seconds(record.at_us),
+        );
+        gauge(
+            &mut text,
+            "sf2520_last_verify_ok",
+            "1 when the last `sf2520 verify` found the ledger intact, 0 when damaged.",
+            u8::from(record.ok),
+        );
+    }
     io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -154,7 +154,8 @@ pub enum Command {
     /// it also hashes every official file in the outbox (<data-dir>/outbox if it
     /// exists, or --outbox DIR; --no-outbox skips it) against the SHA-256 of its
     /// FileExported event; a missing or edited file is named with its kommune and
-    /// løbenummer. Exits with code 4 listing every problem found. The
+    /// løbenummer. Exits with code 4 listing every problem found. The outcome is
+    /// recorded in <data-dir>/verify.last for `status --check`. The
     /// byte format it checks is in docs/log-format.md; tools/audit/verify_ledger.py
     /// checks the same without this program.
     Verify(VerifyArgs),
@@ -228,8 +229,9 @@ pub enum Command {
     /// has waited longer than --warn-hours for acceptance or delivery is not
     /// configured while files wait, or KY's inbox has a rejected file or one
     /// waiting longer than --warn-hours; 2 CRITICAL when a file is rejected and not
-    /// reissued, or a file has waited longer than --critical-hours; 3 UNKNOWN when
-    /// the ledger cannot be read.
+    /// reissued, a file has waited longer than --critical-hours, or the last
+    /// `sf2520 verify` found the ledger damaged (WARNING when it ran more than 8
+    /// days ago); 3 UNKNOWN when the ledger cannot be read.
     Status(StatusArgs),
     /// Metrics in the Prometheus text format, for node_exporter's textfile
     /// collector (write to a temporary file and rename it into the collector's

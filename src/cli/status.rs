@@ -18,6 +18,7 @@ use crate::transport::load;
 use super::deliver::config_path;
 use super::inbox_state::{self, inbox_dir, InboxState};
 use super::output::{for_terminal, hex, time_us};
+use super::verify::VerifyRecord;
 use super::StatusArgs;
 
 /// One official file and where it stands.
@@ -82,7 +83,12 @@ pub(super) struct Snapshot {
     /// KY's inbox as listed now, if one is named (`--inbox` or `[retention]
     /// inbox`); the error says what could not be listed.
     pub inbox: Option<Result<InboxState, String>>,
+    /// What the last `sf2520 verify` recorded (`verify.last`), if one ran here.
+    pub last_verify: Option<Result<VerifyRecord, String>>,
 }
+
+/// A verify older than this is a WARNING (the timer runs it weekly).
+const VERIFY_STALE_DAYS: i64 = 8;
 
 /// Missing-file names the check line quotes.
 const LEFT_OUTBOX_SHOWN: usize = 5;
@@ -144,6 +150,7 @@ impl Snapshot {
             config_path: path.display().to_string(),
             left_outbox,
             inbox: inbox_dir(data_dir, named, inbox).map(|dir| inbox_state::read(&dir)),
+            last_verify: VerifyRecord::read(data_dir),
         })
     }
 
@@ -277,13 +284,9 @@ pub(super) fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Ver
     if let Some(finding) = left_outbox_finding(&snapshot.left_outbox) {
         findings.push((Verdict::Warning, finding));
     }
-    if let Some(inbox) = &snapshot.inbox {
-        findings.extend(
-            inbox_findings(inbox, now_us, hours(args.warn_hours))
-                .into_iter()
-                .map(|finding| (Verdict::Warning, finding)),
-        );
-    }
+    findings.extend(verify_finding(snapshot, now_us));
+    let inbox = inbox_findings(snapshot.inbox.as_ref(), now_us, hours(args.warn_hours));
+    findings.extend(inbox.into_iter().map(|finding| (Verdict::Warning, finding)));
     findings.sort_by_key(|(verdict, _)| std::cmp::Reverse(*verdict));
     let verdict = findings
         .first()
@@ -323,12 +326,53 @@ fn unknown(data_dir: &Path, error: &anyhow::Error) -> ExitCode {
     Verdict::Unknown.exit_code()
 }
 
-/// KY's inbox: rejected files, a file waiting longer than `warn_us`, or an
-/// inbox that cannot be listed.
-fn inbox_findings(inbox: &Result<InboxState, String>, now_us: i64, warn_us: i64) -> Vec<String> {
+/// The last `sf2520 verify`: CRITICAL when it found the ledger damaged,
+/// WARNING when it ran more than [`VERIFY_STALE_DAYS`] ago or its record
+/// cannot be read; nothing when none ran here.
+fn verify_finding(snapshot: &Snapshot, now_us: i64) -> Option<(Verdict, String)> {
+    let record = match snapshot.last_verify.as_ref()? {
+        Ok(record) => record,
+        Err(message) => {
+            let message = for_terminal(message);
+            return Some((Verdict::Warning, format!("last verify: {message}")));
+        }
+    };
+    if !record.ok {
+        let first = record.first_problem.as_deref().unwrap_or_default();
+        return Some((
+            Verdict::Critical,
+            format!(
+                "verify at {} found the ledger DAMAGED ({} problem(s)): {}; run `sf2520 \
+                 verify` and see docs/operations.md, \"Disaster recovery\"",
+                time_us(record.at_us),
+                record.problems,
+                for_terminal(&crate::domain::mask_in_text(first))
+            ),
+        ));
+    }
+    let days = now_us.saturating_sub(record.at_us) / (24 * 3_600_000_000);
+    (days >= VERIFY_STALE_DAYS).then(|| {
+        (
+            Verdict::Warning,
+            format!(
+                "the last verify ran {days} day(s) ago, at {}: is sf2520-verify.timer enabled?",
+                time_us(record.at_us)
+            ),
+        )
+    })
+}
+
+/// KY's inbox, if one is named: rejected files, a file waiting longer than
+/// `warn_us`, or an inbox that cannot be listed.
+fn inbox_findings(
+    inbox: Option<&Result<InboxState, String>>,
+    now_us: i64,
+    warn_us: i64,
+) -> Vec<String> {
     let inbox = match inbox {
-        Ok(inbox) => inbox,
-        Err(message) => return vec![format!("inbox: {}", for_terminal(message))],
+        None => return Vec::new(),
+        Some(Ok(inbox)) => inbox,
+        Some(Err(message)) => return vec![format!("inbox: {}", for_terminal(message))],
     };
     let dir = for_terminal(&inbox.dir.display().to_string());
     let mut findings = Vec::new();
@@ -483,6 +527,14 @@ fn status_json(
         "last_file_per_kommune": snapshot.last_per_kommune().into_iter().map(file_json).collect::<Vec<_>>(),
         "config": config_json(snapshot),
         "inbox": inbox_json(snapshot),
+        "last_verify": match &snapshot.last_verify {
+            None => Value::Null,
+            Some(Err(message)) => json!({"error": message}),
+            Some(Ok(record)) => json!({
+                "at": time_us(record.at_us), "ok": record.ok, "problems": record.problems,
+                "first_problem": record.first_problem.as_deref().map(crate::domain::mask_in_text),
+            }),
+        },
         "check": {"verdict": verdict.label(), "reasons": reasons},
     })
 }
@@ -500,6 +552,7 @@ fn print_screen(
     if let Some(line) = inbox_line(snapshot) {
         writeln!(out, "inbox           {line}")?;
     }
+    writeln!(out, "last verify     {}", verify_line(snapshot))?;
     print_kommuner_behind(out, &snapshot.last_per_kommune())?;
     writeln!(
         out,
@@ -579,6 +632,19 @@ fn config_line(snapshot: &Snapshot) -> String {
             format!("{}: delivery over SFTP to {address}", snapshot.config_path)
         }
         ConfigState::Invalid { message } => format!("INVALID: {}", for_terminal(message)),
+    }
+}
+
+fn verify_line(snapshot: &Snapshot) -> String {
+    match &snapshot.last_verify {
+        None => "none recorded; run `sf2520 verify` (sf2520-verify.timer: weekly)".into(),
+        Some(Err(message)) => format!("UNREADABLE: {}", for_terminal(message)),
+        Some(Ok(record)) if record.ok => format!("{}: ok", time_us(record.at_us)),
+        Some(Ok(record)) => format!(
+            "{}: DAMAGED, {} problem(s)",
+            time_us(record.at_us),
+            record.problems
+        ),
     }
 }
 
