@@ -1379,3 +1379,170 @@ fn init_names_the_configuration_path_the_commands_read() {
     let expected = format!("put the [sftp] configuration in {}, then", named.display());
     assert!(run.stdout.contains(&expected), "{}", run.stdout);
 }
+
+/// Regression: after `ingest --inbox` set a file aside in `rejected/` (exit 3),
+/// `status --check` said OK and `metrics` had no inbox series.
+#[test]
+fn a_rejected_inbox_file_is_a_warning_and_a_metric() {
+    let site = Site::new();
+    let (inbox, arg) = inbox_with_one_file(&site);
+    fs::write(
+        inbox.join("b.jsonl"),
+        lines(&[withholding("KY-2", "NOPE", "0751", "2026-10-02", "5.00")]),
+    )
+    .unwrap();
+    site.run(&["ingest", "--inbox", &arg])
+        .expect_code(3, "an inbox with a rejected file");
+    let check = site
+        .run(&["status", "--check", "--inbox", &arg])
+        .expect_code(1, "status --check with a rejected inbox file");
+    assert!(
+        check
+            .stdout
+            .starts_with("SF2520 WARNING - 1 inbox file(s) rejected in "),
+        "{}",
+        check.stdout
+    );
+    // Without --inbox, the configuration's `[retention] inbox` names it.
+    site.write(
+        "data/sf2520.toml",
+        &format!("[retention]\ninbox = {:?}\n", inbox.to_str().unwrap()),
+    );
+    let check = site
+        .run(&["status", "--check"])
+        .expect_code(1, "status --check, the inbox from the configuration");
+    assert!(
+        check.stdout.contains("1 inbox file(s) rejected"),
+        "{}",
+        check.stdout
+    );
+    let status = json(
+        &site
+            .run(&["status", "--json"])
+            .expect_success("status")
+            .stdout,
+    );
+    assert_eq!(status["inbox"]["rejected"], 1);
+    assert_eq!(status["inbox"]["waiting"], 0);
+    // A file waiting since long ago (the inbox unit is not running).
+    let waiting = inbox.join("c.jsonl");
+    fs::write(
+        &waiting,
+        lines(&[agreement("BA2", "0751", CPR, "2026-01-01")]),
+    )
+    .unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 3600);
+    fs::File::options()
+        .write(true)
+        .open(&waiting)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let metrics = site.run(&["metrics"]).expect_success("metrics").stdout;
+    for name in [
+        "sf2520_inbox_rejected_files",
+        "sf2520_inbox_waiting_files",
+        "sf2520_inbox_oldest_waiting_seconds",
+    ] {
+        assert_eq!(
+            metrics.matches(&format!("# HELP {name} ")).count(),
+            1,
+            "{metrics}"
+        );
+        assert_eq!(
+            metrics.matches(&format!("# TYPE {name} gauge\n")).count(),
+            1,
+            "{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("\nsf2520_inbox_rejected_files 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nsf2520_inbox_waiting_files 1\n"),
+        "{metrics}"
+    );
+    let age: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("sf2520_inbox_oldest_waiting_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((30.0 * 3600.0..31.0 * 3600.0).contains(&age), "{age}");
+    let check = site
+        .run(&["status", "--check"])
+        .expect_code(1, "a file waiting for 30 h");
+    assert!(
+        check.stdout.contains("1 inbox file(s) waiting in ") && check.stdout.contains("for 30 h"),
+        "{}",
+        check.stdout
+    );
+    // Once the rejected file is dealt with and the waiting one taken: OK.
+    for name in ["b.jsonl", "b.jsonl.errors.txt", "b.jsonl.errors.json"] {
+        fs::remove_file(inbox.join("rejected").join(name)).unwrap();
+    }
+    site.run(&["ingest", "--inbox", &arg])
+        .expect_success("the waiting file");
+    let check = site
+        .run(&["status", "--check"])
+        .expect_code(0, "a clean inbox");
+    assert!(check.stdout.starts_with("SF2520 OK - "), "{}", check.stdout);
+}
+
+/// Regression: one flipped byte made `verify` exit 4 while `status --check` said
+/// OK. `verify` records its outcome in `verify.last`; a damaged one is CRITICAL
+/// until a later verify finds the ledger intact.
+#[test]
+fn a_damaged_verify_makes_status_check_critical_until_a_good_one() {
+    let site = Site::new();
+    site.given_one_entry();
+    site.run(&["status", "--check"])
+        .expect_code(0, "no verify ran yet");
+    let database = site.data().join(sf2520::ledger::DATABASE_FILE);
+    let intact = fs::read(&database).unwrap();
+    assert!(tamper_database(&site.data(), b"KY-1") > 0);
+    let damaged = site
+        .run(&["verify"])
+        .expect_code(4, "verify of a tampered ledger");
+    assert!(damaged.stdout.contains("DAMAGED"), "{}", damaged.stdout);
+    let record = site.data().join("verify.last");
+    assert_eq!(mode(&record) & 0o777, 0o600);
+    let check = site
+        .run(&["status", "--check"])
+        .expect_code(2, "status --check after a damaged verify");
+    assert!(
+        check.stdout.starts_with("SF2520 CRITICAL - verify at ")
+            && check.stdout.contains("found the ledger DAMAGED"),
+        "{}",
+        check.stdout
+    );
+    let metrics = site.run(&["metrics"]).expect_success("metrics").stdout;
+    assert!(metrics.contains("\nsf2520_last_verify_ok 0\n"), "{metrics}");
+    fs::write(&database, intact).unwrap();
+    site.run(&["verify"])
+        .expect_success("verify of the repaired ledger");
+    let check = site
+        .run(&["status", "--check"])
+        .expect_code(0, "status --check after a good verify");
+    assert!(check.stdout.starts_with("SF2520 OK - "), "{}", check.stdout);
+    let status = json(
+        &site
+            .run(&["status", "--json"])
+            .expect_success("status")
+            .stdout,
+    );
+    assert_eq!(status["last_verify"]["ok"], true);
+    // The record is never written through a link planted in its place.
+    let target = site.root().join("elsewhere");
+    fs::write(&target, "kept").unwrap();
+    fs::remove_file(&record).unwrap();
+    std::os::unix::fs::symlink(&target, &record).unwrap();
+    site.run(&["verify"])
+        .expect_success("verify with a planted link");
+    assert_eq!(fs::read_to_string(&target).unwrap(), "kept");
+    assert!(!fs::symlink_metadata(&record)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}

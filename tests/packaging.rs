@@ -34,13 +34,15 @@ fn build_package(out: &Path) -> PathBuf {
     PathBuf::from(printed.trim())
 }
 
-const UNITS: [&str; 6] = [
+const UNITS: [&str; 8] = [
     "sf2520-export.service",
     "sf2520-export.timer",
     "sf2520-inbox.path",
     "sf2520-inbox.service",
     "sf2520-inbox.timer",
     "sf2520-status@.service",
+    "sf2520-verify.service",
+    "sf2520-verify.timer",
 ];
 
 #[test]
@@ -113,6 +115,7 @@ fn the_units_are_hardened_and_hook_the_monitoring_check() {
         "sf2520-export.service",
         "sf2520-inbox.service",
         "sf2520-status@.service",
+        "sf2520-verify.service",
     ] {
         let text = fs::read_to_string(units.join(service)).unwrap();
         for line in [
@@ -124,7 +127,11 @@ fn the_units_are_hardened_and_hook_the_monitoring_check() {
             assert!(text.lines().any(|l| l == line), "{service} lacks {line}");
         }
     }
-    for service in ["sf2520-export.service", "sf2520-inbox.service"] {
+    for service in [
+        "sf2520-export.service",
+        "sf2520-inbox.service",
+        "sf2520-verify.service",
+    ] {
         let text = fs::read_to_string(units.join(service)).unwrap();
         assert!(
             text.contains("OnFailure=sf2520-status@%n.service"),
@@ -133,6 +140,10 @@ fn the_units_are_hardened_and_hook_the_monitoring_check() {
     }
     let status = fs::read_to_string(units.join("sf2520-status@.service")).unwrap();
     assert!(status.contains("ExecStart=/usr/bin/sf2520 status --check"));
+    let verify = fs::read_to_string(units.join("sf2520-verify.service")).unwrap();
+    assert!(verify.contains("ExecStart=/usr/bin/sf2520 verify"));
+    let weekly = fs::read_to_string(units.join("sf2520-verify.timer")).unwrap();
+    assert!(weekly.contains("OnCalendar=Sun "), "{weekly}");
     let path = fs::read_to_string(units.join("sf2520-inbox.path")).unwrap();
     assert!(path.contains("PathExistsGlob=/var/spool/sf2520/inbox/*.jsonl"));
 }

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use crate::domain::Kommune;
 use crate::ledger::Ledger;
 
+use super::output::for_terminal;
 use super::status::Snapshot;
+use super::MetricsArgs;
 
 /// A label value escaped as the exposition format asks: backslash, double quote
 /// and line feed.
@@ -115,10 +117,63 @@ pub(super) fn render(ledger: &Ledger, snapshot: &Snapshot) -> anyhow::Result<Str
     Ok(text)
 }
 
-pub(super) fn run(data_dir: &Path) -> anyhow::Result<ExitCode> {
+/// KY's inbox, when one is named: its waiting files, the oldest one's age and
+/// its rejected files. An inbox that cannot be listed has no samples (the
+/// collector's series go stale) and is said on stderr.
+fn render_inbox(text: &mut String, snapshot: &Snapshot, now_us: i64) {
+    match &snapshot.inbox {
+        None => {}
+        Some(Err(message)) => eprintln!("warning: inbox: {}", for_terminal(message)),
+        Some(Ok(inbox)) => {
+            gauge(
+                text,
+                "sf2520_inbox_waiting_files",
+                "Files in KY's inbox waiting for `sf2520 ingest --inbox`.",
+                inbox.waiting,
+            );
+            gauge(
+                text,
+                "sf2520_inbox_oldest_waiting_seconds",
+                "How long the oldest waiting inbox file has been there, by its modification time (0 when none).",
+                seconds(
+                    inbox
+                        .oldest_waiting_us
+                        .map_or(0, |at| now_us.saturating_sub(at).max(0)),
+                ),
+            );
+            gauge(
+                text,
+                "sf2520_inbox_rejected_files",
+                "Files `sf2520 ingest --inbox` set aside in the inbox's rejected/.",
+                inbox.rejected,
+            );
+        }
+    }
+}
+
+pub(super) fn run(
+    data_dir: &Path,
+    config: Option<&Path>,
+    args: &MetricsArgs,
+) -> anyhow::Result<ExitCode> {
     let ledger = Ledger::open_existing(data_dir)?;
-    let snapshot = Snapshot::read(&ledger, data_dir, None)?;
-    let text = render(&ledger, &snapshot)?;
+    let snapshot = Snapshot::read(&ledger, data_dir, config, args.inbox.as_deref())?;
+    let mut text = render(&ledger, &snapshot)?;
+    render_inbox(&mut text, &snapshot, chrono::Utc::now().timestamp_micros());
+    if let Some(Ok(record)) = &snapshot.last_verify {
+        gauge(
+            &mut text,
+            "sf2520_last_verify_timestamp_seconds",
+            "When `sf2520 verify` last ran on this data directory.",
+            seconds(record.at_us),
+        );
+        gauge(
+            &mut text,
+            "sf2520_last_verify_ok",
+            "1 when the last `sf2520 verify` found the ledger intact, 0 when damaged.",
+            u8::from(record.ok),
+        );
+    }
     io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ pub mod exit;
 mod export;
 pub mod format;
 mod inbox;
+mod inbox_state;
 mod ingest;
 mod init;
 mod log;
@@ -153,7 +154,8 @@ pub enum Command {
     /// it also hashes every official file in the outbox (<data-dir>/outbox if it
     /// exists, or --outbox DIR; --no-outbox skips it) against the SHA-256 of its
     /// FileExported event; a missing or edited file is named with its kommune and
-    /// løbenummer. Exits with code 4 listing every problem found. The
+    /// løbenummer. Exits with code 4 listing every problem found. The outcome is
+    /// recorded in <data-dir>/verify.last for `status --check`. The
     /// byte format it checks is in docs/log-format.md; tools/audit/verify_ledger.py
     /// checks the same without this program.
     Verify(VerifyArgs),
@@ -225,14 +227,16 @@ pub enum Command {
     /// With --check it prints one line and exits with the monitoring-plugin codes
     /// (Nagios, Icinga, a systemd OnFailure= hook): 0 OK; 1 WARNING when a file
     /// has waited longer than --warn-hours for acceptance or delivery is not
-    /// configured while files wait; 2 CRITICAL when a file is rejected and not
-    /// reissued, or a file has waited longer than --critical-hours; 3 UNKNOWN when
-    /// the ledger cannot be read.
+    /// configured while files wait, or KY's inbox has a rejected file or one
+    /// waiting longer than --warn-hours; 2 CRITICAL when a file is rejected and not
+    /// reissued, a file has waited longer than --critical-hours, or the last
+    /// `sf2520 verify` found the ledger damaged (WARNING when it ran more than 8
+    /// days ago); 3 UNKNOWN when the ledger cannot be read.
     Status(StatusArgs),
     /// Metrics in the Prometheus text format, for node_exporter's textfile
     /// collector (write to a temporary file and rename it into the collector's
     /// directory).
-    Metrics,
+    Metrics(MetricsArgs),
     /// Check the configuration file and try to connect to the SFTP server.
     Config {
         #[command(subcommand)]
@@ -394,6 +398,18 @@ pub struct StatusArgs {
     /// CRITICAL when a file has waited this long to be accepted.
     #[arg(long, value_name = "HOURS", default_value_t = 72)]
     pub critical_hours: u32,
+    /// KY's inbox, whose waiting and rejected files are reported (default: the
+    /// configuration's `[retention] inbox`, if set).
+    #[arg(long, value_name = "DIR")]
+    pub inbox: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// KY's inbox, whose waiting and rejected files are counted (default: the
+    /// configuration's `[retention] inbox`, if set).
+    #[arg(long, value_name = "DIR")]
+    pub inbox: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -750,7 +766,7 @@ impl Command {
             Command::Reissue(_) => "reissue",
             Command::Deliver(_) => "deliver",
             Command::Status(_) => "status",
-            Command::Metrics => "metrics",
+            Command::Metrics(_) => "metrics",
             Command::Config { .. } => "config check",
             Command::Check(_) => "check",
             Command::Show(_) => "show",
@@ -791,7 +807,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init(args) => init::run(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Status(args) => status::run(&cli.data_dir, cli.config.as_deref(), &args),
-        Command::Metrics => metrics::run(&cli.data_dir),
+        Command::Metrics(args) => metrics::run(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Ingest(args) => ingest::run(&cli.data_dir, &args),
         Command::Totals(args) => totals::run(&cli.data_dir, &args),
         Command::Log(args) => log::run(&cli.data_dir, &args),

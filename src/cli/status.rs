@@ -16,7 +16,9 @@ use crate::ledger::{DeliveryState, Head, Ledger, OfficialFile};
 use crate::transport::load;
 
 use super::deliver::config_path;
+use super::inbox_state::{self, inbox_dir, InboxState};
 use super::output::{for_terminal, hex, time_us};
+use super::verify::VerifyRecord;
 use super::StatusArgs;
 
 /// One official file and where it stands.
@@ -78,7 +80,15 @@ pub(super) struct Snapshot {
     /// are no longer there, newest first (decision 0007: never put back by an
     /// export). Empty when that outbox does not exist.
     pub left_outbox: Vec<OfficialFile>,
+    /// KY's inbox as listed now, if one is named (`--inbox` or `[retention]
+    /// inbox`); the error says what could not be listed.
+    pub inbox: Option<Result<InboxState, String>>,
+    /// What the last `sf2520 verify` recorded (`verify.last`), if one ran here.
+    pub last_verify: Option<Result<VerifyRecord, String>>,
 }
+
+/// A verify older than this is a WARNING (the timer runs it weekly).
+const VERIFY_STALE_DAYS: i64 = 8;
 
 /// Missing-file names the check line quotes.
 const LEFT_OUTBOX_SHOWN: usize = 5;
@@ -108,6 +118,7 @@ impl Snapshot {
         ledger: &Ledger,
         data_dir: &Path,
         named: Option<&Path>,
+        inbox: Option<&Path>,
     ) -> anyhow::Result<Snapshot> {
         let head = ledger.head()?;
         let files: Vec<FileStatus> = files_in_scope(ledger, &DeliverRequest::default())?
@@ -138,6 +149,8 @@ impl Snapshot {
             config,
             config_path: path.display().to_string(),
             left_outbox,
+            inbox: inbox_dir(data_dir, named, inbox).map(|dir| inbox_state::read(&dir)),
+            last_verify: VerifyRecord::read(data_dir),
         })
     }
 
@@ -271,6 +284,9 @@ pub(super) fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Ver
     if let Some(finding) = left_outbox_finding(&snapshot.left_outbox) {
         findings.push((Verdict::Warning, finding));
     }
+    findings.extend(verify_finding(snapshot, now_us));
+    let inbox = inbox_findings(snapshot.inbox.as_ref(), now_us, hours(args.warn_hours));
+    findings.extend(inbox.into_iter().map(|finding| (Verdict::Warning, finding)));
     findings.sort_by_key(|(verdict, _)| std::cmp::Reverse(*verdict));
     let verdict = findings
         .first()
@@ -310,6 +326,77 @@ fn unknown(data_dir: &Path, error: &anyhow::Error) -> ExitCode {
     Verdict::Unknown.exit_code()
 }
 
+/// The last `sf2520 verify`: CRITICAL when it found the ledger damaged,
+/// WARNING when it ran more than [`VERIFY_STALE_DAYS`] ago or its record
+/// cannot be read; nothing when none ran here.
+fn verify_finding(snapshot: &Snapshot, now_us: i64) -> Option<(Verdict, String)> {
+    let record = match snapshot.last_verify.as_ref()? {
+        Ok(record) => record,
+        Err(message) => {
+            let message = for_terminal(message);
+            return Some((Verdict::Warning, format!("last verify: {message}")));
+        }
+    };
+    if !record.ok {
+        let first = record.first_problem.as_deref().unwrap_or_default();
+        return Some((
+            Verdict::Critical,
+            format!(
+                "verify at {} found the ledger DAMAGED ({} problem(s)): {}; run `sf2520 \
+                 verify` and see docs/operations.md, \"Disaster recovery\"",
+                time_us(record.at_us),
+                record.problems,
+                for_terminal(&crate::domain::mask_in_text(first))
+            ),
+        ));
+    }
+    let days = now_us.saturating_sub(record.at_us) / (24 * 3_600_000_000);
+    (days >= VERIFY_STALE_DAYS).then(|| {
+        (
+            Verdict::Warning,
+            format!(
+                "the last verify ran {days} day(s) ago, at {}: is sf2520-verify.timer enabled?",
+                time_us(record.at_us)
+            ),
+        )
+    })
+}
+
+/// KY's inbox, if one is named: rejected files, a file waiting longer than
+/// `warn_us`, or an inbox that cannot be listed.
+fn inbox_findings(
+    inbox: Option<&Result<InboxState, String>>,
+    now_us: i64,
+    warn_us: i64,
+) -> Vec<String> {
+    let inbox = match inbox {
+        None => return Vec::new(),
+        Some(Ok(inbox)) => inbox,
+        Some(Err(message)) => return vec![format!("inbox: {}", for_terminal(message))],
+    };
+    let dir = for_terminal(&inbox.dir.display().to_string());
+    let mut findings = Vec::new();
+    if inbox.rejected > 0 {
+        findings.push(format!(
+            "{} inbox file(s) rejected in {dir}/rejected: read their .errors.txt, have KY send \
+             a corrected file, then remove them from rejected/",
+            inbox.rejected
+        ));
+    }
+    if let Some(oldest) = inbox.oldest_waiting_us {
+        let age_us = now_us.saturating_sub(oldest).max(0);
+        if age_us >= warn_us {
+            findings.push(format!(
+                "{} inbox file(s) waiting in {dir}, the oldest for {} h: is the \
+                 `sf2520 ingest --inbox` unit running?",
+                inbox.waiting,
+                age_us / 3_600_000_000
+            ));
+        }
+    }
+    findings
+}
+
 /// Pending files that left the outbox after they were published, named.
 fn left_outbox_finding(missing: &[OfficialFile]) -> Option<String> {
     let newest = missing.first()?;
@@ -342,7 +429,7 @@ pub(super) fn run(
 ) -> anyhow::Result<ExitCode> {
     let snapshot = Ledger::open_existing(data_dir)
         .map_err(anyhow::Error::from)
-        .and_then(|ledger| Snapshot::read(&ledger, data_dir, config));
+        .and_then(|ledger| Snapshot::read(&ledger, data_dir, config, args.inbox.as_deref()));
     let snapshot = match snapshot {
         Ok(snapshot) => snapshot,
         Err(error) if args.check => return Ok(unknown(data_dir, &error)),
@@ -406,6 +493,19 @@ fn config_json(snapshot: &Snapshot) -> Value {
     }
 }
 
+fn inbox_json(snapshot: &Snapshot) -> Value {
+    match &snapshot.inbox {
+        None => Value::Null,
+        Some(Err(message)) => json!({"error": message}),
+        Some(Ok(inbox)) => json!({
+            "dir": inbox.dir.display().to_string(),
+            "waiting": inbox.waiting,
+            "oldest_waiting_modified_at": inbox.oldest_waiting_us.map(time_us),
+            "rejected": inbox.rejected,
+        }),
+    }
+}
+
 fn status_json(
     snapshot: &Snapshot,
     data_dir: &Path,
@@ -426,6 +526,15 @@ fn status_json(
         "left_outbox": snapshot.left_outbox.iter().map(|file| file.file_name.as_str()).collect::<Vec<_>>(),
         "last_file_per_kommune": snapshot.last_per_kommune().into_iter().map(file_json).collect::<Vec<_>>(),
         "config": config_json(snapshot),
+        "inbox": inbox_json(snapshot),
+        "last_verify": match &snapshot.last_verify {
+            None => Value::Null,
+            Some(Err(message)) => json!({"error": message}),
+            Some(Ok(record)) => json!({
+                "at": time_us(record.at_us), "ok": record.ok, "problems": record.problems,
+                "first_problem": record.first_problem.as_deref().map(crate::domain::mask_in_text),
+            }),
+        },
         "check": {"verdict": verdict.label(), "reasons": reasons},
     })
 }
@@ -440,6 +549,10 @@ fn print_screen(
     writeln!(out, "data directory  {}", data_dir.display())?;
     print_head_and_files(out, snapshot)?;
     writeln!(out, "configuration   {}", config_line(snapshot))?;
+    if let Some(line) = inbox_line(snapshot) {
+        writeln!(out, "inbox           {line}")?;
+    }
+    writeln!(out, "last verify     {}", verify_line(snapshot))?;
     print_kommuner_behind(out, &snapshot.last_per_kommune())?;
     writeln!(
         out,
@@ -520,6 +633,35 @@ fn config_line(snapshot: &Snapshot) -> String {
         }
         ConfigState::Invalid { message } => format!("INVALID: {}", for_terminal(message)),
     }
+}
+
+fn verify_line(snapshot: &Snapshot) -> String {
+    match &snapshot.last_verify {
+        None => "none recorded; run `sf2520 verify` (sf2520-verify.timer: weekly)".into(),
+        Some(Err(message)) => format!("UNREADABLE: {}", for_terminal(message)),
+        Some(Ok(record)) if record.ok => format!("{}: ok", time_us(record.at_us)),
+        Some(Ok(record)) => format!(
+            "{}: DAMAGED, {} problem(s)",
+            time_us(record.at_us),
+            record.problems
+        ),
+    }
+}
+
+fn inbox_line(snapshot: &Snapshot) -> Option<String> {
+    Some(match snapshot.inbox.as_ref()? {
+        Err(message) => format!("CANNOT LIST: {}", for_terminal(message)),
+        Ok(inbox) => format!(
+            "{}: {} file(s) waiting{}, {} rejected",
+            for_terminal(&inbox.dir.display().to_string()),
+            inbox.waiting,
+            inbox
+                .oldest_waiting_us
+                .map(|at| format!(" (oldest modified {})", time_us(at)))
+                .unwrap_or_default(),
+            inbox.rejected
+        ),
+    })
 }
 
 fn print_kommuner_behind(out: &mut dyn Write, last: &[&FileStatus]) -> io::Result<()> {

@@ -7,14 +7,16 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::bail;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::checkpoint::{parse_public_key, verify_checkpoint, CheckpointError};
 use crate::audit::{read_anchors, verify, Anchor, AuditChecks};
 use crate::export::default_outbox;
-use crate::ledger::Ledger;
+use crate::ledger::{read_small_file, replace_small_file, Ledger, VERIFY_RECORD_FILE};
 
 use super::exit::Exit;
+use super::output::for_terminal;
 use super::{CheckpointArgs, VerifyArgs};
 use crate::audit::checkpoint::{load_config, load_key, public_key_hex, sign};
 use crate::export::outbox::write_bytes_atomically;
@@ -70,10 +72,58 @@ fn print_privacy(out: &mut dyn Write, report: &crate::ledger::VerifyReport) -> i
     Ok(())
 }
 
+/// What the last `sf2520 verify` found, as it wrote it into the data
+/// directory's [`VERIFY_RECORD_FILE`] for `status --check`.
+#[derive(Serialize, Deserialize)]
+pub(super) struct VerifyRecord {
+    /// When it ran (µs since the epoch).
+    pub at_us: i64,
+    pub ok: bool,
+    /// How many problems it found, and the first.
+    pub problems: usize,
+    pub first_problem: Option<String>,
+}
+
+impl VerifyRecord {
+    /// The record in `data_dir`: `None` when no verify ran there; an error says
+    /// why the record cannot be read.
+    pub(super) fn read(data_dir: &Path) -> Option<Result<VerifyRecord, String>> {
+        let path = data_dir.join(VERIFY_RECORD_FILE);
+        match read_small_file(data_dir, VERIFY_RECORD_FILE) {
+            Ok(None) => None,
+            Ok(Some(text)) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|error| format!("{} is not a verify record: {error}", path.display())),
+            ),
+            Err(error) => Some(Err(error.to_string())),
+        }
+    }
+
+    /// Records `problems` (none: the ledger passed) as the last verify's
+    /// outcome. A data directory this user cannot write (an auditor's copy) is
+    /// said on stderr and changes nothing else.
+    fn write(data_dir: &Path, problems: &[String]) {
+        let record = VerifyRecord {
+            at_us: chrono::Utc::now().timestamp_micros(),
+            ok: problems.is_empty(),
+            problems: problems.len(),
+            first_problem: problems.first().cloned(),
+        };
+        let text = format!("{}\n", json!(record));
+        if let Err(error) = replace_small_file(data_dir, VERIFY_RECORD_FILE, text.as_bytes()) {
+            eprintln!(
+                "warning: the outcome was not recorded for `status --check`: {}",
+                for_terminal(&error.to_string())
+            );
+        }
+    }
+}
+
 pub(super) fn run(data_dir: &Path, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let checks = checks(data_dir, args)?;
     let ledger = Ledger::open_read_only(data_dir)?;
     let verification = verify(&ledger, &checks)?;
+    VerifyRecord::write(data_dir, &verification.problems());
     let mut out = io::stdout().lock();
     let head = Anchor::of(&ledger.head()?);
     if args.json {

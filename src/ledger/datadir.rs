@@ -21,6 +21,11 @@ pub const EXPORT_LOCK_FILE: &str = "export.lock";
 pub const HEAD_MARK_FILE: &str = "ledger.head";
 /// Who holds the database's write lock now (see [`note_writer`]).
 pub const WRITER_NOTE_FILE: &str = "ledger.writer";
+/// The outcome of the last `sf2520 verify`, for `status --check`.
+pub const VERIFY_RECORD_FILE: &str = "verify.last";
+
+/// The most of a small record file [`read_small_file`] reads.
+const SMALL_FILE_MAX: u64 = 64 * 1024;
 
 /// How often a waiting run tries a held lock again, and says that it waits.
 const LOCK_RETRY: Duration = Duration::from_millis(100);
@@ -286,6 +291,41 @@ fn write_mark(dir: &Path, head: &Head, backwards: bool) -> Result<(), LedgerErro
         return Err(io_error("write the head mark", &path)(error));
     }
     Ok(())
+}
+
+/// Replaces `dir/name` with `bytes`, whole or not at all: written owner-only
+/// (`0600`) under a temporary name of this process, fsynced, renamed over
+/// `name` (a link there is replaced, never written through), and the rename
+/// made durable.
+pub fn replace_small_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LedgerError> {
+    let path = dir.join(name);
+    let staged = dir.join(format!(".{name}.{}", std::process::id()));
+    let written = nofollow::create_or_truncate(&staged)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&staged, &path))
+        .and_then(|()| File::open(dir)?.sync_all());
+    if let Err(error) = written {
+        let _ = fs::remove_file(&staged);
+        return Err(io_error("write", &path)(error));
+    }
+    Ok(())
+}
+
+/// The text of `dir/name` (its first 64 KiB), `None` when there is no such
+/// file; a link is refused, never followed.
+pub fn read_small_file(dir: &Path, name: &str) -> Result<Option<String>, LedgerError> {
+    let path = dir.join(name);
+    let mut text = String::new();
+    match nofollow::open(&path, OpenOptions::new().read(true))
+        .and_then(|file| file.take(SMALL_FILE_MAX).read_to_string(&mut text))
+    {
+        Ok(_) => Ok(Some(text)),
+        Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_error("read", &path)(error)),
+    }
 }
 
 /// Says, in [`WRITER_NOTE_FILE`], that this process holds the database's write

@@ -30,8 +30,9 @@ pub use codec::{
     CURRENT_SCHEMA_VERSION, GENESIS_HASH, SEALED_SCHEMA_VERSION,
 };
 pub use datadir::{
-    check_private_dir, name_command, read_mark, try_lock_named, HeadMark, HeldLock, LockAttempt,
-    EXPORT_LOCK_FILE, HEAD_MARK_FILE, WRITER_NOTE_FILE,
+    check_private_dir, name_command, read_mark, read_small_file, replace_small_file,
+    try_lock_named, HeadMark, HeldLock, LockAttempt, EXPORT_LOCK_FILE, HEAD_MARK_FILE,
+    VERIFY_RECORD_FILE, WRITER_NOTE_FILE,
 };
 pub use entries::EntryRange;
 pub use error::{LedgerError, LineError};
