@@ -293,18 +293,8 @@ fn export_deliver_and_config_check_through_the_command_line() {
     let platform = Platform::start(&sshd.root(), |_| Answer::Success);
     let config = sshd.write_sf2520_config(dir.path(), "receipt_timeout_secs = 10\n");
     let run = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_sf2520"))
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
+        let output = with_config(&data_dir, &config, args);
+        (output.status.success(), stdout_of(&output))
     };
     let (ok, out) = run(&["config", "check"]);
     assert!(ok && out.contains("host key matches"), "{out}");
@@ -319,6 +309,26 @@ fn export_deliver_and_config_check_through_the_command_line() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (ok, _) = run(&["config", "check"]);
     assert!(!ok, "a config readable by others is refused");
+}
+
+/// `sf2520 --data-dir DATA_DIR --config CONFIG ARGS...`, run to its end.
+fn with_config(
+    data_dir: &std::path::Path,
+    config: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sf2520"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// `deliver --kommune` and `reissue` speak of what was asked: the kommune or the
@@ -349,18 +359,8 @@ fn deliver_for_one_kommune_and_reissue_claim_only_what_was_asked() {
     });
     let config = sshd.write_sf2520_config(dir.path(), "receipt_timeout_secs = 1\n");
     let run = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_sf2520"))
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-        )
+        let output = with_config(&data_dir, &config, args);
+        (output.status.code(), stdout_of(&output))
     };
     assert_eq!(run(&["init"]).0, Some(0));
     assert_eq!(run(&["ingest", input.to_str().unwrap()]).0, Some(0));

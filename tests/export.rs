@@ -130,8 +130,9 @@ fn export_as_of_a_files_creation_time_reproduces_it_byte_for_byte() {
 #[test]
 fn export_as_of_a_time_before_any_file_shows_what_the_first_run_would_make() {
     let mut t = given_two_kommuner();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let before = chrono::Utc::now();
+    let clock = t.with_test_clock();
+    clock.advance(chrono::Duration::milliseconds(1100));
+    let before = clock.now();
     let dir = t.dir.path().join("before");
     let preview = render_as_of(
         &t.ledger,

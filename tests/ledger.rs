@@ -411,9 +411,10 @@ fn a_dry_run_of_a_good_file_checks_it_and_commits_nothing() {
 fn totals_can_be_read_as_of_any_position_and_time() {
     let mut t = given_one_withholding();
     let first = t.head();
-    std::thread::sleep(std::time::Duration::from_millis(5));
-    let between = chrono::Utc::now();
-    std::thread::sleep(std::time::Duration::from_millis(5));
+    let clock = t.with_test_clock();
+    clock.advance(chrono::Duration::milliseconds(5));
+    let between = clock.now();
+    clock.advance(chrono::Duration::milliseconds(5));
     t.given(&lines(&[correction("KY-2", "KY-1", K, "-250.00")]));
     let second = t.head();
     t.given(&lines(&[withholding(
@@ -651,6 +652,7 @@ fn a_rejected_batch_leaves_nothing_remembered() {
 #[test]
 fn as_of_a_time_is_the_last_event_recorded_by_then() {
     let mut t = TestLedger::new();
+    let clock = t.with_test_clock();
     t.given(&lines(&[agreement("BA1", K, CPR, "2026-01-01")]));
     for batch in 0..6 {
         let batch: Vec<String> = (0..5)
@@ -660,7 +662,7 @@ fn as_of_a_time_is_the_last_event_recorded_by_then() {
             })
             .collect();
         t.given(&lines(&batch));
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        clock.advance(chrono::Duration::milliseconds(2));
     }
     let head = t.head();
     let times: Vec<i64> = (1..=head)

@@ -316,13 +316,9 @@ fn verify_refuses_a_head_row_that_does_not_name_the_logs_last_event() {
     );
 }
 
-#[test]
-fn a_database_behind_the_nodes_last_head_is_refused() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("data");
-    let db = database();
-    on_pg(&dir, &db, &["init"]).expect_success("init");
-    let batch = root.path().join("batch.jsonl");
+/// `batch.jsonl` in `dir`: agreement A-1 of kommune 0101 and one withholding of it.
+fn one_withholding(dir: &Path) -> std::path::PathBuf {
+    let batch = dir.join("batch.jsonl");
     std::fs::write(
         &batch,
         lines(&[
@@ -331,6 +327,16 @@ fn a_database_behind_the_nodes_last_head_is_refused() {
         ]),
     )
     .unwrap();
+    batch
+}
+
+#[test]
+fn a_database_behind_the_nodes_last_head_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let db = database();
+    on_pg(&dir, &db, &["init"]).expect_success("init");
+    let batch = one_withholding(root.path());
     on_pg(&dir, &db, &["ingest", batch.to_str().unwrap()]).expect_success("ingest");
     // A failover to a replica that lacked the last commit: the event is gone.
     let mut client = db.client();
@@ -366,15 +372,7 @@ fn init_on_a_new_node_says_it_joined_the_existing_ledger_at_its_head() {
         "{}",
         run.stdout
     );
-    let batch = root.path().join("batch.jsonl");
-    std::fs::write(
-        &batch,
-        lines(&[
-            agreement("A-1", "0101", CPR, "2026-01-01"),
-            withholding("W-1", "A-1", "0101", "2026-10-01", "100.00"),
-        ]),
-    )
-    .unwrap();
+    let batch = one_withholding(root.path());
     on_pg(&first, &db, &["ingest", batch.to_str().unwrap()]).expect_success("ingest");
     support::ledger::share_key_file(&first, &second);
     let run = on_pg(&second, &db, &["init"]).expect_success("init on a new node");

@@ -11,21 +11,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::Deserialize;
-
-use super::deliver::config_path;
-
-/// The one key of the configuration file this module reads.
-#[derive(Deserialize)]
-struct ConfigFile {
-    retention: Option<RetentionSection>,
-}
-
-#[derive(Deserialize)]
-struct RetentionSection {
-    inbox: Option<PathBuf>,
-}
-
 /// The inbox to report on: `given`, else `[retention] inbox` of the
 /// configuration file (one that cannot be read or parsed names none here: the
 /// commands that need it report why).
@@ -34,12 +19,10 @@ pub(super) fn inbox_dir(
     config: Option<&Path>,
     given: Option<&Path>,
 ) -> Option<PathBuf> {
-    if let Some(dir) = given {
-        return Some(dir.to_path_buf());
+    match given {
+        Some(dir) => Some(dir.to_path_buf()),
+        None => super::privacy::configured_inbox(data_dir, config),
     }
-    let text = fs::read_to_string(config_path(data_dir, config)).ok()?;
-    let parsed: ConfigFile = toml::from_str(&text).ok()?;
-    parsed.retention?.inbox
 }
 
 /// The inbox's files, as listed now.

@@ -101,6 +101,13 @@ pub(super) fn key_file(
     }))
 }
 
+/// `[retention] inbox`, the inbox whose `archive/` and `rejected/` retention prunes
+/// and `status` and `metrics` report on; `None` without one, or when the
+/// configuration cannot be read or parsed (the commands that need it say why).
+pub(super) fn configured_inbox(data_dir: &Path, config: Option<&Path>) -> Option<PathBuf> {
+    read_config(data_dir, config).ok()?.0.retention?.inbox
+}
+
 /// What `retention` removes from the disk, beside the ledger.
 #[derive(Default)]
 struct Removals {

@@ -574,10 +574,19 @@ impl Keyring {
         let Db::Postgres(session) = db else {
             return Ok(());
         };
-        let mut wanted: Vec<String> = agreements
-            .filter(|agreement| self.remembered(agreement).is_none())
-            .map(str::to_string)
-            .collect();
+        let mut wanted: Vec<String> = {
+            // One lock for the whole window, not one per event.
+            let known = self
+                .known
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            agreements
+                .filter(|agreement| {
+                    InlineRef::of(agreement).is_none_or(|reference| !known.contains_key(&reference))
+                })
+                .map(str::to_string)
+                .collect()
+        };
         wanted.sort_unstable();
         wanted.dedup();
         for chunk in wanted.chunks(10_000) {

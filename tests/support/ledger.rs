@@ -19,7 +19,38 @@ pub(crate) struct TestLedger {
     pub dir: TempDir,
 }
 
+/// A clock a test moves by hand (the ledger takes a `Clock`): recorded-at times
+/// and as-of points without waiting on the wall clock.
+#[derive(Clone)]
+pub(crate) struct TestClock(std::sync::Arc<std::sync::Mutex<chrono::DateTime<chrono::Utc>>>);
+
+impl TestClock {
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+
+    pub(crate) fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl sf2520::ledger::Clock for TestClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        TestClock::now(self)
+    }
+}
+
 impl TestLedger {
+    /// Takes this ledger's time from a [`TestClock`] from now on, starting at the
+    /// wall clock's time (so after every event recorded so far).
+    pub(crate) fn with_test_clock(&mut self) -> TestClock {
+        let clock = TestClock(std::sync::Arc::new(std::sync::Mutex::new(
+            chrono::Utc::now(),
+        )));
+        self.ledger.set_clock(Box::new(clock.clone()));
+        clock
+    }
+
     pub(crate) fn new() -> TestLedger {
         TestLedger::with_totals_block(DEFAULT_TOTALS_BLOCK)
     }
