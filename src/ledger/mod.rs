@@ -27,7 +27,7 @@ mod view;
 pub use backup::{backup, restore, BackupError, RestoreReport};
 pub use codec::{
     chain_hash, decode as decode_payload, encode as encode_payload, StoredEvent,
-    CURRENT_SCHEMA_VERSION, GENESIS_HASH, SEALED_SCHEMA_VERSION,
+    CURRENT_SCHEMA_VERSION, GENESIS_HASH,
 };
 pub use datadir::{
     check_private_dir, name_command, read_mark, read_small_file, replace_small_file,
