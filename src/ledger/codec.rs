@@ -24,7 +24,7 @@ enum Envelope {
 pub const CURRENT_SCHEMA_VERSION: u16 = 1;
 
 /// The schema version of an event whose CPR is sealed (envelope V2).
-pub const SEALED_SCHEMA_VERSION: u16 = 2;
+pub(super) const SEALED_SCHEMA_VERSION: u16 = 2;
 
 /// The schema version `encode` writes `event` under.
 pub(super) fn schema_version(event: &Event) -> u16 {
