@@ -148,7 +148,7 @@ pub(super) fn deliver_and_report(
     let waiting = not_accepted(&ledger, request)?;
     let mut out = io::stdout().lock();
     // The head the run left (uploads and receipts append), for the journal.
-    let head = crate::audit::Anchor::of(&ledger.head()?).to_string();
+    let head = crate::audit::Anchor::of(&ledger.witness_head()?).to_string();
     if let Some(mut document) = json {
         let items: Vec<_> = reports.iter().map(report_json).collect();
         let files: Vec<_> = waiting
@@ -433,11 +433,21 @@ pub(super) fn run_config_check(
 ) -> anyhow::Result<ExitCode> {
     let path = config_to_check(data_dir, config)?;
     let shown = path.display().to_string();
+    let (database, database_line, unsafe_database) = database_check(data_dir);
+    if let (false, Some(line)) = (json, &database_line) {
+        println!("{line}");
+    }
+    // A database that cannot keep its promise is the check's finding too.
+    let success = if unsafe_database {
+        Exit::NoSynchronousStandby.into()
+    } else {
+        ExitCode::SUCCESS
+    };
     // One line of text, or one JSON document, per outcome.
     let say = |fields: Value, text: String| -> io::Result<()> {
         let mut out = io::stdout().lock();
         if json {
-            let mut document = json!({"path": shown});
+            let mut document = json!({"path": shown, "database": database});
             if let (Some(document), Some(fields)) = (document.as_object_mut(), fields.as_object()) {
                 document.extend(fields.clone());
             }
@@ -456,7 +466,7 @@ pub(super) fn run_config_check(
         return Ok(if config.is_some() {
             Exit::Configuration.into()
         } else {
-            ExitCode::SUCCESS
+            success
         });
     }
     let Some(sftp) = load(&path)? else {
@@ -464,7 +474,7 @@ pub(super) fn run_config_check(
             json!({"exists": true, "sftp": false}),
             format!("{shown}: valid; no [sftp] section, so delivery uses the local outbox only"),
         )?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(success);
     };
     let warnings = sftp.warnings();
     if !json {
@@ -494,7 +504,54 @@ pub(super) fn run_config_check(
             in_listing
         ),
     )?;
-    Ok(ExitCode::SUCCESS)
+    Ok(success)
+}
+
+/// The ledger's database as `config check` reports it: on PostgreSQL the
+/// primary's replication (JSON, a line of text, and whether a required
+/// synchronous standby is missing); `null` and nothing on SQLite.
+fn database_check(data_dir: &Path) -> (Value, Option<String>, bool) {
+    let Some(url) = crate::ledger::Location::of(data_dir).database else {
+        return (Value::Null, None, false);
+    };
+    let described = url.describe();
+    let replication = Ledger::open_read_only(data_dir).and_then(|ledger| ledger.replication());
+    match replication {
+        Ok(Some((replication, required))) => {
+            let shortfall = replication.shortfall();
+            let line = match &shortfall {
+                None => format!(
+                    "database {described}: synchronous ({}): a committed write survives a failover",
+                    for_terminal(&replication.describe_standbys())
+                ),
+                Some(why) => format!(
+                    "database {described}: NOT synchronous: {}{}",
+                    for_terminal(why),
+                    if required {
+                        "; [database] require_synchronous is on, so writes are refused (exit 12)"
+                    } else {
+                        "; a failover may lose acknowledged writes (docs/operations.md, \"A synchronous pair\")"
+                    }
+                ),
+            };
+            let unsafe_database = required && shortfall.is_some();
+            (
+                json!({"url": described, "synchronous": shortfall.is_none(), "required": required,
+                       "shortfall": shortfall, "standbys": replication.describe_standbys()}),
+                Some(line),
+                unsafe_database,
+            )
+        }
+        Ok(None) => (Value::Null, None, false),
+        Err(error) => {
+            let text = for_terminal(&error.to_string());
+            (
+                json!({"url": described, "error": text}),
+                Some(format!("database {described}: cannot be checked: {text}")),
+                false,
+            )
+        }
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,13 @@ pub enum Exit {
     /// What was asked needs a CPR that was erased under retention (`reconstruct`,
     /// `reissue`, `export --as-of` of a file that held an erased agreement).
     PersonalDataErased,
+    /// The database lacks history this node acknowledged or handed out (its
+    /// head mark): a lossy failover, a lost WAL, an older copy put in place.
+    /// Nothing was written; `sf2520 accept-loss` is the explicit way on.
+    HistoryLost,
+    /// The PostgreSQL primary has no synchronous standby (or commits do not wait
+    /// for one) and `[database] require_synchronous` is on: nothing was written.
+    NoSynchronousStandby,
     /// Stopped by SIGINT (Ctrl-C) at a safe point, having cleaned up.
     Interrupted,
     /// Stopped by SIGTERM at a safe point, having cleaned up.
@@ -51,7 +58,7 @@ pub enum Exit {
 }
 
 /// The contract: every exit code, its number and what it means.
-pub const TABLE: [(Exit, u8, &str); 12] = [
+pub const TABLE: [(Exit, u8, &str); 14] = [
     (Exit::Success, 0, "success"),
     (Exit::Failure, 1, "general failure (see the message)"),
     (
@@ -95,6 +102,16 @@ pub const TABLE: [(Exit, u8, &str); 12] = [
         "needs personal data erased under retention (sf2520 retention)",
     ),
     (
+        Exit::HistoryLost,
+        10,
+        "the database lacks history this node acknowledged (failover lost writes)",
+    ),
+    (
+        Exit::NoSynchronousStandby,
+        12,
+        "no synchronous standby: a failover could lose this write (nothing written)",
+    ),
+    (
         Exit::Interrupted,
         130,
         "stopped by SIGINT (Ctrl-C) at a safe point; nothing half-done kept",
@@ -120,6 +137,8 @@ Exit codes:
     7  delivery not complete (pending receipt, rejected, or not configured)
     8  the SFTP host key is not the pinned one
     9  needs personal data erased under retention (sf2520 retention)
+   10  the database lacks history this node acknowledged (failover lost writes)
+   12  no synchronous standby: a failover could lose this write (nothing written)
   130  stopped by SIGINT (Ctrl-C) at a safe point; nothing half-done kept
   143  stopped by SIGTERM at a safe point; nothing half-done kept
 `status --check` uses the monitoring-plugin codes instead: 0 OK, 1 WARNING,
@@ -200,9 +219,11 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
             crate::interrupt::StopSignal::Terminate => Exit::Terminated,
         }),
         LedgerError::ExportRunning { .. } | LedgerError::Busy { .. } => Some(Exit::ExportRunning),
-        LedgerError::BehindMark { .. }
-        | LedgerError::MarkMismatch { .. }
-        | LedgerError::DamagedMark { .. } => Some(Exit::LedgerDamaged),
+        LedgerError::BehindMark { .. } | LedgerError::MarkMismatch { .. } => {
+            Some(Exit::HistoryLost)
+        }
+        LedgerError::NoSynchronousStandby { .. } => Some(Exit::NoSynchronousStandby),
+        LedgerError::DamagedMark { .. } => Some(Exit::LedgerDamaged),
         LedgerError::UnknownAgreement { .. }
         | LedgerError::NoSuchPosition { .. }
         | LedgerError::PositionOutOfRange { .. }

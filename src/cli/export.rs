@@ -87,7 +87,7 @@ pub(super) fn run_export(
         Ledger::open_existing(data_dir)?
     };
     let (files, what) = export_files(&mut ledger, data_dir, args, &request)?;
-    let head = (args.as_of.is_none() && !args.test).then_some(ledger.head()?);
+    let head = (args.as_of.is_none() && !args.test).then_some(ledger.witness_head()?);
     if !args.deliver {
         print_exported(&mut io::stdout().lock(), &files, &what, head, args.json)?;
         return Ok(ExitCode::SUCCESS);
@@ -380,7 +380,7 @@ pub(super) fn run_reissue(
                 "kommune": kommune.code(), "kommune_name": kommune.name(), "sequence": sequence,
                 "path": done.written.path.display().to_string(), "sha256": hex(&done.written.sha256),
                 "senders_file_id": done.delivery_id.to_string(), "position": done.position,
-                "head": Anchor::of(&ledger.head()?).to_string(),
+                "head": Anchor::of(&ledger.witness_head()?).to_string(),
             });
             if !args.json {
                 writeln!(
@@ -391,7 +391,7 @@ pub(super) fn run_reissue(
                     done.delivery_id,
                     done.position
                 )?;
-                writeln!(out, "head: {}", Anchor::of(&ledger.head()?))?;
+                writeln!(out, "head: {}", Anchor::of(&ledger.witness_head()?))?;
             }
             drop(out);
             let document = args.json.then(|| json!({"reissued": reissued}));

@@ -22,31 +22,75 @@ struct ConfigFile {
     database: Option<DatabaseSection>,
 }
 
-/// `[database]`: where the ledger is, when it is not SQLite in the data directory.
+/// `[database]`: where the ledger is, when it is not SQLite in the data
+/// directory, and how a command rides out a failover of that database.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DatabaseSection {
-    /// A `postgresql://` URL or a libpq `key=value` string.
-    url: String,
+    /// A `postgresql://` URL or a libpq `key=value` string (the command line's
+    /// `--database-url` or `SF2520_DATABASE_URL` wins).
+    url: Option<String>,
+    /// How long a command that lost its connection waits for a primary that
+    /// accepts writes again (default 60).
+    failover_wait_secs: Option<u64>,
+    /// Refuse writes while the primary has no synchronous standby (default: when
+    /// the URL names more than one host).
+    require_synchronous: Option<bool>,
 }
 
+/// The most `failover_wait_secs` may say: a day.
+const FAILOVER_WAIT_MAX_S: u64 = 86_400;
+
 /// The ledger's database: the command line (or its environment variable) first,
-/// then `[database] url` in the configuration file; `None` for SQLite.
+/// then `[database] url` in the configuration file; `None` for SQLite. The
+/// section's failover settings apply to either URL.
 pub(super) fn database_url(
     data_dir: &Path,
     config: Option<&Path>,
     given: Option<&str>,
 ) -> anyhow::Result<Option<DatabaseUrl>> {
-    if let Some(url) = given {
-        return Ok(Some(
-            DatabaseUrl::parse(url).context("--database-url (or SF2520_DATABASE_URL)")?,
-        ));
-    }
     let path = config_path(data_dir, config);
+    let section = match database_section(&path) {
+        Ok(section) => section,
+        // The command line names the database: a configuration file this user may
+        // not read is the command's to report, as without a URL.
+        Err(_) if given.is_some() => None,
+        Err(error) => return Err(error),
+    };
+    let url = match (given, section.as_ref().and_then(|s| s.url.as_deref())) {
+        (Some(url), _) => {
+            DatabaseUrl::parse(url).context("--database-url (or SF2520_DATABASE_URL)")?
+        }
+        (None, Some(url)) => DatabaseUrl::parse(url)
+            .with_context(|| format!("{}: [database] url", path.display()))?,
+        (None, None) => return Ok(None),
+    };
+    let Some(section) = section else {
+        return Ok(Some(url));
+    };
+    let wait = section
+        .failover_wait_secs
+        .unwrap_or(crate::ledger::DEFAULT_FAILOVER_WAIT.as_secs());
+    if wait > FAILOVER_WAIT_MAX_S {
+        return Err(LedgerError::BadDatabaseUrl {
+            url: format!("{}: [database] failover_wait_secs", path.display()),
+            reason: format!("{wait} is more than a day ({FAILOVER_WAIT_MAX_S} s); give the seconds a command may wait for a new primary, such as 60"),
+        }
+        .into());
+    }
+    Ok(Some(url.with_failover(
+        std::time::Duration::from_secs(wait),
+        section.require_synchronous,
+    )))
+}
+
+/// The `[database]` section of the configuration file at `path`, if the file
+/// and the section exist.
+fn database_section(path: &Path) -> anyhow::Result<Option<DatabaseSection>> {
     // No configuration file is no database section: SQLite. A named file that is
     // missing, or a data directory that is not one, is reported by the command
     // that needs them, with its own words.
-    let text = match std::fs::read_to_string(&path) {
+    let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error)
             if matches!(
@@ -66,13 +110,7 @@ pub(super) fn database_url(
             url: format!("{}: [database]", path.display()),
             reason: error.message().to_string(),
         })?;
-    match parsed.database {
-        None => Ok(None),
-        Some(section) => Ok(Some(
-            DatabaseUrl::parse(&section.url)
-                .with_context(|| format!("{}: [database] url", path.display()))?,
-        )),
-    }
+    Ok(parsed.database)
 }
 
 pub(super) fn run(data_dir: &Path, args: &MigrateArgs) -> anyhow::Result<ExitCode> {

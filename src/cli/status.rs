@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 
 use crate::export::{default_outbox, files_in_scope, DeliverRequest};
-use crate::ledger::{DeliveryState, Head, Ledger, OfficialFile};
+use crate::ledger::{Replication, DeliveryState, Head, Ledger, OfficialFile};
 use crate::transport::load;
 
 use super::deliver::config_path;
@@ -85,6 +85,9 @@ pub(super) struct Snapshot {
     pub inbox: Option<Result<InboxState, String>>,
     /// What the last `sf2520 verify` recorded (`verify.last`), if one ran here.
     pub last_verify: Option<Result<VerifyRecord, String>>,
+    /// On PostgreSQL: the primary's standbys and whether a synchronous one is
+    /// required; the error says what could not be read.
+    pub replication: Option<Result<(Replication, bool), String>>,
 }
 
 /// A verify older than this is a WARNING (the timer runs it weekly).
@@ -151,6 +154,7 @@ impl Snapshot {
             left_outbox,
             inbox: inbox_dir(data_dir, named, inbox).map(|dir| inbox_state::read(&dir)),
             last_verify: VerifyRecord::read(data_dir),
+            replication: ledger.replication().map_err(|e| e.to_string()).transpose(),
         })
     }
 
@@ -285,6 +289,7 @@ pub(super) fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Ver
         findings.push((Verdict::Warning, finding));
     }
     findings.extend(verify_finding(snapshot, now_us));
+    findings.extend(replication_finding(snapshot));
     let inbox = inbox_findings(snapshot.inbox.as_ref(), now_us, hours(args.warn_hours));
     findings.extend(inbox.into_iter().map(|finding| (Verdict::Warning, finding)));
     findings.sort_by_key(|(verdict, _)| std::cmp::Reverse(*verdict));
@@ -295,6 +300,57 @@ pub(super) fn judge(snapshot: &Snapshot, args: &StatusArgs, now_us: i64) -> (Ver
         verdict,
         findings.into_iter().map(|(_, text)| text).collect(),
     )
+}
+
+/// A PostgreSQL ledger that requires a synchronous standby and has none: CRITICAL
+/// (writes are refused until one is attached; decision 0011).
+fn replication_finding(snapshot: &Snapshot) -> Option<(Verdict, String)> {
+    match snapshot.replication.as_ref()? {
+        Ok((replication, true)) => replication.shortfall().map(|why| {
+            (
+                Verdict::Critical,
+                format!("database: {}; writes are refused", for_terminal(&why)),
+            )
+        }),
+        Ok((_, false)) => None,
+        Err(error) => Some((
+            Verdict::Warning,
+            format!(
+                "database: cannot read the primary's replication: {}",
+                for_terminal(error)
+            ),
+        )),
+    }
+}
+
+/// Whether `error` is a database that lacks history this node acknowledged
+/// (exit 10): not "cannot look" but the worst finding there is.
+fn history_lost(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<crate::ledger::LedgerError>(),
+        Some(
+            crate::ledger::LedgerError::BehindMark { .. }
+                | crate::ledger::LedgerError::MarkMismatch { .. }
+        )
+    )
+}
+
+/// The replication line of `status` (PostgreSQL only).
+fn replication_line(replication: &Result<(Replication, bool), String>) -> String {
+    match replication {
+        Ok((replication, required)) => {
+            let promise = match replication.shortfall() {
+                None => "synchronous: a committed write is on a standby".to_string(),
+                Some(why) => format!("NOT synchronous: {why}"),
+            };
+            format!(
+                "{promise}; standbys: {}; synchronous standby {}",
+                for_terminal(&replication.describe_standbys()),
+                if *required { "required" } else { "not required" }
+            )
+        }
+        Err(error) => format!("cannot be read: {}", for_terminal(error)),
+    }
 }
 
 /// For `status --check`, a run that cannot read what it reports on (the data
@@ -432,6 +488,13 @@ pub(super) fn run(
         .and_then(|ledger| Snapshot::read(&ledger, data_dir, config, args.inbox.as_deref()));
     let snapshot = match snapshot {
         Ok(snapshot) => snapshot,
+        Err(error) if args.check && history_lost(&error) => {
+            println!(
+                "SF2520 CRITICAL - {}",
+                crate::domain::mask_in_text(&super::error_text(&error))
+            );
+            return Ok(Verdict::Critical.exit_code());
+        }
         Err(error) if args.check => return Ok(unknown(data_dir, &error)),
         Err(error) => return Err(error),
     };
@@ -535,6 +598,20 @@ fn status_json(
                 "first_problem": record.first_problem.as_deref().map(crate::domain::mask_in_text),
             }),
         },
+        "replication": match &snapshot.replication {
+            None => Value::Null,
+            Some(Err(message)) => json!({"error": message}),
+            Some(Ok((replication, required))) => json!({
+                "synchronous": replication.shortfall().is_none(),
+                "required": required,
+                "shortfall": replication.shortfall(),
+                "synchronous_standby_names": replication.standby_names,
+                "synchronous_commit": replication.synchronous_commit,
+                "standbys": replication.standbys.iter()
+                    .map(|(name, state)| json!({"name": name, "sync_state": state}))
+                    .collect::<Vec<_>>(),
+            }),
+        },
         "check": {"verdict": verdict.label(), "reasons": reasons},
     })
 }
@@ -553,6 +630,9 @@ fn print_screen(
         writeln!(out, "inbox           {line}")?;
     }
     writeln!(out, "last verify     {}", verify_line(snapshot))?;
+    if let Some(replication) = &snapshot.replication {
+        writeln!(out, "replication     {}", replication_line(replication))?;
+    }
     print_kommuner_behind(out, &snapshot.last_per_kommune())?;
     writeln!(
         out,

@@ -195,7 +195,7 @@ pub(super) fn run_checkpoint(
     };
     let key = load_key(&key_path)?;
     let ledger = Ledger::open_read_only(data_dir)?;
-    let head = Anchor::of(&ledger.head()?);
+    let head = Anchor::of(&ledger.witness_head()?);
     let made = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let text = sign(&key, &head, &made);
     let Some(name) = args.out.file_name().and_then(|name| name.to_str()) else {

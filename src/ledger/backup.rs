@@ -275,6 +275,8 @@ impl Ledger {
         drop(copy);
         place(staged, destination, overwrite)?;
         sync_dir(dir)?;
+        // The backup names a head: a database that later lacks it is refused here.
+        self.witness_head()?;
         tracing::info!(events = report.events, "backup written and verified");
         Ok(report)
     }

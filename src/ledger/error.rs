@@ -115,24 +115,45 @@ pub enum LedgerError {
     DamagedMark { path: PathBuf },
 
     #[error(
-        "the ledger in {dir} ends at position {head_position}, but this data directory \
-         committed position {mark_position} (recorded in ledger.head): committed events \
-         are missing, as when ledger.sqlite3-wal is deleted after a crash or an older \
-         copy of the database is put in place. Nothing was written. Put the missing \
-         file back, or `sf2520 restore` the newest backup (which records the rollback)"
+        "the ledger in {database} ends at position {head_position}, but this node \
+         acknowledged position {mark_position} (hash {mark_hash}, recorded in {dir}/ledger.head): \
+         committed events are missing, {cause}. Nothing was written. Whatever this node \
+         handed out after position {head_position} (ingests it acknowledged, official \
+         files in its outbox or delivered, receipts, backups, signed checkpoints) names \
+         history the database no longer holds, and writing now would give its positions \
+         and løbenumre to other events. {remedy}"
     )]
     BehindMark {
         dir: PathBuf,
+        database: String,
         head_position: u64,
         mark_position: u64,
+        mark_hash: String,
+        cause: &'static str,
+        remedy: &'static str,
     },
 
     #[error(
-        "the ledger in {dir} has another event at position {position} than the one this \
-         data directory committed there (ledger.head): its history was replaced. Nothing \
-         was written. `sf2520 restore` the right backup (which records the change)"
+        "the ledger in {database} has another event at position {position} than the one \
+         this node acknowledged there (hash {mark_hash}, recorded in {dir}/ledger.head): \
+         its history was replaced, {cause}. Nothing was written. {remedy}"
     )]
-    MarkMismatch { dir: PathBuf, position: u64 },
+    MarkMismatch {
+        dir: PathBuf,
+        database: String,
+        position: u64,
+        mark_hash: String,
+        cause: &'static str,
+        remedy: &'static str,
+    },
+
+    #[error(
+        "{database} cannot keep the promise that a committed write survives a failover: \
+         {why}. Nothing was written. Attach a synchronous standby (docs/operations.md, \
+         \"A synchronous pair\"), or, for a single server with no standby, set \
+         [database] require_synchronous = false"
+    )]
+    NoSynchronousStandby { database: String, why: String },
 
     #[error("cannot tell {what}: it is outside the range of times this program handles")]
     Clock { what: &'static str },

@@ -39,7 +39,7 @@ pub use error::{LedgerError, LineError};
 pub use files::{file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage};
 pub use keys::{key_file_path, set_key_file, KeyFile, KEY_FILE};
 pub use migrate::{MigrateReport, SealReport};
-pub use postgres::DatabaseUrl;
+pub use postgres::{DatabaseUrl, Replication, DEFAULT_FAILOVER_WAIT};
 pub use projection::{RangeTotals, Totals};
 pub use retention::{ErasableAgreement, FileExpiry, RetentionPlan, RetentionRule};
 pub use schema::DEFAULT_TOTALS_BLOCK;

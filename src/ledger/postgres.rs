@@ -138,12 +138,24 @@ pub(crate) const EXPORT_LOCK_KEY: i64 = 0x5346_3235_3230_4558; // "SF2520EX"
 /// The key of the transaction lock under which a new ledger's tables are made.
 pub(crate) const INIT_LOCK_KEY: i64 = 0x5346_3235_3230_494E; // "SF2520IN"
 
-/// A database URL as given, and the connection settings parsed from it.
+/// A database URL as given, the connection settings parsed from it, and how a
+/// ledger on it rides out a failover (`[database]` in the configuration file).
 #[derive(Clone)]
 pub struct DatabaseUrl {
     text: String,
     config: Config,
+    /// How long a command that lost its connection keeps trying to reach a
+    /// primary again (`[database] failover_wait_secs`).
+    failover_wait: Duration,
+    /// Whether writes are refused while the primary has no synchronous standby
+    /// (`[database] require_synchronous`; by default, when the URL names more than
+    /// one host).
+    require_synchronous: bool,
 }
+
+/// How long a command waits for a new primary after losing its connection, by
+/// default (`[database] failover_wait_secs`).
+pub const DEFAULT_FAILOVER_WAIT: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -185,10 +197,62 @@ impl DatabaseUrl {
         if config.get_application_name().is_none() {
             config.application_name("sf2520");
         }
+        let require_synchronous = config.get_hosts().len() > 1;
         Ok(DatabaseUrl {
             text: trimmed.to_string(),
             config,
+            failover_wait: DEFAULT_FAILOVER_WAIT,
+            require_synchronous,
         })
+    }
+
+    /// This URL with `[database]`'s failover settings: how long to wait for a new
+    /// primary, and whether to require a synchronous standby (`None`: only when
+    /// the URL names more than one host).
+    pub fn with_failover(mut self, wait: Duration, require_synchronous: Option<bool>) -> Self {
+        self.failover_wait = wait;
+        if let Some(require) = require_synchronous {
+            self.require_synchronous = require;
+        }
+        self
+    }
+
+    /// How long a command waits for a new primary after losing its connection.
+    pub fn failover_wait(&self) -> Duration {
+        self.failover_wait
+    }
+
+    /// Whether writes need a synchronous standby attached to the primary.
+    pub fn requires_synchronous(&self) -> bool {
+        self.require_synchronous
+    }
+
+    /// How many hosts the URL names (more than one: a primary and its standbys).
+    pub fn host_count(&self) -> usize {
+        self.config.get_hosts().len()
+    }
+
+    /// A new connection, trying again until `deadline` while none of the URL's
+    /// hosts accepts one (a failover in progress: the old primary gone, the new one
+    /// not yet promoted). The first refusal is logged; the last one is the error.
+    pub fn connect_until(&self, deadline: Instant) -> Result<Client, LedgerError> {
+        let mut pause = Duration::from_millis(50);
+        let mut logged = false;
+        loop {
+            match self.connect() {
+                Ok(client) => return Ok(client),
+                Err(error) if Instant::now() >= deadline => return Err(error),
+                Err(error) => {
+                    if !logged {
+                        tracing::warn!(%error, wait_s = deadline.saturating_duration_since(Instant::now()).as_secs(), "no primary accepts a connection yet; trying again (a failover in progress?)");
+                        logged = true;
+                    }
+                    // A backoff between attempts, never past the deadline.
+                    std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     /// The URL without its password, for messages and logs.
@@ -312,9 +376,10 @@ impl Session {
     }
 
     /// Connects again after the connection was lost (prepared statements are per
-    /// connection, so they go too).
-    pub(crate) fn reconnect(&self) -> Result<(), LedgerError> {
-        let client = self.url.connect()?;
+    /// connection, so they go too), trying until `deadline` (see
+    /// [`DatabaseUrl::connect_until`]).
+    pub(crate) fn reconnect(&self, deadline: Instant) -> Result<(), LedgerError> {
+        let client = self.url.connect_until(deadline)?;
         *self.client.borrow_mut() = client;
         self.statements.borrow_mut().clear();
         self.discard_pending();
@@ -547,6 +612,108 @@ impl Session {
         Ok(())
     }
 }
+
+/// What the primary says about its standbys: whether a commit that returns
+/// is on a standby too (decision 0011).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replication {
+    /// `synchronous_standby_names` (empty: no commit waits for a standby).
+    pub standby_names: String,
+    /// This session's `synchronous_commit` (`on` or `remote_apply` wait for the
+    /// standby's flush; `remote_write`, `local` and `off` do not).
+    pub synchronous_commit: String,
+    /// Each standby `pg_stat_replication` lists: its `application_name` and
+    /// `sync_state` (`sync`, `quorum`, `potential`, `async`; empty when this
+    /// user may not see it: grant it `pg_monitor`).
+    pub standbys: Vec<(String, String)>,
+}
+
+impl Replication {
+    /// Why a commit that returned may be missing on the standby promoted next,
+    /// or `None` when the primary keeps the promise (a synchronous standby is
+    /// attached and this session's commits wait for its flush).
+    pub fn shortfall(&self) -> Option<String> {
+        if self.standby_names.trim().is_empty() {
+            return Some(
+                "synchronous_standby_names is empty: a commit returns before any standby has it"
+                    .into(),
+            );
+        }
+        if !matches!(self.synchronous_commit.as_str(), "on" | "remote_apply") {
+            return Some(format!(
+                "synchronous_commit is {:?}: a commit returns before the standby has flushed it (use on or remote_apply)",
+                self.synchronous_commit
+            ));
+        }
+        let attached = self
+            .standbys
+            .iter()
+            .any(|(_, state)| matches!(state.as_str(), "sync" | "quorum"));
+        if !attached {
+            return Some(format!(
+                "no synchronous standby is attached ({}): a commit would wait until one is",
+                self.describe_standbys()
+            ));
+        }
+        None
+    }
+
+    /// The standbys as `name (state)`, or "no standby connected".
+    pub fn describe_standbys(&self) -> String {
+        if self.standbys.is_empty() {
+            return "no standby connected".into();
+        }
+        self.standbys
+            .iter()
+            .map(|(name, state)| {
+                if state.is_empty() {
+                    format!("{name} (state hidden: grant pg_monitor)")
+                } else {
+                    format!("{name} ({state})")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The primary's replication as this session sees it (see [`Replication`]).
+pub(crate) fn replication(session: &Session) -> Result<Replication, LedgerError> {
+    let mut settings = (String::new(), String::new());
+    session.query_arrays(
+        "SELECT current_setting('synchronous_standby_names'), current_setting('synchronous_commit')",
+        &[],
+        &mut |row| {
+            settings = (
+                row.text(REPLICATION, 0)?.to_string(),
+                row.text(REPLICATION, 1)?.to_string(),
+            );
+            Ok(())
+        },
+    )?;
+    let mut standbys = Vec::new();
+    session.query_arrays(
+        "SELECT COALESCE(application_name, ''), COALESCE(sync_state, '')
+         FROM pg_stat_replication ORDER BY application_name",
+        &[],
+        &mut |row| {
+            standbys.push((
+                row.text(REPLICATION, 0)?.to_string(),
+                row.text(REPLICATION, 1)?.to_string(),
+            ));
+            Ok(())
+        },
+    )?;
+    Ok(Replication {
+        standby_names: settings.0,
+        synchronous_commit: settings.1,
+        standbys,
+    })
+}
+
+const REPLICATION: super::sql::Source = super::sql::Source {
+    table: "pg_stat_replication",
+};
 
 /// The registered agreements among `agreements`: (agreement, position, ended,
 /// registration payload) per row, after every pending insert was sent.

@@ -121,6 +121,13 @@ pub struct Ledger {
     busy_wait: Duration,
     /// Whether commits move the data directory's head mark (not for a copy).
     marks_head: bool,
+    /// Whether heads this ledger hands to the outside world are recorded in the
+    /// data directory's mark ([`Ledger::witness_head`]): a node's own ledger,
+    /// read-only ones on PostgreSQL included; not a copy or a reader.
+    witnesses: bool,
+    /// The head mark this connection's database was last found to hold (see
+    /// [`check_mark`]); forgotten when the connection is made anew.
+    checked_mark: Option<datadir::HeadMark>,
     /// The key file and data keys of a ledger that seals personal data; `None`
     /// for a ledger written before sealing (plain CPRs) and for a copy opened
     /// only to be checked.
@@ -375,7 +382,7 @@ impl Ledger {
                 })
             }
         }
-        check_mark(&db, dir)?;
+        check_mark(&db, dir, None, None)?;
         Ledger::assemble(db, &path, dir, true, true)
     }
 
@@ -414,7 +421,7 @@ impl Ledger {
                 })
             }
         }
-        check_mark(&db, dir)?;
+        check_mark(&db, dir, None, None)?;
         Ledger::assemble(db, Path::new(&url.describe()), dir, true, true)
     }
 
@@ -428,6 +435,7 @@ impl Ledger {
             // mark is not moved.
             let mut ledger = Ledger::open_at(&location, false, DEFAULT_TOTALS_BLOCK)?;
             ledger.marks_head = false;
+            ledger.witnesses = true;
             return Ok(ledger);
         }
         let path = dir.join(DATABASE_FILE);
@@ -457,7 +465,7 @@ impl Ledger {
                 })
             }
         }
-        check_mark(&db, dir)?;
+        check_mark(&db, dir, None, None)?;
         Ledger::assemble(db, &path, dir, false, true)
     }
 
@@ -485,6 +493,8 @@ impl Ledger {
             totals_block: self.totals_block,
             busy_wait: self.busy_wait,
             marks_head: false,
+            witnesses: false,
+            checked_mark: None,
             keys: self.keys.clone(),
         })
     }
@@ -514,6 +524,8 @@ impl Ledger {
             totals_block,
             busy_wait: default_busy_wait(),
             marks_head,
+            witnesses: marks_head,
+            checked_mark: None,
             keys,
         })
     }
@@ -694,16 +706,52 @@ impl Ledger {
         read_head(&self.db)
     }
 
+    /// On PostgreSQL, what the primary says of its standbys (see
+    /// [`postgres::Replication`]) and whether this ledger requires a synchronous
+    /// one (`[database] require_synchronous`); `None` on SQLite.
+    pub fn replication(&self) -> Result<Option<(postgres::Replication, bool)>, LedgerError> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(session) => Ok(Some((
+                postgres::replication(session)?,
+                session.url().requires_synchronous(),
+            ))),
+        }
+    }
+
+    /// The head, for handing to the outside world (printed after an export or a
+    /// delivery, signed into a checkpoint, named by a backup): it is recorded in
+    /// this node's head mark too, so that a database that later lacks it (a
+    /// lossy failover) is refused by this node before it writes ([`check_mark`]).
+    /// A mark that cannot be moved only lags, with a warning.
+    pub fn witness_head(&self) -> Result<Head, LedgerError> {
+        let head = read_head(&self.db)?;
+        self.witness(&head);
+        Ok(head)
+    }
+
+    /// Records `head`, which this ledger read from its database, in the node's
+    /// head mark (see [`Ledger::witness_head`]).
+    pub fn witness(&self, head: &Head) {
+        if self.witnesses {
+            if let Err(error) = datadir::advance_mark(&self.dir, head) {
+                tracing::warn!(%error, "could not record the head handed out in ledger.head");
+            }
+        }
+    }
+
     /// Positions per totals block of this ledger.
     pub fn totals_block(&self) -> u64 {
         self.totals_block
     }
 
     /// Runs `work` in one write transaction and commits durably. `work` appends
-    /// through the [`Appender`]; if it fails, nothing is written.
+    /// through the [`Appender`]; if it fails, nothing is written. On PostgreSQL a
+    /// lost connection is ridden out (see [`Ledger::transact`]), so `work` may run
+    /// more than once: each run starts from what the database holds then.
     pub fn write<T>(
         &mut self,
-        work: impl FnOnce(&mut Appender<'_>) -> Result<T, LedgerError>,
+        work: impl FnMut(&mut Appender<'_>) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
         self.transact(work, |_| true, "a write")
     }
@@ -711,20 +759,72 @@ impl Ledger {
     /// Like [`Ledger::write`], but rolls back unless `commit` says, of what `work`
     /// returned, to keep it. `activity` names the work for a process left waiting
     /// on it.
+    ///
+    /// On PostgreSQL a connection lost before or during the commit (the primary
+    /// gone, a failover under way) is not the end: the ledger connects again
+    /// through the URL's hosts (waiting up to `[database] failover_wait_secs` for
+    /// a primary that accepts writes), and a commit whose answer was lost is
+    /// settled by the chain itself: if the database holds this transaction's last
+    /// event at its position with its hash, the commit happened; otherwise the
+    /// work is repeated from the start (up to [`UNKNOWN_OUTCOME_RETRIES`] times),
+    /// where the rules make anything already written a duplicate.
     fn transact<T>(
         &mut self,
-        work: impl FnOnce(&mut Appender<'_>) -> Result<T, LedgerError>,
-        commit: impl FnOnce(&T) -> bool,
+        mut work: impl FnMut(&mut Appender<'_>) -> Result<T, LedgerError>,
+        commit: impl Fn(&T) -> bool,
         activity: &str,
     ) -> Result<T, LedgerError> {
-        crate::interrupt::check()?;
-        let tx = WriteTx::begin(&self.db, &self.dir, self.busy_wait)?;
+        let mut attempt = 0;
+        loop {
+            let error = match self.transact_once(&mut work, &commit, activity) {
+                Ok(result) => return Ok(result),
+                Err(Attempt::Failed(error)) => return Err(error),
+                Err(Attempt::Lost(error)) => {
+                    self.reconnect()?;
+                    error
+                }
+                Err(Attempt::Reconnected(error)) => error,
+            };
+            attempt += 1;
+            if attempt > UNKNOWN_OUTCOME_RETRIES {
+                return Err(error);
+            }
+            tracing::warn!(%error, attempt, "the connection to PostgreSQL was lost during {activity}; connected again (to the new primary, after a failover) and repeating it from the start: what the lost commit wrote, if anything, is found as duplicates");
+        }
+    }
+
+    /// One try of [`Ledger::transact`].
+    fn transact_once<T>(
+        &mut self,
+        work: &mut impl FnMut(&mut Appender<'_>) -> Result<T, LedgerError>,
+        commit: &impl Fn(&T) -> bool,
+        activity: &str,
+    ) -> Result<T, Attempt> {
+        crate::interrupt::check().map_err(|stop| Attempt::Failed(stop.into()))?;
+        let lost = |ledger: &Ledger, error: LedgerError| ledger.attempt(error);
+        let tx = match WriteTx::begin(&self.db, &self.dir, self.busy_wait) {
+            Ok(tx) => tx,
+            Err(error) => return Err(lost(self, error)),
+        };
         if self.marks_head {
             datadir::note_writer(&self.dir, activity);
         }
         let head = tx.head;
+        match self.check_before_writing(head) {
+            Ok(mark) => self.checked_mark = mark,
+            Err(error) => {
+                drop(tx);
+                return Err(lost(self, error));
+            }
+        }
         // tidy: allow(unwrap-or): absent until the first export fixes a cut-off, and no floor then.
-        let floor_us = read_meta(&self.db, FLOOR_KEY)?.unwrap_or(0);
+        let floor_us = match read_meta(&self.db, FLOOR_KEY) {
+            Ok(floor) => floor.unwrap_or(0),
+            Err(error) => {
+                drop(tx);
+                return Err(lost(self, error));
+            }
+        };
         // Untrusted from here until this transaction commits (see `Memo`).
         if self.memo.valid_at.take() != Some(head) {
             self.memo.forget();
@@ -739,25 +839,105 @@ impl Ledger {
             memo: &mut self.memo,
             projector: Projector::new(&self.db, self.totals_block),
         };
-        let result = work(&mut appender).map_err(|error| sqlite::full_while(error, &self.dir))?;
-        let advanced = appender.head != head;
-        let head = appender.head;
+        let result = work(&mut appender).map_err(|error| sqlite::full_while(error, &self.dir));
+        let new_head = appender.head;
+        let result = match result {
+            Ok(result) => result,
+            Err(error) => {
+                drop(tx);
+                return Err(lost(self, error));
+            }
+        };
+        let advanced = new_head != head;
         if !commit(&result) {
-            tx.rollback()?;
+            tx.rollback().map_err(|error| lost(self, error))?;
             return Ok(result);
         }
         // The last safe point: a stop asked for now leaves nothing written.
-        crate::interrupt::check()?;
-        tx.commit(head, &self.dir)?;
-        self.memo.valid_at = Some(head);
-        if advanced && self.marks_head {
-            // The commit is durable: a mark that fails to move only lags, which is
-            // safe; the next commit moves it.
-            if let Err(error) = datadir::advance_mark(&self.dir, &head) {
-                tracing::warn!(%error, "could not record the new head in ledger.head");
+        crate::interrupt::check().map_err(|stop| Attempt::Failed(stop.into()))?;
+        if let Err(error) = tx.commit(new_head, &self.dir) {
+            match lost(self, error) {
+                Attempt::Lost(error) => {
+                    // The answer to COMMIT was lost: ask the chain.
+                    self.reconnect().map_err(Attempt::Failed)?;
+                    if !(advanced && self.holds(new_head).map_err(Attempt::Failed)?) {
+                        return Err(Attempt::Reconnected(error));
+                    }
+                    tracing::warn!(%error, position = new_head.position, "the connection to PostgreSQL was lost during the commit of {activity}; connected again, and the database holds its last event with its hash: it was committed");
+                }
+                other => return Err(other),
             }
         }
+        self.memo.valid_at = Some(new_head);
+        if advanced && self.marks_head {
+            self.note_committed(&new_head);
+        }
         Ok(result)
+    }
+
+    /// Moves the head mark to a head this node was told is committed. The commit
+    /// is durable: a mark that fails to move only lags, which is safe; the next
+    /// commit moves it.
+    fn note_committed(&mut self, head: &Head) {
+        match datadir::advance_mark(&self.dir, head) {
+            Ok(()) => {
+                self.checked_mark = Some(datadir::HeadMark {
+                    position: head.position,
+                    hash: head.hash,
+                })
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not record the new head in ledger.head")
+            }
+        }
+    }
+
+    /// What a write checks under the write lock, before it writes anything: that
+    /// the database holds every head this node acknowledged (its mark), and, on a
+    /// PostgreSQL that must be, that a synchronous standby is attached.
+    fn check_before_writing(&self, head: Head) -> Result<Option<datadir::HeadMark>, LedgerError> {
+        let mark = if self.marks_head {
+            check_mark(&self.db, &self.dir, Some(head), self.checked_mark)?
+        } else {
+            None
+        };
+        if let Db::Postgres(session) = &self.db {
+            if session.url().requires_synchronous() {
+                if let Some(why) = postgres::replication(session)?.shortfall() {
+                    return Err(LedgerError::NoSynchronousStandby {
+                        database: session.url().describe(),
+                        why,
+                    });
+                }
+            }
+        }
+        Ok(mark)
+    }
+
+    /// Whether the database's log holds `head`'s event at its position with its
+    /// hash (so a commit whose answer was lost did happen).
+    fn holds(&self, head: Head) -> Result<bool, LedgerError> {
+        let hash: Option<[u8; 32]> = self.db.query_opt(
+            "SELECT hash FROM events WHERE position = ?1",
+            &[sql::position(head.position)?],
+            |row| row.bytes(EVENTS, 0),
+        )?;
+        Ok(hash == Some(head.hash))
+    }
+
+    /// Which kind of failure `error` is for [`Ledger::transact`].
+    fn attempt(&self, error: LedgerError) -> Attempt {
+        let lost = match (&self.db, &error) {
+            (Db::Postgres(session), LedgerError::Postgres(cause)) => {
+                session.is_closed() || postgres::connection_ended(cause)
+            }
+            _ => false,
+        };
+        if lost {
+            Attempt::Lost(error)
+        } else {
+            Attempt::Failed(error)
+        }
     }
 
     /// Ingests a batch of commands, all or nothing. Every line is checked against
@@ -767,48 +947,30 @@ impl Ledger {
     /// [`IngestMode::DryRun`] every line is checked exactly as in a real ingest,
     /// then everything is rolled back.
     ///
-    /// On PostgreSQL a connection lost before the commit was acknowledged leaves
-    /// its outcome unknown: the batch is tried again on a new connection (up to
-    /// [`UNKNOWN_OUTCOME_RETRIES`] times), and the rules make every line the lost
-    /// commit did write a duplicate.
+    /// On PostgreSQL a connection lost before the commit was acknowledged is
+    /// ridden out as [`Ledger::transact`] says: a commit found on the chain is
+    /// reported as written; otherwise the batch is tried again on a new
+    /// connection, and the rules make every line a lost commit did write a
+    /// duplicate.
     pub fn ingest(
         &mut self,
         commands: Vec<(usize, Command)>,
         mode: IngestMode,
     ) -> Result<BatchOutcome, LedgerError> {
-        let mut attempt = 0;
-        loop {
-            match self.ingest_once(commands.clone(), mode) {
-                Err(LedgerError::Postgres(error)) if self.connection_lost(&error) => {
-                    // As LedgerError, so that the log says the server's reason.
-                    let error = LedgerError::Postgres(error);
-                    attempt += 1;
-                    if attempt > UNKNOWN_OUTCOME_RETRIES {
-                        return Err(error);
-                    }
-                    tracing::warn!(%error, attempt, "the connection to PostgreSQL was lost during an ingest; connecting again and repeating the batch (lines already written become duplicates)");
-                    self.reconnect()?;
-                }
-                other => return other,
-            }
-        }
+        self.ingest_once(commands, mode)
     }
 
-    /// Whether `error` came with the loss of the database connection
-    /// (PostgreSQL only): the client has seen it close, or the error says so.
-    fn connection_lost(&self, error: &::postgres::Error) -> bool {
-        match &self.db {
-            Db::Sqlite(_) => false,
-            Db::Postgres(session) => session.is_closed() || postgres::connection_ended(error),
-        }
-    }
-
+    /// Connects again after the connection was lost, waiting for a primary up to
+    /// the URL's failover wait.
     fn reconnect(&mut self) -> Result<(), LedgerError> {
         self.memo.valid_at = None;
         self.memo.forget();
+        self.checked_mark = None;
         match &self.db {
             Db::Sqlite(_) => Ok(()),
-            Db::Postgres(session) => session.reconnect(),
+            Db::Postgres(session) => {
+                session.reconnect(std::time::Instant::now() + session.url().failover_wait())
+            }
         }
     }
 
@@ -818,8 +980,16 @@ impl Ledger {
         mode: IngestMode,
     ) -> Result<BatchOutcome, LedgerError> {
         let activity = format!("an ingest of {} line(s)", commands.len());
+        // A repeat after a lost connection needs the batch again (PostgreSQL only).
+        let spare = matches!(self.db, Db::Postgres(_)).then(|| commands.clone());
+        let mut first = Some(commands);
         self.transact(
             |appender| {
+                let commands = match (first.take(), &spare) {
+                    (Some(commands), _) => commands,
+                    (None, Some(spare)) => spare.clone(),
+                    (None, None) => Vec::new(),
+                };
                 view::prefetch(
                     appender.db,
                     appender.keys,
@@ -1111,6 +1281,18 @@ impl Drop for WriteTx<'_> {
             }
         }
     }
+}
+
+/// How one try of a write transaction failed.
+enum Attempt {
+    /// For good: the error is the answer.
+    Failed(LedgerError),
+    /// The connection is gone; nothing is known to be written. Connect again and
+    /// repeat.
+    Lost(LedgerError),
+    /// The connection was lost and is back; the transaction did not commit.
+    /// Repeat.
+    Reconnected(LedgerError),
 }
 
 const HEAD_ROW: Source = Source {
@@ -1528,37 +1710,88 @@ pub(crate) fn initialize(
 }
 
 /// Refuses a database that is behind, or has another history than, the head
-/// this data directory last committed ([`datadir::advance_mark`]). On
-/// PostgreSQL this catches a failover to a replica that had not received this
-/// node's last commits.
-fn check_mark(db: &Db, dir: &Path) -> Result<(), LedgerError> {
+/// this data directory last acknowledged ([`datadir::advance_mark`]): on SQLite a
+/// lost WAL or an older copy put in place, on PostgreSQL a failover to a standby
+/// that had not received this node's last commits. `head` is the database's
+/// head if the caller has read it (under the write lock); `already` the mark
+/// this connection was last found to hold, which is not looked up again.
+/// Returns the mark checked.
+fn check_mark(
+    db: &Db,
+    dir: &Path,
+    head: Option<Head>,
+    already: Option<datadir::HeadMark>,
+) -> Result<Option<datadir::HeadMark>, LedgerError> {
     let Some(mark) = datadir::read_mark(dir)? else {
-        return Ok(());
+        return Ok(None);
     };
-    let head = read_head(db)?;
+    if already == Some(mark) {
+        return Ok(Some(mark));
+    }
+    let head = match head {
+        Some(head) => head,
+        None => read_head(db)?,
+    };
+    let (cause, remedy) = match db {
+        Db::Sqlite(_) => (
+            "as when ledger.sqlite3-wal is deleted after a crash or an older copy of the \
+             database is put in place",
+            "Put the missing file back, or `sf2520 restore` the newest backup (which records \
+             the rollback)",
+        ),
+        Db::Postgres(_) => (
+            "as after a failover to a standby that had not received them, or a restore of \
+             an older backup",
+            "Bring the lost events back if the old primary's data still exists. Only if the \
+             loss is accepted (with UDK, for files already delivered), run `sf2520 \
+             accept-loss` on this node: docs/operations.md, \"A failover that lost writes\"",
+        ),
+    };
+    let database = match db {
+        Db::Sqlite(_) => dir.join(DATABASE_FILE).display().to_string(),
+        Db::Postgres(session) => session.url().describe(),
+    };
+    let mark_hash = hex(&mark.hash);
     if head.position < mark.position {
         return Err(LedgerError::BehindMark {
             dir: dir.to_path_buf(),
+            database,
             head_position: head.position,
             mark_position: mark.position,
+            mark_hash,
+            cause,
+            remedy,
         });
     }
-    let hash: Option<[u8; 32]> = db.query_opt(
-        "SELECT hash FROM events WHERE position = ?1",
-        &[sql::position(mark.position)?],
-        |row| row.bytes(EVENTS, 0),
-    )?;
+    let hash: Option<[u8; 32]> = if head.position == mark.position {
+        Some(head.hash)
+    } else {
+        db.query_opt(
+            "SELECT hash FROM events WHERE position = ?1",
+            &[sql::position(mark.position)?],
+            |row| row.bytes(EVENTS, 0),
+        )?
+    };
     let matches = match hash {
-        Some(hash) => hash == mark.hash,
-        None => mark.position == 0 && mark.hash == GENESIS_HASH,
+        Some(hash) if mark.position > 0 => hash == mark.hash,
+        _ => mark.position == 0 && mark.hash == GENESIS_HASH,
     };
     if !matches {
         return Err(LedgerError::MarkMismatch {
             dir: dir.to_path_buf(),
+            database,
             position: mark.position,
+            mark_hash,
+            cause,
+            remedy,
         });
     }
-    Ok(())
+    Ok(Some(mark))
+}
+
+/// Lower-case hex, for messages.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn from_micros(time_us: i64) -> Result<DateTime<Utc>, LedgerError> {
