@@ -183,7 +183,8 @@ fn apply(
         | Event::WithholdingRecorded(_)
         | Event::WithholdingCorrected(_)
         | Event::RetentionApplied(_)
-        | Event::LedgerSealed(_) => return,
+        | Event::LedgerSealed(_)
+        | Event::LossAccepted(_) => return,
         Event::FileExported(file) => {
             if file.kommune == kommune {
                 files.insert(

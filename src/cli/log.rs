@@ -74,6 +74,11 @@ pub(super) fn describe(event: &Event) -> Value {
             "receipt_sha256": hex(&r.receipt_sha256), "archive_name": r.archive_name,
         }),
         Event::RetentionApplied(_) | Event::LedgerSealed(_) => describe_privacy(event),
+        Event::LossAccepted(e) => json!({
+            "lost_head": format!("{}:{}", e.lost_position, hex(&e.lost_hash)),
+            "database_head_position": e.database_head_position,
+            "node": e.node, "files": e.files,
+        }),
     }
 }
 

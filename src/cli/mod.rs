@@ -6,6 +6,7 @@ mod deliver;
 mod demo;
 pub mod exit;
 mod export;
+mod failover;
 pub mod format;
 mod inbox;
 mod inbox_state;
@@ -304,6 +305,22 @@ pub enum Command {
     /// they hold an erased CPR. Without --apply it lists all of this and changes
     /// nothing.
     Retention(RetentionArgs),
+    /// Accept that the database lost history this node acknowledged (exit 10);
+    /// a dry run unless --apply.
+    ///
+    /// After a failover to a standby that had not received this node's last
+    /// commits (or an older copy of the database put in place), every command
+    /// that writes is refused with exit 10, naming the position and hash this
+    /// node acknowledged (ledger.head). Bring the lost events back if the old
+    /// primary's data still exists. Only if the loss is truly accepted (for files
+    /// already delivered: agreed with UDK), run this: without --apply it names the
+    /// lost head, the database's head and the official files in the outbox the
+    /// database does not hold, and changes nothing. With --apply --position N
+    /// --hash HASH (the lost head, typed back) it moves those files to
+    /// outbox/.lost/, records a LossAccepted event naming the lost head and the
+    /// files, and moves this node's mark to the new head. Run it on every node
+    /// that refuses.
+    AcceptLoss(AcceptLossArgs),
     /// Copy a ledger written before CPRs were sealed into a new data directory,
     /// every CPR sealed.
     ///
@@ -445,6 +462,26 @@ pub struct RetentionArgs {
     /// nothing is changed.
     #[arg(long)]
     pub apply: bool,
+    /// Print the plan (and what was done) as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AcceptLossArgs {
+    /// Accept the loss: move the lost files, record LossAccepted, move the mark.
+    /// Needs --position and --hash. Without it, nothing is changed.
+    #[arg(long, requires_all = ["position", "hash"])]
+    pub apply: bool,
+    /// The position this node acknowledged, as the dry run names it.
+    #[arg(long, value_name = "N")]
+    pub position: Option<u64>,
+    /// The hash this node acknowledged at that position (64 hex digits).
+    #[arg(long, value_name = "HASH")]
+    pub hash: Option<String>,
+    /// The outbox to look in (default: the data directory's).
+    #[arg(long, value_name = "DIR")]
+    pub outbox: Option<PathBuf>,
     /// Print the plan (and what was done) as one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -776,6 +813,7 @@ impl Command {
             Command::Migrate(_) => "migrate",
             Command::Restore(_) => "restore",
             Command::Retention(_) => "retention",
+            Command::AcceptLoss(_) => "accept-loss",
             Command::Seal(_) => "seal",
         }
     }
@@ -845,6 +883,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => backup::run_restore(&cli.data_dir, &args),
         Command::Migrate(args) => migrate::run(&cli.data_dir, &args),
         Command::Seal(args) => migrate::run_seal(&cli.data_dir, &args),
+        Command::AcceptLoss(args) => failover::run(&cli.data_dir, &args),
         Command::Retention(args) => {
             privacy::run_retention(&cli.data_dir, cli.config.as_deref(), &args)
         }

@@ -279,6 +279,26 @@ pub struct LedgerSealed {
     pub sealed_events: u64,
 }
 
+/// `sf2520 accept-loss --apply`: the database lacked history that this node had
+/// acknowledged (its head mark: a failover to a standby that had not received
+/// it, an older copy put in place), and an operator accepted the loss. The
+/// positions after `database_head_position` are given to new events from here
+/// on; whatever named the lost ones (files, receipts, backups) names history
+/// this chain does not hold. The node's outbox files the chain does not hold
+/// were moved to `outbox/.lost/`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LossAccepted {
+    /// The head this node had acknowledged and the database lacks.
+    pub lost_position: u64,
+    pub lost_hash: [u8; 32],
+    /// The database's head when the loss was accepted (this event follows it).
+    pub database_head_position: u64,
+    /// The host that accepted it.
+    pub node: String,
+    /// The official files moved out of the outbox (names), in name order.
+    pub files: Vec<String>,
+}
+
 /// Everything the log records. Variants are only ever added at the end, never
 /// reordered: postcard encodes the variant by its index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +315,7 @@ pub enum Event {
     BusinessReceiptReceived(BusinessReceiptReceived),
     RetentionApplied(RetentionApplied),
     LedgerSealed(LedgerSealed),
+    LossAccepted(LossAccepted),
 }
 
 impl Event {
@@ -313,6 +334,7 @@ impl Event {
             Event::BusinessReceiptReceived(_) => "BusinessReceiptReceived",
             Event::RetentionApplied(_) => "RetentionApplied",
             Event::LedgerSealed(_) => "LedgerSealed",
+            Event::LossAccepted(_) => "LossAccepted",
         }
     }
 
@@ -330,7 +352,7 @@ impl Event {
             Event::TechnicalReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
             Event::BusinessReceiptReceived(f) => format!("file/{}/{:06}", f.kommune, f.sequence),
             Event::RetentionApplied(_) => "retention".to_string(),
-            Event::LedgerSealed(_) => "ledger".to_string(),
+            Event::LedgerSealed(_) | Event::LossAccepted(_) => "ledger".to_string(),
         }
     }
 }

@@ -17,7 +17,7 @@ pub use error::DomainError;
 pub use events::{
     date_days, optional_date_days, Agreement, AgreementEnd, BusinessReceiptReceived, Command,
     Correction, Event, FileAcceptance, FileExported, FileRef, FileReissued, FileUploaded,
-    LedgerSealed, ReceiptError, ReceiptErrorCode, ReceiptReceived, RetentionApplied,
+    LedgerSealed, LossAccepted, ReceiptError, ReceiptErrorCode, ReceiptReceived, RetentionApplied,
     TechnicalReceiptReceived, Withholding,
 };
 pub use kommune::Kommune;

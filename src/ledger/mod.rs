@@ -29,6 +29,7 @@ pub use codec::{
     chain_hash, decode as decode_payload, encode as encode_payload, StoredEvent,
     CURRENT_SCHEMA_VERSION, GENESIS_HASH,
 };
+pub(crate) use datadir::host_name;
 pub use datadir::{
     check_private_dir, name_command, read_mark, read_small_file, replace_small_file,
     try_lock_named, HeadMark, HeldLock, LockAttempt, EXPORT_LOCK_FILE, HEAD_MARK_FILE,

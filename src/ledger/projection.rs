@@ -115,7 +115,7 @@ impl<'c> Projector<'c> {
             }
             // Erasure destroys keys, never projections: totals and the files
             // register stay as they were.
-            Event::RetentionApplied(_) | Event::LedgerSealed(_) => Ok(()),
+            Event::RetentionApplied(_) | Event::LedgerSealed(_) | Event::LossAccepted(_) => Ok(()),
         }
     }
 }

@@ -341,10 +341,57 @@ impl Ledger {
         create: bool,
         new_totals_block: u64,
     ) -> Result<Ledger, LedgerError> {
+        Ledger::open_checking(location, create, new_totals_block, true)
+    }
+
+    /// [`Ledger::open_at`]; `check` refuses a database that lacks this node's
+    /// head mark (every open but `accept-loss`'s).
+    fn open_checking(
+        location: &Location,
+        create: bool,
+        new_totals_block: u64,
+        check: bool,
+    ) -> Result<Ledger, LedgerError> {
         match &location.database {
-            None => Ledger::open_sqlite_at(&location.dir, create, new_totals_block),
-            Some(url) => Ledger::open_postgres_at(&location.dir, url, create, new_totals_block),
+            None => Ledger::open_sqlite_at(&location.dir, create, new_totals_block, check),
+            Some(url) => {
+                Ledger::open_postgres_at(&location.dir, url, create, new_totals_block, check)
+            }
         }
+    }
+
+    /// Opens the existing ledger in `dir` even if its database lacks history
+    /// this node acknowledged (its head mark), for `sf2520 accept-loss` alone:
+    /// with the refusal any other command would get, if there is one. Its writes
+    /// are not checked against the mark; [`Ledger::accept_loss`] moves the mark.
+    pub fn open_for_loss(dir: &Path) -> Result<(Ledger, Option<LedgerError>), LedgerError> {
+        let location = Location::of(dir);
+        let mut ledger =
+            Ledger::open_checking(&location, false, DEFAULT_TOTALS_BLOCK, false)?;
+        let refusal = check_mark(&ledger.db, dir, None, None).err();
+        if refusal.is_some() {
+            ledger.marks_head = false;
+        }
+        Ok((ledger, refusal))
+    }
+
+    /// Records that the loss of the history this node's head mark names is
+    /// accepted (`event`), then moves the mark back to the database's head, this
+    /// event included. Killed between the two, the mark still refuses, and a
+    /// second `accept-loss` records the acceptance again.
+    pub fn accept_loss(&mut self, event: crate::domain::LossAccepted) -> Result<Head, LedgerError> {
+        let marks = self.marks_head;
+        self.marks_head = false;
+        let written = self.write(|appender| {
+            appender.append(&Event::LossAccepted(event.clone()))?;
+            Ok(appender.head())
+        });
+        self.marks_head = marks;
+        let head = written?;
+        datadir::reset_mark(&self.dir, &head)?;
+        self.marks_head = true;
+        self.checked_mark = None;
+        Ok(head)
     }
 
     /// [`Ledger::open_at`] for the SQLite file in `dir`; a ledger of an older
@@ -353,6 +400,7 @@ impl Ledger {
         dir: &Path,
         create: bool,
         new_totals_block: u64,
+        check: bool,
     ) -> Result<Ledger, LedgerError> {
         if !create {
             refuse_missing_database(dir)?;
@@ -382,7 +430,9 @@ impl Ledger {
                 })
             }
         }
-        check_mark(&db, dir, None, None)?;
+        if check {
+            check_mark(&db, dir, None, None)?;
+        }
         Ledger::assemble(db, &path, dir, true, true)
     }
 
@@ -393,6 +443,7 @@ impl Ledger {
         url: &DatabaseUrl,
         create: bool,
         new_totals_block: u64,
+        check: bool,
     ) -> Result<Ledger, LedgerError> {
         if dir.is_dir() {
             datadir::check_private_dir(dir)?;
@@ -421,7 +472,9 @@ impl Ledger {
                 })
             }
         }
-        check_mark(&db, dir, None, None)?;
+        if check {
+            check_mark(&db, dir, None, None)?;
+        }
         Ledger::assemble(db, Path::new(&url.describe()), dir, true, true)
     }
 

@@ -51,6 +51,7 @@ EVENT_TYPES = [
     "BusinessReceiptReceived",
     "RetentionApplied",
     "LedgerSealed",
+    "LossAccepted",
 ]
 
 # BusinessReceiptReceived's acceptance, by its index.
@@ -243,6 +244,10 @@ def decode_with_envelope(payload):
     elif name == "LedgerSealed":
         event = dict(source_head_position=r.u64(), source_head_hash=r.raw(32),
                      sealed_events=r.u64())
+    elif name == "LossAccepted":
+        event = dict(lost_position=r.u64(), lost_hash=r.raw(32),
+                     database_head_position=r.u64(), node=r.string(),
+                     files=[r.string() for _ in range(r.u64())])
     else:  # BusinessReceiptReceived
         event = dict(kommune=kommune(r), sequence=r.u32(), senders_file_id=r.raw(16),
                      file_transfer_uuid=r.string(), recipient=r.string())
@@ -265,7 +270,7 @@ def decode_with_envelope(payload):
 def stream_of(name, event):
     if name == "RetentionApplied":
         return "retention"
-    if name == "LedgerSealed":
+    if name in ("LedgerSealed", "LossAccepted"):
         return "ledger"
     if name.startswith("Agreement"):
         return "agreement/%s" % event["agreement"]
