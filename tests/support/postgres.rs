@@ -80,6 +80,81 @@ impl Server {
     /// `("shared_buffers", "512MB")`); returns once the server accepts connections.
     /// Removes stale servers' directories first (see [`remove_stale_servers`]).
     pub(crate) fn start(bin: &Path, settings: &[(&str, &str)]) -> Server {
+        let server = Server::empty(bin);
+        let data = server.data_dir();
+        let data = path_str(&data);
+        server.run_checked(
+            "initdb",
+            &[
+                "-D",
+                data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
+        );
+        server.configure(settings);
+        server.start_postmaster();
+        server
+    }
+
+    /// A streaming standby of `primary` (`pg_basebackup -R`, over the primary's
+    /// unix socket), named `name` (its `cluster_name`, which is the
+    /// `application_name` the primary's `pg_stat_replication` and
+    /// `synchronous_standby_names` know it by), started with `settings`.
+    pub(crate) fn start_standby(primary: &Server, name: &str, settings: &[(&str, &str)]) -> Server {
+        let server = Server::empty(&primary.bin);
+        let data = server.data_dir();
+        server.run_checked(
+            "pg_basebackup",
+            &[
+                "-D",
+                path_str(&data),
+                "-h",
+                path_str(primary.socket_dir()),
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        );
+        let mut all: Vec<(&str, &str)> = vec![("cluster_name", name)];
+        all.extend_from_slice(settings);
+        server.configure(&all);
+        server.start_postmaster();
+        server
+    }
+
+    fn start_postmaster(&self) {
+        let data = self.data_dir();
+        let log = self.log_file();
+        self.run_checked(
+            "pg_ctl",
+            &["-D", path_str(&data), "-l", path_str(&log), "-w", "-t", "60", "start"],
+        );
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`), keeping its
+    /// directory: a primary lost in a failover.
+    pub(crate) fn kill(&self) {
+        let data = self.data_dir();
+        self.run_checked("pg_ctl", &["-D", path_str(&data), "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote`, waiting until it is).
+    pub(crate) fn promote(&self) {
+        let data = self.data_dir();
+        self.run_checked("pg_ctl", &["-D", path_str(&data), "-w", "-t", "60", "promote"]);
+    }
+
+    /// A server directory with no cluster in it yet, watched by its watchdog.
+    fn empty(bin: &Path) -> Server {
         remove_stale_servers(&std::env::temp_dir());
         let root = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
@@ -106,27 +181,6 @@ impl Server {
             watchdog: Mutex::new(None),
         };
         server.spawn_watchdog();
-        let data = server.data_dir();
-        let data = path_str(&data);
-        server.run_checked(
-            "initdb",
-            &[
-                "-D",
-                data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-            ],
-        );
-        server.configure(settings);
-        let log = server.log_file();
-        server.run_checked(
-            "pg_ctl",
-            &["-D", data, "-l", path_str(&log), "-w", "-t", "60", "start"],
-        );
         server
     }
 
@@ -146,7 +200,7 @@ impl Server {
         })
     }
 
-    fn try_connect(&self, dbname: &str) -> Result<Client, postgres::Error> {
+    pub(crate) fn try_connect(&self, dbname: &str) -> Result<Client, postgres::Error> {
         postgres::Config::new()
             .host_path(&self.root)
             .user("postgres")
