@@ -281,11 +281,11 @@ impl Walk {
     /// gathered about `kommune`. Exhaustive on purpose: a new event type must say
     /// whether it is an entry or part of a file's delivery.
     fn apply(&mut self, kommune: Kommune, (position, recorded_at_us): (u64, i64), event: Event) {
-        let (sequence, senders_file_id, kind) = match event {
+        match event {
             Event::AgreementRegistered(_)
             | Event::AgreementEnded(_)
             | Event::RetentionApplied(_)
-            | Event::LedgerSealed(_) => return,
+            | Event::LedgerSealed(_) => {}
             Event::WithholdingRecorded(w) if w.kommune == kommune => {
                 let payout = (w.payout_date.year(), w.payout_date.month());
                 self.payouts
@@ -296,7 +296,6 @@ impl Walk {
                     payout: Some(payout),
                     ore,
                 });
-                return;
             }
             Event::WithholdingCorrected(c) if c.kommune == kommune => {
                 let payout = self.payouts.get(c.corrects.as_str()).copied();
@@ -306,7 +305,6 @@ impl Walk {
                     payout,
                     ore,
                 });
-                return;
             }
             Event::FileExported(file) if file.kommune == kommune => {
                 let step = Step {
@@ -321,65 +319,77 @@ impl Walk {
                     history: vec![step],
                 };
                 self.files.insert(report_file.file.sequence, report_file);
-                return;
             }
-            Event::FileReissued(f) if f.kommune == kommune => {
-                (f.sequence, f.delivery_id, StepKind::Reissued)
-            }
-            Event::FileUploaded(u) if u.kommune == kommune => (
-                u.sequence,
-                u.senders_file_id,
-                StepKind::Uploaded {
-                    attempt: u.attempt,
-                    remote_path: u.remote_path,
-                    size_bytes: u.size_bytes,
-                },
-            ),
-            Event::ReceiptReceived(r) if r.kommune == kommune => {
-                let errors = r
-                    .errors
-                    .into_iter()
-                    .map(|e| (e.code, e.code_description, e.description));
-                let kind = technical(r.accepted, r.file_transfer_uuid, errors);
-                (r.sequence, r.senders_file_id, kind)
-            }
-            Event::TechnicalReceiptReceived(r) if r.kommune == kommune => {
-                let errors = r
-                    .errors
-                    .into_iter()
-                    .map(|e| (e.code.to_string(), e.code_description, e.description));
-                let kind = technical(r.accepted, r.file_transfer_uuid, errors);
-                (r.sequence, r.senders_file_id, kind)
-            }
-            Event::BusinessReceiptReceived(r) if r.kommune == kommune => (
-                r.sequence,
-                r.senders_file_id,
-                StepKind::BusinessReceipt {
-                    file_transfer_uuid: r.file_transfer_uuid,
-                    recipient: r.recipient,
-                    acceptance: r.acceptance,
-                    reason: r.reason,
-                },
-            ),
-            // Another kommune's.
+            // Another kommune's entries and files.
             Event::WithholdingRecorded(_)
             | Event::WithholdingCorrected(_)
-            | Event::FileExported(_)
-            | Event::FileReissued(_)
+            | Event::FileExported(_) => {}
+            delivery @ (Event::FileReissued(_)
             | Event::FileUploaded(_)
             | Event::ReceiptReceived(_)
             | Event::TechnicalReceiptReceived(_)
-            | Event::BusinessReceiptReceived(_) => return,
-        };
-        if let Some(file) = self.files.get_mut(&sequence) {
-            file.history.push(Step {
-                position,
-                recorded_at_us,
-                senders_file_id,
-                kind,
-            });
+            | Event::BusinessReceiptReceived(_)) => {
+                let Some((sequence, senders_file_id, kind)) = delivery_step(kommune, delivery)
+                else {
+                    return;
+                };
+                if let Some(file) = self.files.get_mut(&sequence) {
+                    file.history.push(Step {
+                        position,
+                        recorded_at_us,
+                        senders_file_id,
+                        kind,
+                    });
+                }
+            }
         }
     }
+}
+
+/// A delivery event of `kommune` as (løbenummer, `SendersFileId`, step); `None`
+/// for another kommune's or an event that is no delivery event.
+fn delivery_step(kommune: Kommune, event: Event) -> Option<(u32, [u8; 16], StepKind)> {
+    Some(match event {
+        Event::FileReissued(f) if f.kommune == kommune => {
+            (f.sequence, f.delivery_id, StepKind::Reissued)
+        }
+        Event::FileUploaded(u) if u.kommune == kommune => (
+            u.sequence,
+            u.senders_file_id,
+            StepKind::Uploaded {
+                attempt: u.attempt,
+                remote_path: u.remote_path,
+                size_bytes: u.size_bytes,
+            },
+        ),
+        Event::ReceiptReceived(r) if r.kommune == kommune => {
+            let errors = r
+                .errors
+                .into_iter()
+                .map(|e| (e.code, e.code_description, e.description));
+            let kind = technical(r.accepted, r.file_transfer_uuid, errors);
+            (r.sequence, r.senders_file_id, kind)
+        }
+        Event::TechnicalReceiptReceived(r) if r.kommune == kommune => {
+            let errors = r
+                .errors
+                .into_iter()
+                .map(|e| (e.code.to_string(), e.code_description, e.description));
+            let kind = technical(r.accepted, r.file_transfer_uuid, errors);
+            (r.sequence, r.senders_file_id, kind)
+        }
+        Event::BusinessReceiptReceived(r) if r.kommune == kommune => (
+            r.sequence,
+            r.senders_file_id,
+            StepKind::BusinessReceipt {
+                file_transfer_uuid: r.file_transfer_uuid,
+                recipient: r.recipient,
+                acceptance: r.acceptance,
+                reason: r.reason,
+            },
+        ),
+        _ => return None,
+    })
 }
 
 /// A technical receipt (of either recorded layout) as a step.
