@@ -57,7 +57,6 @@ td.hash,td.id,code{font-family:'DejaVu Sans Mono',monospace;font-size:0.8em}
 table.wide{width:100%}
 td.hash{word-break:break-all;min-width:9em;max-width:14em}
 td.id{white-space:nowrap}
-td.file{word-break:break-all;min-width:10em}
 span.date{white-space:nowrap}
 tr.group th{background:#f3f3f3;font-weight:bold}
 ul.errors{margin:0.2em 0 0 1.2em;padding:0}
@@ -248,7 +247,7 @@ fn write_files(page: &mut String, w: &Words, report: &Report) {
         };
         let _ = writeln!(
             page,
-            "<tr><td class=\"num\">{}</td><td class=\"file\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"hash\">{}</td><td{class}>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"hash\">{}</td><td{class}>{}</td><td>{}</td></tr>",
             file.sequence,
             escape(&file.file_name),
             when(w, file.created_at_us),
