@@ -147,6 +147,7 @@ fn when_every_command_runs(s: &mut Session) {
         "init",
         "status",
         "metrics",
+        "report",
     ] {
         s.ok(&[command, "--help"]);
     }
@@ -250,6 +251,18 @@ fn when_files_are_made_and_checked(s: &mut Session) {
     // Without --out it writes into the current directory (the test's root).
     s.ok(&["reconstruct", "--kommune", "0101", "--seq", "1"]);
     s.ok(&["reissue", "--kommune", "0751", "--seq", "1"]);
+    for (lang, page) in [("da", "report-da.html"), ("en", "report-en.html")] {
+        let page = s.path(page);
+        s.ok(&[
+            "report",
+            "--kommune",
+            "0751",
+            "--lang",
+            lang,
+            "--out",
+            &page,
+        ]);
+    }
     let file = outbox_file(s);
     let file = file.to_str().unwrap();
     s.ok(&["check", file]);
@@ -291,6 +304,13 @@ fn no_command_prints_a_full_cpr_and_everything_created_is_owner_only() {
             }
         }
     }
+    // The reconciliation report's pages, in both languages.
+    for page in ["report-da.html", "report-en.html"] {
+        let text = std::fs::read_to_string(s.root.join(page)).unwrap();
+        for cpr in leaked(&text, &cprs) {
+            leaks.push(format!("{page}: {}-xxxx", &cpr[..6]));
+        }
+    }
     assert!(
         leaks.is_empty(),
         "full CPR numbers printed:\n{}",
@@ -309,6 +329,8 @@ fn no_command_prints_a_full_cpr_and_everything_created_is_owner_only() {
         s.root.join("as-of"),
         s.root.join("backup.sqlite3"),
         s.root.join("rebuilt.txt"),
+        s.root.join("report-da.html"),
+        s.root.join("report-en.html"),
     ] {
         open_permissions(&created, &mut open);
     }

@@ -264,11 +264,14 @@ pub enum Command {
     /// self-contained HTML page (no scripts, no network).
     ///
     /// Lists the kommune's official files created in the period (UTC dates, both
-    /// inclusive) with løbenummer, creation time, records, sums, SHA-256 and
-    /// delivery state with the platform's receipt, all read from the log; totals
-    /// per month as a table and a chart; the chain head it was made at and whether
-    /// `verify` (with the default outbox) passed. Exits non-zero if verify failed;
-    /// the page then lists the problems.
+    /// inclusive) with løbenummer, creation time, records, sums, SHA-256, delivery
+    /// state and the time of acceptance, all read from the log; totals per payout
+    /// month (the withholdings' payout dates) as a table and a chart, and per month
+    /// the files were created; each file's delivery history (uploads, technical
+    /// receipts with their codes and texts, reissues with their new
+    /// SendersFileId, business receipts); the chain head it was made at and whether
+    /// `verify` (with the default outbox) passed. In Danish unless --lang en.
+    /// Exits non-zero if verify failed; the page then lists the problems.
     Report(ReportArgs),
     /// Write a verified, owner-only copy of the ledger to DEST, safe while other
     /// sf2520 processes are writing.
@@ -358,6 +361,18 @@ pub struct ReportArgs {
     /// The HTML file to write (owner-only; replaced if it exists).
     #[arg(long, value_name = "FILE.html")]
     pub out: PathBuf,
+    /// The page's language: Danish (`da`, for the kommune's økonomi) or English.
+    #[arg(long, value_enum, default_value = "da")]
+    pub lang: ReportLang,
+}
+
+/// `report --lang`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportLang {
+    /// Dansk.
+    Da,
+    /// English.
+    En,
 }
 
 #[derive(Args, Debug)]

@@ -6,14 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
-use crate::audit::report::{build, render_html};
+use crate::audit::report::{build, render_html, Lang};
 use crate::audit::{verify, AuditChecks};
 use crate::domain::Kommune;
 use crate::export::default_outbox;
 use crate::export::outbox::write_bytes_atomically;
 use crate::ledger::Ledger;
 
-use super::ReportArgs;
+use super::{ReportArgs, ReportLang};
 
 pub(super) fn run(data_dir: &Path, args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let kommune = Kommune::parse(&args.kommune)?;
@@ -35,8 +35,12 @@ pub(super) fn run(data_dir: &Path, args: &ReportArgs) -> anyhow::Result<ExitCode
         outbox: Some(default_outbox(data_dir)).filter(|dir| dir.is_dir()),
     };
     let verification = verify(&ledger, &checks)?;
+    let lang = match args.lang {
+        ReportLang::Da => Lang::Da,
+        ReportLang::En => Lang::En,
+    };
     let report = build(&ledger, kommune, args.from, args.to, &verification)?;
-    write_bytes_atomically(dir, name, render_html(&report).as_bytes())
+    write_bytes_atomically(dir, name, render_html(&report, lang).as_bytes())
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     let mut out = io::stdout().lock();
     writeln!(
