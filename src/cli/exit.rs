@@ -41,6 +41,10 @@ pub enum Exit {
     DeliveryIncomplete,
     /// The SFTP server's host key is not the pinned one.
     HostKeyMismatch,
+    /// The platform already holds another file under the name of a file to
+    /// deliver (other bytes in `OUT/`, a receipt of a delivery it never had):
+    /// that file was not uploaded, and nothing on the platform was overwritten.
+    NameTaken,
     /// What was asked needs a CPR that was erased under retention (`reconstruct`,
     /// `reissue`, `export --as-of` of a file that held an erased agreement).
     PersonalDataErased,
@@ -51,7 +55,7 @@ pub enum Exit {
 }
 
 /// The contract: every exit code, its number and what it means.
-pub const TABLE: [(Exit, u8, &str); 12] = [
+pub const TABLE: [(Exit, u8, &str); 13] = [
     (Exit::Success, 0, "success"),
     (Exit::Failure, 1, "general failure (see the message)"),
     (
@@ -95,6 +99,11 @@ pub const TABLE: [(Exit, u8, &str); 12] = [
         "needs personal data erased under retention (sf2520 retention)",
     ),
     (
+        Exit::NameTaken,
+        11,
+        "the platform holds another file under a name to deliver; not overwritten, not sent",
+    ),
+    (
         Exit::Interrupted,
         130,
         "stopped by SIGINT (Ctrl-C) at a safe point; nothing half-done kept",
@@ -120,6 +129,7 @@ Exit codes:
     7  delivery not complete (pending receipt, rejected, or not configured)
     8  the SFTP host key is not the pinned one
     9  needs personal data erased under retention (sf2520 retention)
+   11  the platform holds another file under a name to deliver; not overwritten, not sent
   130  stopped by SIGINT (Ctrl-C) at a safe point; nothing half-done kept
   143  stopped by SIGTERM at a safe point; nothing half-done kept
 `status --check` uses the monitoring-plugin codes instead: 0 OK, 1 WARNING,
