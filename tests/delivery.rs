@@ -1055,7 +1055,13 @@ fn a_ledger_restored_from_an_older_backup_never_overwrites_its_older_file_on_the
 
     // The platform takes the older file 2 and answers it; its receipt refuses ours.
     let platform = Platform::start(&sshd.root(), |_| Answer::Success);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while platform.seen().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the platform did not take the two waiting files: {:?}",
+            platform.seen()
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let again = run(&["deliver"]).expect_code(11, "receipt of another SendersFileId");
