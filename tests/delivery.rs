@@ -933,3 +933,252 @@ fn size_if_any(path: &std::path::Path) -> u64 {
         Err(error) => panic!("{}: {error}", path.display()),
     }
 }
+
+// ---- Never overwrite a file on the platform (exit code 11) -------------------
+
+/// The one official file of `kommune` with løbenummer `sequence` in the
+/// outbox of `data_dir`: its name.
+fn outbox_name(data_dir: &std::path::Path, kommune: &str, sequence: u32) -> String {
+    let suffix = format!("_{sequence:06}.txt");
+    std::fs::read_dir(default_outbox(data_dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with(&format!("SF2520_{kommune}_")) && name.ends_with(&suffix))
+        .unwrap_or_else(|| panic!("no file {kommune} {sequence} in the outbox"))
+}
+
+/// The delivery state `files --json` gives one file.
+fn state_of(data_dir: &std::path::Path, config: &std::path::Path, name: &str) -> String {
+    let output = with_config(data_dir, config, &["files", "--json"]);
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let files = document["files"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{document}"));
+    let file = files
+        .iter()
+        .find(|f| f["file_name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {document}"));
+    file["delivery"]["state"].as_str().unwrap().to_owned()
+}
+
+/// Regression (issue 22, item 3): after a restore from an older backup, the next
+/// export gave løbenummer 2 to new bytes and `export --deliver` overwrote the
+/// older file 2 still waiting on the server. Now the delivery of that file is
+/// refused with exit code 11, the server's copy stays byte for byte, nothing is
+/// recorded for it, and the run's other files are delivered; once the platform
+/// has taken the older file, its receipt (another SendersFileId) refuses it too.
+#[test]
+fn a_ledger_restored_from_an_older_backup_never_overwrites_its_older_file_on_the_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let sshd = Sshd::start();
+    let config = sshd.write_sf2520_config(dir.path(), "receipt_timeout_secs = 1\n");
+    let run = |args: &[&str]| support::cli::Run::from(with_config(&data_dir, &config, args));
+    let ingest = |name: &str, batch: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines(batch)).unwrap();
+        run(&["ingest", path.to_str().unwrap()]).expect_success(name);
+    };
+    run(&["init"]).expect_success("init");
+    ingest(
+        "a.jsonl",
+        &[
+            agreement("BA1", "0751", CPR, "2026-01-01"),
+            withholding("KY-1", "BA1", "0751", "2026-10-01", "5.00"),
+        ],
+    );
+    let platform = Platform::start(&sshd.root(), |_| Answer::Success);
+    run(&["export", "--deliver"]).expect_code(0, "file 1 accepted");
+    drop(platform);
+    let backup = dir.path().join("older.sqlite3");
+    run(&["backup", backup.to_str().unwrap()]).expect_success("backup");
+
+    // The night the platform does not answer: file 2 waits in OUT/ with its trigger.
+    ingest(
+        "b.jsonl",
+        &[withholding("KY-2", "BA1", "0751", "2026-11-01", "20.00")],
+    );
+    run(&["export", "--deliver"]).expect_code(7, "file 2 uploaded, no receipt");
+    let name = outbox_name(&data_dir, "0751", 2);
+    let out = sshd.out_dir();
+    let older = std::fs::read(out.join(&name)).unwrap();
+    let older_trigger = std::fs::read(out.join(format!("{name}.trigger"))).unwrap();
+
+    // The data directory is lost (its outbox with it) and restored from the
+    // older backup.
+    std::fs::remove_dir_all(default_outbox(&data_dir)).unwrap();
+    run(&["restore", "--force", backup.to_str().unwrap()]).expect_success("restore");
+    ingest(
+        "c.jsonl",
+        &[
+            withholding("KY-3", "BA1", "0751", "2026-11-02", "99.00"),
+            agreement("BA2", "0147", CPR, "2026-01-01"),
+            withholding("KY-4", "BA2", "0147", "2026-11-02", "7.00"),
+        ],
+    );
+    let refused = run(&["export", "--deliver"]).expect_code(11, "file 2 refused");
+    assert_ne!(
+        std::fs::read(default_outbox(&data_dir).join(&name)).unwrap(),
+        older,
+        "the restored ledger gave løbenummer 2 to other bytes"
+    );
+    assert!(refused.stdout.contains("REFUSED"), "{}", refused.stdout);
+    assert!(
+        refused.stdout.contains(&format!("{name} is not delivered")),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused
+            .stdout
+            .contains("1 file(s) refused, the platform holding another file under the name"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stdout.contains("exit code 11"),
+        "{}",
+        refused.stdout
+    );
+    assert_eq!(std::fs::read(out.join(&name)).unwrap(), older);
+    assert_eq!(
+        std::fs::read(out.join(format!("{name}.trigger"))).unwrap(),
+        older_trigger
+    );
+    assert_eq!(state_of(&data_dir, &config, &name), "exported");
+    let other = outbox_name(&data_dir, "0147", 1);
+    assert_eq!(
+        state_of(&data_dir, &config, &other),
+        "uploaded",
+        "the run's other file went on"
+    );
+
+    // The platform takes the older file 2 and answers it; its receipt refuses ours.
+    let platform = Platform::start(&sshd.root(), |_| Answer::Success);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while platform.seen().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the platform did not take the two waiting files: {:?}",
+            platform.seen()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let again = run(&["deliver"]).expect_code(11, "receipt of another SendersFileId");
+    assert!(again.stdout.contains("SendersFileId"), "{}", again.stdout);
+    assert_eq!(platform.seen().len(), 2, "nothing more was uploaded");
+    assert_eq!(platform.picked_up(&name).unwrap(), older);
+    assert_eq!(state_of(&data_dir, &config, &name), "exported");
+    assert_eq!(state_of(&data_dir, &config, &other), "accepted");
+}
+
+/// A receipt in IN/ for the name that answers a delivery this file never had
+/// refuses its upload (exit 11) until the operator has dealt with it: a business
+/// receipt whose FileTransferUUID the log does not know, a technical receipt
+/// with another SendersFileId. Without them the file is delivered.
+#[test]
+fn a_receipt_of_another_delivery_of_the_name_refuses_the_upload() {
+    let site = HostileSite::new(|_| Answer::Success);
+    site.run(&["export"]).expect_success("export");
+    let name = outbox_name(&site.data_dir(), "0751", 1);
+    let business = site.sshd.in_dir().join(format!("{name}.businessreceipt"));
+    std::fs::write(
+        &business,
+        business_receipt_xml("not-ours", &name, "UDK", "ACCEPTED", None),
+    )
+    .unwrap();
+    let refused = site.run(&["deliver"]).expect_code(11, "business receipt");
+    assert!(refused.stdout.contains("not-ours"), "{}", refused.stdout);
+    assert!(business.exists());
+    std::fs::remove_file(&business).unwrap();
+
+    let technical = site.sshd.in_dir().join(format!("{name}.sftpreceipt"));
+    let stranger = uuid::Uuid::new_v4();
+    std::fs::write(
+        &technical,
+        support::platform::receipt_xml("old-transfer", &stranger.to_string(), &Answer::Success),
+    )
+    .unwrap();
+    let refused = site
+        .run(&["deliver", "--json"])
+        .expect_code(11, "technical receipt");
+    let document: serde_json::Value = serde_json::from_str(&refused.stdout).unwrap();
+    assert_eq!(
+        document["deliveries"][0]["state"], "name_taken",
+        "{document}"
+    );
+    let reason = document["deliveries"][0]["detail"]["reason"]
+        .as_str()
+        .unwrap();
+    assert!(reason.contains(&stranger.to_string()), "{reason}");
+    assert!(site._platform.seen().is_empty(), "nothing was uploaded");
+    std::fs::remove_file(&technical).unwrap();
+
+    site.run(&["deliver"])
+        .expect_code(0, "delivered once the name is free");
+    assert_eq!(site._platform.seen().len(), 1);
+}
+
+/// Guard: a delivery that died after its data file took its name, before the
+/// trigger, is finished: the bytes there are ours, so they are not refused.
+#[test]
+fn a_delivery_that_died_before_its_trigger_is_finished() {
+    let mut t = given_exported(1);
+    let sshd = Sshd::start();
+    let file = t.ledger.official_files(None).unwrap().remove(0);
+    let outbox = default_outbox(&t.data_dir());
+    let bytes = std::fs::read(outbox.join(&file.file_name)).unwrap();
+    std::fs::write(sshd.out_dir().join(&file.file_name), &bytes).unwrap();
+    let platform = Platform::start(&sshd.root(), |_| Answer::Success);
+    let reports = deliver_all(&mut t, &sshd.config());
+    assert_eq!(accepted(&reports), 1, "{reports:?}");
+    assert_eq!(platform.seen().len(), 1);
+    assert_eq!(platform.picked_up(&file.file_name).unwrap(), bytes);
+}
+
+/// Guard: a reissue while the earlier delivery's trigger still waits in OUT/
+/// (same name, same bytes, a SendersFileId the log recorded) replaces that
+/// trigger of ours and is delivered.
+#[test]
+fn a_reissue_while_the_earlier_trigger_waits_is_delivered() {
+    let mut t = given_exported(1);
+    let sshd = Sshd::start();
+    let mut config = sshd.config();
+    config.receipt_timeout_secs = 1;
+    let first = deliver_all(&mut t, &config);
+    assert!(
+        matches!(&first[0].result, DeliveryResult::Failed { .. }),
+        "{first:?}"
+    );
+    let file = t.ledger.official_files(None).unwrap().remove(0);
+    let trigger = sshd.out_dir().join(format!("{}.trigger", file.file_name));
+    assert!(std::fs::read_to_string(&trigger)
+        .unwrap()
+        .contains(&first[0].senders_file_id.to_string()));
+    let outbox = default_outbox(&t.data_dir());
+    let done = reissue(
+        &mut t.ledger,
+        file.kommune,
+        1,
+        &outbox,
+        std::time::Duration::ZERO,
+    )
+    .unwrap()
+    .unwrap();
+    let second = deliver_all(&mut t, &config);
+    assert!(
+        matches!(&second[0].result, DeliveryResult::Failed { .. }),
+        "{second:?}"
+    );
+    assert!(std::fs::read_to_string(&trigger)
+        .unwrap()
+        .contains(&done.delivery_id.to_string()));
+    let platform = Platform::start(&sshd.root(), |_| Answer::Success);
+    let third = deliver_all(&mut t, &sshd.config());
+    assert_eq!(accepted(&third), 1, "{third:?}");
+    assert_eq!(platform.seen().len(), 1);
+    assert_eq!(
+        platform.seen()[0].senders_file_id,
+        done.delivery_id.to_string()
+    );
+}

@@ -476,36 +476,92 @@ async fn no_receipt_within_the_timeout_is_reported_and_stale_receipts_are_ignore
     }
 }
 
-/// Given a crash that left a partial data file and an old trigger, when the file is
-/// uploaded again, then both are replaced and the platform gets the whole new file.
+/// Given what an interrupted upload of this delivery left (its staged data file
+/// half written; or the whole data file under its name, no trigger; or, from an
+/// older sf2520 that wrote straight to the name, the first bytes of it), when the
+/// file is uploaded again, then the upload is finished and the platform gets the
+/// whole file, with no staged file left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_delivery_is_redone_by_overwriting() {
+async fn an_interrupted_upload_is_finished() {
     let sshd = Sshd::start();
     let config = sshd.config();
-    let file = outgoing("0751", 8, 20_000);
     let out = sshd.out_dir();
-    fs::write(out.join(&file.name), &file.bytes[..5_000]).unwrap();
-    fs::write(out.join(format!("{}.trigger", file.name)), "<stale/>").unwrap();
+    let staged = outgoing("0751", 8, 20_000);
+    fs::write(
+        out.join(format!(
+            "{}.{}.partial",
+            staged.name, staged.senders_file_id
+        )),
+        &staged.bytes[..5_000],
+    )
+    .unwrap();
+    let whole = outgoing("0101", 8, 20_000);
+    fs::write(out.join(&whole.name), &whole.bytes).unwrap();
+    let prefix = outgoing("0147", 8, 20_000);
+    fs::write(out.join(&prefix.name), &prefix.bytes[..5_000]).unwrap();
 
-    let uploaded = upload(&config, &file).await.unwrap();
+    for file in [&staged, &whole, &prefix] {
+        let uploaded = upload(&config, file).await.unwrap();
+        assert_eq!(uploaded.size_bytes, 20_000);
+        assert_eq!(fs::read(out.join(&file.name)).unwrap(), file.bytes);
+        let trigger = fs::read_to_string(out.join(format!("{}.trigger", file.name))).unwrap();
+        assert!(
+            trigger.contains(&file.senders_file_id.to_string()),
+            "{trigger}"
+        );
+    }
+    assert_eq!(names_in(&out).len(), 6, "{:?}", names_in(&out));
+    let platform = Platform::start(&sshd.root(), accept_all);
+    for file in [&staged, &whole, &prefix] {
+        let outcome = await_outcome(&config, &file.name, file.senders_file_id)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, DeliveryOutcome::Accepted { .. }));
+    }
+    assert!(platform.seen().iter().all(|seen| seen.data_was_complete()));
+}
 
-    assert_eq!(fs::read(out.join(&file.name)).unwrap(), file.bytes);
-    let trigger = fs::read_to_string(out.join(format!("{}.trigger", file.name))).unwrap();
+/// Regression (issue 22, item 3): an upload started over and overwrote whatever
+/// the name held. Now other bytes under the name, or a trigger of another
+/// delivery, refuse the upload (not retried), and what is there stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_never_replaces_what_another_delivery_left() {
+    let sshd = Sshd::start();
+    let config = sshd.config();
+    let out = sshd.out_dir();
+    let file = outgoing("0751", 3, 2_000);
+    let theirs = file_bytes(2_000, 99);
+    fs::write(out.join(&file.name), &theirs).unwrap();
+
+    let error = upload(&config, &file).await.unwrap_err();
+
+    assert!(error.is_name_taken() && !error.is_retryable(), "{error:?}");
+    let message = error.to_string();
     assert!(
-        trigger.contains(&file.senders_file_id.to_string()),
-        "{trigger}"
+        message.contains(&format!("SHA-256 {}", hex(&sha256(&theirs)))),
+        "{message}"
     );
+    assert_eq!(fs::read(out.join(&file.name)).unwrap(), theirs);
     assert_eq!(
         names_in(&out),
-        [file.name.clone(), format!("{}.trigger", file.name)]
+        std::slice::from_ref(&file.name),
+        "no trigger, nothing staged"
     );
-    let platform = Platform::start(&sshd.root(), accept_all);
-    let outcome = await_outcome(&config, &file.name, file.senders_file_id)
-        .await
-        .unwrap();
-    assert!(matches!(outcome, DeliveryOutcome::Accepted { .. }));
-    assert_eq!(uploaded.size_bytes, 20_000);
-    assert!(platform.seen()[0].data_was_complete());
+
+    let other = outgoing("0101", 3, 2_000);
+    let trigger = out.join(format!("{}.trigger", other.name));
+    fs::write(&trigger, "<stale/>").unwrap();
+    let error = upload(&config, &other).await.unwrap_err();
+    assert!(error.is_name_taken(), "{error:?}");
+    assert_eq!(fs::read_to_string(&trigger).unwrap(), "<stale/>");
+    assert!(
+        !out.join(&other.name).exists(),
+        "no data file under a foreign trigger"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The client's building blocks against the real server.
@@ -549,6 +605,12 @@ async fn sftp_client_operations_work_on_the_server() {
     );
     assert!(!refused.is_retryable());
     fs::remove_file(sshd.in_dir().join("huge.sftpreceipt")).unwrap();
+    // Delivery relies on this: SFTP's rename never replaces an existing file.
+    client.upload("OUT/b.txt", b"theirs").await.unwrap();
+    let refused = client.rename("OUT/a.txt", "OUT/b.txt").await;
+    assert!(refused.is_err(), "rename replaced an existing file");
+    assert_eq!(fs::read(sshd.out_dir().join("b.txt")).unwrap(), b"theirs");
+    client.remove("OUT/b.txt").await.unwrap();
     client.rename("OUT/a.txt", "OUT/b.txt").await.unwrap();
     assert!(!client.exists("OUT/a.txt").await.unwrap());
     assert!(client.exists("OUT/b.txt").await.unwrap());

@@ -53,13 +53,19 @@ pub(super) fn not_accepted(
 
 /// The exit code of a delivery: success only when every official file in scope
 /// is accepted (a file rejected in an earlier run and not reissued keeps it
-/// non-zero night after night); a host key that is not the pinned one has its
-/// own code.
+/// non-zero night after night); a file the platform already holds other bytes
+/// for, and a host key that is not the pinned one, have their own codes.
 pub(super) fn delivery_exit(
     ledger: &Ledger,
     request: &DeliverRequest,
     reports: &[DeliveryReport],
 ) -> anyhow::Result<Exit> {
+    if reports
+        .iter()
+        .any(|r| matches!(r.result, DeliveryResult::NameTaken { .. }))
+    {
+        return Ok(Exit::NameTaken);
+    }
     if reports.iter().any(|r| {
         matches!(
             r.result,
@@ -168,6 +174,11 @@ pub(super) fn deliver_and_report(
         request,
         others,
         nothing_sent: reports.is_empty(),
+        name_taken: reports
+            .iter()
+            .filter(|r| matches!(r.result, DeliveryResult::NameTaken { .. }))
+            .map(|r| r.file_name.as_str())
+            .collect(),
     };
     print_waiting(&mut out, &waiting, &asked, exit)?;
     writeln!(out, "head: {head}")?;
@@ -212,6 +223,18 @@ fn print_reports(out: &mut dyn Write, reports: &[DeliveryReport]) -> io::Result<
     if business > 0 {
         parts.push(format!("{business} business receipt(s) recorded"));
     }
+    let refused: Vec<&str> = reports
+        .iter()
+        .filter(|r| matches!(r.result, DeliveryResult::NameTaken { .. }))
+        .map(|r| r.file_name.as_str())
+        .collect();
+    if !refused.is_empty() {
+        parts.push(format!(
+            "{} file(s) refused, the platform holding another file under the name: {}",
+            refused.len(),
+            refused.join(", ")
+        ));
+    }
     writeln!(out, "deliver: {}", parts.join("; "))
 }
 
@@ -222,6 +245,9 @@ struct Asked<'a> {
     request: &'a DeliverRequest,
     others: usize,
     nothing_sent: bool,
+    /// Files this run refused to upload: the platform holds another file under
+    /// their names.
+    name_taken: Vec<&'a str>,
 }
 
 impl Asked<'_> {
@@ -276,6 +302,10 @@ fn print_waiting(
     }
     for (file, state) in waiting {
         let advice = match state {
+            _ if asked.name_taken.contains(&file.file_name.as_str()) => {
+                "; REFUSED: the platform holds another file under this name; \
+                 agree the correction with UDK before anything is sent (docs/operations.md)"
+            }
             DeliveryState::Rejected { .. } => "; fix the cause, then `sf2520 reissue`",
             _ => "; run `sf2520 deliver` again",
         };
@@ -326,6 +356,7 @@ fn outcome_text(result: &DeliveryResult) -> String {
             ),
             None => format!("business receipt: {} by {recipient}", acceptance.as_str()),
         },
+        DeliveryResult::NameTaken { reason } => format!("REFUSED: {reason}"),
         DeliveryResult::Failed { reason, .. } => {
             format!("not delivered: {reason}; run `sf2520 deliver` again")
         }
@@ -359,6 +390,7 @@ fn report_json(report: &DeliveryReport) -> serde_json::Value {
             "business_receipt",
             json!({"acceptance": acceptance.as_str(), "recipient": recipient, "reason": reason}),
         ),
+        DeliveryResult::NameTaken { reason } => ("name_taken", json!({"reason": reason})),
         DeliveryResult::Failed { reason, .. } => ("failed", json!({"reason": reason})),
     };
     json!({
@@ -616,6 +648,7 @@ mod tests {
                 request,
                 others,
                 nothing_sent: false,
+                name_taken: Vec::new(),
             };
             format!("{}{}", asked.all_accepted(), asked.others_note())
         };

@@ -41,6 +41,10 @@ pub enum Exit {
     DeliveryIncomplete,
     /// The SFTP server's host key is not the pinned one.
     HostKeyMismatch,
+    /// The platform already holds another file under the name of a file to
+    /// deliver (other bytes in `OUT/`, a receipt of a delivery it never had):
+    /// that file was not uploaded, and nothing on the platform was overwritten.
+    NameTaken,
     /// What was asked needs a CPR that was erased under retention (`reconstruct`,
     /// `reissue`, `export --as-of` of a file that held an erased agreement).
     PersonalDataErased,
@@ -58,7 +62,7 @@ pub enum Exit {
 }
 
 /// The contract: every exit code, its number and what it means.
-pub const TABLE: [(Exit, u8, &str); 14] = [
+pub const TABLE: [(Exit, u8, &str); 15] = [
     (Exit::Success, 0, "success"),
     (Exit::Failure, 1, "general failure (see the message)"),
     (
@@ -107,6 +111,11 @@ pub const TABLE: [(Exit, u8, &str); 14] = [
         "the database lacks history this node acknowledged (failover lost writes)",
     ),
     (
+        Exit::NameTaken,
+        11,
+        "the platform holds another file under a name to deliver; not overwritten, not sent",
+    ),
+    (
         Exit::NoSynchronousStandby,
         12,
         "no synchronous standby: a failover could lose this write (nothing written)",
@@ -138,6 +147,7 @@ Exit codes:
     8  the SFTP host key is not the pinned one
     9  needs personal data erased under retention (sf2520 retention)
    10  the database lacks history this node acknowledged (failover lost writes)
+   11  the platform holds another file under a name to deliver; not overwritten, not sent
    12  no synchronous standby: a failover could lose this write (nothing written)
   130  stopped by SIGINT (Ctrl-C) at a safe point; nothing half-done kept
   143  stopped by SIGTERM at a safe point; nothing half-done kept

@@ -10,6 +10,11 @@
 //! it is reissued (which gives it a new `SendersFileId`). A run that died after its
 //! upload but before recording it finds the trigger or the receipt on the server and
 //! does not upload a second time.
+//!
+//! Nothing on the platform is overwritten: before an upload the server is searched
+//! for evidence that the name belongs to another file (other bytes in `OUT/`, a
+//! trigger or a receipt of a delivery this file never had), and such a file is
+//! refused as [`DeliveryResult::NameTaken`], recording nothing (exit code 11).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -28,9 +33,10 @@ use crate::domain::{
 use crate::ledger::Ledger;
 use crate::ledger::{DeliveryState, DeliveryStatus, OfficialFile};
 use crate::transport::{
-    await_receipt, business_receipts, parse_in_document, run_limited, upload, DeliveryOutcome,
-    FoundBusinessReceipt, InDocument, OutgoingFile, RemotePaths, SftpClient, SftpConfig,
-    TransportError, RECEIPT_BYTES_MAX,
+    await_receipt, business_receipts, business_receipts_via, compare_with_server,
+    parse_in_document, run_limited, upload, DeliveryOutcome, FoundBusinessReceipt, InDocument,
+    OutgoingFile, RemotePaths, ServerCopy, SftpClient, SftpConfig, TransportError,
+    RECEIPT_BYTES_MAX,
 };
 
 /// Where receipts are archived, inside the data directory.
@@ -68,6 +74,14 @@ pub enum DeliveryResult {
         acceptance: FileAcceptance,
         recipient: String,
         reason: Option<String>,
+    },
+    /// Not delivered, and never will be by itself: the platform already holds
+    /// another file under this name, or a receipt of a delivery this file never
+    /// had. Nothing was uploaded or recorded; an operator must agree the
+    /// correction with UDK (exit code 11).
+    NameTaken {
+        /// What is on the server and what to do, for the operator.
+        reason: String,
     },
     /// Not delivered in this run; a later `deliver` retries it.
     Failed {
@@ -158,13 +172,7 @@ pub fn deliver(
         async move {
             let result = deliver_one(config, shared, &item)
                 .await
-                .unwrap_or_else(|error| DeliveryResult::Failed {
-                    reason: error.to_string(),
-                    host_key_mismatch: matches!(
-                        &error,
-                        StepError::Transport(transport) if transport.is_host_key_mismatch()
-                    ),
-                });
+                .unwrap_or_else(|error| failed(&item.file.file_name, error));
             let report = DeliveryReport {
                 kommune: item.file.kommune,
                 sequence: item.file.sequence,
@@ -186,6 +194,34 @@ pub fn deliver(
         .into_inner()
         .map_err(|error| ExportError::Worker(error.to_string()))?;
     Ok((ledger, reports))
+}
+
+/// What became of a delivery that stopped with `error`.
+fn failed(file_name: &str, error: StepError) -> DeliveryResult {
+    match error {
+        StepError::NameTaken(evidence) => name_taken(file_name, &evidence),
+        StepError::Transport(transport) if transport.is_name_taken() => {
+            name_taken(file_name, &transport.to_string())
+        }
+        error => DeliveryResult::Failed {
+            reason: error.to_string(),
+            host_key_mismatch: matches!(
+                &error,
+                StepError::Transport(transport) if transport.is_host_key_mismatch()
+            ),
+        },
+    }
+}
+
+fn name_taken(file_name: &str, evidence: &str) -> DeliveryResult {
+    DeliveryResult::NameTaken {
+        reason: format!(
+            "{file_name} is not delivered: the platform already has another file under this \
+             name ({evidence}); nothing was uploaded or recorded. Never overwrite it: contact \
+             UDK/KOMBIT and compare the two files (docs/operations.md, \"The platform holds \
+             another file under this name\")"
+        ),
+    }
 }
 
 /// What the concurrent deliveries share: the ledger (one writer), the outbox and the
@@ -237,6 +273,9 @@ struct Recorded {
     hashes: HashSet<[u8; 32]>,
     /// (FileTransferUUID, SendersFileId) of every technical receipt recorded.
     transfers: Vec<(String, [u8; 16])>,
+    /// Every SendersFileId the log gives this file: its first, each reissue's,
+    /// and those uploads and receipts name.
+    deliveries: HashSet<[u8; 16]>,
 }
 
 fn recorded_receipts(
@@ -247,17 +286,28 @@ fn recorded_receipts(
     let mut recorded = Recorded::default();
     for position in ledger.delivery_positions(kommune, sequence)? {
         match ledger.event_at(position)?.event()? {
-            Event::ReceiptReceived(r) => recorded
-                .transfers
-                .push((r.file_transfer_uuid, r.senders_file_id)),
+            Event::ReceiptReceived(r) => {
+                recorded.deliveries.insert(r.senders_file_id);
+                recorded
+                    .transfers
+                    .push((r.file_transfer_uuid, r.senders_file_id));
+            }
             Event::TechnicalReceiptReceived(r) => {
                 recorded.hashes.insert(r.receipt_sha256);
+                recorded.deliveries.insert(r.senders_file_id);
                 recorded
                     .transfers
                     .push((r.file_transfer_uuid, r.senders_file_id));
             }
             Event::BusinessReceiptReceived(r) => {
                 recorded.hashes.insert(r.receipt_sha256);
+                recorded.deliveries.insert(r.senders_file_id);
+            }
+            Event::FileUploaded(r) => {
+                recorded.deliveries.insert(r.senders_file_id);
+            }
+            Event::FileReissued(r) => {
+                recorded.deliveries.insert(r.delivery_id);
             }
             _ => {}
         }
@@ -274,6 +324,9 @@ enum StepError {
     Export(#[from] ExportError),
     #[error("{0}")]
     Refused(String),
+    /// Evidence on the server that the name belongs to another file.
+    #[error("{0}")]
+    NameTaken(String),
 }
 
 /// Uploads the file of `item` unless an earlier run that died before recording it
@@ -284,16 +337,15 @@ async fn upload_once(
     item: &PendingDelivery,
 ) -> Result<(), StepError> {
     let file = &item.file;
-    let uploaded_before = match probe_earlier_upload(config, shared, file, item.senders_file_id)
-        .await?
-    {
+    let bytes = outbox_bytes(shared, file)?;
+    let uploaded_before = match probe_earlier_upload(config, shared, item, &bytes).await? {
         Probe::Nothing => false,
         Probe::AlreadyUploaded => {
             tracing::warn!(file = %file.file_name, "found this delivery on the server from a run that died before recording it; not uploading again");
             true
         }
+        Probe::NameTaken(evidence) => return Err(StepError::NameTaken(evidence)),
     };
-    let bytes = outbox_bytes(shared, file)?;
     let size_bytes = crate::transport::byte_count(&bytes);
     let remote_path = if uploaded_before {
         RemotePaths::new(config, &file.file_name).data
@@ -456,42 +508,179 @@ enum Probe {
     Nothing,
     /// Our trigger is still waiting in `OUT/`, or our receipt is already in `IN/`.
     AlreadyUploaded,
+    /// The name belongs to another file (see [`foreign_evidence`]).
+    NameTaken(String),
 }
 
 /// Looks on the server for traces of an upload of this delivery that the ledger
-/// does not know about (the process died between the upload and its event).
+/// does not know about (the process died between the upload and its event), and,
+/// when there are none, for evidence that the name belongs to another file.
 async fn probe_earlier_upload(
     config: &SftpConfig,
     shared: &Shared,
-    file: &OfficialFile,
-    id: Uuid,
+    item: &PendingDelivery,
+    bytes: &[u8],
 ) -> Result<Probe, StepError> {
+    let file = &item.file;
+    let id = item.senders_file_id;
     let paths = RemotePaths::new(config, &file.file_name);
     let client = SftpClient::connect(config).await?;
-    // Receipt, trigger, receipt again: the platform removes the trigger before it
-    // writes the receipt, so a delivery it is processing right now shows up in the
-    // second look at the receipt.
-    let recorded = shared.recorded(file.kommune, file.sequence)?;
-    let result = async {
-        if our_receipt(&client, &paths.receipt, id, &recorded.hashes).await? {
-            return Ok(Probe::AlreadyUploaded);
-        }
-        if client.exists(&paths.trigger).await? {
-            let trigger = client
-                .read_at_most(&paths.trigger, RECEIPT_BYTES_MAX)
-                .await?;
-            if String::from_utf8_lossy(&trigger).contains(&id.to_string()) {
-                return Ok(Probe::AlreadyUploaded);
-            }
-        }
-        if our_receipt(&client, &paths.receipt, id, &recorded.hashes).await? {
-            return Ok(Probe::AlreadyUploaded);
-        }
-        Ok::<_, TransportError>(Probe::Nothing)
-    }
-    .await;
+    let mut recorded = shared.recorded(file.kommune, file.sequence)?;
+    recorded.deliveries.insert(file.file_id);
+    recorded.deliveries.insert(*id.as_bytes());
+    let ours = look_for_our_upload(&client, &paths, id, &recorded).await;
+    let result = match ours {
+        Ok(Probe::Nothing) => foreign_evidence(&client, config, &paths, bytes, &recorded)
+            .await
+            .map(|found| found.map_or(Probe::Nothing, Probe::NameTaken)),
+        other => other,
+    };
     client.close().await;
     Ok(result?)
+}
+
+/// Our own trigger or receipt. Receipt, trigger, receipt again: the platform
+/// removes the trigger before it writes the receipt, so a delivery it is
+/// processing right now shows up in the second look at the receipt.
+async fn look_for_our_upload(
+    client: &SftpClient,
+    paths: &RemotePaths,
+    id: Uuid,
+    recorded: &Recorded,
+) -> Result<Probe, TransportError> {
+    let recorded = &recorded.hashes;
+    if our_receipt(client, &paths.receipt, id, recorded).await? {
+        return Ok(Probe::AlreadyUploaded);
+    }
+    if client.exists(&paths.trigger).await? {
+        let trigger = client
+            .read_at_most(&paths.trigger, RECEIPT_BYTES_MAX)
+            .await?;
+        if String::from_utf8_lossy(&trigger).contains(&id.to_string()) {
+            return Ok(Probe::AlreadyUploaded);
+        }
+    }
+    if our_receipt(client, &paths.receipt, id, recorded).await? {
+        return Ok(Probe::AlreadyUploaded);
+    }
+    Ok(Probe::Nothing)
+}
+
+/// Evidence that the name on the server belongs to another file than this one
+/// (a ledger restored from an older backup gave the same løbenummer to other
+/// bytes): other bytes in `OUT/`, a trigger of a delivery this file never had, a
+/// technical receipt naming such a SendersFileId, or a business receipt naming
+/// a FileTransferUUID the log does not know. Receipts whose SHA-256 the log
+/// holds are ours. `IN/` is looked at before and after `OUT/`: the platform
+/// takes the data file and trigger away before it writes the receipt, so a
+/// delivery it is processing meanwhile still shows in one of the looks.
+///
+/// A trigger of an earlier delivery of this file (a reissue while it waited) is
+/// removed, as it points the platform at bytes we are about to send again.
+async fn foreign_evidence(
+    client: &SftpClient,
+    config: &SftpConfig,
+    paths: &RemotePaths,
+    bytes: &[u8],
+    recorded: &Recorded,
+) -> Result<Option<String>, TransportError> {
+    if let Some(found) = foreign_technical_receipt(client, &paths.receipt, recorded).await? {
+        return Ok(Some(found));
+    }
+    let copy = compare_with_server(client, &paths.data, bytes).await?;
+    if matches!(copy, ServerCopy::Different { .. }) {
+        return Ok(Some(format!(
+            "{} holds {}; ours has {} bytes, SHA-256 {}",
+            paths.data,
+            copy.describe(),
+            bytes.len(),
+            hex(&Sha256::digest(bytes))
+        )));
+    }
+    if let Some(found) = foreign_trigger(client, &paths.trigger, recorded).await? {
+        return Ok(Some(found));
+    }
+    if let Some(found) = foreign_technical_receipt(client, &paths.receipt, recorded).await? {
+        return Ok(Some(found));
+    }
+    let name = paths.data.rsplit('/').next().unwrap_or(&paths.data);
+    for found in business_receipts_via(client, config, &[name.to_owned()]).await? {
+        let known = recorded.hashes.contains(&found.sha256)
+            || recorded
+                .transfers
+                .iter()
+                .any(|(transfer, _)| *transfer == found.receipt.file_transfer_uuid);
+        if !known {
+            return Ok(Some(format!(
+                "{} is a business receipt for FileTransferUUID {}, which no recorded delivery of this file has",
+                found.path, found.receipt.file_transfer_uuid
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// A technical receipt at `path` that the log has not recorded and that names a
+/// SendersFileId none of this file's deliveries has.
+async fn foreign_technical_receipt(
+    client: &SftpClient,
+    path: &str,
+    recorded: &Recorded,
+) -> Result<Option<String>, TransportError> {
+    if !client.exists(path).await? {
+        return Ok(None);
+    }
+    let bytes = client.read_at_most(path, RECEIPT_BYTES_MAX).await?;
+    if recorded
+        .hashes
+        .contains(&<[u8; 32]>::from(Sha256::digest(&bytes)))
+    {
+        return Ok(None);
+    }
+    Ok(match parse_in_document(&bytes) {
+        Ok(InDocument::Technical(receipt)) => receipt
+            .senders_file_id
+            .filter(|id| !recorded.deliveries.contains(id.as_bytes()))
+            .map(|id| {
+                format!("{path} answers a delivery with SendersFileId {id}, which is not one of this file's deliveries")
+            }),
+        _ => None,
+    })
+}
+
+/// A trigger at `path` for a delivery this file never had; one of an earlier
+/// delivery of this file is removed.
+async fn foreign_trigger(
+    client: &SftpClient,
+    path: &str,
+    recorded: &Recorded,
+) -> Result<Option<String>, TransportError> {
+    if !client.exists(path).await? {
+        return Ok(None);
+    }
+    let text = match client.read_at_most(path, RECEIPT_BYTES_MAX).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(TransportError::TooLarge { .. }) => {
+            return Ok(Some(format!("{path} is larger than any trigger we write")))
+        }
+        Err(error) => return Err(error),
+    };
+    let ours = recorded
+        .deliveries
+        .iter()
+        .any(|id| text.contains(&Uuid::from_bytes(*id).to_string()));
+    if !ours {
+        return Ok(Some(format!(
+            "{path} is a trigger for a delivery with none of this file's SendersFileIds"
+        )));
+    }
+    tracing::warn!(%path, "removing the trigger of an earlier delivery of this file");
+    client.remove(path).await?;
+    Ok(None)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// True when a receipt for `id` is at `path`: one naming `id`, or one naming no

@@ -75,6 +75,17 @@ pub enum TransportError {
         actual_bytes: u64,
     },
 
+    /// The server already holds something under a delivery's name that is not
+    /// ours to replace: a data file with other bytes, or a trigger for another
+    /// delivery. Nothing was overwritten (docs/operations.md, "The platform holds
+    /// another file under this name").
+    #[error("{path:?} on the server already holds {found}; it was not overwritten")]
+    NameTaken {
+        path: String,
+        /// What is there, for the operator: its size and SHA-256, or whose trigger.
+        found: String,
+    },
+
     #[error("file name {name:?} cannot be delivered: {why}")]
     InvalidFileName { name: String, why: &'static str },
 
@@ -148,8 +159,19 @@ impl TransportError {
         }
     }
 
+    /// Whether the server holds another file under a delivery's name (never
+    /// overwritten; its own exit code).
+    pub fn is_name_taken(&self) -> bool {
+        match self {
+            TransportError::NameTaken { .. } => true,
+            TransportError::RetriesExhausted { last, .. } => last.is_name_taken(),
+            _ => false,
+        }
+    }
+
     /// Whether trying again later may succeed: the server was down or unreachable,
-    /// or the connection dropped. Re-running an upload is safe: it overwrites.
+    /// or the connection dropped. Re-running an upload is safe: it finishes what an
+    /// earlier attempt of the same delivery left and replaces nothing else.
     pub fn is_retryable(&self) -> bool {
         match self {
             TransportError::Connect { .. }
@@ -166,6 +188,7 @@ impl TransportError {
             | TransportError::PrivateKey { .. }
             | TransportError::Remote { .. }
             | TransportError::InvalidFileName { .. }
+            | TransportError::NameTaken { .. }
             | TransportError::Trigger { .. }
             | TransportError::MalformedReceipt { .. }
             | TransportError::TooLarge { .. }

@@ -23,9 +23,9 @@ pub use config::{load, ConfigError, PinnedHostKey, RetryConfig, RoutingConfig, S
 pub use error::TransportError;
 pub use sftp::{plain_file_name, SftpClient};
 pub use transfer::{
-    await_receipt, business_receipts, byte_count, run_limited, trigger_for, upload,
-    DeliveryOutcome, FoundBusinessReceipt, OutgoingFile, ReceivedReceipt, RemotePaths, Uploaded,
-    RECEIPT_BYTES_MAX,
+    await_receipt, business_receipts, business_receipts_via, byte_count, compare_with_server,
+    run_limited, trigger_for, upload, DeliveryOutcome, FoundBusinessReceipt, OutgoingFile,
+    ReceivedReceipt, RemotePaths, ServerCopy, Uploaded, RECEIPT_BYTES_MAX,
 };
 pub use xml::{
     parse_in_document, parse_receipt, trigger_xml, BusinessReceipt, DynamicRouting, InDocument,

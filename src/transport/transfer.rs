@@ -3,10 +3,17 @@
 //! The steps are separate calls so the caller can record an event after each:
 //! [`upload`] puts `OUT/<name>` and, only once the server reports its full size,
 //! `OUT/<name>.trigger`; [`await_receipt`] waits for `IN/<name>.sftpreceipt`.
-//! The exporter records an event between the two. Connection failures are retried with backoff per
-//! `[sftp.retry]`; an upload attempt always starts over and overwrites, so a crash or
-//! a dropped connection between data file and trigger leaves no trigger behind, and
-//! the next call simply uploads again.
+//! The exporter records an event between the two. Connection failures are retried
+//! with backoff per `[sftp.retry]`.
+//!
+//! Nothing on the platform is overwritten. Each file is written under a staging
+//! name of this delivery's own (`<path>.<SendersFileId>.partial`) and renamed into
+//! place; SFTP's rename (version 3, which OpenSSH's server implements with
+//! `link(2)`) fails when the new name exists, so a file that appears under the name
+//! between our look and the rename is never replaced either. What an earlier
+//! attempt of the same delivery left (its staged file, the whole data file, its
+//! trigger) is finished, not redone; anything else under the name is
+//! [`TransportError::NameTaken`].
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -98,9 +105,6 @@ pub struct FoundBusinessReceipt {
 pub struct RemotePaths {
     pub data: String,
     pub trigger: String,
-    /// The trigger is written here first and renamed into place, so the platform,
-    /// which reacts to `*.trigger`, never reads a partial one.
-    pub trigger_partial: String,
     pub receipt: String,
 }
 
@@ -111,14 +115,105 @@ impl RemotePaths {
         RemotePaths {
             data: format!("{out}/{name}"),
             trigger: format!("{out}/{name}.trigger"),
-            trigger_partial: format!("{out}/{name}.trigger.partial"),
             receipt: format!("{inbox}/{name}.sftpreceipt"),
+        }
+    }
+
+    /// Where one delivery writes `path` before renaming it into place: a name of
+    /// its own, so the platform (which reacts to `*.trigger`) never reads half a
+    /// file, and two deliveries of one name never write into each other's.
+    pub fn staged(path: &str, senders_file_id: Uuid) -> String {
+        format!("{path}.{senders_file_id}.partial")
+    }
+}
+
+/// What the server holds under a data file's name, beside the bytes we mean to
+/// put there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerCopy {
+    Absent,
+    /// Exactly our bytes.
+    Same,
+    /// Fewer bytes, all of them the start of ours: an upload that an older
+    /// sf2520, which wrote straight to the name, did not finish.
+    Prefix {
+        size_bytes: u64,
+    },
+    /// Other bytes: the size the server reports, and their SHA-256 when there
+    /// are no more of them than ours (a larger file is not read).
+    Different {
+        size_bytes: u64,
+        sha256: Option<[u8; 32]>,
+    },
+}
+
+impl ServerCopy {
+    /// What is there, for a message: "other bytes (N bytes, SHA-256 …)".
+    pub fn describe(&self) -> String {
+        match self {
+            ServerCopy::Absent => "nothing".to_owned(),
+            ServerCopy::Same => "the same bytes".to_owned(),
+            ServerCopy::Prefix { size_bytes } => {
+                format!("the first {size_bytes} bytes of ours (an unfinished upload)")
+            }
+            ServerCopy::Different {
+                size_bytes,
+                sha256: Some(sha256),
+            } => format!("other bytes ({size_bytes} bytes, SHA-256 {})", hex(sha256)),
+            ServerCopy::Different { size_bytes, .. } => {
+                format!("other bytes ({size_bytes} bytes, more than ours; not read)")
+            }
         }
     }
 }
 
+/// Lower-case hex of a digest.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares the file at `path` with `bytes`: its size first, then its bytes, read
+/// bounded by our size (a larger file is never read).
+pub async fn compare_with_server(
+    client: &SftpClient,
+    path: &str,
+    bytes: &[u8],
+) -> Result<ServerCopy, TransportError> {
+    if !client.exists(path).await? {
+        return Ok(ServerCopy::Absent);
+    }
+    let ours = byte_count(bytes);
+    let size_bytes = client.size(path).await?;
+    let larger = ServerCopy::Different {
+        size_bytes,
+        sha256: None,
+    };
+    if size_bytes > ours {
+        return Ok(larger);
+    }
+    let theirs = match client.read_at_most(path, ours).await {
+        Ok(theirs) => theirs,
+        // It grew between the size and the read.
+        Err(TransportError::TooLarge { .. }) => return Ok(larger),
+        Err(error) => return Err(error),
+    };
+    let size_bytes = byte_count(&theirs);
+    Ok(if theirs == bytes {
+        ServerCopy::Same
+    } else if bytes.starts_with(&theirs) {
+        ServerCopy::Prefix { size_bytes }
+    } else {
+        ServerCopy::Different {
+            size_bytes,
+            sha256: Some(Sha256::digest(&theirs).into()),
+        }
+    })
+}
+
 /// Uploads the data file, checks its size on the server, then puts the trigger in
-/// place. Retries connection failures; each attempt starts over.
+/// place, each under a staging name renamed into place without replacing anything.
+/// Retries connection failures; each attempt finishes what an earlier one of this
+/// delivery left. A name that holds anything else is [`TransportError::NameTaken`].
 pub async fn upload(config: &SftpConfig, file: &OutgoingFile) -> Result<Uploaded, TransportError> {
     check_file_name(&file.name)?;
     let paths = RemotePaths::new(config, &file.name);
@@ -130,7 +225,7 @@ pub async fn upload(config: &SftpConfig, file: &OutgoingFile) -> Result<Uploaded
         })?;
     let what = format!("upload {}", paths.data);
     let ((), attempt) = with_retry(&config.retry, &what, |_| {
-        upload_once(config, &paths, &file.bytes, &trigger)
+        upload_once(config, &paths, file, &trigger)
     })
     .await?;
     Ok(Uploaded {
@@ -182,11 +277,11 @@ pub fn trigger_for(
 async fn upload_once(
     config: &SftpConfig,
     paths: &RemotePaths,
-    bytes: &[u8],
+    file: &OutgoingFile,
     trigger: &str,
 ) -> Result<(), TransportError> {
     let client = SftpClient::connect(config).await?;
-    let result = put_data_then_trigger(&client, paths, bytes, trigger).await;
+    let result = put_data_then_trigger(&client, paths, file, trigger).await;
     client.close().await;
     result
 }
@@ -195,34 +290,105 @@ async fn upload_once(
 async fn put_data_then_trigger(
     client: &SftpClient,
     paths: &RemotePaths,
-    bytes: &[u8],
+    file: &OutgoingFile,
     trigger: &str,
 ) -> Result<(), TransportError> {
-    // A trigger left by an earlier, interrupted delivery of this name would point the
-    // platform at the data file while we rewrite it.
-    remove_if_exists(client, &paths.trigger).await?;
-    client.upload(&paths.data, bytes).await?;
-    let expected_bytes = byte_count(bytes);
-    let actual_bytes = client.size(&paths.data).await?;
+    let id = file.senders_file_id;
+    if trigger_names(client, &paths.trigger, id).await? {
+        // An earlier attempt of this delivery got as far as its trigger.
+        return Ok(());
+    }
+    put_data(client, paths, file).await?;
+    let staged = RemotePaths::staged(&paths.trigger, id);
+    client.upload(&staged, trigger.as_bytes()).await?;
+    if let Err(error) = client.rename(&staged, &paths.trigger).await {
+        // A trigger that appeared since we looked is never replaced.
+        if trigger_names(client, &paths.trigger, id).await? {
+            let _ = client.remove(&staged).await;
+            return Ok(());
+        }
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// Whether a trigger waits at `path` for this delivery (`true`) or for none
+/// (`false`); one for another delivery of the name is [`TransportError::NameTaken`].
+async fn trigger_names(
+    client: &SftpClient,
+    path: &str,
+    senders_file_id: Uuid,
+) -> Result<bool, TransportError> {
+    if !client.exists(path).await? {
+        return Ok(false);
+    }
+    let taken = |found: String| TransportError::NameTaken {
+        path: path.to_owned(),
+        found,
+    };
+    let text = match client.read_at_most(path, RECEIPT_BYTES_MAX).await {
+        Ok(text) => text,
+        Err(TransportError::TooLarge { .. }) => {
+            return Err(taken("a trigger larger than any trigger we write".into()))
+        }
+        Err(error) => return Err(error),
+    };
+    if String::from_utf8_lossy(&text).contains(&senders_file_id.to_string()) {
+        return Ok(true);
+    }
+    Err(taken(format!(
+        "a trigger for another delivery of this name (not SendersFileId {senders_file_id})"
+    )))
+}
+
+/// Puts the data file under its name unless our bytes are there already: staged,
+/// its size checked, then renamed without replacing. No trigger waits (checked
+/// by the caller), so an unfinished upload of our own bytes may be removed first.
+async fn put_data(
+    client: &SftpClient,
+    paths: &RemotePaths,
+    file: &OutgoingFile,
+) -> Result<(), TransportError> {
+    let taken = |found: &ServerCopy| TransportError::NameTaken {
+        path: paths.data.clone(),
+        found: found.describe(),
+    };
+    match compare_with_server(client, &paths.data, &file.bytes).await? {
+        ServerCopy::Same => return Ok(()),
+        ServerCopy::Absent => {}
+        ServerCopy::Prefix { size_bytes } => {
+            tracing::warn!(path = %paths.data, size_bytes, "removing an unfinished upload of these bytes (no trigger points at it)");
+            client.remove(&paths.data).await?;
+        }
+        other => return Err(taken(&other)),
+    }
+    let staged = RemotePaths::staged(&paths.data, file.senders_file_id);
+    client.upload(&staged, &file.bytes).await?;
+    let expected_bytes = byte_count(&file.bytes);
+    let actual_bytes = client.size(&staged).await?;
     if actual_bytes != expected_bytes {
         return Err(TransportError::SizeMismatch {
-            path: paths.data.clone(),
+            path: staged,
             expected_bytes,
             actual_bytes,
         });
     }
-    client
-        .upload(&paths.trigger_partial, trigger.as_bytes())
-        .await?;
-    client.rename(&paths.trigger_partial, &paths.trigger).await
-}
-
-async fn remove_if_exists(client: &SftpClient, path: &str) -> Result<(), TransportError> {
-    if client.exists(path).await? {
-        tracing::warn!("removing {path} left by an earlier delivery attempt");
-        client.remove(path).await?;
+    let Err(error) = client.rename(&staged, &paths.data).await else {
+        return Ok(());
+    };
+    // SFTP's rename does not replace: the name was taken since we looked, or the
+    // rename failed for another reason.
+    match compare_with_server(client, &paths.data, &file.bytes).await? {
+        ServerCopy::Absent => Err(error),
+        ServerCopy::Same => {
+            let _ = client.remove(&staged).await;
+            Ok(())
+        }
+        other => {
+            let _ = client.remove(&staged).await;
+            Err(taken(&other))
+        }
     }
-    Ok(())
 }
 
 /// Waits up to `receipt_timeout_secs` for `IN/<name>.sftpreceipt` answering
@@ -402,12 +568,13 @@ pub async fn business_receipts(
         return Ok(Vec::new());
     }
     let client = SftpClient::connect(config).await?;
-    let result = find_business_receipts(&client, config, names).await;
+    let result = business_receipts_via(&client, config, names).await;
     client.close().await;
     result
 }
 
-async fn find_business_receipts(
+/// [`business_receipts`] over a connection the caller holds.
+pub async fn business_receipts_via(
     client: &SftpClient,
     config: &SftpConfig,
     names: &[String],
