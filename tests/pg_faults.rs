@@ -2,8 +2,8 @@
 //! (`support::postgres`), through the real binary:
 //!
 //! - a connection lost while a batch's COMMIT waits for a standby (committed
-//!   locally, outcome unknown to the client): `ingest` repeats the batch and every
-//!   line is found already written; a connection lost before the commit (waiting
+//!   locally, outcome unknown to the client): `ingest` connects again and finds
+//!   the commit's last event on the chain by its hash, so the batch was written; a connection lost before the commit (waiting
 //!   for the head row, or a COMMIT answered with FATAL before anything was
 //!   written): the repeat writes the batch once;
 //! - `export` SIGKILLed at four points (holding the export lock, waiting for the
@@ -327,10 +327,10 @@ fn ingest_report(run: &Run) -> serde_json::Value {
     report["files"][0].clone()
 }
 
-const LOST: &str = "the connection to PostgreSQL was lost during an ingest";
+const LOST: &str = "the connection to PostgreSQL was lost during";
 
 #[test]
-fn a_commit_whose_outcome_is_unknown_is_repeated_and_its_lines_become_duplicates() {
+fn a_commit_whose_outcome_is_unknown_is_settled_by_the_chain_and_written_once() {
     let root = tempfile::tempdir().unwrap();
     let db = database();
     let (node, input) = Node::with_batch(root.path(), &db, "pgf-ingest");
@@ -360,8 +360,8 @@ fn a_commit_whose_outcome_is_unknown_is_repeated_and_its_lines_become_duplicates
         &run,
         &mut admin,
         &node,
-        (0, 33),
-        "the repeat finds every line of the lost commit already written",
+        (33, 0),
+        "the lost commit's last event is found on the chain by its hash: the batch was written, once",
     );
 }
 
