@@ -13,8 +13,8 @@ use chrono::NaiveDate;
 use sf2520::domain::{
     Agreement, AgreementEnd, AgreementRef, Amount, BusinessReceiptReceived, Correction, Cpr, Event,
     FileAcceptance, FileExported, FileRef, FileReissued, FileUploaded, Kommune, KyRef,
-    LedgerSealed, PersonalCpr, ReceiptError, ReceiptErrorCode, ReceiptReceived, RetentionApplied,
-    SealedCpr, TechnicalReceiptReceived, Withholding,
+    LedgerSealed, LossAccepted, PersonalCpr, ReceiptError, ReceiptErrorCode, ReceiptReceived,
+    RetentionApplied, SealedCpr, TechnicalReceiptReceived, Withholding,
 };
 use sf2520::ledger::{chain_hash, decode_payload, CURRENT_SCHEMA_VERSION, GENESIS_HASH};
 use sha2::{Digest, Sha256};
@@ -50,6 +50,7 @@ fn variant_index(event: &Event) -> u32 {
         Event::BusinessReceiptReceived(_) => 9,
         Event::RetentionApplied(_) => 10,
         Event::LedgerSealed(_) => 11,
+        Event::LossAccepted(_) => 12,
     }
 }
 
@@ -177,6 +178,13 @@ fn samples() -> Vec<Event> {
             source_head_position: 10,
             source_head_hash: Sha256::digest(b"the old ledger's head").into(),
             sealed_events: 2,
+        }),
+        Event::LossAccepted(LossAccepted {
+            lost_position: 14,
+            lost_hash: Sha256::digest(b"the head the database lost").into(),
+            database_head_position: 12,
+            node: "node1.example".into(),
+            files: vec!["SF2520_0751_20261101_000002.txt".into()],
         }),
     ]
 }

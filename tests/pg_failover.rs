@@ -53,9 +53,8 @@ impl Pair {
     /// standby's own `synchronous_standby_names` is empty: promoted, it runs
     /// alone (as Patroni's non-strict `synchronous_mode` does).
     fn start(synchronous: bool) -> Pair {
-        let bin = installed_bin().expect(
-            "the PostgreSQL server is not installed: run scripts/install-test-deps.sh",
-        );
+        let bin = installed_bin()
+            .expect("the PostgreSQL server is not installed: run scripts/install-test-deps.sh");
         let primary = Server::start(&bin, &[("synchronous_commit", "on"), ("fsync", "on")]);
         primary.create_database(DATABASE);
         let standby =
@@ -231,8 +230,11 @@ fn a_synchronous_pair_loses_no_acknowledged_batch_and_the_run_finishes_on_the_ne
     // primary: it is mid-transaction when the primary dies.
     let mut holder = pair.primary.connect(DATABASE);
     let mut lock = holder.transaction().unwrap();
-    lock.query_one("SELECT position FROM ledger_head WHERE id = 1 FOR UPDATE", &[])
-        .unwrap();
+    lock.query_one(
+        "SELECT position FROM ledger_head WHERE id = 1 FOR UPDATE",
+        &[],
+    )
+    .unwrap();
     let input = root.path().join("round-3.jsonl");
     fs::write(&input, batch(3)).unwrap();
     let mut ingest = node.spawn(&["ingest", input.to_str().unwrap()]);
@@ -263,7 +265,8 @@ fn a_synchronous_pair_loses_no_acknowledged_batch_and_the_run_finishes_on_the_ne
             "withholding W-{n} once on the new primary"
         );
     }
-    node.run(&["verify"]).expect_success("verify on the new primary");
+    node.run(&["verify"])
+        .expect_success("verify on the new primary");
     let totals = node.run(&["totals", "--json"]).expect_success("totals");
     let totals: serde_json::Value = serde_json::from_str(totals.stdout.trim()).unwrap();
     let withheld: i64 = totals["rows"]
@@ -272,7 +275,11 @@ fn a_synchronous_pair_loses_no_acknowledged_batch_and_the_run_finishes_on_the_ne
         .iter()
         .map(|row| row["totals"]["withheld_ore"].as_i64().unwrap())
         .sum();
-    assert_eq!(withheld, 40 * 1234, "40 withholdings of 12.34 kr.: {totals}");
+    assert_eq!(
+        withheld,
+        40 * 1234,
+        "40 withholdings of 12.34 kr.: {totals}"
+    );
 }
 
 #[test]
@@ -315,7 +322,8 @@ fn an_export_cut_short_by_a_failover_finishes_with_each_entry_in_exactly_one_fil
     let files = assert_exactly_once(&ledger, &node.dir.join("outbox"));
     assert_eq!(files, 3, "one file per kommune");
     drop(ledger);
-    node.run(&["verify"]).expect_success("verify after the failover");
+    node.run(&["verify"])
+        .expect_success("verify after the failover");
 }
 
 /// Sends signal `name` to the process `pid` with kill(1).
@@ -336,12 +344,32 @@ fn a_lossy_promotion_is_refused_by_every_node_that_holds_evidence_of_the_loss() 
     let b = Node::new(root.path(), &pair, "pgfo-b", Some(&a));
 
     // Two hosts and no synchronous standby: writes are refused, and said so.
-    let refused = a.ingest(0, &batch(0)).expect_code(12, "an ingest without a synchronous standby");
-    assert!(refused.stderr.contains("synchronous_standby_names is empty"), "{}", refused.stderr);
-    let check = a.run(&["status", "--check"]).expect_code(2, "status --check");
-    assert!(check.stdout.starts_with("SF2520 CRITICAL - database: synchronous_standby_names is empty"), "{}", check.stdout);
+    let refused = a
+        .ingest(0, &batch(0))
+        .expect_code(12, "an ingest without a synchronous standby");
+    assert!(
+        refused
+            .stderr
+            .contains("synchronous_standby_names is empty"),
+        "{}",
+        refused.stderr
+    );
+    let check = a
+        .run(&["status", "--check"])
+        .expect_code(2, "status --check");
+    assert!(
+        check
+            .stdout
+            .starts_with("SF2520 CRITICAL - database: synchronous_standby_names is empty"),
+        "{}",
+        check.stdout
+    );
     let config = a.run(&["config", "check"]).expect_code(12, "config check");
-    assert!(config.stdout.contains("NOT synchronous"), "{}", config.stdout);
+    assert!(
+        config.stdout.contains("NOT synchronous"),
+        "{}",
+        config.stdout
+    );
 
     for node in [&a, &b] {
         node.configure("require_synchronous = false");
@@ -363,8 +391,10 @@ fn a_lossy_promotion_is_refused_by_every_node_that_holds_evidence_of_the_loss() 
     });
     drop(standby);
     // Acknowledged on the old primary only: A's batch, then B's export.
-    a.ingest(1, &batch(1)).expect_success("an ingest the standby never sees");
-    b.run(&["export"]).expect_success("an export the standby never sees");
+    a.ingest(1, &batch(1))
+        .expect_success("an ingest the standby never sees");
+    b.run(&["export"])
+        .expect_success("an export the standby never sees");
     let lost: Vec<String> = fs::read_dir(b.dir.join("outbox"))
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
@@ -387,38 +417,76 @@ fn a_lossy_promotion_is_refused_by_every_node_that_holds_evidence_of_the_loss() 
         let refused = node
             .ingest(2, &batch(2))
             .expect_code(10, "an ingest on a database that lost this node's history");
-        assert!(refused.stderr.contains("committed events are missing"), "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains("committed events are missing"),
+            "{}",
+            refused.stderr
+        );
         assert!(refused.stderr.contains("ledger.head"), "{}", refused.stderr);
         node.run(&["export"])
             .expect_code(10, "an export on a database that lost this node's history");
-        let check = node.run(&["status", "--check"]).expect_code(2, "status --check");
-        assert!(check.stdout.starts_with("SF2520 CRITICAL - "), "{}", check.stdout);
+        let check = node
+            .run(&["status", "--check"])
+            .expect_code(2, "status --check");
+        assert!(
+            check.stdout.starts_with("SF2520 CRITICAL - "),
+            "{}",
+            check.stdout
+        );
     }
     let head_after: i64 = new_primary
         .query_one("SELECT position FROM ledger_head", &[])
         .unwrap()
         .get(0);
-    assert_eq!(head_after, head_before, "no node wrote: the chain is not forked");
+    assert_eq!(
+        head_after, head_before,
+        "no node wrote: the chain is not forked"
+    );
 
     // The explicit way on: a dry run names the loss and changes nothing.
-    let hash: String = b_mark.hash.iter().map(|byte| format!("{byte:02x}")).collect();
-    let plan = b.run(&["accept-loss"]).expect_code(10, "accept-loss without --apply");
+    let hash: String = b_mark
+        .hash
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let plan = b
+        .run(&["accept-loss"])
+        .expect_code(10, "accept-loss without --apply");
     assert!(plan.stdout.contains(&hash), "{}", plan.stdout);
     for name in &lost {
-        assert!(plan.stdout.contains(name.as_str()), "{name}: {}", plan.stdout);
-        assert!(b.dir.join("outbox").join(name).exists(), "the dry run moved nothing");
+        assert!(
+            plan.stdout.contains(name.as_str()),
+            "{name}: {}",
+            plan.stdout
+        );
+        assert!(
+            b.dir.join("outbox").join(name).exists(),
+            "the dry run moved nothing"
+        );
     }
     b.run(&["accept-loss", "--apply", "--position", "1", "--hash", &hash])
         .expect_code(3, "the wrong head typed back");
     let position = b_mark.position.to_string();
-    b.run(&["accept-loss", "--apply", "--position", &position, "--hash", &hash])
-        .expect_success("accept-loss --apply");
+    b.run(&[
+        "accept-loss",
+        "--apply",
+        "--position",
+        &position,
+        "--hash",
+        &hash,
+    ])
+    .expect_success("accept-loss --apply");
     for name in &lost {
-        assert!(b.dir.join("outbox/.lost").join(name).exists(), "{name} moved aside");
+        assert!(
+            b.dir.join("outbox/.lost").join(name).exists(),
+            "{name} moved aside"
+        );
     }
     assert_eq!(events_in(&mut new_primary, "ledger"), 1, "one LossAccepted");
-    b.run(&["export"]).expect_success("B exports again after accepting the loss");
+    b.run(&["export"])
+        .expect_success("B exports again after accepting the loss");
     b.run(&["verify"]).expect_success("verify");
     // A still refuses until it, too, accepts.
-    a.ingest(3, &batch(3)).expect_code(10, "A has its own evidence");
+    a.ingest(3, &batch(3))
+        .expect_code(10, "A has its own evidence");
 }

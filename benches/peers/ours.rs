@@ -146,9 +146,11 @@ pub(crate) fn build_big_log(dir: &Path, seed: u64, events: u64) -> f64 {
     let mut ledger = Ledger::open(dir).expect("open big ledger");
     let mut workload = Workload::new(seed, big_entries(events));
     let append = |ledger: &mut Ledger, batch: Vec<sf2520::domain::Command>| {
+        // `write` may repeat its work after a lost connection (PostgreSQL only).
+        let mut batch = Some(batch);
         ledger
             .write(|appender| {
-                for command in batch {
+                for command in batch.take().unwrap_or_default() {
                     appender.append(&command.into_event())?;
                 }
                 Ok(())

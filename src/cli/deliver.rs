@@ -465,28 +465,12 @@ pub(super) fn run_config_check(
 ) -> anyhow::Result<ExitCode> {
     let path = config_to_check(data_dir, config)?;
     let shown = path.display().to_string();
-    let (database, database_line, unsafe_database) = database_check(data_dir);
-    if let (false, Some(line)) = (json, &database_line) {
-        println!("{line}");
-    }
-    // A database that cannot keep its promise is the check's finding too.
-    let success = if unsafe_database {
-        Exit::NoSynchronousStandby.into()
-    } else {
-        ExitCode::SUCCESS
-    };
-    // One line of text, or one JSON document, per outcome.
+    let (database, success) = database_preamble(data_dir, json);
+    // One line of text, or one JSON document (with the database), per outcome.
     let say = |fields: Value, text: String| -> io::Result<()> {
-        let mut out = io::stdout().lock();
-        if json {
-            let mut document = json!({"path": shown, "database": database});
-            if let (Some(document), Some(fields)) = (document.as_object_mut(), fields.as_object()) {
-                document.extend(fields.clone());
-            }
-            writeln!(out, "{document}")
-        } else {
-            writeln!(out, "{text}")
-        }
+        let document = merged(json!({"path": shown, "database": database}), &fields);
+        let line = if json { document.to_string() } else { text };
+        writeln!(io::stdout().lock(), "{line}")
     };
     if !path.exists() {
         say(
@@ -537,6 +521,30 @@ pub(super) fn run_config_check(
         ),
     )?;
     Ok(success)
+}
+
+/// `document` with the fields of `fields` added.
+fn merged(mut document: Value, fields: &Value) -> Value {
+    if let (Some(document), Some(fields)) = (document.as_object_mut(), fields.as_object()) {
+        document.extend(fields.clone());
+    }
+    document
+}
+
+/// The database part of `config check`: its JSON, printed first as a line of
+/// text, and the code a check with nothing else wrong exits with (12 when a
+/// required synchronous standby is missing: the database's finding too).
+fn database_preamble(data_dir: &Path, json: bool) -> (Value, ExitCode) {
+    let (database, line, unsafe_database) = database_check(data_dir);
+    if let (false, Some(line)) = (json, &line) {
+        println!("{line}");
+    }
+    let success = if unsafe_database {
+        Exit::NoSynchronousStandby.into()
+    } else {
+        ExitCode::SUCCESS
+    };
+    (database, success)
 }
 
 /// The ledger's database as `config check` reports it: on PostgreSQL the

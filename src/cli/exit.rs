@@ -229,9 +229,7 @@ fn ledger(error: &LedgerError) -> Option<Exit> {
             crate::interrupt::StopSignal::Terminate => Exit::Terminated,
         }),
         LedgerError::ExportRunning { .. } | LedgerError::Busy { .. } => Some(Exit::ExportRunning),
-        LedgerError::BehindMark { .. } | LedgerError::MarkMismatch { .. } => {
-            Some(Exit::HistoryLost)
-        }
+        LedgerError::BehindMark(_) | LedgerError::MarkMismatch(_) => Some(Exit::HistoryLost),
         LedgerError::NoSynchronousStandby { .. } => Some(Exit::NoSynchronousStandby),
         LedgerError::DamagedMark { .. } => Some(Exit::LedgerDamaged),
         LedgerError::UnknownAgreement { .. }

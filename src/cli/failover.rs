@@ -46,7 +46,11 @@ pub(super) fn run(data_dir: &Path, args: &AcceptLossArgs) -> anyhow::Result<Exit
     let (Some(refusal), Some(mark)) = (refusal, read_mark(data_dir)?) else {
         let head = ledger.head()?;
         if args.json {
-            writeln!(out, "{}", json!({"loss": false, "head_position": head.position}))?;
+            writeln!(
+                out,
+                "{}",
+                json!({"loss": false, "head_position": head.position})
+            )?;
         } else {
             writeln!(out, "the database holds every head this node acknowledged (ledger.head): there is no loss to accept; head position {}", head.position)?;
         }
@@ -72,45 +76,75 @@ pub(super) fn run(data_dir: &Path, args: &AcceptLossArgs) -> anyhow::Result<Exit
         }
     };
     if !apply {
-        print_plan(&mut out, &refusal.to_string(), &mark, head.position, &outbox, &lost, args.json)?;
+        print_plan(
+            &mut out,
+            &refusal.to_string(),
+            &mark,
+            head.position,
+            &outbox,
+            &lost,
+            args.json,
+        )?;
         return Ok(Exit::HistoryLost.into());
     }
-    let moved = move_lost(&outbox, &lost)?;
+    apply_loss(
+        &mut ledger,
+        &mut out,
+        &mark,
+        head.position,
+        &outbox,
+        &lost,
+        args.json,
+    )
+}
+
+/// Moves the lost files aside, records `LossAccepted`, moves the mark, and says
+/// what was done.
+fn apply_loss(
+    ledger: &mut Ledger,
+    out: &mut dyn Write,
+    mark: &HeadMark,
+    head_position: u64,
+    outbox: &Path,
+    lost: &[LostFile],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let moved = move_lost(outbox, lost)?;
     let event = LossAccepted {
         lost_position: mark.position,
         lost_hash: mark.hash,
-        database_head_position: head.position,
+        database_head_position: head_position,
         node: crate::ledger::host_name(),
         files: lost.iter().map(|file| file.name.clone()).collect(),
     };
     let new_head = ledger.accept_loss(event)?;
-    tracing::warn!(lost_position = mark.position, lost_hash = %hex(&mark.hash), database_head = head.position, files = lost.len(), "accepted the loss of history this node had acknowledged");
-    if args.json {
+    tracing::warn!(lost_position = mark.position, lost_hash = %hex(&mark.hash), database_head = head_position, files = lost.len(), "accepted the loss of history this node had acknowledged");
+    let anchor = crate::audit::Anchor::of(&new_head).to_string();
+    if json {
         writeln!(
             out,
             "{}",
             json!({
                 "loss": true, "applied": true, "lost_position": mark.position,
-                "lost_hash": hex(&mark.hash), "database_head_position": head.position,
-                "recorded_at_position": new_head.position, "moved": moved,
-                "head": crate::audit::Anchor::of(&new_head).to_string(),
+                "lost_hash": hex(&mark.hash), "database_head_position": head_position,
+                "recorded_at_position": new_head.position, "moved": moved, "head": anchor,
             })
         )?;
-    } else {
-        writeln!(
-            out,
-            "accepted: the loss of positions {}..={} (this node's head {}:{}) is recorded as LossAccepted at position {}",
-            head.position + 1,
-            mark.position,
-            mark.position,
-            hex(&mark.hash),
-            new_head.position
-        )?;
-        for path in &moved {
-            writeln!(out, "moved {}", for_terminal(path))?;
-        }
-        writeln!(out, "head: {}", crate::audit::Anchor::of(&new_head))?;
+        return Ok(ExitCode::SUCCESS);
     }
+    writeln!(
+        out,
+        "accepted: the loss of positions {}..={} (this node's head {}:{}) is recorded as LossAccepted at position {}",
+        head_position + 1,
+        mark.position,
+        mark.position,
+        hex(&mark.hash),
+        new_head.position
+    )?;
+    for path in &moved {
+        writeln!(out, "moved {}", for_terminal(path))?;
+    }
+    writeln!(out, "head: {anchor}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -187,7 +221,11 @@ fn print_plan(
         head_position
     )?;
     if lost.is_empty() {
-        writeln!(out, "no official file in {} is missing from the database", outbox.display())?;
+        writeln!(
+            out,
+            "no official file in {} is missing from the database",
+            outbox.display()
+        )?;
     }
     for file in lost {
         writeln!(

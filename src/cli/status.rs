@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 
 use crate::export::{default_outbox, files_in_scope, DeliverRequest};
-use crate::ledger::{Replication, DeliveryState, Head, Ledger, OfficialFile};
+use crate::ledger::{DeliveryState, Head, Ledger, OfficialFile, Replication};
 use crate::transport::load;
 
 use super::deliver::config_path;
@@ -329,8 +329,7 @@ fn history_lost(error: &anyhow::Error) -> bool {
     matches!(
         error.downcast_ref::<crate::ledger::LedgerError>(),
         Some(
-            crate::ledger::LedgerError::BehindMark { .. }
-                | crate::ledger::LedgerError::MarkMismatch { .. }
+            crate::ledger::LedgerError::BehindMark(_) | crate::ledger::LedgerError::MarkMismatch(_)
         )
     )
 }
@@ -346,7 +345,11 @@ fn replication_line(replication: &Result<(Replication, bool), String>) -> String
             format!(
                 "{promise}; standbys: {}; synchronous standby {}",
                 for_terminal(&replication.describe_standbys()),
-                if *required { "required" } else { "not required" }
+                if *required {
+                    "required"
+                } else {
+                    "not required"
+                }
             )
         }
         Err(error) => format!("cannot be read: {}", for_terminal(error)),

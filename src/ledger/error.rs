@@ -114,38 +114,13 @@ pub enum LedgerError {
     )]
     DamagedMark { path: PathBuf },
 
-    #[error(
-        "the ledger in {database} ends at position {head_position}, but this node \
-         acknowledged position {mark_position} (hash {mark_hash}, recorded in {dir}/ledger.head): \
-         committed events are missing, {cause}. Nothing was written. Whatever this node \
-         handed out after position {head_position} (ingests it acknowledged, official \
-         files in its outbox or delivered, receipts, backups, signed checkpoints) names \
-         history the database no longer holds, and writing now would give its positions \
-         and løbenumre to other events. {remedy}"
-    )]
-    BehindMark {
-        dir: PathBuf,
-        database: String,
-        head_position: u64,
-        mark_position: u64,
-        mark_hash: String,
-        cause: &'static str,
-        remedy: &'static str,
-    },
+    /// The database ends before the head this node acknowledged.
+    #[error("{0}")]
+    BehindMark(Box<LostHistory>),
 
-    #[error(
-        "the ledger in {database} has another event at position {position} than the one \
-         this node acknowledged there (hash {mark_hash}, recorded in {dir}/ledger.head): \
-         its history was replaced, {cause}. Nothing was written. {remedy}"
-    )]
-    MarkMismatch {
-        dir: PathBuf,
-        database: String,
-        position: u64,
-        mark_hash: String,
-        cause: &'static str,
-        remedy: &'static str,
-    },
+    /// The database holds another event where this node acknowledged one.
+    #[error("{0}")]
+    MarkMismatch(Box<LostHistory>),
 
     #[error(
         "{database} cannot keep the promise that a committed write survives a failover: \
@@ -338,5 +313,59 @@ fn schema_hint(found: i64, expected: i64) -> &'static str {
          as a backup is only read, so upgrade it that way first"
     } else {
         ". It was written by a newer sf2520; use that version"
+    }
+}
+
+/// What a database lacks of the history a node acknowledged (its head mark):
+/// [`LedgerError::BehindMark`] or [`LedgerError::MarkMismatch`].
+#[derive(Debug)]
+pub struct LostHistory {
+    /// The node's data directory, whose `ledger.head` holds the mark.
+    pub dir: PathBuf,
+    /// The database, for messages (a file, or a URL without its password).
+    pub database: String,
+    /// The database's head position.
+    pub head_position: u64,
+    /// The head this node acknowledged.
+    pub mark_position: u64,
+    pub mark_hash: String,
+    /// How this comes about on the backend, and what to do.
+    pub cause: &'static str,
+    pub remedy: &'static str,
+}
+
+impl std::fmt::Display for LostHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let LostHistory {
+            dir,
+            database,
+            head_position,
+            mark_position,
+            mark_hash,
+            cause,
+            remedy,
+        } = self;
+        let dir = dir.display();
+        if head_position < mark_position {
+            write!(
+                f,
+                "the ledger in {database} ends at position {head_position}, but this node \
+                 acknowledged position {mark_position} (hash {mark_hash}, recorded in \
+                 {dir}/ledger.head): committed events are missing, {cause}. Nothing was \
+                 written. Whatever this node handed out after position {head_position} \
+                 (ingests it acknowledged, official files in its outbox or delivered, \
+                 receipts, backups, signed checkpoints) names history the database no longer \
+                 holds, and writing now would give its positions and løbenumre to other \
+                 events. {remedy}"
+            )
+        } else {
+            write!(
+                f,
+                "the ledger in {database} has another event at position {mark_position} than \
+                 the one this node acknowledged there (hash {mark_hash}, recorded in \
+                 {dir}/ledger.head): its history was replaced, {cause}. Nothing was written. \
+                 {remedy}"
+            )
+        }
     }
 }

@@ -36,7 +36,7 @@ pub use datadir::{
     VERIFY_RECORD_FILE, WRITER_NOTE_FILE,
 };
 pub use entries::EntryRange;
-pub use error::{LedgerError, LineError};
+pub use error::{LedgerError, LineError, LostHistory};
 pub use files::{file_stream, DeliveryState, DeliveryStatus, OfficialFile, ProjectionDamage};
 pub use keys::{key_file_path, set_key_file, KeyFile, KEY_FILE};
 pub use migrate::{MigrateReport, SealReport};

@@ -248,7 +248,9 @@ impl DatabaseUrl {
                         logged = true;
                     }
                     // A backoff between attempts, never past the deadline.
-                    std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                    std::thread::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    );
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }

@@ -366,8 +366,7 @@ impl Ledger {
     /// are not checked against the mark; [`Ledger::accept_loss`] moves the mark.
     pub fn open_for_loss(dir: &Path) -> Result<(Ledger, Option<LedgerError>), LedgerError> {
         let location = Location::of(dir);
-        let mut ledger =
-            Ledger::open_checking(&location, false, DEFAULT_TOTALS_BLOCK, false)?;
+        let mut ledger = Ledger::open_checking(&location, false, DEFAULT_TOTALS_BLOCK, false)?;
         let refusal = check_mark(&ledger.db, dir, None, None).err();
         if refusal.is_some() {
             ledger.marks_head = false;
@@ -863,16 +862,11 @@ impl Ledger {
             datadir::note_writer(&self.dir, activity);
         }
         let head = tx.head;
-        match self.check_before_writing(head) {
-            Ok(mark) => self.checked_mark = mark,
-            Err(error) => {
-                drop(tx);
-                return Err(lost(self, error));
+        let floor_us = match self.check_before_writing(head) {
+            Ok((mark, floor_us)) => {
+                self.checked_mark = mark;
+                floor_us
             }
-        }
-        // tidy: allow(unwrap-or): absent until the first export fixes a cut-off, and no floor then.
-        let floor_us = match read_meta(&self.db, FLOOR_KEY) {
-            Ok(floor) => floor.unwrap_or(0),
             Err(error) => {
                 drop(tx);
                 return Err(lost(self, error));
@@ -909,23 +903,39 @@ impl Ledger {
         // The last safe point: a stop asked for now leaves nothing written.
         crate::interrupt::check().map_err(|stop| Attempt::Failed(stop.into()))?;
         if let Err(error) = tx.commit(new_head, &self.dir) {
-            match lost(self, error) {
-                Attempt::Lost(error) => {
-                    // The answer to COMMIT was lost: ask the chain.
-                    self.reconnect().map_err(Attempt::Failed)?;
-                    if !(advanced && self.holds(new_head).map_err(Attempt::Failed)?) {
-                        return Err(Attempt::Reconnected(error));
-                    }
-                    tracing::warn!(%error, position = new_head.position, "the connection to PostgreSQL was lost during the commit of {activity}; connected again, and the database holds its last event with its hash: it was committed");
-                }
-                other => return Err(other),
-            }
+            let attempt = lost(self, error);
+            self.settle_commit(attempt, advanced.then_some(new_head), activity)?;
         }
         self.memo.valid_at = Some(new_head);
         if advanced && self.marks_head {
             self.note_committed(&new_head);
         }
         Ok(result)
+    }
+
+    /// After a COMMIT that failed: if the connection was lost with the answer,
+    /// connects again and asks the chain whether the transaction's last event
+    /// (`written`, if it appended any) is there. `Ok` when it is: the commit
+    /// happened.
+    fn settle_commit(
+        &mut self,
+        attempt: Attempt,
+        written: Option<Head>,
+        activity: &str,
+    ) -> Result<(), Attempt> {
+        let Attempt::Lost(error) = attempt else {
+            return Err(attempt);
+        };
+        self.reconnect().map_err(Attempt::Failed)?;
+        let committed = match written {
+            Some(head) => self.holds(head).map_err(Attempt::Failed)?,
+            None => false,
+        };
+        if !committed {
+            return Err(Attempt::Reconnected(error));
+        }
+        tracing::warn!(%error, "the connection to PostgreSQL was lost during the commit of {activity}; connected again, and the database holds its last event with its hash: it was committed");
+        Ok(())
     }
 
     /// Moves the head mark to a head this node was told is committed. The commit
@@ -948,7 +958,11 @@ impl Ledger {
     /// What a write checks under the write lock, before it writes anything: that
     /// the database holds every head this node acknowledged (its mark), and, on a
     /// PostgreSQL that must be, that a synchronous standby is attached.
-    fn check_before_writing(&self, head: Head) -> Result<Option<datadir::HeadMark>, LedgerError> {
+    /// Returns the mark checked and the recorded-at floor (`meta`).
+    fn check_before_writing(
+        &self,
+        head: Head,
+    ) -> Result<(Option<datadir::HeadMark>, i64), LedgerError> {
         let mark = if self.marks_head {
             check_mark(&self.db, &self.dir, Some(head), self.checked_mark)?
         } else {
@@ -964,7 +978,9 @@ impl Ledger {
                 }
             }
         }
-        Ok(mark)
+        // tidy: allow(unwrap-or): absent until the first export fixes a cut-off, and no floor then.
+        let floor_us = read_meta(&self.db, FLOOR_KEY)?.unwrap_or(0);
+        Ok((mark, floor_us))
     }
 
     /// Whether the database's log holds `head`'s event at its position with its
@@ -1804,17 +1820,17 @@ fn check_mark(
         Db::Sqlite(_) => dir.join(DATABASE_FILE).display().to_string(),
         Db::Postgres(session) => session.url().describe(),
     };
-    let mark_hash = hex(&mark.hash);
+    let lost = |head_position| super::error::LostHistory {
+        dir: dir.to_path_buf(),
+        database: database.clone(),
+        head_position,
+        mark_position: mark.position,
+        mark_hash: hex(&mark.hash),
+        cause,
+        remedy,
+    };
     if head.position < mark.position {
-        return Err(LedgerError::BehindMark {
-            dir: dir.to_path_buf(),
-            database,
-            head_position: head.position,
-            mark_position: mark.position,
-            mark_hash,
-            cause,
-            remedy,
-        });
+        return Err(LedgerError::BehindMark(Box::new(lost(head.position))));
     }
     let hash: Option<[u8; 32]> = if head.position == mark.position {
         Some(head.hash)
@@ -1830,14 +1846,7 @@ fn check_mark(
         _ => mark.position == 0 && mark.hash == GENESIS_HASH,
     };
     if !matches {
-        return Err(LedgerError::MarkMismatch {
-            dir: dir.to_path_buf(),
-            database,
-            position: mark.position,
-            mark_hash,
-            cause,
-            remedy,
-        });
+        return Err(LedgerError::MarkMismatch(Box::new(lost(head.position))));
     }
     Ok(Some(mark))
 }

@@ -136,7 +136,16 @@ impl Server {
         let log = self.log_file();
         self.run_checked(
             "pg_ctl",
-            &["-D", path_str(&data), "-l", path_str(&log), "-w", "-t", "60", "start"],
+            &[
+                "-D",
+                path_str(&data),
+                "-l",
+                path_str(&log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         );
     }
 
@@ -144,13 +153,19 @@ impl Server {
     /// directory: a primary lost in a failover.
     pub(crate) fn kill(&self) {
         let data = self.data_dir();
-        self.run_checked("pg_ctl", &["-D", path_str(&data), "-m", "immediate", "-w", "stop"]);
+        self.run_checked(
+            "pg_ctl",
+            &["-D", path_str(&data), "-m", "immediate", "-w", "stop"],
+        );
     }
 
     /// Promotes a standby to primary (`pg_ctl promote`, waiting until it is).
     pub(crate) fn promote(&self) {
         let data = self.data_dir();
-        self.run_checked("pg_ctl", &["-D", path_str(&data), "-w", "-t", "60", "promote"]);
+        self.run_checked(
+            "pg_ctl",
+            &["-D", path_str(&data), "-w", "-t", "60", "promote"],
+        );
     }
 
     /// A server directory with no cluster in it yet, watched by its watchdog.
