@@ -370,6 +370,17 @@ fn a_lossy_promotion_is_refused_by_every_node_that_holds_evidence_of_the_loss() 
         "{}",
         config.stdout
     );
+    let metrics = a.run(&["metrics"]).expect_success("metrics");
+    for sample in [
+        "sf2520_database_synchronous 0",
+        "sf2520_database_standbys 1",
+    ] {
+        assert!(
+            metrics.stdout.lines().any(|line| line == sample),
+            "{sample}: {}",
+            metrics.stdout
+        );
+    }
 
     for node in [&a, &b] {
         node.configure("require_synchronous = false");

@@ -346,7 +346,9 @@ fn a_database_behind_the_nodes_last_head_is_refused() {
              UPDATE ledger_head SET position = 1, hash = (SELECT hash FROM events WHERE position = 1)",
         )
         .unwrap();
-    on_pg(&dir, &db, &["ingest", batch.to_str().unwrap()]).expect_refusal("committed position 2");
+    on_pg(&dir, &db, &["ingest", batch.to_str().unwrap()])
+        .expect_code(10, "an ingest on a database behind this node's head")
+        .expect_refusal("acknowledged position 2");
     let count: i64 = client
         .query_one("SELECT COUNT(*) FROM events", &[])
         .unwrap()

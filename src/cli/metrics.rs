@@ -117,6 +117,36 @@ pub(super) fn render(ledger: &Ledger, snapshot: &Snapshot) -> anyhow::Result<Str
     Ok(text)
 }
 
+/// On PostgreSQL: whether the primary keeps the promise that a committed write
+/// survives a failover (a synchronous standby attached), and how many
+/// standbys stream from it. Nothing on SQLite.
+fn render_replication(text: &mut String, snapshot: &Snapshot) {
+    match &snapshot.replication {
+        None => {}
+        Some(Err(message)) => eprintln!("warning: replication: {}", for_terminal(message)),
+        Some(Ok((replication, required))) => {
+            gauge(
+                text,
+                "sf2520_database_synchronous",
+                "1 when the PostgreSQL primary has a synchronous standby and commits wait for it; 0 when a failover may lose acknowledged writes.",
+                u8::from(replication.shortfall().is_none()),
+            );
+            gauge(
+                text,
+                "sf2520_database_synchronous_required",
+                "1 when writes are refused without a synchronous standby ([database] require_synchronous).",
+                u8::from(*required),
+            );
+            gauge(
+                text,
+                "sf2520_database_standbys",
+                "Standbys the PostgreSQL primary lists in pg_stat_replication.",
+                replication.standbys.len(),
+            );
+        }
+    }
+}
+
 /// KY's inbox, when one is named: its waiting files, the oldest one's age and
 /// its rejected files. An inbox that cannot be listed has no samples (the
 /// collector's series go stale) and is said on stderr.
@@ -160,6 +190,7 @@ pub(super) fn run(
     let snapshot = Snapshot::read(&ledger, data_dir, config, args.inbox.as_deref())?;
     let mut text = render(&ledger, &snapshot)?;
     render_inbox(&mut text, &snapshot, chrono::Utc::now().timestamp_micros());
+    render_replication(&mut text, &snapshot);
     if let Some(Ok(record)) = &snapshot.last_verify {
         gauge(
             &mut text,
