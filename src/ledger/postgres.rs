@@ -232,14 +232,57 @@ impl DatabaseUrl {
         self.config.get_hosts().len()
     }
 
+    /// The URL without its password, for messages and logs.
+    pub fn describe(&self) -> String {
+        redact(&self.text)
+    }
+
+    /// A new connection.
+    pub fn connect(&self) -> Result<Client, LedgerError> {
+        self.connect_as(None)
+    }
+
+    /// A new connection with `application_name` set to `name` (what
+    /// `pg_stat_activity` shows, and how a waiting export names the holder).
+    /// With more than one host (a primary and its standbys), a command that
+    /// starts during a failover waits for a primary as a running one does
+    /// ([`DatabaseUrl::connect_until`]); with one host it fails at once, so that a
+    /// wrong URL is said without delay.
+    pub fn connect_as(&self, name: Option<&str>) -> Result<Client, LedgerError> {
+        if self.host_count() > 1 {
+            self.connect_named_until(name, Instant::now() + self.failover_wait)
+        } else {
+            self.connect_once(name)
+        }
+    }
+
+    fn connect_once(&self, name: Option<&str>) -> Result<Client, LedgerError> {
+        let mut config = self.config.clone();
+        if let Some(name) = name {
+            config.application_name(name);
+        }
+        config.connect(NoTls).map_err(|error| LedgerError::Connect {
+            target: self.describe(),
+            reason: connect_reason(&error),
+        })
+    }
+
     /// A new connection, trying again until `deadline` while none of the URL's
     /// hosts accepts one (a failover in progress: the old primary gone, the new one
     /// not yet promoted). The first refusal is logged; the last one is the error.
     pub fn connect_until(&self, deadline: Instant) -> Result<Client, LedgerError> {
+        self.connect_named_until(None, deadline)
+    }
+
+    fn connect_named_until(
+        &self,
+        name: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Client, LedgerError> {
         let mut pause = Duration::from_millis(50);
         let mut logged = false;
         loop {
-            match self.connect() {
+            match self.connect_once(name) {
                 Ok(client) => return Ok(client),
                 Err(error) if Instant::now() >= deadline => return Err(error),
                 Err(error) => {
@@ -255,29 +298,6 @@ impl DatabaseUrl {
                 }
             }
         }
-    }
-
-    /// The URL without its password, for messages and logs.
-    pub fn describe(&self) -> String {
-        redact(&self.text)
-    }
-
-    /// A new connection.
-    pub fn connect(&self) -> Result<Client, LedgerError> {
-        self.connect_as(None)
-    }
-
-    /// A new connection with `application_name` set to `name` (what
-    /// `pg_stat_activity` shows, and how a waiting export names the holder).
-    pub fn connect_as(&self, name: Option<&str>) -> Result<Client, LedgerError> {
-        let mut config = self.config.clone();
-        if let Some(name) = name {
-            config.application_name(name);
-        }
-        config.connect(NoTls).map_err(|error| LedgerError::Connect {
-            target: self.describe(),
-            reason: connect_reason(&error),
-        })
     }
 }
 
