@@ -7,6 +7,7 @@ mod demo;
 pub mod exit;
 mod export;
 pub mod format;
+mod generate;
 mod inbox;
 mod inbox_state;
 mod ingest;
@@ -315,6 +316,10 @@ pub enum Command {
     /// ingest and export first; afterwards move the outbox, receipts and
     /// configuration over and destroy the old ledger and its backups.
     Seal(SealArgs),
+    /// Write the manual pages and the shell completions (bash, zsh, fish) made
+    /// from these definitions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
     /// Replace the ledger with the backup SRC, after verifying SRC.
     ///
     /// A damaged SRC is refused, naming the first bad position. Without --force, a
@@ -423,6 +428,13 @@ pub struct BackupArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// The directory that gets `man/` and `completions/`.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -777,12 +789,17 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Retention(_) => "retention",
             Command::Seal(_) => "seal",
+            Command::Generate(_) => "generate",
         }
     }
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Generate(args) = &cli.command {
+        // Reads no ledger and no configuration: it runs at build time.
+        return generate::run(args);
+    }
     crate::ledger::name_command(cli.command.name());
     crate::ledger::set_default_busy_wait(std::time::Duration::from_secs(cli.busy_timeout));
     let database = migrate::database_url(
@@ -848,6 +865,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retention(args) => {
             privacy::run_retention(&cli.data_dir, cli.config.as_deref(), &args)
         }
+        Command::Generate(args) => generate::run(&args),
     }
 }
 
