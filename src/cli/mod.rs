@@ -838,18 +838,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             action: ConfigAction::Check { json },
         } => deliver::run_config_check(&cli.data_dir, cli.config.as_deref(), json),
-        Command::Check(args) => {
-            let valid = if args.json {
-                format::check_json(&args.files, &mut std::io::stdout().lock())?
-            } else {
-                format::check(&args.files, &mut std::io::stdout().lock())?
-            };
-            Ok(if valid {
-                ExitCode::SUCCESS
-            } else {
-                exit::Exit::InputRejected.into()
-            })
-        }
+        Command::Check(args) => format::run_check(&args),
         Command::Show(args) => {
             format::show(&args.file, args.json, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
@@ -865,6 +854,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retention(args) => {
             privacy::run_retention(&cli.data_dir, cli.config.as_deref(), &args)
         }
+        // Answered above, before any configuration is read.
         Command::Generate(args) => generate::run(&args),
     }
 }
