@@ -123,7 +123,10 @@ pub(super) fn render(ledger: &Ledger, snapshot: &Snapshot) -> anyhow::Result<Str
 fn render_inbox(text: &mut String, snapshot: &Snapshot, now_us: i64) {
     match &snapshot.inbox {
         None => {}
-        Some(Err(message)) => eprintln!("warning: inbox: {}", for_terminal(message)),
+        Some(Err(message)) => super::logging::to_stderr(
+            tracing::Level::WARN,
+            &format!("inbox: {}", for_terminal(message)),
+        ),
         Some(Ok(inbox)) => {
             gauge(
                 text,

@@ -794,6 +794,50 @@ impl Command {
     }
 }
 
+/// A command line clap refused: its usage error on standard error (one JSON
+/// line when `--log-format json` or `SF2520_LOG_FORMAT=json` was asked for),
+/// exit code 2; for `status --check`, the check's UNKNOWN line and exit code 3.
+/// `--help` and `--version` are printed as clap prints them.
+pub fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rendered = error.render().to_string();
+    let problem = rendered.trim_end().trim_start_matches("error: ");
+    if json_logs_asked(&args) {
+        logging::init(LogFormat::Json);
+        logging::to_stderr(tracing::Level::ERROR, problem);
+    } else {
+        // Standard error gone leaves nowhere to say so.
+        let _ = error.print();
+    }
+    if args.iter().any(|arg| arg == "status") && args.iter().any(|arg| arg == "--check") {
+        let first_line = problem.lines().next().unwrap_or_default();
+        return status::unknown_command_line(first_line);
+    }
+    ExitCode::from(2)
+}
+
+/// Whether the refused command line (or SF2520_LOG_FORMAT) asked for JSON logs.
+fn json_logs_asked(args: &[String]) -> bool {
+    let mut asked = std::env::var("SF2520_LOG_FORMAT").is_ok_and(|format| format == "json");
+    for (index, arg) in args.iter().enumerate() {
+        if arg == "--log-format" {
+            asked = args.get(index + 1).is_some_and(|format| format == "json");
+        } else if let Some(format) = arg.strip_prefix("--log-format=") {
+            asked = format == "json";
+        }
+    }
+    asked
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Generate(args) = &cli.command {
@@ -801,6 +845,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return generate::run(args);
     }
     crate::ledger::name_command(cli.command.name());
+    logging::set_command(cli.command.name());
     crate::ledger::set_default_busy_wait(std::time::Duration::from_secs(cli.busy_timeout));
     let database = migrate::database_url(
         &cli.data_dir,
@@ -820,7 +865,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(key_file) => crate::ledger::set_key_file(key_file),
         Err(error) => return status::unknown_if_checking(&cli.command, &cli.data_dir, error),
     }
-    tracing::debug!(data_dir = %cli.data_dir.display(), command = ?cli.command, "starting");
+    // The subcommand's name, not its arguments' Debug dump (which would show
+    // Rust's struct syntax and every path given).
+    tracing::debug!(command = cli.command.name(), data_dir = %cli.data_dir.display(), "starting");
     match cli.command {
         Command::Init(args) => init::run(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Status(args) => status::run(&cli.data_dir, cli.config.as_deref(), &args),
