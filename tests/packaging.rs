@@ -229,6 +229,7 @@ fn the_copyright_changelog_man_pages_and_completions_are_there(package: &Package
     let main_page = package.gunzip("usr/share/man/man1/sf2520.1.gz");
     assert!(main_page.contains(".TH sf2520 1"), "{main_page}");
     assert!(main_page.contains("configuration"), "{main_page}");
+    assert!(main_page.contains("Exit codes:"), "{main_page}");
     for subcommand in [
         "init", "ingest", "export", "deliver", "status", "verify", "metrics",
     ] {
