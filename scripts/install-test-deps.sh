@@ -4,8 +4,10 @@
 # tests/sftp.rs starts a real OpenSSH server (/usr/sbin/sshd) and generates
 # throwaway keys with ssh-keygen (openssh-server, openssh-client); the triggers it
 # writes are validated against KOMBIT's SFTPTypes.xsd with xmllint (libxml2-utils).
-# tests/packaging.rs builds the Debian package with dpkg-deb and python3
-# (scripts/build-deb.sh) and checks its units with systemd-analyze (systemd);
+# tests/packaging.rs builds the Debian package with cargo-deb (installed from
+# crates.io at the pinned version below), dpkg-shlibdeps (dpkg-dev) and strip and
+# ar (binutils) through scripts/build-deb.sh, checks its units with
+# systemd-analyze (systemd) and its sudo rule with visudo (sudo);
 # tests/operations.rs runs sf2520 on a pseudo-terminal with script (bsdutils);
 # tests/exactly_once.rs and the simulation step the clock with faketime;
 # tests/verifier.rs runs the auditors' reference verifier with python3, and
@@ -22,6 +24,9 @@ missing=""
 command -v ssh-keygen >/dev/null 2>&1 || missing="$missing openssh-client"
 command -v xmllint >/dev/null 2>&1 || missing="$missing libxml2-utils"
 command -v dpkg-deb >/dev/null 2>&1 || missing="$missing dpkg"
+command -v dpkg-shlibdeps >/dev/null 2>&1 || missing="$missing dpkg-dev"
+command -v readelf >/dev/null 2>&1 || missing="$missing binutils"
+command -v visudo >/dev/null 2>&1 || missing="$missing sudo"
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 command -v script >/dev/null 2>&1 || missing="$missing bsdutils"
@@ -37,6 +42,15 @@ have_pg_server() {
     return 1
 }
 have_pg_server || missing="$missing postgresql"
+
+# cargo-deb builds the package (scripts/build-deb.sh); pinned, so that the
+# package and the checks of tests/packaging.rs do not change under us. No
+# RustSec advisory names cargo-deb (checked for 3.8.0).
+CARGO_DEB_VERSION=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+    echo "install-test-deps: installing cargo-deb $CARGO_DEB_VERSION from crates.io" >&2
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
+fi
 
 if [ -z "$missing" ]; then
     exit 0
@@ -70,7 +84,7 @@ fi
 
 [ -x /usr/sbin/sshd ] || { echo "install-test-deps: /usr/sbin/sshd still missing" >&2; exit 1; }
 command -v ssh-keygen >/dev/null 2>&1 || { echo "install-test-deps: ssh-keygen still missing" >&2; exit 1; }
-for tool in xmllint dpkg-deb python3 systemd-analyze script faketime chromium; do
+for tool in xmllint dpkg-deb dpkg-shlibdeps readelf visudo python3 systemd-analyze script faketime chromium; do
     command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing" >&2; exit 1; }
 done
 have_pg_server || { echo "install-test-deps: /usr/lib/postgresql/*/bin/initdb still missing" >&2; exit 1; }

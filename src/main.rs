@@ -4,23 +4,29 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing::Level;
+
+use sf2520::cli::logging::to_stderr;
 
 fn main() -> ExitCode {
-    let cli = sf2520::cli::Cli::parse();
+    let cli = match sf2520::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return sf2520::cli::usage_error(&error),
+    };
     sf2520::cli::logging::init(cli.log_format);
     if let Err(error) = sf2520::interrupt::install() {
-        eprintln!("error: cannot install the SIGINT/SIGTERM handlers: {error}");
+        to_stderr(
+            Level::ERROR,
+            &format!("cannot install the SIGINT/SIGTERM handlers: {error}"),
+        );
         return ExitCode::FAILURE;
     }
     match sf2520::cli::run(cli) {
         Ok(code) => code,
         Err(error) => {
             // The last line of defence against a full CPR in a message: it may quote
-            // input that holds a CPR where none was expected.
-            eprintln!(
-                "error: {}",
-                sf2520::domain::mask_in_text(&sf2520::cli::error_text(&error))
-            );
+            // input that holds a CPR where none was expected (to_stderr masks it).
+            to_stderr(Level::ERROR, &sf2520::cli::error_text(&error));
             sf2520::cli::exit::classify(&error).into()
         }
     }

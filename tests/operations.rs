@@ -493,6 +493,129 @@ fn json_logs_are_one_object_per_line_with_the_cpr_masked() {
     }
 }
 
+/// Every line of standard error, parsed as one JSON object each (panics naming
+/// the line that is not).
+fn json_lines(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .map(|line| {
+            let object = json(line);
+            assert!(object.is_object(), "not an object: {line}");
+            assert!(object["level"].is_string(), "no level: {line}");
+            object
+        })
+        .collect()
+}
+
+/// The JSON line with `message`, or a panic listing what there is.
+fn line_with<'a>(lines: &'a [Value], message: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|line| line["message"] == message)
+        .unwrap_or_else(|| panic!("no {message:?} line in {lines:#?}"))
+}
+
+/// Regression: with `--log-format json` the progress and result lines
+/// (`deliver: 1 file(s) to …`, `error: no ledger …`, clap's usage error) were
+/// plain text among the JSON objects; at `RUST_LOG=info` ingest, export and
+/// deliver logged nothing; at debug the start line dumped the arguments' Rust
+/// structs (`Totals(TotalsArgs { … })`).
+#[test]
+fn json_logs_are_every_stderr_line_and_info_names_each_file() {
+    let site = Site::new();
+    site.run(&["init"]).expect_success("init");
+    let input = site.write(
+        "first.jsonl",
+        &lines(&[
+            agreement("BA1", "0751", CPR, "2026-01-01"),
+            withholding("KY-1", "BA1", "0751", "2026-10-01", "100.00"),
+        ]),
+    );
+    let sshd = Sshd::start();
+    let _platform = Platform::start(&sshd.root(), |_| Answer::Success);
+    let config = sshd.write_sf2520_config(site.root(), "receipt_timeout_secs = 10\n");
+    let config = config.to_str().unwrap();
+    let at_info = |args: &[&str]| -> Run {
+        command(&site.data(), ["--log-format", "json", "--config", config])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap()
+            .into()
+    };
+    let ingest = at_info(&["ingest", &input]).expect_success("ingest");
+    let ingest = json_lines(&ingest.stderr);
+    let ingested = line_with(&ingest, "file ingested");
+    assert_eq!(ingested["command"], "ingest");
+    assert_eq!(ingested["appended"], 2);
+    assert!(
+        ingested["head"]
+            .as_str()
+            .is_some_and(|head| head.starts_with("2:")),
+        "{ingested}"
+    );
+    assert_eq!(
+        line_with(&ingest, "ingest finished")["head"],
+        ingested["head"]
+    );
+
+    let export = at_info(&["export", "--deliver"]).expect_success("export --deliver");
+    let export = json_lines(&export.stderr);
+    let exported = line_with(&export, "file exported");
+    assert_eq!(exported["command"], "export");
+    assert_eq!(exported["kommune"], "0751");
+    assert_eq!(exported["løbenummer"], 1);
+    assert!(line_with(&export, "export finished")["head"].is_string());
+    let delivered = line_with(&export, "file delivered");
+    assert_eq!(delivered["kommune"], "0751");
+    assert_eq!(delivered["løbenummer"], 1);
+    assert!(line_with(&export, "delivery finished")["head"].is_string());
+    let progress = export
+        .iter()
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("deliver: 1 file(s) to "))
+        })
+        .unwrap_or_else(|| panic!("no progress line: {export:#?}"));
+    assert_eq!(progress["level"], "INFO");
+
+    // The final error and clap's usage error are JSON lines too.
+    let missing = site.root().join("missing");
+    let error = command(&missing, ["--log-format", "json", "files"])
+        .output()
+        .unwrap();
+    let error = Run::from(error).expect_code(6, "no ledger");
+    let error = json_lines(&error.stderr);
+    let last = error.last().unwrap();
+    assert_eq!(last["level"], "ERROR");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no ledger at "),
+        "{last}"
+    );
+    let usage = at_info(&["files", "--no-such-option"]).expect_code(2, "usage error");
+    let usage = json_lines(&usage.stderr);
+    assert!(
+        usage[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--no-such-option"),
+        "{usage:?}"
+    );
+
+    // At debug (and trace) the start line names the subcommand, not its arguments.
+    let debug = site
+        .run(&["--log-format", "json", "totals", "--kommune", "0751"])
+        .expect_success("totals at trace");
+    let debug_lines = json_lines(&debug.stderr);
+    let starting = line_with(&debug_lines, "starting");
+    assert_eq!(starting["command"], "totals");
+    assert!(!debug.stderr.contains("TotalsArgs"), "{}", debug.stderr);
+}
+
 /// On a terminal (`script` gives the run a pseudo-terminal) text logs are
 /// coloured, unless NO_COLOR is set; the CPR is masked even between colour codes.
 #[test]
@@ -1144,6 +1267,43 @@ fn status_check_on_a_data_directory_it_cannot_read_is_unknown() {
         run.stdout
     );
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+}
+
+/// Regression: a check the monitor could not start as written (an option this
+/// version does not know, say, after an upgrade) printed clap's usage error and
+/// exited 2, which Nagios reads as CRITICAL about the ledger; and with JSON logs
+/// the check's stderr held text. It is the check's one `SF2520 UNKNOWN - …` line
+/// and exit code 3, as for everything else that keeps it from looking.
+#[test]
+fn status_check_is_unknown_whatever_keeps_it_from_looking() {
+    let site = Site::new();
+    site.given_one_entry();
+    for args in [
+        &["status", "--check", "--no-such-option"][..],
+        &["--log-format", "json", "status", "--check"][..],
+        &[
+            "--log-format",
+            "json",
+            "status",
+            "--check",
+            "--warn-hours",
+            "soon",
+        ][..],
+        &["--config", "/nonexistent/sf2520.toml", "status", "--check"][..],
+    ] {
+        let run = as_nobody(&site, args).expect_code(3, &format!("{args:?}"));
+        assert!(
+            run.stdout.starts_with("SF2520 UNKNOWN - "),
+            "{args:?}: {}",
+            run.stdout
+        );
+        assert_eq!(run.stdout.lines().count(), 1, "{args:?}: {}", run.stdout);
+        if args.contains(&"json") {
+            for line in run.stderr.lines() {
+                json(line);
+            }
+        }
+    }
 }
 
 /// Regression: `ingest` and `export` on a read-only data directory said only

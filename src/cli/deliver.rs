@@ -155,6 +155,7 @@ pub(super) fn deliver_and_report(
     let mut out = io::stdout().lock();
     // The head the run left (uploads and receipts append), for the journal.
     let head = crate::audit::Anchor::of(&ledger.witness_head()?).to_string();
+    log_delivered(&reports, waiting.len(), &head);
     if let Some(mut document) = json {
         let items: Vec<_> = reports.iter().map(report_json).collect();
         let files: Vec<_> = waiting
@@ -183,6 +184,27 @@ pub(super) fn deliver_and_report(
     print_waiting(&mut out, &waiting, &asked, exit)?;
     writeln!(out, "head: {head}")?;
     Ok((ledger, exit))
+}
+
+/// One log line per file this run delivered and one for the run (info), with
+/// the fields an operator searches for: `kommune`, `løbenummer`, `file`, `head`.
+fn log_delivered(reports: &[DeliveryReport], not_accepted: usize, head: &str) {
+    for report in reports {
+        tracing::info!(
+            file = %for_terminal(&report.file_name),
+            kommune = %report.kommune,
+            "løbenummer" = report.sequence,
+            senders_file_id = %report.senders_file_id,
+            outcome = %outcome(&report.result),
+            "file delivered"
+        );
+    }
+    tracing::info!(
+        files = reports.len(),
+        not_accepted,
+        head,
+        "delivery finished"
+    );
 }
 
 /// The table of what this run did, and its summary: files delivered and how many

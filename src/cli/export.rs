@@ -25,12 +25,15 @@ use super::{ExportArgs, FilesArgs, ReconstructArgs, ReissueArgs};
 use crate::export::DeliverRequest;
 
 /// A progress bar over records on a terminal; hidden otherwise (indicatif draws
-/// only to a terminal).
+/// only to a terminal), and with JSON logs (standard error holds JSON lines only).
 pub(super) struct Bar(ProgressBar);
 
 impl Bar {
     pub(super) fn new() -> Bar {
         let bar = ProgressBar::new(0);
+        if super::logging::json() {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} rendering {msg} [{bar:30}] {pos}/{len} records",
@@ -88,6 +91,7 @@ pub(super) fn run_export(
     };
     let (files, what) = export_files(&mut ledger, data_dir, args, &request)?;
     let head = (args.as_of.is_none() && !args.test).then_some(ledger.witness_head()?);
+    log_exported(&files, head.as_ref());
     if !args.deliver {
         print_exported(&mut io::stdout().lock(), &files, &what, head, args.json)?;
         return Ok(ExitCode::SUCCESS);
@@ -114,6 +118,37 @@ pub(super) fn run_export(
     };
     let (_, exit) = deliver_and_report(ledger, &sftp, &request, &outbox, document)?;
     Ok(exit.into())
+}
+
+/// One log line per file written and one for the run (info), with the fields an
+/// operator searches for: `kommune`, `løbenummer`, `file`, `head` (POS:HASH; only
+/// an official run has one).
+fn log_exported(files: &[ExportedFile], head: Option<&Head>) {
+    for file in files {
+        tracing::info!(
+            file = %for_terminal(&file.planned.file_name),
+            kommune = %file.planned.range.kommune,
+            "løbenummer" = file.planned.header.sequence,
+            records = file.summary.record_count,
+            net_ore = file.summary.net_ore,
+            sha256 = %hex(&file.written.sha256),
+            "file exported"
+        );
+    }
+    let records: u64 = files.iter().map(|file| file.summary.record_count).sum();
+    match head {
+        Some(head) => tracing::info!(
+            files = files.len(),
+            records,
+            head = %Anchor::of(head),
+            "export finished"
+        ),
+        None => tracing::info!(
+            files = files.len(),
+            records,
+            "export finished (not official: nothing recorded)"
+        ),
+    }
 }
 
 /// Writes the files the arguments ask for: as of a past time, test files, or the

@@ -66,11 +66,15 @@ pub(super) fn run(data_dir: &Path, args: &AcceptLossArgs) -> anyhow::Result<Exit
             true
         }
         (true, _, _) => {
-            eprintln!(
-                "error: --apply needs --position {} --hash {}: the head this node acknowledged, \
-                 typed back, so that the loss accepted is the one read. Nothing was changed",
-                mark.position,
-                hex(&mark.hash)
+            super::logging::to_stderr(
+                tracing::Level::ERROR,
+                &format!(
+                    "--apply needs --position {} --hash {}: the head this node \
+                     acknowledged, typed back, so that the loss accepted is the one read. \
+                     Nothing was changed",
+                    mark.position,
+                    hex(&mark.hash)
+                ),
             );
             return Ok(Exit::InputRejected.into());
         }

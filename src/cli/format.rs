@@ -12,6 +12,20 @@ use serde_json::{json, Value};
 use crate::domain::format_kroner;
 use crate::sf2520::{read_file, ParsedDetail, ParsedFile, ReadErrors};
 
+/// `sf2520 check FILE...`: every file validated; exit code 3 when any is invalid.
+pub(super) fn run_check(args: &super::CheckArgs) -> anyhow::Result<std::process::ExitCode> {
+    let valid = if args.json {
+        check_json(&args.files, &mut std::io::stdout().lock())?
+    } else {
+        check(&args.files, &mut std::io::stdout().lock())?
+    };
+    Ok(if valid {
+        std::process::ExitCode::SUCCESS
+    } else {
+        super::exit::Exit::InputRejected.into()
+    })
+}
+
 /// Checks each file; one line per valid file, the path and every error for an
 /// invalid one. True when all files are valid. A file that cannot be read counts as
 /// invalid and does not stop the others from being checked.

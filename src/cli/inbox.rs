@@ -466,6 +466,7 @@ fn outcome_report(
             waiting.shown()
         );
     }
+    super::ingest::log_outcome(&waiting.raw(), outcome);
     let mut text = Vec::new();
     // print_outcome escapes the name itself.
     print_outcome(&mut text, &waiting.raw(), outcome, verbose)?;
@@ -502,6 +503,15 @@ pub(super) fn run(ledger: &mut Ledger, dir: &Path, args: &IngestArgs) -> anyhow:
         rejected,
         left,
     } = counts;
+    tracing::info!(
+        inbox = %shown_dir,
+        files = names,
+        accepted,
+        rejected,
+        left,
+        head = %crate::audit::Anchor::of(&ledger.head()?),
+        "inbox run finished"
+    );
     if args.json {
         writeln!(
             io::stdout().lock(),

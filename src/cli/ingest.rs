@@ -75,6 +75,7 @@ pub(super) fn run(data_dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode
     for file in &args.files {
         let outcome = ingest_file(&mut ledger, file, mode)?;
         let name = file.display().to_string();
+        log_outcome(&name, &outcome);
         if args.json {
             documents.push(outcome_json(&name, &outcome, args.verbose));
         } else {
@@ -89,6 +90,13 @@ pub(super) fn run(data_dir: &Path, args: &IngestArgs) -> anyhow::Result<ExitCode
             break;
         }
     }
+    tracing::info!(
+        files = args.files.len(),
+        dry_run = args.dry_run,
+        rejected = exit != Exit::Success,
+        head = %crate::audit::Anchor::of(&ledger.head()?),
+        "ingest finished"
+    );
     if args.json {
         writeln!(
             io::stdout().lock(),
@@ -158,6 +166,35 @@ pub(super) fn outcome_json(file: &str, outcome: &IngestOutcome, verbose: bool) -
                 "written": 0, "rejected": lines,
             })
         }
+    }
+}
+
+/// One file's outcome as one log line (info; warn when rejected), with the fields
+/// an operator searches for: `file`, `appended`, `duplicates`, `head` (POS:HASH);
+/// a dry run's is `would_be_head`, never `head`.
+pub(super) fn log_outcome(file: &str, outcome: &IngestOutcome) {
+    let file = printable(file);
+    match outcome {
+        IngestOutcome::Rejected { total_lines, lines } => tracing::warn!(
+            file,
+            rejected_lines = lines.len(),
+            total_lines,
+            "file rejected; nothing was written"
+        ),
+        IngestOutcome::Committed(report) => tracing::info!(
+            file,
+            appended = report.appended(),
+            duplicates = report.duplicates(),
+            head = %crate::audit::Anchor::of(&report.head),
+            "file ingested"
+        ),
+        IngestOutcome::Checked(report) => tracing::info!(
+            file,
+            appended = report.appended(),
+            duplicates = report.duplicates(),
+            would_be_head = %crate::audit::Anchor::of(&report.head),
+            "file checked (dry run); nothing was written"
+        ),
     }
 }
 

@@ -1,13 +1,16 @@
 //! Log lines on standard error: text (coloured only on a terminal, never with
 //! `NO_COLOR`) or JSON (one object per line, for journald or ELK), both with every
-//! CPR-shaped number masked on its way out (ARCHITECTURE.md, invariant 6).
+//! CPR-shaped number masked on its way out (ARCHITECTURE.md, invariant 6). The
+//! other lines a command writes to standard error (progress, warnings, the final
+//! `error: …`) go through [`to_stderr`], so that in JSON every line is an object.
 
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
+use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
@@ -23,8 +26,75 @@ pub fn colour_wanted(stderr_is_terminal: bool, no_color: Option<&str>) -> bool {
     stderr_is_terminal && no_color.is_none_or(str::is_empty)
 }
 
+/// The format [`init`] chose, for the lines written without tracing.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// The subcommand running (`export`, `ingest`, …), a field of every JSON line.
+static COMMAND: OnceLock<&'static str> = OnceLock::new();
+
+/// Names the subcommand for every JSON line from now on (the first name sticks).
+pub(super) fn set_command(name: &'static str) {
+    let _ = COMMAND.set(name);
+}
+
+/// Whether standard error carries JSON lines (so nothing else may be drawn there).
+pub fn json() -> bool {
+    FORMAT.get() == Some(&LogFormat::Json)
+}
+
+/// Writes one line that is not a tracing event (a progress line, a warning, the
+/// final error) to standard error, shown whatever `RUST_LOG` says: as text, with
+/// `error: ` or `warning: ` before it for those levels, or as one JSON object
+/// (`level`, `target` "sf2520", `command`, `message`). CPR-shaped numbers are
+/// masked either way.
+pub fn to_stderr(level: Level, text: &str) {
+    let line = if json() {
+        let mut object = Map::new();
+        object.insert("timestamp".into(), now().into());
+        object.insert("level".into(), level.as_str().into());
+        object.insert("target".into(), "sf2520".into());
+        if let Some(command) = COMMAND.get() {
+            object.insert("command".into(), (*command).into());
+        }
+        object.insert("message".into(), text.into());
+        Value::Object(object).to_string()
+    } else if level == Level::ERROR {
+        format!("error: {text}")
+    } else if level == Level::WARN {
+        format!("warning: {text}")
+    } else {
+        text.to_owned()
+    };
+    // Standard error gone (a closed pipe) leaves nowhere to say so.
+    let _ = writeln!(io::stderr().lock(), "{}", mask_in_text(&line));
+}
+
+/// In JSON, a panic's message is a JSON line too (Rust's own hook writes text).
+fn panics_as_json() {
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|location| format!(" at {}:{}", location.file(), location.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        to_stderr(Level::ERROR, &format!("panicked{place}: {message}"));
+    }));
+}
+
+fn now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
 /// Installs the global subscriber. The level comes from `RUST_LOG` (default warn).
 pub fn init(format: LogFormat) {
+    let _ = FORMAT.set(format);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -39,7 +109,10 @@ pub fn init(format: LogFormat) {
                 ))
                 .init();
         }
-        LogFormat::Json => builder.event_format(JsonLines).init(),
+        LogFormat::Json => {
+            panics_as_json();
+            builder.event_format(JsonLines).init();
+        }
     }
 }
 
@@ -98,7 +171,7 @@ impl<'a> MakeWriter<'a> for MaskingStderr {
 }
 
 /// One JSON object per event: timestamp (RFC 3339 UTC), level, target, the
-/// enclosing spans, message and the event's fields.
+/// subcommand (`command`), the enclosing spans, message and the event's fields.
 struct JsonLines;
 
 struct JsonFields<'a>(&'a mut Map<String, Value>);
@@ -140,15 +213,12 @@ where
     ) -> fmt::Result {
         let metadata = event.metadata();
         let mut object = Map::new();
-        object.insert(
-            "timestamp".into(),
-            chrono::Utc::now()
-                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-                .to_string()
-                .into(),
-        );
+        object.insert("timestamp".into(), now().into());
         object.insert("level".into(), metadata.level().as_str().into());
         object.insert("target".into(), metadata.target().into());
+        if let Some(command) = COMMAND.get() {
+            object.insert("command".into(), (*command).into());
+        }
         if let Some(scope) = context.event_scope() {
             let spans: Vec<Value> = scope
                 .from_root()

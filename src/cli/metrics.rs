@@ -123,7 +123,10 @@ pub(super) fn render(ledger: &Ledger, snapshot: &Snapshot) -> anyhow::Result<Str
 fn render_replication(text: &mut String, snapshot: &Snapshot) {
     match &snapshot.replication {
         None => {}
-        Some(Err(message)) => eprintln!("warning: replication: {}", for_terminal(message)),
+        Some(Err(message)) => super::logging::to_stderr(
+            tracing::Level::WARN,
+            &format!("replication: {}", for_terminal(message)),
+        ),
         Some(Ok((replication, required))) => {
             gauge(
                 text,
@@ -153,7 +156,10 @@ fn render_replication(text: &mut String, snapshot: &Snapshot) {
 fn render_inbox(text: &mut String, snapshot: &Snapshot, now_us: i64) {
     match &snapshot.inbox {
         None => {}
-        Some(Err(message)) => eprintln!("warning: inbox: {}", for_terminal(message)),
+        Some(Err(message)) => super::logging::to_stderr(
+            tracing::Level::WARN,
+            &format!("inbox: {}", for_terminal(message)),
+        ),
         Some(Ok(inbox)) => {
             gauge(
                 text,

@@ -130,7 +130,7 @@ pub(super) fn run(data_dir: &Path, args: &MigrateArgs) -> anyhow::Result<ExitCod
     };
     let events = source.head()?.position;
     let bar = indicatif::ProgressBar::new(events);
-    if args.json || !io::IsTerminal::is_terminal(&io::stderr()) {
+    if args.json || super::logging::json() || !io::IsTerminal::is_terminal(&io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let report = source.migrate_to(&target, |position| bar.set_position(position))?;
@@ -190,7 +190,7 @@ pub(super) fn run_seal(data_dir: &Path, args: &SealArgs) -> anyhow::Result<ExitC
     let mut target = Ledger::open_at(&Location::embedded(&args.to), true, source.totals_block())?;
     let events = source.head()?.position;
     let bar = indicatif::ProgressBar::new(events);
-    if args.json || !io::IsTerminal::is_terminal(&io::stderr()) {
+    if args.json || super::logging::json() || !io::IsTerminal::is_terminal(&io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let report = source.seal_into(&mut target, |position| bar.set_position(position))?;

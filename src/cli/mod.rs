@@ -8,6 +8,7 @@ pub mod exit;
 mod export;
 mod failover;
 pub mod format;
+mod generate;
 mod inbox;
 mod inbox_state;
 mod ingest;
@@ -335,6 +336,10 @@ pub enum Command {
     /// ingest and export first; afterwards move the outbox, receipts and
     /// configuration over and destroy the old ledger and its backups.
     Seal(SealArgs),
+    /// Write the manual pages and the shell completions (bash, zsh, fish) made
+    /// from these definitions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
     /// Replace the ledger with the backup SRC, after verifying SRC.
     ///
     /// A damaged SRC is refused, naming the first bad position. Without --force, a
@@ -455,6 +460,13 @@ pub struct BackupArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// The directory that gets `man/` and `completions/`.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -830,13 +842,63 @@ impl Command {
             Command::Retention(_) => "retention",
             Command::AcceptLoss(_) => "accept-loss",
             Command::Seal(_) => "seal",
+            Command::Generate(_) => "generate",
         }
     }
 }
 
+/// A command line clap refused: its usage error on standard error (one JSON
+/// line when `--log-format json` or `SF2520_LOG_FORMAT=json` was asked for),
+/// exit code 2; for `status --check`, the check's UNKNOWN line and exit code 3.
+/// `--help` and `--version` are printed as clap prints them.
+pub fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rendered = error.render().to_string();
+    let problem = rendered.trim_end().trim_start_matches("error: ");
+    if json_logs_asked(&args) {
+        logging::init(LogFormat::Json);
+        logging::to_stderr(tracing::Level::ERROR, problem);
+    } else {
+        // Standard error gone leaves nowhere to say so.
+        let _ = error.print();
+    }
+    if args.iter().any(|arg| arg == "status") && args.iter().any(|arg| arg == "--check") {
+        let first_line = problem.lines().next().unwrap_or_default();
+        return status::unknown_command_line(first_line);
+    }
+    ExitCode::from(2)
+}
+
+/// Whether the refused command line (or SF2520_LOG_FORMAT) asked for JSON logs.
+fn json_logs_asked(args: &[String]) -> bool {
+    let mut asked = std::env::var("SF2520_LOG_FORMAT").is_ok_and(|format| format == "json");
+    for (index, arg) in args.iter().enumerate() {
+        if arg == "--log-format" {
+            asked = args.get(index + 1).is_some_and(|format| format == "json");
+        } else if let Some(format) = arg.strip_prefix("--log-format=") {
+            asked = format == "json";
+        }
+    }
+    asked
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Generate(args) = &cli.command {
+        // Reads no ledger and no configuration: it runs at build time.
+        return generate::run(args);
+    }
     crate::ledger::name_command(cli.command.name());
+    logging::set_command(cli.command.name());
     crate::ledger::set_default_busy_wait(std::time::Duration::from_secs(cli.busy_timeout));
     let database = migrate::database_url(
         &cli.data_dir,
@@ -856,7 +918,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(key_file) => crate::ledger::set_key_file(key_file),
         Err(error) => return status::unknown_if_checking(&cli.command, &cli.data_dir, error),
     }
-    tracing::debug!(data_dir = %cli.data_dir.display(), command = ?cli.command, "starting");
+    // The subcommand's name, not its arguments' Debug dump (which would show
+    // Rust's struct syntax and every path given).
+    tracing::debug!(command = cli.command.name(), data_dir = %cli.data_dir.display(), "starting");
     match cli.command {
         Command::Init(args) => init::run(&cli.data_dir, cli.config.as_deref(), &args),
         Command::Status(args) => status::run(&cli.data_dir, cli.config.as_deref(), &args),
@@ -874,18 +938,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             action: ConfigAction::Check { json },
         } => deliver::run_config_check(&cli.data_dir, cli.config.as_deref(), json),
-        Command::Check(args) => {
-            let valid = if args.json {
-                format::check_json(&args.files, &mut std::io::stdout().lock())?
-            } else {
-                format::check(&args.files, &mut std::io::stdout().lock())?
-            };
-            Ok(if valid {
-                ExitCode::SUCCESS
-            } else {
-                exit::Exit::InputRejected.into()
-            })
-        }
+        Command::Check(args) => format::run_check(&args),
         Command::Show(args) => {
             format::show(&args.file, args.json, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
@@ -902,6 +955,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retention(args) => {
             privacy::run_retention(&cli.data_dir, cli.config.as_deref(), &args)
         }
+        // Answered above, before any configuration is read.
+        Command::Generate(args) => generate::run(&args),
     }
 }
 

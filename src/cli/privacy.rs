@@ -131,9 +131,12 @@ pub(super) fn run_retention(
     let today = chrono::Utc::now().date_naive();
     let as_of = args.as_of.unwrap_or(today);
     if args.apply && as_of > today {
-        eprintln!(
-            "error: --as-of {as_of} is after today ({today}); retention is applied as of today \
-             or an earlier date, never ahead of time. Nothing was changed"
+        super::logging::to_stderr(
+            tracing::Level::ERROR,
+            &format!(
+                "--as-of {as_of} is after today ({today}); retention is applied as of today \
+                 or an earlier date, never ahead of time. Nothing was changed"
+            ),
         );
         return Ok(Exit::InputRejected.into());
     }

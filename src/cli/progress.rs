@@ -6,6 +6,9 @@
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use tracing::Level;
+
+use super::logging::to_stderr;
 use crate::export::{DeliveryReport, ExportError};
 use crate::transport::SftpConfig;
 
@@ -39,14 +42,17 @@ pub(super) fn while_delivering<T>(
         return Ok(work(&|_| {})?);
     }
     let every = interval()?;
-    eprintln!(
-        "deliver: {pending} file(s) to {}; each waits up to {} s for its receipt \
-         (receipt_timeout_secs); progress every {} s",
-        config.address(),
-        config.receipt_timeout_secs,
-        every.as_secs()
+    to_stderr(
+        Level::INFO,
+        &format!(
+            "deliver: {pending} file(s) to {}; each waits up to {} s for its receipt \
+             (receipt_timeout_secs); progress every {} s",
+            config.address(),
+            config.receipt_timeout_secs,
+            every.as_secs()
+        ),
     );
-    let emit = |text: String| eprintln!("{text}");
+    let emit = |text: String| to_stderr(Level::INFO, &text);
     Ok(with_ticks(every, pending, &emit, line, work)?)
 }
 

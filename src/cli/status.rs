@@ -370,6 +370,18 @@ pub(super) fn unknown_if_checking(
     }
 }
 
+/// `status --check` with a command line clap refused (an option this version
+/// does not know, a typo in the monitor's configuration): the check's one
+/// `SF2520 UNKNOWN - …` line and exit code 3, as for anything else that keeps it
+/// from looking, rather than clap's usage error and exit code 2.
+pub(super) fn unknown_command_line(problem: &str) -> ExitCode {
+    println!(
+        "SF2520 UNKNOWN - cannot run the check: {}",
+        for_terminal(problem)
+    );
+    Verdict::Unknown.exit_code()
+}
+
 /// Prints `SF2520 UNKNOWN - …` for `error`; when the data directory itself is
 /// not this user's to read (another owner, open to others), that is said first,
 /// since it is the cause of whatever else failed.

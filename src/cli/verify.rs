@@ -111,9 +111,12 @@ impl VerifyRecord {
         };
         let text = format!("{}\n", json!(record));
         if let Err(error) = replace_small_file(data_dir, VERIFY_RECORD_FILE, text.as_bytes()) {
-            eprintln!(
-                "warning: the outcome was not recorded for `status --check`: {}",
-                for_terminal(&error.to_string())
+            super::logging::to_stderr(
+                tracing::Level::WARN,
+                &format!(
+                    "the outcome was not recorded for `status --check`: {}",
+                    for_terminal(&error.to_string())
+                ),
             );
         }
     }
