@@ -620,6 +620,18 @@ async fn foreign_evidence(
     Ok(None)
 }
 
+/// The bytes at `path` on the server (at most [`RECEIPT_BYTES_MAX`]), if
+/// anything is there.
+async fn read_if_present(
+    client: &SftpClient,
+    path: &str,
+) -> Result<Option<Vec<u8>>, TransportError> {
+    if !client.exists(path).await? {
+        return Ok(None);
+    }
+    Ok(Some(client.read_at_most(path, RECEIPT_BYTES_MAX).await?))
+}
+
 /// A technical receipt at `path` that the log has not recorded and that names a
 /// SendersFileId none of this file's deliveries has.
 async fn foreign_technical_receipt(
@@ -627,10 +639,9 @@ async fn foreign_technical_receipt(
     path: &str,
     recorded: &Recorded,
 ) -> Result<Option<String>, TransportError> {
-    if !client.exists(path).await? {
+    let Some(bytes) = read_if_present(client, path).await? else {
         return Ok(None);
-    }
-    let bytes = client.read_at_most(path, RECEIPT_BYTES_MAX).await?;
+    };
     if recorded
         .hashes
         .contains(&<[u8; 32]>::from(Sha256::digest(&bytes)))
@@ -691,10 +702,9 @@ async fn our_receipt(
     id: Uuid,
     recorded: &HashSet<[u8; 32]>,
 ) -> Result<bool, TransportError> {
-    if !client.exists(path).await? {
+    let Some(bytes) = read_if_present(client, path).await? else {
         return Ok(false);
-    }
-    let bytes = client.read_at_most(path, RECEIPT_BYTES_MAX).await?;
+    };
     if recorded.contains(&<[u8; 32]>::from(Sha256::digest(&bytes))) {
         return Ok(false);
     }
