@@ -356,6 +356,70 @@ fn a_database_behind_the_nodes_last_head_is_refused() {
     assert_eq!(count, 1, "nothing was written");
 }
 
+/// A long-running command checks the node's head before every write, not only
+/// when it opened the ledger: its database loses the last commit (a failover to a
+/// replica that lacked it), another node with no evidence of it writes a new event
+/// at that position, and the first node's next write is refused, writing nothing.
+/// Before, the check ran only when the ledger was opened, and the open ledger
+/// appended on the forked chain.
+#[test]
+fn an_open_ledger_checks_the_nodes_head_before_every_write() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let db = database();
+    on_pg(&a, &db, &["init"]).expect_success("init");
+    share_key_file(&a, &b);
+    on_pg(&b, &db, &["init"]).expect_success("init on a second node");
+    let mut ledger = open_pg(&a, &db);
+    let accepted = |ledger: &mut Ledger, jsonl: &str| {
+        sf2520::ingest::ingest_lines(ledger, jsonl.as_bytes(), sf2520::ledger::IngestMode::Commit)
+    };
+    let first = accepted(
+        &mut ledger,
+        &lines(&[agreement("A-1", "0101", CPR, "2026-01-01")]),
+    );
+    assert!(
+        matches!(first, Ok(sf2520::ingest::IngestOutcome::Committed(_))),
+        "{first:?}"
+    );
+    // The database loses position 1; node B, which never saw it, writes there.
+    let mut client = db.client();
+    client
+        .batch_execute(
+            "DELETE FROM agreements; DELETE FROM events;
+             UPDATE ledger_head SET position = 0, hash = (SELECT hash FROM ledger_head)",
+        )
+        .unwrap();
+    let other = root.path().join("other.jsonl");
+    std::fs::write(
+        &other,
+        lines(&[agreement("B-1", "0147", CPR, "2026-01-01")]),
+    )
+    .unwrap();
+    on_pg(&b, &db, &["ingest", other.to_str().unwrap()]).expect_success("B's ingest");
+    let refused = accepted(
+        &mut ledger,
+        &lines(&[agreement("A-2", "0101", CPR, "2026-01-01")]),
+    );
+    assert!(
+        matches!(
+            refused,
+            Err(sf2520::ingest::IngestError::Ledger(
+                sf2520::ledger::LedgerError::MarkMismatch(_)
+            ))
+        ),
+        "{refused:?}"
+    );
+    let count: i64 = client
+        .query_one("SELECT COUNT(*) FROM events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        count, 1,
+        "only B's event: A wrote nothing on the forked chain"
+    );
+}
+
 /// Regression: `init` on a new node of a PostgreSQL ledger that held events said
 /// "created an empty ledger" (or "a ledger already exists … nothing changed"): it
 /// joined the existing ledger, at its head.

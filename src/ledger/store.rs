@@ -125,9 +125,6 @@ pub struct Ledger {
     /// data directory's mark ([`Ledger::witness_head`]): a node's own ledger,
     /// read-only ones on PostgreSQL included; not a copy or a reader.
     witnesses: bool,
-    /// The head mark this connection's database was last found to hold (see
-    /// [`check_mark`]); forgotten when the connection is made anew.
-    checked_mark: Option<datadir::HeadMark>,
     /// The key file and data keys of a ledger that seals personal data; `None`
     /// for a ledger written before sealing (plain CPRs) and for a copy opened
     /// only to be checked.
@@ -367,7 +364,7 @@ impl Ledger {
     pub fn open_for_loss(dir: &Path) -> Result<(Ledger, Option<LedgerError>), LedgerError> {
         let location = Location::of(dir);
         let mut ledger = Ledger::open_checking(&location, false, DEFAULT_TOTALS_BLOCK, false)?;
-        let refusal = check_mark(&ledger.db, dir, None, None).err();
+        let refusal = check_mark(&ledger.db, dir, None).err();
         if refusal.is_some() {
             ledger.marks_head = false;
         }
@@ -389,7 +386,6 @@ impl Ledger {
         let head = written?;
         datadir::reset_mark(&self.dir, &head)?;
         self.marks_head = true;
-        self.checked_mark = None;
         Ok(head)
     }
 
@@ -430,7 +426,7 @@ impl Ledger {
             }
         }
         if check {
-            check_mark(&db, dir, None, None)?;
+            check_mark(&db, dir, None)?;
         }
         Ledger::assemble(db, &path, dir, true, true)
     }
@@ -472,7 +468,7 @@ impl Ledger {
             }
         }
         if check {
-            check_mark(&db, dir, None, None)?;
+            check_mark(&db, dir, None)?;
         }
         Ledger::assemble(db, Path::new(&url.describe()), dir, true, true)
     }
@@ -517,7 +513,7 @@ impl Ledger {
                 })
             }
         }
-        check_mark(&db, dir, None, None)?;
+        check_mark(&db, dir, None)?;
         Ledger::assemble(db, &path, dir, false, true)
     }
 
@@ -546,7 +542,6 @@ impl Ledger {
             busy_wait: self.busy_wait,
             marks_head: false,
             witnesses: false,
-            checked_mark: None,
             keys: self.keys.clone(),
         })
     }
@@ -577,7 +572,6 @@ impl Ledger {
             busy_wait: default_busy_wait(),
             marks_head,
             witnesses: marks_head,
-            checked_mark: None,
             keys,
         })
     }
@@ -863,10 +857,7 @@ impl Ledger {
         }
         let head = tx.head;
         let floor_us = match self.check_before_writing(head) {
-            Ok((mark, floor_us)) => {
-                self.checked_mark = mark;
-                floor_us
-            }
+            Ok(floor_us) => floor_us,
             Err(error) => {
                 drop(tx);
                 return Err(lost(self, error));
@@ -942,32 +933,21 @@ impl Ledger {
     /// is durable: a mark that fails to move only lags, which is safe; the next
     /// commit moves it.
     fn note_committed(&mut self, head: &Head) {
-        match datadir::advance_mark(&self.dir, head) {
-            Ok(()) => {
-                self.checked_mark = Some(datadir::HeadMark {
-                    position: head.position,
-                    hash: head.hash,
-                })
-            }
-            Err(error) => {
-                tracing::warn!(%error, "could not record the new head in ledger.head")
-            }
+        if let Err(error) = datadir::advance_mark(&self.dir, head) {
+            tracing::warn!(%error, "could not record the new head in ledger.head");
         }
     }
 
     /// What a write checks under the write lock, before it writes anything: that
     /// the database holds every head this node acknowledged (its mark), and, on a
     /// PostgreSQL that must be, that a synchronous standby is attached.
-    /// Returns the mark checked and the recorded-at floor (`meta`).
-    fn check_before_writing(
-        &self,
-        head: Head,
-    ) -> Result<(Option<datadir::HeadMark>, i64), LedgerError> {
-        let mark = if self.marks_head {
-            check_mark(&self.db, &self.dir, Some(head), self.checked_mark)?
-        } else {
-            None
-        };
+    /// Every write, not once per connection: a database can lose history under
+    /// an open connection too (an older copy put in place behind a pooler or a
+    /// virtual address). Returns the recorded-at floor (`meta`).
+    fn check_before_writing(&self, head: Head) -> Result<i64, LedgerError> {
+        if self.marks_head {
+            check_mark(&self.db, &self.dir, Some(head))?;
+        }
         if let Db::Postgres(session) = &self.db {
             if session.url().requires_synchronous() {
                 if let Some(why) = postgres::replication(session)?.shortfall() {
@@ -980,7 +960,7 @@ impl Ledger {
         }
         // tidy: allow(unwrap-or): absent until the first export fixes a cut-off, and no floor then.
         let floor_us = read_meta(&self.db, FLOOR_KEY)?.unwrap_or(0);
-        Ok((mark, floor_us))
+        Ok(floor_us)
     }
 
     /// Whether the database's log holds `head`'s event at its position with its
@@ -1034,7 +1014,6 @@ impl Ledger {
     fn reconnect(&mut self) -> Result<(), LedgerError> {
         self.memo.valid_at = None;
         self.memo.forget();
-        self.checked_mark = None;
         match &self.db {
             Db::Sqlite(_) => Ok(()),
             Db::Postgres(session) => {
@@ -1782,21 +1761,12 @@ pub(crate) fn initialize(
 /// this data directory last acknowledged ([`datadir::advance_mark`]): on SQLite a
 /// lost WAL or an older copy put in place, on PostgreSQL a failover to a standby
 /// that had not received this node's last commits. `head` is the database's
-/// head if the caller has read it (under the write lock); `already` the mark
-/// this connection was last found to hold, which is not looked up again.
-/// Returns the mark checked.
-fn check_mark(
-    db: &Db,
-    dir: &Path,
-    head: Option<Head>,
-    already: Option<datadir::HeadMark>,
-) -> Result<Option<datadir::HeadMark>, LedgerError> {
+/// head if the caller has read it (under the write lock). The cost: a small
+/// file read, and an indexed lookup when the database's head is past the mark.
+fn check_mark(db: &Db, dir: &Path, head: Option<Head>) -> Result<(), LedgerError> {
     let Some(mark) = datadir::read_mark(dir)? else {
-        return Ok(None);
+        return Ok(());
     };
-    if already == Some(mark) {
-        return Ok(Some(mark));
-    }
     let head = match head {
         Some(head) => head,
         None => read_head(db)?,
@@ -1848,7 +1818,7 @@ fn check_mark(
     if !matches {
         return Err(LedgerError::MarkMismatch(Box::new(lost(head.position))));
     }
-    Ok(Some(mark))
+    Ok(())
 }
 
 /// Lower-case hex, for messages.
