@@ -710,6 +710,91 @@ fn a_lost_wal_or_an_older_database_is_refused_before_anything_is_written() {
     sf2520(&damaged, ["verify"]).expect_success("verify after the restore");
 }
 
+/// A loss that cannot be undone (the WAL holding an export's record is gone and
+/// no backup has it) is accepted explicitly: `accept-loss` names the lost head and
+/// the outbox file the database lacks and changes nothing; `--apply` with that
+/// head typed back moves the file aside, records `LossAccepted`, and the ledger
+/// verifies and exports again.
+#[test]
+fn a_lost_export_record_is_accepted_only_explicitly_and_then_exported_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data_dir, agreements) = month_ledger(dir.path(), 22);
+    sf2520(&data_dir, ["export"]).expect_success("the first export");
+    let mut ledger = Ledger::open(&data_dir).unwrap();
+    let mut rng = SplitMix64::new(22);
+    ledger
+        .ingest(
+            more_withholdings(&mut rng, &agreements, 5, 30),
+            IngestMode::Commit,
+        )
+        .unwrap()
+        .accepted()
+        .unwrap();
+    // The database file without its WAL: the batch is lost. The second export is
+    // recorded in the WAL only, and its files are in the outbox.
+    let before_export = dir.path().join("before-export.sqlite3");
+    fs::copy(data_dir.join(DATABASE_FILE), &before_export).unwrap();
+    drop(ledger);
+    let exported = sf2520(&data_dir, ["export", "--json"]).expect_success("the second export");
+    let lost: Vec<String> = serde_json::from_str::<serde_json::Value>(exported.stdout.trim())
+        .unwrap()["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| file["file_name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!lost.is_empty(), "{}", exported.stdout);
+    for suffix in ["-wal", "-shm"] {
+        let _ = fs::remove_file(data_dir.join(format!("{DATABASE_FILE}{suffix}")));
+    }
+    fs::copy(&before_export, data_dir.join(DATABASE_FILE)).unwrap();
+    let refused = sf2520(&data_dir, ["export"]).expect_code(10, "an export on the older database");
+    assert!(
+        refused.stderr.contains("committed events are missing"),
+        "{}",
+        refused.stderr
+    );
+
+    let mark = sf2520::ledger::read_mark(&data_dir).unwrap().unwrap();
+    let hash: String = mark.hash.iter().map(|byte| format!("{byte:02x}")).collect();
+    let before = snapshot(&data_dir);
+    let plan = sf2520(&data_dir, ["accept-loss"]).expect_code(10, "the dry run");
+    assert!(plan.stdout.contains(&hash), "{}", plan.stdout);
+    for name in &lost {
+        assert!(
+            plan.stdout.contains(name.as_str()),
+            "{name}: {}",
+            plan.stdout
+        );
+    }
+    assert_eq!(snapshot(&data_dir), before, "the dry run changed nothing");
+    let position = mark.position.to_string();
+    sf2520(
+        &data_dir,
+        [
+            "accept-loss",
+            "--apply",
+            "--position",
+            &position,
+            "--hash",
+            &hash,
+        ],
+    )
+    .expect_success("accept-loss --apply");
+    let outbox = default_outbox(&data_dir);
+    for name in &lost {
+        assert!(!outbox.join(name).exists(), "{name} left the outbox");
+        assert!(
+            outbox.join(".lost").join(name).exists(),
+            "{name} kept aside"
+        );
+    }
+    sf2520(&data_dir, ["verify"]).expect_success("verify after accepting the loss");
+    sf2520(&data_dir, ["export"]).expect_success("the export after accepting the loss");
+    let ledger = Ledger::open(&data_dir).unwrap();
+    assert_exactly_once(&ledger, &outbox);
+}
+
 #[test]
 fn two_processes_on_a_fresh_data_directory_both_succeed() {
     let dir = tempfile::tempdir().unwrap();

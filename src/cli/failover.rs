@@ -18,15 +18,12 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::domain::LossAccepted;
-use crate::export::outbox::sha256_of;
+use crate::export::outbox::{sha256_of, LOST_DIR};
 use crate::ledger::{nofollow, read_mark, HeadMark, Ledger};
 
 use super::exit::Exit;
 use super::output::{for_terminal, hex};
 use super::AcceptLossArgs;
-
-/// Where the outbox's files the database does not hold are moved.
-const LOST_DIR: &str = ".lost";
 
 /// An official file in the outbox that the chain does not hold.
 struct LostFile {

@@ -20,6 +20,9 @@ use crate::ledger::{create_private_dir, ensure_private_dir, nofollow, ExportLock
 pub const OUTBOX_MARKER: &str = ".sf2520-outbox";
 /// Where files of this ledger's interrupted runs are moved (never official).
 pub const QUARANTINE_DIR: &str = ".quarantine";
+/// Where `sf2520 accept-loss --apply` moves official files whose record the
+/// database lost (decision 0011).
+pub const LOST_DIR: &str = ".lost";
 
 /// A writer that hashes and counts what passes through it.
 pub struct HashingWriter<W> {

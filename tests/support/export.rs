@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sf2520::demo::SplitMix64;
 use sf2520::domain::{Agreement, Amount, Command as LedgerCommand, KyRef, Withholding};
-use sf2520::export::outbox::{OUTBOX_MARKER, QUARANTINE_DIR};
+use sf2520::export::outbox::{LOST_DIR, OUTBOX_MARKER, QUARANTINE_DIR};
 use sf2520::export::reconstruct;
 use sf2520::ledger::Ledger;
 use sf2520::ledger::OfficialFile;
@@ -97,8 +97,9 @@ pub(crate) fn assert_exactly_once(ledger: &Ledger, outbox: &Path) -> usize {
     let official: std::collections::HashSet<_> =
         files.iter().map(|f| f.file_name.clone()).collect();
     for name in names {
-        // The ledger's claim on the outbox, and where its interrupted runs' leftovers go.
-        let ours = name == OUTBOX_MARKER || name == QUARANTINE_DIR;
+        // The ledger's claim on the outbox, where its interrupted runs' leftovers
+        // go, and where `accept-loss` keeps files whose record was lost.
+        let ours = name == OUTBOX_MARKER || name == QUARANTINE_DIR || name == LOST_DIR;
         assert!(
             ours || official.contains(&name),
             "unrecorded or temporary file left in the outbox: {name}"
