@@ -5,6 +5,8 @@
 //! against their kind (N digits, X printable ISO-8859-1, constants, blank filler) and
 //! decoded from ISO-8859-1; what they mean is the next pass's business.
 
+use std::borrow::Cow;
+
 use super::error::{ErrorSink, ReadErrorKind};
 use super::layout::{Content, Field, FieldId, Kind, RecordLayout, RECORD_LEN};
 use crate::domain::mask_raw;
@@ -101,17 +103,30 @@ pub(crate) fn check_structure(line: &Line<'_>, sink: &mut ErrorSink) -> bool {
     length == RECORD_LEN
 }
 
+/// The most fields a record layout has (the detail record's 14).
+const MAX_FIELDS: usize = 14;
+const _: () = {
+    let mut at = 0;
+    while at < super::layout::RECORDS.len() {
+        assert!(super::layout::RECORDS[at].fields.len() <= MAX_FIELDS);
+        at += 1;
+    }
+};
+
 /// A record whose fields passed the lexical checks, or `None` for those that did
 /// not (their errors are already reported).
-pub(crate) struct RawRecord {
+///
+/// It borrows the record's bytes: a field of printable ASCII (all our files' fields
+/// but a name with æ, ø or å) is its own text, so reading a record allocates nothing.
+pub(crate) struct RawRecord<'a> {
     pub line: usize,
     pub layout: &'static RecordLayout,
     /// Per field of the layout, in its order: digits of an N field, decoded text of
     /// an X field (padding kept), `None` for constants, filler and failed fields.
-    texts: Vec<Option<String>>,
+    texts: [Option<Cow<'a, str>>; MAX_FIELDS],
 }
 
-impl RawRecord {
+impl RawRecord<'_> {
     /// The field with this identity and its text, if the field passed its checks.
     pub(crate) fn get(&self, id: FieldId) -> Option<(&'static Field, &str)> {
         self.layout
@@ -129,20 +144,17 @@ impl RawRecord {
 }
 
 /// Checks every field of a 128-byte record against the layout.
-pub(crate) fn lex(
+pub(crate) fn lex<'a>(
     line: usize,
     layout: &'static RecordLayout,
-    record: &[u8],
+    record: &'a [u8],
     sink: &mut ErrorSink,
-) -> RawRecord {
-    let texts = layout
-        .fields
-        .iter()
-        .map(|field| {
-            let bytes = record.get(field.range()).unwrap_or_default();
-            lex_field(line, field, bytes, sink)
-        })
-        .collect();
+) -> RawRecord<'a> {
+    let mut texts: [Option<Cow<'a, str>>; MAX_FIELDS] = Default::default();
+    for (field, text) in layout.fields.iter().zip(texts.iter_mut()) {
+        let bytes = record.get(field.range()).unwrap_or_default();
+        *text = lex_field(line, field, bytes, sink);
+    }
     RawRecord {
         line,
         layout,
@@ -150,7 +162,12 @@ pub(crate) fn lex(
     }
 }
 
-fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> Option<String> {
+fn lex_field<'a>(
+    line: usize,
+    field: &Field,
+    bytes: &'a [u8],
+    sink: &mut ErrorSink,
+) -> Option<Cow<'a, str>> {
     let mut report = |offset: usize, kind| sink.push(line, field.start + offset, field.name, kind);
     match (field.content, field.kind) {
         (Content::Constant(expected), _) => {
@@ -186,7 +203,7 @@ fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> 
                 );
                 None
             }
-            None => Some(decode(bytes)),
+            None => Some(decode_borrowed(bytes)),
         },
         (Content::Data, Kind::X) => match bytes.iter().position(|&b| !is_printable(b)) {
             Some(offset) => {
@@ -194,7 +211,7 @@ fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> 
                 report(offset, kind);
                 None
             }
-            None => Some(decode(bytes)),
+            None => Some(decode_borrowed(bytes)),
         },
     }
 }
@@ -240,6 +257,16 @@ pub(crate) fn decode(bytes: &[u8]) -> String {
     bytes.iter().copied().map(char::from).collect()
 }
 
+/// [`decode`] without a copy when the bytes are ASCII (each its own character in
+/// both encodings).
+fn decode_borrowed(bytes: &[u8]) -> Cow<'_, str> {
+    let ascii = bytes.is_ascii().then(|| std::str::from_utf8(bytes).ok());
+    match ascii.flatten() {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(decode(bytes)),
+    }
+}
+
 /// A field's bytes for an error message; a CPR only masked.
 fn shown(field: &Field, bytes: &[u8]) -> String {
     let text = decode(bytes);
@@ -274,6 +301,31 @@ mod tests {
                 (1, Ending::EndOfFile)
             ]
         );
+    }
+
+    // Reading a record allocates nothing for ASCII fields, and an ISO-8859-1
+    // letter beyond ASCII is still decoded to its character.
+    #[test]
+    fn borrows_ascii_fields_and_decodes_latin1_ones() {
+        let mut record = [b' '; RECORD_LEN];
+        let agreement = super::super::layout::DETAIL
+            .field(FieldId::Agreement)
+            .unwrap();
+        let reference = super::super::layout::DETAIL
+            .field(FieldId::Reference)
+            .unwrap();
+        record[agreement.range()][..2].copy_from_slice(b"\xD8K");
+        record[reference.range()][..4].copy_from_slice(b"KY-1");
+        let mut sink = ErrorSink::default();
+        let raw = lex(1, &super::super::layout::DETAIL, &record, &mut sink);
+        let text = |id| {
+            let at = raw.layout.fields.iter().position(|f| f.id == id).unwrap();
+            raw.texts[at].as_ref().unwrap()
+        };
+        assert!(matches!(text(FieldId::Reference), Cow::Borrowed(_)));
+        assert_eq!(text(FieldId::Reference).trim_end(), "KY-1");
+        assert!(matches!(text(FieldId::Agreement), Cow::Owned(_)));
+        assert_eq!(text(FieldId::Agreement).trim_end(), "ØK");
     }
 
     #[test]
