@@ -51,6 +51,21 @@ impl<'a> Iterator for Lines<'a> {
             return None;
         }
         self.number += 1;
+        // The common line first: 128 bytes with neither CR nor LF, then CR LF,
+        // checked without a branch per byte.
+        if let Some((record, rest)) = self.rest.split_at_checked(RECORD_LEN) {
+            let clean = record
+                .iter()
+                .fold(true, |clean, &b| clean & (b != b'\r') & (b != b'\n'));
+            if clean && rest.starts_with(b"\r\n") {
+                self.rest = rest.get(2..).unwrap_or_default();
+                return Some(Line {
+                    number: self.number,
+                    bytes: record,
+                    ending: Ending::CrLf,
+                });
+            }
+        }
         let end = self.rest.iter().position(|&b| b == b'\r' || b == b'\n');
         let (bytes, ending, consumed) = match end {
             None => (self.rest, Ending::EndOfFile, self.rest.len()),
@@ -151,9 +166,20 @@ pub(crate) fn lex<'a>(
     sink: &mut ErrorSink,
 ) -> RawRecord<'a> {
     let mut texts: [Option<Cow<'a, str>>; MAX_FIELDS] = Default::default();
+    // A record of ASCII (all but those with a letter like æ) is its own text,
+    // checked as UTF-8 once rather than field by field.
+    let ascii = record
+        .is_ascii()
+        .then(|| std::str::from_utf8(record).ok())
+        .flatten();
     for (field, text) in layout.fields.iter().zip(texts.iter_mut()) {
         let bytes = record.get(field.range()).unwrap_or_default();
-        *text = lex_field(line, field, bytes, sink);
+        let checked = lex_field(line, field, bytes, sink);
+        *text = match ascii.and_then(|ascii| ascii.get(field.range())) {
+            Some(borrowed) if checked => Some(Cow::Borrowed(borrowed)),
+            _ if checked => Some(Cow::Owned(decode(bytes))),
+            _ => None,
+        };
     }
     RawRecord {
         line,
@@ -162,12 +188,9 @@ pub(crate) fn lex<'a>(
     }
 }
 
-fn lex_field<'a>(
-    line: usize,
-    field: &Field,
-    bytes: &'a [u8],
-    sink: &mut ErrorSink,
-) -> Option<Cow<'a, str>> {
+/// Checks one field; true when it holds data that passed (its text is then the
+/// caller's to take), false for constants, filler and failed fields.
+fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> bool {
     let mut report = |offset: usize, kind| sink.push(line, field.start + offset, field.name, kind);
     match (field.content, field.kind) {
         (Content::Constant(expected), _) => {
@@ -180,7 +203,7 @@ fn lex_field<'a>(
                     },
                 );
             }
-            None
+            false
         }
         (Content::Blank, _) => {
             if let Some(offset) = bytes.iter().position(|&b| b != b' ') {
@@ -191,7 +214,7 @@ fn lex_field<'a>(
                     },
                 );
             }
-            None
+            false
         }
         (Content::Data, Kind::N) => match bytes.iter().position(|b| !b.is_ascii_digit()) {
             Some(offset) => {
@@ -201,17 +224,17 @@ fn lex_field<'a>(
                         found: shown(field, bytes),
                     },
                 );
-                None
+                false
             }
-            None => Some(decode_borrowed(bytes)),
+            None => true,
         },
         (Content::Data, Kind::X) => match bytes.iter().position(|&b| !is_printable(b)) {
             Some(offset) => {
                 let (offset, kind) = unprintable(bytes, offset);
                 report(offset, kind);
-                None
+                false
             }
-            None => Some(decode_borrowed(bytes)),
+            None => true,
         },
     }
 }
@@ -257,16 +280,6 @@ pub(crate) fn decode(bytes: &[u8]) -> String {
     bytes.iter().copied().map(char::from).collect()
 }
 
-/// [`decode`] without a copy when the bytes are ASCII (each its own character in
-/// both encodings).
-fn decode_borrowed(bytes: &[u8]) -> Cow<'_, str> {
-    let ascii = bytes.is_ascii().then(|| std::str::from_utf8(bytes).ok());
-    match ascii.flatten() {
-        Some(text) => Cow::Borrowed(text),
-        None => Cow::Owned(decode(bytes)),
-    }
-}
-
 /// A field's bytes for an error message; a CPR only masked.
 fn shown(field: &Field, bytes: &[u8]) -> String {
     let text = decode(bytes);
@@ -303,29 +316,72 @@ mod tests {
         );
     }
 
-    // Reading a record allocates nothing for ASCII fields, and an ISO-8859-1
-    // letter beyond ASCII is still decoded to its character.
+    // Reading a record of ASCII allocates nothing; an ISO-8859-1 letter beyond
+    // ASCII is still decoded to its character.
     #[test]
-    fn borrows_ascii_fields_and_decodes_latin1_ones() {
+    fn borrows_ascii_records_and_decodes_latin1_ones() {
+        let layout = &super::super::layout::DETAIL;
+        let agreement = layout.field(FieldId::Agreement).unwrap();
+        let reference = layout.field(FieldId::Reference).unwrap();
         let mut record = [b' '; RECORD_LEN];
-        let agreement = super::super::layout::DETAIL
-            .field(FieldId::Agreement)
-            .unwrap();
-        let reference = super::super::layout::DETAIL
-            .field(FieldId::Reference)
-            .unwrap();
-        record[agreement.range()][..2].copy_from_slice(b"\xD8K");
         record[reference.range()][..4].copy_from_slice(b"KY-1");
-        let mut sink = ErrorSink::default();
-        let raw = lex(1, &super::super::layout::DETAIL, &record, &mut sink);
-        let text = |id| {
+        fn text<'a>(raw: &RawRecord<'a>, id: FieldId) -> Cow<'a, str> {
             let at = raw.layout.fields.iter().position(|f| f.id == id).unwrap();
-            raw.texts[at].as_ref().unwrap()
-        };
-        assert!(matches!(text(FieldId::Reference), Cow::Borrowed(_)));
-        assert_eq!(text(FieldId::Reference).trim_end(), "KY-1");
-        assert!(matches!(text(FieldId::Agreement), Cow::Owned(_)));
-        assert_eq!(text(FieldId::Agreement).trim_end(), "ØK");
+            raw.texts[at].clone().unwrap()
+        }
+        let mut sink = ErrorSink::default();
+        let raw = lex(1, layout, &record, &mut sink);
+        assert!(matches!(text(&raw, FieldId::Reference), Cow::Borrowed(_)));
+        assert_eq!(text(&raw, FieldId::Reference).trim_end(), "KY-1");
+        record[agreement.range()][..2].copy_from_slice(b"\xD8K");
+        let raw = lex(1, layout, &record, &mut sink);
+        assert_eq!(text(&raw, FieldId::Agreement).trim_end(), "ØK");
+        assert_eq!(text(&raw, FieldId::Reference).trim_end(), "KY-1");
+    }
+
+    /// Lines as the reader split them before the 128-byte fast path.
+    fn lines_byte_by_byte(mut rest: &[u8]) -> Vec<(usize, Ending)> {
+        let mut lines = Vec::new();
+        while !rest.is_empty() {
+            let at = rest.iter().position(|&b| b == b'\r' || b == b'\n');
+            let Some(at) = at else {
+                lines.push((rest.len(), Ending::EndOfFile));
+                break;
+            };
+            let (ending, width) = match &rest[at..] {
+                [b'\r', b'\n', ..] => (Ending::CrLf, 2),
+                [b'\r', ..] => (Ending::Cr, 1),
+                _ => (Ending::Lf, 1),
+            };
+            lines.push((at, ending));
+            rest = &rest[at + width..];
+        }
+        lines
+    }
+
+    proptest::proptest! {
+        // Records of 128 bytes and their neighbours, with CR and LF anywhere.
+        #[test]
+        fn the_fast_line_split_agrees_with_the_byte_by_byte_one(
+            pieces in proptest::collection::vec(
+                (125usize..=131, proptest::option::of((0usize..131, proptest::sample::select(vec![b'\r', b'\n'])))),
+                0..6,
+            ),
+            ends in proptest::collection::vec(proptest::sample::select(vec![&b"\r\n"[..], b"\n", b"\r", b"", b"\r\r\n"]), 6),
+        ) {
+            let mut bytes = Vec::new();
+            for ((len, stray), ending) in pieces.into_iter().zip(ends) {
+                let mut record = vec![b'0'; len];
+                if let Some((at, byte)) = stray {
+                    if let Some(slot) = record.get_mut(at) {
+                        *slot = byte;
+                    }
+                }
+                bytes.extend_from_slice(&record);
+                bytes.extend_from_slice(ending);
+            }
+            proptest::prop_assert_eq!(endings(&bytes), lines_byte_by_byte(&bytes));
+        }
     }
 
     #[test]
