@@ -150,7 +150,7 @@ pub fn render_all(
     // SQLite a group's reader skips other groups' events by their stream before
     // decoding them, so a group per core costs one more pass of stepping rows
     // (~7 % of the export's CPU) and halves each reader's decoding and opening,
-    // which is what bounds the export (issue 24: 1.76 → 1.57 s, paired runs). On
+    // which is what bounds the export (issue 24: 1.80 → 1.61 s, paired runs). On
     // PostgreSQL every group's query brings every row over the socket: one scan
     // for both cores there.
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
