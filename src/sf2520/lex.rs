@@ -130,8 +130,9 @@ const _: () = {
 /// A record whose fields passed the lexical checks, or `None` for those that did
 /// not (their errors are already reported).
 ///
-/// It borrows the record's bytes: a field of printable ASCII (all our files' fields
-/// but a name with æ, ø or å) is its own text, so reading a record allocates nothing.
+/// It borrows the record's bytes: the fields of a record of ASCII (every record but
+/// one with a letter like æ, ø or å) are slices of it, so reading one allocates
+/// nothing; the fields of any other record are decoded from ISO-8859-1.
 pub(crate) struct RawRecord<'a> {
     pub line: usize,
     pub layout: &'static RecordLayout,
@@ -204,6 +205,9 @@ fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> 
             }
             false
         }
+        // Filler and data checked without a branch per byte (the common case);
+        // the byte to blame is looked for only when a field fails.
+        (Content::Blank, _) if all(bytes, |b| b == b' ') => false,
         (Content::Blank, _) => {
             if let Some(offset) = bytes.iter().position(|&b| b != b' ') {
                 report(
@@ -215,8 +219,6 @@ fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> 
             }
             false
         }
-        // A whole field checked without a branch per byte (the common case);
-        // the byte to blame looked for only when it fails.
         (Content::Data, Kind::N) if all(bytes, |b| b.is_ascii_digit()) => true,
         (Content::Data, Kind::X) if all(bytes, is_printable) => true,
         (Content::Data, Kind::N) => match bytes.iter().position(|b| !b.is_ascii_digit()) {
