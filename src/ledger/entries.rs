@@ -86,6 +86,8 @@ impl Ledger {
         while from < through {
             let to = from.saturating_add(WINDOW).min(through);
             let mut window = Vec::new();
+            // The streams of the window, end to end: one allocation, not one per event.
+            let mut streams = String::new();
             self.db().query_each(
                 "SELECT position, stream, payload FROM events
                  WHERE position > ?1 AND position <= ?2
@@ -102,7 +104,9 @@ impl Ledger {
                     }
                     let position = row.unsigned(EVENTS, 0)?;
                     let event = decode_payload(position, row.blob(EVENTS, 2)?)?;
-                    window.push((position, stream.to_string(), event));
+                    let start = streams.len();
+                    streams.push_str(stream);
+                    window.push((position, start..streams.len(), event));
                     Ok(())
                 },
             )?;
@@ -111,7 +115,8 @@ impl Ledger {
             self.prefetch_data_keys(window.iter().map(|(_, _, event)| event), &corrected)?;
             for (position, stream, event) in window {
                 let withholding = corrected_in(&mut corrected, &event);
-                visit(position, &stream, event, withholding)?;
+                let stream = streams.get(stream).unwrap_or_default();
+                visit(position, stream, event, withholding)?;
             }
             from = to;
         }

@@ -336,15 +336,21 @@ fn open_cpr(key: &LessSafeKey, agreement: &str, sealed: &[u8; SEALED_CPR_LEN]) -
     <[u8; 10]>::try_from(&*plain).ok()
 }
 
-/// FNV-1a: the remembered data keys are looked up once per record exported, by
+/// FNV-1a over bytes, and a multiply-rotate step per 64-bit word (as rustc's
+/// FxHash): the remembered data keys are looked up once per record exported, by
 /// agreement references from our own ledger, where SipHash's protection against
-/// chosen keys buys nothing and costs a tenth of the export.
+/// chosen keys buys nothing and costs a tenth of the export. An [`InlineRef`] is
+/// hashed as four words: four steps instead of 40 byte-wide ones.
 #[derive(Default)]
 struct Fnv(u64);
 
 impl std::hash::Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -365,10 +371,25 @@ type Remembered = HashMap<InlineRef, Known, std::hash::BuildHasherDefault<Fnv>>;
 /// An agreement reference held in the map's own slot (at most 15 characters of
 /// ISO-8859-1, so at most 30 bytes of UTF-8): a lookup per exported record then
 /// touches one place in memory, not a slot and a string elsewhere.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct InlineRef {
     len: u8,
     bytes: [u8; 31],
+}
+
+impl std::hash::Hash for InlineRef {
+    /// The length and the bytes as four little-endian words: equal references
+    /// give equal words (unused bytes are zero).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut all = [0u8; 32];
+        all[0] = self.len;
+        all[1..].copy_from_slice(&self.bytes);
+        for word in all.chunks_exact(8) {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(word);
+            state.write_u64(u64::from_le_bytes(bytes));
+        }
+    }
 }
 
 impl InlineRef {

@@ -5,6 +5,8 @@
 //! against their kind (N digits, X printable ISO-8859-1, constants, blank filler) and
 //! decoded from ISO-8859-1; what they mean is the next pass's business.
 
+use std::borrow::Cow;
+
 use super::error::{ErrorSink, ReadErrorKind};
 use super::layout::{Content, Field, FieldId, Kind, RecordLayout, RECORD_LEN};
 use crate::domain::mask_raw;
@@ -49,6 +51,20 @@ impl<'a> Iterator for Lines<'a> {
             return None;
         }
         self.number += 1;
+        // The common line first: 128 bytes, none of them a control character
+        // (so neither CR nor LF: the smallest byte is at least a space, found
+        // without a branch per byte), then CR LF.
+        if let Some((record, rest)) = self.rest.split_at_checked(RECORD_LEN) {
+            let smallest = record.iter().fold(u8::MAX, |least, &b| least.min(b));
+            if smallest >= b' ' && rest.starts_with(b"\r\n") {
+                self.rest = rest.get(2..).unwrap_or_default();
+                return Some(Line {
+                    number: self.number,
+                    bytes: record,
+                    ending: Ending::CrLf,
+                });
+            }
+        }
         let end = self.rest.iter().position(|&b| b == b'\r' || b == b'\n');
         let (bytes, ending, consumed) = match end {
             None => (self.rest, Ending::EndOfFile, self.rest.len()),
@@ -101,17 +117,31 @@ pub(crate) fn check_structure(line: &Line<'_>, sink: &mut ErrorSink) -> bool {
     length == RECORD_LEN
 }
 
+/// The most fields a record layout has (the detail record's 14).
+const MAX_FIELDS: usize = 14;
+const _: () = {
+    let mut at = 0;
+    while at < super::layout::RECORDS.len() {
+        assert!(super::layout::RECORDS[at].fields.len() <= MAX_FIELDS);
+        at += 1;
+    }
+};
+
 /// A record whose fields passed the lexical checks, or `None` for those that did
 /// not (their errors are already reported).
-pub(crate) struct RawRecord {
+///
+/// It borrows the record's bytes: the fields of a record of ASCII (every record but
+/// one with a letter like æ, ø or å) are slices of it, so reading one allocates
+/// nothing; the fields of any other record are decoded from ISO-8859-1.
+pub(crate) struct RawRecord<'a> {
     pub line: usize,
     pub layout: &'static RecordLayout,
     /// Per field of the layout, in its order: digits of an N field, decoded text of
     /// an X field (padding kept), `None` for constants, filler and failed fields.
-    texts: Vec<Option<String>>,
+    texts: [Option<Cow<'a, str>>; MAX_FIELDS],
 }
 
-impl RawRecord {
+impl RawRecord<'_> {
     /// The field with this identity and its text, if the field passed its checks.
     pub(crate) fn get(&self, id: FieldId) -> Option<(&'static Field, &str)> {
         self.layout
@@ -129,20 +159,28 @@ impl RawRecord {
 }
 
 /// Checks every field of a 128-byte record against the layout.
-pub(crate) fn lex(
+pub(crate) fn lex<'a>(
     line: usize,
     layout: &'static RecordLayout,
-    record: &[u8],
+    record: &'a [u8],
     sink: &mut ErrorSink,
-) -> RawRecord {
-    let texts = layout
-        .fields
-        .iter()
-        .map(|field| {
-            let bytes = record.get(field.range()).unwrap_or_default();
-            lex_field(line, field, bytes, sink)
-        })
-        .collect();
+) -> RawRecord<'a> {
+    let mut texts: [Option<Cow<'a, str>>; MAX_FIELDS] = Default::default();
+    // A record of ASCII (all but those with a letter like æ) is its own text,
+    // checked as UTF-8 once rather than field by field.
+    let ascii = record
+        .is_ascii()
+        .then(|| std::str::from_utf8(record).ok())
+        .flatten();
+    for (field, text) in layout.fields.iter().zip(texts.iter_mut()) {
+        let bytes = record.get(field.range()).unwrap_or_default();
+        let checked = lex_field(line, field, bytes, sink);
+        *text = match ascii.and_then(|ascii| ascii.get(field.range())) {
+            Some(borrowed) if checked => Some(Cow::Borrowed(borrowed)),
+            _ if checked => Some(Cow::Owned(decode(bytes))),
+            _ => None,
+        };
+    }
     RawRecord {
         line,
         layout,
@@ -150,7 +188,9 @@ pub(crate) fn lex(
     }
 }
 
-fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> Option<String> {
+/// Checks one field; true when it holds data that passed (its text is then the
+/// caller's to take), false for constants, filler and failed fields.
+fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> bool {
     let mut report = |offset: usize, kind| sink.push(line, field.start + offset, field.name, kind);
     match (field.content, field.kind) {
         (Content::Constant(expected), _) => {
@@ -163,8 +203,11 @@ fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> 
                     },
                 );
             }
-            None
+            false
         }
+        // Filler and data checked without a branch per byte (the common case);
+        // the byte to blame is looked for only when a field fails.
+        (Content::Blank, _) if all(bytes, |b| b == b' ') => false,
         (Content::Blank, _) => {
             if let Some(offset) = bytes.iter().position(|&b| b != b' ') {
                 report(
@@ -174,8 +217,10 @@ fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> 
                     },
                 );
             }
-            None
+            false
         }
+        (Content::Data, Kind::N) if all(bytes, |b| b.is_ascii_digit()) => true,
+        (Content::Data, Kind::X) if all(bytes, is_printable) => true,
         (Content::Data, Kind::N) => match bytes.iter().position(|b| !b.is_ascii_digit()) {
             Some(offset) => {
                 report(
@@ -184,25 +229,30 @@ fn lex_field(line: usize, field: &Field, bytes: &[u8], sink: &mut ErrorSink) -> 
                         found: shown(field, bytes),
                     },
                 );
-                None
+                false
             }
-            None => Some(decode(bytes)),
+            None => true,
         },
         (Content::Data, Kind::X) => match bytes.iter().position(|&b| !is_printable(b)) {
             Some(offset) => {
                 let (offset, kind) = unprintable(bytes, offset);
                 report(offset, kind);
-                None
+                false
             }
-            None => Some(decode(bytes)),
+            None => true,
         },
     }
 }
 
 /// Printable ISO-8859-1: 0x20–0x7E and 0xA0–0xFF (the domain's `is_printable_latin1`
-/// on the decoded character).
+/// on the decoded character; a test compares the two for every byte).
 fn is_printable(byte: u8) -> bool {
-    crate::domain::is_printable_latin1(char::from(byte))
+    (byte.wrapping_sub(0x20) < 0x5F) | (byte >= 0xA0)
+}
+
+/// Whether every byte passes `test`, without an early exit (so it vectorises).
+fn all(bytes: &[u8], test: impl Fn(u8) -> bool) -> bool {
+    bytes.iter().fold(true, |ok, &byte| ok & test(byte))
 }
 
 /// Why the byte at `offset` is not printable: when it is part of a UTF-8 sequence
@@ -274,6 +324,86 @@ mod tests {
                 (1, Ending::EndOfFile)
             ]
         );
+    }
+
+    // Reading a record of ASCII allocates nothing; an ISO-8859-1 letter beyond
+    // ASCII is still decoded to its character.
+    #[test]
+    fn borrows_ascii_records_and_decodes_latin1_ones() {
+        let layout = &super::super::layout::DETAIL;
+        let agreement = layout.field(FieldId::Agreement).unwrap();
+        let reference = layout.field(FieldId::Reference).unwrap();
+        let mut record = [b' '; RECORD_LEN];
+        record[reference.range()][..4].copy_from_slice(b"KY-1");
+        fn text<'a>(raw: &RawRecord<'a>, id: FieldId) -> Cow<'a, str> {
+            let at = raw.layout.fields.iter().position(|f| f.id == id).unwrap();
+            raw.texts[at].clone().unwrap()
+        }
+        let mut sink = ErrorSink::default();
+        let raw = lex(1, layout, &record, &mut sink);
+        assert!(matches!(text(&raw, FieldId::Reference), Cow::Borrowed(_)));
+        assert_eq!(text(&raw, FieldId::Reference).trim_end(), "KY-1");
+        record[agreement.range()][..2].copy_from_slice(b"\xD8K");
+        let raw = lex(1, layout, &record, &mut sink);
+        assert_eq!(text(&raw, FieldId::Agreement).trim_end(), "ØK");
+        assert_eq!(text(&raw, FieldId::Reference).trim_end(), "KY-1");
+    }
+
+    /// Lines as the reader split them before the 128-byte fast path.
+    fn lines_byte_by_byte(mut rest: &[u8]) -> Vec<(usize, Ending)> {
+        let mut lines = Vec::new();
+        while !rest.is_empty() {
+            let at = rest.iter().position(|&b| b == b'\r' || b == b'\n');
+            let Some(at) = at else {
+                lines.push((rest.len(), Ending::EndOfFile));
+                break;
+            };
+            let (ending, width) = match &rest[at..] {
+                [b'\r', b'\n', ..] => (Ending::CrLf, 2),
+                [b'\r', ..] => (Ending::Cr, 1),
+                _ => (Ending::Lf, 1),
+            };
+            lines.push((at, ending));
+            rest = &rest[at + width..];
+        }
+        lines
+    }
+
+    proptest::proptest! {
+        // Records of 128 bytes and their neighbours, with CR, LF, a tab or a NUL
+        // anywhere.
+        #[test]
+        fn the_fast_line_split_agrees_with_the_byte_by_byte_one(
+            pieces in proptest::collection::vec(
+                (125usize..=131, proptest::option::of((0usize..131, proptest::sample::select(vec![b'\r', b'\n', b'\t', 0])))),
+                0..6,
+            ),
+            ends in proptest::collection::vec(proptest::sample::select(vec![&b"\r\n"[..], b"\n", b"\r", b"", b"\r\r\n"]), 6),
+        ) {
+            let mut bytes = Vec::new();
+            for ((len, stray), ending) in pieces.into_iter().zip(ends) {
+                let mut record = vec![b'0'; len];
+                if let Some((at, byte)) = stray {
+                    if let Some(slot) = record.get_mut(at) {
+                        *slot = byte;
+                    }
+                }
+                bytes.extend_from_slice(&record);
+                bytes.extend_from_slice(ending);
+            }
+            proptest::prop_assert_eq!(endings(&bytes), lines_byte_by_byte(&bytes));
+        }
+    }
+
+    #[test]
+    fn printable_is_the_domains_printable_latin1_for_every_byte() {
+        for byte in 0..=u8::MAX {
+            assert_eq!(
+                is_printable(byte),
+                crate::domain::is_printable_latin1(char::from(byte)),
+                "{byte:#04x}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod doc;
 mod error;
+mod fast;
 pub mod layout;
 mod lex;
 mod reader;

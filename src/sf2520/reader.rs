@@ -211,7 +211,7 @@ impl Reader {
         }
     }
 
-    fn start(&mut self, raw: &RawRecord) -> Option<FileHeader> {
+    fn start(&mut self, raw: &RawRecord<'_>) -> Option<FileHeader> {
         let mut fields = Fields::new(raw, &mut self.sink);
         let kommune = fields.kommune(FieldId::Kommune);
         let sequence = fields.sequence();
@@ -230,7 +230,7 @@ impl Reader {
         })
     }
 
-    fn detail(&mut self, raw: &RawRecord) -> Option<ParsedDetail> {
+    fn detail(&mut self, raw: &RawRecord<'_>) -> Option<ParsedDetail> {
         let expected_number = self.detail_lines;
         let start_kommune = self.start_kommune;
         let mut fields = Fields::new(raw, &mut self.sink);
@@ -264,7 +264,7 @@ impl Reader {
         })
     }
 
-    fn end(&mut self, raw: &RawRecord) -> Option<FileSummary> {
+    fn end(&mut self, raw: &RawRecord<'_>) -> Option<FileSummary> {
         let computed = (!self.some_detail_unread).then_some((self.plus_ore, self.minus_ore));
         let (start_kommune, start_sequence) = (self.start_kommune, self.start_sequence);
         let mut fields = Fields::new(raw, &mut self.sink);
@@ -330,12 +330,12 @@ impl Reader {
 
 /// Typed access to one record's fields; every failure is reported where it is.
 struct Fields<'a> {
-    raw: &'a RawRecord,
+    raw: &'a RawRecord<'a>,
     sink: &'a mut ErrorSink,
 }
 
 impl<'a> Fields<'a> {
-    fn new(raw: &'a RawRecord, sink: &'a mut ErrorSink) -> Self {
+    fn new(raw: &'a RawRecord<'a>, sink: &'a mut ErrorSink) -> Self {
         Fields { raw, sink }
     }
 

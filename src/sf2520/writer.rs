@@ -130,10 +130,13 @@ impl<W: Write> FileWriter<W> {
         check_transaction(record)?;
         let summary = self.summary_with(record.amount)?;
         let record_number = summary.record_count;
-        let kommune = u64::from(self.kommune.number());
-        let bytes = render_record(&DETAIL, |id| {
-            detail_value(id, record, record_number, kommune)
-        })?;
+        let kommune = self.kommune.number();
+        let bytes = match super::fast::detail_bytes(record, record_number, kommune) {
+            Some(bytes) => bytes,
+            None => render_record(&DETAIL, |id| {
+                detail_value(id, record, record_number, u64::from(kommune))
+            })?,
+        };
         self.out.write_all(&bytes)?;
         self.summary = summary;
         Ok(())
@@ -238,7 +241,7 @@ fn start_value(id: FieldId, header: &FileHeader) -> FieldValue<'static> {
     }
 }
 
-fn detail_value(
+pub(super) fn detail_value(
     id: FieldId,
     record: &DetailRecord,
     record_number: u64,
