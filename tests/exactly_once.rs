@@ -657,16 +657,13 @@ fn sigterm_stops_ingest_export_backup_restore_and_verify_at_a_safe_point() {
     check_exactly_once(&data_dir, &outbox);
 }
 
-#[test]
-fn a_lost_wal_or_an_older_database_is_refused_before_anything_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data_dir, agreements) = month_ledger(dir.path(), 20);
+/// A month ledger in `root`, exported, then one more batch committed by the
+/// ledger returned, whose connection stays open: its commit is in the WAL only.
+fn exported_then_one_batch_in_the_wal(root: &Path, seed: u64) -> (PathBuf, Ledger) {
+    let (data_dir, agreements) = month_ledger(root, seed);
     sf2520(&data_dir, ["export"]).expect_success("the export");
-    // A batch whose commit is in the WAL only (this connection stays open, so it is
-    // not folded into the database file); a copy of the database file without its
-    // WAL is what a deleted -wal leaves.
     let mut ledger = Ledger::open(&data_dir).unwrap();
-    let mut rng = SplitMix64::new(20);
+    let mut rng = SplitMix64::new(seed);
     ledger
         .ingest(
             more_withholdings(&mut rng, &agreements, 5, 30),
@@ -675,6 +672,16 @@ fn a_lost_wal_or_an_older_database_is_refused_before_anything_is_written() {
         .unwrap()
         .accepted()
         .unwrap();
+    (data_dir, ledger)
+}
+
+#[test]
+fn a_lost_wal_or_an_older_database_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // A batch whose commit is in the WAL only (this connection stays open, so it is
+    // not folded into the database file); a copy of the database file without its
+    // WAL is what a deleted -wal leaves.
+    let (data_dir, ledger) = exported_then_one_batch_in_the_wal(dir.path(), 20);
     let damaged = dir.path().join("damaged");
     fs::create_dir(&damaged).unwrap();
     fs::set_permissions(&damaged, fs::Permissions::from_mode(0o700)).unwrap();
@@ -718,18 +725,7 @@ fn a_lost_wal_or_an_older_database_is_refused_before_anything_is_written() {
 #[test]
 fn a_lost_export_record_is_accepted_only_explicitly_and_then_exported_anew() {
     let dir = tempfile::tempdir().unwrap();
-    let (data_dir, agreements) = month_ledger(dir.path(), 22);
-    sf2520(&data_dir, ["export"]).expect_success("the first export");
-    let mut ledger = Ledger::open(&data_dir).unwrap();
-    let mut rng = SplitMix64::new(22);
-    ledger
-        .ingest(
-            more_withholdings(&mut rng, &agreements, 5, 30),
-            IngestMode::Commit,
-        )
-        .unwrap()
-        .accepted()
-        .unwrap();
+    let (data_dir, ledger) = exported_then_one_batch_in_the_wal(dir.path(), 22);
     // The database file without its WAL: the batch is lost. The second export is
     // recorded in the WAL only, and its files are in the outbox.
     let before_export = dir.path().join("before-export.sqlite3");
@@ -755,8 +751,7 @@ fn a_lost_export_record_is_accepted_only_explicitly_and_then_exported_anew() {
         refused.stderr
     );
 
-    let mark = sf2520::ledger::read_mark(&data_dir).unwrap().unwrap();
-    let hash: String = mark.hash.iter().map(|byte| format!("{byte:02x}")).collect();
+    let (apply, hash) = support::ledger::accept_loss_args(&data_dir);
     let before = snapshot(&data_dir);
     let plan = sf2520(&data_dir, ["accept-loss"]).expect_code(10, "the dry run");
     assert!(plan.stdout.contains(&hash), "{}", plan.stdout);
@@ -768,19 +763,7 @@ fn a_lost_export_record_is_accepted_only_explicitly_and_then_exported_anew() {
         );
     }
     assert_eq!(snapshot(&data_dir), before, "the dry run changed nothing");
-    let position = mark.position.to_string();
-    sf2520(
-        &data_dir,
-        [
-            "accept-loss",
-            "--apply",
-            "--position",
-            &position,
-            "--hash",
-            &hash,
-        ],
-    )
-    .expect_success("accept-loss --apply");
+    sf2520(&data_dir, apply).expect_success("accept-loss --apply");
     let outbox = default_outbox(&data_dir);
     for name in &lost {
         assert!(!outbox.join(name).exists(), "{name} left the outbox");

@@ -455,11 +455,7 @@ fn a_lossy_promotion_is_refused_by_every_node_that_holds_evidence_of_the_loss() 
     );
 
     // The explicit way on: a dry run names the loss and changes nothing.
-    let hash: String = b_mark
-        .hash
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let (apply, hash) = support::ledger::accept_loss_args(&b.dir);
     let plan = b
         .run(&["accept-loss"])
         .expect_code(10, "accept-loss without --apply");
@@ -477,16 +473,8 @@ fn a_lossy_promotion_is_refused_by_every_node_that_holds_evidence_of_the_loss() 
     }
     b.run(&["accept-loss", "--apply", "--position", "1", "--hash", &hash])
         .expect_code(3, "the wrong head typed back");
-    let position = b_mark.position.to_string();
-    b.run(&[
-        "accept-loss",
-        "--apply",
-        "--position",
-        &position,
-        "--hash",
-        &hash,
-    ])
-    .expect_success("accept-loss --apply");
+    let apply: Vec<&str> = apply.iter().map(String::as_str).collect();
+    b.run(&apply).expect_success("accept-loss --apply");
     for name in &lost {
         assert!(
             b.dir.join("outbox/.lost").join(name).exists(),

@@ -202,3 +202,18 @@ pub(crate) fn share_key_file(from: &std::path::Path, to: &std::path::Path) {
     std::fs::copy(from.join(sf2520::ledger::KEY_FILE), &target).unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+/// `sf2520 accept-loss --apply` with the head mark of `data_dir` typed back, and
+/// that head's hash in hex (what the dry run names).
+pub(crate) fn accept_loss_args(data_dir: &std::path::Path) -> (Vec<String>, String) {
+    let mark = sf2520::ledger::read_mark(data_dir)
+        .unwrap()
+        .expect("a head mark");
+    let hash: String = mark.hash.iter().map(|byte| format!("{byte:02x}")).collect();
+    let args = ["accept-loss", "--apply", "--position"]
+        .iter()
+        .map(|arg| arg.to_string())
+        .chain([mark.position.to_string(), "--hash".into(), hash.clone()])
+        .collect();
+    (args, hash)
+}
