@@ -458,6 +458,64 @@ fn a_connection_ended_in_answer_to_the_commit_is_repeated_and_writes_the_batch_o
     );
 }
 
+/// An export whose record COMMIT is answered with FATAL (nothing written) connects
+/// again and records the files once more, and reports the ids it recorded: a
+/// repeat keeps no id of the try that did not commit.
+#[test]
+fn an_export_whose_record_commit_is_lost_records_once_and_reports_what_it_recorded() {
+    let root = tempfile::tempdir().unwrap();
+    let db = database();
+    let (node, input) = Node::with_batch(root.path(), &db, "pgf-export-commit");
+    node.run(&["ingest", input.to_str().unwrap()])
+        .expect_success("ingest");
+    let mut admin = db.client();
+    admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION pgf_hold_commit() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM pg_advisory_xact_lock({COMMIT_KEY}); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER pgf_hold_commit AFTER UPDATE ON ledger_head
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pgf_hold_commit();
+             SELECT pg_advisory_lock({COMMIT_KEY});"
+        ))
+        .unwrap();
+    // The cut-off's write moves no head; the record's COMMIT waits.
+    let mut export = node.spawn(&["export", "--json"]);
+    let first = wait_for(
+        "the export's record COMMIT to wait for the test's lock",
+        Some(&mut export),
+        || waiting(&mut admin, node.name, "Lock", Some("advisory")),
+    );
+    terminate(&mut admin, first);
+    wait_for(
+        "the repeated record's COMMIT to wait on a new connection",
+        Some(&mut export),
+        || waiting(&mut admin, node.name, "Lock", Some("advisory")).filter(|pid| *pid != first),
+    );
+    assert_eq!(files_recorded(&mut admin), 0, "the first try wrote nothing");
+    admin
+        .batch_execute(&format!("SELECT pg_advisory_unlock({COMMIT_KEY})"))
+        .unwrap();
+    let run = Run::from(wait_bounded(export)).expect_success("the export");
+    let ids = |json: &str| -> BTreeSet<String> {
+        let document: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        document["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|file| file["file_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let printed = ids(&run.stdout);
+    assert_eq!(printed.len(), 3, "{}", run.stdout);
+    let register = node.run(&["files", "--json"]).expect_success("files");
+    assert_eq!(
+        printed,
+        ids(&register.stdout),
+        "the ids printed are the ids recorded"
+    );
+    node.run(&["verify"]).expect_success("verify");
+}
+
 /// Ends the server process `pid`'s session, as an administrator (or a failover)
 /// would.
 fn terminate(admin: &mut Client, pid: i32) {

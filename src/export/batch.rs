@@ -680,6 +680,9 @@ fn record(
 ) -> Result<Vec<Uuid>, ExportError> {
     let mut ids = Vec::with_capacity(rendered.len());
     let refused = ledger.write(|appender| {
+        // A repeat after a lost connection (PostgreSQL) starts over: the ids of a
+        // try that did not commit were never recorded.
+        ids.clear();
         for file in rendered {
             let kommune = file.planned.range.kommune;
             let sequence = file.planned.header.sequence;
