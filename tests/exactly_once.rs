@@ -754,14 +754,7 @@ fn a_lost_export_record_is_accepted_only_explicitly_and_then_exported_anew() {
     let (apply, hash) = support::ledger::accept_loss_args(&data_dir);
     let before = snapshot(&data_dir);
     let plan = sf2520(&data_dir, ["accept-loss"]).expect_code(10, "the dry run");
-    assert!(plan.stdout.contains(&hash), "{}", plan.stdout);
-    for name in &lost {
-        assert!(
-            plan.stdout.contains(name.as_str()),
-            "{name}: {}",
-            plan.stdout
-        );
-    }
+    support::ledger::assert_loss_named(&plan.stdout, &hash, &lost);
     assert_eq!(snapshot(&data_dir), before, "the dry run changed nothing");
     sf2520(&data_dir, apply).expect_success("accept-loss --apply");
     let outbox = default_outbox(&data_dir);

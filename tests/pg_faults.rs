@@ -24,7 +24,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -72,21 +72,7 @@ impl<'d> Node<'d> {
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_sf2520"))
-            .arg("--data-dir")
-            .arg(&self.dir)
-            // Longer than any wait of the test for its locks: a loaded machine
-            // must not turn a held lock into a refusal.
-            .args(["--busy-timeout", "600"])
-            .args(args)
-            .env("SF2520_DATABASE_URL", self.url())
-            .env("RUST_LOG", "warn")
-            .env_remove("SF2520_DATA_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sf2520")
+        support::cli::spawn_node(&self.dir, &self.url(), args)
     }
 
     fn run(&self, args: &[&str]) -> Run {
@@ -407,17 +393,7 @@ fn a_connection_ended_in_answer_to_the_commit_is_repeated_and_writes_the_batch_o
     let db = database();
     let (node, input) = Node::with_batch(root.path(), &db, "pgf-ingest-commit");
     let mut admin = db.client();
-    // A COMMIT that waits, before anything is written, for an advisory lock the
-    // test holds: a deferred trigger on the head row, which every batch moves.
-    admin
-        .batch_execute(&format!(
-            "CREATE FUNCTION pgf_hold_commit() RETURNS trigger LANGUAGE plpgsql AS
-               $$ BEGIN PERFORM pg_advisory_xact_lock({COMMIT_KEY}); RETURN NULL; END $$;
-             CREATE CONSTRAINT TRIGGER pgf_hold_commit AFTER UPDATE ON ledger_head
-               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pgf_hold_commit();
-             SELECT pg_advisory_lock({COMMIT_KEY});"
-        ))
-        .unwrap();
+    hold_commits(&mut admin);
     let mut ingest = node.spawn(&["ingest", input.to_str().unwrap(), "--json"]);
     let first = wait_for(
         "the ingest's COMMIT to wait for the test's lock",
@@ -469,15 +445,7 @@ fn an_export_whose_record_commit_is_lost_records_once_and_reports_what_it_record
     node.run(&["ingest", input.to_str().unwrap()])
         .expect_success("ingest");
     let mut admin = db.client();
-    admin
-        .batch_execute(&format!(
-            "CREATE FUNCTION pgf_hold_commit() RETURNS trigger LANGUAGE plpgsql AS
-               $$ BEGIN PERFORM pg_advisory_xact_lock({COMMIT_KEY}); RETURN NULL; END $$;
-             CREATE CONSTRAINT TRIGGER pgf_hold_commit AFTER UPDATE ON ledger_head
-               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pgf_hold_commit();
-             SELECT pg_advisory_lock({COMMIT_KEY});"
-        ))
-        .unwrap();
+    hold_commits(&mut admin);
     // The cut-off's write moves no head; the record's COMMIT waits.
     let mut export = node.spawn(&["export", "--json"]);
     let first = wait_for(
@@ -555,6 +523,22 @@ fn assert_batch_once(
 
 /// The advisory lock key the commit-holding trigger waits for.
 const COMMIT_KEY: i64 = 25_200_001;
+
+/// From now on a COMMIT that moves the head row waits, before anything is
+/// written, for an advisory lock the test holds (`COMMIT_KEY`, taken here on
+/// `admin`'s session): a deferred trigger on the head row, which every batch and
+/// every record of files moves.
+fn hold_commits(admin: &mut Client) {
+    admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION pgf_hold_commit() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM pg_advisory_xact_lock({COMMIT_KEY}); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER pgf_hold_commit AFTER UPDATE ON ledger_head
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pgf_hold_commit();
+             SELECT pg_advisory_lock({COMMIT_KEY});"
+        ))
+        .unwrap();
+}
 
 /// The temporary files of export runs in the outbox (`.SF2520_….partial`).
 fn temporaries(outbox: &Path) -> BTreeSet<String> {

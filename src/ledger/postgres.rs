@@ -699,38 +699,32 @@ impl Replication {
     }
 }
 
-/// The primary's replication as this session sees it (see [`Replication`]).
+/// The primary's replication as this session sees it (see [`Replication`]), in
+/// one round trip: a write with `require_synchronous` asks it every time.
 pub(crate) fn replication(session: &Session) -> Result<Replication, LedgerError> {
-    let mut settings = (String::new(), String::new());
+    let mut replication = Replication {
+        standby_names: String::new(),
+        synchronous_commit: String::new(),
+        standbys: Vec::new(),
+    };
     session.query_arrays(
-        "SELECT current_setting('synchronous_standby_names'), current_setting('synchronous_commit')",
+        "SELECT current_setting('synchronous_standby_names'), current_setting('synchronous_commit'),
+                r.application_name, COALESCE(r.sync_state, '')
+         FROM (SELECT 1) AS one LEFT JOIN pg_stat_replication r ON true
+         ORDER BY r.application_name",
         &[],
         &mut |row| {
-            settings = (
-                row.text(REPLICATION, 0)?.to_string(),
-                row.text(REPLICATION, 1)?.to_string(),
-            );
+            replication.standby_names = row.text(REPLICATION, 0)?.to_string();
+            replication.synchronous_commit = row.text(REPLICATION, 1)?.to_string();
+            if let Some(name) = row.opt_text(REPLICATION, 2)? {
+                replication
+                    .standbys
+                    .push((name.to_string(), row.text(REPLICATION, 3)?.to_string()));
+            }
             Ok(())
         },
     )?;
-    let mut standbys = Vec::new();
-    session.query_arrays(
-        "SELECT COALESCE(application_name, ''), COALESCE(sync_state, '')
-         FROM pg_stat_replication ORDER BY application_name",
-        &[],
-        &mut |row| {
-            standbys.push((
-                row.text(REPLICATION, 0)?.to_string(),
-                row.text(REPLICATION, 1)?.to_string(),
-            ));
-            Ok(())
-        },
-    )?;
-    Ok(Replication {
-        standby_names: settings.0,
-        synchronous_commit: settings.1,
-        standbys,
-    })
+    Ok(replication)
 }
 
 const REPLICATION: super::sql::Source = super::sql::Source {

@@ -376,14 +376,12 @@ impl Ledger {
     /// event included. Killed between the two, the mark still refuses, and a
     /// second `accept-loss` records the acceptance again.
     pub fn accept_loss(&mut self, event: crate::domain::LossAccepted) -> Result<Head, LedgerError> {
-        let marks = self.marks_head;
+        // The mark names the lost head: this write neither checks nor moves it.
         self.marks_head = false;
-        let written = self.write(|appender| {
+        let head = self.write(|appender| {
             appender.append(&Event::LossAccepted(event.clone()))?;
             Ok(appender.head())
-        });
-        self.marks_head = marks;
-        let head = written?;
+        })?;
         datadir::reset_mark(&self.dir, &head)?;
         self.marks_head = true;
         Ok(head)
@@ -781,7 +779,7 @@ impl Ledger {
     pub fn witness(&self, head: &Head) {
         if self.witnesses {
             if let Err(error) = datadir::advance_mark(&self.dir, head) {
-                tracing::warn!(%error, "could not record the head handed out in ledger.head");
+                tracing::warn!(%error, "could not record the head in ledger.head (it lags, which is safe; the next commit moves it)");
             }
         }
     }
@@ -847,10 +845,9 @@ impl Ledger {
         activity: &str,
     ) -> Result<T, Attempt> {
         crate::interrupt::check().map_err(|stop| Attempt::Failed(stop.into()))?;
-        let lost = |ledger: &Ledger, error: LedgerError| ledger.attempt(error);
         let tx = match WriteTx::begin(&self.db, &self.dir, self.busy_wait) {
             Ok(tx) => tx,
-            Err(error) => return Err(lost(self, error)),
+            Err(error) => return Err(self.attempt(error)),
         };
         if self.marks_head {
             datadir::note_writer(&self.dir, activity);
@@ -860,7 +857,7 @@ impl Ledger {
             Ok(floor_us) => floor_us,
             Err(error) => {
                 drop(tx);
-                return Err(lost(self, error));
+                return Err(self.attempt(error));
             }
         };
         // Untrusted from here until this transaction commits (see `Memo`).
@@ -883,23 +880,24 @@ impl Ledger {
             Ok(result) => result,
             Err(error) => {
                 drop(tx);
-                return Err(lost(self, error));
+                return Err(self.attempt(error));
             }
         };
         let advanced = new_head != head;
         if !commit(&result) {
-            tx.rollback().map_err(|error| lost(self, error))?;
+            tx.rollback().map_err(|error| self.attempt(error))?;
             return Ok(result);
         }
         // The last safe point: a stop asked for now leaves nothing written.
         crate::interrupt::check().map_err(|stop| Attempt::Failed(stop.into()))?;
         if let Err(error) = tx.commit(new_head, &self.dir) {
-            let attempt = lost(self, error);
+            let attempt = self.attempt(error);
             self.settle_commit(attempt, advanced.then_some(new_head), activity)?;
         }
         self.memo.valid_at = Some(new_head);
         if advanced && self.marks_head {
-            self.note_committed(&new_head);
+            // Durable now: a mark that fails to move only lags, which is safe.
+            self.witness(&new_head);
         }
         Ok(result)
     }
@@ -927,15 +925,6 @@ impl Ledger {
         }
         tracing::warn!(%error, "the connection to PostgreSQL was lost during the commit of {activity}; connected again, and the database holds its last event with its hash: it was committed");
         Ok(())
-    }
-
-    /// Moves the head mark to a head this node was told is committed. The commit
-    /// is durable: a mark that fails to move only lags, which is safe; the next
-    /// commit moves it.
-    fn note_committed(&mut self, head: &Head) {
-        if let Err(error) = datadir::advance_mark(&self.dir, head) {
-            tracing::warn!(%error, "could not record the new head in ledger.head");
-        }
     }
 
     /// What a write checks under the write lock, before it writes anything: that
@@ -1006,27 +995,6 @@ impl Ledger {
         commands: Vec<(usize, Command)>,
         mode: IngestMode,
     ) -> Result<BatchOutcome, LedgerError> {
-        self.ingest_once(commands, mode)
-    }
-
-    /// Connects again after the connection was lost, waiting for a primary up to
-    /// the URL's failover wait.
-    fn reconnect(&mut self) -> Result<(), LedgerError> {
-        self.memo.valid_at = None;
-        self.memo.forget();
-        match &self.db {
-            Db::Sqlite(_) => Ok(()),
-            Db::Postgres(session) => {
-                session.reconnect(std::time::Instant::now() + session.url().failover_wait())
-            }
-        }
-    }
-
-    fn ingest_once(
-        &mut self,
-        commands: Vec<(usize, Command)>,
-        mode: IngestMode,
-    ) -> Result<BatchOutcome, LedgerError> {
         let activity = format!("an ingest of {} line(s)", commands.len());
         // A repeat after a lost connection needs the batch again (PostgreSQL only).
         let spare = matches!(self.db, Db::Postgres(_)).then(|| commands.clone());
@@ -1085,6 +1053,19 @@ impl Ledger {
             |outcome| mode == IngestMode::Commit && matches!(outcome, BatchOutcome::Accepted(_)),
             &activity,
         )
+    }
+
+    /// Connects again after the connection was lost, waiting for a primary up to
+    /// the URL's failover wait.
+    fn reconnect(&mut self) -> Result<(), LedgerError> {
+        self.memo.valid_at = None;
+        self.memo.forget();
+        match &self.db {
+            Db::Sqlite(_) => Ok(()),
+            Db::Postgres(session) => {
+                session.reconnect(std::time::Instant::now() + session.url().failover_wait())
+            }
+        }
     }
 
     /// The position `as_of` stands for: the head, a checked position, or the last

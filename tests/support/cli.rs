@@ -147,3 +147,24 @@ pub(crate) fn mode(path: &Path) -> u32 {
         .mode()
         & 0o777
 }
+
+/// Starts `sf2520 --data-dir DATA_DIR ARGS...` as a node of the PostgreSQL ledger
+/// at `url` (through `SF2520_DATABASE_URL`), with `RUST_LOG=warn` and its output
+/// piped, for tests that watch it while it runs. Its busy wait is longer than any
+/// of the test's own: a loaded machine must not turn a held lock into a refusal.
+pub(crate) fn spawn_node(data_dir: &Path, url: &str, args: &[&str]) -> std::process::Child {
+    use std::process::Stdio;
+    Command::new(env!("CARGO_BIN_EXE_sf2520"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--busy-timeout", "600"])
+        .args(args)
+        .env("SF2520_DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .env_remove("SF2520_DATA_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sf2520")
+}

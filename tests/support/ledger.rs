@@ -217,3 +217,12 @@ pub(crate) fn accept_loss_args(data_dir: &std::path::Path) -> (Vec<String>, Stri
         .collect();
     (args, hash)
 }
+
+/// Asserts that `accept-loss`'s dry run (its stdout) names the lost head's `hash`
+/// and every one of the `lost` files.
+pub(crate) fn assert_loss_named(stdout: &str, hash: &str, lost: &[String]) {
+    assert!(stdout.contains(hash), "{stdout}");
+    for name in lost {
+        assert!(stdout.contains(name.as_str()), "{name}: {stdout}");
+    }
+}
