@@ -751,13 +751,26 @@ fn a_lost_export_record_is_accepted_only_explicitly_and_then_exported_anew() {
         refused.stderr
     );
 
+    // A link planted under an official name is no file of ours: never read,
+    // named or moved.
+    let outbox = default_outbox(&data_dir);
+    let target = dir.path().join("not-ours.txt");
+    fs::write(&target, "someone else's").unwrap();
+    let planted = outbox.join("SF2520_0101_20260101_999999.txt");
+    std::os::unix::fs::symlink(&target, &planted).unwrap();
     let (apply, hash) = support::ledger::accept_loss_args(&data_dir);
     let before = snapshot(&data_dir);
     let plan = sf2520(&data_dir, ["accept-loss"]).expect_code(10, "the dry run");
     support::ledger::assert_loss_named(&plan.stdout, &hash, &lost);
+    assert!(!plan.stdout.contains("999999"), "{}", plan.stdout);
     assert_eq!(snapshot(&data_dir), before, "the dry run changed nothing");
     sf2520(&data_dir, apply).expect_success("accept-loss --apply");
-    let outbox = default_outbox(&data_dir);
+    assert!(fs::symlink_metadata(&planted)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read_to_string(&target).unwrap(), "someone else's");
+    fs::remove_file(&planted).unwrap();
     for name in &lost {
         assert!(!outbox.join(name).exists(), "{name} left the outbox");
         assert!(
