@@ -160,6 +160,10 @@ pub fn render_all(
         1
     };
     let groups = (cores / cores_per_group).clamp(1, planned.len().max(1));
+    // A group with two cores to itself reads on one thread and renders on
+    // another; a group with one core does both on its thread, without handing
+    // each record over (issue 24: the hand-over cost more than it overlapped).
+    let pipelined = cores >= 2 * groups;
     let groups = balance(&planned, groups, |file| file.record_count);
     // Each group's reader has a connection of its own.
     let readers = groups
@@ -173,7 +177,7 @@ pub fn render_all(
             let (results, failure) = (&results, &failure);
             scope.spawn(move || {
                 let outcome = (|| -> Result<(), ExportError> {
-                    let exported = render_group(reader, group, staging)?;
+                    let exported = render_group(reader, group, staging, pipelined)?;
                     for file in &exported {
                         progress.rendered(file.summary.record_count);
                     }
@@ -247,13 +251,15 @@ const CHUNKS_IN_FLIGHT: usize = 2;
 /// A chunk of detail records, each with the index of the file it belongs to.
 type Chunk = Vec<(usize, DetailRecord)>;
 
-/// Renders a group of files in one pass over the log: all are open at once, a
-/// reader thread decodes the log into detail records, this thread writes each to
-/// its file's writer; then each file is fsynced under its temporary name.
+/// Renders a group of files in one pass over the log: all are open at once, the
+/// log is decoded into detail records, and each is written to its file's writer
+/// (`pipelined`: a reader thread decodes, this thread writes); then each file is
+/// fsynced under its temporary name.
 fn render_group(
     ledger: Ledger,
     files: &[&PlannedFile],
     staging: &Staging,
+    pipelined: bool,
 ) -> Result<Vec<RenderedFile>, ExportError> {
     // The kommune's code is formatted only on an error, not for every record.
     let render_error = |file: &PlannedFile| {
@@ -279,24 +285,16 @@ fn render_group(
         .iter()
         .map(|file| (file.range, file.record_count))
         .collect();
-    std::thread::scope(|scope| {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
-        let ranges = &ranges;
-        let reader = scope.spawn(move || read_records(&ledger, ranges, &sender));
-        let rendered = receiver.iter().try_for_each(|chunk| {
-            chunk.into_iter().try_for_each(|(index, record)| {
-                writers[index]
-                    .write_detail(&record)
-                    .map_err(render_error(files[index]))
-            })
-        });
-        // A failed renderer stops the reader: its next send finds no receiver.
-        drop(receiver);
-        let read = reader
-            .join()
-            .map_err(|_| ExportError::Worker("the log reader panicked".into()))?;
-        rendered.and(read)
-    })?;
+    let write = |index: usize, record: DetailRecord| {
+        writers[index]
+            .write_detail(&record)
+            .map_err(render_error(files[index]))
+    };
+    if pipelined {
+        read_on_a_thread(ledger, &ranges, write)?;
+    } else {
+        ledger.reading(|ledger| read_records(ledger, &ranges, write))?;
+    }
     let summaries = writers
         .into_iter()
         .zip(files)
@@ -318,24 +316,59 @@ fn render_group(
     Ok(rendered)
 }
 
-/// The reader of [`render_group`]: the ranges' detail records, in chunks. Ranges
+/// [`read_records`] on a thread of its own, handing `write` (on this thread)
+/// the records in chunks.
+fn read_on_a_thread(
+    ledger: Ledger,
+    ranges: &[(EntryRange, u64)],
+    mut write: impl FnMut(usize, DetailRecord) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
+        let reader = scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(CHUNK_RECORDS);
+            ledger.reading(|ledger| {
+                read_records(ledger, ranges, |index, record| {
+                    chunk.push((index, record));
+                    if chunk.len() == CHUNK_RECORDS {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_RECORDS));
+                        sender.send(full).map_err(|_| renderer_stopped())?;
+                    }
+                    Ok(())
+                })
+            })?;
+            sender.send(chunk).map_err(|_| renderer_stopped())
+        });
+        let rendered = receiver.iter().try_for_each(|chunk| {
+            chunk
+                .into_iter()
+                .try_for_each(|(index, record)| write(index, record))
+        });
+        // A failed renderer stops the reader: its next send finds no receiver.
+        drop(receiver);
+        let read = reader
+            .join()
+            .map_err(|_| ExportError::Worker("the log reader panicked".into()))?;
+        rendered.and(read)
+    })
+}
+
+/// The reader of [`render_group`]: the ranges' detail records, to `emit`. Ranges
 /// whose few entries lie far back in the log are read through the index (see
 /// [`by_index`]); the rest in one sequential pass.
 fn read_records(
     ledger: &Ledger,
     ranges: &[(EntryRange, u64)],
-    sender: &std::sync::mpsc::SyncSender<Chunk>,
+    mut emit: impl FnMut(usize, DetailRecord) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
-    let stopped = || ExportError::Worker("the renderer stopped".into());
-    let mut chunk = Vec::with_capacity(CHUNK_RECORDS);
+    let mut since_check = 0usize;
     let mut emit = |index: usize, record: DetailRecord| -> Result<(), ExportError> {
-        chunk.push((index, record));
-        if chunk.len() == CHUNK_RECORDS {
+        since_check += 1;
+        if since_check == CHUNK_RECORDS {
+            since_check = 0;
             crate::interrupt::check()?;
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_RECORDS));
-            sender.send(full).map_err(|_| stopped())?;
         }
-        Ok(())
+        emit(index, record)
     };
     let indexed = by_index(ranges);
     let mut shared = Vec::new();
@@ -348,11 +381,11 @@ fn read_records(
             shared_index.push(index);
         }
     }
-    for_each_record_in(ledger, &shared, |at, record| emit(shared_index[at], record))?;
-    if !chunk.is_empty() {
-        sender.send(chunk).map_err(|_| stopped())?;
-    }
-    Ok(())
+    for_each_record_in(ledger, &shared, |at, record| emit(shared_index[at], record))
+}
+
+fn renderer_stopped() -> ExportError {
+    ExportError::Worker("the renderer stopped".into())
 }
 
 /// How many log positions a sequential pass reads in the time one entry takes

@@ -60,8 +60,9 @@ impl Ledger {
             let Some(&(last, _)) = rows.last() else {
                 return Ok(());
             };
+            let mut rows = rows;
             let mut corrected = self.corrected_withholdings(rows.iter().map(|(_, event)| event))?;
-            self.prefetch_data_keys(rows.iter().map(|(_, event)| event), &corrected)?;
+            self.open_known(rows.iter_mut().map(|(_, event)| event), &mut corrected)?;
             for (position, event) in rows {
                 let withholding = corrected_in(&mut corrected, &event);
                 visit(position, event, withholding)?;
@@ -112,7 +113,7 @@ impl Ledger {
             )?;
             let mut corrected =
                 self.corrected_withholdings(window.iter().map(|(_, _, event)| event))?;
-            self.prefetch_data_keys(window.iter().map(|(_, _, event)| event), &corrected)?;
+            self.open_known(window.iter_mut().map(|(_, _, event)| event), &mut corrected)?;
             for (position, stream, event) in window {
                 let withholding = corrected_in(&mut corrected, &event);
                 let stream = streams.get(stream).unwrap_or_default();
@@ -205,24 +206,26 @@ impl Ledger {
 }
 
 impl Ledger {
-    /// Reads the data keys of the agreements whose CPRs `events` and `corrected`
-    /// carry in one query (PostgreSQL), so that opening each CPR the visitor needs
-    /// costs no round trip. Opening is the visitor's: an entry outside every
-    /// range it renders is never opened, so an erased agreement's old entries do
-    /// not stop a later file.
-    fn prefetch_data_keys<'e>(
+    /// Opens the CPRs of `events` and `corrected` this process has opened before,
+    /// all at once, and reads the data keys of the others in a few queries
+    /// ([`Keyring::open_known`]), so that opening each CPR the visitor needs
+    /// costs no round trip. Opening the rest is the visitor's: an entry outside
+    /// every range it renders is never opened, so an erased agreement's old
+    /// entries do not stop a later file.
+    fn open_known<'e>(
         &self,
-        events: impl Iterator<Item = &'e Event>,
-        corrected: &Corrected,
+        events: impl Iterator<Item = &'e mut Event>,
+        corrected: &'e mut Corrected,
     ) -> Result<(), LedgerError> {
         let Some(keys) = self.keyring() else {
             return Ok(());
         };
-        let agreements = events
-            .filter_map(Event::personal_cpr)
-            .map(|(agreement, _)| agreement.as_str())
-            .chain(corrected.values().map(|w| w.agreement.as_str()));
-        keys.prefetch(self.db(), agreements)
+        keys.open_known(
+            self.db(),
+            events
+                .filter_map(Event::personal_cpr_mut)
+                .chain(corrected.values_mut().map(|w| (&w.agreement, &mut w.cpr))),
+        )
     }
 }
 

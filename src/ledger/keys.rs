@@ -463,7 +463,7 @@ enum DataKey {
 /// The key file of a ledger with sealed personal data, and the data keys this
 /// process has unwrapped.
 pub(crate) struct Keyring {
-    file: KeyFile,
+    file: std::sync::Arc<KeyFile>,
     known: Mutex<Remembered>,
 }
 
@@ -474,7 +474,17 @@ const SUBJECT_KEYS: Source = Source {
 impl Keyring {
     pub(crate) fn new(file: KeyFile) -> Keyring {
         Keyring {
-            file,
+            file: std::sync::Arc::new(file),
+            known: Mutex::new(Remembered::default()),
+        }
+    }
+
+    /// The same key file with a cache of data keys of its own: for a thread that
+    /// looks up a key per record (the export's log readers), so that no two
+    /// threads take turns on one lock and one table for every record.
+    pub(crate) fn fresh(&self) -> Keyring {
+        Keyring {
+            file: std::sync::Arc::clone(&self.file),
             known: Mutex::new(Remembered::default()),
         }
     }
@@ -584,18 +594,14 @@ impl Keyring {
         Ok(Some(Known { key, last: None }))
     }
 
-    /// Reads the data keys of `agreements` this process does not know yet in one
-    /// query on PostgreSQL (where each lookup is a round trip); SQLite answers each
-    /// lookup from its own pages, so it is asked as the keys are needed.
+    /// Reads the data keys of `agreements` this process does not know yet (see
+    /// [`Keyring::read_keys`]).
     pub(crate) fn prefetch<'a>(
         &self,
         db: &Db,
         agreements: impl Iterator<Item = &'a str>,
     ) -> Result<(), LedgerError> {
-        let Db::Postgres(session) = db else {
-            return Ok(());
-        };
-        let mut wanted: Vec<String> = {
+        let wanted: Vec<String> = {
             // One lock for the whole window, not one per event.
             let known = self
                 .known
@@ -608,9 +614,29 @@ impl Keyring {
                 .map(str::to_string)
                 .collect()
         };
-        wanted.sort_unstable();
-        wanted.dedup();
-        for chunk in wanted.chunks(10_000) {
+        self.read_keys(db, wanted)
+    }
+
+    /// Reads the data keys of `agreements`: in one query on PostgreSQL (where
+    /// each lookup is a round trip); on SQLite one lookup each, in the order of
+    /// the table's key, so that each lookup finds the pages the one before read
+    /// (in the order the records come, each was a read of a page from the file:
+    /// a tenth of the export, issue 24). Read ahead only: on SQLite a key that
+    /// cannot be read here is read again when a record needs it, and its error
+    /// reported there (an agreement whose entries lie outside every file asked
+    /// for must not stop the export).
+    fn read_keys(&self, db: &Db, mut agreements: Vec<String>) -> Result<(), LedgerError> {
+        agreements.sort_unstable();
+        agreements.dedup();
+        let Db::Postgres(session) = db else {
+            for agreement in &agreements {
+                if self.data_key(db, agreement).is_err() {
+                    continue;
+                }
+            }
+            return Ok(());
+        };
+        for chunk in agreements.chunks(10_000) {
             postgres::prefetch_subject_keys(session, chunk, &mut |row| {
                 let agreement = row.text(SUBJECT_KEYS, 0)?;
                 let key = self.unwrap_row(
@@ -677,6 +703,45 @@ impl Keyring {
         self.remember_sealed(agreement.as_str(), sealed, plain);
         *cpr = PersonalCpr::Sealed(SealedCpr::from_bytes(sealed));
         Ok(())
+    }
+
+    /// Opens each of `cprs` that this process opened or sealed before (the bytes
+    /// its agreement's CPR was last sealed to, under a live key) and leaves the
+    /// rest sealed, for [`Keyring::open`] to open or to say why not; then reads
+    /// the data keys it does not know yet ([`Keyring::read_keys`]). One lock and
+    /// one lookup for each, with nothing between them, so that the processor
+    /// waits for several of the table's slots at once rather than for each in
+    /// turn (the table of a large ledger does not fit in the cache: a slot is a
+    /// miss).
+    pub(crate) fn open_known<'e>(
+        &self,
+        db: &Db,
+        cprs: impl Iterator<Item = (&'e AgreementRef, &'e mut PersonalCpr)>,
+    ) -> Result<(), LedgerError> {
+        let mut unknown = Vec::new();
+        {
+            let known = self
+                .known
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (agreement, cpr) in cprs {
+                let PersonalCpr::Sealed(sealed) = *cpr else {
+                    continue;
+                };
+                let Some(reference) = InlineRef::of(agreement.as_str()) else {
+                    continue;
+                };
+                match known.get(&reference) {
+                    Some(Known {
+                        key: DataKey::Live(_),
+                        last: Some((bytes, number)),
+                    }) if bytes == sealed.as_bytes() => *cpr = PersonalCpr::Plain(*number),
+                    Some(_) => {}
+                    None => unknown.push(agreement.as_str().to_string()),
+                }
+            }
+        }
+        self.read_keys(db, unknown)
     }
 
     /// Replaces the sealed CPR of `event` (if it carries one) by the number.

@@ -82,11 +82,12 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // so an acknowledged write survives power loss.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // Up to 64 MiB of pages (negative: KiB). Ingest writes at the ends of the log
-    // and of each kommune's entries, so its working set is small; 256 MiB was no
-    // faster at 1M entries (benches/peers) and peaked at 326 MB instead of 93 MB.
-    // The cache grows only as pages are read.
-    conn.pragma_update(None, "cache_size", -65_536)?;
+    // Up to 32 MiB of pages (negative: KiB). Ingest writes at the ends of the log
+    // and of each kommune's entries, so its working set is small: at 1M entries
+    // 16, 32 and 64 MiB ingest at the same speed (issue 24, benches/peers: 9.5-10
+    // s each), and the peak resident set is 60, 77 and 112 MB; 256 MiB was no
+    // faster either and peaked at 326 MB. The cache grows only as pages are read.
+    conn.pragma_update(None, "cache_size", -32_768)?;
     // Checkpoint the WAL into the database every 64 MiB rather than every 4 MiB: a
     // page changed by several batches between checkpoints (the end of the log, the
     // end of each kommune's entries) is copied into the database once, not each
