@@ -416,6 +416,16 @@ struct Known {
     last: Option<([u8; SEALED_CPR_LEN], Cpr)>,
 }
 
+impl Known {
+    /// The number `sealed` holds, if it is the very bytes this agreement's CPR
+    /// was last sealed to or opened from (the key's state is the caller's).
+    fn remembered_cpr(&self, sealed: &SealedCpr) -> Option<Cpr> {
+        self.last
+            .filter(|(bytes, _)| bytes == sealed.as_bytes())
+            .map(|(_, number)| number)
+    }
+}
+
 /// Seals `plain` under `key` with a fresh nonce; returns nonce ‖ ciphertext ‖ tag.
 fn seal_bytes(key: &LessSafeKey, aad_bytes: &[u8], plain: &[u8]) -> Vec<u8> {
     seal_with(key, fresh_nonce(), aad_bytes, plain)
@@ -630,9 +640,8 @@ impl Keyring {
         agreements.dedup();
         let Db::Postgres(session) = db else {
             for agreement in &agreements {
-                if self.data_key(db, agreement).is_err() {
-                    continue;
-                }
+                // Read ahead only (above): an error here comes again where it counts.
+                let _ = self.data_key(db, agreement);
             }
             return Ok(());
         };
@@ -732,10 +741,17 @@ impl Keyring {
                     continue;
                 };
                 match known.get(&reference) {
-                    Some(Known {
-                        key: DataKey::Live(_),
-                        last: Some((bytes, number)),
-                    }) if bytes == sealed.as_bytes() => *cpr = PersonalCpr::Plain(*number),
+                    Some(
+                        remembered @ Known {
+                            key: DataKey::Live(_),
+                            ..
+                        },
+                    ) => {
+                        if let Some(number) = remembered.remembered_cpr(&sealed) {
+                            *cpr = PersonalCpr::Plain(number);
+                        }
+                    }
+                    // An erased key: [`Keyring::open`] says so.
                     Some(_) => {}
                     None => unknown.push(agreement.as_str().to_string()),
                 }
@@ -756,7 +772,7 @@ impl Keyring {
             .data_key(db, agreement.as_str())?
             .ok_or_else(|| missing_key(agreement))?;
         let raw = live(agreement, known.key)?;
-        if let Some((_, number)) = known.last.filter(|(bytes, _)| bytes == sealed.as_bytes()) {
+        if let Some(number) = known.remembered_cpr(&sealed) {
             *cpr = PersonalCpr::Plain(number);
             return Ok(());
         }

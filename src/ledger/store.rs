@@ -524,14 +524,14 @@ impl Ledger {
         &self,
         read: impl FnOnce(&Ledger) -> Result<T, E>,
     ) -> Result<T, E> {
-        let Db::Sqlite(conn) = &self.db else {
+        if !matches!(self.db, Db::Sqlite(_)) {
             return read(self);
-        };
-        conn.execute_batch("BEGIN").map_err(LedgerError::from)?;
+        }
+        self.db.batch("BEGIN")?;
         let outcome = read(self);
         // Ending a read transaction cannot lose anything; a failure to end it
         // is reported only if the reading itself went well.
-        let ended = conn.execute_batch("COMMIT").map_err(LedgerError::from);
+        let ended = self.db.batch("COMMIT");
         let value = outcome?;
         ended?;
         Ok(value)
